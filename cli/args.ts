@@ -1,0 +1,73 @@
+/**
+ * Command-line parsing shared by every command: `node:util` parseArgs in strict
+ * mode, with its errors turned into one-line `UsageError`s, and size options.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UsageError } from "../codec/errors.ts";
+import { parseSize } from "../codec/units.ts";
+
+/** Option specs as parseArgs takes them. */
+export type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
+
+/** Options every command accepts. */
+export const COMMON_OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  quiet: { type: "boolean", short: "q" },
+  json: { type: "boolean" },
+} as const satisfies OptionSpecs;
+
+/** Parses `args` for `command`; unknown flags and missing values are `UsageError`s. */
+export function parseCommand<T extends OptionSpecs>(command: string, args: string[], options: T) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...COMMON_OPTIONS, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new UsageError(`${command}: ${message} (see poolboy ${command} --help)`);
+  }
+}
+
+/** Requires exactly `names.length` positional arguments, named in the error. */
+export function requirePositionals(
+  command: string,
+  positionals: string[],
+  names: string[],
+): string[] {
+  if (positionals.length !== names.length) {
+    throw new UsageError(
+      `${command} takes ${
+        names.map((n) => n.toUpperCase()).join(" ")
+      }, got ${positionals.length} argument${
+        positionals.length === 1 ? "" : "s"
+      } (see poolboy ${command} --help)`,
+    );
+  }
+  return positionals;
+}
+
+/** Reads a size option such as `--avg-chunk 1MiB`, or returns the default. */
+export function sizeOption(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const size = parseSize(value);
+  if (size === undefined) {
+    throw new UsageError(`--${name}: "${value}" is not a size (examples: 65536, 256KiB, 1MiB)`);
+  }
+  return size;
+}
+
+/** Writes a line to stdout. */
+export function println(line = ""): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(line + "\n"));
+}
+
+/** Writes a value as pretty JSON on stdout. */
+export function printJson(value: unknown): void {
+  println(JSON.stringify(value, null, 2));
+}

@@ -1,0 +1,52 @@
+/**
+ * `poolboy inspect PATCH`: describe a patch without applying it.
+ *
+ * @module
+ */
+
+import { inspectPatch } from "../codec/inspect.ts";
+import { ProgressLine } from "../codec/progress.ts";
+import { formatBytes } from "../codec/units.ts";
+import { parseCommand, printJson, println, requirePositionals } from "./args.ts";
+
+export const INSPECT_HELP = `poolboy inspect — show what a patch holds, without applying it
+
+Usage: poolboy inspect PATCH [--json]
+
+Prints the header (version, base and target sizes, target BLAKE3) and the op
+counts and bytes. Reads and validates the whole patch: a damaged patch fails
+here exactly as it would in apply.
+
+Options:
+  --json        print as JSON on stdout
+  -q, --quiet   no progress line
+  -h, --help    this help
+
+Exit codes: 0 ok, 2 usage, 3 I/O error, 4 malformed patch.`;
+
+/** Runs `inspect`. */
+export async function inspectCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand("inspect", args, {});
+  if (values.help) {
+    println(INSPECT_HELP);
+    return 0;
+  }
+  const [patch] = requirePositionals("inspect", positionals, ["patch"]);
+  const progress = new ProgressLine("inspect", { quiet: values.quiet || values.json });
+  const d = await inspectPatch(patch, progress.callback).finally(() => progress.done());
+  if (values.json) {
+    printJson({ patch, ...d });
+    return 0;
+  }
+  const percent = d.targetSize > 0 ? ((100 * d.patchSize) / d.targetSize).toFixed(2) : "0.00";
+  println(`patch        ${patch} (${formatBytes(d.patchSize)}, ${percent}% of target)`);
+  println(`version      ${d.version}`);
+  println(`base size    ${d.baseSize} (${formatBytes(d.baseSize)})`);
+  println(`target size  ${d.targetSize} (${formatBytes(d.targetSize)})`);
+  println(`target       BLAKE3 ${d.targetBlake3}`);
+  println(`COPY         ${d.copyOps} ops, ${d.copyBytes} bytes (${formatBytes(d.copyBytes)})`);
+  println(
+    `LITERAL      ${d.literalOps} ops, ${d.literalBytes} bytes (${formatBytes(d.literalBytes)})`,
+  );
+  return 0;
+}

@@ -1,0 +1,120 @@
+/**
+ * Writing a file so that its destination never holds a partial or unverified
+ * version: bytes go to a temporary file beside the destination (same directory,
+ * so the final rename is atomic), which is fsynced and renamed over the
+ * destination only on `commit`; `abort` deletes it. Temporary files are
+ * registered so that an interrupted process (Ctrl-C, SIGTERM) can remove them.
+ *
+ * Temporary names look like `.NAME.poolboy-XXXXXXXX.tmp`: hidden, and never
+ * mistaken for a model.
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { ioError } from "./errors.ts";
+
+/** Temporary files currently open, by path: removed by `removeAllPending` on interruption. */
+const pending = new Set<string>();
+
+/** Deletes every temporary file still pending (for signal handlers). Never throws. */
+export function removeAllPending(): void {
+  for (const path of pending) {
+    try {
+      Deno.removeSync(path);
+    } catch {
+      // Already gone, or not ours to remove any more.
+    }
+  }
+  pending.clear();
+}
+
+/** The temporary-file name used beside `destination`. */
+export function temporaryPathFor(destination: string): string {
+  const base = destination.split("/").pop() || "output";
+  const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
+  return join(dirname(destination), `.${base}.poolboy-${random}.tmp`);
+}
+
+/** A file being written beside its destination. */
+export class AtomicFile {
+  readonly destination: string;
+  readonly temporaryPath: string;
+  readonly file: Deno.FsFile;
+  #done = false;
+
+  private constructor(destination: string, temporaryPath: string, file: Deno.FsFile) {
+    this.destination = destination;
+    this.temporaryPath = temporaryPath;
+    this.file = file;
+  }
+
+  /** Creates the temporary file (refusing a destination that is a directory). */
+  static async create(destination: string, role = "output"): Promise<AtomicFile> {
+    try {
+      const info = await Deno.stat(destination);
+      if (info.isDirectory) {
+        throw ioError(`write ${role}`, destination, new Deno.errors.IsADirectory("is a directory"));
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw ioError(`write ${role}`, destination, err);
+    }
+    const temporaryPath = temporaryPathFor(destination);
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(temporaryPath, { write: true, createNew: true, mode: 0o644 });
+    } catch (err) {
+      throw ioError(`write ${role} in the directory of`, destination, err);
+    }
+    pending.add(temporaryPath);
+    return new AtomicFile(destination, temporaryPath, file);
+  }
+
+  /** Fsyncs, closes and renames the temporary file over the destination. */
+  async commit(): Promise<void> {
+    if (this.#done) throw new Error("AtomicFile already finished");
+    try {
+      await this.file.sync();
+      this.file.close();
+      this.#done = true;
+      await Deno.rename(this.temporaryPath, this.destination);
+      pending.delete(this.temporaryPath);
+      await syncDirectory(dirname(this.destination));
+    } catch (err) {
+      await this.abort();
+      throw ioError("write", this.destination, err);
+    }
+  }
+
+  /** Closes (if open) and deletes the temporary file. Never throws. */
+  async abort(): Promise<void> {
+    if (!this.#done) {
+      this.#done = true;
+      try {
+        this.file.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    try {
+      await Deno.remove(this.temporaryPath);
+    } catch {
+      // Already renamed or removed.
+    }
+    pending.delete(this.temporaryPath);
+  }
+}
+
+/** Fsyncs a directory so a rename in it is durable; best effort where unsupported. */
+async function syncDirectory(path: string): Promise<void> {
+  try {
+    const dir = await Deno.open(path, { read: true });
+    try {
+      await dir.sync();
+    } finally {
+      dir.close();
+    }
+  } catch {
+    // Some filesystems refuse fsync on directories; the file itself is synced.
+  }
+}

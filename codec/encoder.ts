@@ -1,0 +1,149 @@
+/**
+ * Encodes `base` + `target` into a v1 patch, streaming.
+ *
+ * Pass 1 chunks and hashes the base into a `ChunkIndex`. Pass 2 chunks the
+ * target; each chunk whose BLAKE3 is in the index becomes a COPY (preferring
+ * the base chunk right after the previous match, so runs merge into one COPY),
+ * any other a LITERAL; the whole target is hashed on the way for the header.
+ * The patch is written beside its destination and renamed into place only when
+ * complete. Memory: two chunk buffers, one write buffer, and the index.
+ *
+ * @module
+ */
+
+import { ChunkIndex } from "./chunk_index.ts";
+import { chunkStream } from "./chunk_stream.ts";
+import { createHasher, toHex } from "./blake3.ts";
+import { AtomicFile } from "./atomic_file.ts";
+import { IoError, ioError } from "./errors.ts";
+import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
+import { BufferedWriter, openInput } from "./file_io.ts";
+import { encodeHeaderV1, HEADER_V1_SIZE } from "./patch_format.ts";
+import { type OpStats, OpWriter } from "./op_writer.ts";
+import type { ProgressCallback } from "./progress.ts";
+
+/** Options of `encodeFile`. */
+export interface EncodeOptions {
+  readonly chunk?: ChunkParams;
+  readonly onProgress?: ProgressCallback;
+}
+
+/** What an encode produced. */
+export interface EncodeSummary extends OpStats {
+  readonly baseSize: number;
+  readonly targetSize: number;
+  readonly patchSize: number;
+  readonly baseChunks: number;
+  readonly targetChunks: number;
+  readonly targetBlake3: string;
+  readonly chunk: ChunkParams;
+  readonly elapsedMs: number;
+}
+
+/** Chunks and hashes a whole file into an index. */
+export async function indexFile(
+  file: Deno.FsFile,
+  params: ChunkParams,
+  onBytes?: (bytes: number) => void,
+): Promise<ChunkIndex> {
+  const index = new ChunkIndex();
+  const hasher = await createHasher();
+  for await (const chunk of chunkStream(file, params)) {
+    hasher.init();
+    hasher.update(chunk.data);
+    index.add(chunk.offset, chunk.data.length, hasher.digest("binary"));
+    onBytes?.(chunk.offset + chunk.data.length);
+  }
+  return index;
+}
+
+/** Encodes the patch that turns `basePath` into `targetPath`, written to `patchPath`. */
+export async function encodeFile(
+  basePath: string,
+  targetPath: string,
+  patchPath: string,
+  options: EncodeOptions = {},
+): Promise<EncodeSummary> {
+  const params = validateChunkParams(options.chunk ?? DEFAULT_CHUNK_PARAMS);
+  const started = performance.now();
+  const base = await openInput(basePath, "base");
+  let target: Awaited<ReturnType<typeof openInput>> | undefined;
+  let out: AtomicFile | undefined;
+  try {
+    target = await openInput(targetPath, "target");
+    const total = base.size + target.size;
+    const progress = options.onProgress;
+    let index: ChunkIndex;
+    try {
+      index = await indexFile(base.file, params, (done) => progress?.(done, total));
+    } catch (err) {
+      throw ioError("read base", basePath, err);
+    }
+
+    out = await AtomicFile.create(patchPath, "patch");
+    const writer = new BufferedWriter(out.file);
+    await writer.write(new Uint8Array(HEADER_V1_SIZE)); // header written last
+    const ops = new OpWriter(writer);
+    const chunkHasher = await createHasher();
+    const fileHasher = await createHasher();
+    let nextBaseChunk = -1;
+    let targetChunks = 0;
+    let targetRead = 0;
+    try {
+      for await (const chunk of chunkStream(target.file, params)) {
+        targetChunks++;
+        fileHasher.update(chunk.data);
+        chunkHasher.init();
+        chunkHasher.update(chunk.data);
+        const digest = chunkHasher.digest("binary");
+        const match = index.matchAt(nextBaseChunk, digest) ?? index.find(digest);
+        if (match) {
+          await ops.copy(match.offset, match.length);
+          nextBaseChunk = match.index + 1;
+        } else {
+          await ops.literal(chunk.data);
+          nextBaseChunk = -1;
+        }
+        targetRead = chunk.offset + chunk.data.length;
+        progress?.(base.size + targetRead, total);
+      }
+      await ops.finish();
+    } catch (err) {
+      throw ioError("encode", patchPath, err);
+    }
+    if (targetRead !== target.size) {
+      throw new IoError(
+        `target "${targetPath}" changed while it was read (${targetRead} bytes read, ${target.size} expected)`,
+      );
+    }
+    const targetDigest = fileHasher.digest("binary");
+    try {
+      await writer.overwrite(
+        0,
+        encodeHeaderV1({ baseSize: base.size, targetSize: target.size, targetDigest }),
+      );
+      await writer.flush();
+    } catch (err) {
+      throw ioError("write patch", patchPath, err);
+    }
+    const patchSize = writer.position;
+    await out.commit();
+    return {
+      ...ops.stats,
+      baseSize: base.size,
+      targetSize: target.size,
+      patchSize,
+      baseChunks: index.size,
+      targetChunks,
+      targetBlake3: toHex(targetDigest),
+      chunk: params,
+      elapsedMs: performance.now() - started,
+    };
+  } catch (err) {
+    await out?.abort();
+    throw err;
+  } finally {
+    base.file.close();
+    target?.file.close();
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Streaming, validating reader of a patch's ops.
+ *
+ * It reads the patch once, front to back, through one fixed buffer, and checks
+ * every bound before the caller acts on an op: COPY ranges inside the base, no
+ * op past `target_size`, an op byte it knows, no truncation, no trailing bytes.
+ * A length field never causes an allocation, so a hostile LITERAL claiming 2^63
+ * bytes is refused (it overruns `target_size`) without using memory. Both
+ * `apply` and `inspect` read patches through it.
+ *
+ * @module
+ */
+
+import type { ByteSource } from "./chunk_stream.ts";
+import { MalformedPatchError } from "./errors.ts";
+import {
+  decodeHeaderV1,
+  decodePreamble,
+  HEADER_V1_SIZE,
+  OP_COPY,
+  OP_LITERAL,
+  type PatchHeader,
+  PREAMBLE_SIZE,
+  safeU64,
+} from "./patch_format.ts";
+
+/** An op as read: a COPY range, or a LITERAL whose bytes the caller must then read. */
+export type PatchOp =
+  | { readonly kind: "copy"; readonly offset: number; readonly length: number }
+  | { readonly kind: "literal"; readonly length: number };
+
+/** Reads a patch's header and ops from a byte source, validating as it goes. */
+export class PatchReader {
+  readonly header: PatchHeader;
+  #source: ByteSource;
+  #buf: Uint8Array;
+  #start = 0;
+  #end = 0;
+  #eof = false;
+  /** Patch bytes consumed so far. */
+  #position = 0;
+  /** Target bytes the ops read so far produce. */
+  #produced = 0;
+  /** Bytes of the current LITERAL not yet read by the caller. */
+  #literalLeft = 0;
+  #scratch = new Uint8Array(16);
+
+  private constructor(source: ByteSource, buf: Uint8Array, header: PatchHeader) {
+    this.#source = source;
+    this.#buf = buf;
+    this.header = header;
+  }
+
+  /** Reads and validates the header. */
+  static async open(source: ByteSource, bufferSize = 1 << 20): Promise<PatchReader> {
+    const reader = new PatchReader(source, new Uint8Array(Math.max(bufferSize, 64)), {
+      version: 0,
+      baseSize: 0,
+      targetSize: 0,
+      targetDigest: new Uint8Array(),
+    });
+    const preamble = (await reader.#readUpTo(PREAMBLE_SIZE)).slice();
+    decodePreamble(preamble);
+    const rest = await reader.#readUpTo(HEADER_V1_SIZE - PREAMBLE_SIZE);
+    const headerBytes = new Uint8Array(PREAMBLE_SIZE + rest.length);
+    headerBytes.set(preamble);
+    headerBytes.set(rest, PREAMBLE_SIZE);
+    (reader as { header: PatchHeader }).header = decodeHeaderV1(headerBytes);
+    return reader;
+  }
+
+  /** Patch bytes consumed so far. */
+  get position(): number {
+    return this.#position;
+  }
+
+  /** Target bytes produced by the ops read so far. */
+  get produced(): number {
+    return this.#produced;
+  }
+
+  /**
+   * The next op, or `null` once the ops have produced exactly `target_size` bytes
+   * and the patch ends there. Throws `MalformedPatchError` for anything else.
+   * After a LITERAL, read its bytes with `readLiteral` before calling again.
+   */
+  async next(): Promise<PatchOp | null> {
+    if (this.#literalLeft > 0) {
+      throw new Error("PatchReader.next() called before the LITERAL's bytes were read");
+    }
+    const { baseSize, targetSize } = this.header;
+    if (this.#produced === targetSize) {
+      if (!(await this.#atEnd())) {
+        throw new MalformedPatchError(
+          `trailing bytes after the last op at patch offset ${this.#position} (the target is complete)`,
+        );
+      }
+      return null;
+    }
+    const at = this.#position;
+    const opBytes = await this.#readUpTo(1);
+    if (opBytes.length === 0) {
+      throw new MalformedPatchError(
+        `patch is truncated: it ends at offset ${at} after producing ${this.#produced} of ${targetSize} target bytes`,
+      );
+    }
+    const op = opBytes[0];
+    const left = targetSize - this.#produced;
+    if (op === OP_COPY) {
+      const view = await this.#fields(16, "COPY", at);
+      const offset = safeU64(view, 0, `COPY offset at patch offset ${at}`);
+      const length = safeU64(view, 8, `COPY length at patch offset ${at}`);
+      if (offset + length > baseSize) {
+        throw new MalformedPatchError(
+          `COPY at patch offset ${at} reads base bytes ${offset}..${
+            offset + length
+          }, beyond the base's ${baseSize} bytes`,
+        );
+      }
+      this.#checkFits(length, left, "COPY", at);
+      this.#produced += length;
+      return { kind: "copy", offset, length };
+    }
+    if (op === OP_LITERAL) {
+      const view = await this.#fields(8, "LITERAL", at);
+      const length = safeU64(view, 0, `LITERAL length at patch offset ${at}`);
+      this.#checkFits(length, left, "LITERAL", at);
+      this.#produced += length;
+      this.#literalLeft = length;
+      return { kind: "literal", length };
+    }
+    throw new MalformedPatchError(
+      `unknown op 0x${op.toString(16).padStart(2, "0")} at patch offset ${at}`,
+    );
+  }
+
+  /**
+   * Reads up to `dest.length` bytes of the current LITERAL into `dest`; returns
+   * how many (0 once the literal is exhausted). Throws if the patch ends early.
+   */
+  async readLiteral(dest: Uint8Array): Promise<number> {
+    const want = Math.min(dest.length, this.#literalLeft);
+    if (want === 0) return 0;
+    let got = 0;
+    // Drain the buffer first, then read large pieces straight into dest.
+    if (this.#end > this.#start) {
+      got = Math.min(want, this.#end - this.#start);
+      dest.set(this.#buf.subarray(this.#start, this.#start + got));
+      this.#start += got;
+    }
+    while (got < want && !this.#eof) {
+      const n = await this.#source.read(dest.subarray(got, want));
+      if (n === null) this.#eof = true;
+      else got += n;
+    }
+    this.#position += got;
+    this.#literalLeft -= got;
+    if (got < want) {
+      throw new MalformedPatchError(
+        `patch is truncated: it ends at offset ${this.#position} inside a LITERAL, ${this.#literalLeft} bytes short`,
+      );
+    }
+    return got;
+  }
+
+  /** Skips the rest of the current LITERAL (used by `inspect`). */
+  async skipLiteral(scratch: Uint8Array): Promise<void> {
+    while (this.#literalLeft > 0) await this.readLiteral(scratch);
+  }
+
+  #checkFits(length: number, left: number, name: string, at: number): void {
+    if (length > left) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} produces ${length} bytes, but only ${left} of target_size ${this.header.targetSize} remain`,
+      );
+    }
+  }
+
+  async #fields(size: number, name: string, at: number): Promise<DataView> {
+    const bytes = await this.#readUpTo(size);
+    if (bytes.length < size) {
+      throw new MalformedPatchError(
+        `patch is truncated: the ${name} op at offset ${at} needs ${size} bytes of fields, ${bytes.length} present`,
+      );
+    }
+    return new DataView(bytes.buffer, bytes.byteOffset, size);
+  }
+
+  /** Up to `n` (≤ 64) bytes, fewer only at end of patch; the result is valid until the next read. */
+  async #readUpTo(n: number): Promise<Uint8Array> {
+    if (this.#end - this.#start < n) await this.#fill(n);
+    const got = Math.min(n, this.#end - this.#start);
+    const out = this.#scratch.length >= got ? this.#scratch : new Uint8Array(got);
+    out.set(this.#buf.subarray(this.#start, this.#start + got));
+    this.#start += got;
+    this.#position += got;
+    return out.subarray(0, got);
+  }
+
+  async #atEnd(): Promise<boolean> {
+    if (this.#end > this.#start) return false;
+    await this.#fill(1);
+    return this.#end === this.#start;
+  }
+
+  async #fill(atLeast: number): Promise<void> {
+    if (this.#start > 0) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    while (!this.#eof && this.#end < atLeast) {
+      const n = await this.#source.read(this.#buf.subarray(this.#end));
+      if (n === null) this.#eof = true;
+      else this.#end += n;
+    }
+  }
+}
