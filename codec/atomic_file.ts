@@ -11,7 +11,6 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
 import { ioError } from "./errors.ts";
 
 /** Temporary files currently open, by path: removed by `removeAllPending` on interruption. */
@@ -29,11 +28,20 @@ export function removeAllPending(): void {
   pending.clear();
 }
 
+/** The directory part of a path (`.` for a bare name), as POSIX `dirname` gives it. */
+export function directoryOf(path: string): string {
+  const trimmed = path.replace(/\/+$/, "");
+  const slash = trimmed.lastIndexOf("/");
+  if (slash < 0) return ".";
+  return slash === 0 ? "/" : trimmed.slice(0, slash);
+}
+
 /** The temporary-file name used beside `destination`. */
 export function temporaryPathFor(destination: string): string {
-  const base = destination.split("/").pop() || "output";
+  const base = destination.replace(/\/+$/, "").split("/").pop() || "output";
   const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
-  return join(dirname(destination), `.${base}.poolboy-${random}.tmp`);
+  const dir = directoryOf(destination);
+  return `${dir === "/" ? "" : dir}/.${base}.poolboy-${random}.tmp`;
 }
 
 /** A file being written beside its destination. */
@@ -79,7 +87,7 @@ export class AtomicFile {
       this.#done = true;
       await Deno.rename(this.temporaryPath, this.destination);
       pending.delete(this.temporaryPath);
-      await syncDirectory(dirname(this.destination));
+      await syncDirectory(directoryOf(this.destination));
     } catch (err) {
       await this.abort();
       throw ioError("write", this.destination, err);

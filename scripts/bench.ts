@@ -1,0 +1,286 @@
+/**
+ * `deno task bench`: encode/apply throughput, peak memory and patch size of
+ * poolboy against xdelta3, zstd --patch-from and bsdiff, on the same generated
+ * pairs in the same run.
+ *
+ * Each tool runs as a child process under `/usr/bin/time` (peak RSS = its
+ * "maximum resident set size"); seconds are wall-clock of the whole process,
+ * Deno's start-up included. Every output is checked byte-identical to the target.
+ * Peers that are not installed are skipped and said so.
+ *
+ * Usage: deno task bench [--sizes 256MiB,1GiB,4GiB] [--dir DIR] [--json]
+ *        [--bsdiff-max 256MiB] [--no-peers]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { formatBytes, parseSize } from "../codec/units.ts";
+import { hashFile } from "../codec/hash_file.ts";
+import { writePair } from "./bench_pairs.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    sizes: { type: "string", default: "256MiB,1GiB,4GiB" },
+    dir: { type: "string" },
+    json: { type: "boolean" },
+    "bsdiff-max": { type: "string", default: "256MiB" },
+    "no-peers": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+if (values.help) {
+  console.log(
+    `deno task bench [--sizes 256MiB,1GiB,4GiB] [--dir DIR] [--json] [--bsdiff-max 256MiB] [--no-peers]
+
+Generates a deterministic base/target pair per size (incompressible bytes; the
+target has 37 bytes inserted near the front, ~2% rewritten, 1 MiB appended),
+then encodes and applies it with poolboy and, where installed, xdelta3 -e -9,
+zstd --patch-from --long=31 (-3), and bsdiff (only up to --bsdiff-max: it needs
+~17x the base in memory). Prints patch size, seconds, MB/s of target and peak
+RSS for each, and checks every output against the target.
+Needs /usr/bin/time (Debian package "time") for peak RSS.`,
+  );
+  Deno.exit(0);
+}
+
+const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
+const TIME = "/usr/bin/time";
+
+interface Measure {
+  seconds: number;
+  peakRssBytes: number;
+}
+
+interface Row {
+  tool: string;
+  size: number;
+  targetSize: number;
+  patchSize?: number;
+  encode?: Measure;
+  apply?: Measure;
+  note?: string;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function which(cmd: string): Promise<boolean> {
+  for (const dir of ["/usr/bin", "/usr/local/bin", "/bin"]) {
+    if (await exists(`${dir}/${cmd}`)) return true;
+  }
+  return false;
+}
+
+/** Runs a command under /usr/bin/time; returns wall seconds and peak RSS. */
+async function measure(cmd: string[], dir: string): Promise<Measure> {
+  const timeFile = `${dir}/time.out`;
+  const out = await new Deno.Command(TIME, {
+    args: ["-f", "%e %M", "-o", timeFile, ...cmd],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-2).join(" ");
+    throw new Error(`${cmd[0]} failed (exit ${out.code}): ${err}`);
+  }
+  const [seconds, kib] = (await Deno.readTextFile(timeFile)).trim().split("\n").pop()!.split(" ");
+  return { seconds: Number(seconds), peakRssBytes: Number(kib) * 1024 };
+}
+
+async function size(path: string): Promise<number> {
+  return (await Deno.stat(path)).size;
+}
+
+async function runTool(
+  tool: string,
+  encode: string[],
+  apply: string[],
+  paths: { patch: string; out: string; target: string; dir: string },
+  targetSize: number,
+  pairSize: number,
+  wantDigest: string,
+): Promise<Row> {
+  const row: Row = { tool, size: pairSize, targetSize };
+  try {
+    row.encode = await measure(encode, paths.dir);
+    row.patchSize = await size(paths.patch);
+    row.apply = await measure(apply, paths.dir);
+    const got = await hashFile(paths.out);
+    if (got !== wantDigest) row.note = "OUTPUT DIFFERS FROM TARGET";
+  } catch (err) {
+    row.note = err instanceof Error ? err.message.slice(0, 160) : String(err);
+  } finally {
+    for (const p of [paths.patch, paths.out]) await Deno.remove(p).catch(() => {});
+  }
+  return row;
+}
+
+function mbps(bytes: number, m?: Measure): string {
+  return m && m.seconds > 0 ? (bytes / 1e6 / m.seconds).toFixed(0) : "-";
+}
+
+function printTable(rows: Row[]): void {
+  const header = [
+    "tool",
+    "patch",
+    "% target",
+    "enc s",
+    "enc MB/s",
+    "enc RSS",
+    "app s",
+    "app MB/s",
+    "app RSS",
+  ];
+  const lines = rows.map((r) => [
+    r.tool,
+    r.patchSize === undefined ? "-" : formatBytes(r.patchSize),
+    r.patchSize === undefined ? "-" : ((100 * r.patchSize) / r.targetSize).toFixed(2),
+    r.encode ? r.encode.seconds.toFixed(2) : "-",
+    mbps(r.targetSize, r.encode),
+    r.encode ? formatBytes(r.encode.peakRssBytes) : "-",
+    r.apply ? r.apply.seconds.toFixed(2) : "-",
+    mbps(r.targetSize, r.apply),
+    r.apply ? formatBytes(r.apply.peakRssBytes) : "-",
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (cells: string[]) =>
+    "| " +
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") +
+    " |";
+  console.log(fmt(header));
+  console.log(
+    "|" +
+      widths.map((w, i) => "-".repeat(w + 1) + (i === 0 ? "-" : ":")).join("|") +
+      "|",
+  );
+  for (const l of lines) console.log(fmt(l));
+  for (const r of rows) if (r.note) console.log(`  note: ${r.tool}: ${r.note}`);
+}
+
+if (!(await exists(TIME))) {
+  console.error(`bench: ${TIME} is missing; install it with: apt-get install -y time`);
+  Deno.exit(2);
+}
+const sizes = values.sizes.split(",").map((s) => {
+  const n = parseSize(s);
+  if (n === undefined) throw new Error(`--sizes: "${s}" is not a size`);
+  return n;
+});
+const bsdiffMax = parseSize(values["bsdiff-max"]) ?? 0;
+const peers = values["no-peers"] ? [] : [
+  ...((await which("xdelta3")) ? ["xdelta3"] : []),
+  ...((await which("zstd")) ? ["zstd"] : []),
+  ...((await which("bsdiff")) && (await which("bspatch")) ? ["bsdiff"] : []),
+];
+const missing = ["xdelta3", "zstd", "bsdiff"].filter((p) => !peers.includes(p));
+if (!values["no-peers"] && missing.length > 0) {
+  console.error(
+    `bench: not installed, skipped: ${missing.join(", ")} (apt-get install -y xdelta3 zstd bsdiff)`,
+  );
+}
+
+const dir = values.dir ?? await Deno.makeTempDir({ prefix: "poolboy-bench-" });
+await Deno.mkdir(dir, { recursive: true });
+const all: Row[] = [];
+try {
+  for (const pairSize of sizes) {
+    const { base, target } = await writePair(dir, pairSize);
+    const targetSize = await size(target);
+    const want = await hashFile(target);
+    const patch = `${dir}/patch`;
+    const out = `${dir}/out`;
+    const paths = { patch, out, target, dir };
+    const deno = Deno.execPath();
+    const rows: Row[] = [];
+    rows.push(
+      await runTool(
+        "poolboy v1",
+        [deno, "run", "-R", "-W", MOD, "encode", base, target, "-o", patch, "--quiet"],
+        [deno, "run", "-R", "-W", MOD, "apply", base, patch, "-o", out, "--quiet"],
+        paths,
+        targetSize,
+        pairSize,
+        want,
+      ),
+    );
+    if (peers.includes("xdelta3")) {
+      rows.push(
+        await runTool(
+          "xdelta3 -e -9",
+          ["xdelta3", "-e", "-9", "-f", "-s", base, target, patch],
+          ["xdelta3", "-d", "-f", "-s", base, patch, out],
+          paths,
+          targetSize,
+          pairSize,
+          want,
+        ),
+      );
+    }
+    if (peers.includes("zstd")) {
+      rows.push(
+        await runTool(
+          "zstd -3 --patch-from --long=31",
+          ["zstd", "-q", "-f", "-3", "--long=31", `--patch-from=${base}`, target, "-o", patch],
+          ["zstd", "-q", "-f", "-d", "--long=31", `--patch-from=${base}`, patch, "-o", out],
+          paths,
+          targetSize,
+          pairSize,
+          want,
+        ),
+      );
+    }
+    if (peers.includes("bsdiff")) {
+      if (pairSize <= bsdiffMax) {
+        rows.push(
+          await runTool(
+            "bsdiff",
+            ["bsdiff", base, target, patch],
+            ["bspatch", base, out, patch],
+            paths,
+            targetSize,
+            pairSize,
+            want,
+          ),
+        );
+      } else {
+        rows.push({
+          tool: "bsdiff",
+          size: pairSize,
+          targetSize,
+          note: `skipped above --bsdiff-max ${formatBytes(bsdiffMax)} (needs ~17x the base in RAM)`,
+        });
+      }
+    }
+    for (const p of [base, target]) await Deno.remove(p);
+    if (!values.json) {
+      console.log(`\npair ${formatBytes(pairSize)} (target ${formatBytes(targetSize)})`);
+      printTable(rows);
+    }
+    all.push(...rows);
+  }
+} finally {
+  if (!values.dir) await Deno.remove(dir, { recursive: true });
+}
+
+const ours = all.filter((r) => r.tool === "poolboy v1");
+if (values.json) {
+  console.log(JSON.stringify(all, null, 2));
+} else {
+  console.log("\npoolboy peak RSS by size (budget: encode <= 100 MB, apply <= 64 MB):");
+  for (const r of ours) {
+    console.log(
+      `  ${formatBytes(r.size).padStart(10)}  encode ${
+        r.encode ? (r.encode.peakRssBytes / 1e6).toFixed(1) : "-"
+      } MB  apply ${r.apply ? (r.apply.peakRssBytes / 1e6).toFixed(1) : "-"} MB`,
+    );
+  }
+}
