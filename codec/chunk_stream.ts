@@ -3,9 +3,9 @@
  *
  * The buffer holds at least `max` bytes ahead of every cut (unless the input
  * ends), so boundaries are exactly those of `findCut` over the whole file,
- * whatever sizes the reads return. Memory: one buffer of `bufferSize` bytes
- * (at least `2 * max`), reused; the yielded `data` is a view into it that is
- * valid only until the next iteration.
+ * whatever sizes the reads return. Memory: one buffer of at least `2 * max`
+ * bytes, which the caller may pass in to reuse across files; the yielded `data`
+ * is a view into it that is valid only until the next iteration.
  *
  * @module
  */
@@ -23,18 +23,24 @@ export interface Chunk {
   readonly data: Uint8Array;
 }
 
-/** Default buffer: 4 × the largest chunk, so refills move at most a quarter of it. */
-export function defaultChunkBufferSize(params: ChunkParams): number {
-  return Math.max(4 * params.max, 1 << 20);
+/** The smallest buffer `chunkStream` works with: twice the largest chunk. */
+export function chunkBufferSize(params: ChunkParams): number {
+  return 2 * params.max;
 }
 
-/** Yields the chunks of `source` in order. `data` is reused: copy it to keep it. */
+/**
+ * Yields the chunks of `source` in order. `data` is reused: copy it to keep it.
+ * `buffer` (at least `chunkBufferSize(params)` bytes) is allocated if not given.
+ */
 export async function* chunkStream(
   source: ByteSource,
   params: ChunkParams,
-  bufferSize: number = defaultChunkBufferSize(params),
+  buffer: Uint8Array = new Uint8Array(chunkBufferSize(params)),
 ): AsyncGenerator<Chunk> {
-  const buf = new Uint8Array(Math.max(bufferSize, 2 * params.max));
+  if (buffer.length < chunkBufferSize(params)) {
+    throw new RangeError(`chunk buffer of ${buffer.length} bytes is below 2 * max`);
+  }
+  const buf = buffer;
   const masks = chunkMasks(params.avg);
   let start = 0;
   let end = 0;

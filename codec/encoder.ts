@@ -6,13 +6,14 @@
  * the base chunk right after the previous match, so runs merge into one COPY),
  * any other a LITERAL; the whole target is hashed on the way for the header.
  * The patch is written beside its destination and renamed into place only when
- * complete. Memory: two chunk buffers, one write buffer, and the index.
+ * complete. Memory: one chunk buffer (2 × max chunk) shared by both passes, one
+ * 1 MiB write buffer, and the index.
  *
  * @module
  */
 
 import { ChunkIndex } from "./chunk_index.ts";
-import { chunkStream } from "./chunk_stream.ts";
+import { chunkBufferSize, chunkStream } from "./chunk_stream.ts";
 import { createHasher, toHex } from "./blake3.ts";
 import { AtomicFile } from "./atomic_file.ts";
 import { IoError, ioError } from "./errors.ts";
@@ -45,10 +46,11 @@ export async function indexFile(
   file: Deno.FsFile,
   params: ChunkParams,
   onBytes?: (bytes: number) => void,
+  buffer?: Uint8Array,
 ): Promise<ChunkIndex> {
   const index = new ChunkIndex();
   const hasher = await createHasher();
-  for await (const chunk of chunkStream(file, params)) {
+  for await (const chunk of chunkStream(file, params, buffer)) {
     hasher.init();
     hasher.update(chunk.data);
     index.add(chunk.offset, chunk.data.length, hasher.digest("binary"));
@@ -73,9 +75,10 @@ export async function encodeFile(
     target = await openInput(targetPath, "target");
     const total = base.size + target.size;
     const progress = options.onProgress;
+    const buffer = new Uint8Array(chunkBufferSize(params)); // shared by both passes
     let index: ChunkIndex;
     try {
-      index = await indexFile(base.file, params, (done) => progress?.(done, total));
+      index = await indexFile(base.file, params, (done) => progress?.(done, total), buffer);
     } catch (err) {
       throw ioError("read base", basePath, err);
     }
@@ -90,7 +93,7 @@ export async function encodeFile(
     let targetChunks = 0;
     let targetRead = 0;
     try {
-      for await (const chunk of chunkStream(target.file, params)) {
+      for await (const chunk of chunkStream(target.file, params, buffer)) {
         targetChunks++;
         fileHasher.update(chunk.data);
         chunkHasher.init();
