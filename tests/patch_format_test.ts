@@ -1,0 +1,269 @@
+/**
+ * Specification of the v1 patch format (codec/patch_format.ts) as the encoder
+ * writes it (codec/encoder.ts) and as the applier reads it (codec/applier.ts).
+ * The byte layouts here are written out by hand from DESIGN.md, not through the
+ * codec's own encoders, so a change of the format cannot pass unnoticed.
+ */
+
+import assert from "node:assert/strict";
+import {
+  COPY_OP_SIZE,
+  decodeHeaderV1,
+  decodePreamble,
+  encodeCopy,
+  encodeHeaderV1,
+  encodeLiteralHead,
+  HEADER_V1_SIZE,
+  LITERAL_HEAD_SIZE,
+  MAGIC,
+  OP_COPY,
+  OP_LITERAL,
+  PREAMBLE_SIZE,
+  VERSION_1,
+} from "../codec/patch_format.ts";
+import { encodeFile } from "../codec/encoder.ts";
+import { applyFile } from "../codec/applier.ts";
+import { blake3, toHex } from "../codec/blake3.ts";
+import { MalformedPatchError, VerificationError } from "../codec/errors.ts";
+import { concat, randomBytes, readFile, withTempDir, writeFile } from "./helpers.ts";
+
+const SMALL = { min: 4096, avg: 16384, max: 65536 };
+
+/** A v1 header built field by field as DESIGN.md lays it out. */
+function handHeader(
+  baseSize: number,
+  targetSize: number,
+  digest: Uint8Array,
+  magic = "POOL",
+  version = 1,
+): Uint8Array {
+  const bytes = new Uint8Array(54);
+  const view = new DataView(bytes.buffer);
+  bytes.set(new TextEncoder().encode(magic), 0);
+  view.setUint16(4, version, true);
+  view.setBigUint64(6, BigInt(baseSize), true);
+  view.setBigUint64(14, BigInt(targetSize), true);
+  bytes.set(digest, 22);
+  return bytes;
+}
+
+/** `0x01 offset:u64 len:u64`, by hand. */
+function handCopy(offset: number, length: number): Uint8Array {
+  const bytes = new Uint8Array(17);
+  const view = new DataView(bytes.buffer);
+  bytes[0] = 0x01;
+  view.setBigUint64(1, BigInt(offset), true);
+  view.setBigUint64(9, BigInt(length), true);
+  return bytes;
+}
+
+/** `0x02 len:u64 bytes`, by hand. */
+function handLiteral(data: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(9 + data.length);
+  bytes[0] = 0x02;
+  new DataView(bytes.buffer).setBigUint64(1, BigInt(data.length), true);
+  bytes.set(data, 9);
+  return bytes;
+}
+
+Deno.test("the format constants are those of DESIGN.md", () => {
+  assert.deepEqual(MAGIC, new TextEncoder().encode("POOL"));
+  assert.equal(VERSION_1, 1);
+  assert.equal(HEADER_V1_SIZE, 54);
+  assert.equal(PREAMBLE_SIZE, 6);
+  assert.equal(OP_COPY, 0x01);
+  assert.equal(OP_LITERAL, 0x02);
+  assert.equal(COPY_OP_SIZE, 17);
+  assert.equal(LITERAL_HEAD_SIZE, 9);
+});
+
+Deno.test("the encoder's header matches the v1 layout field by field", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(300_000, 1);
+    const target = concat(base.subarray(0, 200_000), randomBytes(50_001, 2));
+    await writeFile(`${dir}/base`, base);
+    await writeFile(`${dir}/target`, target);
+    await encodeFile(`${dir}/base`, `${dir}/target`, `${dir}/patch`, { chunk: SMALL });
+    const patch = await readFile(`${dir}/patch`);
+    const view = new DataView(patch.buffer, patch.byteOffset, patch.byteLength);
+
+    assert.equal(new TextDecoder().decode(patch.subarray(0, 4)), "POOL", "magic at 0..4");
+    assert.deepEqual(Array.from(patch.subarray(0, 4)), [0x50, 0x4f, 0x4f, 0x4c]);
+    assert.equal(view.getUint16(4, true), 1, "u16 version at 4");
+    assert.equal(view.getBigUint64(6, true), BigInt(base.length), "u64 LE base_size at 6");
+    assert.equal(view.getBigUint64(14, true), BigInt(target.length), "u64 LE target_size at 14");
+    assert.deepEqual(patch.subarray(22, 54), await blake3(target), "BLAKE3 of target at 22..54");
+    // The target starts with base bytes, so the first op is a COPY from offset 0.
+    assert.equal(patch[54], 0x01, "first op byte at 54 is COPY");
+    assert.equal(view.getBigUint64(55, true), 0n, "the COPY starts at base offset 0");
+  });
+});
+
+Deno.test("a hand-built v1 patch (COPY, LITERAL, COPY) applies to the expected output", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(100, 3);
+    const literal = new TextEncoder().encode("hello, edge device");
+    const expected = concat(base.subarray(10, 40), literal, base.subarray(50, 100));
+    const patch = concat(
+      handHeader(base.length, expected.length, await blake3(expected)),
+      handCopy(10, 30),
+      handLiteral(literal),
+      handCopy(50, 50),
+    );
+    await writeFile(`${dir}/base`, base);
+    await writeFile(`${dir}/patch`, patch);
+    const summary = await applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`);
+    assert.deepEqual(await readFile(`${dir}/out`), expected);
+    assert.equal(summary.copyOps, 2);
+    assert.equal(summary.copyBytes, 80);
+    assert.equal(summary.literalOps, 1);
+    assert.equal(summary.literalBytes, literal.length);
+    assert.equal(summary.patchSize, patch.length);
+    assert.equal(summary.targetBlake3, toHex(await blake3(expected)));
+  });
+});
+
+Deno.test("a patch whose output does not match its digest is refused; an existing output is kept", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(100, 4);
+    const wrongDigest = await blake3(base.subarray(1, 61)); // not the digest of base[0..60]
+    const old = new TextEncoder().encode("the previous version");
+    await writeFile(`${dir}/base`, base);
+    await writeFile(`${dir}/out`, old);
+    await writeFile(`${dir}/patch`, concat(handHeader(100, 60, wrongDigest), handCopy(0, 60)));
+    await assert.rejects(
+      () => applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`),
+      VerificationError,
+    );
+    assert.deepEqual(await readFile(`${dir}/out`), old, "the destination is untouched");
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["base", "out", "patch"], "no temporary file is left");
+  });
+});
+
+Deno.test("a base of another size than the header's base_size is refused with VerificationError", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(100, 4);
+    const target = base.subarray(0, 60);
+    await writeFile(`${dir}/base`, base.subarray(0, 99));
+    await writeFile(
+      `${dir}/patch`,
+      concat(handHeader(100, 60, await blake3(target)), handCopy(0, 60)),
+    );
+    await assert.rejects(
+      () => applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`),
+      VerificationError,
+    );
+    await assert.rejects(() => Deno.stat(`${dir}/out`), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("hand-built patches that break a bound are refused with MalformedPatchError", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(100, 5);
+    const target = base.subarray(0, 60);
+    const digest = await blake3(target);
+    await writeFile(`${dir}/base`, base);
+    const header = handHeader(100, 60, digest);
+    const hugeLiteral = new Uint8Array(9);
+    hugeLiteral[0] = 0x02;
+    new DataView(hugeLiteral.buffer).setBigUint64(1, 2n ** 63n, true);
+    const cases: [string, Uint8Array][] = [
+      ["COPY beyond the base", concat(header, handCopy(50, 60))],
+      ["op past target_size", concat(header, handCopy(0, 61))],
+      ["trailing byte", concat(header, handCopy(0, 60), new Uint8Array([0x01]))],
+      ["unknown op", concat(header, new Uint8Array([0x03]), handCopy(0, 60).subarray(1))],
+      ["truncated body", concat(header, handCopy(0, 30))],
+      ["truncated COPY fields", concat(header, handCopy(0, 60).subarray(0, 10))],
+      ["truncated LITERAL", concat(header, handLiteral(target).subarray(0, 40))],
+      ["truncated header", header.subarray(0, 30)],
+      ["empty patch", new Uint8Array(0)],
+      ["LITERAL longer than target_size", concat(header, handLiteral(new Uint8Array(61)))],
+      ["LITERAL claiming 2^63 bytes", concat(header, hugeLiteral)],
+      ["bad magic", concat(handHeader(100, 60, digest, "LOOP"), handCopy(0, 60))],
+      ["version 2", concat(handHeader(100, 60, digest, "POOL", 2), handCopy(0, 60))],
+    ];
+    for (const [what, patch] of cases) {
+      await writeFile(`${dir}/patch`, patch);
+      await assert.rejects(
+        () => applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`),
+        MalformedPatchError,
+        what,
+      );
+    }
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["base", "patch"], "no output and no temporary file is left");
+  });
+});
+
+Deno.test("encodeHeaderV1 writes the hand layout and decodeHeaderV1 reads it back", () => {
+  const digest = randomBytes(32, 6);
+  const fields = { baseSize: 200 * 1024 ** 3 + 7, targetSize: 123_456_789, targetDigest: digest };
+  const bytes = encodeHeaderV1(fields);
+  assert.deepEqual(bytes, handHeader(fields.baseSize, fields.targetSize, digest));
+  assert.deepEqual(decodeHeaderV1(bytes), { version: 1, ...fields });
+  // Also from a view that does not start at the beginning of its buffer.
+  const shifted = concat(new Uint8Array(3), bytes).subarray(3);
+  assert.deepEqual(decodeHeaderV1(shifted), { version: 1, ...fields });
+  // Sizes up to 2^53 - 1 round-trip; a header for empty files too.
+  const max = Number.MAX_SAFE_INTEGER;
+  const big = { baseSize: max, targetSize: max, targetDigest: digest };
+  assert.deepEqual(decodeHeaderV1(encodeHeaderV1(big)), { version: 1, ...big });
+  const empty = { baseSize: 0, targetSize: 0, targetDigest: digest };
+  assert.deepEqual(decodeHeaderV1(encodeHeaderV1(empty)), { version: 1, ...empty });
+});
+
+Deno.test("encodeHeaderV1 refuses a digest that is not 32 bytes", () => {
+  assert.throws(
+    () => encodeHeaderV1({ baseSize: 0, targetSize: 0, targetDigest: new Uint8Array(31) }),
+    RangeError,
+  );
+});
+
+Deno.test("decodeHeaderV1 refuses a short header and sizes above 2^53 - 1", () => {
+  const header = handHeader(1, 1, new Uint8Array(32));
+  assert.throws(() => decodeHeaderV1(header.subarray(0, 53)), MalformedPatchError);
+  const huge = header.slice();
+  new DataView(huge.buffer).setBigUint64(6, 2n ** 53n, true);
+  assert.throws(() => decodeHeaderV1(huge), MalformedPatchError);
+  const hugeTarget = header.slice();
+  new DataView(hugeTarget.buffer).setBigUint64(14, 2n ** 64n - 1n, true);
+  assert.throws(() => decodeHeaderV1(hugeTarget), MalformedPatchError);
+});
+
+Deno.test("encodeCopy and encodeLiteralHead write the hand layout of the ops", () => {
+  assert.deepEqual(encodeCopy(0x0102030405, 4096), handCopy(0x0102030405, 4096));
+  assert.deepEqual(
+    encodeLiteralHead(5),
+    handLiteral(new Uint8Array(5)).subarray(0, LITERAL_HEAD_SIZE),
+  );
+});
+
+Deno.test("decodePreamble accepts POOL version 1 and returns the version", () => {
+  assert.equal(decodePreamble(handHeader(0, 0, new Uint8Array(32)).subarray(0, 6)), 1);
+});
+
+Deno.test("decodePreamble rejects bad magic, versions 0, 2 and 65535, and short input", () => {
+  const digest = new Uint8Array(32);
+  for (const magic of ["LOOP", "pool", "POOM", "\0\0\0\0"]) {
+    assert.throws(
+      () => decodePreamble(handHeader(0, 0, digest, magic)),
+      MalformedPatchError,
+      magic,
+    );
+  }
+  for (const version of [0, 2, 65535]) {
+    assert.throws(
+      () => decodePreamble(handHeader(0, 0, digest, "POOL", version)),
+      MalformedPatchError,
+      `version ${version}`,
+    );
+  }
+  for (const length of [0, 3, 5]) {
+    assert.throws(
+      () => decodePreamble(handHeader(0, 0, digest).subarray(0, length)),
+      MalformedPatchError,
+      `${length} bytes`,
+    );
+  }
+});

@@ -1,0 +1,298 @@
+/**
+ * Specification of encode + apply as a pair (codec/encoder.ts, codec/applier.ts,
+ * codec/op_writer.ts, codec/inspect.ts): for any base and target, applying the
+ * encoded patch to the base rebuilds the target byte for byte, and the patch
+ * reuses the base wherever the content allows.
+ */
+
+import assert from "node:assert/strict";
+import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
+import { applyFile, type ApplySummary } from "../codec/applier.ts";
+import { inspectPatch } from "../codec/inspect.ts";
+import { blake3, toHex } from "../codec/blake3.ts";
+import { type ChunkParams, DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
+import { COPY_OP_SIZE, HEADER_V1_SIZE, LITERAL_HEAD_SIZE } from "../codec/patch_format.ts";
+import { concat, randomBytes, readFile, withTempDir, writeFile } from "./helpers.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** Small chunks keep the tests fast and the files many chunks long. */
+const SMALL: ChunkParams = { min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
+
+interface Roundtrip {
+  encoded: EncodeSummary;
+  applied: ApplySummary;
+  patch: Uint8Array;
+}
+
+/**
+ * Writes base and target, encodes, applies, and checks what holds for every
+ * pair: the output is the target, the patch's size is what its ops add up to,
+ * and encode, apply and inspect agree on the counts.
+ */
+async function roundtrip(
+  dir: string,
+  base: Uint8Array,
+  target: Uint8Array,
+  chunk: ChunkParams = SMALL,
+): Promise<Roundtrip> {
+  const [basePath, targetPath, patchPath, outPath] = ["base", "target", "patch", "out"].map(
+    (name) => `${dir}/${name}`,
+  );
+  await writeFile(basePath, base);
+  await writeFile(targetPath, target);
+  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk });
+  const applied = await applyFile(basePath, patchPath, outPath);
+  const out = await readFile(outPath);
+  assert.equal(out.length, target.length, "output has the target's size");
+  assert.ok(out.every((byte, i) => byte === target[i]), "output is byte-identical to target");
+
+  const patch = await readFile(patchPath);
+  assert.equal(encoded.patchSize, patch.length);
+  assert.equal(encoded.baseSize, base.length);
+  assert.equal(encoded.targetSize, target.length);
+  assert.equal(encoded.targetBlake3, toHex(await blake3(target)));
+  assert.equal(encoded.copyBytes + encoded.literalBytes, target.length, "ops cover the target");
+  assert.equal(
+    patch.length,
+    HEADER_V1_SIZE + COPY_OP_SIZE * encoded.copyOps +
+      LITERAL_HEAD_SIZE * encoded.literalOps + encoded.literalBytes,
+    "the patch is its header plus its ops, nothing else",
+  );
+
+  const counts = (s: EncodeSummary | ApplySummary | Awaited<ReturnType<typeof inspectPatch>>) => ({
+    copyOps: s.copyOps,
+    copyBytes: s.copyBytes,
+    literalOps: s.literalOps,
+    literalBytes: s.literalBytes,
+    patchSize: s.patchSize,
+    baseSize: s.baseSize,
+    targetSize: s.targetSize,
+    targetBlake3: s.targetBlake3,
+  });
+  assert.deepEqual(counts(applied), counts(encoded), "apply reads the ops encode wrote");
+  const inspected = await inspectPatch(patchPath);
+  assert.equal(inspected.version, 1);
+  assert.deepEqual(counts(inspected), counts(encoded), "inspect reports the encode summary");
+  return { encoded, applied, patch };
+}
+
+/** `data` with `insert` placed at `at`. */
+function inserted(data: Uint8Array, at: number, insert: Uint8Array): Uint8Array<ArrayBuffer> {
+  return concat(data.subarray(0, at), insert, data.subarray(at));
+}
+
+Deno.test("identical files encode as one COPY of the whole base and no literal", async () => {
+  await withTempDir(async (dir) => {
+    const data = randomBytes(3 * MiB + 5, 1);
+    const { encoded } = await roundtrip(dir, data, data);
+    assert.equal(encoded.copyOps, 1, "contiguous COPYs are merged into one");
+    assert.equal(encoded.copyBytes, data.length);
+    assert.equal(encoded.literalOps, 0);
+    assert.equal(encoded.literalBytes, 0);
+    assert.equal(encoded.patchSize, HEADER_V1_SIZE + COPY_OP_SIZE);
+    assert.ok(encoded.baseChunks > 100 && encoded.targetChunks === encoded.baseChunks);
+  });
+});
+
+Deno.test("identical 20 MiB files with the default chunk sizes merge into exactly one COPY", async () => {
+  await withTempDir(async (dir) => {
+    const data = randomBytes(20 * MiB, 2);
+    const { encoded } = await roundtrip(dir, data, data, DEFAULT_CHUNK_PARAMS);
+    assert.equal(encoded.copyOps, 1);
+    assert.equal(encoded.copyBytes, data.length);
+    assert.equal(encoded.literalBytes, 0);
+    assert.deepEqual(encoded.chunk, DEFAULT_CHUNK_PARAMS);
+    assert.ok(encoded.baseChunks > 4, `${encoded.baseChunks} chunks`);
+  });
+});
+
+Deno.test("an empty base gives an all-literal patch in one LITERAL op", async () => {
+  await withTempDir(async (dir) => {
+    const target = randomBytes(1 * MiB + 3, 3);
+    const { encoded } = await roundtrip(dir, new Uint8Array(0), target);
+    assert.equal(encoded.copyOps, 0);
+    assert.equal(encoded.literalOps, 1);
+    assert.equal(encoded.literalBytes, target.length);
+    assert.equal(encoded.baseChunks, 0);
+  });
+});
+
+Deno.test("an empty target gives a 54-byte patch that applies to an empty file", async () => {
+  await withTempDir(async (dir) => {
+    const { encoded, patch } = await roundtrip(dir, randomBytes(100 * KiB, 4), new Uint8Array(0));
+    assert.equal(patch.length, 54);
+    assert.equal(encoded.copyOps + encoded.literalOps, 0);
+    assert.equal(encoded.targetChunks, 0);
+    assert.equal(
+      encoded.targetBlake3,
+      "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+    );
+    assert.equal((await Deno.stat(`${dir}/out`)).size, 0);
+  });
+});
+
+Deno.test("two empty files give a 54-byte patch and an empty output", async () => {
+  await withTempDir(async (dir) => {
+    const { encoded, patch } = await roundtrip(dir, new Uint8Array(0), new Uint8Array(0));
+    assert.equal(patch.length, 54);
+    assert.equal(encoded.baseSize + encoded.targetSize, 0);
+  });
+});
+
+Deno.test("a target unrelated to the base is all literal, in one LITERAL op", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(2 * MiB, 5);
+    const target = randomBytes(3 * MiB + 17, 6); // > the writer's 1 MiB buffer
+    const { encoded } = await roundtrip(dir, base, target);
+    assert.equal(encoded.copyBytes, 0);
+    assert.equal(encoded.literalBytes, target.length);
+    assert.equal(encoded.literalOps, 1, "consecutive literal chunks merge into one op");
+  });
+});
+
+Deno.test("one-byte files and files shorter than min chunk round-trip", async () => {
+  await withTempDir(async (dir) => {
+    const one = new Uint8Array([0x42]);
+    let r = await roundtrip(dir, one, one);
+    assert.equal(r.encoded.copyOps, 1);
+    r = await roundtrip(dir, one, new Uint8Array([0x43]));
+    assert.equal(r.encoded.literalBytes, 1);
+    const small = randomBytes(SMALL.min - 1, 7);
+    r = await roundtrip(dir, small, small);
+    assert.equal(r.encoded.copyBytes, small.length);
+  });
+});
+
+Deno.test("bytes appended to the base: all of the base but its last chunk is copied", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(4 * MiB, 8);
+    const appended = randomBytes(100 * KiB, 9);
+    const { encoded } = await roundtrip(dir, base, concat(base, appended));
+    // The base's last chunk was cut by end-of-file; in the target it continues.
+    assert.ok(encoded.copyBytes >= base.length - SMALL.max, `copied ${encoded.copyBytes}`);
+    assert.ok(encoded.literalBytes <= appended.length + SMALL.max);
+    assert.equal(encoded.copyOps, 1);
+  });
+});
+
+Deno.test("bytes prepended to the base: only the first chunk or two are literal", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(4 * MiB, 10);
+    const prefix = randomBytes(100, 11);
+    const { encoded } = await roundtrip(dir, base, concat(prefix, base));
+    assert.ok(encoded.copyBytes >= base.length - 2 * SMALL.max, `copied ${encoded.copyBytes}`);
+    assert.ok(encoded.literalBytes <= prefix.length + 2 * SMALL.max);
+  });
+});
+
+Deno.test("bytes inserted in the middle: only chunks around the insertion are literal", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(4 * MiB, 12);
+    const insert = randomBytes(50 * KiB, 13);
+    const target = inserted(base, 2 * MiB + 333, insert);
+    const { encoded } = await roundtrip(dir, base, target);
+    assert.ok(encoded.copyBytes >= base.length - 4 * SMALL.max, `copied ${encoded.copyBytes}`);
+    assert.ok(encoded.literalBytes <= insert.length + 4 * SMALL.max);
+    assert.ok(encoded.copyOps >= 2 && encoded.copyOps <= 3, `${encoded.copyOps} COPY ops`);
+  });
+});
+
+Deno.test("a target shorter than the base (truncated, or a rollback) round-trips", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(3 * MiB, 14);
+    const { encoded } = await roundtrip(dir, base, base.subarray(0, 2 * MiB + 99));
+    assert.ok(encoded.copyBytes >= 2 * MiB - SMALL.max);
+  });
+});
+
+Deno.test("a target that reorders the base's halves copies both from the base", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(4 * MiB, 15);
+    const half = 2 * MiB;
+    const target = concat(base.subarray(half), base.subarray(0, half));
+    const { encoded } = await roundtrip(dir, base, target);
+    assert.ok(encoded.copyBytes >= base.length - 4 * SMALL.max, `copied ${encoded.copyBytes}`);
+    assert.ok(encoded.copyOps >= 2);
+  });
+});
+
+Deno.test("repeated content (runs of zeros) round-trips though every chunk has the same digest", async () => {
+  await withTempDir(async (dir) => {
+    const base = new Uint8Array(1 * MiB);
+    const target = new Uint8Array(1.5 * MiB + 10);
+    const { encoded } = await roundtrip(dir, base, target);
+    // Zeros are cut at max: every full chunk is found in the base.
+    assert.ok(encoded.copyBytes >= target.length - SMALL.max);
+  });
+});
+
+Deno.test("many small scattered edits in a 16 MiB file leave most bytes as COPY", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(16 * MiB, 16);
+    const target = base.slice();
+    const positions = randomBytes(80, 17);
+    const view = new DataView(positions.buffer);
+    for (let k = 0; k < 20; k++) {
+      const at = view.getUint32(4 * k, true) % target.length;
+      target[at] ^= 0xff;
+    }
+    const { encoded } = await roundtrip(dir, base, target);
+    assert.ok(
+      encoded.copyBytes >= 0.9 * target.length,
+      `copied ${encoded.copyBytes} of ${target.length}`,
+    );
+    // Each edit disturbs a few chunks at most.
+    assert.ok(encoded.literalBytes <= 20 * 3 * SMALL.max, `literal ${encoded.literalBytes}`);
+    assert.ok(encoded.literalOps <= 20);
+  });
+});
+
+Deno.test("a file many times larger than the chunk buffer round-trips with an edit in every region", async () => {
+  await withTempDir(async (dir) => {
+    // The encoder's buffer is 2 * max = 128 KiB here; the file spans 80 of them.
+    const base = randomBytes(10 * MiB, 18);
+    let target = base.slice();
+    for (let at = 1 * MiB; at < 10 * MiB; at += 2 * MiB) {
+      target = inserted(target, at, randomBytes(1000, at));
+    }
+    const { encoded } = await roundtrip(dir, base, target);
+    assert.ok(encoded.copyBytes >= 0.9 * base.length, `copied ${encoded.copyBytes}`);
+  });
+});
+
+Deno.test("a 40 MiB pair with the default chunk sizes (ten 4 MiB buffers) round-trips", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(40 * MiB, 19);
+    const target = inserted(base, 20 * MiB, randomBytes(4096, 20));
+    const { encoded } = await roundtrip(dir, base, target, DEFAULT_CHUNK_PARAMS);
+    assert.ok(
+      encoded.copyBytes >= base.length - 4 * DEFAULT_CHUNK_PARAMS.max,
+      `copied ${encoded.copyBytes}`,
+    );
+    assert.ok(encoded.copyOps >= 2 && encoded.copyOps <= 3);
+  });
+});
+
+Deno.test("apply rebuilds the same output whatever its buffer size", async () => {
+  await withTempDir(async (dir) => {
+    const base = randomBytes(400 * KiB, 21);
+    const target = inserted(base, 200 * KiB, randomBytes(70 * KiB, 22));
+    await roundtrip(dir, base, target);
+    for (const bufferSize of [64, 1000, 4 * MiB]) {
+      const outPath = `${dir}/out-${bufferSize}`;
+      await applyFile(`${dir}/base`, `${dir}/patch`, outPath, { bufferSize });
+      assert.deepEqual(await readFile(outPath), target, `buffer of ${bufferSize} bytes`);
+    }
+  });
+});
+
+Deno.test("encode replaces an existing patch file and leaves no temporary file", async () => {
+  await withTempDir(async (dir) => {
+    await writeFile(`${dir}/patch`, new TextEncoder().encode("an old patch"));
+    const data = randomBytes(200 * KiB, 23);
+    await roundtrip(dir, data, data);
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["base", "out", "patch", "target"]);
+  });
+});
