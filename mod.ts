@@ -40,13 +40,18 @@ Run "poolboy <command> --help" for a command's options and exit codes.`;
 export async function main(args: string[]): Promise<number> {
   const [name, ...rest] = args;
   try {
-    if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    if (name === undefined) {
+      throw new UsageError(
+        `no command given; commands: ${Object.keys(COMMANDS).join(", ")} (see poolboy --help)`,
+      );
+    }
+    if (name === "--help" || name === "-h" || name === "help") {
       const topic = name === "help" ? rest[0] : undefined;
       if (topic !== undefined && !(topic in COMMANDS)) {
         throw new UsageError(`unknown command "${topic}" (try poolboy --help)`);
       }
       println(topic ? COMMANDS[topic].help : MAIN_HELP);
-      return name === undefined ? ExitCode.usage : ExitCode.ok;
+      return ExitCode.ok;
     }
     const command = COMMANDS[name];
     if (!command) throw new UsageError(`unknown command "${name}" (try poolboy --help)`);

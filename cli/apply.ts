@@ -8,7 +8,7 @@ import { applyFile, type ApplySummary } from "../codec/applier.ts";
 import { UsageError } from "../codec/errors.ts";
 import { ProgressLine } from "../codec/progress.ts";
 import { formatBytes, megabytesPerSecond } from "../codec/units.ts";
-import { parseCommand, printJson, println, requirePositionals } from "./args.ts";
+import { parseCommand, printJson, println, requirePositionals, sameFile } from "./args.ts";
 
 export const APPLY_HELP = `poolboy apply — rebuild TARGET from BASE and a patch, verified
 
@@ -66,14 +66,4 @@ export async function applyCommand(args: string[]): Promise<number> {
     println(`  target   BLAKE3 ${summary.targetBlake3}`);
   }
   return 0;
-}
-
-/** Whether two paths name the same existing file. */
-async function sameFile(a: string, b: string): Promise<boolean> {
-  try {
-    const [sa, sb] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
-    return sa.dev === sb.dev && sa.ino !== null && sa.ino === sb.ino;
-  } catch {
-    return false;
-  }
 }

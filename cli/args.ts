@@ -62,9 +62,27 @@ export function sizeOption(name: string, value: string | undefined, fallback: nu
   return size;
 }
 
-/** Writes a line to stdout. */
+/** Whether two paths name the same existing file (hard links and symlinks included). */
+export async function sameFile(a: string, b: string): Promise<boolean> {
+  try {
+    const [sa, sb] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
+    return sa.dev === sb.dev && sa.ino !== null && sa.ino === sb.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Writes a line to stdout. A reader that went away (`poolboy inspect p | head -1`)
+ * is not an error: the rest of the output is dropped, as other tools do.
+ */
 export function println(line = ""): void {
-  Deno.stdout.writeSync(new TextEncoder().encode(line + "\n"));
+  const bytes = new TextEncoder().encode(line + "\n");
+  try {
+    for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+  }
 }
 
 /** Writes a value as pretty JSON on stdout. */

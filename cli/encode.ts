@@ -9,7 +9,14 @@ import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
 import { DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
 import { ProgressLine } from "../codec/progress.ts";
 import { formatBytes, megabytesPerSecond } from "../codec/units.ts";
-import { parseCommand, printJson, println, requirePositionals, sizeOption } from "./args.ts";
+import {
+  parseCommand,
+  printJson,
+  println,
+  requirePositionals,
+  sameFile,
+  sizeOption,
+} from "./args.ts";
 
 export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into TARGET
 
@@ -48,6 +55,11 @@ export async function encodeCommand(args: string[]): Promise<number> {
   const [base, target] = requirePositionals("encode", positionals, ["base", "target"]);
   if (!values.output) {
     throw new UsageError("encode: -o PATCH is required (see poolboy encode --help)");
+  }
+  for (const [role, input] of [["BASE", base], ["TARGET", target]]) {
+    if (await sameFile(input, values.output)) {
+      throw new UsageError(`encode: -o PATCH must not be ${role} (it would replace the input)`);
+    }
   }
   const chunk = {
     min: sizeOption("min-chunk", values["min-chunk"], DEFAULT_CHUNK_PARAMS.min),

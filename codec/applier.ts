@@ -25,6 +25,8 @@ import type { OpStats } from "./op_writer.ts";
 
 /** Default size of each of apply's three buffers. */
 export const APPLY_BUFFER_SIZE = 256 * 1024;
+/** Smallest buffer size `applyFile` accepts. */
+export const MIN_APPLY_BUFFER_SIZE = 64;
 
 /** Options of `applyFile`. */
 export interface ApplyOptions {
@@ -51,6 +53,9 @@ export async function applyFile(
 ): Promise<ApplySummary> {
   const started = performance.now();
   const bufferSize = options.bufferSize ?? APPLY_BUFFER_SIZE;
+  if (!Number.isSafeInteger(bufferSize) || bufferSize < MIN_APPLY_BUFFER_SIZE) {
+    throw new RangeError(`apply buffer size must be at least ${MIN_APPLY_BUFFER_SIZE} bytes`);
+  }
   const patch = await openInput(patchPath, "patch");
   let base: Awaited<ReturnType<typeof openInput>> | undefined;
   let out: AtomicFile | undefined;

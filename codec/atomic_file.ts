@@ -11,7 +11,7 @@
  * @module
  */
 
-import { ioError } from "./errors.ts";
+import { IoError, ioError } from "./errors.ts";
 
 /** Temporary files currently open, by path: removed by `removeAllPending` on interruption. */
 const pending = new Set<string>();
@@ -36,9 +36,15 @@ export function directoryOf(path: string): string {
   return slash === 0 ? "/" : trimmed.slice(0, slash);
 }
 
+/** Longest part of the destination's name kept in a temporary name (names max out at 255 bytes). */
+const TEMPORARY_NAME_KEEP = 200;
+
 /** The temporary-file name used beside `destination`. */
 export function temporaryPathFor(destination: string): string {
-  const base = destination.replace(/\/+$/, "").split("/").pop() || "output";
+  const base = (destination.replace(/\/+$/, "").split("/").pop() || "output").slice(
+    0,
+    TEMPORARY_NAME_KEEP,
+  );
   const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
   const dir = directoryOf(destination);
   return `${dir === "/" ? "" : dir}/.${base}.poolboy-${random}.tmp`;
@@ -57,20 +63,34 @@ export class AtomicFile {
     this.file = file;
   }
 
-  /** Creates the temporary file (refusing a destination that is a directory). */
+  /**
+   * Creates the temporary file. The destination must be absent or a regular file
+   * (a directory, device, FIFO or a path ending in "/" is refused); a replaced
+   * file's permission bits are kept.
+   */
   static async create(destination: string, role = "output"): Promise<AtomicFile> {
+    if (destination.endsWith("/")) {
+      throw new IoError(`cannot write ${role} "${destination}": the path names a directory`);
+    }
+    let mode = 0o644;
     try {
       const info = await Deno.stat(destination);
       if (info.isDirectory) {
-        throw ioError(`write ${role}`, destination, new Deno.errors.IsADirectory("is a directory"));
+        throw new IoError(`cannot write ${role} "${destination}": is a directory`);
       }
+      if (!info.isFile) {
+        throw new IoError(
+          `cannot write ${role} "${destination}": not a regular file (device, FIFO or socket)`,
+        );
+      }
+      if (info.mode !== null) mode = info.mode & 0o7777;
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw ioError(`write ${role}`, destination, err);
     }
     const temporaryPath = temporaryPathFor(destination);
     let file: Deno.FsFile;
     try {
-      file = await Deno.open(temporaryPath, { write: true, createNew: true, mode: 0o644 });
+      file = await Deno.open(temporaryPath, { write: true, createNew: true, mode });
     } catch (err) {
       throw ioError(`write ${role} in the directory of`, destination, err);
     }

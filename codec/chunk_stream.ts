@@ -56,6 +56,7 @@ export async function* chunkStream(
       while (!eof && end < buf.length) {
         const n = await source.read(buf.subarray(end));
         if (n === null) eof = true;
+        else if (n === 0) throw new Error("byte source returned 0 bytes without ending");
         else end += n;
       }
     }

@@ -75,6 +75,7 @@ export async function encodeFile(
     target = await openInput(targetPath, "target");
     const total = base.size + target.size;
     const progress = options.onProgress;
+    out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
     const buffer = new Uint8Array(chunkBufferSize(params)); // shared by both passes
     let index: ChunkIndex;
     try {
@@ -83,7 +84,6 @@ export async function encodeFile(
       throw ioError("read base", basePath, err);
     }
 
-    out = await AtomicFile.create(patchPath, "patch");
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(HEADER_V1_SIZE)); // header written last
     const ops = new OpWriter(writer);

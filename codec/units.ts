@@ -32,18 +32,20 @@ export function parseSize(text: string): number | undefined {
   const unit = UNITS[match[2].toLowerCase()];
   if (unit === undefined) return undefined;
   const value = Number(match[1]) * unit;
-  if (!Number.isSafeInteger(Math.round(value))) return undefined;
   const rounded = Math.round(value);
-  return Math.abs(rounded - value) < 1e-6 ? rounded : undefined;
+  if (!Number.isSafeInteger(rounded)) return undefined;
+  // Only whole bytes: "1.5KiB" is 1536, "1.0000001" and "0.1KiB" are not sizes.
+  return Math.abs(rounded - value) <= 1e-9 * Math.max(1, value) ? rounded : undefined;
 }
 
 /** Formats a byte count with a binary unit, e.g. `1.50 MiB`; exact bytes below 1 KiB. */
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
+  // Units are chosen on the rounded value, so 1048575 is "1.00 MiB", not "1024.00 KiB".
   const units = ["KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = bytes / 1024;
   let i = 0;
-  while (value >= 1024 && i < units.length - 1) {
+  while (value >= 1024 - 0.005 && i < units.length - 1) {
     value /= 1024;
     i++;
   }

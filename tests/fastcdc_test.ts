@@ -323,3 +323,10 @@ Deno.test("validateChunkParams rejects bad parameters with a UsageError", () => 
     assert.throws(() => validateChunkParams(params), UsageError, what);
   }
 });
+
+Deno.test("chunkStream refuses a source that returns 0 bytes without ending, instead of spinning", async () => {
+  const source: ByteSource = { read: () => Promise.resolve(0) };
+  await assert.rejects(async () => {
+    for await (const _ of chunkStream(source, DEFAULT_CHUNK_PARAMS)) { /* nothing */ }
+  }, /returned 0 bytes/);
+});

@@ -296,3 +296,17 @@ Deno.test("encode replaces an existing patch file and leaves no temporary file",
     assert.deepEqual(names, ["base", "out", "patch", "target"]);
   });
 });
+
+Deno.test("applyFile refuses a buffer size below 64 bytes instead of looping", async () => {
+  await withTempDir(async (dir) => {
+    const data = randomBytes(100_000, 7);
+    await writeFile(`${dir}/base`, data);
+    await encodeFile(`${dir}/base`, `${dir}/base`, `${dir}/patch`);
+    for (const bufferSize of [0, 1, 63, Number.NaN]) {
+      await assert.rejects(
+        () => applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`, { bufferSize }),
+        RangeError,
+      );
+    }
+  });
+});

@@ -87,3 +87,16 @@ Deno.test("megabytesPerSecond is decimal MB per second, and 0 for no elapsed tim
   assert.equal(megabytesPerSecond(50e6, 500), 100);
   assert.equal(megabytesPerSecond(1e6, 0), 0);
 });
+
+Deno.test("parseSize accepts only whole byte counts", () => {
+  assert.equal(parseSize("1.0000001"), undefined);
+  assert.equal(parseSize("0.0000001"), undefined);
+  assert.equal(parseSize("0.1KiB"), undefined);
+  assert.equal(parseSize("0.5KiB"), 512);
+});
+
+Deno.test("formatBytes chooses the unit after rounding: 1048575 is 1.00 MiB", () => {
+  assert.equal(formatBytes(1048575), "1.00 MiB");
+  assert.equal(formatBytes(1024 ** 3 - 1), "1.00 GiB");
+  assert.equal(formatBytes(1048000), "1023.44 KiB");
+});
