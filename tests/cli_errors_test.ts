@@ -28,7 +28,7 @@ import {
   poolboy,
   poolboyArgs,
   poolboyMeasured,
-  prngBytes,
+  randomBytes,
   type RunResult,
   tempFilesIn,
   TMPFS_UNAVAILABLE,
@@ -49,13 +49,13 @@ const SMALL_CHUNKS = ["--min-chunk", "4KiB", "--avg-chunk", "16KiB", "--max-chun
 //        (about 2 MiB: COPY, LITERAL, COPY, ..., a small patch for a 2 MiB output)
 // ---------------------------------------------------------------------------
 
-const BASE = prngBytes(1 * MiB, 1);
+const BASE = randomBytes(1 * MiB, 1);
 const TARGET = (() => {
   const second = BASE.slice();
-  second.set(prngBytes(1 * KiB, 3), 700 * KiB);
+  second.set(randomBytes(1 * KiB, 3), 700 * KiB);
   return concat(
     BASE.subarray(0, 400 * KiB),
-    prngBytes(64 * KiB, 2),
+    randomBytes(64 * KiB, 2),
     BASE.subarray(400 * KiB),
     second,
   );
@@ -335,7 +335,7 @@ const CASES: Case[] = [
   ),
   malformed(
     "a patch whose ops produce fewer bytes than target_size",
-    concat(fixtureHeader({ targetSize: 100 }), copyOp(0, 60), literalOp(39, prngBytes(39, 9))),
+    concat(fixtureHeader({ targetSize: 100 }), copyOp(0, 60), literalOp(39, randomBytes(39, 9))),
     "truncated",
     "99 of 100",
   ),
@@ -406,31 +406,31 @@ const CASES: Case[] = [
   ),
   malformed(
     "a LITERAL that overruns target_size",
-    concat(fixtureHeader({ targetSize: 100 }), literalOp(101, prngBytes(101, 4))),
+    concat(fixtureHeader({ targetSize: 100 }), literalOp(101, randomBytes(101, 4))),
     "LITERAL",
     "target_size 100",
   ),
   malformed(
     "a later op that overruns target_size",
-    concat(fixtureHeader({ targetSize: 100 }), copyOp(0, 90), literalOp(11, prngBytes(11, 5))),
+    concat(fixtureHeader({ targetSize: 100 }), copyOp(0, 90), literalOp(11, randomBytes(11, 5))),
     "LITERAL",
     "only 10 of target_size 100 remain",
   ),
   malformed(
     "a LITERAL whose length is 2^63",
-    concat(fixtureHeader(), literalOp(TWO_63, prngBytes(64, 6))),
+    concat(fixtureHeader(), literalOp(TWO_63, randomBytes(64, 6))),
     "LITERAL length",
     "too large",
   ),
   malformed(
     "a LITERAL whose length is 2^64-1",
-    concat(fixtureHeader(), literalOp(TWO_64_MINUS_1, prngBytes(64, 7))),
+    concat(fixtureHeader(), literalOp(TWO_64_MINUS_1, randomBytes(64, 7))),
     "LITERAL length",
     "too large",
   ),
   malformed(
     "a LITERAL of 2^52 bytes (a safe integer) in a 2 MiB target",
-    concat(fixtureHeader(), literalOp(2n ** 52n, prngBytes(64, 8))),
+    concat(fixtureHeader(), literalOp(2n ** 52n, randomBytes(64, 8))),
     "LITERAL",
     "target_size",
   ),
@@ -802,7 +802,7 @@ Deno.test({
       await Deno.writeFile(`${dir}/base`, BASE);
       await Deno.writeFile(
         `${dir}/patch`,
-        concat(fixtureHeader(), literalOp(TWO_63, prngBytes(4 * KiB, 10))),
+        concat(fixtureHeader(), literalOp(TWO_63, randomBytes(4 * KiB, 10))),
       );
       await poolboy(dir, "--help"); // warm Deno's module cache so compiling is not measured
       const result = await poolboyMeasured(dir, "apply", "base", "patch", "-o", "out");
@@ -822,7 +822,7 @@ Deno.test({
       await Deno.writeFile(`${dir}/base`, BASE);
       const patch = concat(
         header({ baseSize: BASE.length, targetSize: 1 << 30 }),
-        literalOp(1 << 30, prngBytes(4 * MiB, 11)),
+        literalOp(1 << 30, randomBytes(4 * MiB, 11)),
       );
       await Deno.writeFile(`${dir}/patch`, patch);
       await poolboy(dir, "--help");
@@ -880,7 +880,7 @@ Deno.test({
   ignore: TMPFS_UNAVAILABLE !== undefined,
   async fn() {
     await withTempDir(async (dir) => {
-      await Deno.writeFile(`${dir}/base`, prngBytes(64 * KiB, 12)); // nothing in common
+      await Deno.writeFile(`${dir}/base`, randomBytes(64 * KiB, 12)); // nothing in common
       await Deno.writeFile(`${dir}/target`, TARGET);
       await withTmpfs("256k", async (full) => {
         const result = await poolboy(

@@ -84,43 +84,7 @@ export async function poolboyMeasured(
   };
 }
 
-/** Runs `fn` in a fresh temporary directory, removed afterwards whatever happens. */
-export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "poolboy-cli-test-" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
-}
-
-/** Deterministic pseudo-random bytes (xorshift32), the same for the same seed. */
-export function prngBytes(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  const words = new Uint32Array(bytes.buffer, 0, length >>> 2);
-  let x = (seed >>> 0) || 0x9e3779b9;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    words[i] = x;
-  }
-  for (let i = words.length * 4; i < length; i++) bytes[i] = (seed + i * 131) & 0xff;
-  return bytes;
-}
-
-/** The concatenation of byte arrays. */
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
+export { concat, randomBytes, withTempDir } from "./helpers.ts";
 
 /** Hex digest text to bytes. */
 export function fromHex(hex: string): Uint8Array {

@@ -16,7 +16,7 @@ import {
   concat,
   EXIT,
   poolboy,
-  prngBytes,
+  randomBytes,
   type RunResult,
   tempFilesIn,
   withTempDir,
@@ -28,13 +28,13 @@ const SMALL_CHUNKS = ["--min-chunk", "4KiB", "--avg-chunk", "16KiB", "--max-chun
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /** A 2 MiB base, and a target that edits it the way a model update might. */
-const BASE = prngBytes(2 * MiB, 21);
+const BASE = randomBytes(2 * MiB, 21);
 const TARGET = concat(
   new TextEncoder().encode("v2 header grew\n"), // bytes inserted at the front
   BASE.subarray(0, 900 * KiB),
-  prngBytes(8 * KiB, 22), // a range rewritten
+  randomBytes(8 * KiB, 22), // a range rewritten
   BASE.subarray(908 * KiB),
-  prngBytes(100 * KiB, 23), // a tensor appended
+  randomBytes(100 * KiB, 23), // a tensor appended
 );
 
 /** Asserts a successful run: exit 0, nothing on stderr (no progress line off a terminal). */
@@ -201,7 +201,7 @@ Deno.test("apply over an existing OUT replaces it atomically with the verified c
       "encode",
     );
     // The old model is larger than the new one: nothing of it may remain.
-    const old = prngBytes(3 * MiB, 24);
+    const old = randomBytes(3 * MiB, 24);
     await Deno.writeFile(`${dir}/model.bin`, old);
     await Deno.link(`${dir}/model.bin`, `${dir}/model.old`); // a second name for the old file
     const before = await Deno.stat(`${dir}/model.bin`);
