@@ -7,7 +7,7 @@
 import { applyFile, type ApplySummary } from "../codec/applier.ts";
 import { UsageError } from "../codec/errors.ts";
 import { ProgressLine } from "../codec/progress.ts";
-import { formatBytes, megabytesPerSecond } from "../codec/units.ts";
+import { countOf, formatBytes, megabytesPerSecond } from "../codec/units.ts";
 import { parseCommand, printJson, println, requirePositionals, sameFile } from "./args.ts";
 
 export const APPLY_HELP = `poolboy apply — rebuild TARGET from BASE and a patch, verified
@@ -56,8 +56,10 @@ export async function applyCommand(args: string[]): Promise<number> {
   } else {
     println(`applied ${patch} to ${base}`);
     println(`  output   ${values.output}: ${formatBytes(summary.targetSize)}, BLAKE3 verified`);
-    println(`  COPY     ${formatBytes(summary.copyBytes)} in ${summary.copyOps} ops`);
-    println(`  LITERAL  ${formatBytes(summary.literalBytes)} in ${summary.literalOps} ops`);
+    println(`  COPY     ${formatBytes(summary.copyBytes)} in ${countOf(summary.copyOps, "op")}`);
+    println(
+      `  LITERAL  ${formatBytes(summary.literalBytes)} in ${countOf(summary.literalOps, "op")}`,
+    );
     println(
       `  time     ${(summary.elapsedMs / 1000).toFixed(2)} s, ${
         megabytesPerSecond(summary.targetSize, summary.elapsedMs).toFixed(0)

@@ -8,7 +8,7 @@ import { UsageError } from "../codec/errors.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
 import { DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
 import { ProgressLine } from "../codec/progress.ts";
-import { formatBytes, megabytesPerSecond } from "../codec/units.ts";
+import { countOf, formatBytes, megabytesPerSecond } from "../codec/units.ts";
 import {
   parseCommand,
   printJson,
@@ -92,8 +92,8 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
       formatBytes(s.targetSize)
     } (base ${formatBytes(s.baseSize)})`,
   );
-  println(`  COPY     ${formatBytes(s.copyBytes)} in ${s.copyOps} ops`);
-  println(`  LITERAL  ${formatBytes(s.literalBytes)} in ${s.literalOps} ops`);
+  println(`  COPY     ${formatBytes(s.copyBytes)} in ${countOf(s.copyOps, "op")}`);
+  println(`  LITERAL  ${formatBytes(s.literalBytes)} in ${countOf(s.literalOps, "op")}`);
   println(
     `  chunks   base ${s.baseChunks}, target ${s.targetChunks} (min ${
       formatBytes(s.chunk.min)

@@ -6,7 +6,7 @@
 
 import { inspectPatch } from "../codec/inspect.ts";
 import { ProgressLine } from "../codec/progress.ts";
-import { formatBytes } from "../codec/units.ts";
+import { countOf, formatBytes } from "../codec/units.ts";
 import { parseCommand, printJson, println, requirePositionals } from "./args.ts";
 
 export const INSPECT_HELP = `poolboy inspect — show what a patch holds, without applying it
@@ -44,9 +44,13 @@ export async function inspectCommand(args: string[]): Promise<number> {
   println(`base size    ${d.baseSize} (${formatBytes(d.baseSize)})`);
   println(`target size  ${d.targetSize} (${formatBytes(d.targetSize)})`);
   println(`target       BLAKE3 ${d.targetBlake3}`);
-  println(`COPY         ${d.copyOps} ops, ${d.copyBytes} bytes (${formatBytes(d.copyBytes)})`);
   println(
-    `LITERAL      ${d.literalOps} ops, ${d.literalBytes} bytes (${formatBytes(d.literalBytes)})`,
+    `COPY         ${countOf(d.copyOps, "op")}, ${d.copyBytes} bytes (${formatBytes(d.copyBytes)})`,
+  );
+  println(
+    `LITERAL      ${countOf(d.literalOps, "op")}, ${d.literalBytes} bytes (${
+      formatBytes(d.literalBytes)
+    })`,
   );
   return 0;
 }

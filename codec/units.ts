@@ -56,3 +56,8 @@ export function formatBytes(bytes: number): string {
 export function megabytesPerSecond(bytes: number, milliseconds: number): number {
   return milliseconds <= 0 ? 0 : bytes / 1e6 / (milliseconds / 1000);
 }
+
+/** `1 op`, `3 ops`: a count with its noun in the right number. */
+export function countOf(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}

@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { applyFile } from "../codec/applier.ts";
 import { encodeFile } from "../codec/encoder.ts";
 import { hashFile } from "../codec/hash_file.ts";
-import { formatBytes, megabytesPerSecond } from "../codec/units.ts";
+import { countOf, formatBytes, megabytesPerSecond } from "../codec/units.ts";
 import { retrainLast, transformerPlan, writeModel } from "./synthetic_model.ts";
 
 const { values } = parseArgs({
@@ -56,9 +56,9 @@ try {
   console.log("2. encode v1 + v2 -> patch");
   const enc = await encodeFile(base, target, patch);
   console.log(
-    `   patch ${formatBytes(enc.patchSize)}: COPY ${
-      formatBytes(enc.copyBytes)
-    } (${enc.copyOps} ops), LITERAL ${formatBytes(enc.literalBytes)} (${enc.literalOps} ops), ${
+    `   patch ${formatBytes(enc.patchSize)}: COPY ${formatBytes(enc.copyBytes)} (${
+      countOf(enc.copyOps, "op")
+    }), LITERAL ${formatBytes(enc.literalBytes)} (${countOf(enc.literalOps, "op")}), ${
       (enc.elapsedMs / 1000).toFixed(2)
     } s, ${megabytesPerSecond(enc.targetSize, enc.elapsedMs).toFixed(0)} MB/s`,
   );

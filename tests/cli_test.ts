@@ -95,8 +95,8 @@ Deno.test("encode → inspect → apply → hash: the round trip, in human summa
       `encode should state the patch size ${humanBytes(patchSize)}:\n${encoded.stdout}`,
     );
     assert.ok(encoded.stdout.includes(`of the target's ${humanBytes(TARGET.length)}`));
-    assert.match(encoded.stdout, /^ {2}COPY +.* in [1-9]\d* ops$/m);
-    assert.match(encoded.stdout, /^ {2}LITERAL +.* in [1-9]\d* ops$/m);
+    assert.match(encoded.stdout, /^ {2}COPY +.* in [1-9]\d* ops?$/m);
+    assert.match(encoded.stdout, /^ {2}LITERAL +.* in [1-9]\d* ops?$/m);
     const encodedDigest = /^ {2}target +BLAKE3 ([0-9a-f]{64})$/m.exec(encoded.stdout)?.[1];
     assert.ok(encodedDigest, "encode should print the target's BLAKE3");
 
@@ -109,8 +109,8 @@ Deno.test("encode → inspect → apply → hash: the round trip, in human summa
     assert.ok(inspected.stdout.includes(`(${humanBytes(patchSize)}, `), inspected.stdout);
     const inspectedDigest = /^target +BLAKE3 ([0-9a-f]{64})$/m.exec(inspected.stdout)?.[1];
     assert.equal(inspectedDigest, encodedDigest);
-    assert.match(inspected.stdout, /^COPY +[1-9]\d* ops, \d+ bytes/m);
-    assert.match(inspected.stdout, /^LITERAL +[1-9]\d* ops, \d+ bytes/m);
+    assert.match(inspected.stdout, /^COPY +[1-9]\d* ops?, \d+ bytes/m);
+    assert.match(inspected.stdout, /^LITERAL +[1-9]\d* ops?, \d+ bytes/m);
 
     // apply: verified, and says so.
     const applied = await poolboy(dir, "apply", "base.bin", "update.patch", "-o", "rebuilt.bin");

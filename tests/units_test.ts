@@ -1,7 +1,7 @@
 /** Specification of byte-size parsing and formatting (codec/units.ts). */
 
 import assert from "node:assert/strict";
-import { formatBytes, megabytesPerSecond, parseSize } from "../codec/units.ts";
+import { countOf, formatBytes, megabytesPerSecond, parseSize } from "../codec/units.ts";
 
 Deno.test("parseSize reads binary units as powers of 1024", () => {
   assert.equal(parseSize("256KiB"), 256 * 1024);
@@ -99,4 +99,10 @@ Deno.test("formatBytes chooses the unit after rounding: 1048575 is 1.00 MiB", ()
   assert.equal(formatBytes(1048575), "1.00 MiB");
   assert.equal(formatBytes(1024 ** 3 - 1), "1.00 GiB");
   assert.equal(formatBytes(1048000), "1023.44 KiB");
+});
+
+Deno.test("countOf puts the noun in the singular only for exactly one", () => {
+  assert.equal(countOf(0, "op"), "0 ops");
+  assert.equal(countOf(1, "op"), "1 op");
+  assert.equal(countOf(2, "op"), "2 ops");
 });
