@@ -17,6 +17,7 @@ import {
   assertUserError,
   concat,
   copyOp,
+  decodeOutput,
   exists,
   EXIT,
   fromHex,
@@ -968,13 +969,7 @@ async function interruptApply(dir: string, signal: Deno.Signal): Promise<RunResu
       new TextDecoder().decode(done.stderr)
     }`,
   );
-  const decoder = new TextDecoder();
-  return {
-    code: done.code,
-    signal: done.signal,
-    stdout: decoder.decode(done.stdout),
-    stderr: decoder.decode(done.stderr),
-  };
+  return decodeOutput(done);
 }
 
 Deno.test("SIGTERM while apply writes: exit 143, no temporary file, OUT absent", async () => {

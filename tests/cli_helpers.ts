@@ -34,6 +34,13 @@ export async function poolboy(cwd: string, ...args: string[]): Promise<RunResult
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).output();
+  return decodeOutput(output);
+}
+
+/** A finished child's exit code, signal and decoded output. */
+export function decodeOutput(
+  output: Pick<Deno.CommandOutput, "code" | "signal" | "stdout" | "stderr">,
+): RunResult {
   const decoder = new TextDecoder();
   return {
     code: output.code,
@@ -84,55 +91,21 @@ export async function poolboyMeasured(
   };
 }
 
-export { concat, randomBytes, withTempDir } from "./helpers.ts";
+export {
+  concat,
+  copyOp,
+  header,
+  HEADER_SIZE,
+  literalOp,
+  randomBytes,
+  withTempDir,
+} from "./helpers.ts";
+import { HEADER_SIZE } from "./helpers.ts";
 
 /** Hex digest text to bytes. */
 export function fromHex(hex: string): Uint8Array {
   assert.match(hex, /^([0-9a-f]{2})*$/);
   return new Uint8Array(hex.match(/../g)?.map((h) => parseInt(h, 16)) ?? []);
-}
-
-/** Byte size of a v1 header. */
-export const HEADER_SIZE = 54;
-
-/** A v1 header (`version` may be overridden to build bad ones); sizes as bigint or number. */
-export function header(fields: {
-  baseSize: number | bigint;
-  targetSize: number | bigint;
-  digest?: Uint8Array;
-  version?: number;
-  magic?: string;
-}): Uint8Array {
-  const bytes = new Uint8Array(HEADER_SIZE);
-  const view = new DataView(bytes.buffer);
-  bytes.set(new TextEncoder().encode(fields.magic ?? "POOL").subarray(0, 4), 0);
-  view.setUint16(4, fields.version ?? 1, true);
-  view.setBigUint64(6, BigInt(fields.baseSize), true);
-  view.setBigUint64(14, BigInt(fields.targetSize), true);
-  bytes.set(fields.digest ?? new Uint8Array(32), 22);
-  return bytes;
-}
-
-/** A COPY op: `0x01, offset u64, len u64`. */
-export function copyOp(offset: number | bigint, length: number | bigint): Uint8Array {
-  const bytes = new Uint8Array(17);
-  const view = new DataView(bytes.buffer);
-  bytes[0] = 0x01;
-  view.setBigUint64(1, BigInt(offset), true);
-  view.setBigUint64(9, BigInt(length), true);
-  return bytes;
-}
-
-/** A LITERAL op: `0x02, len u64`, then `data` (which may be shorter than `length` on purpose). */
-export function literalOp(
-  length: number | bigint,
-  data: Uint8Array = new Uint8Array(),
-): Uint8Array {
-  const bytes = new Uint8Array(9 + data.length);
-  bytes[0] = 0x02;
-  new DataView(bytes.buffer).setBigUint64(1, BigInt(length), true);
-  bytes.set(data, 9);
-  return bytes;
 }
 
 /** An op of a v1 patch as found at its byte offset `at`. */

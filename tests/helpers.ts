@@ -83,3 +83,49 @@ export function bufferSource(
     },
   };
 }
+
+// Patch bytes written by hand, field by field as DESIGN.md lays them out, so that
+// tests of the format do not trust the codec's own encoders.
+
+/** Byte size of a v1 header. */
+export const HEADER_SIZE = 54;
+
+/** A v1 header (`version` may be overridden to build bad ones); sizes as bigint or number. */
+export function header(fields: {
+  baseSize: number | bigint;
+  targetSize: number | bigint;
+  digest?: Uint8Array;
+  version?: number;
+  magic?: string;
+}): Uint8Array {
+  const bytes = new Uint8Array(HEADER_SIZE);
+  const view = new DataView(bytes.buffer);
+  bytes.set(new TextEncoder().encode(fields.magic ?? "POOL").subarray(0, 4), 0);
+  view.setUint16(4, fields.version ?? 1, true);
+  view.setBigUint64(6, BigInt(fields.baseSize), true);
+  view.setBigUint64(14, BigInt(fields.targetSize), true);
+  bytes.set(fields.digest ?? new Uint8Array(32), 22);
+  return bytes;
+}
+
+/** A COPY op: `0x01, offset u64, len u64`. */
+export function copyOp(offset: number | bigint, length: number | bigint): Uint8Array {
+  const bytes = new Uint8Array(17);
+  const view = new DataView(bytes.buffer);
+  bytes[0] = 0x01;
+  view.setBigUint64(1, BigInt(offset), true);
+  view.setBigUint64(9, BigInt(length), true);
+  return bytes;
+}
+
+/** A LITERAL op: `0x02, len u64`, then `data` (which may be shorter than `length` on purpose). */
+export function literalOp(
+  length: number | bigint,
+  data: Uint8Array = new Uint8Array(),
+): Uint8Array {
+  const bytes = new Uint8Array(9 + data.length);
+  bytes[0] = 0x02;
+  new DataView(bytes.buffer).setBigUint64(1, BigInt(length), true);
+  bytes.set(data, 9);
+  return bytes;
+}

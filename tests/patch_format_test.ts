@@ -25,46 +25,18 @@ import { encodeFile } from "../codec/encoder.ts";
 import { applyFile } from "../codec/applier.ts";
 import { blake3, toHex } from "../codec/blake3.ts";
 import { MalformedPatchError, VerificationError } from "../codec/errors.ts";
-import { concat, randomBytes, readFile, withTempDir, writeFile } from "./helpers.ts";
+import {
+  concat,
+  copyOp,
+  header,
+  literalOp,
+  randomBytes,
+  readFile,
+  withTempDir,
+  writeFile,
+} from "./helpers.ts";
 
 const SMALL = { min: 4096, avg: 16384, max: 65536 };
-
-/** A v1 header built field by field as DESIGN.md lays it out. */
-function handHeader(
-  baseSize: number,
-  targetSize: number,
-  digest: Uint8Array,
-  magic = "POOL",
-  version = 1,
-): Uint8Array {
-  const bytes = new Uint8Array(54);
-  const view = new DataView(bytes.buffer);
-  bytes.set(new TextEncoder().encode(magic), 0);
-  view.setUint16(4, version, true);
-  view.setBigUint64(6, BigInt(baseSize), true);
-  view.setBigUint64(14, BigInt(targetSize), true);
-  bytes.set(digest, 22);
-  return bytes;
-}
-
-/** `0x01 offset:u64 len:u64`, by hand. */
-function handCopy(offset: number, length: number): Uint8Array {
-  const bytes = new Uint8Array(17);
-  const view = new DataView(bytes.buffer);
-  bytes[0] = 0x01;
-  view.setBigUint64(1, BigInt(offset), true);
-  view.setBigUint64(9, BigInt(length), true);
-  return bytes;
-}
-
-/** `0x02 len:u64 bytes`, by hand. */
-function handLiteral(data: Uint8Array): Uint8Array {
-  const bytes = new Uint8Array(9 + data.length);
-  bytes[0] = 0x02;
-  new DataView(bytes.buffer).setBigUint64(1, BigInt(data.length), true);
-  bytes.set(data, 9);
-  return bytes;
-}
 
 Deno.test("the format constants are those of DESIGN.md", () => {
   assert.deepEqual(MAGIC, new TextEncoder().encode("POOL"));
@@ -105,10 +77,14 @@ Deno.test("a hand-built v1 patch (COPY, LITERAL, COPY) applies to the expected o
     const literal = new TextEncoder().encode("hello, edge device");
     const expected = concat(base.subarray(10, 40), literal, base.subarray(50, 100));
     const patch = concat(
-      handHeader(base.length, expected.length, await blake3(expected)),
-      handCopy(10, 30),
-      handLiteral(literal),
-      handCopy(50, 50),
+      header({
+        baseSize: base.length,
+        targetSize: expected.length,
+        digest: await blake3(expected),
+      }),
+      copyOp(10, 30),
+      literalOp(literal.length, literal),
+      copyOp(50, 50),
     );
     await writeFile(`${dir}/base`, base);
     await writeFile(`${dir}/patch`, patch);
@@ -130,7 +106,10 @@ Deno.test("a patch whose output does not match its digest is refused; an existin
     const old = new TextEncoder().encode("the previous version");
     await writeFile(`${dir}/base`, base);
     await writeFile(`${dir}/out`, old);
-    await writeFile(`${dir}/patch`, concat(handHeader(100, 60, wrongDigest), handCopy(0, 60)));
+    await writeFile(
+      `${dir}/patch`,
+      concat(header({ baseSize: 100, targetSize: 60, digest: wrongDigest }), copyOp(0, 60)),
+    );
     await assert.rejects(
       () => applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`),
       VerificationError,
@@ -148,7 +127,10 @@ Deno.test("a base of another size than the header's base_size is refused with Ve
     await writeFile(`${dir}/base`, base.subarray(0, 99));
     await writeFile(
       `${dir}/patch`,
-      concat(handHeader(100, 60, await blake3(target)), handCopy(0, 60)),
+      concat(
+        header({ baseSize: 100, targetSize: 60, digest: await blake3(target) }),
+        copyOp(0, 60),
+      ),
     );
     await assert.rejects(
       () => applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`),
@@ -164,24 +146,33 @@ Deno.test("hand-built patches that break a bound are refused with MalformedPatch
     const target = base.subarray(0, 60);
     const digest = await blake3(target);
     await writeFile(`${dir}/base`, base);
-    const header = handHeader(100, 60, digest);
+    const head = header({ baseSize: 100, targetSize: 60, digest });
     const hugeLiteral = new Uint8Array(9);
     hugeLiteral[0] = 0x02;
     new DataView(hugeLiteral.buffer).setBigUint64(1, 2n ** 63n, true);
     const cases: [string, Uint8Array][] = [
-      ["COPY beyond the base", concat(header, handCopy(50, 60))],
-      ["op past target_size", concat(header, handCopy(0, 61))],
-      ["trailing byte", concat(header, handCopy(0, 60), new Uint8Array([0x01]))],
-      ["unknown op", concat(header, new Uint8Array([0x03]), handCopy(0, 60).subarray(1))],
-      ["truncated body", concat(header, handCopy(0, 30))],
-      ["truncated COPY fields", concat(header, handCopy(0, 60).subarray(0, 10))],
-      ["truncated LITERAL", concat(header, handLiteral(target).subarray(0, 40))],
-      ["truncated header", header.subarray(0, 30)],
+      ["COPY beyond the base", concat(head, copyOp(50, 60))],
+      ["op past target_size", concat(head, copyOp(0, 61))],
+      ["trailing byte", concat(head, copyOp(0, 60), new Uint8Array([0x01]))],
+      ["unknown op", concat(head, new Uint8Array([0x03]), copyOp(0, 60).subarray(1))],
+      ["truncated body", concat(head, copyOp(0, 30))],
+      ["truncated COPY fields", concat(head, copyOp(0, 60).subarray(0, 10))],
+      ["truncated LITERAL", concat(head, literalOp(target.length, target).subarray(0, 40))],
+      ["truncated header", head.subarray(0, 30)],
       ["empty patch", new Uint8Array(0)],
-      ["LITERAL longer than target_size", concat(header, handLiteral(new Uint8Array(61)))],
-      ["LITERAL claiming 2^63 bytes", concat(header, hugeLiteral)],
-      ["bad magic", concat(handHeader(100, 60, digest, "LOOP"), handCopy(0, 60))],
-      ["version 2", concat(handHeader(100, 60, digest, "POOL", 2), handCopy(0, 60))],
+      ["LITERAL longer than target_size", concat(head, literalOp(61, new Uint8Array(61)))],
+      ["LITERAL claiming 2^63 bytes", concat(head, hugeLiteral)],
+      [
+        "bad magic",
+        concat(header({ baseSize: 100, targetSize: 60, digest, magic: "LOOP" }), copyOp(0, 60)),
+      ],
+      [
+        "version 2",
+        concat(
+          header({ baseSize: 100, targetSize: 60, digest, magic: "POOL", version: 2 }),
+          copyOp(0, 60),
+        ),
+      ],
     ];
     for (const [what, patch] of cases) {
       await writeFile(`${dir}/patch`, patch);
@@ -200,7 +191,10 @@ Deno.test("encodeHeaderV1 writes the hand layout and decodeHeaderV1 reads it bac
   const digest = randomBytes(32, 6);
   const fields = { baseSize: 200 * 1024 ** 3 + 7, targetSize: 123_456_789, targetDigest: digest };
   const bytes = encodeHeaderV1(fields);
-  assert.deepEqual(bytes, handHeader(fields.baseSize, fields.targetSize, digest));
+  assert.deepEqual(
+    bytes,
+    header({ baseSize: fields.baseSize, targetSize: fields.targetSize, digest }),
+  );
   assert.deepEqual(decodeHeaderV1(bytes), { version: 1, ...fields });
   // Also from a view that does not start at the beginning of its buffer.
   const shifted = concat(new Uint8Array(3), bytes).subarray(3);
@@ -221,47 +215,55 @@ Deno.test("encodeHeaderV1 refuses a digest that is not 32 bytes", () => {
 });
 
 Deno.test("decodeHeaderV1 refuses a short header and sizes above 2^53 - 1", () => {
-  const header = handHeader(1, 1, new Uint8Array(32));
-  assert.throws(() => decodeHeaderV1(header.subarray(0, 53)), MalformedPatchError);
-  const huge = header.slice();
+  const head = header({ baseSize: 1, targetSize: 1, digest: new Uint8Array(32) });
+  assert.throws(() => decodeHeaderV1(head.subarray(0, 53)), MalformedPatchError);
+  const huge = head.slice();
   new DataView(huge.buffer).setBigUint64(6, 2n ** 53n, true);
   assert.throws(() => decodeHeaderV1(huge), MalformedPatchError);
-  const hugeTarget = header.slice();
+  const hugeTarget = head.slice();
   new DataView(hugeTarget.buffer).setBigUint64(14, 2n ** 64n - 1n, true);
   assert.throws(() => decodeHeaderV1(hugeTarget), MalformedPatchError);
 });
 
 Deno.test("encodeCopy and encodeLiteralHead write the hand layout of the ops", () => {
-  assert.deepEqual(encodeCopy(0x0102030405, 4096), handCopy(0x0102030405, 4096));
+  assert.deepEqual(encodeCopy(0x0102030405, 4096), copyOp(0x0102030405, 4096));
   assert.deepEqual(
     encodeLiteralHead(5),
-    handLiteral(new Uint8Array(5)).subarray(0, LITERAL_HEAD_SIZE),
+    literalOp(5, new Uint8Array(5)).subarray(0, LITERAL_HEAD_SIZE),
   );
 });
 
 Deno.test("decodePreamble accepts POOL version 1 and returns the version", () => {
-  assert.equal(decodePreamble(handHeader(0, 0, new Uint8Array(32)).subarray(0, 6)), 1);
+  assert.equal(
+    decodePreamble(
+      header({ baseSize: 0, targetSize: 0, digest: new Uint8Array(32) }).subarray(0, 6),
+    ),
+    1,
+  );
 });
 
 Deno.test("decodePreamble rejects bad magic, versions 0, 2 and 65535, and short input", () => {
   const digest = new Uint8Array(32);
   for (const magic of ["LOOP", "pool", "POOM", "\0\0\0\0"]) {
     assert.throws(
-      () => decodePreamble(handHeader(0, 0, digest, magic)),
+      () => decodePreamble(header({ baseSize: 0, targetSize: 0, digest, magic: magic })),
       MalformedPatchError,
       magic,
     );
   }
   for (const version of [0, 2, 65535]) {
     assert.throws(
-      () => decodePreamble(handHeader(0, 0, digest, "POOL", version)),
+      () =>
+        decodePreamble(
+          header({ baseSize: 0, targetSize: 0, digest, magic: "POOL", version: version }),
+        ),
       MalformedPatchError,
       `version ${version}`,
     );
   }
   for (const length of [0, 3, 5]) {
     assert.throws(
-      () => decodePreamble(handHeader(0, 0, digest).subarray(0, length)),
+      () => decodePreamble(header({ baseSize: 0, targetSize: 0, digest }).subarray(0, length)),
       MalformedPatchError,
       `${length} bytes`,
     );
