@@ -41,6 +41,9 @@ export interface EncodeSummary extends OpStats {
   readonly elapsedMs: number;
 }
 
+/** The largest number of chunks the index makes room for up front. */
+const MAX_INDEX_PRESIZE = 1 << 22;
+
 /** Chunks and hashes a whole file into an index. */
 export async function indexFile(
   file: Deno.FsFile,
@@ -48,7 +51,11 @@ export async function indexFile(
   onBytes?: (bytes: number) => void,
   buffer?: Uint8Array,
 ): Promise<ChunkIndex> {
-  const index = new ChunkIndex();
+  // Room for the most chunks the file can have (all but the last are >= min), up
+  // to 4M chunks (176 MB of address space): the arrays then never move, and
+  // pages not yet used cost no memory. Past that the index grows by doubling.
+  const mostChunks = Math.ceil((await file.stat()).size / params.min) + 1;
+  const index = new ChunkIndex(Math.min(mostChunks, MAX_INDEX_PRESIZE));
   const hasher = await createHasher();
   for await (const chunk of chunkStream(file, params, buffer)) {
     hasher.init();

@@ -130,3 +130,28 @@ Deno.test("offsets beyond 4 GiB and lengths up to 64 MiB are kept exactly", () =
   index.add(offset, 64 * 1024 * 1024, digest(3));
   assert.deepEqual(index.at(0), { index: 0, offset, length: 64 * 1024 * 1024 });
 });
+
+Deno.test("an index sized for 16 chunks takes 50,000 (table rehashed many times) and still finds each first occurrence", () => {
+  const index = new ChunkIndex(16);
+  const digestFor = (k: number) => {
+    const d = new Uint8Array(32);
+    new DataView(d.buffer).setUint32(0, Math.imul(k, 0x9e3779b1) >>> 0, true);
+    new DataView(d.buffer).setUint32(28, k, true);
+    return d;
+  };
+  // Every 10th chunk repeats the digest of chunk k - 5: the first occurrence must win.
+  for (let i = 0; i < 50_000; i++) {
+    index.add(i * 100, 100, digestFor(i % 10 === 9 ? i - 5 : i));
+  }
+  assert.equal(index.size, 50_000);
+  for (let i = 0; i < 50_000; i++) {
+    const found = index.find(digestFor(i));
+    if (i % 10 === 9) {
+      assert.equal(found, undefined, `digest ${i} was never added`);
+    } else {
+      assert.equal(found?.index, i, `chunk ${i}`);
+      assert.equal(found?.offset, i * 100);
+    }
+  }
+  assert.equal(index.matchAt(49_999, digestFor(49_994))?.offset, 4_999_900);
+});
