@@ -12,6 +12,7 @@ import { println } from "./cli/args.ts";
 import { ENCODE_HELP, encodeCommand } from "./cli/encode.ts";
 import { HASH_HELP, hashCommand } from "./cli/hash.ts";
 import { INSPECT_HELP, inspectCommand } from "./cli/inspect.ts";
+import { SIGNATURE_HELP, signatureCommand } from "./cli/signature.ts";
 import { removeAllPending } from "./codec/atomic_file.ts";
 import { ExitCode, PoolboyError, UsageError } from "./codec/errors.ts";
 
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; help:
   apply: { run: applyCommand, help: APPLY_HELP },
   inspect: { run: inspectCommand, help: INSPECT_HELP },
   hash: { run: hashCommand, help: HASH_HELP },
+  signature: { run: signatureCommand, help: SIGNATURE_HELP },
 };
 
 export const MAIN_HELP = `poolboy — ship model updates as small, verified patches
@@ -32,6 +34,7 @@ Commands:
   apply BASE PATCH -o OUT       rebuild TARGET from BASE + PATCH, BLAKE3-verified
   inspect PATCH                 show a patch's header and ops without applying it
   hash FILE...                  BLAKE3 digests, b3sum format
+  signature FILE -o SIG         save FILE's chunk list; encode --base-sig SIG skips reading FILE
   help [COMMAND]                this help, or a command's
 
 Run "poolboy <command> --help" for a command's options and exit codes.`;

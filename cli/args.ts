@@ -7,6 +7,7 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../codec/errors.ts";
+import { type ChunkParams, DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
 import { parseSize } from "../codec/units.ts";
 
 /** Option specs as parseArgs takes them. */
@@ -50,6 +51,24 @@ export function requirePositionals(
     );
   }
   return positionals;
+}
+
+/** The chunk-size options of encode and signature. */
+export const chunkOptions = {
+  "min-chunk": { type: "string" },
+  "avg-chunk": { type: "string" },
+  "max-chunk": { type: "string" },
+} as const satisfies OptionSpecs;
+
+/** Chunk parameters from parsed chunk options, defaults where absent. */
+export function chunkParamsFrom(
+  values: { "min-chunk"?: string; "avg-chunk"?: string; "max-chunk"?: string },
+): ChunkParams {
+  return {
+    min: sizeOption("min-chunk", values["min-chunk"], DEFAULT_CHUNK_PARAMS.min),
+    avg: sizeOption("avg-chunk", values["avg-chunk"], DEFAULT_CHUNK_PARAMS.avg),
+    max: sizeOption("max-chunk", values["max-chunk"], DEFAULT_CHUNK_PARAMS.max),
+  };
 }
 
 /** Reads a size option such as `--avg-chunk 1MiB`, or returns the default. */

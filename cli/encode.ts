@@ -6,16 +6,16 @@
 
 import { UsageError } from "../codec/errors.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
-import { DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
 import { ProgressLine } from "../codec/progress.ts";
 import { countOf, formatBytes, megabytesPerSecond } from "../codec/units.ts";
 import {
+  chunkOptions,
+  chunkParamsFrom,
   parseCommand,
   printJson,
   println,
   requirePositionals,
   sameFile,
-  sizeOption,
 } from "./args.ts";
 
 export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into TARGET
@@ -31,6 +31,10 @@ Options:
   --min-chunk SIZE     smallest chunk (default 256KiB)
   --avg-chunk SIZE     average chunk, a power of two (default 1MiB)
   --max-chunk SIZE     largest chunk (default 4MiB)
+  --base-sig SIG       take BASE's chunks from its signature (poolboy signature)
+                       instead of reading BASE: only TARGET is read. SIG must
+                       match BASE's size and modification time; chunk sizes
+                       come from SIG
   --json               print the summary as JSON on stdout
   -q, --quiet          no progress line
   -h, --help           this help
@@ -38,15 +42,15 @@ Options:
 Sizes take KiB, MiB, GiB suffixes. Smaller chunks find more reuse in scattered
 edits at the cost of more ops and a larger index.
 
-Exit codes: 0 ok, 2 usage, 3 I/O error.`;
+Exit codes: 0 ok, 2 usage, 3 I/O error, 4 malformed signature,
+5 signature does not match BASE.`;
 
 /** Runs `encode`. */
 export async function encodeCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("encode", args, {
     output: { type: "string", short: "o" },
-    "min-chunk": { type: "string" },
-    "avg-chunk": { type: "string" },
-    "max-chunk": { type: "string" },
+    "base-sig": { type: "string" },
+    ...chunkOptions,
   });
   if (values.help) {
     println(ENCODE_HELP);
@@ -61,16 +65,19 @@ export async function encodeCommand(args: string[]): Promise<number> {
       throw new UsageError(`encode: -o PATCH must not be ${role} (it would replace the input)`);
     }
   }
-  const chunk = {
-    min: sizeOption("min-chunk", values["min-chunk"], DEFAULT_CHUNK_PARAMS.min),
-    avg: sizeOption("avg-chunk", values["avg-chunk"], DEFAULT_CHUNK_PARAMS.avg),
-    max: sizeOption("max-chunk", values["max-chunk"], DEFAULT_CHUNK_PARAMS.max),
-  };
+  const baseSignature = values["base-sig"];
+  if (baseSignature !== undefined && Object.keys(chunkOptions).some((k) => k in values)) {
+    throw new UsageError(
+      "encode: with --base-sig the chunk sizes come from the signature; drop --min/--avg/--max-chunk",
+    );
+  }
+  const chunk = chunkParamsFrom(values);
   const progress = new ProgressLine("encode", { quiet: values.quiet || values.json });
   let summary: EncodeSummary;
   try {
     summary = await encodeFile(base, target, values.output, {
       chunk,
+      baseSignature,
       onProgress: progress.callback,
     });
   } finally {
@@ -95,15 +102,17 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
   println(`  COPY     ${formatBytes(s.copyBytes)} in ${countOf(s.copyOps, "op")}`);
   println(`  LITERAL  ${formatBytes(s.literalBytes)} in ${countOf(s.literalOps, "op")}`);
   println(
-    `  chunks   base ${s.baseChunks}, target ${s.targetChunks} (min ${
-      formatBytes(s.chunk.min)
-    }, avg ${formatBytes(s.chunk.avg)}, max ${formatBytes(s.chunk.max)})`,
+    `  chunks   base ${s.baseChunks}${
+      s.usedSignature ? " (from its signature)" : ""
+    }, target ${s.targetChunks} (min ${formatBytes(s.chunk.min)}, avg ${
+      formatBytes(s.chunk.avg)
+    }, max ${formatBytes(s.chunk.max)})`,
   );
   println(
     `  time     ${(s.elapsedMs / 1000).toFixed(2)} s, ${
       megabytesPerSecond(s.targetSize, s.elapsedMs).toFixed(0)
     } MB/s of target (${
-      megabytesPerSecond(s.baseSize + s.targetSize, s.elapsedMs).toFixed(0)
+      megabytesPerSecond((s.usedSignature ? 0 : s.baseSize) + s.targetSize, s.elapsedMs).toFixed(0)
     } MB/s read)`,
   );
   println(`  target   BLAKE3 ${s.targetBlake3}`);

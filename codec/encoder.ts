@@ -1,7 +1,9 @@
 /**
  * Encodes `base` + `target` into a v1 patch, streaming.
  *
- * Pass 1 chunks and hashes the base into a `ChunkIndex`. Pass 2 chunks the
+ * Pass 1 chunks and hashes the base into a `ChunkIndex`, or reads it from the
+ * base's signature (`signature.ts`) after checking the base's size and mtime
+ * against it, so that only the target is read. Pass 2 chunks the
  * target; each chunk whose BLAKE3 is in the index becomes a COPY (preferring
  * the base chunk right after the previous match, so runs merge into one COPY),
  * any other a LITERAL; the whole target is hashed on the way for the header.
@@ -16,7 +18,8 @@ import { ChunkIndex } from "./chunk_index.ts";
 import { chunkBufferSize, chunkStream } from "./chunk_stream.ts";
 import { createHasher, toHex } from "./blake3.ts";
 import { AtomicFile } from "./atomic_file.ts";
-import { IoError, ioError } from "./errors.ts";
+import { IoError, ioError, VerificationError } from "./errors.ts";
+import { mtimeMs, readSignature, type Signature } from "./signature.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
 import { BufferedWriter, openInput } from "./file_io.ts";
 import { encodeHeaderV1, HEADER_V1_SIZE } from "./patch_format.ts";
@@ -25,7 +28,10 @@ import type { ProgressCallback } from "./progress.ts";
 
 /** Options of `encodeFile`. */
 export interface EncodeOptions {
+  /** Chunk sizes; with `baseSignature` they come from the signature instead. */
   readonly chunk?: ChunkParams;
+  /** A signature of the base (`writeSignature`), used instead of reading the base. */
+  readonly baseSignature?: string;
   readonly onProgress?: ProgressCallback;
 }
 
@@ -38,6 +44,8 @@ export interface EncodeSummary extends OpStats {
   readonly targetChunks: number;
   readonly targetBlake3: string;
   readonly chunk: ChunkParams;
+  /** Whether the base's chunks came from a signature instead of a pass over the base. */
+  readonly usedSignature: boolean;
   readonly elapsedMs: number;
 }
 
@@ -73,22 +81,33 @@ export async function encodeFile(
   patchPath: string,
   options: EncodeOptions = {},
 ): Promise<EncodeSummary> {
-  const params = validateChunkParams(options.chunk ?? DEFAULT_CHUNK_PARAMS);
   const started = performance.now();
   const base = await openInput(basePath, "base");
   let target: Awaited<ReturnType<typeof openInput>> | undefined;
   let out: AtomicFile | undefined;
   try {
+    const signature = options.baseSignature === undefined
+      ? undefined
+      : await signatureOfBase(options.baseSignature, basePath, await base.file.stat());
+    const params = signature
+      ? signature.header.chunk
+      : validateChunkParams(options.chunk ?? DEFAULT_CHUNK_PARAMS);
     target = await openInput(targetPath, "target");
-    const total = base.size + target.size;
+    // Progress counts the bytes read: the base (unless a signature stands in for it), then the target.
+    const baseWork = signature ? 0 : base.size;
+    const total = baseWork + target.size;
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
     const buffer = new Uint8Array(chunkBufferSize(params)); // shared by both passes
     let index: ChunkIndex;
-    try {
-      index = await indexFile(base.file, params, (done) => progress?.(done, total), buffer);
-    } catch (err) {
-      throw ioError("read base", basePath, err);
+    if (signature) {
+      index = signature.index;
+    } else {
+      try {
+        index = await indexFile(base.file, params, (done) => progress?.(done, total), buffer);
+      } catch (err) {
+        throw ioError("read base", basePath, err);
+      }
     }
 
     const writer = new BufferedWriter(out.file);
@@ -115,7 +134,7 @@ export async function encodeFile(
           nextBaseChunk = -1;
         }
         targetRead = chunk.offset + chunk.data.length;
-        progress?.(base.size + targetRead, total);
+        progress?.(baseWork + targetRead, total);
       }
       await ops.finish();
     } catch (err) {
@@ -147,6 +166,7 @@ export async function encodeFile(
       targetChunks,
       targetBlake3: toHex(targetDigest),
       chunk: params,
+      usedSignature: signature !== undefined,
       elapsedMs: performance.now() - started,
     };
   } catch (err) {
@@ -156,4 +176,31 @@ export async function encodeFile(
     base.file.close();
     target?.file.close();
   }
+}
+
+/**
+ * Reads the base's signature and checks that it still describes the base: same
+ * size and, where both are known, same modification time. (The base's bytes are
+ * not read: that is the point of a signature. Its BLAKE3 is in the signature for
+ * whoever wants to check it.)
+ */
+async function signatureOfBase(
+  signaturePath: string,
+  basePath: string,
+  baseInfo: Deno.FileInfo,
+): Promise<Signature> {
+  const signature = await readSignature(signaturePath);
+  const { fileSize, fileMtimeMs } = signature.header;
+  if (baseInfo.size !== fileSize) {
+    throw new VerificationError(
+      `signature "${signaturePath}" describes a ${fileSize}-byte file, but base "${basePath}" is ${baseInfo.size} bytes; make a new one with poolboy signature`,
+    );
+  }
+  const baseMtime = mtimeMs(baseInfo);
+  if (fileMtimeMs >= 0 && baseMtime >= 0 && fileMtimeMs !== baseMtime) {
+    throw new VerificationError(
+      `base "${basePath}" was modified after signature "${signaturePath}" was made (mtime differs); make a new one with poolboy signature`,
+    );
+  }
+  return signature;
 }

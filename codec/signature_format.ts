@@ -1,0 +1,134 @@
+/**
+ * The signature file: a file's chunk list, so that encoding against it needs
+ * no pass over the base ("poolboy signature FILE -o FILE.sig").
+ *
+ * All integers are little-endian. Layout, version 1:
+ *
+ * ```
+ * header, 80 bytes:
+ *   offset 0   magic          "PBSG"                         4
+ *   offset 4   version        u16 = 1                        2
+ *   offset 6   reserved       u16 = 0                        2
+ *   offset 8   min_chunk      u32                            4
+ *   offset 12  avg_chunk      u32                            4
+ *   offset 16  max_chunk      u32                            4
+ *   offset 20  reserved       u32 = 0                        4
+ *   offset 24  file_size      u64                            8
+ *   offset 32  file_mtime_ms  i64 (-1 when unknown)          8
+ *   offset 40  chunk_count    u64                            8
+ *   offset 48  file_blake3    [u8; 32]                      32
+ * entries, chunk_count times, 36 bytes each, in file order:
+ *   length u32, blake3 [u8; 32]       (offsets are the running sum of lengths)
+ * trailer, 32 bytes:
+ *   BLAKE3 of the entries followed by the header (the signature's own
+ *   integrity; in that order so a writer can stream the entries before it
+ *   knows the header's digest and count)
+ * ```
+ *
+ * A reader refuses other magic or version, a size that is not
+ * `80 + 36 * chunk_count + 32`, lengths that do not add up to `file_size`,
+ * a zero length, chunk parameters FastCDC would refuse, and a trailer that does
+ * not match. Chunk boundaries are those of `codec/fastcdc.ts` with the stored
+ * parameters, so a signature is only as durable as the gear table (which is
+ * part of the format).
+ *
+ * @module
+ */
+
+import { DIGEST_LENGTH } from "./blake3.ts";
+import { ExitCode, PoolboyError } from "./errors.ts";
+import type { ChunkParams } from "./fastcdc.ts";
+
+/** "PBSG". */
+export const SIGNATURE_MAGIC = new Uint8Array([0x50, 0x42, 0x53, 0x47]);
+/** The version this module writes and reads. */
+export const SIGNATURE_VERSION = 1;
+/** Size of the header in bytes. */
+export const SIGNATURE_HEADER_SIZE = 80;
+/** Size of one chunk entry in bytes. */
+export const SIGNATURE_ENTRY_SIZE = 4 + DIGEST_LENGTH;
+/** Size of the trailer (BLAKE3 of everything before it). */
+export const SIGNATURE_TRAILER_SIZE = DIGEST_LENGTH;
+
+/** A signature file that cannot be used: damaged, truncated, or not a signature. */
+export class MalformedSignatureError extends PoolboyError {
+  constructor(message: string) {
+    super(message, ExitCode.malformedPatch);
+  }
+}
+
+/** What a signature's header says. */
+export interface SignatureHeader {
+  readonly chunk: ChunkParams;
+  readonly fileSize: number;
+  /** Modification time of the file when it was signed, in ms since the epoch, or -1. */
+  readonly fileMtimeMs: number;
+  readonly chunkCount: number;
+  readonly fileDigest: Uint8Array;
+}
+
+/** Encodes a header. */
+export function encodeSignatureHeader(h: SignatureHeader): Uint8Array {
+  const bytes = new Uint8Array(SIGNATURE_HEADER_SIZE);
+  const view = new DataView(bytes.buffer);
+  bytes.set(SIGNATURE_MAGIC, 0);
+  view.setUint16(4, SIGNATURE_VERSION, true);
+  view.setUint32(8, h.chunk.min, true);
+  view.setUint32(12, h.chunk.avg, true);
+  view.setUint32(16, h.chunk.max, true);
+  view.setBigUint64(24, BigInt(h.fileSize), true);
+  view.setBigInt64(32, BigInt(Math.round(h.fileMtimeMs)), true);
+  view.setBigUint64(40, BigInt(h.chunkCount), true);
+  bytes.set(h.fileDigest.subarray(0, DIGEST_LENGTH), 48);
+  return bytes;
+}
+
+/** Decodes a header (throws `MalformedSignatureError`). */
+export function decodeSignatureHeader(bytes: Uint8Array, path: string): SignatureHeader {
+  if (bytes.length < SIGNATURE_HEADER_SIZE) {
+    throw new MalformedSignatureError(
+      `signature "${path}" is truncated: ${bytes.length} bytes, shorter than its ${SIGNATURE_HEADER_SIZE}-byte header`,
+    );
+  }
+  for (let i = 0; i < 4; i++) {
+    if (bytes[i] !== SIGNATURE_MAGIC[i]) {
+      throw new MalformedSignatureError(`"${path}" is not a poolboy signature (bad magic)`);
+    }
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint16(4, true);
+  if (version !== SIGNATURE_VERSION) {
+    throw new MalformedSignatureError(
+      `signature "${path}" has version ${version} (this poolboy reads version ${SIGNATURE_VERSION})`,
+    );
+  }
+  const big = (at: number, field: string) => {
+    const v = view.getBigUint64(at, true);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new MalformedSignatureError(`signature "${path}": ${field} ${v} is too large`);
+    }
+    return Number(v);
+  };
+  return {
+    chunk: {
+      min: view.getUint32(8, true),
+      avg: view.getUint32(12, true),
+      max: view.getUint32(16, true),
+    },
+    fileSize: big(24, "file_size"),
+    fileMtimeMs: Number(view.getBigInt64(32, true)),
+    chunkCount: big(40, "chunk_count"),
+    fileDigest: bytes.slice(48, 48 + DIGEST_LENGTH),
+  };
+}
+
+/** Encodes one chunk entry into `out` at `at`. */
+export function encodeSignatureEntry(
+  out: Uint8Array,
+  at: number,
+  length: number,
+  digest: Uint8Array,
+): void {
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(at, length, true);
+  out.set(digest.subarray(0, DIGEST_LENGTH), at + 4);
+}
