@@ -82,6 +82,10 @@ export async function encodeFile(
   options: EncodeOptions = {},
 ): Promise<EncodeSummary> {
   const started = performance.now();
+  // Bad chunk sizes are a usage error, reported before any file is touched.
+  const requested = options.baseSignature === undefined
+    ? validateChunkParams(options.chunk ?? DEFAULT_CHUNK_PARAMS)
+    : undefined;
   const base = await openInput(basePath, "base");
   let target: Awaited<ReturnType<typeof openInput>> | undefined;
   let out: AtomicFile | undefined;
@@ -89,9 +93,7 @@ export async function encodeFile(
     const signature = options.baseSignature === undefined
       ? undefined
       : await signatureOfBase(options.baseSignature, basePath, await base.file.stat());
-    const params = signature
-      ? signature.header.chunk
-      : validateChunkParams(options.chunk ?? DEFAULT_CHUNK_PARAMS);
+    const params = signature ? signature.header.chunk : requested!;
     target = await openInput(targetPath, "target");
     // Progress counts the bytes read: the base (unless a signature stands in for it), then the target.
     const baseWork = signature ? 0 : base.size;
