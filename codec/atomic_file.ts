@@ -36,13 +36,29 @@ export function directoryOf(path: string): string {
   return slash === 0 ? "/" : trimmed.slice(0, slash);
 }
 
-/** Longest part of the destination's name kept in a temporary name (names max out at 255 bytes). */
+/**
+ * Longest part of the destination's name, in UTF-8 bytes, kept in a temporary
+ * name: names max out at 255 bytes and the rest of it takes 23.
+ */
 const TEMPORARY_NAME_KEEP = 200;
+
+/** The longest prefix of `name` (whole characters) that is at most `bytes` long in UTF-8. */
+export function prefixWithinBytes(name: string, bytes: number): string {
+  const encoder = new TextEncoder();
+  let used = 0;
+  let out = "";
+  for (const char of name) {
+    used += encoder.encode(char).length;
+    if (used > bytes) break;
+    out += char;
+  }
+  return out;
+}
 
 /** The temporary-file name used beside `destination`. */
 export function temporaryPathFor(destination: string): string {
-  const base = (destination.replace(/\/+$/, "").split("/").pop() || "output").slice(
-    0,
+  const base = prefixWithinBytes(
+    destination.replace(/\/+$/, "").split("/").pop() || "output",
     TEMPORARY_NAME_KEEP,
   );
   const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");

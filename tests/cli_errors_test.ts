@@ -749,6 +749,18 @@ Deno.test("apply writes an OUT whose name is 250 bytes long (the temporary name 
   });
 });
 
+Deno.test("apply writes an OUT whose 250-byte name is multibyte UTF-8 (the temporary name is cut on bytes)", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeFile(`${dir}/base`, BASE);
+    await Deno.writeFile(`${dir}/patch`, PATCH);
+    const name = "é".repeat(125); // 125 characters, 250 bytes
+    const result = await poolboy(dir, "apply", "base", "patch", "-o", name);
+    assert.equal(result.code, EXIT.ok, result.stderr);
+    assert.deepEqual(await Deno.readFile(`${dir}/${name}`), TARGET);
+    assert.deepEqual(await tempFilesIn(dir), []);
+  });
+});
+
 Deno.test("apply over an existing OUT keeps its permission bits", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/base`, BASE);
