@@ -10,6 +10,7 @@
  * @module
  */
 
+import { createHasher } from "./blake3.ts";
 import { chunkMasks, type ChunkParams, findCut } from "./fastcdc.ts";
 
 /** Something that reads into a buffer like `Deno.FsFile.read`. */
@@ -65,5 +66,27 @@ export async function* chunkStream(
     yield { offset, data: buf.subarray(start, start + len) };
     start += len;
     offset += len;
+  }
+}
+
+/** A chunk with its BLAKE3 digest (a fresh array, safe to keep). */
+export interface HashedChunk extends Chunk {
+  readonly digest: Uint8Array;
+}
+
+/**
+ * `chunkStream` with each chunk's BLAKE3: the one place where chunks are hashed
+ * for identity (base index, target matching, signatures).
+ */
+export async function* hashedChunkStream(
+  source: ByteSource,
+  params: ChunkParams,
+  buffer?: Uint8Array,
+): AsyncGenerator<HashedChunk> {
+  const hasher = await createHasher();
+  for await (const chunk of chunkStream(source, params, buffer)) {
+    hasher.init();
+    hasher.update(chunk.data);
+    yield { offset: chunk.offset, data: chunk.data, digest: hasher.digest("binary") };
   }
 }

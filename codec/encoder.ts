@@ -15,7 +15,7 @@
  */
 
 import { ChunkIndex } from "./chunk_index.ts";
-import { chunkBufferSize, chunkStream } from "./chunk_stream.ts";
+import { chunkBufferSize, hashedChunkStream } from "./chunk_stream.ts";
 import { createHasher, toHex } from "./blake3.ts";
 import { AtomicFile } from "./atomic_file.ts";
 import { IoError, ioError, VerificationError } from "./errors.ts";
@@ -64,11 +64,8 @@ export async function indexFile(
   // pages not yet used cost no memory. Past that the index grows by doubling.
   const mostChunks = Math.ceil((await file.stat()).size / params.min) + 1;
   const index = new ChunkIndex(Math.min(mostChunks, MAX_INDEX_PRESIZE));
-  const hasher = await createHasher();
-  for await (const chunk of chunkStream(file, params, buffer)) {
-    hasher.init();
-    hasher.update(chunk.data);
-    index.add(chunk.offset, chunk.data.length, hasher.digest("binary"));
+  for await (const chunk of hashedChunkStream(file, params, buffer)) {
+    index.add(chunk.offset, chunk.data.length, chunk.digest);
     onBytes?.(chunk.offset + chunk.data.length);
   }
   return index;
@@ -115,19 +112,15 @@ export async function encodeFile(
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(HEADER_V1_SIZE)); // header written last
     const ops = new OpWriter(writer);
-    const chunkHasher = await createHasher();
     const fileHasher = await createHasher();
     let nextBaseChunk = -1;
     let targetChunks = 0;
     let targetRead = 0;
     try {
-      for await (const chunk of chunkStream(target.file, params, buffer)) {
+      for await (const chunk of hashedChunkStream(target.file, params, buffer)) {
         targetChunks++;
         fileHasher.update(chunk.data);
-        chunkHasher.init();
-        chunkHasher.update(chunk.data);
-        const digest = chunkHasher.digest("binary");
-        const match = index.matchAt(nextBaseChunk, digest) ?? index.find(digest);
+        const match = index.matchAt(nextBaseChunk, chunk.digest) ?? index.find(chunk.digest);
         if (match) {
           await ops.copy(match.offset, match.length);
           nextBaseChunk = match.index + 1;

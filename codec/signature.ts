@@ -12,7 +12,7 @@
 import { AtomicFile } from "./atomic_file.ts";
 import { createHasher, DIGEST_LENGTH, digestsEqual, toHex } from "./blake3.ts";
 import { ChunkIndex } from "./chunk_index.ts";
-import { chunkStream } from "./chunk_stream.ts";
+import { hashedChunkStream } from "./chunk_stream.ts";
 import { ioError, PoolboyError } from "./errors.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
 import { BufferedWriter, openInput, readFull } from "./file_io.ts";
@@ -64,18 +64,15 @@ export async function writeSignature(
     out = await AtomicFile.create(signaturePath, "signature");
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(SIGNATURE_HEADER_SIZE)); // header written last
-    const chunkHasher = await createHasher();
     const fileHasher = await createHasher();
     const trailerHasher = await createHasher(); // entries, then the header
     const entry = new Uint8Array(SIGNATURE_ENTRY_SIZE);
     let count = 0;
     let size = 0;
     try {
-      for await (const chunk of chunkStream(input.file, params)) {
+      for await (const chunk of hashedChunkStream(input.file, params)) {
         fileHasher.update(chunk.data);
-        chunkHasher.init();
-        chunkHasher.update(chunk.data);
-        encodeSignatureEntry(entry, 0, chunk.data.length, chunkHasher.digest("binary"));
+        encodeSignatureEntry(entry, 0, chunk.data.length, chunk.digest);
         trailerHasher.update(entry);
         await writer.write(entry);
         count++;
