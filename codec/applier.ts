@@ -70,7 +70,7 @@ export async function applyFile(
     }
     out = await AtomicFile.create(outPath, "output");
     const writer = new BufferedWriter(out.file, bufferSize);
-    const hasher = await createHasher();
+    const hasher = createHasher();
     const scratch = new Uint8Array(bufferSize);
     const stats: OpStats = { copyOps: 0, copyBytes: 0, literalOps: 0, literalBytes: 0 };
     const emit = async (bytes: Uint8Array) => {
@@ -115,7 +115,7 @@ export async function applyFile(
     } catch (err) {
       throw ioError("write output beside", outPath, err);
     }
-    const digest = hasher.digest("binary");
+    const digest = hasher.digest();
     if (!digestsEqual(digest, header.targetDigest)) {
       throw new VerificationError(
         `output does not verify: BLAKE3 ${toHex(digest)} differs from the patch's ${

@@ -1,30 +1,89 @@
 /**
- * BLAKE3 (via hash-wasm's WebAssembly build): the one hash of poolboy, for chunk,
- * patch and model identity. Digests are 32 bytes; hex is lower-case.
+ * BLAKE3: the one hash of poolboy, for chunk, patch and model identity. Digests
+ * are 32 bytes; hex is lower-case.
+ *
+ * Runs the reference C implementation compiled to WebAssembly (`blake3_wasm.ts`).
+ * The module is compiled once per thread; each hasher is its own instance with
+ * its own small linear memory, so hashers never share state.
  *
  * @module
  */
 
-import { createBLAKE3, type IHasher } from "hash-wasm";
+import { BLAKE3_WASM_BASE64 } from "./blake3_wasm.ts";
 
 /** Length of a BLAKE3 digest in bytes. */
 export const DIGEST_LENGTH = 32;
 
-/** An incremental BLAKE3 hasher. */
-export type Hasher = IHasher;
+/** Bytes the module hashes per call: its I/O buffer. */
+const IO_BUFFER_SIZE = 16 * 1024;
 
-/** A fresh BLAKE3 hasher, initialised and ready for `update`. */
-export async function createHasher(): Promise<Hasher> {
-  const hasher = await createBLAKE3();
-  hasher.init();
-  return hasher;
+interface Blake3Exports {
+  readonly memory: WebAssembly.Memory;
+  Hash_GetBuffer(): number;
+  Hash_Init(keyLength: number): void;
+  Hash_Update(length: number): void;
+  Hash_Final(digestLength: number): void;
+}
+
+let compiled: WebAssembly.Module | undefined;
+
+function blake3Module(): WebAssembly.Module {
+  if (compiled === undefined) {
+    const bytes = Uint8Array.from(atob(BLAKE3_WASM_BASE64), (c) => c.charCodeAt(0));
+    compiled = new WebAssembly.Module(bytes);
+  }
+  return compiled;
+}
+
+/** An incremental BLAKE3 hasher. */
+export class Hasher {
+  readonly #wasm: Blake3Exports;
+  readonly #io: Uint8Array;
+
+  /** A fresh hasher, ready for `update`. */
+  constructor() {
+    this.#wasm = new WebAssembly.Instance(blake3Module(), {}).exports as unknown as Blake3Exports;
+    this.#io = new Uint8Array(
+      this.#wasm.memory.buffer,
+      this.#wasm.Hash_GetBuffer(),
+      IO_BUFFER_SIZE,
+    );
+    this.#wasm.Hash_Init(0);
+  }
+
+  /** Starts over, forgetting everything hashed so far. */
+  init(): this {
+    this.#wasm.Hash_Init(0);
+    return this;
+  }
+
+  /** Hashes `data` after everything hashed so far. */
+  update(data: Uint8Array): this {
+    for (let at = 0; at < data.length; at += IO_BUFFER_SIZE) {
+      const piece = data.subarray(at, at + IO_BUFFER_SIZE);
+      this.#io.set(piece);
+      this.#wasm.Hash_Update(piece.length);
+    }
+    return this;
+  }
+
+  /** The digest of everything hashed since the last `init`; then starts over. */
+  digest(): Uint8Array {
+    this.#wasm.Hash_Final(DIGEST_LENGTH);
+    const out = this.#io.slice(0, DIGEST_LENGTH);
+    this.#wasm.Hash_Init(0);
+    return out;
+  }
+}
+
+/** A fresh BLAKE3 hasher, ready for `update`. */
+export function createHasher(): Hasher {
+  return new Hasher();
 }
 
 /** The BLAKE3 digest of a byte array. */
-export async function blake3(data: Uint8Array): Promise<Uint8Array> {
-  const hasher = await createHasher();
-  hasher.update(data);
-  return hasher.digest("binary");
+export function blake3(data: Uint8Array): Uint8Array {
+  return new Hasher().update(data).digest();
 }
 
 /** Lower-case hex of bytes. */

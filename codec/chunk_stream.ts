@@ -83,10 +83,10 @@ export async function* hashedChunkStream(
   params: ChunkParams,
   buffer?: Uint8Array,
 ): AsyncGenerator<HashedChunk> {
-  const hasher = await createHasher();
+  const hasher = createHasher();
   for await (const chunk of chunkStream(source, params, buffer)) {
     hasher.init();
     hasher.update(chunk.data);
-    yield { offset: chunk.offset, data: chunk.data, digest: hasher.digest("binary") };
+    yield { offset: chunk.offset, data: chunk.data, digest: hasher.digest() };
   }
 }

@@ -112,7 +112,7 @@ export async function encodeFile(
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(HEADER_V1_SIZE)); // header written last
     const ops = new OpWriter(writer);
-    const fileHasher = await createHasher();
+    const fileHasher = createHasher();
     let nextBaseChunk = -1;
     let targetChunks = 0;
     let targetRead = 0;
@@ -140,7 +140,7 @@ export async function encodeFile(
         `target "${targetPath}" changed while it was read (${targetRead} bytes read, ${target.size} expected)`,
       );
     }
-    const targetDigest = fileHasher.digest("binary");
+    const targetDigest = fileHasher.digest();
     try {
       await writer.overwrite(
         0,

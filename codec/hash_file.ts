@@ -13,7 +13,7 @@ import type { ProgressCallback } from "./progress.ts";
 export async function hashFile(path: string, onProgress?: ProgressCallback): Promise<string> {
   const { file, size } = await openInput(path, "file");
   try {
-    const hasher = await createHasher();
+    const hasher = createHasher();
     const buf = new Uint8Array(4 << 20);
     let done = 0;
     while (true) {
@@ -24,7 +24,7 @@ export async function hashFile(path: string, onProgress?: ProgressCallback): Pro
       onProgress?.(done, size);
       if (n < buf.length) break;
     }
-    return toHex(hasher.digest("binary"));
+    return toHex(hasher.digest());
   } catch (err) {
     throw ioError("read", path, err);
   } finally {

@@ -64,8 +64,8 @@ export async function writeSignature(
     out = await AtomicFile.create(signaturePath, "signature");
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(SIGNATURE_HEADER_SIZE)); // header written last
-    const fileHasher = await createHasher();
-    const trailerHasher = await createHasher(); // entries, then the header
+    const fileHasher = createHasher();
+    const trailerHasher = createHasher(); // entries, then the header
     const entry = new Uint8Array(SIGNATURE_ENTRY_SIZE);
     let count = 0;
     let size = 0;
@@ -87,11 +87,11 @@ export async function writeSignature(
       fileSize: size,
       fileMtimeMs: mtimeMs(info),
       chunkCount: count,
-      fileDigest: fileHasher.digest("binary"),
+      fileDigest: fileHasher.digest(),
     });
     trailerHasher.update(header);
     try {
-      await writer.write(trailerHasher.digest("binary"));
+      await writer.write(trailerHasher.digest());
       await writer.overwrite(0, header);
       await writer.flush();
     } catch (err) {
@@ -135,7 +135,7 @@ export async function readSignature(path: string): Promise<Signature> {
       throw new MalformedSignatureError(`signature "${path}" has invalid chunk sizes`);
     }
     const index = new ChunkIndex(header.chunkCount);
-    const hasher = await createHasher();
+    const hasher = createHasher();
     const block = new Uint8Array(SIGNATURE_ENTRY_SIZE * 4096);
     let offset = 0;
     for (let left = header.chunkCount; left > 0;) {
@@ -167,7 +167,7 @@ export async function readSignature(path: string): Promise<Signature> {
     hasher.update(headerBytes);
     const trailer = new Uint8Array(SIGNATURE_TRAILER_SIZE);
     await readFull(sig.file, trailer);
-    if (!digestsEqual(trailer, hasher.digest("binary"))) {
+    if (!digestsEqual(trailer, hasher.digest())) {
       throw new MalformedSignatureError(`signature "${path}" is damaged (its checksum differs)`);
     }
     return { header, index };

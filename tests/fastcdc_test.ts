@@ -82,14 +82,14 @@ Deno.test("the masks of normalized chunking are the top log2(avg)+2 and log2(avg
   assert.deepEqual(chunkMasks(64), { maskS: 0xff000000, maskL: 0xf0000000 });
 });
 
-Deno.test("chunk boundaries of a fixed 4 MiB input are pinned: they are part of the format", async () => {
+Deno.test("chunk boundaries of a fixed 4 MiB input are pinned: they are part of the format", () => {
   // Chunk boundaries decide which chunks of a cached base signature match: a
   // change here silently makes every stored signature useless. Do not update
   // these values unless the format version changes.
   const data = randomBytes(4 * MiB, 1);
   // Guard: the input itself is what it was when the values were computed.
   assert.equal(
-    toHex(await blake3(data)),
+    toHex(blake3(data)),
     "7c08d0e2c80be9d70242bcf56de725e1a029258bc6d2782586bb62c5e7622b18",
   );
   // deno-fmt-ignore
@@ -171,7 +171,7 @@ Deno.test("on 32 MiB of random data the average chunk size is close to avg", () 
   assert.ok(atMax <= lengths.length / 20, `${atMax} of ${lengths.length} chunks cut at max`);
 });
 
-Deno.test("inserting one byte near the front changes only the chunks near the insertion", async () => {
+Deno.test("inserting one byte near the front changes only the chunks near the insertion", () => {
   const before = randomBytes(4 * MiB, 10);
   const after = new Uint8Array(before.length + 1);
   after.set(before.subarray(0, 1000));
@@ -194,17 +194,17 @@ Deno.test("inserting one byte near the front changes only the chunks near the in
 
   // And so the later chunks have the same content: at least 90% of their digests
   // are found again.
-  const digests = async (data: Uint8Array, lengths: number[]) => {
+  const digests = (data: Uint8Array, lengths: number[]) => {
     const out: string[] = [];
     let at = 0;
     for (const len of lengths) {
-      out.push(toHex(await blake3(data.subarray(at, at + len))));
+      out.push(toHex(blake3(data.subarray(at, at + len))));
       at += len;
     }
     return out;
   };
-  const digestsBefore = await digests(before, lengthsBefore);
-  const digestsAfter = new Set(await digests(after, lengthsAfter));
+  const digestsBefore = digests(before, lengthsBefore);
+  const digestsAfter = new Set(digests(after, lengthsAfter));
   const later = digestsBefore.slice(resync);
   const kept = later.filter((d) => digestsAfter.has(d)).length;
   assert.ok(kept >= 0.9 * later.length, `${kept} of ${later.length} later chunks unchanged`);

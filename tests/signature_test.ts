@@ -51,15 +51,15 @@ Deno.test("a signature lays out header, one 36-byte entry per chunk, and a trail
     const mtime = (await Deno.stat(`${dir}/base`)).mtime!.getTime();
     assert.equal(Number(view.getBigInt64(32, true)), mtime);
     assert.equal(Number(view.getBigUint64(40, true)), summary.chunkCount);
-    assert.deepEqual(bytes.subarray(48, 80), await blake3(BASE));
+    assert.deepEqual(bytes.subarray(48, 80), blake3(BASE));
     // The first entry is the first chunk's length and BLAKE3.
     const firstLength = view.getUint32(80, true);
-    assert.deepEqual(bytes.subarray(84, 116), await blake3(BASE.subarray(0, firstLength)));
+    assert.deepEqual(bytes.subarray(84, 116), blake3(BASE.subarray(0, firstLength)));
     // The trailer is BLAKE3 of the entries followed by the header.
     const entriesEnd = bytes.length - SIGNATURE_TRAILER_SIZE;
     assert.deepEqual(
       bytes.subarray(entriesEnd),
-      await blake3(
+      blake3(
         concat(bytes.subarray(SIGNATURE_HEADER_SIZE, entriesEnd), bytes.subarray(0, 80)),
       ),
     );
