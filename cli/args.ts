@@ -5,6 +5,7 @@
  * @module
  */
 
+import { defaultThreads, MAX_THREADS } from "../codec/hash_pool.ts";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../codec/errors.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
@@ -69,6 +70,22 @@ export function chunkParamsFrom(
     avg: sizeOption("avg-chunk", values["avg-chunk"], DEFAULT_CHUNK_PARAMS.avg),
     max: sizeOption("max-chunk", values["max-chunk"], DEFAULT_CHUNK_PARAMS.max),
   };
+}
+
+/** The `--threads N` option of the commands that hash on Workers. */
+export const threadsOption = {
+  threads: { type: "string" },
+} as const satisfies OptionSpecs;
+
+/** The thread count from `--threads`, or the default (one per core). */
+export function threadsFrom(values: { threads?: string }): number {
+  const value = values.threads;
+  if (value === undefined) return defaultThreads();
+  const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= MAX_THREADS)) {
+    throw new UsageError(`--threads: "${value}" is not a whole number from 1 to ${MAX_THREADS}`);
+  }
+  return n;
 }
 
 /** Reads a size option such as `--avg-chunk 1MiB`, or returns the default. */

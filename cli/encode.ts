@@ -16,6 +16,8 @@ import {
   println,
   requirePositionals,
   sameFile,
+  threadsFrom,
+  threadsOption,
 } from "./args.ts";
 
 export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into TARGET
@@ -31,6 +33,9 @@ Options:
   --min-chunk SIZE     smallest chunk (default 256KiB)
   --avg-chunk SIZE     average chunk, a power of two (default 1MiB)
   --max-chunk SIZE     largest chunk (default 4MiB)
+  --threads N          Workers hashing chunks (default: one per core); the
+                       main thread reads and cuts. Memory grows by about 20 MB
+                       per thread plus one 2 × max-chunk buffer
   --base-sig SIG       take BASE's chunks from its signature (poolboy signature)
                        instead of reading BASE: only TARGET is read. SIG must
                        match BASE's size and modification time; chunk sizes
@@ -51,6 +56,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
     output: { type: "string", short: "o" },
     "base-sig": { type: "string" },
     ...chunkOptions,
+    ...threadsOption,
   });
   if (values.help) {
     println(ENCODE_HELP);
@@ -79,6 +85,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
       chunk,
       baseSignature,
       onProgress: progress.callback,
+      threads: threadsFrom(values),
     });
   } finally {
     progress.done();

@@ -68,7 +68,7 @@ export class Hasher {
   }
 
   /** The digest of everything hashed since the last `init`; then starts over. */
-  digest(): Uint8Array {
+  digest(): Uint8Array<ArrayBuffer> {
     this.#wasm.Hash_Final(DIGEST_LENGTH);
     const out = this.#io.slice(0, DIGEST_LENGTH);
     this.#wasm.Hash_Init(0);

@@ -7,16 +7,19 @@
  * target; each chunk whose BLAKE3 is in the index becomes a COPY (preferring
  * the base chunk right after the previous match, so runs merge into one COPY),
  * any other a LITERAL; the whole target is hashed on the way for the header.
+ * Both passes run on the Worker pipeline (`chunk_pipeline.ts`): the main thread
+ * reads, cuts and writes ops while Workers hash chunks and the whole target.
  * The patch is written beside its destination and renamed into place only when
- * complete. Memory: one chunk buffer (2 × max chunk) shared by both passes, one
- * 1 MiB write buffer, and the index.
+ * complete. Memory: the Workers, the pipeline's buffers (by default threads + 2
+ * of 2 × max chunk) shared by both passes, one 1 MiB write buffer, and the index.
  *
  * @module
  */
 
 import { ChunkIndex } from "./chunk_index.ts";
-import { chunkBufferSize, hashedChunkStream } from "./chunk_stream.ts";
-import { createHasher, toHex } from "./blake3.ts";
+import { ChunkPipeline } from "./chunk_pipeline.ts";
+import { toHex } from "./blake3.ts";
+import { defaultThreads, HashPool } from "./hash_pool.ts";
 import { AtomicFile } from "./atomic_file.ts";
 import { IoError, ioError, VerificationError } from "./errors.ts";
 import { mtimeMs, readSignature, type Signature } from "./signature.ts";
@@ -33,6 +36,10 @@ export interface EncodeOptions {
   /** A signature of the base (`writeSignature`), used instead of reading the base. */
   readonly baseSignature?: string;
   readonly onProgress?: ProgressCallback;
+  /** Hashing Workers (default: one per core). */
+  readonly threads?: number;
+  /** Buffers in the pipeline's pool (default: threads + 2). */
+  readonly bufferCount?: number;
 }
 
 /** What an encode produced. */
@@ -46,6 +53,8 @@ export interface EncodeSummary extends OpStats {
   readonly chunk: ChunkParams;
   /** Whether the base's chunks came from a signature instead of a pass over the base. */
   readonly usedSignature: boolean;
+  /** Hashing Workers used. */
+  readonly threads: number;
   readonly elapsedMs: number;
 }
 
@@ -55,16 +64,16 @@ const MAX_INDEX_PRESIZE = 1 << 22;
 /** Chunks and hashes a whole file into an index. */
 export async function indexFile(
   file: Deno.FsFile,
-  params: ChunkParams,
+  pipeline: ChunkPipeline,
   onBytes?: (bytes: number) => void,
-  buffer?: Uint8Array,
 ): Promise<ChunkIndex> {
+  const params = pipeline.params;
   // Room for the most chunks the file can have (all but the last are >= min), up
   // to 4M chunks (176 MB of address space): the arrays then never move, and
   // pages not yet used cost no memory. Past that the index grows by doubling.
   const mostChunks = Math.ceil((await file.stat()).size / params.min) + 1;
   const index = new ChunkIndex(Math.min(mostChunks, MAX_INDEX_PRESIZE));
-  for await (const chunk of hashedChunkStream(file, params, buffer)) {
+  for await (const chunk of pipeline.chunks(file)) {
     index.add(chunk.offset, chunk.data.length, chunk.digest);
     onBytes?.(chunk.offset + chunk.data.length);
   }
@@ -86,6 +95,7 @@ export async function encodeFile(
   const base = await openInput(basePath, "base");
   let target: Awaited<ReturnType<typeof openInput>> | undefined;
   let out: AtomicFile | undefined;
+  let pool: HashPool | undefined;
   try {
     const signature = options.baseSignature === undefined
       ? undefined
@@ -97,13 +107,14 @@ export async function encodeFile(
     const total = baseWork + target.size;
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
-    const buffer = new Uint8Array(chunkBufferSize(params)); // shared by both passes
+    pool = await HashPool.start(options.threads ?? defaultThreads());
+    const pipeline = new ChunkPipeline(pool, params, { bufferCount: options.bufferCount });
     let index: ChunkIndex;
     if (signature) {
       index = signature.index;
     } else {
       try {
-        index = await indexFile(base.file, params, (done) => progress?.(done, total), buffer);
+        index = await indexFile(base.file, pipeline, (done) => progress?.(done, total));
       } catch (err) {
         throw ioError("read base", basePath, err);
       }
@@ -112,14 +123,13 @@ export async function encodeFile(
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(HEADER_V1_SIZE)); // header written last
     const ops = new OpWriter(writer);
-    const fileHasher = createHasher();
     let nextBaseChunk = -1;
     let targetChunks = 0;
     let targetRead = 0;
+    let targetDigest: Uint8Array;
     try {
-      for await (const chunk of hashedChunkStream(target.file, params, buffer)) {
+      for await (const chunk of pipeline.chunks(target.file, { hashStream: true })) {
         targetChunks++;
-        fileHasher.update(chunk.data);
         const match = index.matchAt(nextBaseChunk, chunk.digest) ?? index.find(chunk.digest);
         if (match) {
           await ops.copy(match.offset, match.length);
@@ -132,6 +142,7 @@ export async function encodeFile(
         progress?.(baseWork + targetRead, total);
       }
       await ops.finish();
+      targetDigest = await pipeline.streamDigest();
     } catch (err) {
       throw ioError("encode", patchPath, err);
     }
@@ -140,7 +151,6 @@ export async function encodeFile(
         `target "${targetPath}" changed while it was read (${targetRead} bytes read, ${target.size} expected)`,
       );
     }
-    const targetDigest = fileHasher.digest();
     try {
       await writer.overwrite(
         0,
@@ -162,12 +172,14 @@ export async function encodeFile(
       targetBlake3: toHex(targetDigest),
       chunk: params,
       usedSignature: signature !== undefined,
+      threads: pool.threads,
       elapsedMs: performance.now() - started,
     };
   } catch (err) {
     await out?.abort();
     throw err;
   } finally {
+    pool?.close();
     base.file.close();
     target?.file.close();
   }

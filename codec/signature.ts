@@ -3,7 +3,8 @@
  * file's chunk list, made once per stored version so that encoding a new
  * version against it costs one pass over the new file only.
  *
- * Both directions stream through fixed buffers; reading builds the
+ * Writing chunks and hashes on the Worker pipeline (`chunk_pipeline.ts`);
+ * both directions stream through fixed buffers; reading builds the
  * `ChunkIndex` the encoder uses and checks the trailer before returning it.
  *
  * @module
@@ -12,7 +13,8 @@
 import { AtomicFile } from "./atomic_file.ts";
 import { createHasher, DIGEST_LENGTH, digestsEqual, toHex } from "./blake3.ts";
 import { ChunkIndex } from "./chunk_index.ts";
-import { hashedChunkStream } from "./chunk_stream.ts";
+import { ChunkPipeline } from "./chunk_pipeline.ts";
+import { defaultThreads, HashPool } from "./hash_pool.ts";
 import { ioError, PoolboyError } from "./errors.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
 import { BufferedWriter, openInput, readFull } from "./file_io.ts";
@@ -53,25 +55,27 @@ export function mtimeMs(info: Deno.FileInfo): number {
 export async function writeSignature(
   filePath: string,
   signaturePath: string,
-  options: { chunk?: ChunkParams; onProgress?: ProgressCallback } = {},
+  options: { chunk?: ChunkParams; onProgress?: ProgressCallback; threads?: number } = {},
 ): Promise<SignatureSummary> {
   const params = validateChunkParams(options.chunk ?? DEFAULT_CHUNK_PARAMS);
   const started = performance.now();
   const input = await openInput(filePath, "file");
   let out: AtomicFile | undefined;
+  let pool: HashPool | undefined;
   try {
     const info = await input.file.stat();
     out = await AtomicFile.create(signaturePath, "signature");
+    pool = await HashPool.start(options.threads ?? defaultThreads());
+    const pipeline = new ChunkPipeline(pool, params);
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(SIGNATURE_HEADER_SIZE)); // header written last
-    const fileHasher = createHasher();
     const trailerHasher = createHasher(); // entries, then the header
     const entry = new Uint8Array(SIGNATURE_ENTRY_SIZE);
     let count = 0;
     let size = 0;
+    let fileDigest: Uint8Array;
     try {
-      for await (const chunk of hashedChunkStream(input.file, params)) {
-        fileHasher.update(chunk.data);
+      for await (const chunk of pipeline.chunks(input.file, { hashStream: true })) {
         encodeSignatureEntry(entry, 0, chunk.data.length, chunk.digest);
         trailerHasher.update(entry);
         await writer.write(entry);
@@ -79,6 +83,7 @@ export async function writeSignature(
         size += chunk.data.length;
         options.onProgress?.(size, input.size);
       }
+      fileDigest = await pipeline.streamDigest();
     } catch (err) {
       throw ioError("read", filePath, err);
     }
@@ -87,7 +92,7 @@ export async function writeSignature(
       fileSize: size,
       fileMtimeMs: mtimeMs(info),
       chunkCount: count,
-      fileDigest: fileHasher.digest(),
+      fileDigest,
     });
     trailerHasher.update(header);
     try {
@@ -111,6 +116,7 @@ export async function writeSignature(
     await out?.abort();
     throw err;
   } finally {
+    pool?.close();
     input.file.close();
   }
 }

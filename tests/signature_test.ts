@@ -9,6 +9,8 @@
 import assert from "node:assert/strict";
 import { blake3 } from "../codec/blake3.ts";
 import { encodeFile, indexFile } from "../codec/encoder.ts";
+import { ChunkPipeline } from "../codec/chunk_pipeline.ts";
+import { HashPool } from "../codec/hash_pool.ts";
 import { VerificationError } from "../codec/errors.ts";
 import type { ChunkParams } from "../codec/fastcdc.ts";
 import { readSignature, writeSignature } from "../codec/signature.ts";
@@ -72,7 +74,10 @@ Deno.test("reading a signature gives the same chunk index as chunking the file",
     await writeSignature(`${dir}/base`, `${dir}/base.sig`, { chunk: SMALL });
     const { header, index } = await readSignature(`${dir}/base.sig`);
     const file = await Deno.open(`${dir}/base`);
-    const direct = await indexFile(file, SMALL).finally(() => file.close());
+    using pool = await HashPool.start(2);
+    const direct = await indexFile(file, new ChunkPipeline(pool, SMALL)).finally(() =>
+      file.close()
+    );
     assert.deepEqual(header.chunk, SMALL);
     assert.equal(index.size, direct.size);
     assert.ok(index.size > 50, `expected many chunks, got ${index.size}`);
