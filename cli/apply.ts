@@ -21,6 +21,9 @@ is deleted and OUT, if it existed, is left exactly as it was.
 
 Options:
   -o, --output OUT   where the rebuilt file goes (required; may not be BASE)
+  --threads N        0 (default): hash in the main thread, peak memory ~60 MB;
+                     1: hash on a Worker while reading and writing, ~25%
+                     faster when the disk keeps up, ~18 MB more memory
   --json             print the summary as JSON on stdout
   -q, --quiet        no progress line
   -h, --help         this help
@@ -32,12 +35,17 @@ Exit codes: 0 ok, 2 usage, 3 I/O error, 4 malformed patch,
 export async function applyCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("apply", args, {
     output: { type: "string", short: "o" },
+    threads: { type: "string" },
   });
   if (values.help) {
     println(APPLY_HELP);
     return 0;
   }
   const [base, patch] = requirePositionals("apply", positionals, ["base", "patch"]);
+  const threads = values.threads ?? "0";
+  if (threads !== "0" && threads !== "1") {
+    throw new UsageError(`apply: --threads: "${threads}" must be 0 (main thread) or 1 (a Worker)`);
+  }
   if (!values.output) throw new UsageError("apply: -o OUT is required (see poolboy apply --help)");
   if (await sameFile(base, values.output)) {
     throw new UsageError(
@@ -47,7 +55,10 @@ export async function applyCommand(args: string[]): Promise<number> {
   const progress = new ProgressLine("apply", { quiet: values.quiet || values.json });
   let summary: ApplySummary;
   try {
-    summary = await applyFile(base, patch, values.output, { onProgress: progress.callback });
+    summary = await applyFile(base, patch, values.output, {
+      onProgress: progress.callback,
+      threads: threads === "1" ? 1 : 0,
+    });
   } finally {
     progress.done();
   }
@@ -63,7 +74,7 @@ export async function applyCommand(args: string[]): Promise<number> {
     println(
       `  time     ${(summary.elapsedMs / 1000).toFixed(2)} s, ${
         megabytesPerSecond(summary.targetSize, summary.elapsedMs).toFixed(0)
-      } MB/s`,
+      } MB/s, hashed ${summary.threads === 1 ? "on a Worker" : "in the main thread"}`,
     );
     println(`  target   BLAKE3 ${summary.targetBlake3}`);
   }

@@ -33,9 +33,9 @@ Options:
   --min-chunk SIZE     smallest chunk (default 256KiB)
   --avg-chunk SIZE     average chunk, a power of two (default 1MiB)
   --max-chunk SIZE     largest chunk (default 4MiB)
-  --threads N          Workers hashing chunks (default: one per core); the
-                       main thread reads and cuts. Memory grows by about 20 MB
-                       per thread plus one 2 × max-chunk buffer
+  --threads N          Workers hashing chunks (default: one per core but one,
+                       at least 1); the main thread reads and cuts. Each adds
+                       about 7-18 MB and one buffer of 1.25 × max chunk
   --base-sig SIG       take BASE's chunks from its signature (poolboy signature)
                        instead of reading BASE: only TARGET is read. SIG must
                        match BASE's size and modification time; chunk sizes
@@ -120,7 +120,7 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
       megabytesPerSecond(s.targetSize, s.elapsedMs).toFixed(0)
     } MB/s of target (${
       megabytesPerSecond((s.usedSignature ? 0 : s.baseSize) + s.targetSize, s.elapsedMs).toFixed(0)
-    } MB/s read)`,
+    } MB/s read, ${countOf(s.threads, "hashing thread")})`,
   );
   println(`  target   BLAKE3 ${s.targetBlake3}`);
 }

@@ -39,9 +39,9 @@ Options:
   --min-chunk SIZE     smallest chunk (default 256KiB)
   --avg-chunk SIZE     average chunk, a power of two (default 1MiB)
   --max-chunk SIZE     largest chunk (default 4MiB)
-  --threads N          Workers hashing chunks (default: one per core); the
-                       main thread reads and cuts. Memory grows by about 20 MB
-                       per thread plus one 2 × max-chunk buffer
+  --threads N          Workers hashing chunks (default: one per core but one,
+                       at least 1); the main thread reads and cuts. Each adds
+                       about 7-18 MB and one buffer of 1.25 × max chunk
   --json               print the summary as JSON on stdout
   -q, --quiet          no progress line
   -h, --help           this help

@@ -4,42 +4,45 @@
  * Ops are read once through `PatchReader` (which validates every bound first);
  * COPY reads the base at its offset, LITERAL streams from the patch, both
  * straight into an output buffer. A full output buffer is written to a
- * temporary file beside the destination and then transferred to a hashing
- * Worker (`hash_pool.ts`), which adds it to the output's BLAKE3 while the main
- * thread fills the next buffer: reading, writing and hashing overlap. The file
- * is fsynced and renamed over the destination only if its BLAKE3 equals the
- * header's. On any failure the temporary file is deleted and the destination
- * is untouched.
+ * temporary file beside the destination and added to the output's BLAKE3:
+ * in the main thread by default, or with `threads: 1` on a Worker
+ * (`hash_pool.ts`) while the main thread fills the next buffer, so that
+ * reading, writing and hashing overlap. The file is fsynced and renamed over
+ * the destination only if its BLAKE3 equals the header's. On any failure the
+ * temporary file is deleted and the destination is untouched.
  *
- * Memory: one Worker, a patch buffer and `APPLY_OUTPUT_BUFFERS` output buffers
- * of `bufferSize` (256 KiB) each, whatever the file sizes: apply must fit in
- * 64 MB with Deno's own ~31 MB and the Worker's ~20 MB.
+ * Memory: a patch buffer and output buffers of `bufferSize` (1 MiB) each — one
+ * in the main thread, `APPLY_OUTPUT_BUFFERS` with a Worker — whatever the file
+ * sizes. The Worker costs about 18 MB more (measured: ~60 MB peak without,
+ * ~79 MB with), which is why it is not the default: apply must fit in 64 MB.
  *
  * @module
  */
 
 import { AtomicFile } from "./atomic_file.ts";
-import { digestsEqual, toHex } from "./blake3.ts";
+import { createHasher, digestsEqual, type Hasher, toHex } from "./blake3.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { ioError, PoolboyError, VerificationError } from "./errors.ts";
-import { openInput, readAt, writeAll } from "./file_io.ts";
+import { openInput, readAtSync, writeAll } from "./file_io.ts";
 import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "./progress.ts";
 import { PatchReader } from "./patch_reader.ts";
 import type { OpStats } from "./op_writer.ts";
 
 /** Default size of the patch buffer and of each output buffer. */
-export const APPLY_BUFFER_SIZE = 256 * 1024;
+export const APPLY_BUFFER_SIZE = 1024 * 1024;
 /** Smallest buffer size `applyFile` accepts. */
 export const MIN_APPLY_BUFFER_SIZE = 64;
-/** Output buffers: one being filled, one being written, the rest being hashed. */
+/** Output buffers with a hashing Worker: one filling, one writing, the rest hashing. */
 export const APPLY_OUTPUT_BUFFERS = 4;
 
 /** Options of `applyFile`. */
 export interface ApplyOptions {
   readonly onProgress?: ProgressCallback;
-  /** Size of the patch buffer and of each output buffer (default 256 KiB). */
+  /** Size of the patch buffer and of each output buffer (default 1 MiB). */
   readonly bufferSize?: number;
+  /** Hashing Workers: 0 (default) hashes in the main thread, 1 on a Worker. */
+  readonly threads?: 0 | 1;
 }
 
 /** What an apply produced. */
@@ -48,6 +51,8 @@ export interface ApplySummary extends OpStats {
   readonly targetSize: number;
   readonly patchSize: number;
   readonly targetBlake3: string;
+  /** Hashing Workers used. */
+  readonly threads: number;
   readonly elapsedMs: number;
 }
 
@@ -77,8 +82,9 @@ export async function applyFile(
       );
     }
     out = await AtomicFile.create(outPath, "output");
-    pool = await HashPool.start(1);
-    const output = new OutputStream(out.file, outPath, pool, bufferSize);
+    const threads = options.threads ?? 0;
+    pool = threads === 1 ? await HashPool.start(1) : undefined;
+    const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
     const stats: OpStats = { copyOps: 0, copyBytes: 0, literalOps: 0, literalBytes: 0 };
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
@@ -91,7 +97,7 @@ export async function applyFile(
           const want = Math.min(room.length, op.length - done);
           let n: number;
           try {
-            n = await readAt(base.file, op.offset + done, room.subarray(0, want));
+            n = readAtSync(base.file, op.offset + done, room.subarray(0, want));
           } catch (err) {
             throw ioError("read base", basePath, err);
           }
@@ -126,6 +132,7 @@ export async function applyFile(
       targetSize: header.targetSize,
       patchSize: reader.position,
       targetBlake3: toHex(digest),
+      threads: pool ? 1 : 0,
       elapsedMs: performance.now() - started,
     };
   } catch (err) {
@@ -139,22 +146,22 @@ export async function applyFile(
 }
 
 /**
- * The output side of apply: bytes go into pool buffers; a full buffer is
- * written, then hashed on the Worker while the next one fills.
+ * The output side of apply: bytes go into an output buffer; a full buffer is
+ * written, then hashed, on a Worker while the next one fills if there is one.
  */
 class OutputStream {
   readonly #file: Deno.FsFile;
   readonly #path: string;
-  readonly #pool: HashPool;
+  readonly #hasher: HashPool | Hasher;
   readonly #buffers: BufferPool;
   #current: Uint8Array<ArrayBuffer> | undefined;
   #filled = 0;
   #hashFailure: unknown;
 
-  constructor(file: Deno.FsFile, path: string, pool: HashPool, bufferSize: number) {
+  constructor(file: Deno.FsFile, path: string, hasher: HashPool | Hasher, bufferSize: number) {
     this.#file = file;
     this.#path = path;
-    this.#pool = pool;
+    this.#hasher = hasher;
     this.#buffers = new BufferPool(APPLY_OUTPUT_BUFFERS, bufferSize);
   }
 
@@ -179,7 +186,8 @@ class OutputStream {
   /** Writes what is left and returns the BLAKE3 of everything written. */
   async finish(): Promise<Uint8Array> {
     if (this.#current && this.#filled > 0) await this.#ship();
-    const digest = await this.#pool.streamDigest(); // answered after every update
+    if (!(this.#hasher instanceof HashPool)) return this.#hasher.digest();
+    const digest = await this.#hasher.streamDigest(); // answered after every update
     if (this.#hashFailure !== undefined) throw this.#hashFailure;
     return digest;
   }
@@ -194,7 +202,12 @@ class OutputStream {
     } catch (err) {
       throw ioError("write output beside", this.#path, err);
     }
-    this.#pool.streamUpdate(buffer.buffer, length).then(
+    if (!(this.#hasher instanceof HashPool)) {
+      this.#hasher.update(buffer.subarray(0, length));
+      this.#buffers.release(buffer.buffer);
+      return;
+    }
+    this.#hasher.streamUpdate(buffer.buffer, length).then(
       (back) => this.#buffers.release(back),
       (err) => {
         this.#hashFailure ??= err;

@@ -28,9 +28,15 @@ import { DIGEST_LENGTH } from "./blake3.ts";
 import { chunkMasks, type ChunkParams, findCut } from "./fastcdc.ts";
 import type { ChunkDigests, HashPool } from "./hash_pool.ts";
 
-/** The smallest pipeline buffer for `params`: two of the largest chunk. */
+/**
+ * The default pipeline buffer for `params`: the largest chunk plus a quarter.
+ * A buffer must exceed the largest chunk; the bytes carried over to the next
+ * buffer are an incomplete chunk (about an average chunk), so each fill still
+ * brings in most of a buffer of new bytes. (Twice the largest chunk measured no
+ * faster and costs 60% more memory.)
+ */
 export function pipelineBufferSize(params: ChunkParams): number {
-  return 2 * params.max;
+  return params.max + Math.max(1, Math.floor(params.max / 4));
 }
 
 /** Buffers in the pool unless told otherwise: enough to keep every Worker busy. */

@@ -54,6 +54,22 @@ export async function readAt(
   return await readFull(file, buf);
 }
 
+/**
+ * `readAt` without leaving the thread: for reads that are usually served from
+ * the page cache, where an async read's round trip to Deno's I/O threads costs
+ * more than the read (apply's COPY reads: 2-3× faster measured).
+ */
+export function readAtSync(file: Deno.FsFile, position: number, buf: Uint8Array): number {
+  file.seekSync(position, Deno.SeekMode.Start);
+  let filled = 0;
+  while (filled < buf.length) {
+    const n = file.readSync(filled === 0 ? buf : buf.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return filled;
+}
+
 /** Writes all of `data` (Deno's `write` may write less than asked). */
 export async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
   let done = 0;

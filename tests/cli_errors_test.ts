@@ -567,6 +567,27 @@ const CASES: Case[] = [
     "min <= avg <= max",
   ),
   usage(
+    "encode --threads 0",
+    ["encode", "base", "target", "-o", "out", "--threads", "0"],
+    "--threads",
+    "1 to 64",
+  ),
+  usage(
+    "encode --threads many",
+    ["encode", "base", "target", "-o", "out", "--threads", "many"],
+    '"many"',
+  ),
+  usage(
+    "signature --threads 65",
+    ["signature", "file", "-o", "file.sig", "--threads", "65"],
+    "1 to 64",
+  ),
+  usage(
+    "apply --threads 2 (one Worker at most)",
+    ["apply", "base", "patch", "-o", "out", "--threads", "2"],
+    "0 (main thread) or 1 (a Worker)",
+  ),
+  usage(
     "--max-chunk 0",
     ["encode", "base", "target", "-o", "out", "--max-chunk", "0"],
     "max chunk size",

@@ -182,6 +182,8 @@ Deno.test("encode, inspect, apply and hash --json print the documented fields", 
     assert.equal(apply.copyBytes, encode.copyBytes);
     assert.equal(apply.literalBytes, encode.literalBytes);
     assert.deepEqual(await Deno.readFile(`${dir}/out.bin`), TARGET);
+    assert.equal(apply.threads, 0, "apply hashes in the main thread by default");
+    assert.ok((encode.threads as number) >= 1);
 
     const hashRun = await poolboy(dir, "hash", "--json", "out.bin", "target.bin");
     assertOk(hashRun, "hash --json");
@@ -189,6 +191,56 @@ Deno.test("encode, inspect, apply and hash --json print the documented fields", 
       { path: "out.bin", blake3: encode.targetBlake3 },
       { path: "target.bin", blake3: encode.targetBlake3 },
     ]);
+  });
+});
+
+Deno.test("--threads: encode and signature write the same bytes with 1 and 3 Workers; apply on a Worker", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeFile(`${dir}/base.bin`, BASE);
+    await Deno.writeFile(`${dir}/target.bin`, TARGET);
+    for (const threads of ["1", "3"]) {
+      const run = await poolboy(
+        dir,
+        "encode",
+        "base.bin",
+        "target.bin",
+        "-o",
+        `p${threads}`,
+        "--threads",
+        threads,
+        "--json",
+        ...SMALL_CHUNKS,
+      );
+      assertOk(run, `encode --threads ${threads}`);
+      assert.equal(json(run).threads, Number(threads));
+      const sig = await poolboy(
+        dir,
+        "signature",
+        "base.bin",
+        "-o",
+        `s${threads}`,
+        "--threads",
+        threads,
+        ...SMALL_CHUNKS,
+      );
+      assertOk(sig, `signature --threads ${threads}`);
+    }
+    assert.deepEqual(await Deno.readFile(`${dir}/p1`), await Deno.readFile(`${dir}/p3`));
+    // Signatures hold the mtime, the same for both: the bytes must match too.
+    assert.deepEqual(await Deno.readFile(`${dir}/s1`), await Deno.readFile(`${dir}/s3`));
+    const applyRun = await poolboy(
+      dir,
+      "apply",
+      "base.bin",
+      "p1",
+      "-o",
+      "out.bin",
+      "--threads",
+      "1",
+    );
+    assertOk(applyRun, "apply --threads 1");
+    assert.match(applyRun.stdout, /hashed on a Worker/);
+    assert.deepEqual(await Deno.readFile(`${dir}/out.bin`), TARGET);
   });
 });
 

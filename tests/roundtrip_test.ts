@@ -73,6 +73,22 @@ async function roundtrip(
   assert.deepEqual(counts(applied), counts(encoded), "apply reads the ops encode wrote");
   const inspected = await inspectPatch(patchPath);
   assert.equal(inspected.version, 1);
+
+  // Every thread count writes the same patch, and apply on a Worker the same output.
+  for (const threads of [2, 3]) {
+    const again = await encodeFile(basePath, targetPath, `${patchPath}-${threads}`, {
+      chunk,
+      threads,
+    });
+    assert.equal(again.threads, threads);
+    assert.deepEqual(await readFile(`${patchPath}-${threads}`), patch, `${threads} threads`);
+    await Deno.remove(`${patchPath}-${threads}`);
+  }
+  const onWorker = await applyFile(basePath, patchPath, `${outPath}-worker`, { threads: 1 });
+  assert.equal(onWorker.threads, 1);
+  assert.deepEqual(counts(onWorker), counts(encoded), "apply on a Worker reads the same ops");
+  assert.deepEqual(await readFile(`${outPath}-worker`), target);
+  await Deno.remove(`${outPath}-worker`);
   assert.deepEqual(counts(inspected), counts(encoded), "inspect reports the encode summary");
   return { encoded, applied, patch };
 }
@@ -274,15 +290,17 @@ Deno.test("a 40 MiB pair with the default chunk sizes (ten 4 MiB buffers) round-
   });
 });
 
-Deno.test("apply rebuilds the same output whatever its buffer size", async () => {
+Deno.test("apply rebuilds the same output whatever its buffer size, in the main thread or on a Worker", async () => {
   await withTempDir(async (dir) => {
     const base = randomBytes(400 * KiB, 21);
     const target = inserted(base, 200 * KiB, randomBytes(70 * KiB, 22));
     await roundtrip(dir, base, target);
     for (const bufferSize of [64, 1000, 4 * MiB]) {
-      const outPath = `${dir}/out-${bufferSize}`;
-      await applyFile(`${dir}/base`, `${dir}/patch`, outPath, { bufferSize });
-      assert.deepEqual(await readFile(outPath), target, `buffer of ${bufferSize} bytes`);
+      for (const threads of [0, 1] as const) {
+        const outPath = `${dir}/out-${bufferSize}-${threads}`;
+        await applyFile(`${dir}/base`, `${dir}/patch`, outPath, { bufferSize, threads });
+        assert.deepEqual(await readFile(outPath), target, `${bufferSize}-byte buffers, ${threads}`);
+      }
     }
   });
 });
