@@ -9,7 +9,7 @@
  * Peers that are not installed are skipped and said so.
  *
  * Usage: deno task bench [--sizes 256MiB,1GiB,4GiB] [--dir DIR] [--json]
- *        [--bsdiff-max 256MiB] [--no-peers]
+ *        [--bsdiff-max 256MiB] [--zstd19-max 1GiB] [--no-peers]
  *
  * @module
  */
@@ -27,20 +27,26 @@ const { values } = parseArgs({
     dir: { type: "string" },
     json: { type: "boolean" },
     "bsdiff-max": { type: "string", default: "256MiB" },
+    "zstd19-max": { type: "string", default: "1GiB" },
     "no-peers": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
 });
 if (values.help) {
   console.log(
-    `deno task bench [--sizes 256MiB,1GiB,4GiB] [--dir DIR] [--json] [--bsdiff-max 256MiB] [--no-peers]
+    `deno task bench [--sizes 256MiB,1GiB,4GiB] [--dir DIR] [--json] [--bsdiff-max 256MiB]
+                 [--zstd19-max 1GiB] [--no-peers]
 
 Generates a deterministic base/target pair per size (incompressible bytes; the
 target has 37 bytes inserted near the front, ~2% rewritten, 1 MiB appended),
-then encodes and applies it with poolboy and, where installed, xdelta3 -e -9,
-zstd --patch-from --long=31 (-3), and bsdiff (only up to --bsdiff-max: it needs
-~17x the base in memory). Prints patch size, seconds, MB/s of target and peak
-RSS for each, and checks every output against the target.
+then encodes and applies it with poolboy (with --threads 1 and with one thread
+per core; with a signature of the base made beforehand; apply in the main
+thread and on a Worker) and, where installed, xdelta3 -e -9, zstd
+--patch-from --long=31 at -3 and at -19 (-19 only up to --zstd19-max: it runs
+at a few MB/s), and bsdiff (only up to --bsdiff-max: it needs ~17x the base in
+memory). Prints patch size, seconds, MB/s of target and peak RSS for each, then
+each poolboy row as a ratio to the best peer in each column, and checks every
+output against the target.
 Needs /usr/bin/time (Debian package "time") for peak RSS.`,
   );
   Deno.exit(0);
@@ -166,6 +172,36 @@ function printTable(rows: Row[]): void {
   for (const r of rows) if (r.note) console.log(`  note: ${r.tool}: ${r.note}`);
 }
 
+/**
+ * Each poolboy row against the best peer of each column: patch size and peak
+ * RSS as ours / best (below 1 is better), speeds as ours / best (above 1 is better).
+ */
+function printRatios(rows: Row[]): void {
+  const peersDone = rows.filter((r) => !r.tool.startsWith("poolboy") && r.encode && r.apply);
+  if (peersDone.length === 0) return;
+  type Pick = (r: Row) => number | undefined;
+  const best = (pick: Pick, lowest: boolean): Row => {
+    const sorted = [...peersDone].sort((a, b) => (pick(a)! - pick(b)!) * (lowest ? 1 : -1));
+    return sorted[0];
+  };
+  const columns: [string, Pick, boolean][] = [
+    ["patch", (r) => r.patchSize, true],
+    ["enc speed", (r) => r.encode && r.targetSize / r.encode.seconds, false],
+    ["app speed", (r) => r.apply && r.targetSize / r.apply.seconds, false],
+    ["enc RSS", (r) => r.encode?.peakRssBytes, true],
+    ["app RSS", (r) => r.apply?.peakRssBytes, true],
+  ];
+  console.log("  ratio to the best peer (patch, RSS: < 1 is better; speed: > 1 is better):");
+  for (const column of columns) {
+    const [name, pick, lowest] = column;
+    const peer = best(pick, lowest);
+    const cells = rows.filter((r) => r.tool.startsWith("poolboy") && pick(r) !== undefined).map(
+      (r) => `${(pick(r)! / pick(peer)!).toFixed(2)}x`,
+    );
+    console.log(`    ${name.padEnd(9)} vs ${peer.tool.padEnd(36)} ${cells.join("  ")}`);
+  }
+}
+
 if (!(await exists(TIME))) {
   console.error(`bench: ${TIME} is missing; install it with: apt-get install -y time`);
   Deno.exit(2);
@@ -176,6 +212,8 @@ const sizes = values.sizes.split(",").map((s) => {
   return n;
 });
 const bsdiffMax = parseSize(values["bsdiff-max"]) ?? 0;
+const zstd19Max = parseSize(values["zstd19-max"]) ?? 0;
+const cores = navigator.hardwareConcurrency;
 const peers = values["no-peers"] ? [] : [
   ...((await which("xdelta3")) ? ["xdelta3"] : []),
   ...((await which("zstd")) ? ["zstd"] : []),
@@ -201,28 +239,34 @@ try {
     const paths = { patch, out, target, dir };
     const deno = Deno.execPath();
     const rows: Row[] = [];
-    rows.push(
-      await runTool(
-        "poolboy v1",
-        [deno, "run", "-R", "-W", MOD, "encode", base, target, "-o", patch, "--quiet"],
-        [deno, "run", "-R", "-W", MOD, "apply", base, patch, "-o", out, "--quiet"],
-        paths,
-        targetSize,
-        pairSize,
-        want,
-      ),
-    );
+    const poolboy = (...args: string[]) => [deno, "run", "-R", "-W", MOD, ...args, "--quiet"];
+    // Encode with one Worker and with one per core; apply in the main thread
+    // (the default) and on a Worker. The default encode is one per core but one.
+    for (const threads of [...new Set([1, cores])]) {
+      const worker = threads > 1;
+      rows.push(
+        await runTool(
+          `poolboy v1 --threads ${threads}${worker ? ", apply --threads 1" : ""}`,
+          poolboy("encode", base, target, "-o", patch, "--threads", String(threads)),
+          poolboy("apply", base, patch, "-o", out, "--threads", worker ? "1" : "0"),
+          paths,
+          targetSize,
+          pairSize,
+          want,
+        ),
+      );
+    }
     // The same encode with the base's signature made beforehand (as the control
     // plane keeps one per stored version): only the target is read.
     const sig = `${dir}/base.sig`;
     const signing = await measure(
-      [deno, "run", "-R", "-W", MOD, "signature", base, "-o", sig, "--quiet"],
+      poolboy("signature", base, "-o", sig),
       dir,
     );
     const withSig = await runTool(
       "poolboy v1 --base-sig",
-      [deno, "run", "-R", "-W", MOD, "encode", base, target, "-o", patch, "--base-sig", sig, "-q"],
-      [deno, "run", "-R", "-W", MOD, "apply", base, patch, "-o", out, "--quiet"],
+      poolboy("encode", base, target, "-o", patch, "--base-sig", sig),
+      poolboy("apply", base, patch, "-o", out),
       paths,
       targetSize,
       pairSize,
@@ -258,6 +302,37 @@ try {
           want,
         ),
       );
+      if (pairSize <= zstd19Max) {
+        rows.push(
+          await runTool(
+            "zstd -19 -T0 --patch-from --long=31",
+            [
+              "zstd",
+              "-q",
+              "-f",
+              "-19",
+              "-T0",
+              "--long=31",
+              `--patch-from=${base}`,
+              target,
+              "-o",
+              patch,
+            ],
+            ["zstd", "-q", "-f", "-d", "--long=31", `--patch-from=${base}`, patch, "-o", out],
+            paths,
+            targetSize,
+            pairSize,
+            want,
+          ),
+        );
+      } else {
+        rows.push({
+          tool: "zstd -19 -T0 --patch-from --long=31",
+          size: pairSize,
+          targetSize,
+          note: `skipped above --zstd19-max ${formatBytes(zstd19Max)} (runs at a few MB/s)`,
+        });
+      }
     }
     if (peers.includes("bsdiff")) {
       if (pairSize <= bsdiffMax) {
@@ -285,6 +360,7 @@ try {
     if (!values.json) {
       console.log(`\npair ${formatBytes(pairSize)} (target ${formatBytes(targetSize)})`);
       printTable(rows);
+      printRatios(rows);
     }
     all.push(...rows);
   }
@@ -299,7 +375,7 @@ if (values.json) {
   console.log("\npoolboy peak RSS by size (budget: encode <= 100 MB, apply <= 64 MB):");
   for (const r of ours) {
     console.log(
-      `  ${formatBytes(r.size).padStart(10)}  ${r.tool.padEnd(22)}  encode ${
+      `  ${formatBytes(r.size).padStart(10)}  ${r.tool.padEnd(42)}  encode ${
         r.encode ? (r.encode.peakRssBytes / 1e6).toFixed(1) : "-"
       } MB  apply ${r.apply ? (r.apply.peakRssBytes / 1e6).toFixed(1) : "-"} MB`,
     );
