@@ -86,8 +86,13 @@ async function which(cmd: string): Promise<boolean> {
   return false;
 }
 
-/** Runs a command under /usr/bin/time; returns wall seconds and peak RSS. */
+/**
+ * Runs a command under /usr/bin/time; returns wall seconds and peak RSS. Dirty
+ * pages of earlier steps are flushed first (`sync`), so that no run pays for
+ * the writeback of another's output.
+ */
 async function measure(cmd: string[], dir: string): Promise<Measure> {
+  await new Deno.Command("sync").output();
   const timeFile = `${dir}/time.out`;
   const out = await new Deno.Command(TIME, {
     args: ["-f", "%e %M", "-o", timeFile, ...cmd],
