@@ -7,12 +7,17 @@
  * @module
  */
 
+import { AGENT_HELP, agentCommand } from "./cli/agent.ts";
 import { APPLY_HELP, applyCommand } from "./cli/apply.ts";
 import { println } from "./cli/args.ts";
+import { CONTROLPLANE_HELP, controlplaneCommand } from "./cli/controlplane.ts";
 import { ENCODE_HELP, encodeCommand } from "./cli/encode.ts";
 import { HASH_HELP, hashCommand } from "./cli/hash.ts";
 import { INSPECT_HELP, inspectCommand } from "./cli/inspect.ts";
+import { PUBLISH_HELP, publishCommand } from "./cli/publish.ts";
+import { ROLLOUT_HELP, rolloutCommand } from "./cli/rollout.ts";
 import { SIGNATURE_HELP, signatureCommand } from "./cli/signature.ts";
+import { STATUS_HELP, statusCommand } from "./cli/status.ts";
 import { removeAllPending } from "./codec/atomic_file.ts";
 import { ExitCode, PoolboyError, UsageError } from "./codec/errors.ts";
 
@@ -23,6 +28,11 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; help:
   inspect: { run: inspectCommand, help: INSPECT_HELP },
   hash: { run: hashCommand, help: HASH_HELP },
   signature: { run: signatureCommand, help: SIGNATURE_HELP },
+  controlplane: { run: controlplaneCommand, help: CONTROLPLANE_HELP },
+  agent: { run: agentCommand, help: AGENT_HELP },
+  publish: { run: publishCommand, help: PUBLISH_HELP },
+  rollout: { run: rolloutCommand, help: ROLLOUT_HELP },
+  status: { run: statusCommand, help: STATUS_HELP },
 };
 
 export const MAIN_HELP = `poolboy — ship model updates as small, verified patches
@@ -35,7 +45,18 @@ Commands:
   inspect PATCH                 show a patch's header and ops without applying it
   hash FILE...                  BLAKE3 digests, b3sum format
   signature FILE -o SIG         save FILE's chunk list; encode --base-sig SIG skips reading FILE
-  help [COMMAND]                this help, or a command's
+
+Fleet:
+  controlplane --bind ADDR --data DIR      model store, elections and operator API
+  agent --control-plane ADDR --bind ADDR --node-id ID --data DIR
+                                           keep a device's models at the rolled-out version
+  publish --control-plane URL --model M --version V FILE
+                                           store a version (and patches to it) on the control plane
+  rollout --control-plane URL --model M --version V [--region R]
+                                           roll a version out, one download per region
+  status --control-plane URL               agents, rollouts, elections, bytes served
+
+  help [COMMAND]                           this help, or a command's
 
 Run "poolboy <command> --help" for a command's options and exit codes.`;
 

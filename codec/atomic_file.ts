@@ -150,7 +150,7 @@ export class AtomicFile {
 }
 
 /** Fsyncs a directory so a rename in it is durable; best effort where unsupported. */
-async function syncDirectory(path: string): Promise<void> {
+export async function syncDirectory(path: string): Promise<void> {
   try {
     const dir = await Deno.open(path, { read: true });
     try {

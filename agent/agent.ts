@@ -1,0 +1,363 @@
+/**
+ * The agent on each device: heartbeats to the control plane, answers
+ * announces with a Bid, leads (downloads the blob from the control plane and
+ * says LeaderReady) or follows (downloads from the leader, the control plane
+ * as the last resort), applies the patch to the active model, verifies it and
+ * switches `DATA/models/NAME/current` atomically; it serves the blobs it
+ * holds to its region's followers.
+ *
+ * It keeps no election state on disk: after a restart its heartbeat tells the
+ * control plane what it runs, and the control plane tells it again what to do
+ * (stateless recovery). Downloads resume from the partial file they left.
+ *
+ * @module
+ */
+
+import type {
+  Announce,
+  ControlMessage,
+  ElectionClosed,
+  StatusState,
+} from "../codec/control_messages.ts";
+import { encodeControlMessage, MAX_DATAGRAM } from "../codec/control_messages.ts";
+import { applyFile } from "../codec/applier.ts";
+import { fromHex, toHex } from "../codec/blake3.ts";
+import { BlobServer } from "../transfer/blob_server.ts";
+import { BlobStore } from "../transfer/blob_store.ts";
+import { downloadBlob } from "../transfer/blob_client.ts";
+import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
+import { DEFAULT_AGENT_P2P_PORT, DEFAULT_AGENT_UDP_PORT } from "../transfer/default_ports.ts";
+import { activeModels, switchTo } from "./model_slots.ts";
+
+/** Options of `Agent.start`. */
+export interface AgentOptions {
+  readonly nodeId: string;
+  readonly region: string;
+  readonly bind: string;
+  readonly dataDir: string;
+  readonly controlPlane: UdpAddress;
+  readonly udpPort?: number;
+  readonly p2pPort?: number;
+  /** Heartbeat period (default 2 s). */
+  readonly heartbeatMs?: number;
+  /** LeaderReady retransmission period (default 500 ms). */
+  readonly retryMs?: number;
+  /** Idle timeout of blob transfers (default 10 s). */
+  readonly transferTimeoutMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+/** Counters of datagrams the agent refused. */
+export interface AgentDrops {
+  unexpectedSender: number;
+  unknownElection: number;
+  wrongDirection: number;
+}
+
+interface ElectionState {
+  readonly announce: Announce;
+  leader: boolean;
+  closed?: ElectionClosed;
+  /** The blob is in the store (the leader may say LeaderReady). */
+  blobReady: boolean;
+}
+
+/** Most blob digests listed in a heartbeat (it must fit in one datagram). */
+const MAX_HELD_IN_HEARTBEAT = 20;
+
+/** A running agent. */
+export class Agent {
+  readonly options: AgentOptions;
+  readonly store: BlobStore;
+  readonly blobServer: BlobServer;
+  readonly socket: ControlSocket;
+  readonly startedAt = Date.now();
+  readonly drops: AgentDrops = { unexpectedSender: 0, unknownElection: 0, wrongDirection: 0 };
+  readonly #elections = new Map<string, ElectionState>();
+  /** Updates in progress, by target digest. */
+  readonly #jobs = new Map<string, Promise<void>>();
+  /** Blob downloads in progress, by blob digest. */
+  readonly #downloads = new Map<string, Promise<void>>();
+  readonly #log: (line: string) => void;
+  #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  #retryTimer: ReturnType<typeof setInterval> | undefined;
+  #receiving: Promise<void> | undefined;
+  #closed = false;
+  readonly #abort = new AbortController();
+
+  private constructor(
+    options: AgentOptions,
+    store: BlobStore,
+    blobServer: BlobServer,
+    socket: ControlSocket,
+  ) {
+    this.options = options;
+    this.store = store;
+    this.blobServer = blobServer;
+    this.socket = socket;
+    this.#log = options.log ?? (() => {});
+  }
+
+  /** Binds the ports, then heartbeats and answers the control plane until `close`. */
+  static async start(options: AgentOptions): Promise<Agent> {
+    await Deno.mkdir(`${options.dataDir}/models`, { recursive: true });
+    const store = await BlobStore.open(`${options.dataDir}/blobs`);
+    const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_AGENT_UDP_PORT);
+    const blobServer = BlobServer.start({
+      hostname: options.bind,
+      port: options.p2pPort ?? DEFAULT_AGENT_P2P_PORT,
+      store,
+    });
+    const agent = new Agent(options, store, blobServer, socket);
+    agent.#receiving = agent.#receive();
+    agent.#heartbeatTimer = setInterval(() => agent.heartbeat(), options.heartbeatMs ?? 2000);
+    agent.#retryTimer = setInterval(() => agent.#retransmit(), options.retryMs ?? 500);
+    await agent.heartbeat();
+    agent.#log(
+      `agent ${options.nodeId} (${options.region}) on ${options.bind}: udp ${socket.port}, blobs ${blobServer.port}`,
+    );
+    return agent;
+  }
+
+  /** Stops; a download in progress keeps its partial file for next time. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#heartbeatTimer);
+    clearInterval(this.#retryTimer);
+    this.#abort.abort();
+    this.socket.close();
+    await this.#receiving;
+    await Promise.allSettled([...this.#jobs.values()]);
+    await this.blobServer.close();
+  }
+
+  /** Sends a heartbeat now. */
+  async heartbeat(): Promise<void> {
+    if (this.#closed) return;
+    const active = await activeModels(this.options.dataDir);
+    const held = (await this.store.list()).slice(-MAX_HELD_IN_HEARTBEAT);
+    const message: ControlMessage = {
+      type: "heartbeat",
+      nodeId: this.options.nodeId,
+      region: this.options.region,
+      host: this.options.bind,
+      udpPort: this.socket.port,
+      p2pPort: this.blobServer.port,
+      held,
+      active: [...active].map(([model, digest]) => [model, fromHex(digest)] as const),
+      served: this.blobServer.bytesServed,
+      startedAt: this.startedAt,
+    };
+    // Drop held digests until it fits (many models with many blobs).
+    let m = message;
+    while (encodeSize(m) > MAX_DATAGRAM && m.held.length > 0) {
+      m = { ...m, held: m.held.slice(1) };
+    }
+    await this.socket.send(m, this.options.controlPlane);
+  }
+
+  async #receive(): Promise<void> {
+    for await (const { message, from } of this.socket.messages()) {
+      if (from.hostname !== this.options.controlPlane.hostname) {
+        this.drops.unexpectedSender++;
+        continue;
+      }
+      try {
+        await this.#handle(message);
+      } catch (err) {
+        this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
+      }
+    }
+  }
+
+  async #handle(message: ControlMessage): Promise<void> {
+    switch (message.type) {
+      case "announce":
+        return await this.#onAnnounce(message);
+      case "leaderAck": {
+        const election = this.#elections.get(message.manifestId);
+        if (!election) {
+          this.drops.unknownElection++;
+          return;
+        }
+        if (!election.leader) {
+          election.leader = true;
+          this.#log(`leader of ${message.manifestId}`);
+        }
+        await this.#status(election.announce.manifestId, "downloading", "leader");
+        this.#startJob(election);
+        return;
+      }
+      case "electionClosed": {
+        const election = this.#elections.get(message.manifestId);
+        if (!election) {
+          this.drops.unknownElection++;
+          return;
+        }
+        election.closed = message;
+        await this.#send({
+          type: "closedAck",
+          manifestId: message.manifestId,
+          nodeId: this.options.nodeId,
+        });
+        this.#startJob(election);
+        return;
+      }
+      default:
+        this.drops.wrongDirection++;
+    }
+  }
+
+  async #onAnnounce(announce: Announce): Promise<void> {
+    const target = toHex(announce.targetDigest);
+    const running = (await activeModels(this.options.dataDir)).get(announce.model) ?? null;
+    if (running === target) {
+      await this.#status(announce.manifestId, "up-to-date", "");
+      return;
+    }
+    const base = announce.baseDigest ? toHex(announce.baseDigest) : null;
+    if (base !== null && running !== base) {
+      await this.#status(
+        announce.manifestId,
+        "failed",
+        `runs ${running?.slice(0, 16) ?? "nothing"}, the patch needs base ${base.slice(0, 16)}`,
+      );
+      await this.heartbeat();
+      return;
+    }
+    if (!this.#elections.has(announce.manifestId)) {
+      this.#elections.set(announce.manifestId, { announce, leader: false, blobReady: false });
+    }
+    await this.#send({
+      type: "bid",
+      manifestId: announce.manifestId,
+      nodeId: this.options.nodeId,
+    });
+  }
+
+  /** Starts (once per target) the download-apply-switch of an election. */
+  #startJob(election: ElectionState): void {
+    const target = toHex(election.announce.targetDigest);
+    if (this.#jobs.has(target)) return;
+    const job = this.#update(election).catch(async (err) => {
+      const message = err instanceof Error ? err.message : String(err);
+      this.#log(`update to ${target.slice(0, 16)} failed: ${message}`);
+      await this.#status(election.announce.manifestId, "failed", message.slice(0, 256));
+    }).finally(() => this.#jobs.delete(target));
+    this.#jobs.set(target, job);
+  }
+
+  async #update(election: ElectionState): Promise<void> {
+    const { announce } = election;
+    const manifestId = announce.manifestId;
+    const target = toHex(announce.targetDigest);
+    if (!(await this.store.has(announce.targetDigest))) {
+      if (election.leader) {
+        await this.#download(election, [this.#controlPlaneSource(announce)]);
+      } else {
+        const closed = election.closed;
+        if (!closed) return; // a follower waits for ElectionClosed
+        await this.#status(manifestId, "downloading", `from ${closed.leaderNodeId}`);
+        await this.#download(election, [
+          { hostname: closed.leaderHost, port: closed.leaderP2pPort, label: closed.leaderNodeId },
+          this.#controlPlaneSource(announce),
+        ]);
+      }
+      election.blobReady = true;
+      if (election.leader) await this.#sendLeaderReady(election);
+      await this.#status(manifestId, "downloaded", "");
+      if (announce.baseDigest !== null) {
+        const base = this.store.pathOf(announce.baseDigest);
+        const patch = this.store.pathOf(announce.blobDigest);
+        const summary = await applyFile(base, patch, this.store.pathOf(announce.targetDigest));
+        if (summary.targetBlake3 !== target) {
+          await this.store.remove(announce.targetDigest);
+          throw new Error(`the patch rebuilt ${summary.targetBlake3}, not the announced ${target}`);
+        }
+        await this.#status(manifestId, "applied", "");
+      }
+    } else {
+      election.blobReady = true;
+      if (election.leader) await this.#sendLeaderReady(election);
+    }
+    const mode = await switchTo(this.options.dataDir, announce.model, target);
+    this.#log(`active ${announce.model} ${announce.version} ${target.slice(0, 16)} (${mode})`);
+    await this.#status(manifestId, "active", announce.version);
+    await this.heartbeat();
+  }
+
+  async #download(
+    election: ElectionState,
+    sources: { hostname: string; port: number; label: string }[],
+  ): Promise<void> {
+    const { announce } = election;
+    const blob = toHex(announce.blobDigest);
+    if (await this.store.has(announce.blobDigest)) return;
+    let running = this.#downloads.get(blob);
+    if (!running) {
+      running = downloadBlob({
+        sources,
+        digest: announce.blobDigest,
+        size: announce.blobSize,
+        destination: this.store.pathOf(announce.blobDigest),
+        partialPath: this.store.partialPathOf(announce.blobDigest),
+        idleTimeoutMs: this.options.transferTimeoutMs,
+        signal: this.#abort.signal,
+      }).then((result) => {
+        this.#log(
+          `downloaded ${
+            blob.slice(0, 16)
+          } from ${result.source}: ${result.bytesReceived} bytes received, resumed from ${result.resumedFrom}`,
+        );
+      }).finally(() => this.#downloads.delete(blob));
+      this.#downloads.set(blob, running);
+    }
+    await running;
+  }
+
+  #controlPlaneSource(announce: Announce) {
+    return { hostname: announce.cpHost, port: announce.cpP2pPort, label: "control-plane" };
+  }
+
+  async #sendLeaderReady(election: ElectionState): Promise<void> {
+    if (!election.leader || election.closed) return;
+    await this.#send({
+      type: "leaderReady",
+      manifestId: election.announce.manifestId,
+      nodeId: this.options.nodeId,
+      p2pPort: this.blobServer.port,
+    });
+  }
+
+  /** Repeats LeaderReady until ElectionClosed arrives. */
+  #retransmit(): void {
+    for (const election of this.#elections.values()) {
+      if (election.leader && election.blobReady && !election.closed) {
+        this.#sendLeaderReady(election);
+      }
+    }
+  }
+
+  async #status(manifestId: string, state: StatusState, detail: string): Promise<void> {
+    await this.#send({
+      type: "status",
+      manifestId,
+      nodeId: this.options.nodeId,
+      state,
+      detail: detail.slice(0, 256),
+    });
+  }
+
+  async #send(message: ControlMessage): Promise<void> {
+    await this.socket.send(message, this.options.controlPlane);
+  }
+}
+
+function encodeSize(message: ControlMessage): number {
+  try {
+    return encodeControlMessage(message).length;
+  } catch {
+    return Infinity;
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * `poolboy agent`: runs the device agent until interrupted. The agent's
+ * modules are imported when the command runs (see cli/controlplane.ts).
+ *
+ * @module
+ */
+
+import {
+  DEFAULT_AGENT_P2P_PORT,
+  DEFAULT_AGENT_UDP_PORT,
+  DEFAULT_CP_UDP_PORT,
+} from "../transfer/default_ports.ts";
+import { UsageError } from "../codec/errors.ts";
+import { parseCommand, println } from "./args.ts";
+import { logLine } from "./controlplane.ts";
+import {
+  addressOption,
+  durationOption,
+  hostPortOption,
+  nameOption,
+  portOption,
+  required,
+} from "./fleet_args.ts";
+
+export const AGENT_HELP =
+  `poolboy agent — keep this device's models at the version the fleet rolls out
+
+Usage: poolboy agent --control-plane ADDR[:PORT] --bind ADDR --node-id ID --data DIR [options]
+
+Heartbeats to the control plane, takes part in its region's elections,
+downloads (from the region's leader, or from the control plane when it leads),
+applies the patch to the active model, verifies its BLAKE3 and switches
+atomically. Applications read the active model at one stable path:
+
+  DIR/models/NAME/current     a symlink to the verified file of the active version
+
+It is replaced by rename, so a reader sees the old file or the new one, never a
+partial one. The agent serves the blobs it holds to the peers of its region.
+
+Options:
+  --control-plane ADDR[:PORT]  the control plane's address and UDP port (default port ${DEFAULT_CP_UDP_PORT})
+  --bind ADDR                  this device's tailnet address (e.g. 100.64.0.17)
+  --node-id ID                 this device's name in the fleet (letters, digits, . _ -)
+  --region R                   region: peers seed each other only within it (default "default")
+  --data DIR                   state directory: DIR/blobs, DIR/models (created if missing)
+  --udp-port N                 control messages (default ${DEFAULT_AGENT_UDP_PORT})
+  --p2p-port N                 blob server for peers (default ${DEFAULT_AGENT_P2P_PORT})
+  --heartbeat-interval T       default 2s
+  --transfer-timeout T         a peer silent this long mid-transfer is dropped (default 10s)
+  -q, --quiet                  no log lines on stderr
+  -h, --help                   this help
+
+Durations: 500ms, 2s, 10m. Runs until SIGINT/SIGTERM; an interrupted download
+resumes from its partial file at the next start.
+Exit codes: 0 stopped, 2 usage, 3 I/O error (e.g. a port in use).`;
+
+/** Runs `agent`. */
+export async function agentCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand("agent", args, {
+    "control-plane": { type: "string" },
+    bind: { type: "string" },
+    "node-id": { type: "string" },
+    region: { type: "string" },
+    data: { type: "string" },
+    "udp-port": { type: "string" },
+    "p2p-port": { type: "string" },
+    "heartbeat-interval": { type: "string" },
+    "transfer-timeout": { type: "string" },
+  });
+  if (values.help) {
+    println(AGENT_HELP);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    throw new UsageError(`agent takes no arguments, got "${positionals[0]}"`);
+  }
+  const { Agent } = await import("../agent/agent.ts");
+  const agent = await Agent.start({
+    controlPlane: hostPortOption(
+      "control-plane",
+      required("agent", "control-plane", values["control-plane"]),
+      DEFAULT_CP_UDP_PORT,
+    ),
+    bind: addressOption("bind", required("agent", "bind", values.bind)),
+    nodeId: nameOption("node-id", required("agent", "node-id", values["node-id"])),
+    region: nameOption("region", values.region ?? "default"),
+    dataDir: required("agent", "data", values.data),
+    udpPort: portOption("udp-port", values["udp-port"], DEFAULT_AGENT_UDP_PORT),
+    p2pPort: portOption("p2p-port", values["p2p-port"], DEFAULT_AGENT_P2P_PORT),
+    heartbeatMs: durationOption("heartbeat-interval", values["heartbeat-interval"], 2000),
+    transferTimeoutMs: durationOption("transfer-timeout", values["transfer-timeout"], 10_000),
+    log: values.quiet ? undefined : logLine,
+  });
+  // Runs until a signal ends the process (mod.ts removes temporary files then).
+  await new Promise<void>(() => {});
+  await agent.close();
+  return 0;
+}

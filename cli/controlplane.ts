@@ -1,0 +1,91 @@
+/**
+ * `poolboy controlplane`: runs the control plane until interrupted. The
+ * control plane's modules are imported when the command runs, so the codec
+ * commands never load cbor-x (which reads an environment variable).
+ *
+ * @module
+ */
+
+import {
+  DEFAULT_CP_HTTP_PORT,
+  DEFAULT_CP_P2P_PORT,
+  DEFAULT_CP_UDP_PORT,
+} from "../transfer/default_ports.ts";
+import { parseCommand, println } from "./args.ts";
+import { addressOption, durationOption, portOption, required } from "./fleet_args.ts";
+import { UsageError } from "../codec/errors.ts";
+
+export const CONTROLPLANE_HELP =
+  `poolboy controlplane — model store, elections and operator API for a fleet
+
+Usage: poolboy controlplane --bind ADDR --data DIR [options]
+
+Holds every published version (blobs named by BLAKE3 under DIR/blobs), the
+patches between them, the agent registry and the rollouts, in DIR (SQLite:
+DIR/controlplane.sqlite; all of it survives a restart). Per rollout and region
+it elects one agent to fetch the patch from here, which re-seeds the others:
+the uplink carries one patch per region, not one per device.
+
+Options:
+  --bind ADDR              address to bind every port to (the tailnet address, e.g. 100.64.0.1)
+  --data DIR               state directory (created if missing)
+  --udp-port N             control messages (default ${DEFAULT_CP_UDP_PORT})
+  --p2p-port N             blob downloads by leaders (default ${DEFAULT_CP_P2P_PORT})
+  --http-port N            operator HTTP API (default ${DEFAULT_CP_HTTP_PORT})
+  --agent-timeout T        an agent silent this long is offline (default 10s)
+  --leader-timeout T       a leader must say LeaderReady within this (default 10m)
+  -q, --quiet              no log lines on stderr
+  -h, --help               this help
+
+Durations: 500ms, 2s, 10m. Runs until SIGINT/SIGTERM.
+Exit codes: 0 stopped, 2 usage, 3 I/O error (e.g. a port in use).`;
+
+/** Runs `controlplane`. */
+export async function controlplaneCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand("controlplane", args, {
+    bind: { type: "string" },
+    data: { type: "string" },
+    "udp-port": { type: "string" },
+    "p2p-port": { type: "string" },
+    "http-port": { type: "string" },
+    "agent-timeout": { type: "string" },
+    "leader-timeout": { type: "string" },
+  });
+  if (values.help) {
+    println(CONTROLPLANE_HELP);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    throw new UsageError(`controlplane takes no arguments, got "${positionals[0]}"`);
+  }
+  const bind = addressOption("bind", required("controlplane", "bind", values.bind));
+  const dataDir = required("controlplane", "data", values.data);
+  const httpPort = portOption("http-port", values["http-port"], DEFAULT_CP_HTTP_PORT);
+  const log = values.quiet ? undefined : logLine;
+  // Loaded here, not above: the codec commands need not load the fleet's modules (cbor-x reads env).
+  const { ControlPlane } = await import("../controlplane/control_plane.ts");
+  const { apiHandler } = await import("../controlplane/http_api.ts");
+  const cp = await ControlPlane.start({
+    bind,
+    dataDir,
+    udpPort: portOption("udp-port", values["udp-port"], DEFAULT_CP_UDP_PORT),
+    p2pPort: portOption("p2p-port", values["p2p-port"], DEFAULT_CP_P2P_PORT),
+    agentTimeoutMs: durationOption("agent-timeout", values["agent-timeout"], 10_000),
+    election: {
+      leaderTimeoutMs: durationOption("leader-timeout", values["leader-timeout"], 600_000),
+    },
+    log,
+  });
+  const server = Deno.serve(
+    { hostname: bind, port: httpPort, onListen: () => log?.(`http api on ${bind}:${httpPort}`) },
+    apiHandler(cp),
+  );
+  await server.finished;
+  await cp.close();
+  return 0;
+}
+
+/** A timestamped log line on stderr. */
+export function logLine(line: string): void {
+  console.error(`${new Date().toISOString()} ${line}`);
+}

@@ -1,0 +1,87 @@
+/**
+ * Option parsing shared by the fleet commands (controlplane, agent, publish,
+ * rollout, status): ports, durations, `HOST[:PORT]` addresses, names and the
+ * control plane's URL.
+ *
+ * @module
+ */
+
+import { UsageError } from "../codec/errors.ts";
+
+/** A port option (1-65535), or the default. */
+export function portOption(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= 65535)) {
+    throw new UsageError(`--${name}: "${value}" is not a port (1-65535)`);
+  }
+  return n;
+}
+
+/** A duration such as `500ms`, `2s` or `10m` (a bare number is milliseconds). */
+export function durationOption(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m)?$/.exec(value.trim());
+  if (!m) {
+    throw new UsageError(`--${name}: "${value}" is not a duration (examples: 500ms, 2s, 10m)`);
+  }
+  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000 }[m[2] ?? "ms"] ?? 1);
+  if (!(n > 0)) throw new UsageError(`--${name}: the duration must be positive`);
+  return Math.round(n);
+}
+
+/** A required option. */
+export function required(command: string, name: string, value: string | undefined): string {
+  if (value === undefined || value === "") {
+    throw new UsageError(`${command} needs --${name} (see poolboy ${command} --help)`);
+  }
+  return value;
+}
+
+/** An IP address to bind or reach (v4 dotted quad or a bracket-free v6 literal). */
+export function addressOption(name: string, value: string): string {
+  if (!/^[0-9.]+$/.test(value) && !/^[0-9a-fA-F:]+$/.test(value)) {
+    throw new UsageError(
+      `--${name}: "${value}" is not an IP address (poolboy resolves no names: use the tailnet address, e.g. 100.64.0.1)`,
+    );
+  }
+  return value;
+}
+
+/** `HOST[:PORT]` → host and port (the default port if absent). */
+export function hostPortOption(
+  name: string,
+  value: string,
+  defaultPort: number,
+): { hostname: string; port: number } {
+  const m = /^([0-9.]+)(?::([0-9]+))?$/.exec(value);
+  if (!m) throw new UsageError(`--${name}: "${value}" is not HOST[:PORT] with an IPv4 address`);
+  return { hostname: m[1], port: portOption(name, m[2], defaultPort) };
+}
+
+/** Names of nodes, regions, models and versions, as the control messages carry them. */
+export function nameOption(name: string, value: string): string {
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(value)) {
+    throw new UsageError(
+      `--${name}: "${value}" must be 1-128 letters, digits, ".", "_" or "-"`,
+    );
+  }
+  return value;
+}
+
+/** The control plane's HTTP base URL (`http://HOST:PORT`), from `--control-plane`. */
+export function controlPlaneUrl(command: string, value: string | undefined): string {
+  const text = required(command, "control-plane", value);
+  let url: URL;
+  try {
+    url = new URL(/^[a-z]+:\/\//.test(text) ? text : `http://${text}`);
+  } catch {
+    throw new UsageError(
+      `--control-plane: "${text}" is not a URL (example: http://100.64.0.1:7402)`,
+    );
+  }
+  if (url.protocol !== "http:") {
+    throw new UsageError(`--control-plane: only http:// URLs are supported (got ${url.protocol})`);
+  }
+  return url.origin;
+}

@@ -1,0 +1,88 @@
+/**
+ * `poolboy status`: the fleet as the control plane sees it.
+ *
+ * @module
+ */
+
+import { UsageError } from "../codec/errors.ts";
+import { formatBytes } from "../codec/units.ts";
+import type { StatusReport } from "../controlplane/control_plane.ts";
+import { parseCommand, printJson, println } from "./args.ts";
+import { callApi } from "./api_client.ts";
+import { controlPlaneUrl } from "./fleet_args.ts";
+
+export const STATUS_HELP = `poolboy status — agents, versions and rollouts of a fleet
+
+Usage: poolboy status --control-plane URL [--json]
+
+Shows each agent (region, online, the version it runs, bytes it served to
+peers), each rollout with every agent's state in it and each election (leader,
+blob, state), and the bytes the control plane itself served.
+
+Options:
+  --control-plane URL   e.g. http://100.64.0.1:7402
+  --json                the whole report as JSON (GET /v1/status)
+  -h, --help            this help
+
+Exit codes: 0 ok, 2 usage, 3 the control plane cannot be reached.`;
+
+/** Runs `status`. */
+export async function statusCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand("status", args, {
+    "control-plane": { type: "string" },
+  });
+  if (values.help) {
+    println(STATUS_HELP);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    throw new UsageError(`status takes no arguments, got "${positionals[0]}"`);
+  }
+  const url = controlPlaneUrl("status", values["control-plane"]);
+  const report = await callApi<StatusReport>(url, "GET", "/v1/status");
+  if (values.json) printJson(report);
+  else for (const line of formatStatus(report)) println(line);
+  return 0;
+}
+
+/** The human-readable status report. */
+export function formatStatus(report: StatusReport): string[] {
+  const versionName = new Map(report.versions.map((v) => [v.digest, `${v.model} ${v.version}`]));
+  const name = (digest: string) => versionName.get(digest) ?? digest.slice(0, 16);
+  const lines = [
+    `control plane (boot ${report.boot}): served ${formatBytes(report.controlPlane.served)}`,
+  ];
+  lines.push("", `agents (${report.agents.length}):`);
+  for (const a of report.agents) {
+    const models = Object.values(a.active).map(name).join(", ") || "no model";
+    lines.push(
+      `  ${a.nodeId.padEnd(16)} ${a.region.padEnd(10)} ${
+        a.online ? "online " : "OFFLINE"
+      } ${models}; served ${formatBytes(a.served)}`,
+    );
+  }
+  lines.push("", `rollouts (${report.rollouts.length}):`);
+  for (const r of report.rollouts) {
+    const done = r.agents.filter((a) => a.state === "active").length;
+    lines.push(
+      `  #${r.id} ${r.model} ${r.version} → ${
+        r.region ?? "all regions"
+      }: ${r.state}, ${done}/${r.agents.length} agents active`,
+    );
+    for (const e of r.elections) {
+      lines.push(
+        `    election ${e.manifestId} ${e.region}: ${e.state}${
+          e.leader ? `, leader ${e.leader}` : ""
+        }, ${e.base ? "patch" : "whole file"} ${
+          formatBytes(e.blobSize)
+        }, ${e.pending.length}/${e.members.length} pending${e.failure ? ` (${e.failure})` : ""}`,
+      );
+    }
+    for (const a of r.agents) {
+      if (a.state !== "active") {
+        lines.push(`    ${a.nodeId}: ${a.state}${a.detail ? ` ${a.detail}` : ""}`);
+      }
+    }
+  }
+  return lines;
+}

@@ -1,0 +1,442 @@
+/**
+ * Control messages: the UDP datagrams between the control plane and agents.
+ *
+ * Wire format: one CBOR array per datagram (cbor-x),
+ * `[PROTOCOL, type, ...fields]`, at most `MAX_DATAGRAM` (1200) bytes — under
+ * Tailscale's 1280-byte MTU. `PROTOCOL` is 1. Fields are positional, per type:
+ *
+ * | type | name            | direction    | fields                                                    |
+ * |-----:|-----------------|--------------|-----------------------------------------------------------|
+ * |    1 | announce        | cp → agent   | manifestId, model, version, targetDigest, targetSize, baseDigest (null: whole blob), blobDigest, blobSize, cpHost, cpP2pPort |
+ * |    2 | bid             | agent → cp   | manifestId, nodeId                                        |
+ * |    3 | leaderAck       | cp → agent   | manifestId                                                |
+ * |    4 | leaderReady     | agent → cp   | manifestId, nodeId, p2pPort                               |
+ * |    5 | electionClosed  | cp → agent   | manifestId, leaderNodeId, leaderHost, leaderP2pPort       |
+ * |    6 | closedAck       | agent → cp   | manifestId, nodeId                                        |
+ * |    7 | heartbeat       | agent → cp   | nodeId, region, host, udpPort, p2pPort, held, active, served, startedAt |
+ * |    8 | status          | agent → cp   | manifestId, nodeId, state, detail                         |
+ *
+ * Digests are 32-byte byte strings; sizes and ports unsigned integers; ids,
+ * names and hosts text (ids and names ≤ 128 bytes). `held` is an array of
+ * blob digests the agent can serve; `active` an array of `[model, digest]`
+ * pairs; `served` the bytes its blob server has sent since it started;
+ * `startedAt` its start time (ms since the epoch), so a restart is noticed.
+ * `state` is one of `STATUS_STATES`; `detail` free text ≤ 256 chars.
+ *
+ * `decodeControlMessage` validates everything and throws
+ * `MalformedMessageError` on anything else: a datagram from the network is
+ * never trusted. Before cbor-x sees a datagram, `checkShape` walks its CBOR
+ * structure and admits only what this format uses — unsigned integers,
+ * float64 (cbor-x's encoding of integers above 2^32), byte strings (optionally
+ * tag 64), text, definite-length arrays nested at most 4 deep, null — and
+ * requires it to end exactly at the datagram's end. (cbor-x spends ~12 s of
+ * CPU on the one-byte datagram `9f`, an unterminated indefinite array: the
+ * guard is not optional.)
+ *
+ * @module
+ */
+
+import { decode, encode } from "cbor-x";
+import { DIGEST_LENGTH } from "./blake3.ts";
+
+/** Version of this message format (first element of every datagram). */
+export const PROTOCOL = 1;
+/** Largest datagram sent or accepted. */
+export const MAX_DATAGRAM = 1200;
+/** Longest id, model name, version or host, in characters. */
+export const MAX_NAME = 128;
+/** Longest status detail, in characters. */
+export const MAX_DETAIL = 256;
+
+/** Agent states reported in `status` messages. */
+export const STATUS_STATES = [
+  "downloading",
+  "downloaded",
+  "applied",
+  "active",
+  "failed",
+  "up-to-date",
+] as const;
+export type StatusState = (typeof STATUS_STATES)[number];
+
+export interface Announce {
+  readonly type: "announce";
+  readonly manifestId: string;
+  readonly model: string;
+  readonly version: string;
+  readonly targetDigest: Uint8Array;
+  readonly targetSize: number;
+  /** The base the blob is a patch against, or null if the blob is the whole target. */
+  readonly baseDigest: Uint8Array | null;
+  readonly blobDigest: Uint8Array;
+  readonly blobSize: number;
+  readonly cpHost: string;
+  readonly cpP2pPort: number;
+}
+export interface Bid {
+  readonly type: "bid";
+  readonly manifestId: string;
+  readonly nodeId: string;
+}
+export interface LeaderAck {
+  readonly type: "leaderAck";
+  readonly manifestId: string;
+}
+export interface LeaderReady {
+  readonly type: "leaderReady";
+  readonly manifestId: string;
+  readonly nodeId: string;
+  readonly p2pPort: number;
+}
+export interface ElectionClosed {
+  readonly type: "electionClosed";
+  readonly manifestId: string;
+  readonly leaderNodeId: string;
+  readonly leaderHost: string;
+  readonly leaderP2pPort: number;
+}
+export interface ClosedAck {
+  readonly type: "closedAck";
+  readonly manifestId: string;
+  readonly nodeId: string;
+}
+export interface Heartbeat {
+  readonly type: "heartbeat";
+  readonly nodeId: string;
+  readonly region: string;
+  readonly host: string;
+  readonly udpPort: number;
+  readonly p2pPort: number;
+  /** Digests of the blobs this agent holds and serves. */
+  readonly held: readonly Uint8Array[];
+  /** The active model version per model: [model, digest]. */
+  readonly active: readonly (readonly [string, Uint8Array])[];
+  /** Bytes its blob server has sent since the agent started. */
+  readonly served: number;
+  /** When the agent started (ms since the epoch): a new value means it restarted. */
+  readonly startedAt: number;
+}
+export interface Status {
+  readonly type: "status";
+  readonly manifestId: string;
+  readonly nodeId: string;
+  readonly state: StatusState;
+  readonly detail: string;
+}
+
+/** Any control message. */
+export type ControlMessage =
+  | Announce
+  | Bid
+  | LeaderAck
+  | LeaderReady
+  | ElectionClosed
+  | ClosedAck
+  | Heartbeat
+  | Status;
+
+/** A datagram that is not a valid control message. */
+export class MalformedMessageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "MalformedMessageError";
+  }
+}
+
+const TYPE_CODES = {
+  announce: 1,
+  bid: 2,
+  leaderAck: 3,
+  leaderReady: 4,
+  electionClosed: 5,
+  closedAck: 6,
+  heartbeat: 7,
+  status: 8,
+} as const satisfies Record<ControlMessage["type"], number>;
+
+/** Encodes a message; throws `RangeError` if it would exceed `MAX_DATAGRAM` bytes. */
+export function encodeControlMessage(message: ControlMessage): Uint8Array {
+  const fields = fieldsOf(message);
+  const bytes = encode([PROTOCOL, TYPE_CODES[message.type], ...fields]) as Uint8Array;
+  if (bytes.length > MAX_DATAGRAM) {
+    throw new RangeError(
+      `${message.type} message is ${bytes.length} bytes, over the ${MAX_DATAGRAM}-byte datagram limit`,
+    );
+  }
+  // Validate what we send as strictly as what we receive.
+  decodeControlMessage(bytes);
+  return bytes;
+}
+
+function fieldsOf(m: ControlMessage): unknown[] {
+  switch (m.type) {
+    case "announce":
+      return [
+        m.manifestId,
+        m.model,
+        m.version,
+        m.targetDigest,
+        m.targetSize,
+        m.baseDigest,
+        m.blobDigest,
+        m.blobSize,
+        m.cpHost,
+        m.cpP2pPort,
+      ];
+    case "bid":
+      return [m.manifestId, m.nodeId];
+    case "leaderAck":
+      return [m.manifestId];
+    case "leaderReady":
+      return [m.manifestId, m.nodeId, m.p2pPort];
+    case "electionClosed":
+      return [m.manifestId, m.leaderNodeId, m.leaderHost, m.leaderP2pPort];
+    case "closedAck":
+      return [m.manifestId, m.nodeId];
+    case "heartbeat":
+      return [
+        m.nodeId,
+        m.region,
+        m.host,
+        m.udpPort,
+        m.p2pPort,
+        [...m.held],
+        m.active.map((a) => [a[0], a[1]]),
+        m.served,
+        m.startedAt,
+      ];
+    case "status":
+      return [m.manifestId, m.nodeId, m.state, m.detail];
+  }
+}
+
+/** Decodes and validates a datagram. */
+export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
+  if (bytes.length > MAX_DATAGRAM) {
+    throw new MalformedMessageError(`datagram of ${bytes.length} bytes exceeds ${MAX_DATAGRAM}`);
+  }
+  checkShape(bytes);
+  let value: unknown;
+  try {
+    value = decode(bytes);
+  } catch (err) {
+    throw new MalformedMessageError(`not CBOR: ${err instanceof Error ? err.message : err}`);
+  }
+  if (!Array.isArray(value) || value.length < 2) {
+    throw new MalformedMessageError("not a control message array");
+  }
+  const [protocol, code, ...f] = value;
+  if (protocol !== PROTOCOL) throw new MalformedMessageError(`unknown protocol ${protocol}`);
+  const r = new FieldReader(f);
+  let message: ControlMessage;
+  switch (code) {
+    case 1:
+      message = {
+        type: "announce",
+        manifestId: r.name(),
+        model: r.name(),
+        version: r.name(),
+        targetDigest: r.digest(),
+        targetSize: r.uint(),
+        baseDigest: r.optionalDigest(),
+        blobDigest: r.digest(),
+        blobSize: r.uint(),
+        cpHost: r.name(),
+        cpP2pPort: r.port(),
+      };
+      break;
+    case 2:
+      message = { type: "bid", manifestId: r.name(), nodeId: r.name() };
+      break;
+    case 3:
+      message = { type: "leaderAck", manifestId: r.name() };
+      break;
+    case 4:
+      message = { type: "leaderReady", manifestId: r.name(), nodeId: r.name(), p2pPort: r.port() };
+      break;
+    case 5:
+      message = {
+        type: "electionClosed",
+        manifestId: r.name(),
+        leaderNodeId: r.name(),
+        leaderHost: r.name(),
+        leaderP2pPort: r.port(),
+      };
+      break;
+    case 6:
+      message = { type: "closedAck", manifestId: r.name(), nodeId: r.name() };
+      break;
+    case 7:
+      message = {
+        type: "heartbeat",
+        nodeId: r.name(),
+        region: r.name(),
+        host: r.name(),
+        udpPort: r.port(),
+        p2pPort: r.port(),
+        held: r.array((x) => FieldReader.digestOf(x)),
+        active: r.array((x) => {
+          if (!Array.isArray(x) || x.length !== 2) {
+            throw new MalformedMessageError("active entry is not [model, digest]");
+          }
+          return [FieldReader.nameOf(x[0]), FieldReader.digestOf(x[1])] as const;
+        }),
+        served: r.uint(),
+        startedAt: r.uint(),
+      };
+      break;
+    case 8: {
+      const manifestId = r.name();
+      const nodeId = r.name();
+      const state = r.name();
+      if (!(STATUS_STATES as readonly string[]).includes(state)) {
+        throw new MalformedMessageError(`unknown status state "${state}"`);
+      }
+      const detail = r.text(MAX_DETAIL);
+      message = { type: "status", manifestId, nodeId, state: state as StatusState, detail };
+      break;
+    }
+    default:
+      throw new MalformedMessageError(`unknown message type ${code}`);
+  }
+  r.end();
+  return message;
+}
+
+/** Most array nesting a control message uses (heartbeat → active → entry), plus one. */
+const MAX_DEPTH = 4;
+
+/**
+ * Throws unless `bytes` is exactly one CBOR item made of the kinds this format
+ * uses (see the module doc). Linear in the datagram's length.
+ */
+function checkShape(bytes: Uint8Array): void {
+  let at = 0;
+  const fail = (why: string): never => {
+    throw new MalformedMessageError(`not a control message: ${why} at byte ${at}`);
+  };
+  const argument = (info: number): number => {
+    if (info < 24) return info;
+    const width = info === 24 ? 1 : info === 25 ? 2 : info === 26 ? 4 : info === 27 ? 8 : 0;
+    if (width === 0) fail("indefinite or reserved length");
+    if (at + width > bytes.length) fail("truncated length");
+    let value = 0;
+    for (let i = 0; i < width; i++) value = value * 256 + bytes[at++];
+    return value;
+  };
+  const item = (depth: number): void => {
+    if (at >= bytes.length) fail("truncated item");
+    const initial = bytes[at++];
+    const major = initial >> 5;
+    const info = initial & 31;
+    switch (major) {
+      case 0:
+        argument(info);
+        return;
+      case 2:
+      case 3: {
+        const length = argument(info);
+        if (length > bytes.length - at) fail("string longer than the datagram");
+        at += length;
+        return;
+      }
+      case 4: {
+        if (depth >= MAX_DEPTH) fail("arrays nested too deep");
+        const count = argument(info);
+        if (count > bytes.length - at) fail("array longer than the datagram");
+        for (let i = 0; i < count; i++) item(depth + 1);
+        return;
+      }
+      case 6: // tag 64 (uint8 typed array) around a byte string, as cbor-x writes Uint8Array
+        if (argument(info) !== 64 || at >= bytes.length || bytes[at] >> 5 !== 2) {
+          fail("unexpected tag");
+        }
+        item(depth);
+        return;
+      case 7:
+        if (initial === 0xf6) return; // null
+        if (initial === 0xfb && at + 8 <= bytes.length) {
+          at += 8;
+          return;
+        }
+        return fail("unexpected simple value or float");
+      default:
+        fail(`unexpected CBOR major type ${major}`);
+    }
+  };
+  item(0);
+  if (at !== bytes.length) fail("trailing bytes");
+}
+
+class FieldReader {
+  #fields: unknown[];
+  #at = 0;
+
+  constructor(fields: unknown[]) {
+    this.#fields = fields;
+  }
+
+  #next(): unknown {
+    if (this.#at >= this.#fields.length) throw new MalformedMessageError("too few fields");
+    return this.#fields[this.#at++];
+  }
+
+  end(): void {
+    if (this.#at !== this.#fields.length) throw new MalformedMessageError("too many fields");
+  }
+
+  static nameOf(x: unknown): string {
+    if (typeof x !== "string" || x.length === 0 || x.length > MAX_NAME) {
+      throw new MalformedMessageError(`expected a name of 1-${MAX_NAME} characters`);
+    }
+    return x;
+  }
+
+  static digestOf(x: unknown): Uint8Array {
+    if (!(x instanceof Uint8Array) || x.length !== DIGEST_LENGTH) {
+      throw new MalformedMessageError(`expected a ${DIGEST_LENGTH}-byte digest`);
+    }
+    return x;
+  }
+
+  name(): string {
+    return FieldReader.nameOf(this.#next());
+  }
+
+  text(max: number): string {
+    const x = this.#next();
+    if (typeof x !== "string" || x.length > max) {
+      throw new MalformedMessageError(`expected text of at most ${max} characters`);
+    }
+    return x;
+  }
+
+  digest(): Uint8Array {
+    return FieldReader.digestOf(this.#next());
+  }
+
+  optionalDigest(): Uint8Array | null {
+    const x = this.#next();
+    return x === null ? null : FieldReader.digestOf(x);
+  }
+
+  uint(): number {
+    const x = this.#next();
+    if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) {
+      throw new MalformedMessageError("expected an unsigned integer");
+    }
+    return x;
+  }
+
+  port(): number {
+    const x = this.uint();
+    if (x < 1 || x > 65535) throw new MalformedMessageError(`port ${x} out of range`);
+    return x;
+  }
+
+  array<T>(item: (x: unknown) => T): T[] {
+    const x = this.#next();
+    if (!Array.isArray(x)) throw new MalformedMessageError("expected an array");
+    return x.map(item);
+  }
+}

@@ -1,0 +1,296 @@
+/**
+ * One election: the state machine that picks a leader among the agents of one
+ * (rollout, region, base) and then tells everyone where to download from
+ * (DESIGN.md, "Election and cascade"). Pure: it takes messages and the clock,
+ * and returns the datagrams to send; the control plane does the I/O.
+ *
+ * States: `announcing` (Announce to every member not yet heard from) →
+ * `leading` (the first Bid won by compare-and-set; LeaderAck is repeated until
+ * the leader shows life) → `closed` (the leader sent LeaderReady;
+ * ElectionClosed is repeated to every member until it is done, preceded by the
+ * Announce for members never heard from) or `failed`
+ * (the leader timed out or went silent: the control plane starts a new
+ * election without it). Every handler is idempotent; retransmissions back off
+ * exponentially from `retryMs` up to `maxRetryMs`.
+ *
+ * @module
+ */
+
+import type { Announce, ControlMessage } from "../codec/control_messages.ts";
+
+/** Timing of an election, in milliseconds. */
+export interface ElectionTiming {
+  /** First retransmission delay. */
+  readonly retryMs: number;
+  /** Longest retransmission delay. */
+  readonly maxRetryMs: number;
+  /** How long the leader may take from LeaderAck to LeaderReady before the election fails. */
+  readonly leaderTimeoutMs: number;
+}
+
+/** Defaults: retry after 0.5 s doubling to 4 s; a leader has 10 min to fetch the blob. */
+export const DEFAULT_ELECTION_TIMING: ElectionTiming = {
+  retryMs: 500,
+  maxRetryMs: 4000,
+  leaderTimeoutMs: 600_000,
+};
+
+/** The states of an election. */
+export type ElectionState = "announcing" | "leading" | "closed" | "failed";
+
+/** A datagram to send to one member. */
+export interface Outgoing {
+  readonly nodeId: string;
+  readonly message: ControlMessage;
+}
+
+interface Member {
+  /** Heard a Bid (or anything) from it for this election. */
+  answered: boolean;
+  /** It acknowledged ElectionClosed. */
+  closedAcked: boolean;
+  /** It runs the target now. */
+  done: boolean;
+  nextSendAt: number;
+  delay: number;
+}
+
+/** What the control plane knows about a member's address, for ElectionClosed. */
+export interface LeaderAddress {
+  readonly host: string;
+  readonly p2pPort: number;
+}
+
+/** One election. `announce` is the message every member gets (it carries the manifest id). */
+export class Election {
+  readonly announce: Announce;
+  readonly region: string;
+  readonly timing: ElectionTiming;
+  #state: ElectionState = "announcing";
+  #leader: string | undefined;
+  #leaderAddress: LeaderAddress | undefined;
+  #leaderSeen = false;
+  #leaderDeadline = Infinity;
+  #leaderNextAck = 0;
+  #leaderAckDelay: number;
+  #members = new Map<string, Member>();
+  /** Timeline of the election's milestones (ms since epoch). */
+  readonly timeline: { announced?: number; firstBid?: number; leaderReady?: number } = {};
+  #failure: string | undefined;
+  /** Members whose bids do not count (leaders of earlier, failed elections). */
+  readonly #excluded: ReadonlySet<string>;
+
+  constructor(
+    announce: Announce,
+    region: string,
+    timing: ElectionTiming = DEFAULT_ELECTION_TIMING,
+    excludedLeaders: ReadonlySet<string> = new Set(),
+  ) {
+    this.announce = announce;
+    this.region = region;
+    this.timing = timing;
+    this.#excluded = excludedLeaders;
+    this.#leaderAckDelay = timing.retryMs;
+  }
+
+  get manifestId(): string {
+    return this.announce.manifestId;
+  }
+  get state(): ElectionState {
+    return this.#state;
+  }
+  get leader(): string | undefined {
+    return this.#leader;
+  }
+  get leaderAddress(): LeaderAddress | undefined {
+    return this.#leaderAddress;
+  }
+  /** Why the election failed, if it did. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+  /** Node ids of the members. */
+  get members(): string[] {
+    return [...this.#members.keys()];
+  }
+  /** Members not done yet. */
+  get pending(): string[] {
+    return [...this.#members].filter(([, m]) => !m.done).map(([id]) => id);
+  }
+  isMember(nodeId: string): boolean {
+    return this.#members.has(nodeId);
+  }
+
+  /** Adds a member (idempotent); it is contacted at the next `tick`. */
+  addMember(nodeId: string, now: number): void {
+    if (this.#members.has(nodeId)) return;
+    this.#members.set(nodeId, {
+      answered: false,
+      closedAcked: false,
+      done: false,
+      nextSendAt: now,
+      delay: this.timing.retryMs,
+    });
+  }
+
+  /** Removes a member (it left the scope or another election covers it). */
+  removeMember(nodeId: string): void {
+    this.#members.delete(nodeId);
+  }
+
+  /** A Bid: the first one from a member wins. Returns what to send. */
+  onBid(nodeId: string, now: number): Outgoing[] {
+    const member = this.#members.get(nodeId);
+    if (!member) return [];
+    member.answered = true;
+    if (this.#state === "announcing" && this.#eligible(nodeId)) {
+      this.#state = "leading";
+      this.#leader = nodeId;
+      this.timeline.firstBid = now;
+      this.#leaderDeadline = now + this.timing.leaderTimeoutMs;
+      this.#leaderNextAck = now + this.#leaderAckDelay;
+      return [{ nodeId, message: { type: "leaderAck", manifestId: this.manifestId } }];
+    }
+    if (this.#state === "leading" && nodeId === this.#leader) {
+      // The leader bid again: our LeaderAck was lost.
+      return [{ nodeId, message: { type: "leaderAck", manifestId: this.manifestId } }];
+    }
+    if (this.#state === "closed" && !member.done) {
+      // A late bidder (its ElectionClosed was lost): tell it now.
+      return [{ nodeId, message: this.#closedMessage() }];
+    }
+    return [];
+  }
+
+  /** Any sign of life from the leader for this election (a status report) stops the LeaderAck repeats. */
+  onLeaderAlive(nodeId: string): void {
+    if (nodeId === this.#leader) this.#leaderSeen = true;
+  }
+
+  /** LeaderReady from the leader: the election closes. Returns what to send. */
+  onLeaderReady(nodeId: string, address: LeaderAddress, now: number): Outgoing[] {
+    if (nodeId !== this.#leader) return [];
+    if (this.#state === "leading") {
+      this.#state = "closed";
+      this.#leaderAddress = address;
+      this.#leaderSeen = true;
+      this.timeline.leaderReady = now;
+      for (const member of this.#members.values()) {
+        member.nextSendAt = now;
+        member.delay = this.timing.retryMs;
+      }
+    }
+    if (this.#state !== "closed") return [];
+    // The leader retransmits LeaderReady until it hears ElectionClosed: answer each one.
+    return [{ nodeId, message: this.#closedMessage() }];
+  }
+
+  /** ClosedAck from a member. */
+  onClosedAck(nodeId: string): void {
+    const member = this.#members.get(nodeId);
+    if (member) {
+      member.answered = true;
+      member.closedAcked = true;
+    }
+  }
+
+  /** The member runs the target (from its status report or heartbeat). */
+  onDone(nodeId: string): void {
+    const member = this.#members.get(nodeId);
+    if (member) {
+      member.answered = true;
+      member.done = true;
+    }
+    if (nodeId === this.#leader) this.#leaderSeen = true;
+  }
+
+  /** The member answered the announce without bidding (e.g. it is busy or already up to date). */
+  onAnswered(nodeId: string): void {
+    const member = this.#members.get(nodeId);
+    if (member) member.answered = true;
+  }
+
+  /** Marks the election failed (e.g. the leader went silent); the caller elects again. */
+  fail(reason: string): void {
+    if (this.#state === "closed" || this.#state === "failed") return;
+    this.#state = "failed";
+    this.#failure = reason;
+  }
+
+  /** Whether every member is done. */
+  get complete(): boolean {
+    return [...this.#members.values()].every((m) => m.done);
+  }
+
+  /** Advances the clock: returns the retransmissions now due, and fails a leader past its deadline. */
+  tick(now: number): Outgoing[] {
+    const out: Outgoing[] = [];
+    if (this.#state === "announcing") {
+      if (this.timeline.announced === undefined) this.timeline.announced = now;
+      for (const [nodeId, member] of this.#members) {
+        if (member.answered || member.done || now < member.nextSendAt) continue;
+        out.push({ nodeId, message: this.announce });
+        this.#backOff(member, now);
+      }
+    } else if (this.#state === "leading") {
+      if (now >= this.#leaderDeadline) {
+        this.fail(
+          `leader ${this.#leader} sent no LeaderReady within ${this.timing.leaderTimeoutMs} ms`,
+        );
+        return out;
+      }
+      if (!this.#leaderSeen && now >= this.#leaderNextAck) {
+        out.push({
+          nodeId: this.#leader!,
+          message: { type: "leaderAck", manifestId: this.manifestId },
+        });
+        this.#leaderAckDelay = Math.min(this.#leaderAckDelay * 2, this.timing.maxRetryMs);
+        this.#leaderNextAck = now + this.#leaderAckDelay;
+      }
+    } else if (this.#state === "closed") {
+      for (const [nodeId, member] of this.#members) {
+        if (member.done || nodeId === this.#leader || now < member.nextSendAt) continue;
+        // A member never heard from may not know the election (it restarted, or every
+        // announce was lost): it gets the Announce with the ElectionClosed.
+        if (!member.answered) out.push({ nodeId, message: this.announce });
+        out.push({ nodeId, message: this.#closedMessage() });
+        this.#backOff(member, now, member.closedAcked ? 2 : 1);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Restarts a member's retransmissions now (it came back after a restart, so
+   * whatever it was told before is forgotten).
+   */
+  rewind(nodeId: string, now: number): void {
+    const member = this.#members.get(nodeId);
+    if (!member || member.done) return;
+    member.answered = false;
+    member.closedAcked = false;
+    member.nextSendAt = now;
+    member.delay = this.timing.retryMs;
+  }
+
+  /** Excluded members may still lead when no one else pending could. */
+  #eligible(nodeId: string): boolean {
+    if (!this.#excluded.has(nodeId)) return true;
+    return [...this.#members].every(([id, m]) => m.done || this.#excluded.has(id));
+  }
+
+  #backOff(member: Member, now: number, factor = 1): void {
+    member.nextSendAt = now + member.delay * factor;
+    member.delay = Math.min(member.delay * 2, this.timing.maxRetryMs);
+  }
+
+  #closedMessage(): ControlMessage {
+    return {
+      type: "electionClosed",
+      manifestId: this.manifestId,
+      leaderNodeId: this.#leader!,
+      leaderHost: this.#leaderAddress!.host,
+      leaderP2pPort: this.#leaderAddress!.p2pPort,
+    };
+  }
+}

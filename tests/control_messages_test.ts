@@ -1,0 +1,193 @@
+/**
+ * Control messages: every type round-trips, every datagram fits in 1200 bytes
+ * or is refused at encode time, and anything malformed from the network is
+ * rejected with `MalformedMessageError`, never a crash.
+ */
+
+import assert from "node:assert/strict";
+import { encode } from "cbor-x";
+import {
+  type ControlMessage,
+  decodeControlMessage,
+  encodeControlMessage,
+  MalformedMessageError,
+  MAX_DATAGRAM,
+  PROTOCOL,
+} from "../codec/control_messages.ts";
+
+const D1 = new Uint8Array(32).fill(1);
+const D2 = new Uint8Array(32).fill(2);
+const ID = "m-0123456789abcdef";
+
+const EXAMPLES: ControlMessage[] = [
+  {
+    type: "announce",
+    manifestId: ID,
+    model: "resnet",
+    version: "v2",
+    targetDigest: D1,
+    targetSize: 5 * 2 ** 30, // past 32 bits
+    baseDigest: D2,
+    blobDigest: D1,
+    blobSize: 123,
+    cpHost: "100.64.0.1",
+    cpP2pPort: 7402,
+  },
+  {
+    type: "announce",
+    manifestId: ID,
+    model: "resnet",
+    version: "v2",
+    targetDigest: D1,
+    targetSize: 0,
+    baseDigest: null,
+    blobDigest: D1,
+    blobSize: 0,
+    cpHost: "127.0.0.1",
+    cpP2pPort: 1,
+  },
+  { type: "bid", manifestId: ID, nodeId: "jetson-17" },
+  { type: "leaderAck", manifestId: ID },
+  { type: "leaderReady", manifestId: ID, nodeId: "jetson-17", p2pPort: 65535 },
+  {
+    type: "electionClosed",
+    manifestId: ID,
+    leaderNodeId: "jetson-17",
+    leaderHost: "100.64.3.4",
+    leaderP2pPort: 7402,
+  },
+  { type: "closedAck", manifestId: ID, nodeId: "jetson-18" },
+  {
+    type: "heartbeat",
+    nodeId: "jetson-18",
+    region: "eu-west",
+    host: "100.64.3.5",
+    udpPort: 7401,
+    p2pPort: 7402,
+    held: [D1, D2],
+    active: [["resnet", D1]],
+    served: 5_000_000_000,
+    startedAt: 1_795_000_000_000,
+  },
+  { type: "status", manifestId: ID, nodeId: "jetson-18", state: "failed", detail: "disk full" },
+];
+
+Deno.test("every message type round-trips and fits in a datagram", () => {
+  for (const message of EXAMPLES) {
+    const bytes = encodeControlMessage(message);
+    assert.ok(bytes.length <= MAX_DATAGRAM, `${message.type}: ${bytes.length} bytes`);
+    const back = decodeControlMessage(bytes);
+    assert.deepEqual(normalize(back), normalize(message), message.type);
+  }
+});
+
+Deno.test("a heartbeat that would exceed 1200 bytes is refused when encoding", () => {
+  const held = Array.from({ length: 40 }, () => D1);
+  assert.throws(
+    () =>
+      encodeControlMessage({
+        type: "heartbeat",
+        nodeId: "n",
+        region: "r",
+        host: "h",
+        udpPort: 1,
+        p2pPort: 2,
+        held,
+        active: [],
+        served: 0,
+        startedAt: 1,
+      }),
+    (err: unknown) => err instanceof RangeError && /1200-byte datagram limit/.test(err.message),
+  );
+});
+
+Deno.test("a message that is invalid is refused when encoding too", () => {
+  assert.throws(
+    () => encodeControlMessage({ type: "leaderReady", manifestId: ID, nodeId: "n", p2pPort: 0 }),
+    MalformedMessageError,
+  );
+  assert.throws(
+    () => encodeControlMessage({ type: "bid", manifestId: "", nodeId: "n" }),
+    MalformedMessageError,
+  );
+});
+
+Deno.test("malformed datagrams are refused with MalformedMessageError", () => {
+  const cases: [string, Uint8Array][] = [
+    ["empty", new Uint8Array(0)],
+    ["not CBOR", new Uint8Array([0xff, 0xff, 0xff])],
+    ["a map, not an array", encode({ a: 1 })],
+    ["wrong protocol", encode([PROTOCOL + 1, 2, ID, "n"])],
+    ["unknown type", encode([PROTOCOL, 99, ID])],
+    ["too few fields", encode([PROTOCOL, 2, ID])],
+    ["too many fields", encode([PROTOCOL, 2, ID, "n", "extra"])],
+    [
+      "digest of 31 bytes",
+      encode([PROTOCOL, 1, ID, "m", "v", new Uint8Array(31), 1, null, D1, 1, "h", 1]),
+    ],
+    ["negative size", encode([PROTOCOL, 1, ID, "m", "v", D1, -1, null, D1, 1, "h", 1])],
+    ["fractional size", encode([PROTOCOL, 1, ID, "m", "v", D1, 1.5, null, D1, 1, "h", 1])],
+    ["port 70000", encode([PROTOCOL, 4, ID, "n", 70000])],
+    ["name too long", encode([PROTOCOL, 2, ID, "n".repeat(129)])],
+    ["id of wrong type", encode([PROTOCOL, 3, 12345])],
+    ["unknown status", encode([PROTOCOL, 8, ID, "n", "exploded", ""])],
+    ["detail too long", encode([PROTOCOL, 8, ID, "n", "failed", "x".repeat(257)])],
+    ["bad active entry", encode([PROTOCOL, 7, "n", "r", "h", 1, 2, [], [["m"]]])],
+    ["oversized datagram", new Uint8Array(MAX_DATAGRAM + 1)],
+  ];
+  for (const [name, bytes] of cases) {
+    assert.throws(() => decodeControlMessage(bytes), MalformedMessageError, name);
+  }
+});
+
+Deno.test("CBOR this format never uses is refused before cbor-x sees it", () => {
+  const cases: [string, RegExp][] = [
+    ["9f", /indefinite/], // unterminated indefinite array: cbor-x alone spins for seconds
+    ["9f8080ff", /indefinite/],
+    ["5f4101ff", /indefinite/],
+    ["83010120", /major type 1/], // negative integer
+    ["830101a0", /major type 5/], // map
+    ["8201c11a00000000", /tag/], // tag 1 (date)
+    ["8201f5", /simple/], // true
+    ["8201fa3f800000", /simple value or float/], // float32
+    ["9a00ffffff01", /array longer/],
+    ["83010258ff00", /string longer/],
+    ["82010100", /trailing/],
+    ["820118", /truncated/],
+    ["81818181818101", /too deep/],
+  ];
+  for (const [hex, why] of cases) {
+    const bytes = new Uint8Array(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+    assert.throws(() => decodeControlMessage(bytes), (err: unknown) => {
+      assert.ok(err instanceof MalformedMessageError, `${hex}: ${err}`);
+      assert.match(err.message, why, hex);
+      return true;
+    });
+  }
+});
+
+Deno.test("random bytes never crash the decoder: they decode or are refused", () => {
+  let seed = 42;
+  for (let i = 0; i < 2000; i++) {
+    const bytes = new Uint8Array(1 + (i % 64));
+    for (let j = 0; j < bytes.length; j++) {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      bytes[j] = seed >>> 24;
+    }
+    try {
+      decodeControlMessage(bytes);
+    } catch (err) {
+      assert.ok(err instanceof MalformedMessageError, `input ${i}: ${err}`);
+    }
+  }
+});
+
+/** Byte strings compare by content whatever their Uint8Array subclass. */
+function normalize(value: unknown): unknown {
+  if (value instanceof Uint8Array) return [...value];
+  if (Array.isArray(value)) return value.map(normalize);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v)]));
+  }
+  return value;
+}

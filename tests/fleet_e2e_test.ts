@@ -1,0 +1,174 @@
+/**
+ * End-to-end tests of fleet distribution: a real control plane and real
+ * agents (each `deno run` of mod.ts, on its own 127.0.x.y address, with
+ * `--allow-net=127.0.0.0/8` and file access to its own data directory only),
+ * publishing and rolling out versions of a synthetic model, with the faults
+ * DESIGN.md says the design survives.
+ */
+
+import assert from "node:assert/strict";
+import { activeFileDigest, type AgentSpec, Fleet } from "./support/fleet_harness.ts";
+import { randomBytes, withTempDir } from "./helpers.ts";
+import type { StatusReport } from "../controlplane/control_plane.ts";
+import type { TransportFaults } from "../transfer/faults.ts";
+
+const MODEL = "resnet";
+/** Quick timings so faults are detected in seconds. */
+const CP_ARGS = ["--agent-timeout", "1500ms"];
+const AGENT_ARGS = ["--heartbeat-interval", "250ms", "--transfer-timeout", "2s"];
+
+/** Version 1 and version 2 (64 KiB rewritten in the middle) of a model of `size` bytes. */
+async function writeVersions(dir: string, size: number): Promise<[string, string]> {
+  const v1 = randomBytes(size, 7);
+  const v2 = v1.slice();
+  v2.set(randomBytes(64 * 1024, 99), Math.floor(size / 2));
+  await Deno.writeFile(`${dir}/v1.bin`, v1);
+  await Deno.writeFile(`${dir}/v2.bin`, v2);
+  return [`${dir}/v1.bin`, `${dir}/v2.bin`];
+}
+
+function agents(
+  subnet: number,
+  regions: string[],
+  perRegion: number,
+  faults?: (i: number) => (TransportFaults & { seed?: number }) | undefined,
+): AgentSpec[] {
+  const out: AgentSpec[] = [];
+  let i = 0;
+  for (const region of regions) {
+    for (let k = 0; k < perRegion; k++, i++) {
+      out.push({
+        nodeId: `${region}-${k}`,
+        region,
+        host: `127.0.${subnet}.${10 + i}`,
+        faults: faults?.(i),
+      });
+    }
+  }
+  return out;
+}
+
+/** Runs `fn` with a started fleet, stopped (and its logs shown on failure) afterwards. */
+async function withFleet(
+  options: { subnet: number; agents: AgentSpec[]; cpFaults?: TransportFaults },
+  fn: (fleet: Fleet, dir: string) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    const fleet = await Fleet.start({
+      dir,
+      cpHost: `127.0.${options.subnet}.1`,
+      agents: options.agents,
+      cpArgs: CP_ARGS,
+      agentArgs: AGENT_ARGS,
+      cpFaults: options.cpFaults,
+    });
+    try {
+      await fn(fleet, dir);
+    } catch (err) {
+      const cpLog = await Deno.readTextFile(`${dir}/cp.log`).catch(() => "");
+      console.error(`--- control plane log ---\n${cpLog.split("\n").slice(-60).join("\n")}`);
+      const first = options.agents[0].nodeId;
+      const agentLog = await Deno.readTextFile(`${dir}/${first}.log`).catch(() => "");
+      console.error(`--- ${first} log ---\n${agentLog.split("\n").slice(-30).join("\n")}`);
+      throw err;
+    } finally {
+      await fleet.stop();
+    }
+  });
+}
+
+/** Publishes v1 and v2 and rolls v1 out to everyone; returns the digests. */
+async function installV1(fleet: Fleet, dir: string, size: number) {
+  const [v1Path, v2Path] = await writeVersions(dir, size);
+  const v1 = (await fleet.publish(MODEL, "v1", v1Path)).version.digest;
+  const ids = fleet.options.agents.map((a) => a.nodeId);
+  await fleet.waitFor(
+    async () => (await fleet.status()).agents.length === ids.length,
+    30_000,
+    "every agent to register",
+  );
+  await fleet.rollout(MODEL, "v1");
+  await fleet.converged(MODEL, v1, ids);
+  const v2 = (await fleet.publish(MODEL, "v2", v2Path)).version.digest;
+  return { v1, v2, ids };
+}
+
+function rolloutOf(status: StatusReport, id: number) {
+  const rollout = status.rollouts.find((r) => r.id === id);
+  assert.ok(rollout, `rollout ${id} in the status`);
+  return rollout;
+}
+
+async function assertActiveFiles(dir: string, ids: string[], digest: string): Promise<void> {
+  for (const id of ids) {
+    assert.equal(await activeFileDigest(dir, id, MODEL), digest, `${id}'s current model`);
+  }
+}
+
+Deno.test({
+  name: "12 agents in 3 regions converge, and the control plane serves one patch per region",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(
+    { subnet: 11, agents: agents(11, ["eu", "us", "ap"], 4) },
+    async (fleet, dir) => {
+      const { v2, ids } = await installV1(fleet, dir, 16 * 1024 * 1024);
+      const before = await fleet.status();
+      const { id } = await fleet.rollout(MODEL, "v2");
+      const status = await fleet.converged(MODEL, v2, ids);
+      await assertActiveFiles(dir, ids, v2);
+      const rollout = rolloutOf(status, id);
+      const closed = rollout.elections.filter((e) => e.state === "closed");
+      assert.equal(closed.length, 3, "one election per region");
+      assert.deepEqual(closed.map((e) => e.region).sort(), ["ap", "eu", "us"]);
+      const patchSize = closed[0].blobSize;
+      assert.ok(closed.every((e) => e.base !== null && e.blobSize === patchSize));
+      assert.ok(patchSize < 8 * 1024 * 1024, `a patch (${patchSize} bytes), not the 16 MiB file`);
+      assert.equal(
+        status.controlPlane.served - before.controlPlane.served,
+        3 * patchSize,
+        "the control plane served one patch per region",
+      );
+      // Each leader re-seeded the 3 others of its region; no one else served anything.
+      const servedSince = (nodeId: string) =>
+        status.agents.find((a) => a.nodeId === nodeId)!.served -
+        before.agents.find((a) => a.nodeId === nodeId)!.served;
+      const leaders = new Set(closed.map((e) => e.leader));
+      for (const e of closed) {
+        const leader = status.agents.find((a) => a.nodeId === e.leader)!;
+        assert.equal(leader.region, e.region);
+        assert.equal(
+          servedSince(leader.nodeId),
+          3 * patchSize,
+          `${leader.nodeId} seeded its region`,
+        );
+      }
+      for (const agent of ids.filter((id) => !leaders.has(id))) {
+        assert.equal(servedSince(agent), 0, `${agent} is a follower`);
+      }
+    },
+  );
+});
+
+Deno.test({
+  name: "with 30% of control datagrams lost both ways, every agent still converges",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const lossy = (i: number) => ({ udpDropRate: 0.3, seed: 1000 + i });
+  await withFleet(
+    {
+      subnet: 12,
+      agents: agents(12, ["eu", "us"], 3, lossy),
+      cpFaults: { udpDropRate: 0.3 },
+    },
+    async (fleet, dir) => {
+      const { v2, ids } = await installV1(fleet, dir, 1024 * 1024);
+      await fleet.rollout(MODEL, "v2");
+      const status = await fleet.converged(MODEL, v2, ids, 90_000);
+      await assertActiveFiles(dir, ids, v2);
+      assert.ok(status.drops.faultDropped > 0, "the fault layer did drop datagrams");
+    },
+  );
+});

@@ -1,0 +1,231 @@
+/**
+ * The blob server: serves content-addressed blobs over TCP, one request per
+ * connection, in the format of `blob_protocol.ts`. The control plane runs one
+ * for the leaders of a rollout, and each leader agent one for its followers.
+ *
+ * It serves only blobs its store's `lookup` returns, by digest; no path ever
+ * comes from the wire. Memory is fixed per connection (one 256 KiB buffer),
+ * and `maxConnections` bounds the connections. A peer that sends nothing, or
+ * stops reading, is dropped after `idleTimeoutMs`. A failing connection never
+ * stops the server: it is closed and counted in `errors`.
+ *
+ * @module
+ */
+
+import { toHex } from "../codec/blake3.ts";
+import { readFull } from "../codec/file_io.ts";
+import {
+  BlobProtocolError,
+  type BlobRequest,
+  BlobStatus,
+  type BlobStatusCode,
+  decodeRequest,
+  encodeResponseHeader,
+  REQUEST_SIZE,
+} from "./blob_protocol.ts";
+import type { BlobLookup } from "./blob_store.ts";
+import { type TransportFaults, transportFaults } from "./faults.ts";
+import { closeQuietly, IdleWatchdog } from "./idle_watchdog.ts";
+
+/** Bytes read from a blob file and written to the socket at a time, per connection. */
+export const SERVE_BUFFER_SIZE = 256 * 1024;
+
+/** Options of `BlobServer.start`. */
+export interface BlobServerOptions {
+  /** Address to listen on, e.g. the tailnet address or `127.0.0.1`. */
+  hostname: string;
+  /** TCP port; 0 (the default) picks any free port (see `BlobServer.port`). */
+  port?: number;
+  /** Where the blobs come from. */
+  store: BlobLookup;
+  /** A peer silent (or not reading) this long is disconnected. Default 10 000 ms. */
+  idleTimeoutMs?: number;
+  /** Connections beyond this many get `BUSY`. Default 64. */
+  maxConnections?: number;
+  /**
+   * Faults to inject (tests only). Default: the process-wide `transportFaults`,
+   * read at the start of each response. `serveDropAfterBytes` closes the
+   * connection after that many body bytes, for the first `serveDropTimes`
+   * responses longer than that; `serveCorrupt` flips the first body byte of the
+   * first `serveCorruptTimes` non-empty responses.
+   */
+  faults?: TransportFaults;
+}
+
+/** A running blob server. */
+export class BlobServer {
+  /** The address listened on. */
+  readonly hostname: string;
+  /** The port listened on (the one picked when started with port 0). */
+  readonly port: number;
+  /** Body bytes written to clients so far, over all connections. */
+  bytesServed = 0;
+  /** Connections that ended in an error (timeout, reset, unreadable file…). */
+  errors = 0;
+
+  readonly #listener: Deno.TcpListener;
+  readonly #store: BlobLookup;
+  readonly #idleTimeoutMs: number;
+  readonly #maxConnections: number;
+  readonly #faults: TransportFaults;
+  readonly #conns = new Set<Deno.TcpConn>();
+  readonly #handlers = new Set<Promise<void>>();
+  readonly #served = new Map<string, number>();
+  readonly #acceptLoop: Promise<void>;
+  #closing = false;
+  #dropsDone = 0;
+  #corruptionsDone = 0;
+
+  private constructor(listener: Deno.TcpListener, options: BlobServerOptions) {
+    this.#listener = listener;
+    this.hostname = listener.addr.hostname;
+    this.port = listener.addr.port;
+    this.#store = options.store;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
+    this.#maxConnections = options.maxConnections ?? 64;
+    this.#faults = options.faults ?? transportFaults;
+    this.#acceptLoop = this.#accept();
+  }
+
+  /** Listens on `hostname:port` and starts serving. */
+  static start(options: BlobServerOptions): BlobServer {
+    const listener = Deno.listen({
+      hostname: options.hostname,
+      port: options.port ?? 0,
+      transport: "tcp",
+    });
+    return new BlobServer(listener, options);
+  }
+
+  /** Connections open right now. */
+  get connections(): number {
+    return this.#conns.size;
+  }
+
+  /** Body bytes served so far per blob, by lower-case hex digest. */
+  servedByDigest(): Map<string, number> {
+    return new Map(this.#served);
+  }
+
+  /** Stops listening, closes every open connection and waits for their handlers to finish. */
+  async close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      closeQuietly(this.#listener);
+      for (const conn of this.#conns) closeQuietly(conn);
+    }
+    await this.#acceptLoop;
+    while (this.#handlers.size > 0) await Promise.allSettled([...this.#handlers]);
+  }
+
+  async #accept(): Promise<void> {
+    while (!this.#closing) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch {
+        if (this.#closing) return;
+        // E.g. out of file descriptors: back off a little instead of spinning.
+        this.errors++;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      if (this.#closing) {
+        closeQuietly(conn);
+        return;
+      }
+      const busy = this.#conns.size >= this.#maxConnections;
+      this.#conns.add(conn);
+      const handler = this.#serve(conn, busy).finally(() => {
+        this.#conns.delete(conn);
+        this.#handlers.delete(handler);
+      });
+      this.#handlers.add(handler);
+    }
+  }
+
+  /** Serves one connection: one request, one response. Never throws. */
+  async #serve(conn: Deno.TcpConn, busy: boolean): Promise<void> {
+    const watchdog = new IdleWatchdog(this.#idleTimeoutMs, () => closeQuietly(conn));
+    let file: Deno.FsFile | undefined;
+    try {
+      try {
+        conn.setNoDelay(true);
+      } catch {
+        // Not fatal: only latency.
+      }
+      const requestBytes = new Uint8Array(REQUEST_SIZE);
+      for (let filled = 0; filled < REQUEST_SIZE;) {
+        const n = await conn.read(requestBytes.subarray(filled));
+        if (n === null) throw new Error("peer closed before sending a whole request");
+        filled += n;
+        watchdog.kick();
+      }
+      if (busy) return await this.#reply(conn, watchdog, BlobStatus.BUSY);
+
+      let request: BlobRequest;
+      try {
+        request = decodeRequest(requestBytes);
+      } catch (err) {
+        if (!(err instanceof BlobProtocolError)) throw err;
+        return await this.#reply(conn, watchdog, err.status);
+      }
+      const blob = await this.#store.lookup(request.digest);
+      if (blob === null) return await this.#reply(conn, watchdog, BlobStatus.NOT_FOUND);
+      if (request.offset > blob.size) {
+        return await this.#reply(conn, watchdog, BlobStatus.BAD_OFFSET);
+      }
+
+      file = await Deno.open(blob.path, { read: true });
+      const length = blob.size - request.offset;
+      if (request.offset > 0) await file.seek(request.offset, Deno.SeekMode.Start);
+
+      // Faults are decided when the response starts, so concurrent responses count them in order.
+      let bodyLimit = length;
+      const dropAfter = this.#faults.serveDropAfterBytes;
+      if (
+        dropAfter !== undefined && dropAfter < length &&
+        this.#dropsDone < (this.#faults.serveDropTimes ?? 1)
+      ) {
+        this.#dropsDone++;
+        bodyLimit = Math.max(0, dropAfter);
+      }
+      const corrupt = this.#faults.serveCorrupt === true && bodyLimit > 0 &&
+        this.#corruptionsDone < (this.#faults.serveCorruptTimes ?? Infinity);
+      if (corrupt) this.#corruptionsDone++;
+
+      await this.#write(conn, watchdog, encodeResponseHeader({ status: BlobStatus.OK, length }));
+      const hex = toHex(request.digest);
+      const buf = new Uint8Array(SERVE_BUFFER_SIZE);
+      let sent = 0;
+      while (sent < bodyLimit) {
+        const n = await readFull(file, buf.subarray(0, Math.min(buf.length, bodyLimit - sent)));
+        if (n === 0) throw new Error(`blob file ${blob.path} ends before its size ${blob.size}`);
+        const piece = buf.subarray(0, n);
+        if (corrupt && sent === 0) piece[0] ^= 0xff;
+        await this.#write(conn, watchdog, piece);
+        sent += n;
+        this.bytesServed += n;
+        this.#served.set(hex, (this.#served.get(hex) ?? 0) + n);
+      }
+    } catch {
+      if (!this.#closing) this.errors++;
+    } finally {
+      watchdog.stop();
+      if (file !== undefined) closeQuietly(file);
+      closeQuietly(conn);
+    }
+  }
+
+  async #reply(conn: Deno.TcpConn, watchdog: IdleWatchdog, status: BlobStatusCode): Promise<void> {
+    await this.#write(conn, watchdog, encodeResponseHeader({ status, length: 0 }));
+  }
+
+  /** Writes all of `data`, kicking the watchdog after each write that went through. */
+  async #write(conn: Deno.TcpConn, watchdog: IdleWatchdog, data: Uint8Array): Promise<void> {
+    for (let done = 0; done < data.length;) {
+      done += await conn.write(data.subarray(done));
+      watchdog.kick();
+    }
+  }
+}
