@@ -308,7 +308,7 @@ export class Agent {
         this.#log(
           `downloaded ${
             blob.slice(0, 16)
-          } from ${result.source}: ${result.bytesReceived} bytes received, resumed from ${result.resumedFrom}`,
+          } from ${result.source}: ${result.bytesReceived} bytes received in ${result.attempts.length} attempt(s), resumed from ${result.resumedFrom}`,
         );
       }).finally(() => this.#downloads.delete(blob));
       this.#downloads.set(blob, running);

@@ -145,6 +145,9 @@ export class ControlPlane {
     const hex = toHex(digest);
     const existing = this.db.version(model, version);
     if (existing && existing.digest !== hex) {
+      const used = this.db.versions().some((v) => v.digest === hex) ||
+        this.db.patches().some((p) => p.digest === hex);
+      if (!used) await this.store.remove(digest);
       throw new ConflictError(
         `${model} ${version} is already published with digest ${existing.digest}; publish a new version instead`,
       );

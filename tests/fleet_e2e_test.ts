@@ -172,3 +172,192 @@ Deno.test({
     },
   );
 });
+
+/** A control plane that serves at 1 MB/s, so that a test can act while a leader downloads. */
+const SLOW_CP: TransportFaults = { serveBytesPerSecond: 1_000_000 };
+const SIZE_4M = 4 * 1024 * 1024;
+
+/** Publishes v1 and starts its rollout once every agent registered; returns its digest and id. */
+async function startV1(fleet: Fleet, dir: string, size: number) {
+  const [v1Path] = await writeVersions(dir, size);
+  const v1 = (await fleet.publish(MODEL, "v1", v1Path)).version.digest;
+  const ids = fleet.options.agents.map((a) => a.nodeId);
+  await fleet.waitFor(
+    async () => (await fleet.status()).agents.filter((a) => a.online).length === ids.length,
+    30_000,
+    "every agent to register",
+  );
+  const { id } = await fleet.rollout(MODEL, "v1");
+  return { v1, ids, id };
+}
+
+/** Waits until an election of the rollout has a leader that is still downloading; returns it. */
+async function leaderDownloading(fleet: Fleet, rolloutId: number): Promise<string> {
+  let leader: string | undefined;
+  await fleet.waitFor(
+    async () => {
+      const status = await fleet.status().catch(() => undefined);
+      const election = status?.rollouts.find((r) => r.id === rolloutId)?.elections.find((e) =>
+        e.state === "leading"
+      );
+      leader = election?.leader ?? undefined;
+      return leader !== undefined;
+    },
+    30_000,
+    "a leader to be elected",
+  );
+  return leader!;
+}
+
+Deno.test({
+  name: "the leader killed mid-download: the election re-runs without it and everyone converges",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(
+    { subnet: 13, agents: agents(13, ["eu"], 4), cpFaults: SLOW_CP },
+    async (fleet, dir) => {
+      const { v1, ids, id } = await startV1(fleet, dir, SIZE_4M);
+      const leader = await leaderDownloading(fleet, id);
+      await fleet.killAgent(leader);
+      const others = ids.filter((n) => n !== leader);
+      const status = await fleet.converged(MODEL, v1, others);
+      await assertActiveFiles(dir, others, v1);
+      const elections = rolloutOf(status, id).elections;
+      const failed = elections.find((e) => e.state === "failed");
+      assert.ok(failed, "the first election failed");
+      assert.equal(failed.leader, leader);
+      assert.match(failed.failure!, new RegExp(`leader ${leader} went silent`));
+      const closed = elections.find((e) => e.state === "closed");
+      assert.ok(closed && closed.leader !== leader, "a new leader was elected");
+      // Egress: the dead leader's partial download plus one whole file, as the status reports.
+      const served = status.controlPlane.served;
+      assert.equal(served, closed.controlPlaneServedForBlob);
+      assert.ok(served >= SIZE_4M && served < 2 * SIZE_4M, `served ${served}`);
+      // The old leader comes back, resumes from its partial file and converges too.
+      await fleet.startAgent(leader);
+      await fleet.converged(MODEL, v1, ids);
+      await assertActiveFiles(dir, ids, v1);
+    },
+  );
+});
+
+Deno.test({
+  name: "a follower killed and restarted mid-rollout rejoins from its heartbeat and converges",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(
+    { subnet: 14, agents: agents(14, ["eu"], 4), cpFaults: SLOW_CP },
+    async (fleet, dir) => {
+      const { v1, ids, id } = await startV1(fleet, dir, SIZE_4M);
+      const leader = await leaderDownloading(fleet, id);
+      const follower = ids.find((n) => n !== leader)!;
+      await fleet.killAgent(follower);
+      const others = ids.filter((n) => n !== follower);
+      await fleet.converged(MODEL, v1, others);
+      const offline = await fleet.status();
+      assert.equal(rolloutOf(offline, id).state, "running", "not done while a follower is missing");
+      await fleet.startAgent(follower);
+      const status = await fleet.converged(MODEL, v1, ids);
+      await assertActiveFiles(dir, ids, v1);
+      await fleet.waitFor(
+        async () => rolloutOf(await fleet.status(), id).state === "done",
+        10_000,
+        "the rollout to finish",
+      );
+      assert.equal(status.controlPlane.served, SIZE_4M, "the restarted follower used its leader");
+    },
+  );
+});
+
+Deno.test({
+  name: "a connection dropped halfway resumes from the bytes already received",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(
+    {
+      subnet: 15,
+      agents: agents(15, ["eu"], 2),
+      cpFaults: { serveDropAfterBytes: SIZE_4M / 2, serveDropTimes: 1 },
+    },
+    async (fleet, dir) => {
+      const { v1, ids } = await startV1(fleet, dir, SIZE_4M);
+      const status = await fleet.converged(MODEL, v1, ids);
+      await assertActiveFiles(dir, ids, v1);
+      const served = status.controlPlane.servedByDigest[v1];
+      assert.ok(served < 1.1 * SIZE_4M, `the control plane sent ${served} bytes for ${SIZE_4M}`);
+      const leader = status.rollouts[0].elections[0].leader!;
+      const log = await Deno.readTextFile(`${dir}/${leader}.log`);
+      // Two attempts (cut at 2 MiB, then resumed) that together received the blob's size once.
+      assert.match(log, /downloaded \w+ from control-plane: 4194304 bytes received in 2 attempt/);
+    },
+  );
+});
+
+Deno.test({
+  name: "a seeder serving corrupted bytes is refused: followers fetch from the control plane",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  // Every agent's blob server corrupts what it sends: whoever leads is a bad seeder.
+  const corrupt = () => ({ serveCorrupt: true });
+  await withFleet(
+    { subnet: 16, agents: agents(16, ["eu"], 3, corrupt) },
+    async (fleet, dir) => {
+      const { v1, v2, ids } = await installV1(fleet, dir, 16 * 1024 * 1024);
+      const before = await fleet.status();
+      const { id } = await fleet.rollout(MODEL, "v2");
+      // While the rollout runs, no agent's active model is ever anything but v1 or v2.
+      await fleet.waitFor(
+        async () => {
+          for (const n of ids) {
+            const digest = await activeFileDigest(dir, n, MODEL);
+            assert.ok(digest === v1 || digest === v2, `${n} runs ${digest}`);
+          }
+          const status = await fleet.status();
+          return ids.every((n) => status.agents.find((a) => a.nodeId === n)?.active[MODEL] === v2);
+        },
+        60_000,
+        "every agent to run v2",
+      );
+      await assertActiveFiles(dir, ids, v2);
+      const status = await fleet.status();
+      const election = rolloutOf(status, id).elections.find((e) => e.state === "closed")!;
+      // The leader fetched the patch, then each of the 2 followers after refusing the leader's bytes.
+      assert.equal(
+        status.controlPlane.served - before.controlPlane.served,
+        3 * election.blobSize,
+      );
+      const follower = ids.find((n) => n !== election.leader)!;
+      const log = await Deno.readTextFile(`${dir}/${follower}.log`);
+      assert.match(log, /downloaded \w+ from control-plane/);
+    },
+  );
+});
+
+Deno.test({
+  name: "the control plane restarted mid-rollout comes back from SQLite and the rollout finishes",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(
+    { subnet: 17, agents: agents(17, ["eu", "us"], 2), cpFaults: SLOW_CP },
+    async (fleet, dir) => {
+      const { v1, ids, id } = await startV1(fleet, dir, SIZE_4M);
+      await leaderDownloading(fleet, id);
+      await fleet.killControlPlane();
+      await fleet.startControlPlane();
+      const status = await fleet.converged(MODEL, v1, ids);
+      await assertActiveFiles(dir, ids, v1);
+      assert.equal(status.boot, 2, "a second boot");
+      assert.equal(rolloutOf(status, id).model, MODEL, "the rollout survived the restart");
+      await fleet.waitFor(
+        async () => rolloutOf(await fleet.status(), id).state === "done",
+        10_000,
+        "the rollout to finish",
+      );
+    },
+  );
+});

@@ -47,7 +47,8 @@ export interface BlobServerOptions {
    * read at the start of each response. `serveDropAfterBytes` closes the
    * connection after that many body bytes, for the first `serveDropTimes`
    * responses longer than that; `serveCorrupt` flips the first body byte of the
-   * first `serveCorruptTimes` non-empty responses.
+   * first `serveCorruptTimes` non-empty responses; `serveBytesPerSecond` caps
+   * each response's rate (so a test can act while a download is under way).
    */
   faults?: TransportFaults;
 }
@@ -198,6 +199,8 @@ export class BlobServer {
       const hex = toHex(request.digest);
       const buf = new Uint8Array(SERVE_BUFFER_SIZE);
       let sent = 0;
+      const rate = this.#faults.serveBytesPerSecond;
+      const started = performance.now();
       while (sent < bodyLimit) {
         const n = await readFull(file, buf.subarray(0, Math.min(buf.length, bodyLimit - sent)));
         if (n === 0) throw new Error(`blob file ${blob.path} ends before its size ${blob.size}`);
@@ -207,6 +210,10 @@ export class BlobServer {
         sent += n;
         this.bytesServed += n;
         this.#served.set(hex, (this.#served.get(hex) ?? 0) + n);
+        if (rate !== undefined && rate > 0) {
+          const ahead = (sent / rate) * 1000 - (performance.now() - started);
+          if (ahead > 0) await new Promise((resolve) => setTimeout(resolve, ahead));
+        }
       }
     } catch {
       if (!this.#closing) this.errors++;

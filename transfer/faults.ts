@@ -20,6 +20,8 @@ export interface TransportFaults {
   serveCorrupt?: boolean;
   /** How many responses `serveCorrupt` corrupts (default: every one). */
   serveCorruptTimes?: number;
+  /** A blob server sends each response at most this fast (bytes per second). */
+  serveBytesPerSecond?: number;
 }
 
 /** Seed of `shouldDrop`'s sequence unless `seedFaults` gives another. */

@@ -1,0 +1,127 @@
+/**
+ * The fleet commands' command lines (cli/controlplane.ts, agent.ts,
+ * publish.ts, rollout.ts, status.ts): help, usage errors and an unreachable
+ * control plane, as a user meets them.
+ */
+
+import assert from "node:assert/strict";
+import { decodeOutput, MOD_PATH, type RunResult } from "./cli_helpers.ts";
+
+async function poolboy(...args: string[]): Promise<RunResult> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-net=127.0.0.0/8",
+      "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
+      MOD_PATH,
+      ...args,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return decodeOutput(output);
+}
+
+for (const command of ["controlplane", "agent", "publish", "rollout", "status"]) {
+  Deno.test(`${command} --help exits 0 and explains the command`, async () => {
+    const run = await poolboy(command, "--help");
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, new RegExp(`^poolboy ${command} — `));
+    assert.match(run.stdout, /Usage: poolboy/);
+    assert.match(run.stdout, /Exit codes:/);
+  });
+}
+
+Deno.test("the main help lists the fleet commands", async () => {
+  const run = await poolboy("--help");
+  for (const command of ["controlplane", "agent", "publish", "rollout", "status"]) {
+    assert.match(run.stdout, new RegExp(`\\n  ${command} `));
+  }
+});
+
+const USAGE: [string[], RegExp][] = [
+  [["agent"], /agent needs --control-plane/],
+  [["agent", "--control-plane", "127.0.0.1", "--bind", "127.0.0.2"], /agent needs --node-id/],
+  [
+    [
+      "agent",
+      "--control-plane",
+      "cp.local",
+      "--bind",
+      "127.0.0.2",
+      "--node-id",
+      "a",
+      "--data",
+      "d",
+    ],
+    /--control-plane: "cp.local" is not HOST\[:PORT\]/,
+  ],
+  [
+    [
+      "agent",
+      "--control-plane",
+      "127.0.0.1",
+      "--bind",
+      "127.0.0.2",
+      "--node-id",
+      "a b",
+      "--data",
+      "d",
+    ],
+    /--node-id: "a b" must be/,
+  ],
+  [
+    [
+      "agent",
+      "--control-plane",
+      "127.0.0.1",
+      "--bind",
+      "127.0.0.2",
+      "--node-id",
+      "a",
+      "--data",
+      "d",
+      "--udp-port",
+      "70000",
+    ],
+    /--udp-port: "70000" is not a port/,
+  ],
+  [
+    ["controlplane", "--bind", "localhost", "--data", "d"],
+    /--bind: "localhost" is not an IP address/,
+  ],
+  [["controlplane", "--bind", "127.0.0.1"], /controlplane needs --data/],
+  [
+    ["controlplane", "--bind", "127.0.0.1", "--data", "d", "--agent-timeout", "soon"],
+    /--agent-timeout: "soon" is not a duration/,
+  ],
+  [
+    ["publish", "--control-plane", "http://127.0.0.1:9", "--model", "m", "--version", "v"],
+    /publish takes one FILE/,
+  ],
+  [
+    ["rollout", "--control-plane", "ftp://127.0.0.1", "--model", "m", "--version", "v"],
+    /only http:\/\//,
+  ],
+  [["rollout", "--model", "m", "--version", "v"], /rollout needs --control-plane/],
+  [["status", "--control-plane", "http://127.0.0.1:9", "extra"], /status takes no arguments/],
+];
+
+for (const [args, message] of USAGE) {
+  Deno.test(`usage error, exit 2: poolboy ${args.join(" ")}`, async () => {
+    const run = await poolboy(...args);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, message);
+    assert.equal(run.stderr.trim().split("\n").length, 1, "one line");
+  });
+}
+
+Deno.test("status against a control plane that is not there: exit 3, naming the address", async () => {
+  const run = await poolboy("status", "--control-plane", "http://127.0.0.1:9");
+  assert.equal(run.code, 3, run.stderr);
+  assert.match(run.stderr, /cannot reach the control plane at http:\/\/127\.0\.0\.1:9/);
+});

@@ -1,0 +1,118 @@
+/**
+ * The control plane's HTTP API (controlplane/http_api.ts), in process: what
+ * operators and the CLI send, and the 4xx answers to bad input, which change
+ * nothing.
+ */
+
+import assert from "node:assert/strict";
+import { ControlPlane } from "../controlplane/control_plane.ts";
+import { apiHandler, MAX_JSON_BODY } from "../controlplane/http_api.ts";
+import { randomBytes, withTempDir } from "./helpers.ts";
+
+async function withApi(
+  fn: (
+    call: (method: string, path: string, body?: BodyInit) => Promise<Response>,
+    dir: string,
+  ) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    const cp = await ControlPlane.start({
+      bind: "127.0.0.1",
+      dataDir: dir,
+      udpPort: 0,
+      p2pPort: 0,
+    });
+    const handler = apiHandler(cp);
+    try {
+      await fn(
+        (method, path, body) => handler(new Request(`http://127.0.0.1${path}`, { method, body })),
+        dir,
+      );
+    } finally {
+      await cp.close();
+    }
+  });
+}
+
+async function json(response: Response): Promise<Record<string, unknown>> {
+  return await response.json() as Record<string, unknown>;
+}
+
+Deno.test("GET /health answers ok", async () => {
+  await withApi(async (call) => {
+    const r = await call("GET", "/health");
+    assert.equal(r.status, 200);
+    assert.equal((await json(r)).ok, true);
+  });
+});
+
+Deno.test("a version is published by PUT, listed, and republishing the same bytes is harmless", async () => {
+  await withApi(async (call) => {
+    const bytes = randomBytes(100_000, 1);
+    const first = await call("PUT", "/v1/models/resnet/versions/v1", bytes);
+    assert.equal(first.status, 201);
+    const body = await json(first);
+    const version = body.version as { digest: string; size: number };
+    assert.equal(version.size, 100_000);
+    assert.match(version.digest, /^[0-9a-f]{64}$/);
+    assert.equal((await call("PUT", "/v1/models/resnet/versions/v1", bytes)).status, 200);
+    const list = await json(await call("GET", "/v1/models"));
+    assert.equal((list.versions as unknown[]).length, 1);
+  });
+});
+
+Deno.test("other bytes under an existing version are refused with 409", async () => {
+  await withApi(async (call, dir) => {
+    await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1));
+    const r = await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 2));
+    assert.equal(r.status, 409);
+    assert.match(String((await json(r)).error), /already published/);
+    const stored = [];
+    for await (const e of Deno.readDir(`${dir}/blobs`)) {
+      if (/^[0-9a-f]{64}$/.test(e.name)) stored.push(e);
+    }
+    assert.equal(stored.length, 1, "the refused upload is not kept");
+  });
+});
+
+Deno.test("a rollout of a published version is created; bad rollouts get 4xx and create nothing", async () => {
+  await withApi(async (call) => {
+    await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1));
+    const cases: [BodyInit, number, RegExp][] = [
+      ["{not json", 400, /not valid JSON/],
+      ["[1,2]", 400, /JSON object/],
+      [JSON.stringify({ model: "resnet" }), 400, /version must be/],
+      [JSON.stringify({ model: "nope", version: "v1" }), 404, /unknown model "nope"/],
+      [JSON.stringify({ model: "resnet", version: "v9" }), 404, /unknown version/],
+      [JSON.stringify({ model: "resnet", version: "v1", region: "a b" }), 400, /region must be/],
+      ["x".repeat(MAX_JSON_BODY + 1), 413, /over 65536 bytes/],
+    ];
+    for (const [body, status, error] of cases) {
+      const r = await call("POST", "/v1/rollouts", body);
+      assert.equal(r.status, status, String(body).slice(0, 40));
+      assert.match(String((await json(r)).error), error);
+    }
+    assert.deepEqual((await json(await call("GET", "/v1/rollouts"))).rollouts, []);
+    const ok = await call(
+      "POST",
+      "/v1/rollouts",
+      JSON.stringify({ model: "resnet", version: "v1" }),
+    );
+    assert.equal(ok.status, 201);
+    const rollout = await json(ok);
+    assert.equal(rollout.id, 1);
+    const got = await json(await call("GET", "/v1/rollouts/1"));
+    assert.equal(got.version, "v1");
+    assert.equal((await call("GET", "/v1/rollouts/2")).status, 404);
+  });
+});
+
+Deno.test("unknown paths get 404 and wrong methods 405", async () => {
+  await withApi(async (call) => {
+    assert.equal((await call("GET", "/v2/anything")).status, 404);
+    assert.equal((await call("DELETE", "/v1/rollouts")).status, 405);
+    assert.equal((await call("GET", "/v1/models/m/versions/v1")).status, 405);
+    const bad = await call("PUT", "/v1/models/bad%20name/versions/v1", "x");
+    assert.equal(bad.status, 400);
+  });
+});
