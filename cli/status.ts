@@ -52,6 +52,13 @@ export function formatStatus(report: StatusReport): string[] {
   const lines = [
     `control plane (boot ${report.boot}): served ${formatBytes(report.controlPlane.served)}`,
   ];
+  lines.push("", `versions (${report.versions.length}):`);
+  for (const v of report.versions) {
+    lines.push(`  ${v.model} ${v.version}: ${formatBytes(v.size)}, blake3 ${v.digest}`);
+  }
+  for (const p of report.patches) {
+    lines.push(`  patch ${name(p.base)} → ${name(p.target)}: ${formatBytes(p.size)}`);
+  }
   lines.push("", `agents (${report.agents.length}):`);
   for (const a of report.agents) {
     const models = Object.values(a.active).map(name).join(", ") || "no model";

@@ -125,3 +125,77 @@ Deno.test("status against a control plane that is not there: exit 3, naming the 
   assert.equal(run.code, 3, run.stderr);
   assert.match(run.stderr, /cannot reach the control plane at http:\/\/127\.0\.0\.1:9/);
 });
+
+Deno.test("status prints versions, agents, rollouts with their elections and bytes served", async () => {
+  const { formatStatus } = await import("../cli/status.ts");
+  const v1 = "1".repeat(64);
+  const v2 = "2".repeat(64);
+  const lines = formatStatus({
+    boot: 3,
+    versions: [
+      { model: "resnet", version: "v1", digest: v1, size: 1024, created: 0 },
+      { model: "resnet", version: "v2", digest: v2, size: 1024, created: 1 },
+    ],
+    patches: [{ base: v1, target: v2, digest: "3".repeat(64), size: 100 }],
+    agents: [
+      {
+        nodeId: "eu-0",
+        region: "eu",
+        host: "100.64.0.10",
+        online: true,
+        lastSeenMsAgo: 5,
+        active: { resnet: v2 },
+        served: 300,
+      },
+      {
+        nodeId: "eu-1",
+        region: "eu",
+        host: "100.64.0.11",
+        online: false,
+        lastSeenMsAgo: 60_000,
+        active: { resnet: v1 },
+        served: 0,
+      },
+    ],
+    rollouts: [{
+      id: 7,
+      model: "resnet",
+      version: "v2",
+      digest: v2,
+      region: null,
+      state: "running",
+      created: 0,
+      finished: null,
+      agents: [
+        { nodeId: "eu-0", state: "active", detail: "v2", updated: 0 },
+        { nodeId: "eu-1", state: "offline", detail: "", updated: 0 },
+      ],
+      elections: [{
+        manifestId: "r7.b3.e1",
+        rolloutId: 7,
+        region: "eu",
+        base: v1,
+        blob: "3".repeat(64),
+        blobSize: 100,
+        state: "closed",
+        failure: null,
+        leader: "eu-0",
+        members: ["eu-0", "eu-1"],
+        pending: ["eu-1"],
+        timeline: {},
+        controlPlaneServedForBlob: 100,
+      }],
+    }],
+    controlPlane: { served: 100, servedByDigest: {} },
+    drops: {},
+    patchErrors: {},
+  }).join("\n");
+  assert.match(lines, /control plane \(boot 3\): served 100 B/);
+  assert.match(lines, /resnet v1: 1\.00 KiB, blake3 1{64}/);
+  assert.match(lines, /patch resnet v1 → resnet v2: 100 B/);
+  assert.match(lines, /eu-0 +eu +online +resnet v2; served 300 B/);
+  assert.match(lines, /eu-1 +eu +OFFLINE resnet v1/);
+  assert.match(lines, /#7 resnet v2 → all regions: running, 1\/2 agents active/);
+  assert.match(lines, /election r7\.b3\.e1 eu: closed, leader eu-0, patch 100 B, 1\/2 pending/);
+  assert.match(lines, /eu-1: offline/);
+});
