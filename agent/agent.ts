@@ -58,8 +58,6 @@ interface ElectionState {
   readonly announce: Announce;
   leader: boolean;
   closed?: ElectionClosed;
-  /** The blob is in the store (the leader may say LeaderReady). */
-  blobReady: boolean;
 }
 
 /** Most blob digests listed in a heartbeat (it must fit in one datagram). */
@@ -76,6 +74,11 @@ export class Agent {
   readonly #elections = new Map<string, ElectionState>();
   /** Updates in progress, by target digest. */
   readonly #jobs = new Map<string, Promise<void>>();
+  /**
+   * Blobs known to be complete in the store (hex): a leader of any election
+   * for one of them may say LeaderReady, whichever election fetched it.
+   */
+  readonly #readyBlobs = new Set<string>();
   /** Blob downloads in progress, by blob digest. */
   readonly #downloads = new Map<string, Promise<void>>();
   readonly #log: (line: string) => void;
@@ -227,7 +230,7 @@ export class Agent {
       return;
     }
     if (!this.#elections.has(announce.manifestId)) {
-      this.#elections.set(announce.manifestId, { announce, leader: false, blobReady: false });
+      this.#elections.set(announce.manifestId, { announce, leader: false });
     }
     await this.#send({
       type: "bid",
@@ -252,20 +255,21 @@ export class Agent {
     const { announce } = election;
     const manifestId = announce.manifestId;
     const target = toHex(announce.targetDigest);
-    if (!(await this.store.has(announce.targetDigest))) {
-      if (election.leader) {
-        await this.#download(election, [this.#controlPlaneSource(announce)]);
-      } else {
-        const closed = election.closed;
-        if (!closed) return; // a follower waits for ElectionClosed
-        await this.#status(manifestId, "downloading", `from ${closed.leaderNodeId}`);
-        await this.#download(election, [
-          { hostname: closed.leaderHost, port: closed.leaderP2pPort, label: closed.leaderNodeId },
-          this.#controlPlaneSource(announce),
-        ]);
-      }
-      election.blobReady = true;
-      if (election.leader) await this.#sendLeaderReady(election);
+    const haveTarget = await this.store.has(announce.targetDigest);
+    if (election.leader) {
+      // A leader needs the blob to seed, even if it has the target already.
+      await this.#download(election, [this.#controlPlaneSource(announce)]);
+      await this.#sendLeaderReady(election);
+    } else if (!haveTarget) {
+      const closed = election.closed;
+      if (!closed) return; // a follower waits for ElectionClosed
+      await this.#status(manifestId, "downloading", `from ${closed.leaderNodeId}`);
+      await this.#download(election, [
+        { hostname: closed.leaderHost, port: closed.leaderP2pPort, label: closed.leaderNodeId },
+        this.#controlPlaneSource(announce),
+      ]);
+    }
+    if (!haveTarget) {
       await this.#status(manifestId, "downloaded", "");
       if (announce.baseDigest !== null) {
         const base = this.store.pathOf(announce.baseDigest);
@@ -277,9 +281,6 @@ export class Agent {
         }
         await this.#status(manifestId, "applied", "");
       }
-    } else {
-      election.blobReady = true;
-      if (election.leader) await this.#sendLeaderReady(election);
     }
     const mode = await switchTo(this.options.dataDir, announce.model, target);
     this.#log(`active ${announce.model} ${announce.version} ${target.slice(0, 16)} (${mode})`);
@@ -293,7 +294,10 @@ export class Agent {
   ): Promise<void> {
     const { announce } = election;
     const blob = toHex(announce.blobDigest);
-    if (await this.store.has(announce.blobDigest)) return;
+    if (await this.store.has(announce.blobDigest)) {
+      this.#readyBlobs.add(blob);
+      return;
+    }
     let running = this.#downloads.get(blob);
     if (!running) {
       running = downloadBlob({
@@ -305,11 +309,15 @@ export class Agent {
         idleTimeoutMs: this.options.transferTimeoutMs,
         signal: this.#abort.signal,
       }).then((result) => {
+        this.#readyBlobs.add(blob);
         this.#log(
           `downloaded ${
             blob.slice(0, 16)
           } from ${result.source}: ${result.bytesReceived} bytes received in ${result.attempts.length} attempt(s), resumed from ${result.resumedFrom}`,
         );
+        for (const attempt of result.attempts) {
+          if (attempt.error) this.#log(`  attempt at ${attempt.label} failed: ${attempt.error}`);
+        }
       }).finally(() => this.#downloads.delete(blob));
       this.#downloads.set(blob, running);
     }
@@ -330,10 +338,11 @@ export class Agent {
     });
   }
 
-  /** Repeats LeaderReady until ElectionClosed arrives. */
+  /** Repeats LeaderReady, for every election this agent leads and holds the blob of, until ElectionClosed. */
   #retransmit(): void {
     for (const election of this.#elections.values()) {
-      if (election.leader && election.blobReady && !election.closed) {
+      const ready = this.#readyBlobs.has(toHex(election.announce.blobDigest));
+      if (election.leader && ready && !election.closed) {
         this.#sendLeaderReady(election);
       }
     }

@@ -369,6 +369,8 @@ export class ControlPlane {
     const key = `${rolloutId}|${nodeId}`;
     const previous = this.#agentStates.get(key);
     if (previous === `${state}|${detail}`) return;
+    // Reconcile knows less than the agent's own report: the same state without detail is no news.
+    if (detail === "" && previous?.startsWith(`${state}|`)) return;
     this.#agentStates.set(key, `${state}|${detail}`);
     this.db.setRolloutAgent(rolloutId, nodeId, state, detail);
     if (state === "active") this.#log(`agent ${nodeId} done (rollout ${rolloutId})`);

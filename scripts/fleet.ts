@@ -7,10 +7,11 @@
  * Publishes v1 of a synthetic model and rolls it out (whole file per region),
  * then publishes v2 (a few regions rewritten: a patch) and rolls it out. For
  * each rollout it prints, relative to the rollout's creation, every election's
- * milestones and every agent's completion, then what the control plane and each
- * leader served against the ideal (one blob per region) and the naive (one blob
- * per agent). Finally it checks every agent's active file against the published
- * digest. The fleet is always stopped, on Ctrl-C too.
+ * milestones and every agent's completion (its first "done" line in cp.log),
+ * then what the control plane and each leader served against the ideal (one
+ * blob per region) and the naive (one blob per agent). Finally it checks every
+ * agent's active file against the published digest. The fleet is always
+ * stopped, on Ctrl-C too.
  *
  * Usage: deno task fleet [--agents 12] [--regions 3] [--size 64MiB] [--keep] [--json]
  *
@@ -53,8 +54,10 @@ Finally checks every agent's DIR/<agent>/models/<model>/current against the
 published digest: exits 1 if one differs.
 --keep leaves the directory (data dirs, cp.log, <agent>.log) and prints its path.
 --json prints the same as one JSON document (progress goes to stderr).
-Timings as in the e2e tests: control plane --agent-timeout 1500ms; agents
---heartbeat-interval 250ms --transfer-timeout 2s.`);
+Timings: control plane --agent-timeout 1500ms; agents --heartbeat-interval
+250ms (as in the e2e tests) and the default --transfer-timeout (10s): with
+dozens of processes on a few cores, a leader busy applying its patch can stall
+its followers' transfers for seconds.`);
   Deno.exit(0);
 }
 
@@ -66,7 +69,7 @@ const SUBNET = 50;
 /** Agents per subnet, at .10 to .249. */
 const PER_SUBNET = 240;
 const CP_ARGS = ["--agent-timeout", "1500ms"];
-const AGENT_ARGS = ["--heartbeat-interval", "250ms", "--transfer-timeout", "2s"];
+const AGENT_ARGS = ["--heartbeat-interval", "250ms"];
 /** Agents' `served` reaches the control plane by heartbeat: wait this long for it to settle. */
 const SETTLE_MS = 750;
 
@@ -199,6 +202,7 @@ function summarize(
   after: StatusReport,
   id: number,
   regionOf: Map<string, string>,
+  doneAt: Map<string, number>,
 ): RolloutSummary {
   const rollout = after.rollouts.find((r) => r.id === id);
   if (!rollout) throw new Error(`rollout ${id} is missing from the status`);
@@ -247,9 +251,10 @@ function summarize(
   let lastDone = t0;
   for (const a of rollout.agents) {
     if (a.state !== "active") continue;
-    lastDone = Math.max(lastDone, a.updated);
+    const at = doneAt.get(`${id}|${a.nodeId}`) ?? a.updated;
+    lastDone = Math.max(lastDone, at);
     timeline.push({
-      at: a.updated - t0,
+      at: at - t0,
       region: regionOf.get(a.nodeId) ?? "?",
       event: "done",
       nodeId: a.nodeId,
@@ -288,6 +293,22 @@ function summarize(
     egressVsIdeal: idealEgress === 0 ? NaN : controlPlaneServed / idealEgress,
     egressVsNaive: naiveEgress === 0 ? NaN : controlPlaneServed / naiveEgress,
   };
+}
+
+/**
+ * When each agent was first done, by `rolloutId|nodeId`, from the control
+ * plane's `agent X done (rollout N)` log lines. The status's `updated` is the
+ * agent's last state change, which can be a second "active" (with another
+ * detail) a heartbeat later.
+ */
+function doneTimes(cpLog: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of cpLog.matchAll(/^(\S+) agent (\S+) done \(rollout (\d+)\)$/gm)) {
+    const key = `${m[3]}|${m[2]}`;
+    const at = Date.parse(m[1]);
+    if (!Number.isNaN(at) && !out.has(key)) out.set(key, at);
+  }
+  return out;
 }
 
 function bytes(n: number): string {
@@ -356,6 +377,8 @@ const convergeTimeoutMs = Math.round(60_000 + 2_000 * agentCount * scale);
 const dir = await Deno.makeTempDir({ prefix: "poolboy-fleet-" });
 let starting: Promise<Fleet> | undefined;
 let cleaning: Promise<void> | undefined;
+/** Set on SIGINT/SIGTERM: the main flow's errors from then on are the fleet going away. */
+let interrupted = false;
 
 /** Stops the fleet (once started) and removes the directory unless --keep. Idempotent. */
 function cleanup(): Promise<void> {
@@ -363,13 +386,27 @@ function cleanup(): Promise<void> {
     const fleet = await starting?.catch(() => undefined);
     await fleet?.stop();
     if (values.keep) progress(`kept ${dir}`);
-    else await Deno.remove(dir, { recursive: true }).catch(() => {});
+    else await removeDir(dir);
   })();
   return cleaning;
 }
 
+/** Removes `path`, again if a file appears in it meanwhile (the model is written on). */
+async function removeDir(path: string): Promise<void> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await Deno.remove(path, { recursive: true });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      if (attempt >= 10) return progress(`could not remove ${path}: ${err}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, () => {
+    interrupted = true;
     progress(`${signal}: stopping the fleet`);
     cleanup().finally(() => Deno.exit(130));
   });
@@ -413,7 +450,9 @@ async function rollOut(fleet: Fleet, version: string, digest: string): Promise<R
   const { id } = await fleet.rollout(MODEL, version);
   progress(`rollout ${id}: ${version} to ${agentCount} agents`);
   await fleet.converged(MODEL, digest, ids, convergeTimeoutMs);
-  return summarize(before, await settled(fleet, id), id, regionOf);
+  const after = await settled(fleet, id);
+  const cpLog = await Deno.readTextFile(`${dir}/cp.log`).catch(() => "");
+  return summarize(before, after, id, regionOf, doneTimes(cpLog));
 }
 
 /** Every agent's active file against `digest`; two at a time (2 cores). */
@@ -505,12 +544,13 @@ try {
       exitCode = 1;
     }
   } catch (err) {
+    if (interrupted) throw err;
     console.error(`--- control plane log (last 40 lines) ---\n${await logTail("cp", 40)}`);
     console.error(`--- ${ids[0]} log (last 20 lines) ---\n${await logTail(ids[0], 20)}`);
     throw err;
   }
 } catch (err) {
-  console.error(`fleet: ${err instanceof Error ? err.message : err}`);
+  if (!interrupted) console.error(`fleet: ${err instanceof Error ? err.message : err}`);
   exitCode = 1;
 } finally {
   await cleanup();
