@@ -1,0 +1,146 @@
+/**
+ * The control plane and the agent as UDP peers, in process: datagrams that
+ * are garbage, come from an unexpected sender, name an unknown election or go
+ * the wrong way are dropped and counted, and nothing crashes; an agent answers
+ * an Announce from its control plane with a Bid.
+ */
+
+import assert from "node:assert/strict";
+import { Agent } from "../agent/agent.ts";
+import type { ControlMessage } from "../codec/control_messages.ts";
+import { ControlPlane } from "../controlplane/control_plane.ts";
+import { ControlSocket } from "../transfer/control_socket.ts";
+import { withTempDir } from "./helpers.ts";
+
+const D = (n: number) => new Uint8Array(32).fill(n);
+
+async function until(predicate: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function heartbeat(nodeId: string, host: string, udpPort: number): ControlMessage {
+  return {
+    type: "heartbeat",
+    nodeId,
+    region: "eu",
+    host,
+    udpPort,
+    p2pPort: 7411,
+    held: [],
+    active: [],
+    served: 0,
+    startedAt: 1,
+  };
+}
+
+Deno.test({
+  name: "the control plane drops and counts bad datagrams, and keeps working",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const cp = await ControlPlane.start({
+      bind: "127.0.0.1",
+      dataDir: dir,
+      udpPort: 0,
+      p2pPort: 0,
+    });
+    const to = { hostname: "127.0.0.1", port: cp.socket.port };
+    const agent = ControlSocket.open("127.0.0.2", 0);
+    const impostor = ControlSocket.open("127.0.0.3", 0);
+    const raw = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.2", port: 0 });
+    try {
+      // Garbage, including cbor-x's slow case.
+      for (const bytes of [[0x9f], [1, 2, 3], new Array(1300).fill(0x80)]) {
+        await raw.send(new Uint8Array(bytes), { transport: "udp", ...to });
+      }
+      await until(() => cp.socket.counters.malformed === 3, "3 malformed datagrams");
+      // A heartbeat claiming an address it was not sent from.
+      await agent.send(heartbeat("eu-0", "127.0.0.9", agent.port), to);
+      await until(() => cp.drops.unexpectedSender === 1, "the spoofed heartbeat");
+      assert.equal(cp.agents.size, 0);
+      // A real heartbeat registers the agent.
+      await agent.send(heartbeat("eu-0", "127.0.0.2", agent.port), to);
+      await until(() => cp.agents.has("eu-0"), "registration");
+      // A bid for an election that does not exist.
+      await agent.send({ type: "bid", manifestId: "r9.b9.e9", nodeId: "eu-0" }, to);
+      await until(() => cp.drops.unknownElection === 1, "the unknown election");
+      // A bid in eu-0's name from another address.
+      await impostor.send({ type: "bid", manifestId: "r9.b9.e9", nodeId: "eu-0" }, to);
+      await until(() => cp.drops.unexpectedSender === 2, "the impostor's bid");
+      // A message only the control plane sends.
+      await agent.send({ type: "leaderAck", manifestId: "r9.b9.e9" }, to);
+      await until(() => cp.drops.wrongDirection === 1, "the wrong-direction message");
+      const status = cp.status();
+      assert.equal(status.agents.length, 1);
+      assert.equal(status.drops.malformed, 3);
+    } finally {
+      raw.close();
+      agent.close();
+      impostor.close();
+      await cp.close();
+    }
+  });
+});
+
+Deno.test({
+  name: "an agent bids on its control plane's Announce and ignores other senders and elections",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const cpSocket = ControlSocket.open("127.0.0.1", 0);
+    const stranger = ControlSocket.open("127.0.0.5", 0);
+    const received: ControlMessage[] = [];
+    const receiving = (async () => {
+      for await (const { message } of cpSocket.messages()) received.push(message);
+    })();
+    const agent = await Agent.start({
+      nodeId: "eu-0",
+      region: "eu",
+      bind: "127.0.0.4",
+      dataDir: dir,
+      controlPlane: { hostname: "127.0.0.1", port: cpSocket.port },
+      udpPort: 0,
+      p2pPort: 0,
+      heartbeatMs: 60_000,
+    });
+    const to = { hostname: "127.0.0.4", port: agent.socket.port };
+    try {
+      await until(() => received.some((m) => m.type === "heartbeat"), "the first heartbeat");
+      const announce: ControlMessage = {
+        type: "announce",
+        manifestId: "r1.b1.e1",
+        model: "resnet",
+        version: "v1",
+        targetDigest: D(2),
+        targetSize: 10,
+        baseDigest: null,
+        blobDigest: D(2),
+        blobSize: 10,
+        cpHost: "127.0.0.1",
+        cpP2pPort: 9,
+      };
+      await stranger.send(announce, to);
+      await until(() => agent.drops.unexpectedSender === 1, "the stranger's announce");
+      await cpSocket.send({ type: "leaderAck", manifestId: "r7.b1.e1" }, to);
+      await until(() => agent.drops.unknownElection === 1, "the unknown election");
+      await cpSocket.send(announce, to);
+      await until(() => received.some((m) => m.type === "bid"), "a bid");
+      const bid = received.find((m) => m.type === "bid")!;
+      assert.deepEqual(bid, { type: "bid", manifestId: "r1.b1.e1", nodeId: "eu-0" });
+      // An announce repeated (our bid was lost) gets the bid again.
+      await cpSocket.send(announce, to);
+      await until(() => received.filter((m) => m.type === "bid").length === 2, "a second bid");
+    } finally {
+      await agent.close();
+      stranger.close();
+      cpSocket.close();
+      await receiving;
+    }
+  });
+});
