@@ -27,7 +27,16 @@ import { BlobStore } from "../transfer/blob_store.ts";
 import { downloadBlob } from "../transfer/blob_client.ts";
 import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
 import { DEFAULT_AGENT_P2P_PORT, DEFAULT_AGENT_UDP_PORT } from "../transfer/default_ports.ts";
-import { activeModels, switchTo } from "./model_slots.ts";
+import { builtinHealthCheck, type HealthResult, runHealthCommand } from "./health_check.ts";
+import {
+  isPoisoned,
+  type ModelState,
+  readState,
+  type Step,
+  withFailure,
+  writeState,
+} from "./lifecycle_state.ts";
+import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
 
 /** Options of `Agent.start`. */
 export interface AgentOptions {
@@ -44,6 +53,12 @@ export interface AgentOptions {
   readonly retryMs?: number;
   /** Idle timeout of blob transfers (default 10 s). */
   readonly transferTimeoutMs?: number;
+  /** Health command (`sh -c`, `{model}` and `POOLBOY_MODEL` are the model's path); default: built-in check. */
+  readonly healthCmd?: string;
+  /** Health command timeout (default 60 s). */
+  readonly healthTimeoutMs?: number;
+  /** Failures of a version in one rollout after which it is not tried again (default 3). */
+  readonly poisonAfter?: number;
   readonly log?: (line: string) => void;
 }
 
@@ -112,6 +127,7 @@ export class Agent {
       store,
     });
     const agent = new Agent(options, store, blobServer, socket);
+    await agent.#recover();
     agent.#receiving = agent.#receive();
     agent.#heartbeatTimer = setInterval(() => agent.heartbeat(), options.heartbeatMs ?? 2000);
     agent.#retryTimer = setInterval(() => agent.#retransmit(), options.retryMs ?? 500);
@@ -139,6 +155,14 @@ export class Agent {
   async heartbeat(): Promise<void> {
     if (this.#closed) return;
     const active = await activeModels(this.options.dataDir);
+    // A version switched to but not yet healthy is not reported as running.
+    for (const model of active.keys()) {
+      const state = await readState(this.options.dataDir, model).catch(() => undefined);
+      if (state?.step === "switched") {
+        if (state.backup) active.set(model, state.backup);
+        else active.delete(model);
+      }
+    }
     const held = (await this.store.list()).slice(-MAX_HELD_IN_HEARTBEAT);
     const message: ControlMessage = {
       type: "heartbeat",
@@ -244,8 +268,10 @@ export class Agent {
     const target = toHex(election.announce.targetDigest);
     if (this.#jobs.has(target)) return;
     const job = this.#update(election).catch(async (err) => {
+      if (this.#closed) return; // interrupted: the state file says where it stood
       const message = err instanceof Error ? err.message : String(err);
       this.#log(`update to ${target.slice(0, 16)} failed: ${message}`);
+      await this.#recordFailure(election.announce, message).catch(() => {});
       await this.#status(election.announce.manifestId, "failed", message.slice(0, 256));
     }).finally(() => this.#jobs.delete(target));
     this.#jobs.set(target, job);
@@ -255,6 +281,20 @@ export class Agent {
     const { announce } = election;
     const manifestId = announce.manifestId;
     const target = toHex(announce.targetDigest);
+    const model = announce.model;
+    const before = await readState(this.options.dataDir, model);
+    if (isPoisoned(before, target, manifestId, this.#poisonAfter)) {
+      const record = before.failures[target];
+      await this.#status(
+        manifestId,
+        "failed",
+        `poisoned: failed ${record.count} times in this rollout (last: ${record.last}); roll out again to retry`,
+      );
+      return;
+    }
+    const backup = await activeDigest(this.options.dataDir, model);
+    const already = backup === target; // e.g. it got there before a restart
+    if (!already) await this.#step(model, "downloading", { target, backup, manifestId });
     const haveTarget = await this.store.has(announce.targetDigest);
     if (election.leader) {
       // A leader needs the blob to seed, even if it has the target already.
@@ -269,6 +309,11 @@ export class Agent {
         this.#controlPlaneSource(announce),
       ]);
     }
+    if (already) {
+      await this.#status(manifestId, "active", announce.version);
+      return;
+    }
+    await this.#step(model, "staged");
     if (!haveTarget) {
       await this.#status(manifestId, "downloaded", "");
       if (announce.baseDigest !== null) {
@@ -282,10 +327,103 @@ export class Agent {
         await this.#status(manifestId, "applied", "");
       }
     }
-    const mode = await switchTo(this.options.dataDir, announce.model, target);
-    this.#log(`active ${announce.model} ${announce.version} ${target.slice(0, 16)} (${mode})`);
-    await this.#status(manifestId, "active", announce.version);
+    await this.#step(model, "applied");
+    const mode = await switchTo(this.options.dataDir, model, target);
+    await this.#step(model, "switched");
+    this.#log(`switched ${model} to ${announce.version} ${target.slice(0, 16)} (${mode})`);
+    await this.#checkAndCommit(model, target, manifestId, announce.version);
+  }
+
+  /** Health check of a switched model: commit, or roll back to the backup. */
+  async #checkAndCommit(model: string, target: string, manifestId: string, version: string) {
+    const health = await this.#healthCheck(model, target);
+    if (health.healthy) {
+      await this.#step(model, "committed");
+      this.#log(`active ${model} ${version} ${target.slice(0, 16)} (healthy, committed)`);
+      await this.#status(manifestId, "active", version);
+    } else {
+      await this.#rollBack(model, health.reason);
+      await this.#status(manifestId, "failed", `health check failed: ${health.reason}`);
+    }
     await this.heartbeat();
+  }
+
+  async #healthCheck(model: string, target: string): Promise<HealthResult> {
+    const path = await Deno.realPath(currentPath(this.options.dataDir, model));
+    if (this.options.healthCmd === undefined) return await builtinHealthCheck(path, target);
+    return await runHealthCommand(
+      this.options.healthCmd,
+      path,
+      this.options.healthTimeoutMs ?? 60_000,
+    );
+  }
+
+  /** Points current back at the backup and records the failure. */
+  async #rollBack(model: string, reason: string): Promise<void> {
+    const state = await readState(this.options.dataDir, model);
+    if (state.backup !== null) await switchTo(this.options.dataDir, model, state.backup);
+    else await Deno.remove(currentPath(this.options.dataDir, model)).catch(() => {});
+    const failed = state.target && state.manifestId
+      ? withFailure(state, state.target, state.manifestId, reason)
+      : state;
+    await writeState(this.options.dataDir, { ...failed, step: "rolledBack", updated: Date.now() });
+    this.#log(`rolled ${model} back to ${state.backup?.slice(0, 16) ?? "nothing"}: ${reason}`);
+  }
+
+  /** Records a failed update (any step before the switch), back to idle. */
+  async #recordFailure(announce: Announce, reason: string): Promise<void> {
+    const model = announce.model;
+    const state = await readState(this.options.dataDir, model);
+    const target = toHex(announce.targetDigest);
+    if (state.step === "switched") return await this.#rollBack(model, reason);
+    const failed = withFailure(state, target, announce.manifestId, reason);
+    await writeState(this.options.dataDir, { ...failed, step: "idle", updated: Date.now() });
+  }
+
+  /** Persists the next step of `model`'s update before it is taken. */
+  async #step(
+    model: string,
+    step: Step,
+    fields: Partial<Pick<ModelState, "target" | "backup" | "manifestId">> = {},
+  ): Promise<void> {
+    const state = await readState(this.options.dataDir, model);
+    await writeState(this.options.dataDir, { ...state, ...fields, step, updated: Date.now() });
+  }
+
+  get #poisonAfter(): number {
+    return this.options.poisonAfter ?? 3;
+  }
+
+  /**
+   * After a restart: an update cut short before its switch goes back to idle
+   * (its verified blobs stay, its partial download resumes later); one cut
+   * short after the switch is health-checked again, then committed or rolled
+   * back. Leftover temporary files are removed.
+   */
+  async #recover(): Promise<void> {
+    await removeTemporaries(`${this.options.dataDir}/blobs`);
+    for (const model of await modelNames(this.options.dataDir)) {
+      await removeTemporaries(`${this.options.dataDir}/models/${model}`);
+      const state = await readState(this.options.dataDir, model);
+      if (state.step === "idle" || state.step === "committed" || state.step === "rolledBack") {
+        continue;
+      }
+      const current = await activeDigest(this.options.dataDir, model);
+      if (state.step !== "switched" && current !== state.target) {
+        this.#log(
+          `recovery: ${model}'s update to ${
+            state.target?.slice(0, 16)
+          } stopped at ${state.step}; idle`,
+        );
+        await writeState(this.options.dataDir, { ...state, step: "idle", updated: Date.now() });
+        continue;
+      }
+      this.#log(
+        `recovery: ${model} was switched to ${state.target?.slice(0, 16)}; checking it again`,
+      );
+      await this.#step(model, "switched");
+      await this.#checkAndCommit(model, state.target!, state.manifestId ?? "r0", "recovered");
+    }
   }
 
   async #download(
@@ -368,5 +506,27 @@ function encodeSize(message: ControlMessage): number {
     return encodeControlMessage(message).length;
   } catch {
     return Infinity;
+  }
+}
+
+/** Names of the model directories under DATA/models. */
+async function modelNames(dataDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const entry of Deno.readDir(`${dataDir}/models`)) {
+    if (entry.isDirectory) out.push(entry.name);
+  }
+  return out;
+}
+
+/** Removes poolboy's temporary files (`.NAME.poolboy-XXXXXXXX.tmp`, `.current.X.tmp`) in `dir`. */
+async function removeTemporaries(dir: string): Promise<void> {
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (/^\..*\.poolboy-[0-9a-f]{8}\.tmp$|^\.current\.[0-9a-f]+\.tmp$/.test(entry.name)) {
+        await Deno.remove(`${dir}/${entry.name}`).catch(() => {});
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
 }

@@ -15,6 +15,7 @@ import { parseCommand, println } from "./args.ts";
 import { logLine } from "./controlplane.ts";
 import {
   addressOption,
+  countOption,
   durationOption,
   hostPortOption,
   nameOption,
@@ -35,7 +36,10 @@ atomically. Applications read the active model at one stable path:
   DIR/models/NAME/current     a symlink to the verified file of the active version
 
 It is replaced by rename, so a reader sees the old file or the new one, never a
-partial one. The agent serves the blobs it holds to the peers of its region.
+partial one. Each update's step (downloading, staged, applied, switched,
+committed or rolledBack) is saved in DIR/models/NAME/state.json before the
+next starts; after a crash the agent resumes or cleans up from there. The
+agent serves the blobs it holds to the peers of its region.
 
 Options:
   --control-plane ADDR[:PORT]  the control plane's address and UDP port (default port ${DEFAULT_CP_UDP_PORT})
@@ -47,6 +51,12 @@ Options:
   --p2p-port N                 blob server for peers (default ${DEFAULT_AGENT_P2P_PORT})
   --heartbeat-interval T       default 2s
   --transfer-timeout T         a peer silent this long mid-transfer is dropped (default 10s)
+  --health-cmd 'CMD'           after switching, run sh -c CMD with POOLBOY_MODEL (and {model})
+                               set to the new file; exit 0 commits, anything else rolls back.
+                               Default: BLAKE3 + a SafeTensors/GGUF/ONNX sanity check
+  --health-timeout T           a health command running longer fails (default 60s)
+  --poison-after N             a version that failed N times in a rollout is not tried again
+                               until the next rollout (default 3)
   -q, --quiet                  no log lines on stderr
   -h, --help                   this help
 
@@ -66,6 +76,9 @@ export async function agentCommand(args: string[]): Promise<number> {
     "p2p-port": { type: "string" },
     "heartbeat-interval": { type: "string" },
     "transfer-timeout": { type: "string" },
+    "health-cmd": { type: "string" },
+    "health-timeout": { type: "string" },
+    "poison-after": { type: "string" },
   });
   if (values.help) {
     println(AGENT_HELP);
@@ -89,6 +102,9 @@ export async function agentCommand(args: string[]): Promise<number> {
     p2pPort: portOption("p2p-port", values["p2p-port"], DEFAULT_AGENT_P2P_PORT),
     heartbeatMs: durationOption("heartbeat-interval", values["heartbeat-interval"], 2000),
     transferTimeoutMs: durationOption("transfer-timeout", values["transfer-timeout"], 10_000),
+    healthCmd: values["health-cmd"],
+    healthTimeoutMs: durationOption("health-timeout", values["health-timeout"], 60_000),
+    poisonAfter: countOption("poison-after", values["poison-after"], 3),
     log: values.quiet ? undefined : logLine,
   });
   // Runs until a signal ends the process (mod.ts removes temporary files then).

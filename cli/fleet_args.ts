@@ -18,6 +18,16 @@ export function portOption(name: string, value: string | undefined, fallback: nu
   return n;
 }
 
+/** A whole number of at least 1, or the default. */
+export function countOption(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= 1_000_000)) {
+    throw new UsageError(`--${name}: "${value}" is not a count (1 or more)`);
+  }
+  return n;
+}
+
 /** A duration such as `500ms`, `2s` or `10m` (a bare number is milliseconds). */
 export function durationOption(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;

@@ -1,0 +1,128 @@
+/**
+ * The persisted state of a model's update on a device:
+ * `DATA/models/NAME/state.json`, written atomically (temporary file, fsync,
+ * rename, directory fsync) before each step starts, so that a restart knows
+ * where the last update stood.
+ *
+ * Steps of one update: `downloading` → `staged` (blob verified) → `applied`
+ * (new file built beside the current one and verified) → `switched` (current
+ * points at it; the previous version is the backup) → `committed` (healthy),
+ * or `rolledBack` (current points at the backup again). `idle` is the state
+ * between updates. Failures are counted per target digest: a version that
+ * failed `poisonAfter` times is not tried again until an operator rolls out
+ * again (a new rollout id resets the count).
+ *
+ * @module
+ */
+
+import { AtomicFile } from "../codec/atomic_file.ts";
+
+/** Steps of the lifecycle. */
+export const STEPS = [
+  "idle",
+  "downloading",
+  "staged",
+  "applied",
+  "switched",
+  "committed",
+  "rolledBack",
+] as const;
+export type Step = (typeof STEPS)[number];
+
+/** Failures of one target version on this device. */
+export interface FailureRecord {
+  readonly count: number;
+  readonly last: string;
+  /** The rollout (manifest id prefix `rN`) the failures were counted in. */
+  readonly rollout: string;
+}
+
+/** What `state.json` holds. */
+export interface ModelState {
+  readonly format: 1;
+  readonly model: string;
+  readonly step: Step;
+  /** The version being installed (hex digest), or null when idle from the start. */
+  readonly target: string | null;
+  /** The version to roll back to (hex digest), or null if there was none. */
+  readonly backup: string | null;
+  readonly manifestId: string | null;
+  readonly updated: number;
+  readonly failures: Readonly<Record<string, FailureRecord>>;
+}
+
+/** The state of a model with no update so far. */
+export function initialState(model: string): ModelState {
+  return {
+    format: 1,
+    model,
+    step: "idle",
+    target: null,
+    backup: null,
+    manifestId: null,
+    updated: 0,
+    failures: {},
+  };
+}
+
+/** Path of a model's state file. */
+export function statePath(dataDir: string, model: string): string {
+  return `${dataDir}/models/${model}/state.json`;
+}
+
+/** Reads a model's state; a missing file is the initial state, a damaged one an error. */
+export async function readState(dataDir: string, model: string): Promise<ModelState> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(statePath(dataDir, model));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return initialState(model);
+    throw err;
+  }
+  const value = JSON.parse(text) as ModelState;
+  if (value.format !== 1 || !STEPS.includes(value.step) || value.model !== model) {
+    throw new Error(`${statePath(dataDir, model)} is not a poolboy state file of format 1`);
+  }
+  return value;
+}
+
+/** Writes a model's state atomically (it is on disk when this returns). */
+export async function writeState(dataDir: string, state: ModelState): Promise<void> {
+  await Deno.mkdir(`${dataDir}/models/${state.model}`, { recursive: true });
+  const file = await AtomicFile.create(statePath(dataDir, state.model), "state file");
+  try {
+    await file.file.write(new TextEncoder().encode(JSON.stringify(state, null, 2) + "\n"));
+    await file.commit();
+  } catch (err) {
+    await file.abort();
+    throw err;
+  }
+}
+
+/** The rollout part of a manifest id (`r12.b3.e4` → `r12`). */
+export function rolloutOfManifest(manifestId: string): string {
+  return manifestId.split(".")[0];
+}
+
+/** The state with one more failure of `target` recorded (reset when the rollout changed). */
+export function withFailure(state: ModelState, target: string, manifestId: string, why: string) {
+  const rollout = rolloutOfManifest(manifestId);
+  const previous = state.failures[target];
+  const count = previous && previous.rollout === rollout ? previous.count + 1 : 1;
+  return {
+    ...state,
+    failures: { ...state.failures, [target]: { count, last: why.slice(0, 200), rollout } },
+  };
+}
+
+/** Whether `target` has failed `poisonAfter` times in this rollout. */
+export function isPoisoned(
+  state: ModelState,
+  target: string,
+  manifestId: string,
+  poisonAfter: number,
+): boolean {
+  const record = state.failures[target];
+  return record !== undefined && record.rollout === rolloutOfManifest(manifestId) &&
+    record.count >= poisonAfter;
+}

@@ -1,0 +1,94 @@
+/**
+ * The persisted update state (agent/lifecycle_state.ts) and the health check
+ * (agent/health_check.ts).
+ */
+
+import assert from "node:assert/strict";
+import {
+  initialState,
+  isPoisoned,
+  readState,
+  statePath,
+  withFailure,
+  writeState,
+} from "../agent/lifecycle_state.ts";
+import { runHealthCommand, sniff } from "../agent/health_check.ts";
+import { withTempDir } from "./helpers.ts";
+
+const T = "t".repeat(64);
+
+Deno.test("a missing state file reads as idle; a written one reads back; no temporary is left", async () => {
+  await withTempDir(async (dir) => {
+    assert.deepEqual(await readState(dir, "m"), initialState("m"));
+    const state = {
+      ...initialState("m"),
+      step: "applied" as const,
+      target: T,
+      manifestId: "r1.b1.e1",
+    };
+    await writeState(dir, state);
+    assert.deepEqual(await readState(dir, "m"), state);
+    const names = [];
+    for await (const e of Deno.readDir(`${dir}/models/m`)) names.push(e.name);
+    assert.deepEqual(names, ["state.json"]);
+  });
+});
+
+Deno.test("a damaged state file is an error, not a silent reset", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.mkdir(`${dir}/models/m`, { recursive: true });
+    await Deno.writeTextFile(statePath(dir, "m"), JSON.stringify({ format: 9 }));
+    await assert.rejects(() => readState(dir, "m"), /not a poolboy state file/);
+  });
+});
+
+Deno.test("failures count per version within a rollout; a new rollout starts again from zero", () => {
+  let s = initialState("m");
+  s = withFailure(s, T, "r1.b1.e1", "health");
+  s = withFailure(s, T, "r1.b2.e7", "health"); // same rollout, another election
+  assert.equal(s.failures[T].count, 2);
+  assert.equal(isPoisoned(s, T, "r1.b1.e1", 3), false);
+  s = withFailure(s, T, "r1.b1.e1", "apply: wrong base");
+  assert.equal(isPoisoned(s, T, "r1.b1.e1", 3), true);
+  assert.equal(s.failures[T].last, "apply: wrong base");
+  assert.equal(isPoisoned(s, T, "r2.b1.e1", 3), false, "an explicit new rollout retries");
+  s = withFailure(s, T, "r2.b1.e1", "health");
+  assert.equal(s.failures[T].count, 1);
+});
+
+Deno.test("a health command sees the model path in POOLBOY_MODEL and {model}; exit 0 is healthy", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/it's a model`;
+    await Deno.writeTextFile(path, "x");
+    assert.deepEqual(
+      await runHealthCommand(`test -f "$POOLBOY_MODEL" && test -f {model}`, path, 5000),
+      { healthy: true },
+    );
+    const bad = await runHealthCommand("echo 'tensor nan' >&2; exit 3", path, 5000);
+    assert.deepEqual(bad, { healthy: false, reason: "health command exited 3: tensor nan" });
+    const slow = await runHealthCommand("sleep 5", path, 200);
+    assert.deepEqual(slow, { healthy: false, reason: "health command timed out after 200 ms" });
+  });
+});
+
+Deno.test("the built-in format check knows SafeTensors, GGUF and ONNX, and passes unknown bytes", () => {
+  const safetensors = (json: string, extra = 0) => {
+    const header = new TextEncoder().encode(json);
+    const out = new Uint8Array(8 + header.length + extra);
+    new DataView(out.buffer).setBigUint64(0, BigInt(header.length), true);
+    out.set(header, 8);
+    return out;
+  };
+  const good = safetensors('{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4);
+  assert.equal(sniff(good, good.length), null);
+  const broken = safetensors('{"w": nope}', 4);
+  assert.match(sniff(broken, broken.length)!, /not valid JSON/);
+  const short = safetensors('{"w":{}}');
+  assert.match(sniff(short, short.length - 2)!, /runs past the file/);
+  const gguf = new Uint8Array([0x47, 0x47, 0x55, 0x46, 3, 0, 0, 0, 0]);
+  assert.equal(sniff(gguf, 1000), null);
+  gguf[4] = 9;
+  assert.match(sniff(gguf, 1000)!, /GGUF version 9/);
+  assert.equal(sniff(new Uint8Array([0x08, 0x07, 0x12, 0x04]), 100), null, "ONNX ir_version 7");
+  assert.equal(sniff(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 10), null, "unknown");
+});
