@@ -15,6 +15,7 @@ import { ENCODE_HELP, encodeCommand } from "./cli/encode.ts";
 import { HASH_HELP, hashCommand } from "./cli/hash.ts";
 import { INSPECT_HELP, inspectCommand } from "./cli/inspect.ts";
 import { PUBLISH_HELP, publishCommand } from "./cli/publish.ts";
+import { ROLLBACK_HELP, rollbackCommand } from "./cli/rollback.ts";
 import { ROLLOUT_HELP, rolloutCommand } from "./cli/rollout.ts";
 import { SIGNATURE_HELP, signatureCommand } from "./cli/signature.ts";
 import { STATUS_HELP, statusCommand } from "./cli/status.ts";
@@ -33,6 +34,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; help:
   publish: { run: publishCommand, help: PUBLISH_HELP },
   rollout: { run: rolloutCommand, help: ROLLOUT_HELP },
   status: { run: statusCommand, help: STATUS_HELP },
+  rollback: { run: rollbackCommand, help: ROLLBACK_HELP },
 };
 
 export const MAIN_HELP = `poolboy — ship model updates as small, verified patches
@@ -52,8 +54,11 @@ Fleet:
                                            keep a device's models at the rolled-out version
   publish --control-plane URL --model M --version V FILE
                                            store a version (and patches to it) on the control plane
-  rollout --control-plane URL --model M --version V [--region R]
+  rollout --control-plane URL --model M --version V [--region R] [--strategy S]
                                            roll a version out, one download per region
+  rollout pause|resume|abort --control-plane URL ID
+  rollback --control-plane URL --model M [--to V]
+                                           put the fleet back on an earlier version
   status --control-plane URL               agents, rollouts, elections, bytes served
 
   help [COMMAND]                           this help, or a command's

@@ -74,7 +74,9 @@ export function formatStatus(report: StatusReport): string[] {
     lines.push(
       `  #${r.id} ${r.model} ${r.version} → ${
         r.region ?? "all regions"
-      }: ${r.state}, ${done}/${r.agents.length} agents active`,
+      }: ${r.state}, ${done}/${r.agents.length} agents active [${r.strategy}${
+        r.rollback ? ", rollback" : ""
+      }]${r.reason ? ` (${r.reason})` : ""}`,
     );
     for (const e of r.elections) {
       lines.push(

@@ -21,8 +21,8 @@ import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
 import { DEFAULT_CP_P2P_PORT, DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
 import { DEFAULT_ELECTION_TIMING, Election, type ElectionTiming } from "./election.ts";
 import { PatchCache } from "./patch_cache.ts";
-import type { AgentRow, RolloutRow, VersionRow } from "./state_db.ts";
-import { StateDb } from "./state_db.ts";
+import type { AgentRow, RolloutPlan, RolloutRow, RolloutState, VersionRow } from "./state_db.ts";
+import { DEFAULT_PLAN, StateDb } from "./state_db.ts";
 
 /** Options of `ControlPlane.start`. */
 export interface ControlPlaneOptions {
@@ -167,22 +167,90 @@ export class ControlPlane {
     return { version: row, patches };
   }
 
-  /** Starts a rollout; it supersedes any running rollout of the same model. */
-  rollout(model: string, version: string, region: string | null): RolloutRow {
+  /** Starts a rollout; it supersedes any unfinished rollout of the same model. */
+  rollout(
+    model: string,
+    version: string,
+    region: string | null,
+    plan: RolloutPlan = DEFAULT_PLAN,
+  ): RolloutRow {
     const row = this.db.version(model, version);
     if (!row) {
       throw new NotFoundError(`unknown version: ${model} ${version} has not been published`);
     }
-    const id = this.db.createRollout(model, version, row.digest, region);
+    const id = this.db.createRollout(model, version, row.digest, region, plan);
     this.db.supersedeRollouts(model, id);
+    for (const r of this.db.rollouts()) {
+      if (r.id !== id && r.model === model) this.#dropElections(r.id);
+    }
+    this.#log(
+      `rollout ${id}: ${model} ${version} to ${region ?? "every region"} (${plan.strategy}${
+        plan.rollback ? ", rollback" : ""
+      })`,
+    );
+    return this.db.rollout(id)!;
+  }
+
+  /** Pauses, resumes or aborts a rollout. */
+  control(id: number, action: "pause" | "resume" | "abort"): RolloutRow {
+    const rollout = this.db.rollout(id);
+    if (!rollout) throw new NotFoundError(`unknown rollout ${id}`);
+    const allowed: Record<typeof action, RolloutState[]> = {
+      pause: ["running"],
+      resume: ["paused", "halted"],
+      abort: ["running", "paused", "halted"],
+    };
+    if (!allowed[action].includes(rollout.state)) {
+      throw new ConflictError(`rollout ${id} is ${rollout.state}: it cannot ${action}`);
+    }
+    const state: RolloutState = action === "pause"
+      ? "paused"
+      : action === "resume"
+      ? "running"
+      : "aborted";
+    this.db.setRolloutState(id, state, action === "resume" ? "" : `${action}d by the operator`);
+    if (action === "resume") {
+      // The failures that halted it were seen: they count again only if they happen again.
+      for (const [key, value] of this.#agentStates) {
+        if (key.startsWith(`${id}|`) && value.startsWith("failed|")) this.#agentStates.delete(key);
+      }
+    }
+    if (state === "aborted") this.#dropElections(id);
+    this.#log(`rollout ${id} ${state}`);
+    return this.db.rollout(id)!;
+  }
+
+  /**
+   * Rolls `model` back to version `to` (default: the version of the last
+   * rollout before the newest one that differs from it) on every device.
+   * Devices that still hold that version switch to it locally.
+   */
+  rollback(model: string, to: string | undefined): RolloutRow {
+    const rollouts = this.db.rollouts().filter((r) => r.model === model);
+    if (rollouts.length === 0 && to === undefined) {
+      throw new NotFoundError(`nothing to roll back: ${model} was never rolled out`);
+    }
+    let version = to;
+    if (version === undefined) {
+      const newest = rollouts.at(-1)!;
+      const before = rollouts.slice(0, -1).reverse().find((r) => r.digest !== newest.digest);
+      if (!before) {
+        throw new NotFoundError(
+          `nothing to roll back to: ${model} was only rolled out as ${newest.version}`,
+        );
+      }
+      version = before.version;
+    }
+    return this.rollout(model, version, null, { ...DEFAULT_PLAN, rollback: true });
+  }
+
+  #dropElections(rolloutId: number): void {
     for (const [manifestId, entry] of this.#elections) {
-      if (entry.rolloutId !== id && this.db.rollout(entry.rolloutId)?.state === "done") {
+      if (entry.rolloutId === rolloutId) {
         this.#pastElections.push(entry);
         this.#elections.delete(manifestId);
       }
     }
-    this.#log(`rollout ${id}: ${model} ${version} to ${region ?? "every region"}`);
-    return this.db.rollout(id)!;
   }
 
   /** Everything an operator wants to see, as JSON-ready data. */
@@ -227,19 +295,68 @@ export class ControlPlane {
   tick(now: number): void {
     if (this.#closed) return;
     this.#expireAgents(now);
+    const running = new Set<number>();
     for (const rollout of this.db.rollouts()) {
-      if (rollout.state === "running") this.#reconcile(rollout, now);
+      if (rollout.state !== "running") continue;
+      running.add(rollout.id);
+      this.#reconcile(rollout, now);
     }
     for (const entry of this.#elections.values()) {
+      if (!running.has(entry.rolloutId)) continue; // paused: nothing is sent
       for (const out of entry.election.tick(now)) this.#sendTo(out.nodeId, out.message);
       if (entry.election.state === "failed") this.#retire(entry);
     }
+  }
+
+  /**
+   * The agents a rollout lets update now, in a stable order (by node id):
+   * everyone (`all`), the canaries until every one of them runs the target
+   * (`canary`), or batch after batch (`rolling`).
+   */
+  #admitted(rollout: RolloutRow, scope: AgentRow[]): { admitted: AgentRow[]; batch: AgentRow[] } {
+    const sorted = [...scope].sort((a, b) => a.nodeId < b.nodeId ? -1 : 1);
+    const done = (a: AgentRow) => a.active[rollout.model] === rollout.digest;
+    if (rollout.strategy === "canary") {
+      const n = rollout.canaryPercent
+        ? Math.max(1, Math.ceil(sorted.length * rollout.canary / 100))
+        : Math.min(rollout.canary, sorted.length);
+      const canaries = sorted.slice(0, n);
+      return canaries.every(done)
+        ? { admitted: sorted, batch: sorted.slice(n) }
+        : { admitted: canaries, batch: canaries };
+    }
+    if (rollout.strategy === "rolling") {
+      const k = Math.max(1, rollout.batch);
+      for (let end = k;; end += k) {
+        const batch = sorted.slice(end - k, end);
+        if (end >= sorted.length || !batch.every(done)) {
+          return { admitted: sorted.slice(0, end), batch };
+        }
+      }
+    }
+    return { admitted: sorted, batch: sorted };
   }
 
   #reconcile(rollout: RolloutRow, now: number): void {
     const scope = [...this.agents.values()].filter((a) =>
       rollout.region === null || a.region === rollout.region
     );
+    const { admitted, batch } = this.#admitted(rollout, scope);
+    // Halt when too many of the current batch failed.
+    const failed = batch.filter((a) =>
+      a.active[rollout.model] !== rollout.digest &&
+      this.#agentStates.get(`${rollout.id}|${a.nodeId}`)?.startsWith("failed|")
+    );
+    if (batch.length > 0 && failed.length / batch.length > rollout.maxFailures) {
+      const reason = `${failed.length} of ${batch.length} in the current batch failed (${
+        failed.map((a) => a.nodeId).join(", ")
+      }); over the ${Math.round(rollout.maxFailures * 100)}% limit`;
+      this.db.setRolloutState(rollout.id, "halted", reason);
+      this.#dropElections(rollout.id);
+      this.#log(`rollout ${rollout.id} halted: ${reason}`);
+      return;
+    }
+    const admittedIds = new Set(admitted.map((a) => a.nodeId));
     let allDone = scope.length > 0;
     for (const agent of scope) {
       const running = agent.active[rollout.model];
@@ -250,13 +367,20 @@ export class ControlPlane {
         continue;
       }
       allDone = false;
+      if (!admittedIds.has(agent.nodeId)) {
+        this.#setAgentState(rollout.id, agent.nodeId, "waiting", "not in a batch yet");
+        continue;
+      }
       if (now - agent.lastSeen > this.#agentTimeoutMs) {
         if (current) current.election.removeMember(agent.nodeId);
         this.#setAgentState(rollout.id, agent.nodeId, "offline", "");
         continue;
       }
-      const base = running ?? null;
-      const key = `${agent.region}|${base ?? "none"}`;
+      // A device that still holds the target switches to it locally: its election's blob is
+      // the target itself, which every member already has.
+      const holds = agent.held.includes(rollout.digest);
+      const base = holds ? null : running ?? null;
+      const key = holds ? `${agent.region}|held` : `${agent.region}|${base ?? "none"}`;
       if (current && current.key === key) continue;
       if (current) current.election.removeMember(agent.nodeId); // its base changed
       const entry = this.#electionFor(rollout, agent.region, key, base);
@@ -267,12 +391,7 @@ export class ControlPlane {
     if (allDone) {
       this.db.finishRollout(rollout.id);
       this.#log(`rollout ${rollout.id} done`);
-      for (const [id, entry] of this.#elections) {
-        if (entry.rolloutId === rollout.id) {
-          this.#pastElections.push(entry);
-          this.#elections.delete(id);
-        }
-      }
+      this.#dropElections(rollout.id);
     }
   }
 
@@ -453,11 +572,29 @@ export class ControlPlane {
       const digest = toHex(election.announce.targetDigest);
       if (agent.active[model] !== digest) {
         this.agents.set(agent.nodeId, { ...agent, active: { ...agent.active, [model]: digest } });
+        this.db.addHistory({
+          nodeId: agent.nodeId,
+          model,
+          at: Date.now(),
+          event: "running",
+          digest,
+          detail: message.detail,
+        });
       }
       this.#setAgentState(entry.rolloutId, message.nodeId, "active", message.detail);
       return;
     }
     this.#setAgentState(entry.rolloutId, message.nodeId, message.state, message.detail);
+    if (message.state === "failed") {
+      this.db.addHistory({
+        nodeId: message.nodeId,
+        model: election.announce.model,
+        at: Date.now(),
+        event: "failed",
+        digest: toHex(election.announce.targetDigest),
+        detail: message.detail,
+      });
+    }
   }
 
   #onHeartbeat(message: Heartbeat, from: UdpAddress, now: number): void {
@@ -479,6 +616,18 @@ export class ControlPlane {
       lastSeen: now,
     };
     this.agents.set(row.nodeId, row);
+    for (const [model, digest] of Object.entries(row.active)) {
+      if (previous?.active[model] !== digest) {
+        this.db.addHistory({
+          nodeId: row.nodeId,
+          model,
+          at: now,
+          event: "running",
+          digest,
+          detail: "",
+        });
+      }
+    }
     const changed = !previous || previous.startedAt !== row.startedAt ||
       previous.region !== row.region || previous.host !== row.host ||
       previous.udpPort !== row.udpPort || previous.p2pPort !== row.p2pPort ||

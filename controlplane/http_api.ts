@@ -9,10 +9,13 @@
  * | GET    | /health                                |                   | `{ ok, boot }`                  |
  * | PUT    | /v1/models/{model}/versions/{version}  | the file's bytes  | `{ version, patches }` (201/200) |
  * | GET    | /v1/models                             |                   | `{ versions }`                  |
- * | POST   | /v1/rollouts                           | `{ model, version, region? }` | the rollout (201)   |
+ * | POST   | /v1/rollouts                           | `{ model, version, region?, strategy?, canary?, batch?, maxFailures? }` | the rollout (201) |
  * | GET    | /v1/rollouts                           |                   | `{ rollouts }`                  |
  * | GET    | /v1/rollouts/{id}                      |                   | the rollout with its agents and elections |
+ * | POST   | /v1/rollouts/{id}/{pause,resume,abort} |                   | the rollout (409 if it cannot)  |
+ * | POST   | /v1/rollback                           | `{ model, to? }`  | the rollback's rollout (201)    |
  * | GET    | /v1/agents                             |                   | `{ agents }`                    |
+ * | GET    | /v1/devices/{id}/history               |                   | `{ history }`                   |
  * | GET    | /v1/status                             |                   | the whole status report         |
  *
  * @module
@@ -20,6 +23,7 @@
 
 import { VerificationError } from "../codec/errors.ts";
 import { ConflictError, type ControlPlane, NotFoundError } from "./control_plane.ts";
+import { DEFAULT_PLAN, type RolloutPlan } from "./state_db.ts";
 
 /** Largest JSON request body accepted. */
 export const MAX_JSON_BODY = 64 * 1024;
@@ -83,11 +87,34 @@ async function route(cp: ControlPlane, request: Request): Promise<Response> {
     if (!cp.db.versions().some((v) => v.model === model)) {
       throw new NotFoundError(`unknown model "${model}"`);
     }
-    return json(cp.rollout(model, version, region), 201);
+    return json(cp.rollout(model, version, region, planOf(body)), 201);
+  }
+  if (parts[1] === "rollouts" && parts.length === 4) {
+    if (method !== "POST") throw methodNotAllowed(method, url.pathname);
+    const action = parts[3];
+    if (action !== "pause" && action !== "resume" && action !== "abort") {
+      throw new BadRequest(`no such rollout action "${action}" (pause, resume or abort)`, 404);
+    }
+    return json(cp.control(rolloutId(parts[2]), action));
+  }
+  if (path === "/v1/rollback") {
+    if (method !== "POST") throw methodNotAllowed(method, url.pathname);
+    const body = await jsonBody(request);
+    const model = name(body.model, "model");
+    if (!cp.db.versions().some((v) => v.model === model)) {
+      throw new NotFoundError(`unknown model "${model}"`);
+    }
+    const to = body.to === undefined || body.to === null ? undefined : name(body.to, "to");
+    return json(cp.rollback(model, to), 201);
+  }
+  if (parts[1] === "devices" && parts.length === 4 && parts[3] === "history") {
+    if (method !== "GET") throw methodNotAllowed(method, url.pathname);
+    if (!cp.agents.has(parts[2])) throw new NotFoundError(`unknown device "${parts[2]}"`);
+    return json({ history: cp.db.history(parts[2]) });
   }
   if (parts[1] === "rollouts" && parts.length === 3) {
     if (method !== "GET") throw methodNotAllowed(method, url.pathname);
-    const id = Number(parts[2]);
+    const id = rolloutId(parts[2]);
     const rollout = cp.status().rollouts.find((r) => r.id === id);
     if (!rollout) throw new NotFoundError(`unknown rollout "${parts[2]}"`);
     return json(rollout);
@@ -95,6 +122,52 @@ async function route(cp: ControlPlane, request: Request): Promise<Response> {
   if (path === "/v1/agents" && method === "GET") return json({ agents: cp.status().agents });
   if (path === "/v1/status" && method === "GET") return json(cp.status());
   throw new BadRequest(`no such endpoint: ${method} ${url.pathname}`, 404);
+}
+
+function rolloutId(text: string): number {
+  if (!/^[0-9]{1,15}$/.test(text)) throw new NotFoundError(`unknown rollout "${text}"`);
+  return Number(text);
+}
+
+/** The rollout plan from a request body, defaults where absent; 400 for anything off. */
+export function planOf(body: Record<string, unknown>): RolloutPlan {
+  const strategy = body.strategy ?? "all";
+  if (strategy !== "all" && strategy !== "canary" && strategy !== "rolling") {
+    throw new BadRequest(
+      `strategy must be "all", "canary" or "rolling" (got ${JSON.stringify(strategy)})`,
+    );
+  }
+  let canary = 1;
+  let canaryPercent = false;
+  if (body.canary !== undefined) {
+    const m = /^([0-9]{1,9})(%?)$/.exec(String(body.canary));
+    if (!m || Number(m[1]) < 1 || (m[2] === "%" && Number(m[1]) > 100)) {
+      throw new BadRequest(
+        `canary must be a count (1 or more) or a percentage like 10% (got ${
+          JSON.stringify(body.canary)
+        })`,
+      );
+    }
+    canary = Number(m[1]);
+    canaryPercent = m[2] === "%";
+  }
+  const batch = body.batch ?? 1;
+  if (!Number.isSafeInteger(batch) || (batch as number) < 1) {
+    throw new BadRequest(
+      `batch must be a whole number of at least 1 (got ${JSON.stringify(batch)})`,
+    );
+  }
+  let maxFailures = DEFAULT_PLAN.maxFailures;
+  if (body.maxFailures !== undefined) {
+    const m = /^([0-9]{1,3}(?:\.[0-9]+)?)%$/.exec(String(body.maxFailures));
+    if (!m || Number(m[1]) > 100) {
+      throw new BadRequest(
+        `maxFailures must be a percentage like 20% (got ${JSON.stringify(body.maxFailures)})`,
+      );
+    }
+    maxFailures = Number(m[1]) / 100;
+  }
+  return { strategy, canary, canaryPercent, batch: batch as number, maxFailures, rollback: false };
 }
 
 function methodNotAllowed(method: string, path: string): BadRequest {

@@ -38,11 +38,38 @@ export interface AgentRow {
   readonly lastSeen: number;
 }
 
-/** States of a rollout. */
-export type RolloutState = "running" | "done";
+/** States of a rollout: only a running one admits devices and runs elections. */
+export type RolloutState = "running" | "paused" | "halted" | "aborted" | "superseded" | "done";
+
+/** How a rollout admits devices. */
+export type Strategy = "all" | "canary" | "rolling";
+
+/** How a rollout is made: its strategy and its failure threshold. */
+export interface RolloutPlan {
+  readonly strategy: Strategy;
+  /** Canary size: a count, or a percentage of the scope when `canaryPercent`. */
+  readonly canary: number;
+  readonly canaryPercent: boolean;
+  /** Rolling batch size. */
+  readonly batch: number;
+  /** Halt when more than this share (0-1) of a batch fails. */
+  readonly maxFailures: number;
+  /** A fleet rollback (it may switch devices to a version they hold). */
+  readonly rollback: boolean;
+}
+
+/** Defaults: everyone at once, halt above 20% failures. */
+export const DEFAULT_PLAN: RolloutPlan = {
+  strategy: "all",
+  canary: 1,
+  canaryPercent: false,
+  batch: 1,
+  maxFailures: 0.2,
+  rollback: false,
+};
 
 /** A rollout of one model version to a region or the whole fleet. */
-export interface RolloutRow {
+export interface RolloutRow extends RolloutPlan {
   readonly id: number;
   readonly model: string;
   readonly version: string;
@@ -51,6 +78,8 @@ export interface RolloutRow {
   readonly state: RolloutState;
   readonly created: number;
   readonly finished: number | null;
+  /** Why it halted, was aborted or superseded. */
+  readonly reason: string;
 }
 
 /** One agent's progress in a rollout. */
@@ -82,7 +111,33 @@ CREATE TABLE IF NOT EXISTS rollout_agents (
   rollout_id INTEGER NOT NULL, node_id TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL,
   updated INTEGER NOT NULL, PRIMARY KEY (rollout_id, node_id));
 CREATE TABLE IF NOT EXISTS served (digest TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+  node_id TEXT NOT NULL, model TEXT NOT NULL, at INTEGER NOT NULL, event TEXT NOT NULL,
+  digest TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS history_node ON history (node_id, at);
 `;
+
+/** Columns added to rollouts after its first version (added to older databases at open). */
+const ROLLOUT_COLUMNS = [
+  "strategy TEXT NOT NULL DEFAULT 'all'",
+  "canary INTEGER NOT NULL DEFAULT 1",
+  "canary_percent INTEGER NOT NULL DEFAULT 0",
+  "batch INTEGER NOT NULL DEFAULT 1",
+  "max_failures REAL NOT NULL DEFAULT 0.2",
+  "rollback INTEGER NOT NULL DEFAULT 0",
+  "reason TEXT NOT NULL DEFAULT ''",
+];
+
+/** One entry of a device's history. */
+export interface HistoryRow {
+  readonly nodeId: string;
+  readonly model: string;
+  readonly at: number;
+  /** "running" (it reported this version active) or "failed". */
+  readonly event: string;
+  readonly digest: string;
+  readonly detail: string;
+}
 
 type Row = Record<string, unknown>;
 
@@ -95,6 +150,14 @@ export class StateDb {
     this.#db = new DatabaseSync(path);
     this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
     this.#db.exec(SCHEMA);
+    const have = new Set(
+      (this.#db.prepare("PRAGMA table_info(rollouts)").all() as Row[]).map((r) => String(r.name)),
+    );
+    for (const column of ROLLOUT_COLUMNS) {
+      if (!have.has(column.split(" ")[0])) {
+        this.#db.exec(`ALTER TABLE rollouts ADD COLUMN ${column}`);
+      }
+    }
   }
 
   close(): void {
@@ -204,25 +267,53 @@ export class StateDb {
 
   // --- rollouts ---
 
-  createRollout(model: string, version: string, digest: string, region: string | null): number {
+  createRollout(
+    model: string,
+    version: string,
+    digest: string,
+    region: string | null,
+    plan: RolloutPlan = DEFAULT_PLAN,
+  ): number {
     const result = this.#db.prepare(
-      "INSERT INTO rollouts (model, version, digest, region, state, created) VALUES (?, ?, ?, ?, 'running', ?)",
-    ).run(model, version, digest, region, Date.now());
+      `INSERT INTO rollouts (model, version, digest, region, state, created, strategy, canary,
+       canary_percent, batch, max_failures, rollback) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      model,
+      version,
+      digest,
+      region,
+      Date.now(),
+      plan.strategy,
+      plan.canary,
+      plan.canaryPercent ? 1 : 0,
+      plan.batch,
+      plan.maxFailures,
+      plan.rollback ? 1 : 0,
+    );
     return Number(result.lastInsertRowid);
   }
 
   finishRollout(id: number): void {
-    this.#db.prepare("UPDATE rollouts SET state = 'done', finished = ? WHERE id = ?").run(
-      Date.now(),
+    this.setRolloutState(id, "done", "");
+  }
+
+  /** Sets a rollout's state (and why); terminal states get a finish time. */
+  setRolloutState(id: number, state: RolloutState, reason: string): void {
+    const finished = state === "running" || state === "paused" ? null : Date.now();
+    this.#db.prepare("UPDATE rollouts SET state = ?, reason = ?, finished = ? WHERE id = ?").run(
+      state,
+      reason,
+      finished,
       id,
     );
   }
 
-  /** Marks every running rollout of `model` other than `keep` done (a newer rollout supersedes them). */
+  /** Marks every unfinished rollout of `model` other than `keep` superseded by it. */
   supersedeRollouts(model: string, keep: number): void {
     this.#db.prepare(
-      "UPDATE rollouts SET state = 'done', finished = ? WHERE model = ? AND id != ? AND state = 'running'",
-    ).run(Date.now(), model, keep);
+      `UPDATE rollouts SET state = 'superseded', reason = ?, finished = ?
+       WHERE model = ? AND id != ? AND state IN ('running', 'paused', 'halted')`,
+    ).run(`superseded by rollout ${keep}`, Date.now(), model, keep);
   }
 
   rollouts(): RolloutRow[] {
@@ -249,6 +340,32 @@ export class StateDb {
         detail: String(r.detail),
         updated: Number(r.updated),
       }));
+  }
+
+  // --- device history ---
+
+  addHistory(h: HistoryRow): void {
+    this.#db.prepare(
+      "INSERT INTO history (node_id, model, at, event, digest, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    ).run(h.nodeId, h.model, h.at, h.event, h.digest, h.detail);
+  }
+
+  /** A device's history, oldest first (all devices when `nodeId` is undefined). */
+  history(nodeId?: string): HistoryRow[] {
+    const rows =
+      (nodeId === undefined
+        ? this.#db.prepare("SELECT * FROM history ORDER BY at").all()
+        : this.#db.prepare("SELECT * FROM history WHERE node_id = ? ORDER BY at").all(
+          nodeId,
+        )) as Row[];
+    return rows.map((r) => ({
+      nodeId: String(r.node_id),
+      model: String(r.model),
+      at: Number(r.at),
+      event: String(r.event),
+      digest: String(r.digest),
+      detail: String(r.detail),
+    }));
   }
 
   // --- bytes served by the control plane ---
@@ -280,6 +397,13 @@ function versionOf(r: Row): VersionRow {
 
 function rolloutOf(r: Row): RolloutRow {
   return {
+    strategy: String(r.strategy) as Strategy,
+    canary: Number(r.canary),
+    canaryPercent: Number(r.canary_percent) === 1,
+    batch: Number(r.batch),
+    maxFailures: Number(r.max_failures),
+    rollback: Number(r.rollback) === 1,
+    reason: String(r.reason),
     id: Number(r.id),
     model: String(r.model),
     version: String(r.version),

@@ -166,6 +166,13 @@ Deno.test("status prints versions, agents, rollouts with their elections and byt
       state: "running",
       created: 0,
       finished: null,
+      strategy: "canary",
+      canary: 1,
+      canaryPercent: false,
+      batch: 1,
+      maxFailures: 0.2,
+      rollback: false,
+      reason: "1 of 1 in the current batch failed",
       agents: [
         { nodeId: "eu-0", state: "active", detail: "v2", updated: 0 },
         { nodeId: "eu-1", state: "offline", detail: "", updated: 0 },
@@ -195,7 +202,10 @@ Deno.test("status prints versions, agents, rollouts with their elections and byt
   assert.match(lines, /patch resnet v1 → resnet v2: 100 B/);
   assert.match(lines, /eu-0 +eu +online +resnet v2; served 300 B/);
   assert.match(lines, /eu-1 +eu +OFFLINE resnet v1/);
-  assert.match(lines, /#7 resnet v2 → all regions: running, 1\/2 agents active/);
+  assert.match(
+    lines,
+    /#7 resnet v2 → all regions: running, 1\/2 agents active \[canary\] \(1 of 1 in the current batch failed\)/,
+  );
   assert.match(lines, /election r7\.b3\.e1 eu: closed, leader eu-0, patch 100 B, 1\/2 pending/);
   assert.match(lines, /eu-1: offline/);
 });

@@ -37,6 +37,8 @@ export interface FleetOptions {
   readonly cpArgs?: string[];
   /** Extra agent flags. */
   readonly agentArgs?: string[];
+  /** Extra Deno permissions for agents (e.g. `--allow-run=sh` for a health command). */
+  readonly agentPermissions?: string[];
   readonly cpFaults?: TransportFaults & { seed?: number };
 }
 
@@ -147,6 +149,8 @@ export class Fleet {
         ],
         data,
         `${this.options.dir}/${nodeId}.log`,
+        [],
+        this.options.agentPermissions,
       ),
     );
   }
@@ -238,6 +242,7 @@ function spawn(
   data: string,
   logPath: string,
   readable: string[] = [],
+  permissions: string[] = [],
 ): Proc {
   const script = faults ? [FAULTY, JSON.stringify(faults)] : [MOD];
   const child = new Deno.Command(Deno.execPath(), {
@@ -249,6 +254,7 @@ function spawn(
       `--allow-read=${[data, ...readable].join(",")}`,
       `--allow-write=${data}`,
       "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
+      ...permissions,
       ...script,
       ...args,
     ],

@@ -1,0 +1,197 @@
+/**
+ * End-to-end tests of rollout campaigns and the device lifecycle (issue 5):
+ * a canary whose health check fails halts the rollout with no other device
+ * touched; a rolling rollout goes batch by batch; a fleet rollback returns
+ * every device to the old version, and devices that hold it download nothing.
+ * Real processes on loopback, as in fleet_e2e_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { activeFileDigest, type AgentSpec, Fleet } from "./support/fleet_harness.ts";
+import { randomBytes, withTempDir } from "./helpers.ts";
+import type { StatusReport } from "../controlplane/control_plane.ts";
+import type { HistoryRow } from "../controlplane/state_db.ts";
+
+const MODEL = "resnet";
+const SIZE = 4 * 1024 * 1024;
+/** v2 starts with this marker; the health command below refuses it. */
+const MARKER = "POISONED";
+const HEALTH_CMD = `! head -c ${MARKER.length} {model} | grep -q ${MARKER}`;
+
+function agents(subnet: number, count: number): AgentSpec[] {
+  return Array.from({ length: count }, (_, i) => ({
+    nodeId: `dev-${i}`,
+    region: "eu",
+    host: `127.0.${subnet}.${10 + i}`,
+  }));
+}
+
+async function withFleet(
+  subnet: number,
+  count: number,
+  healthCmd: boolean,
+  fn: (fleet: Fleet, dir: string, ids: string[]) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    const fleet = await Fleet.start({
+      dir,
+      cpHost: `127.0.${subnet}.1`,
+      agents: agents(subnet, count),
+      cpArgs: ["--agent-timeout", "1500ms"],
+      agentArgs: [
+        "--heartbeat-interval",
+        "250ms",
+        ...(healthCmd ? ["--health-cmd", HEALTH_CMD, "--health-timeout", "10s"] : []),
+      ],
+      agentPermissions: healthCmd ? ["--allow-run=sh"] : [],
+    });
+    try {
+      const ids = fleet.options.agents.map((a) => a.nodeId);
+      await fleet.waitFor(
+        async () => (await fleet.status()).agents.filter((a) => a.online).length === count,
+        30_000,
+        "every agent to register",
+      );
+      await fn(fleet, dir, ids);
+    } catch (err) {
+      const log = await Deno.readTextFile(`${dir}/cp.log`).catch(() => "");
+      console.error(`--- control plane log ---\n${log.split("\n").slice(-40).join("\n")}`);
+      throw err;
+    } finally {
+      await fleet.stop();
+    }
+  });
+}
+
+/** Publishes v1 and v2 (v2 = v1 with 64 KiB rewritten, optionally starting with MARKER). */
+async function publishVersions(fleet: Fleet, dir: string, poisoned: boolean) {
+  const v1 = randomBytes(SIZE, 5);
+  const v2 = v1.slice();
+  v2.set(randomBytes(64 * 1024, 6), SIZE / 2);
+  if (poisoned) v2.set(new TextEncoder().encode(MARKER), 0);
+  await Deno.writeFile(`${dir}/v1.bin`, v1);
+  await Deno.writeFile(`${dir}/v2.bin`, v2);
+  return {
+    v1: (await fleet.publish(MODEL, "v1", `${dir}/v1.bin`)).version.digest,
+    v2: (await fleet.publish(MODEL, "v2", `${dir}/v2.bin`)).version.digest,
+  };
+}
+
+async function rollout(fleet: Fleet, body: Record<string, unknown>): Promise<{ id: number }> {
+  return await fleet.api("POST", "/v1/rollouts", JSON.stringify({ model: MODEL, ...body }));
+}
+
+function rolloutOf(status: StatusReport, id: number) {
+  return status.rollouts.find((r) => r.id === id)!;
+}
+
+Deno.test({
+  name: "a canary whose health check fails halts the rollout; no other device is touched",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(21, 4, true, async (fleet, dir, ids) => {
+    const { v1 } = await publishVersions(fleet, dir, true);
+    await rollout(fleet, { version: "v1" });
+    await fleet.converged(MODEL, v1, ids);
+    const { id } = await rollout(fleet, { version: "v2", strategy: "canary", canary: "1" });
+    await fleet.waitFor(
+      async () => rolloutOf(await fleet.status(), id).state === "halted",
+      30_000,
+      "the rollout to halt",
+    );
+    const status = await fleet.status();
+    const r = rolloutOf(status, id);
+    assert.match(r.reason, /1 of 1 in the current batch failed \(dev-0\)/);
+    const canary = r.agents.find((a) => a.nodeId === "dev-0")!;
+    assert.equal(canary.state, "failed");
+    assert.match(canary.detail, /health check failed: health command exited 1/);
+    for (const other of ids.slice(1)) {
+      assert.equal(r.agents.find((a) => a.nodeId === other)?.state, "waiting", other);
+      const log = await Deno.readTextFile(`${dir}/${other}.log`);
+      assert.doesNotMatch(log, /switched resnet to v2/, `${other} never switched`);
+    }
+    // Every device, the canary included, runs v1: the canary rolled itself back.
+    await fleet.waitFor(
+      async () => {
+        const s = await fleet.status();
+        return ids.every((n) => s.agents.find((a) => a.nodeId === n)?.active[MODEL] === v1);
+      },
+      10_000,
+      "every device on v1",
+    );
+    for (const n of ids) assert.equal(await activeFileDigest(dir, n, MODEL), v1, n);
+    const history = (await fleet.api<{ history: HistoryRow[] }>("GET", "/v1/devices/dev-0/history"))
+      .history;
+    assert.ok(history.some((h) => h.event === "failed" && /health check failed/.test(h.detail)));
+    const state = JSON.parse(await Deno.readTextFile(`${dir}/dev-0/models/${MODEL}/state.json`));
+    assert.equal(state.step, "rolledBack");
+    assert.equal(state.backup, v1);
+  });
+});
+
+Deno.test({
+  name: "a rolling rollout goes batch by batch: batch 2 starts after batch 1 runs the version",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(22, 4, false, async (fleet, dir, ids) => {
+    const { v1, v2 } = await publishVersions(fleet, dir, false);
+    await rollout(fleet, { version: "v1" });
+    await fleet.converged(MODEL, v1, ids);
+    const { id } = await rollout(fleet, { version: "v2", strategy: "rolling", batch: 2 });
+    await fleet.converged(MODEL, v2, ids);
+    await fleet.waitFor(
+      async () => rolloutOf(await fleet.status(), id).state === "done",
+      10_000,
+      "the rollout to finish",
+    );
+    const ranV2At = async (n: string) => {
+      const { history } = await fleet.api<{ history: HistoryRow[] }>(
+        "GET",
+        `/v1/devices/${n}/history`,
+      );
+      return history.find((h) => h.event === "running" && h.digest === v2)!.at;
+    };
+    const batch1 = await Promise.all(["dev-0", "dev-1"].map(ranV2At));
+    const batch2 = await Promise.all(["dev-2", "dev-3"].map(ranV2At));
+    assert.ok(Math.max(...batch1) <= Math.min(...batch2), `${batch1} then ${batch2}`);
+    for (const n of ids) assert.equal(await activeFileDigest(dir, n, MODEL), v2, n);
+  });
+});
+
+Deno.test({
+  name:
+    "a fleet rollback returns every device to the old version; devices that hold it download nothing",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(23, 3, false, async (fleet, dir, ids) => {
+    const { v1, v2 } = await publishVersions(fleet, dir, false);
+    await rollout(fleet, { version: "v1" });
+    await fleet.converged(MODEL, v1, ids);
+    await rollout(fleet, { version: "v2" });
+    await fleet.converged(MODEL, v2, ids);
+    // Heartbeats carry the bytes each agent served: let the last ones of the v2 rollout arrive.
+    await new Promise((r) => setTimeout(r, 1000));
+    const before = await fleet.status();
+    const back = await fleet.api<{ id: number; version: string; rollback: boolean }>(
+      "POST",
+      "/v1/rollback",
+      JSON.stringify({ model: MODEL }),
+    );
+    assert.equal(back.version, "v1");
+    assert.equal(back.rollback, true);
+    const after = await fleet.converged(MODEL, v1, ids);
+    for (const n of ids) assert.equal(await activeFileDigest(dir, n, MODEL), v1, n);
+    assert.equal(
+      after.controlPlane.served,
+      before.controlPlane.served,
+      "the control plane sent nothing",
+    );
+    for (const n of ids) {
+      const served = (s: StatusReport) => s.agents.find((a) => a.nodeId === n)!.served;
+      assert.equal(served(after), served(before), `${n} sent nothing`);
+    }
+  });
+});
