@@ -37,6 +37,9 @@ import {
   writeState,
 } from "./lifecycle_state.ts";
 import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
+import { maybeCrash } from "./test_hooks.ts";
+import { statfs } from "node:fs/promises";
+import { formatBytes } from "../codec/units.ts";
 
 /** Options of `Agent.start`. */
 export interface AgentOptions {
@@ -59,6 +62,10 @@ export interface AgentOptions {
   readonly healthTimeoutMs?: number;
   /** Failures of a version in one rollout after which it is not tried again (default 3). */
   readonly poisonAfter?: number;
+  /** Command run (`sh -c`, `{model}`/`POOLBOY_MODEL`) after each switch, e.g. to reload the app. */
+  readonly onSwitchCmd?: string;
+  /** Free bytes to leave on the data directory's filesystem (default 64 MiB). */
+  readonly minFreeBytes?: number;
   readonly log?: (line: string) => void;
 }
 
@@ -294,7 +301,11 @@ export class Agent {
     }
     const backup = await activeDigest(this.options.dataDir, model);
     const already = backup === target; // e.g. it got there before a restart
-    if (!already) await this.#step(model, "downloading", { target, backup, manifestId });
+    if (!already) {
+      await this.#checkDiskSpace(announce);
+      const blob = toHex(announce.blobDigest);
+      await this.#step(model, "downloading", { target, backup, manifestId, blob });
+    }
     const haveTarget = await this.store.has(announce.targetDigest);
     if (election.leader) {
       // A leader needs the blob to seed, even if it has the target already.
@@ -331,6 +342,7 @@ export class Agent {
     const mode = await switchTo(this.options.dataDir, model, target);
     await this.#step(model, "switched");
     this.#log(`switched ${model} to ${announce.version} ${target.slice(0, 16)} (${mode})`);
+    await this.#onSwitch(model);
     await this.#checkAndCommit(model, target, manifestId, announce.version);
   }
 
@@ -340,6 +352,7 @@ export class Agent {
     if (health.healthy) {
       await this.#step(model, "committed");
       this.#log(`active ${model} ${version} ${target.slice(0, 16)} (healthy, committed)`);
+      await this.#cleanUp().catch((err) => this.#log(`clean-up failed: ${err}`));
       await this.#status(manifestId, "active", version);
     } else {
       await this.#rollBack(model, health.reason);
@@ -368,6 +381,7 @@ export class Agent {
       : state;
     await writeState(this.options.dataDir, { ...failed, step: "rolledBack", updated: Date.now() });
     this.#log(`rolled ${model} back to ${state.backup?.slice(0, 16) ?? "nothing"}: ${reason}`);
+    if (state.backup !== null) await this.#onSwitch(model);
   }
 
   /** Records a failed update (any step before the switch), back to idle. */
@@ -376,7 +390,9 @@ export class Agent {
     const state = await readState(this.options.dataDir, model);
     const target = toHex(announce.targetDigest);
     if (state.step === "switched") return await this.#rollBack(model, reason);
-    const failed = withFailure(state, target, announce.manifestId, reason);
+    const failed = reason.startsWith("not enough disk space")
+      ? state // not the version's fault: it does not count towards the poison pill
+      : withFailure(state, target, announce.manifestId, reason);
     await writeState(this.options.dataDir, { ...failed, step: "idle", updated: Date.now() });
   }
 
@@ -384,10 +400,56 @@ export class Agent {
   async #step(
     model: string,
     step: Step,
-    fields: Partial<Pick<ModelState, "target" | "backup" | "manifestId">> = {},
+    fields: Partial<Pick<ModelState, "target" | "backup" | "manifestId" | "blob">> = {},
   ): Promise<void> {
     const state = await readState(this.options.dataDir, model);
-    await writeState(this.options.dataDir, { ...state, ...fields, step, updated: Date.now() });
+    const next = { ...state, ...fields, step, updated: Date.now() };
+    await writeState(this.options.dataDir, next);
+    maybeCrash(step, next.target);
+  }
+
+  /** Refuses an update the filesystem has no room for (before any byte is downloaded). */
+  async #checkDiskSpace(announce: Announce): Promise<void> {
+    const needed = announce.blobSize + (announce.baseDigest === null ? 0 : announce.targetSize);
+    const reserve = this.options.minFreeBytes ?? 64 * 1024 * 1024;
+    const fs = await statfs(this.options.dataDir);
+    const free = Number(fs.bavail) * Number(fs.bsize);
+    if (free - needed < reserve) {
+      throw new DiskSpaceError(
+        `not enough disk space for ${announce.model} ${announce.version}: needs ${
+          formatBytes(needed)
+        } plus ${formatBytes(reserve)} kept free, ${formatBytes(free)} available`,
+      );
+    }
+  }
+
+  /** Runs `--on-switch` (if given) for the model's current file; its failure is logged only. */
+  async #onSwitch(model: string): Promise<void> {
+    if (this.options.onSwitchCmd === undefined) return;
+    const path = await Deno.realPath(currentPath(this.options.dataDir, model));
+    const result = await runHealthCommand(this.options.onSwitchCmd, path, 60_000);
+    if (!result.healthy) this.#log(`--on-switch for ${model}: ${result.reason}`);
+  }
+
+  /**
+   * After a commit: removes every blob that is no model's active version,
+   * backup, or the blob of its latest update (kept to seed peers).
+   */
+  async #cleanUp(): Promise<void> {
+    const keep = new Set<string>();
+    for (const model of await modelNames(this.options.dataDir)) {
+      const state = await readState(this.options.dataDir, model);
+      const active = await activeDigest(this.options.dataDir, model);
+      for (const d of [active, state.backup, state.blob, state.target]) if (d) keep.add(d);
+    }
+    for (const digest of await this.store.list()) {
+      const hex = toHex(digest);
+      if (!keep.has(hex)) {
+        await this.store.remove(digest);
+        this.#readyBlobs.delete(hex);
+        this.#log(`removed old blob ${hex.slice(0, 16)}`);
+      }
+    }
   }
 
   get #poisonAfter(): number {
@@ -530,3 +592,6 @@ async function removeTemporaries(dir: string): Promise<void> {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
 }
+
+/** The filesystem has no room for an update (checked before downloading). */
+export class DiskSpaceError extends Error {}

@@ -46,6 +46,8 @@ export interface ModelState {
   readonly target: string | null;
   /** The version to roll back to (hex digest), or null if there was none. */
   readonly backup: string | null;
+  /** The blob the update downloads (a patch, or the target itself), kept to seed peers. */
+  readonly blob: string | null;
   readonly manifestId: string | null;
   readonly updated: number;
   readonly failures: Readonly<Record<string, FailureRecord>>;
@@ -59,6 +61,7 @@ export function initialState(model: string): ModelState {
     step: "idle",
     target: null,
     backup: null,
+    blob: null,
     manifestId: null,
     updated: 0,
     failures: {},

@@ -11,7 +11,7 @@ import {
   DEFAULT_CP_UDP_PORT,
 } from "../transfer/default_ports.ts";
 import { UsageError } from "../codec/errors.ts";
-import { parseCommand, println } from "./args.ts";
+import { parseCommand, println, sizeOption } from "./args.ts";
 import { logLine } from "./controlplane.ts";
 import {
   addressOption,
@@ -57,6 +57,13 @@ Options:
   --health-timeout T           a health command running longer fails (default 60s)
   --poison-after N             a version that failed N times in a rollout is not tried again
                                until the next rollout (default 3)
+  --on-switch 'CMD'            run sh -c CMD (POOLBOY_MODEL, {model}) after every switch and
+                               rollback, e.g. to make the application reload
+  --min-free SIZE              refuse an update that would leave less free space than this on
+                               DIR's filesystem, checked before downloading (default 64MiB)
+
+After a commit only each model's active version, its backup (the version it
+replaced) and the latest update's blob (to seed peers) are kept.
   -q, --quiet                  no log lines on stderr
   -h, --help                   this help
 
@@ -79,6 +86,8 @@ export async function agentCommand(args: string[]): Promise<number> {
     "health-cmd": { type: "string" },
     "health-timeout": { type: "string" },
     "poison-after": { type: "string" },
+    "on-switch": { type: "string" },
+    "min-free": { type: "string" },
   });
   if (values.help) {
     println(AGENT_HELP);
@@ -105,6 +114,8 @@ export async function agentCommand(args: string[]): Promise<number> {
     healthCmd: values["health-cmd"],
     healthTimeoutMs: durationOption("health-timeout", values["health-timeout"], 60_000),
     poisonAfter: countOption("poison-after", values["poison-after"], 3),
+    onSwitchCmd: values["on-switch"],
+    minFreeBytes: sizeOption("min-free", values["min-free"], 64 * 1024 * 1024),
     log: values.quiet ? undefined : logLine,
   });
   // Runs until a signal ends the process (mod.ts removes temporary files then).

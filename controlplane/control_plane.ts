@@ -586,6 +586,10 @@ export class ControlPlane {
     }
     this.#setAgentState(entry.rolloutId, message.nodeId, message.state, message.detail);
     if (message.state === "failed") {
+      // Try again later (the agent counts its failures and stops at its poison limit).
+      if (!message.detail.startsWith("poisoned")) {
+        election.rewind(message.nodeId, Date.now(), 4 * this.#timing.retryMs);
+      }
       this.db.addHistory({
         nodeId: message.nodeId,
         model: election.announce.model,

@@ -249,7 +249,9 @@ export class Election {
       }
     } else if (this.#state === "closed") {
       for (const [nodeId, member] of this.#members) {
-        if (member.done || nodeId === this.#leader || now < member.nextSendAt) continue;
+        // The leader has the blob; it is told again only if it restarted or failed (rewind).
+        if (member.done || (nodeId === this.#leader && member.answered)) continue;
+        if (now < member.nextSendAt) continue;
         // A member never heard from may not know the election (it restarted, or every
         // announce was lost): it gets the Announce with the ElectionClosed.
         if (!member.answered) out.push({ nodeId, message: this.announce });
@@ -261,15 +263,17 @@ export class Election {
   }
 
   /**
-   * Restarts a member's retransmissions now (it came back after a restart, so
-   * whatever it was told before is forgotten).
+   * Restarts a member's retransmissions after `delayMs` (it came back after a
+   * restart, so whatever it was told before is forgotten; or its update failed
+   * and it is to try again). A rewound leader of a closed election is told
+   * again too.
    */
-  rewind(nodeId: string, now: number): void {
+  rewind(nodeId: string, now: number, delayMs = 0): void {
     const member = this.#members.get(nodeId);
     if (!member || member.done) return;
     member.answered = false;
     member.closedAcked = false;
-    member.nextSendAt = now;
+    member.nextSendAt = now + delayMs;
     member.delay = this.timing.retryMs;
   }
 

@@ -180,3 +180,19 @@ Deno.test("every handler is idempotent: replaying all messages twice changes not
     assert.deepEqual(twice[key], once[key], key);
   }
 });
+
+Deno.test("a rewound leader of a closed election is told again (it restarted or failed)", () => {
+  const e = election(["a", "b"]);
+  e.onBid("a", 0);
+  e.onLeaderReady("a", ADDRESS, 0);
+  assert.ok(
+    !types(e.tick(0)).some((t) => t.endsWith(">a")),
+    "the leader is not told what it knows",
+  );
+  e.rewind("a", 10, 100);
+  assert.ok(!types(e.tick(50)).some((t) => t.endsWith(">a")), "not before the delay");
+  assert.deepEqual(types(e.tick(110)).filter((t) => t.endsWith(">a")), [
+    "announce>a",
+    "electionClosed>a",
+  ]);
+});

@@ -195,3 +195,111 @@ Deno.test({
     }
   });
 });
+
+for (const [i, step] of (["downloading", "staged", "applied", "switched"] as const).entries()) {
+  Deno.test({
+    name: `an agent killed right after "${step}" restarts consistent and converges`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+  }, async () => {
+    await withFleet(30 + i, 1, false, async (fleet, dir, [id]) => {
+      const { v1, v2 } = await publishVersions(fleet, dir, false);
+      await rollout(fleet, { version: "v1" });
+      await fleet.converged(MODEL, v1, [id]);
+      await fleet.killAgent(id);
+      await fleet.startAgent(id, { crashAfterStep: step, crashTarget: v2 });
+      await rollout(fleet, { version: "v2" });
+      assert.equal(await fleet.agentExited(id), 137, "it crashed at the hook");
+      // What a power cut leaves: current is v1 or v2, whole, never anything else.
+      const current = await activeFileDigest(dir, id, MODEL);
+      assert.ok(current === v1 || current === v2, `current is ${current}`);
+      const state = JSON.parse(await Deno.readTextFile(`${dir}/${id}/models/${MODEL}/state.json`));
+      assert.equal(state.step, step);
+      await fleet.startAgent(id, {});
+      await fleet.converged(MODEL, v2, [id]);
+      assert.equal(await activeFileDigest(dir, id, MODEL), v2);
+      await fleet.waitFor(
+        async () => {
+          const s = JSON.parse(await Deno.readTextFile(`${dir}/${id}/models/${MODEL}/state.json`));
+          return s.step === "committed";
+        },
+        10_000,
+        "the update to be committed",
+      );
+      const leftovers = [];
+      for await (const e of Deno.readDir(`${dir}/${id}/blobs`)) {
+        if (e.name.endsWith(".tmp")) leftovers.push(e.name);
+      }
+      assert.deepEqual(leftovers, [], "no temporary file left");
+    });
+  });
+}
+
+Deno.test({
+  name:
+    "a version that fails its health check 3 times is poisoned: not tried again in that rollout",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(35, 1, true, async (fleet, dir, [id]) => {
+    const { v1, v2 } = await publishVersions(fleet, dir, true);
+    await rollout(fleet, { version: "v1" });
+    await fleet.converged(MODEL, v1, [id]);
+    // 100%: the rollout never halts by itself, so ElectionClosed keeps coming.
+    const { id: rolloutId } = await rollout(fleet, { version: "v2", maxFailures: "100%" });
+    await fleet.waitFor(
+      async () => {
+        const r = rolloutOf(await fleet.status(), rolloutId);
+        return /^poisoned: failed 3 times/.test(
+          r.agents.find((a) => a.nodeId === id)?.detail ?? "",
+        );
+      },
+      60_000,
+      "the poison pill",
+    );
+    await new Promise((r) => setTimeout(r, 3000)); // more ElectionClosed repeats arrive meanwhile
+    const log = await Deno.readTextFile(`${dir}/${id}.log`);
+    assert.equal(log.match(/switched resnet to v2/g)?.length, 3, "exactly 3 tries");
+    const state = JSON.parse(await Deno.readTextFile(`${dir}/${id}/models/${MODEL}/state.json`));
+    assert.equal(state.failures[v2].count, 3);
+    assert.equal(await activeFileDigest(dir, id, MODEL), v1);
+  });
+});
+
+Deno.test({
+  name: "an update the disk has no room for is refused before downloading, and reported",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const fleet = await Fleet.start({
+      dir,
+      cpHost: "127.0.36.1",
+      agents: agents(36, 1),
+      cpArgs: ["--agent-timeout", "1500ms"],
+      agentArgs: ["--heartbeat-interval", "250ms", "--min-free", "1000000GiB"],
+    });
+    try {
+      const { v1 } = await publishVersions(fleet, dir, false);
+      await fleet.waitFor(
+        async () => (await fleet.status()).agents.length === 1,
+        30_000,
+        "register",
+      );
+      const { id } = await rollout(fleet, { version: "v1" });
+      await fleet.waitFor(
+        async () => rolloutOf(await fleet.status(), id).state === "halted",
+        30_000,
+        "the rollout to halt",
+      );
+      const agent = rolloutOf(await fleet.status(), id).agents[0];
+      assert.equal(agent.state, "failed");
+      assert.match(agent.detail, /not enough disk space for resnet v1: needs 4\.00 MiB plus/);
+      const status = await fleet.status();
+      assert.equal(status.controlPlane.served, 0, "nothing was downloaded");
+      assert.notEqual(status.agents[0].active[MODEL], v1);
+    } finally {
+      await fleet.stop();
+    }
+  });
+});

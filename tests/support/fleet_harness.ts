@@ -23,7 +23,12 @@ export interface AgentSpec {
   readonly nodeId: string;
   readonly region: string;
   readonly host: string;
-  readonly faults?: TransportFaults & { seed?: number };
+  /** Transport faults and agent crash hooks (tests/support/faulty_main.ts). */
+  readonly faults?: TransportFaults & {
+    seed?: number;
+    crashAfterStep?: string;
+    crashTarget?: string;
+  };
 }
 
 /** Options of `Fleet.start`. */
@@ -125,8 +130,9 @@ export class Fleet {
     );
   }
 
-  async startAgent(nodeId: string): Promise<void> {
-    const spec = this.spec(nodeId);
+  /** Starts an agent (again); `faults` overrides its spec's for this start. */
+  async startAgent(nodeId: string, faults?: AgentSpec["faults"]): Promise<void> {
+    const spec = { ...this.spec(nodeId), ...(faults === undefined ? {} : { faults }) };
     const data = `${this.options.dir}/${nodeId}`;
     await Deno.mkdir(data, { recursive: true });
     this.agents.set(
@@ -150,7 +156,7 @@ export class Fleet {
         data,
         `${this.options.dir}/${nodeId}.log`,
         [],
-        this.options.agentPermissions,
+        ["--allow-sys=statfs", ...(this.options.agentPermissions ?? [])],
       ),
     );
   }
@@ -159,6 +165,16 @@ export class Fleet {
     const spec = this.options.agents.find((a) => a.nodeId === nodeId);
     if (!spec) throw new Error(`no agent ${nodeId}`);
     return spec;
+  }
+
+  /** Waits for an agent's process to exit by itself; returns its exit code. */
+  async agentExited(nodeId: string): Promise<number> {
+    const proc = this.agents.get(nodeId);
+    if (!proc) throw new Error(`agent ${nodeId} is not running`);
+    const { code } = await proc.child.status;
+    await proc.kill();
+    this.agents.delete(nodeId);
+    return code;
   }
 
   async killAgent(nodeId: string, signal: Deno.Signal = "SIGKILL"): Promise<void> {
