@@ -66,6 +66,8 @@ export interface AgentOptions {
   readonly onSwitchCmd?: string;
   /** Free bytes to leave on the data directory's filesystem (default 64 MiB). */
   readonly minFreeBytes?: number;
+  /** Earlier versions kept per model for rollback (default 1: the backup). */
+  readonly keepBackups?: number;
   readonly log?: (line: string) => void;
 }
 
@@ -350,7 +352,17 @@ export class Agent {
   async #checkAndCommit(model: string, target: string, manifestId: string, version: string) {
     const health = await this.#healthCheck(model, target);
     if (health.healthy) {
-      await this.#step(model, "committed");
+      const before = await readState(this.options.dataDir, model);
+      const kept = [...new Set([before.backup, ...(before.kept ?? [])])]
+        .filter((d): d is string => d !== null && d !== target)
+        .slice(0, this.options.keepBackups ?? 1);
+      await writeState(this.options.dataDir, {
+        ...before,
+        kept,
+        step: "committed",
+        updated: Date.now(),
+      });
+      maybeCrash("committed", target);
       this.#log(`active ${model} ${version} ${target.slice(0, 16)} (healthy, committed)`);
       await this.#cleanUp().catch((err) => this.#log(`clean-up failed: ${err}`));
       await this.#status(manifestId, "active", version);
@@ -432,15 +444,17 @@ export class Agent {
   }
 
   /**
-   * After a commit: removes every blob that is no model's active version,
-   * backup, or the blob of its latest update (kept to seed peers).
+   * After a commit: removes every blob that is no model's active version, one
+   * of its kept earlier versions (`keepBackups`), or the blob of its latest
+   * update (kept to seed peers).
    */
   async #cleanUp(): Promise<void> {
     const keep = new Set<string>();
     for (const model of await modelNames(this.options.dataDir)) {
       const state = await readState(this.options.dataDir, model);
       const active = await activeDigest(this.options.dataDir, model);
-      for (const d of [active, state.backup, state.blob, state.target]) if (d) keep.add(d);
+      for (const d of [active, state.blob, state.target, ...(state.kept ?? [])]) if (d) keep.add(d);
+      if (state.step !== "committed" && state.backup) keep.add(state.backup);
     }
     for (const digest of await this.store.list()) {
       const hex = toHex(digest);

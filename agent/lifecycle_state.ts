@@ -48,6 +48,8 @@ export interface ModelState {
   readonly backup: string | null;
   /** The blob the update downloads (a patch, or the target itself), kept to seed peers. */
   readonly blob: string | null;
+  /** Earlier versions kept on disk for rollback, most recent first (the backup among them). */
+  readonly kept?: readonly string[];
   readonly manifestId: string | null;
   readonly updated: number;
   readonly failures: Readonly<Record<string, FailureRecord>>;

@@ -62,8 +62,10 @@ Options:
   --min-free SIZE              refuse an update that would leave less free space than this on
                                DIR's filesystem, checked before downloading (default 64MiB)
 
-After a commit only each model's active version, its backup (the version it
-replaced) and the latest update's blob (to seed peers) are kept.
+  --keep-backups N             earlier versions kept per model for a local rollback (default 1)
+
+After a commit only each model's active version, its --keep-backups earlier
+versions and the latest update's blob (to seed peers) are kept on disk.
   -q, --quiet                  no log lines on stderr
   -h, --help                   this help
 
@@ -88,6 +90,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     "poison-after": { type: "string" },
     "on-switch": { type: "string" },
     "min-free": { type: "string" },
+    "keep-backups": { type: "string" },
   });
   if (values.help) {
     println(AGENT_HELP);
@@ -116,6 +119,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     poisonAfter: countOption("poison-after", values["poison-after"], 3),
     onSwitchCmd: values["on-switch"],
     minFreeBytes: sizeOption("min-free", values["min-free"], 64 * 1024 * 1024),
+    keepBackups: countOption("keep-backups", values["keep-backups"], 1),
     log: values.quiet ? undefined : logLine,
   });
   // Runs until a signal ends the process (mod.ts removes temporary files then).

@@ -14,7 +14,7 @@
  * | GET    | /v1/rollouts/{id}                      |                   | the rollout with its agents and elections |
  * | POST   | /v1/rollouts/{id}/{pause,resume,abort} |                   | the rollout (409 if it cannot)  |
  * | POST   | /v1/rollback                           | `{ model, to? }`  | the rollback's rollout (201)    |
- * | GET    | /v1/agents                             |                   | `{ agents }`                    |
+ * | GET    | /v1/agents, /v1/devices                |                   | `{ agents }`                    |
  * | GET    | /v1/devices/{id}/history               |                   | `{ history }`                   |
  * | GET    | /v1/status                             |                   | the whole status report         |
  *
@@ -119,7 +119,9 @@ async function route(cp: ControlPlane, request: Request): Promise<Response> {
     if (!rollout) throw new NotFoundError(`unknown rollout "${parts[2]}"`);
     return json(rollout);
   }
-  if (path === "/v1/agents" && method === "GET") return json({ agents: cp.status().agents });
+  if ((path === "/v1/agents" || path === "/v1/devices") && method === "GET") {
+    return json({ agents: cp.status().agents });
+  }
   if (path === "/v1/status" && method === "GET") return json(cp.status());
   throw new BadRequest(`no such endpoint: ${method} ${url.pathname}`, 404);
 }

@@ -26,7 +26,7 @@ async function poolboy(...args: string[]): Promise<RunResult> {
   return decodeOutput(output);
 }
 
-for (const command of ["controlplane", "agent", "publish", "rollout", "status"]) {
+for (const command of ["controlplane", "agent", "publish", "rollout", "rollback", "status"]) {
   Deno.test(`${command} --help exits 0 and explains the command`, async () => {
     const run = await poolboy(command, "--help");
     assert.equal(run.code, 0, run.stderr);
@@ -108,6 +108,72 @@ const USAGE: [string[], RegExp][] = [
     /only http:\/\//,
   ],
   [["rollout", "--model", "m", "--version", "v"], /rollout needs --control-plane/],
+  [["rollout", "explode", "--control-plane", "http://127.0.0.1:9"], /unknown action "explode"/],
+  [
+    ["rollout", "pause", "--control-plane", "http://127.0.0.1:9"],
+    /rollout pause takes one rollout ID/,
+  ],
+  [
+    [
+      "rollout",
+      "--control-plane",
+      "http://127.0.0.1:9",
+      "--model",
+      "m",
+      "--version",
+      "v",
+      "--strategy",
+      "yolo",
+    ],
+    /--strategy: "yolo" is not all, canary or rolling/,
+  ],
+  [
+    [
+      "rollout",
+      "--control-plane",
+      "http://127.0.0.1:9",
+      "--model",
+      "m",
+      "--version",
+      "v",
+      "--canary",
+      "2",
+    ],
+    /--canary goes with --strategy canary/,
+  ],
+  [
+    [
+      "rollout",
+      "--control-plane",
+      "http://127.0.0.1:9",
+      "--model",
+      "m",
+      "--version",
+      "v",
+      "--strategy",
+      "rolling",
+      "--batch",
+      "0",
+    ],
+    /--batch: "0" is not a whole number/,
+  ],
+  [["rollback", "--control-plane", "http://127.0.0.1:9"], /rollback needs --model/],
+  [
+    [
+      "agent",
+      "--control-plane",
+      "127.0.0.1",
+      "--bind",
+      "127.0.0.2",
+      "--node-id",
+      "a",
+      "--data",
+      "d",
+      "--poison-after",
+      "0",
+    ],
+    /--poison-after: "0" is not a count/,
+  ],
   [["status", "--control-plane", "http://127.0.0.1:9", "extra"], /status takes no arguments/],
 ];
 

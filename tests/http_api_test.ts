@@ -116,3 +116,80 @@ Deno.test("unknown paths get 404 and wrong methods 405", async () => {
     assert.equal(bad.status, 400);
   });
 });
+
+Deno.test("rollout plans are checked: bad strategies, canaries, batches and thresholds get 400", async () => {
+  await withApi(async (call) => {
+    await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1));
+    const base = { model: "resnet", version: "v1" };
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ strategy: "yolo" }, /strategy must be "all", "canary" or "rolling"/],
+      [{ strategy: "canary", canary: "0" }, /canary must be a count/],
+      [{ strategy: "canary", canary: "150%" }, /canary must be a count/],
+      [{ strategy: "rolling", batch: 0 }, /batch must be a whole number/],
+      [{ strategy: "rolling", batch: "2" }, /batch must be a whole number/],
+      [{ maxFailures: "20" }, /maxFailures must be a percentage/],
+    ];
+    for (const [extra, error] of cases) {
+      const r = await call("POST", "/v1/rollouts", JSON.stringify({ ...base, ...extra }));
+      assert.equal(r.status, 400, JSON.stringify(extra));
+      assert.match(String((await json(r)).error), error);
+    }
+    assert.deepEqual((await json(await call("GET", "/v1/rollouts"))).rollouts, []);
+    const ok = await call(
+      "POST",
+      "/v1/rollouts",
+      JSON.stringify({ ...base, strategy: "canary", canary: "10%", maxFailures: "50%" }),
+    );
+    const rollout = await json(ok);
+    assert.equal(ok.status, 201);
+    assert.deepEqual(
+      [rollout.strategy, rollout.canary, rollout.canaryPercent, rollout.maxFailures],
+      ["canary", 10, true, 0.5],
+    );
+  });
+});
+
+Deno.test("pause, resume and abort follow the rollout's state; anything else is 404 or 409", async () => {
+  await withApi(async (call) => {
+    await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1));
+    await call("POST", "/v1/rollouts", JSON.stringify({ model: "resnet", version: "v1" }));
+    const act = async (path: string) => {
+      const r = await call("POST", path);
+      return [r.status, (await json(r)).state ?? null];
+    };
+    assert.equal((await call("POST", "/v1/rollouts/1/resume")).status, 409, "running: no resume");
+    assert.deepEqual(await act("/v1/rollouts/1/pause"), [200, "paused"]);
+    assert.equal((await call("POST", "/v1/rollouts/1/pause")).status, 409, "paused: no pause");
+    assert.deepEqual(await act("/v1/rollouts/1/resume"), [200, "running"]);
+    assert.deepEqual(await act("/v1/rollouts/1/abort"), [200, "aborted"]);
+    assert.equal((await call("POST", "/v1/rollouts/1/resume")).status, 409, "aborted is final");
+    assert.equal((await call("POST", "/v1/rollouts/9/pause")).status, 404);
+    assert.equal((await call("POST", "/v1/rollouts/1/explode")).status, 404);
+    assert.equal((await call("GET", "/v1/rollouts/1/pause")).status, 405);
+  });
+});
+
+Deno.test("rollback needs a known model and something to go back to", async () => {
+  await withApi(async (call) => {
+    const r1 = await call("POST", "/v1/rollback", JSON.stringify({ model: "nope" }));
+    assert.equal(r1.status, 404);
+    await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1));
+    await call("PUT", "/v1/models/resnet/versions/v2", randomBytes(1000, 2));
+    const r2 = await call("POST", "/v1/rollback", JSON.stringify({ model: "resnet" }));
+    assert.equal(r2.status, 404);
+    assert.match(String((await json(r2)).error), /never rolled out/);
+    await call("POST", "/v1/rollouts", JSON.stringify({ model: "resnet", version: "v1" }));
+    await call("POST", "/v1/rollouts", JSON.stringify({ model: "resnet", version: "v2" }));
+    const back = await call("POST", "/v1/rollback", JSON.stringify({ model: "resnet" }));
+    assert.equal(back.status, 201);
+    const rollout = await json(back);
+    assert.equal(rollout.version, "v1");
+    assert.equal(rollout.rollback, true);
+    const rollouts = (await json(await call("GET", "/v1/rollouts"))).rollouts as {
+      state: string;
+    }[];
+    assert.deepEqual(rollouts.map((r) => r.state), ["superseded", "superseded", "running"]);
+    const bad = await call("POST", "/v1/rollback", JSON.stringify({ model: "resnet", to: "v9" }));
+    assert.equal(bad.status, 404);
+  });
+});

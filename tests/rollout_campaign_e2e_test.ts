@@ -303,3 +303,35 @@ Deno.test({
     }
   });
 });
+
+Deno.test({
+  name: "after a commit an agent keeps the active version, one backup and the latest patch only",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(37, 1, false, async (fleet, dir, [id]) => {
+    const { v1, v2 } = await publishVersions(fleet, dir, false);
+    const v3bytes = await Deno.readFile(`${dir}/v2.bin`);
+    v3bytes.set(randomBytes(64 * 1024, 9), 0);
+    await Deno.writeFile(`${dir}/v3.bin`, v3bytes);
+    const v3 = (await fleet.publish(MODEL, "v3", `${dir}/v3.bin`)).version.digest;
+    for (const [version, digest] of [["v1", v1], ["v2", v2], ["v3", v3]]) {
+      await rollout(fleet, { version });
+      await fleet.converged(MODEL, digest, [id]);
+    }
+    await fleet.waitFor(
+      async () => {
+        const names = [];
+        for await (const e of Deno.readDir(`${dir}/${id}/blobs`)) if (e.isFile) names.push(e.name);
+        return !names.includes(v1) && names.length === 3;
+      },
+      10_000,
+      "the clean-up",
+    );
+    const names = [];
+    for await (const e of Deno.readDir(`${dir}/${id}/blobs`)) if (e.isFile) names.push(e.name);
+    const status = await fleet.status();
+    const patch = status.patches.find((p) => p.base === v2 && p.target === v3)!.digest;
+    assert.deepEqual(names.sort(), [v2, v3, patch].sort());
+  });
+});
