@@ -361,3 +361,36 @@ Deno.test({
     },
   );
 });
+
+Deno.test({
+  name:
+    "SIGTERM mid-download: the agent stops, leaves no temporary file, and resumes after a restart",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(
+    { subnet: 18, agents: agents(18, ["eu"], 1), cpFaults: SLOW_CP },
+    async (fleet, dir) => {
+      const { v1, ids, id } = await startV1(fleet, dir, SIZE_4M);
+      const [agent] = ids;
+      await leaderDownloading(fleet, id);
+      await new Promise((r) => setTimeout(r, 1500)); // part of the 4 MiB has arrived
+      await fleet.killAgent(agent, "SIGTERM");
+      const temporaries = [];
+      for await (const e of Deno.readDir(`${dir}/${agent}/blobs`)) {
+        if (e.name.endsWith(".tmp")) temporaries.push(e.name);
+      }
+      assert.deepEqual(temporaries, []);
+      const state = JSON.parse(
+        await Deno.readTextFile(`${dir}/${agent}/models/${MODEL}/state.json`),
+      );
+      assert.equal(state.step, "downloading", "the state file says where it stopped");
+      const partial = (await Deno.stat(`${dir}/${agent}/blobs/.partial/${v1}.part`)).size;
+      assert.ok(partial > 0 && partial < SIZE_4M, `a partial download of ${partial} bytes is kept`);
+      await fleet.startAgent(agent);
+      const status = await fleet.converged(MODEL, v1, ids);
+      await assertActiveFiles(dir, ids, v1);
+      assert.ok(status.controlPlane.served < 1.1 * SIZE_4M, "the download resumed, not restarted");
+    },
+  );
+});

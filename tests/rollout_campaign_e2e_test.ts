@@ -335,3 +335,43 @@ Deno.test({
     assert.deepEqual(names.sort(), [v2, v3, patch].sort());
   });
 });
+
+Deno.test({
+  name: "--on-switch runs after every switch with the new file's path",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const fleet = await Fleet.start({
+      dir,
+      cpHost: "127.0.38.1",
+      agents: agents(38, 1),
+      cpArgs: ["--agent-timeout", "1500ms"],
+      agentArgs: [
+        "--heartbeat-interval",
+        "250ms",
+        "--on-switch",
+        // One line per switch, in the agent's data directory.
+        `echo "$POOLBOY_MODEL" >> ${dir}/dev-0/switches.log && test -f {model}`,
+      ],
+      agentPermissions: ["--allow-run=sh"],
+    });
+    try {
+      await fleet.waitFor(
+        async () => (await fleet.status()).agents.length === 1,
+        30_000,
+        "register",
+      );
+      const { v1, v2 } = await publishVersions(fleet, dir, false);
+      await rollout(fleet, { version: "v1" });
+      await fleet.converged(MODEL, v1, ["dev-0"]);
+      await rollout(fleet, { version: "v2" });
+      await fleet.converged(MODEL, v2, ["dev-0"]);
+      const lines = (await Deno.readTextFile(`${dir}/dev-0/switches.log`)).trim().split("\n");
+      assert.equal(lines.length, 2, "one run per switch");
+      for (const line of lines) assert.ok(line.startsWith(`${dir}/dev-0/`), line);
+    } finally {
+      await fleet.stop();
+    }
+  });
+});
