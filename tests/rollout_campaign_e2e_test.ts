@@ -31,6 +31,7 @@ async function withFleet(
   count: number,
   healthCmd: boolean,
   fn: (fleet: Fleet, dir: string, ids: string[]) => Promise<void>,
+  extra: { agentArgs?: string[]; agentPermissions?: string[] } = {},
 ): Promise<void> {
   await withTempDir(async (dir) => {
     const fleet = await Fleet.start({
@@ -42,8 +43,12 @@ async function withFleet(
         "--heartbeat-interval",
         "250ms",
         ...(healthCmd ? ["--health-cmd", HEALTH_CMD, "--health-timeout", "10s"] : []),
+        ...(extra.agentArgs ?? []).map((a) => a.replaceAll("{dir}", dir)),
       ],
-      agentPermissions: healthCmd ? ["--allow-run=sh"] : [],
+      agentPermissions: [
+        ...(healthCmd ? ["--allow-run=sh"] : []),
+        ...(extra.agentPermissions ?? []),
+      ],
     });
     try {
       const ids = fleet.options.agents.map((a) => a.nodeId);
@@ -271,37 +276,21 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
 }, async () => {
-  await withTempDir(async (dir) => {
-    const fleet = await Fleet.start({
-      dir,
-      cpHost: "127.0.36.1",
-      agents: agents(36, 1),
-      cpArgs: ["--agent-timeout", "1500ms"],
-      agentArgs: ["--heartbeat-interval", "250ms", "--min-free", "1000000GiB"],
-    });
-    try {
-      const { v1 } = await publishVersions(fleet, dir, false);
-      await fleet.waitFor(
-        async () => (await fleet.status()).agents.length === 1,
-        30_000,
-        "register",
-      );
-      const { id } = await rollout(fleet, { version: "v1" });
-      await fleet.waitFor(
-        async () => rolloutOf(await fleet.status(), id).state === "halted",
-        30_000,
-        "the rollout to halt",
-      );
-      const agent = rolloutOf(await fleet.status(), id).agents[0];
-      assert.equal(agent.state, "failed");
-      assert.match(agent.detail, /not enough disk space for resnet v1: needs 4\.00 MiB plus/);
-      const status = await fleet.status();
-      assert.equal(status.controlPlane.served, 0, "nothing was downloaded");
-      assert.notEqual(status.agents[0].active[MODEL], v1);
-    } finally {
-      await fleet.stop();
-    }
-  });
+  await withFleet(36, 1, false, async (fleet, dir) => {
+    const { v1 } = await publishVersions(fleet, dir, false);
+    const { id } = await rollout(fleet, { version: "v1" });
+    await fleet.waitFor(
+      async () => rolloutOf(await fleet.status(), id).state === "halted",
+      30_000,
+      "the rollout to halt",
+    );
+    const agent = rolloutOf(await fleet.status(), id).agents[0];
+    assert.equal(agent.state, "failed");
+    assert.match(agent.detail, /not enough disk space for resnet v1: needs 4\.00 MiB plus/);
+    const status = await fleet.status();
+    assert.equal(status.controlPlane.served, 0, "nothing was downloaded");
+    assert.notEqual(status.agents[0].active[MODEL], v1);
+  }, { agentArgs: ["--min-free", "1000000GiB"] });
 });
 
 Deno.test({
@@ -341,37 +330,21 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
 }, async () => {
-  await withTempDir(async (dir) => {
-    const fleet = await Fleet.start({
-      dir,
-      cpHost: "127.0.38.1",
-      agents: agents(38, 1),
-      cpArgs: ["--agent-timeout", "1500ms"],
-      agentArgs: [
-        "--heartbeat-interval",
-        "250ms",
-        "--on-switch",
-        // One line per switch, in the agent's data directory.
-        `echo "$POOLBOY_MODEL" >> ${dir}/dev-0/switches.log && test -f {model}`,
-      ],
-      agentPermissions: ["--allow-run=sh"],
-    });
-    try {
-      await fleet.waitFor(
-        async () => (await fleet.status()).agents.length === 1,
-        30_000,
-        "register",
-      );
-      const { v1, v2 } = await publishVersions(fleet, dir, false);
-      await rollout(fleet, { version: "v1" });
-      await fleet.converged(MODEL, v1, ["dev-0"]);
-      await rollout(fleet, { version: "v2" });
-      await fleet.converged(MODEL, v2, ["dev-0"]);
-      const lines = (await Deno.readTextFile(`${dir}/dev-0/switches.log`)).trim().split("\n");
-      assert.equal(lines.length, 2, "one run per switch");
-      for (const line of lines) assert.ok(line.startsWith(`${dir}/dev-0/`), line);
-    } finally {
-      await fleet.stop();
-    }
+  await withFleet(38, 1, false, async (fleet, dir) => {
+    const { v1, v2 } = await publishVersions(fleet, dir, false);
+    await rollout(fleet, { version: "v1" });
+    await fleet.converged(MODEL, v1, ["dev-0"]);
+    await rollout(fleet, { version: "v2" });
+    await fleet.converged(MODEL, v2, ["dev-0"]);
+    const lines = (await Deno.readTextFile(`${dir}/dev-0/switches.log`)).trim().split("\n");
+    assert.equal(lines.length, 2, "one run per switch");
+    for (const line of lines) assert.ok(line.startsWith(`${dir}/dev-0/`), line);
+  }, {
+    // One line per switch, in the agent's data directory.
+    agentArgs: [
+      "--on-switch",
+      `echo "$POOLBOY_MODEL" >> {dir}/dev-0/switches.log && test -f {model}`,
+    ],
+    agentPermissions: ["--allow-run=sh"],
   });
 });
