@@ -24,9 +24,11 @@ export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into
 
 Usage: poolboy encode BASE TARGET -o PATCH [options]
 
-Writes a format v1 patch (see README, "Patch format"): COPY ops for the chunks
-of TARGET found in BASE, LITERAL ops for the rest, and TARGET's BLAKE3 so that
-apply can verify its output. PATCH appears only when complete.
+Writes a patch (see README, "Patch format"): COPY ops for the chunks of TARGET
+found in BASE, LITERAL ops for the rest, and TARGET's BLAKE3 so that apply can
+verify its output. PATCH appears only when complete. With --format 2 the rest
+is written as the smallest of a LITERAL, a zstd-compressed ZLITERAL or an XOR
+against the aligned base range, and the header carries BASE's BLAKE3.
 
 Options:
   -o, --output PATCH   where to write the patch (required)
@@ -36,6 +38,8 @@ Options:
   --threads N          Workers hashing chunks (default: one per core but one,
                        at least 1); the main thread reads and cuts. Each adds
                        about 7-18 MB and one buffer of 1.25 × max chunk
+  --format 1|2         patch format (default 1; v2 is smaller, read by poolboy
+                       since this release)
   --base-sig SIG       take BASE's chunks from its signature (poolboy signature)
                        instead of reading BASE: only TARGET is read. SIG must
                        match BASE's size and modification time; chunk sizes
@@ -55,6 +59,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("encode", args, {
     output: { type: "string", short: "o" },
     "base-sig": { type: "string" },
+    format: { type: "string" },
     ...chunkOptions,
     ...threadsOption,
   });
@@ -77,6 +82,10 @@ export async function encodeCommand(args: string[]): Promise<number> {
       "encode: with --base-sig the chunk sizes come from the signature; drop --min/--avg/--max-chunk",
     );
   }
+  const format = values.format ?? "1";
+  if (format !== "1" && format !== "2") {
+    throw new UsageError(`encode: --format must be 1 or 2, got "${format}"`);
+  }
   const chunk = chunkParamsFrom(values);
   const progress = new ProgressLine("encode", { quiet: values.quiet || values.json });
   let summary: EncodeSummary;
@@ -86,6 +95,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
       baseSignature,
       onProgress: progress.callback,
       threads: threadsFrom(values),
+      format: format === "2" ? 2 : 1,
     });
   } finally {
     progress.done();
@@ -108,6 +118,10 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
   );
   println(`  COPY     ${formatBytes(s.copyBytes)} in ${countOf(s.copyOps, "op")}`);
   println(`  LITERAL  ${formatBytes(s.literalBytes)} in ${countOf(s.literalOps, "op")}`);
+  if (s.zliteralOps + s.xorOps > 0) {
+    println(`  ZLITERAL ${formatBytes(s.zliteralBytes)} in ${countOf(s.zliteralOps, "op")}`);
+    println(`  XOR      ${formatBytes(s.xorBytes)} in ${countOf(s.xorOps, "op")}`);
+  }
   println(
     `  chunks   base ${s.baseChunks}${
       s.usedSignature ? " (from its signature)" : ""

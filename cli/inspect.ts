@@ -52,5 +52,17 @@ export async function inspectCommand(args: string[]): Promise<number> {
       formatBytes(d.literalBytes)
     })`,
   );
+  if (d.version >= 2) {
+    println(
+      `ZLITERAL     ${countOf(d.zliteralOps, "op")}, ${d.zliteralBytes} bytes (${
+        formatBytes(d.zliteralBytes)
+      }) produced`,
+    );
+    println(
+      `XOR          ${countOf(d.xorOps, "op")}, ${d.xorBytes} bytes (${
+        formatBytes(d.xorBytes)
+      }) produced`,
+    );
+  }
   return 0;
 }

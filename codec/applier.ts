@@ -27,7 +27,10 @@ import { openInput, readAtSync, writeAll } from "./file_io.ts";
 import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "./progress.ts";
 import { PatchReader } from "./patch_reader.ts";
-import type { OpStats } from "./op_writer.ts";
+import { emptyStats, type OpStats } from "./op_writer.ts";
+import { zstdDecompressSync } from "node:zlib";
+import { MAX_OP_RAW } from "./patch_format.ts";
+import { MalformedPatchError } from "./errors.ts";
 
 /** Default size of the patch buffer and of each output buffer. */
 export const APPLY_BUFFER_SIZE = 1024 * 1024;
@@ -81,11 +84,23 @@ export async function applyFile(
         `wrong base: "${basePath}" is ${base.size} bytes, the patch was made from a ${header.baseSize}-byte base`,
       );
     }
+    if (header.baseDigest) {
+      // v2: refuse a wrong base before any output exists.
+      const actual = hashWholeFile(base.file, basePath, bufferSize);
+      if (!digestsEqual(actual, header.baseDigest)) {
+        throw new VerificationError(
+          `wrong base: "${basePath}" has BLAKE3 ${toHex(actual)}, the patch was made from ${
+            toHex(header.baseDigest)
+          }`,
+        );
+      }
+    }
     out = await AtomicFile.create(outPath, "output");
     const threads = options.threads ?? 0;
     pool = threads === 1 ? await HashPool.start(1) : undefined;
     const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
-    const stats: OpStats = { copyOps: 0, copyBytes: 0, literalOps: 0, literalBytes: 0 };
+    const stats: OpStats = emptyStats();
+    const expanded = new ExpandedOps(base.file, basePath);
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
       if (op === null) break;
@@ -102,6 +117,25 @@ export async function applyFile(
             throw ioError("read base", basePath, err);
           }
           if (n < want) throw ioError("read base", basePath, new Error("file shrank while read"));
+          output.advance(n);
+          done += n;
+        }
+      } else if (op.kind === "zliteral" || op.kind === "xor") {
+        const bytes = await expanded.expand(
+          op,
+          (dest) => readPatch(patchPath, () => reader.readLiteral(dest)),
+        );
+        if (op.kind === "xor") {
+          stats.xorOps++;
+          stats.xorBytes += op.length;
+        } else {
+          stats.zliteralOps++;
+          stats.zliteralBytes += op.length;
+        }
+        for (let done = 0; done < bytes.length;) {
+          const room = await output.room();
+          const n = Math.min(room.length, bytes.length - done);
+          room.set(bytes.subarray(done, done + n));
           output.advance(n);
           done += n;
         }
@@ -225,4 +259,119 @@ async function readPatch<T>(patchPath: string, read: () => Promise<T>): Promise<
     if (err instanceof PoolboyError) throw err;
     throw ioError("read patch", patchPath, err);
   }
+}
+
+/** BLAKE3 of a whole open file, read with positional reads in this thread. */
+function hashWholeFile(file: Deno.FsFile, path: string, bufferSize: number): Uint8Array {
+  const hasher = createHasher();
+  const buf = new Uint8Array(bufferSize);
+  for (let at = 0;;) {
+    let n: number;
+    try {
+      n = readAtSync(file, at, buf);
+    } catch (err) {
+      throw ioError("read base", path, err);
+    }
+    if (n === 0) break;
+    hasher.update(buf.subarray(0, n));
+    at += n;
+  }
+  return hasher.digest();
+}
+
+/**
+ * Turns v2 ZLITERAL and XOR ops into their bytes, through buffers of
+ * `MAX_OP_RAW` made on first use: one for the compressed payload, one for the
+ * base range of an XOR (zstd allocates the decompressed bytes, at most
+ * `MAX_OP_RAW`).
+ */
+class ExpandedOps {
+  readonly #base: Deno.FsFile;
+  readonly #basePath: string;
+  #payload: Uint8Array | undefined;
+  #baseRange: Uint8Array | undefined;
+
+  constructor(base: Deno.FsFile, basePath: string) {
+    this.#base = base;
+    this.#basePath = basePath;
+  }
+
+  async expand(
+    op: { kind: "zliteral" | "xor"; length: number; payloadLength: number; offset?: number },
+    read: (dest: Uint8Array) => Promise<number>,
+  ): Promise<Uint8Array> {
+    this.#payload ??= new Uint8Array(MAX_OP_RAW);
+    const payload = this.#payload.subarray(0, op.payloadLength);
+    for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
+    for (let at = 0; at < payload.length;) {
+      const frame = zstdFrameLength(payload.subarray(at));
+      if (frame === undefined) {
+        throw new MalformedPatchError(
+          `${op.kind.toUpperCase()} data does not decompress to its ${op.length} bytes: its ${payload.length} bytes are not whole zstd frames (from byte ${at})`,
+        );
+      }
+      at += frame;
+    }
+    let bytes: Uint8Array;
+    try {
+      bytes = zstdDecompressSync(payload, { maxOutputLength: op.length });
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new MalformedPatchError(
+        `${op.kind.toUpperCase()} data does not decompress to its ${op.length} bytes: ${why}`,
+      );
+    }
+    if (bytes.length !== op.length) {
+      throw new MalformedPatchError(
+        `${op.kind.toUpperCase()} data decompresses to ${bytes.length} bytes, not the ${op.length} it claims`,
+      );
+    }
+    if (op.kind === "xor") {
+      this.#baseRange ??= new Uint8Array(MAX_OP_RAW);
+      const range = this.#baseRange.subarray(0, op.length);
+      let n: number;
+      try {
+        n = readAtSync(this.#base, op.offset!, range);
+      } catch (err) {
+        throw ioError("read base", this.#basePath, err);
+      }
+      if (n < range.length) {
+        throw ioError("read base", this.#basePath, new Error("file shrank while read"));
+      }
+      for (let i = 0; i < bytes.length; i++) bytes[i] ^= range[i];
+    }
+    return bytes;
+  }
+}
+
+/**
+ * The length of the zstd frame at the start of `bytes` (RFC 8878, section 3.1.1:
+ * magic, frame header, blocks up to the last one, optional checksum), or
+ * undefined if `bytes` does not hold a whole frame. Lets apply require that a
+ * compressed op's length is exactly its frame.
+ */
+export function zstdFrameLength(bytes: Uint8Array): number | undefined {
+  if (
+    bytes.length < 6 || bytes[0] !== 0x28 || bytes[1] !== 0xb5 || bytes[2] !== 0x2f ||
+    bytes[3] !== 0xfd
+  ) return undefined;
+  const descriptor = bytes[4];
+  const contentSizeFlag = descriptor >> 6;
+  const singleSegment = (descriptor >> 5) & 1;
+  const checksum = (descriptor >> 2) & 1;
+  const dictionaryIdFlag = descriptor & 3;
+  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictionaryIdFlag] +
+    [singleSegment ? 1 : 0, 2, 4, 8][contentSizeFlag];
+  while (true) {
+    if (at + 3 > bytes.length) return undefined;
+    const header = bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16);
+    const last = header & 1;
+    const type = (header >> 1) & 3;
+    const size = header >>> 3;
+    if (type === 3) return undefined; // reserved
+    at += 3 + (type === 1 ? 1 : size);
+    if (last) break;
+  }
+  at += checksum ? 4 : 0;
+  return at <= bytes.length ? at : undefined;
 }

@@ -1,12 +1,14 @@
 /**
- * Encodes `base` + `target` into a v1 patch, streaming.
+ * Encodes `base` + `target` into a patch (format v1, or v2 with `format: 2`), streaming.
  *
  * Pass 1 chunks and hashes the base into a `ChunkIndex`, or reads it from the
  * base's signature (`signature.ts`) after checking the base's size and mtime
  * against it, so that only the target is read. Pass 2 chunks the
  * target; each chunk whose BLAKE3 is in the index becomes a COPY (preferring
  * the base chunk right after the previous match, so runs merge into one COPY),
- * any other a LITERAL; the whole target is hashed on the way for the header.
+ * any other a LITERAL (v2: the smallest of a LITERAL, a zstd ZLITERAL or an XOR
+ * against the aligned base range, `literal_coder.ts`); the whole target is
+ * hashed on the way for the header (v2: the base too).
  * Both passes run on the Worker pipeline (`chunk_pipeline.ts`): the main thread
  * reads, cuts and writes ops while Workers hash chunks and the whole target.
  * The patch is written beside its destination and renamed into place only when
@@ -25,7 +27,8 @@ import { IoError, ioError, VerificationError } from "./errors.ts";
 import { mtimeMs, readSignature, type Signature } from "./signature.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
 import { BufferedWriter, openInput } from "./file_io.ts";
-import { encodeHeaderV1, HEADER_V1_SIZE } from "./patch_format.ts";
+import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
+import { LiteralCoder } from "./literal_coder.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
 import type { ProgressCallback } from "./progress.ts";
 
@@ -40,6 +43,8 @@ export interface EncodeOptions {
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2). */
   readonly bufferCount?: number;
+  /** Patch format to write (default 1). */
+  readonly format?: 1 | 2;
 }
 
 /** What an encode produced. */
@@ -66,6 +71,7 @@ export async function indexFile(
   file: Deno.FsFile,
   pipeline: ChunkPipeline,
   onBytes?: (bytes: number) => void,
+  options: { hashStream?: boolean } = {},
 ): Promise<ChunkIndex> {
   const params = pipeline.params;
   // Room for the most chunks the file can have (all but the last are >= min), up
@@ -73,7 +79,7 @@ export async function indexFile(
   // pages not yet used cost no memory. Past that the index grows by doubling.
   const mostChunks = Math.ceil((await file.stat()).size / params.min) + 1;
   const index = new ChunkIndex(Math.min(mostChunks, MAX_INDEX_PRESIZE));
-  for await (const chunk of pipeline.chunks(file)) {
+  for await (const chunk of pipeline.chunks(file, { hashStream: options.hashStream })) {
     index.add(chunk.offset, chunk.data.length, chunk.digest);
     onBytes?.(chunk.offset + chunk.data.length);
   }
@@ -109,20 +115,27 @@ export async function encodeFile(
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
     pool = await HashPool.start(options.threads ?? defaultThreads());
     const pipeline = new ChunkPipeline(pool, params, { bufferCount: options.bufferCount });
+    const format = options.format ?? 1;
     let index: ChunkIndex;
+    let baseDigest: Uint8Array | undefined;
     if (signature) {
       index = signature.index;
+      baseDigest = signature.header.fileDigest;
     } else {
       try {
-        index = await indexFile(base.file, pipeline, (done) => progress?.(done, total));
+        index = await indexFile(base.file, pipeline, (done) => progress?.(done, total), {
+          hashStream: format === 2,
+        });
+        if (format === 2) baseDigest = await pipeline.streamDigest();
       } catch (err) {
         throw ioError("read base", basePath, err);
       }
     }
 
     const writer = new BufferedWriter(out.file);
-    await writer.write(new Uint8Array(HEADER_V1_SIZE)); // header written last
+    await writer.write(new Uint8Array(headerSize(format))); // header written last
     const ops = new OpWriter(writer);
+    const literals = format === 2 ? new LiteralCoder(base.file, base.size) : undefined;
     let nextBaseChunk = -1;
     let targetChunks = 0;
     let targetRead = 0;
@@ -133,9 +146,11 @@ export async function encodeFile(
         const match = index.matchAt(nextBaseChunk, chunk.digest) ?? index.find(chunk.digest);
         if (match) {
           await ops.copy(match.offset, match.length);
+          literals?.matched(chunk.offset, match.offset);
           nextBaseChunk = match.index + 1;
         } else {
-          await ops.literal(chunk.data);
+          if (literals) await literals.write(ops, chunk.offset, chunk.data);
+          else await ops.literal(chunk.data);
           nextBaseChunk = -1;
         }
         targetRead = chunk.offset + chunk.data.length;
@@ -152,9 +167,12 @@ export async function encodeFile(
       );
     }
     try {
+      const header = { baseSize: base.size, targetSize: target.size, targetDigest };
       await writer.overwrite(
         0,
-        encodeHeaderV1({ baseSize: base.size, targetSize: target.size, targetDigest }),
+        format === 2
+          ? encodeHeaderV2({ ...header, baseDigest: baseDigest! })
+          : encodeHeaderV1(header),
       );
       await writer.flush();
     } catch (err) {

@@ -9,7 +9,7 @@
 import { toHex } from "./blake3.ts";
 import { ioError, PoolboyError } from "./errors.ts";
 import { openInput } from "./file_io.ts";
-import type { OpStats } from "./op_writer.ts";
+import { emptyStats, type OpStats } from "./op_writer.ts";
 import { PatchReader } from "./patch_reader.ts";
 import type { ProgressCallback } from "./progress.ts";
 
@@ -30,15 +30,23 @@ export async function inspectPatch(
   const patch = await openInput(path, "patch");
   try {
     const reader = await PatchReader.open(patch.file);
-    const stats: OpStats = { copyOps: 0, copyBytes: 0, literalOps: 0, literalBytes: 0 };
+    const stats: OpStats = emptyStats();
     const scratch = new Uint8Array(1 << 20);
     for (let op = await reader.next(); op !== null; op = await reader.next()) {
       if (op.kind === "copy") {
         stats.copyOps++;
         stats.copyBytes += op.length;
       } else {
-        stats.literalOps++;
-        stats.literalBytes += op.length;
+        if (op.kind === "literal") {
+          stats.literalOps++;
+          stats.literalBytes += op.length;
+        } else if (op.kind === "zliteral") {
+          stats.zliteralOps++;
+          stats.zliteralBytes += op.length;
+        } else {
+          stats.xorOps++;
+          stats.xorBytes += op.length;
+        }
         await reader.skipLiteral(scratch);
       }
       onProgress?.(reader.position, patch.size);

@@ -8,19 +8,43 @@
  */
 
 import type { BufferedWriter } from "./file_io.ts";
-import { encodeCopy, encodeLiteralHead, LITERAL_HEAD_SIZE } from "./patch_format.ts";
+import {
+  encodeCopy,
+  encodeLiteralHead,
+  encodeXorHead,
+  encodeZLiteralHead,
+  LITERAL_HEAD_SIZE,
+} from "./patch_format.ts";
 
-/** What a patch body holds. */
+/** What a patch body holds (ZLITERAL and XOR bytes are the bytes they produce). */
 export interface OpStats {
   copyOps: number;
   copyBytes: number;
   literalOps: number;
   literalBytes: number;
+  zliteralOps: number;
+  zliteralBytes: number;
+  xorOps: number;
+  xorBytes: number;
+}
+
+/** Stats of an empty body. */
+export function emptyStats(): OpStats {
+  return {
+    copyOps: 0,
+    copyBytes: 0,
+    literalOps: 0,
+    literalBytes: 0,
+    zliteralOps: 0,
+    zliteralBytes: 0,
+    xorOps: 0,
+    xorBytes: 0,
+  };
 }
 
 /** Emits merged COPY / LITERAL ops to a writer. */
 export class OpWriter {
-  readonly stats: OpStats = { copyOps: 0, copyBytes: 0, literalOps: 0, literalBytes: 0 };
+  readonly stats: OpStats = emptyStats();
   #out: BufferedWriter;
   #copyOffset = -1;
   #copyLength = 0;
@@ -58,6 +82,26 @@ export class OpWriter {
     await this.#out.write(data);
     this.#literalLength += data.length;
     this.stats.literalBytes += data.length;
+  }
+
+  /** A v2 ZLITERAL: `raw.length` target bytes, written as the zstd frame `compressed`. */
+  async zliteral(rawLength: number, compressed: Uint8Array): Promise<void> {
+    await this.#flushCopy();
+    await this.#closeLiteral();
+    await this.#out.write(encodeZLiteralHead(rawLength, compressed.length));
+    await this.#out.write(compressed);
+    this.stats.zliteralOps++;
+    this.stats.zliteralBytes += rawLength;
+  }
+
+  /** A v2 XOR: target bytes = zstd-decoded `compressed` XOR base[offset ..]. */
+  async xor(baseOffset: number, rawLength: number, compressed: Uint8Array): Promise<void> {
+    await this.#flushCopy();
+    await this.#closeLiteral();
+    await this.#out.write(encodeXorHead(baseOffset, rawLength, compressed.length));
+    await this.#out.write(compressed);
+    this.stats.xorOps++;
+    this.stats.xorBytes += rawLength;
   }
 
   /** Writes whatever op is still open. */

@@ -14,20 +14,35 @@
 import type { ByteSource } from "./chunk_stream.ts";
 import { MalformedPatchError } from "./errors.ts";
 import {
-  decodeHeaderV1,
+  decodeHeader,
   decodePreamble,
-  HEADER_V1_SIZE,
+  headerSize,
+  MAX_OP_RAW,
   OP_COPY,
   OP_LITERAL,
+  OP_XOR,
+  OP_ZLITERAL,
   type PatchHeader,
   PREAMBLE_SIZE,
   safeU64,
+  VERSION_2,
 } from "./patch_format.ts";
 
-/** An op as read: a COPY range, or a LITERAL whose bytes the caller must then read. */
+/**
+ * An op as read: a COPY range, or a LITERAL, ZLITERAL or XOR whose payload
+ * (`payloadLength` bytes: raw for a LITERAL, a zstd frame for the others) the
+ * caller must then read with `readLiteral`. `length` is what the op produces.
+ */
 export type PatchOp =
   | { readonly kind: "copy"; readonly offset: number; readonly length: number }
-  | { readonly kind: "literal"; readonly length: number };
+  | { readonly kind: "literal"; readonly length: number }
+  | { readonly kind: "zliteral"; readonly length: number; readonly payloadLength: number }
+  | {
+    readonly kind: "xor";
+    readonly offset: number;
+    readonly length: number;
+    readonly payloadLength: number;
+  };
 
 /** Reads a patch's header and ops from a byte source, validating as it goes. */
 export class PatchReader {
@@ -60,12 +75,12 @@ export class PatchReader {
       targetDigest: new Uint8Array(),
     });
     const preamble = (await reader.#readUpTo(PREAMBLE_SIZE)).slice();
-    decodePreamble(preamble);
-    const rest = await reader.#readUpTo(HEADER_V1_SIZE - PREAMBLE_SIZE);
+    const version = decodePreamble(preamble);
+    const rest = await reader.#readUpTo(headerSize(version) - PREAMBLE_SIZE);
     const headerBytes = new Uint8Array(PREAMBLE_SIZE + rest.length);
     headerBytes.set(preamble);
     headerBytes.set(rest, PREAMBLE_SIZE);
-    (reader as { header: PatchHeader }).header = decodeHeaderV1(headerBytes);
+    (reader as { header: PatchHeader }).header = decodeHeader(headerBytes);
     return reader;
   }
 
@@ -128,6 +143,38 @@ export class PatchReader {
       this.#produced += length;
       this.#literalLeft = length;
       return { kind: "literal", length };
+    }
+    if (this.header.version === VERSION_2 && (op === OP_ZLITERAL || op === OP_XOR)) {
+      const name = op === OP_XOR ? "XOR" : "ZLITERAL";
+      const view = await this.#fields(op === OP_XOR ? 16 : 8, name, at);
+      const offset = op === OP_XOR ? safeU64(view, 0, `XOR base offset at patch offset ${at}`) : 0;
+      const length = view.getUint32(op === OP_XOR ? 8 : 0, true);
+      const payloadLength = view.getUint32(op === OP_XOR ? 12 : 4, true);
+      if (length === 0 || length > MAX_OP_RAW) {
+        throw new MalformedPatchError(
+          `${name} at patch offset ${at} claims ${length} bytes; it must be 1 to ${MAX_OP_RAW}`,
+        );
+      }
+      if (payloadLength === 0 || payloadLength >= length) {
+        throw new MalformedPatchError(
+          `${name} at patch offset ${at} has ${payloadLength} compressed bytes for ${length}; it must be 1 to ${
+            length - 1
+          }`,
+        );
+      }
+      if (op === OP_XOR && offset + length > baseSize) {
+        throw new MalformedPatchError(
+          `XOR at patch offset ${at} reads base bytes ${offset}..${
+            offset + length
+          }, beyond the base's ${baseSize} bytes`,
+        );
+      }
+      this.#checkFits(length, left, name, at);
+      this.#produced += length;
+      this.#literalLeft = payloadLength;
+      return op === OP_XOR
+        ? { kind: "xor", offset, length, payloadLength }
+        : { kind: "zliteral", length, payloadLength };
     }
     throw new MalformedPatchError(
       `unknown op 0x${op.toString(16).padStart(2, "0")} at patch offset ${at}`,
