@@ -123,14 +123,8 @@ export function decodeHeader(bytes: Uint8Array): PatchHeader {
       `patch is truncated: a v2 header is ${HEADER_V2_SIZE} bytes, only ${bytes.length} present`,
     );
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return {
-    version,
-    baseSize: safeU64(view, 6, "base_size"),
-    targetSize: safeU64(view, 14, "target_size"),
-    targetDigest: bytes.slice(22, 22 + DIGEST_LENGTH),
-    baseDigest: bytes.slice(54, 54 + DIGEST_LENGTH),
-  };
+  // The first 54 bytes are laid out as in v1 (with version 2).
+  return { ...decodeHeaderV1(bytes), baseDigest: bytes.slice(54, 54 + DIGEST_LENGTH) };
 }
 
 /** Encodes the head of a ZLITERAL op (its compressed bytes follow). */
@@ -201,7 +195,10 @@ export function decodePreamble(bytes: Uint8Array): number {
   return version;
 }
 
-/** Decodes a v1 header from exactly its 54 bytes (throws `MalformedPatchError`). */
+/**
+ * Decodes the first 54 bytes of a header as v1 lays them out (throws
+ * `MalformedPatchError`); `version` is whatever the preamble says.
+ */
 export function decodeHeaderV1(bytes: Uint8Array): PatchHeader {
   const version = decodePreamble(bytes);
   if (bytes.length < HEADER_V1_SIZE) {
