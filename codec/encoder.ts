@@ -29,6 +29,7 @@ import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./f
 import { BufferedWriter, openInput } from "./file_io.ts";
 import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
 import { LiteralCoder } from "./literal_coder.ts";
+import { type Alignment, alignTensors, safeTensorsLayout } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
 import type { ProgressCallback } from "./progress.ts";
 
@@ -135,7 +136,9 @@ export async function encodeFile(
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(headerSize(format))); // header written last
     const ops = new OpWriter(writer);
-    const literals = format === 2 ? new LiteralCoder(base.file, base.size) : undefined;
+    const literals = format === 2
+      ? new LiteralCoder(base.file, base.size, tensorAlignments(base.file, base.size, target))
+      : undefined;
     let nextBaseChunk = -1;
     let targetChunks = 0;
     let targetRead = 0;
@@ -228,4 +231,16 @@ async function signatureOfBase(
     );
   }
   return signature;
+}
+
+/** Same-named tensors of base and target, where both files have a layout poolboy reads. */
+function tensorAlignments(
+  base: Deno.FsFile,
+  baseSize: number,
+  target: { file: Deno.FsFile; size: number },
+): Alignment[] {
+  const baseLayout = safeTensorsLayout(base, baseSize);
+  const targetLayout = baseLayout && safeTensorsLayout(target.file, target.size);
+  target.file.seekSync(0, Deno.SeekMode.Start); // the target pass reads from the start
+  return baseLayout && targetLayout ? alignTensors(baseLayout, targetLayout) : [];
 }

@@ -4,15 +4,18 @@
  * zstd-compressed ZLITERAL, and an XOR against an aligned base range (target
  * XOR base, zstd-compressed) — small where weights changed only a little.
  *
- * The aligned base offset is inferred, not parsed from the file's format (yet):
- * the offset the last COPY implies (target offset + the last match's base −
- * target delta), else the same offset when the base is at least that long.
+ * The aligned base offset comes from the files' tensor layouts where known
+ * (`tensor_layout.ts`: the same-named base tensor of the same length; pieces
+ * never straddle a tensor's edge), else it is inferred: the offset the last
+ * COPY implies (target offset + the last match's base − target delta), else
+ * the same offset when the base is that long.
  *
  * @module
  */
 
 import { constants, zstdCompressSync } from "node:zlib";
 import { readAtSync } from "./file_io.ts";
+import { type Alignment, alignmentAt } from "./tensor_layout.ts";
 import type { OpWriter } from "./op_writer.ts";
 import {
   LITERAL_HEAD_SIZE,
@@ -33,9 +36,12 @@ export class LiteralCoder {
   /** Base offset − target offset of the last COPY, if any. */
   #delta: number | undefined;
 
-  constructor(base: Deno.FsFile, baseSize: number) {
+  readonly #alignments: readonly Alignment[];
+
+  constructor(base: Deno.FsFile, baseSize: number, alignments: readonly Alignment[] = []) {
     this.#base = base;
     this.#baseSize = baseSize;
+    this.#alignments = alignments;
   }
 
   /** Remembers the alignment a COPY implies. */
@@ -45,9 +51,15 @@ export class LiteralCoder {
 
   /** Writes `data` (target bytes at `targetOffset`) as the smallest ops. */
   async write(ops: OpWriter, targetOffset: number, data: Uint8Array): Promise<void> {
-    for (let at = 0; at < data.length; at += MAX_OP_RAW) {
-      const piece = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
-      await this.#writePiece(ops, targetOffset + at, piece);
+    for (let at = 0; at < data.length;) {
+      let end = Math.min(at + MAX_OP_RAW, data.length);
+      // Cut at tensor edges, so that a piece is XORed against one base tensor.
+      const here = targetOffset + at;
+      const tensor = alignmentAt(this.#alignments, here);
+      const next = tensor ? tensor.targetEnd : this.#nextAlignmentStart(here);
+      if (next !== undefined && next - targetOffset < end) end = next - targetOffset;
+      await this.#writePiece(ops, here, data.subarray(at, end));
+      at = end;
     }
   }
 
@@ -79,7 +91,22 @@ export class LiteralCoder {
     else await ops.literal(piece);
   }
 
+  #nextAlignmentStart(at: number): number | undefined {
+    let lo = 0;
+    let hi = this.#alignments.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#alignments[mid].targetStart <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.#alignments[lo]?.targetStart;
+  }
+
   #alignedOffset(targetOffset: number, length: number): number | undefined {
+    const tensor = alignmentAt(this.#alignments, targetOffset);
+    if (tensor && targetOffset + length <= tensor.targetEnd) {
+      return tensor.baseStart + (targetOffset - tensor.targetStart);
+    }
     for (
       const candidate of [
         this.#delta === undefined ? undefined : targetOffset + this.#delta,

@@ -271,3 +271,36 @@ Deno.test("v1 patches never contain v2 ops: 0x03 in a v1 patch is an unknown op"
     );
   });
 });
+
+/** A SafeTensors file of float32 tensors, in the given order. */
+function safetensors(tensors: [string, Uint8Array][]): Uint8Array {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, data] of tensors) {
+    header[name] = {
+      dtype: "F32",
+      shape: [data.length / 4],
+      data_offsets: [offset, offset + data.length],
+    };
+    offset += data.length;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const head = new Uint8Array(8);
+  new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
+  return concat(head, json, ...tensors.map(([, d]) => d));
+}
+
+Deno.test("SafeTensors: a nudged tensor is XORed against the same-named base tensor even after it moved", async () => {
+  await withTempDir(async (dir) => {
+    const a = weights(64 * KiB, 21);
+    const b = weights(64 * KiB, 22);
+    const inserted = weights(40 * KiB, 23);
+    const base = safetensors([["a", a], ["b", b]]);
+    // A new tensor before "b" moves it; "b" itself was fine-tuned (every weight nudged).
+    const target = safetensors([["a", a], ["new", inserted], ["b", weights(64 * KiB, 22, 1e-3)]]);
+    const v2 = await roundtrip(dir, base, target, 2);
+    assert.ok(v2.xorBytes >= 4 * 64 * KiB - 64 * KiB, `most of b by XOR: ${JSON.stringify(v2)}`);
+    const v1 = await roundtrip(dir, base, target, 1);
+    assert.ok(v2.patchSize < 0.8 * v1.patchSize, `v2 ${v2.patchSize} vs v1 ${v1.patchSize}`);
+  });
+});

@@ -1,0 +1,72 @@
+/**
+ * Tensor layouts for v2's XOR alignment (codec/tensor_layout.ts): SafeTensors
+ * headers read exactly, anything else read as "no layout", and tensors paired
+ * by name and length.
+ */
+
+import assert from "node:assert/strict";
+import { alignmentAt, alignTensors, safeTensorsLayout } from "../codec/tensor_layout.ts";
+import { concat, withTempDir } from "./helpers.ts";
+
+function file(json: string, dataLength: number): Uint8Array {
+  const header = new TextEncoder().encode(json);
+  const head = new Uint8Array(8);
+  new DataView(head.buffer).setBigUint64(0, BigInt(header.length), true);
+  return concat(head, header, new Uint8Array(dataLength));
+}
+
+async function layoutOf(bytes: Uint8Array) {
+  return await withTempDir(async (dir) => {
+    await Deno.writeFile(`${dir}/f`, bytes);
+    const f = await Deno.open(`${dir}/f`);
+    try {
+      return safeTensorsLayout(f, bytes.length);
+    } finally {
+      f.close();
+    }
+  });
+}
+
+Deno.test("a SafeTensors header gives each tensor's absolute byte range, sorted, metadata skipped", async () => {
+  const json =
+    '{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
+  const start = 8 + json.length;
+  assert.deepEqual(await layoutOf(file(json, 16)), [
+    { name: "a", start, end: start + 8 },
+    { name: "b", start: start + 8, end: start + 16 },
+  ]);
+});
+
+Deno.test("anything else has no layout: not JSON, offsets past the end, a header longer than the file", async () => {
+  assert.equal(await layoutOf(new Uint8Array(100)), null);
+  assert.equal(await layoutOf(file('{"a": nope}', 8)), null);
+  assert.equal(await layoutOf(file('{"a":{"data_offsets":[0,64]}}', 8)), null);
+  assert.equal(await layoutOf(file('{"a":{"data_offsets":[8,0]}}', 8)), null);
+  const lying = file('{"a":{"data_offsets":[0,8]}}', 8);
+  new DataView(lying.buffer).setBigUint64(0, 1n << 40n, true);
+  assert.equal(await layoutOf(lying), null);
+});
+
+Deno.test("tensors pair by name and equal length; lookups find the range holding an offset", () => {
+  const base = [
+    { name: "a", start: 100, end: 200 },
+    { name: "b", start: 200, end: 300 },
+    { name: "c", start: 300, end: 350 },
+  ];
+  const target = [
+    { name: "a", start: 120, end: 220 },
+    { name: "new", start: 220, end: 260 },
+    { name: "b", start: 260, end: 360 },
+    { name: "c", start: 360, end: 420 }, // resized: no pair
+  ];
+  const alignments = alignTensors(base, target);
+  assert.deepEqual(alignments, [
+    { targetStart: 120, targetEnd: 220, baseStart: 100 },
+    { targetStart: 260, targetEnd: 360, baseStart: 200 },
+  ]);
+  assert.equal(alignmentAt(alignments, 119), undefined);
+  assert.equal(alignmentAt(alignments, 120)?.baseStart, 100);
+  assert.equal(alignmentAt(alignments, 230), undefined);
+  assert.equal(alignmentAt(alignments, 359)?.baseStart, 200);
+  assert.equal(alignmentAt(alignments, 360), undefined);
+});
