@@ -29,7 +29,7 @@ import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./f
 import { BufferedWriter, openInput } from "./file_io.ts";
 import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
 import { LiteralCoder } from "./literal_coder.ts";
-import { type Alignment, alignTensors, safeTensorsLayout } from "./tensor_layout.ts";
+import { type Alignment, alignTensors, modelLayout } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
 import type { ProgressCallback } from "./progress.ts";
 
@@ -239,8 +239,8 @@ function tensorAlignments(
   baseSize: number,
   target: { file: Deno.FsFile; size: number },
 ): Alignment[] {
-  const baseLayout = safeTensorsLayout(base, baseSize);
-  const targetLayout = baseLayout && safeTensorsLayout(target.file, target.size);
+  const baseLayout = modelLayout(base, baseSize);
+  const targetLayout = baseLayout && modelLayout(target.file, target.size);
   target.file.seekSync(0, Deno.SeekMode.Start); // the target pass reads from the start
   return baseLayout && targetLayout ? alignTensors(baseLayout, targetLayout) : [];
 }

@@ -6,8 +6,13 @@
  *
  * Recognised: SafeTensors (an 8-byte little-endian header length N, then N
  * bytes of JSON `{ name: { dtype, shape, data_offsets: [begin, end] } }`, data
- * offsets relative to byte 8 + N). Other files have no layout here; the encoder
- * then infers alignment from its COPY matches.
+ * offsets relative to byte 8 + N) and GGUF v2/v3 (magic "GGUF", version u32,
+ * tensor count u64, metadata count u64, metadata key/values, then per tensor
+ * name, n_dims u32, dims u64[n], type u32, offset u64 relative to the data
+ * section, which starts at the next multiple of `general.alignment`, default
+ * 32; a tensor's bytes run to the next tensor's offset, the last to the end of
+ * the file). Other files have no layout here; the encoder then infers
+ * alignment from its COPY matches.
  *
  * @module
  */
@@ -59,6 +64,135 @@ export function safeTensorsLayout(file: Deno.FsFile, fileSize: number): TensorRa
     out.push({ name, start: dataStart + begin, end: dataStart + end });
   }
   return out.sort((a, b) => a.start - b.start);
+}
+
+/** The tensors of a GGUF (v2 or v3) file, or null if the file is not one. */
+export function ggufLayout(file: Deno.FsFile, fileSize: number): TensorRange[] | null {
+  const r = new FileCursor(file, fileSize);
+  try {
+    if (r.ascii(4) !== "GGUF") return null;
+    const version = r.u32();
+    if (version < 2 || version > 3) return null;
+    const tensorCount = r.u64();
+    const kvCount = r.u64();
+    if (tensorCount > 1_000_000 || kvCount > 1_000_000) return null;
+    let alignment = 32;
+    for (let i = 0; i < kvCount; i++) {
+      const key = r.string();
+      const type = r.u32();
+      const value = r.value(type);
+      if (key === "general.alignment" && typeof value === "number" && value > 0) alignment = value;
+    }
+    const infos: { name: string; offset: number }[] = [];
+    for (let i = 0; i < tensorCount; i++) {
+      const name = r.string();
+      const dims = r.u32();
+      if (dims > 8) return null;
+      for (let d = 0; d < dims; d++) r.u64();
+      r.u32(); // type
+      infos.push({ name, offset: r.u64() });
+    }
+    const dataStart = Math.ceil(r.position / alignment) * alignment;
+    infos.sort((a, b) => a.offset - b.offset);
+    const out: TensorRange[] = [];
+    for (let i = 0; i < infos.length; i++) {
+      const start = dataStart + infos[i].offset;
+      const end = i + 1 < infos.length ? dataStart + infos[i + 1].offset : fileSize;
+      if (start > end || end > fileSize) return null;
+      out.push({ name: infos[i].name, start, end });
+    }
+    return out;
+  } catch (err) {
+    if (err instanceof LayoutError) return null;
+    throw err;
+  }
+}
+
+/** The layout of a model file in a format poolboy reads, or null. */
+export function modelLayout(file: Deno.FsFile, fileSize: number): TensorRange[] | null {
+  return safeTensorsLayout(file, fileSize) ?? ggufLayout(file, fileSize);
+}
+
+class LayoutError extends Error {}
+
+/** Little-endian reads from a file through a small window, bounds-checked. */
+class FileCursor {
+  readonly #file: Deno.FsFile;
+  readonly #size: number;
+  #window = new Uint8Array(64 * 1024);
+  #windowStart = 0;
+  #windowEnd = 0;
+  position = 0;
+
+  constructor(file: Deno.FsFile, size: number) {
+    this.#file = file;
+    this.#size = size;
+  }
+
+  #bytes(n: number): Uint8Array {
+    if (n > 1 << 20 || this.position + n > this.#size) throw new LayoutError("past the end");
+    if (this.position < this.#windowStart || this.position + n > this.#windowEnd) {
+      if (n > this.#window.length) this.#window = new Uint8Array(n);
+      this.#windowStart = this.position;
+      this.#windowEnd = this.position + readAtSync(this.#file, this.position, this.#window);
+      if (this.position + n > this.#windowEnd) throw new LayoutError("short read");
+    }
+    const at = this.position - this.#windowStart;
+    this.position += n;
+    return this.#window.subarray(at, at + n);
+  }
+
+  u32(): number {
+    const b = this.#bytes(4);
+    return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+  }
+
+  u64(): number {
+    const b = this.#bytes(8);
+    const v = new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new LayoutError("u64 too large");
+    return Number(v);
+  }
+
+  ascii(n: number): string {
+    return String.fromCharCode(...this.#bytes(n));
+  }
+
+  string(): string {
+    return new TextDecoder().decode(this.#bytes(this.u64()));
+  }
+
+  /** A metadata value of GGUF type `type` (numbers as numbers, the rest skipped). */
+  value(type: number): number | string | undefined {
+    const sizes: Record<number, number> = {
+      0: 1,
+      1: 1,
+      2: 2,
+      3: 2,
+      4: 4,
+      5: 4,
+      6: 4,
+      7: 1,
+      10: 8,
+      11: 8,
+      12: 8,
+    };
+    if (type === 4) return this.u32();
+    if (type === 8) return this.string();
+    if (type === 9) {
+      const itemType = this.u32();
+      const count = this.u64();
+      if (count > 100_000_000) throw new LayoutError("array too long");
+      if (itemType in sizes) {
+        this.position += sizes[itemType] * count;
+        if (this.position > this.#size) throw new LayoutError("past the end");
+      } else for (let i = 0; i < count; i++) this.value(itemType);
+      return undefined;
+    }
+    if (!(type in sizes)) throw new LayoutError(`unknown GGUF value type ${type}`);
+    this.#bytes(sizes[type]);
+    return undefined;
+  }
 }
 
 /** Pairs each target tensor with the base tensor of the same name and length. */

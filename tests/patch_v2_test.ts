@@ -21,6 +21,7 @@ import {
   MAX_OP_RAW,
 } from "../codec/patch_format.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
+import { gguf } from "./support/model_files.ts";
 
 const KiB = 1024;
 const SMALL: ChunkParams = { min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
@@ -302,5 +303,19 @@ Deno.test("SafeTensors: a nudged tensor is XORed against the same-named base ten
     assert.ok(v2.xorBytes >= 4 * 64 * KiB - 64 * KiB, `most of b by XOR: ${JSON.stringify(v2)}`);
     const v1 = await roundtrip(dir, base, target, 1);
     assert.ok(v2.patchSize < 0.8 * v1.patchSize, `v2 ${v2.patchSize} vs v1 ${v1.patchSize}`);
+  });
+});
+
+Deno.test("GGUF: a nudged tensor moved by an inserted one is XORed against its base tensor", async () => {
+  await withTempDir(async (dir) => {
+    const a = weights(64 * KiB, 31);
+    const b = weights(64 * KiB, 32);
+    const base = gguf([["a", a], ["b", b]]);
+    const target = gguf([["a", a], ["new", weights(40 * KiB, 33)], [
+      "b",
+      weights(64 * KiB, 32, 1e-3),
+    ]]);
+    const v2 = await roundtrip(dir, base, target, 2);
+    assert.ok(v2.xorBytes >= 3 * 64 * KiB, `most of b by XOR: ${JSON.stringify(v2)}`);
   });
 });

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { alignmentAt, alignTensors, safeTensorsLayout } from "../codec/tensor_layout.ts";
 import { concat, withTempDir } from "./helpers.ts";
+import { gguf } from "./support/model_files.ts";
 
 function file(json: string, dataLength: number): Uint8Array {
   const header = new TextEncoder().encode(json);
@@ -70,3 +71,27 @@ Deno.test("tensors pair by name and equal length; lookups find the range holding
   assert.equal(alignmentAt(alignments, 359)?.baseStart, 200);
   assert.equal(alignmentAt(alignments, 360), undefined);
 });
+
+Deno.test("a GGUF file's tensor infos give each tensor's range after the aligned data start", async () => {
+  const bytes = gguf([["a", new Uint8Array(40)], ["b", new Uint8Array(64)]]);
+  const layout = await layoutOfAny(bytes);
+  assert.ok(layout);
+  assert.deepEqual(layout.map((t) => t.name), ["a", "b"]);
+  const dataStart = bytes.length - 64 - 64; // a takes 40 bytes padded to 64
+  assert.deepEqual(layout[0], { name: "a", start: dataStart, end: dataStart + 64 });
+  assert.deepEqual(layout[1], { name: "b", start: dataStart + 64, end: bytes.length });
+  assert.equal(await layoutOfAny(bytes.subarray(0, 30)), null, "truncated infos: no layout");
+});
+
+async function layoutOfAny(bytes: Uint8Array) {
+  const { modelLayout } = await import("../codec/tensor_layout.ts");
+  return await withTempDir(async (dir) => {
+    await Deno.writeFile(`${dir}/f`, bytes);
+    const f = await Deno.open(`${dir}/f`);
+    try {
+      return modelLayout(f, bytes.length);
+    } finally {
+      f.close();
+    }
+  });
+}
