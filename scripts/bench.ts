@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { formatBytes, parseSize } from "../codec/units.ts";
 import { hashFile } from "../codec/hash_file.ts";
 import { writePair } from "./bench_pairs.ts";
+import { exists, type Measure, measure, size, TIME, which } from "./measure.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -53,12 +54,6 @@ Needs /usr/bin/time (Debian package "time") for peak RSS.`,
 }
 
 const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
-const TIME = "/usr/bin/time";
-
-interface Measure {
-  seconds: number;
-  peakRssBytes: number;
-}
 
 interface Row {
   tool: string;
@@ -68,47 +63,6 @@ interface Row {
   encode?: Measure;
   apply?: Measure;
   note?: string;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function which(cmd: string): Promise<boolean> {
-  for (const dir of ["/usr/bin", "/usr/local/bin", "/bin"]) {
-    if (await exists(`${dir}/${cmd}`)) return true;
-  }
-  return false;
-}
-
-/**
- * Runs a command under /usr/bin/time; returns wall seconds and peak RSS. Dirty
- * pages of earlier steps are flushed first (`sync`), so that no run pays for
- * the writeback of another's output.
- */
-async function measure(cmd: string[], dir: string): Promise<Measure> {
-  await new Deno.Command("sync").output();
-  const timeFile = `${dir}/time.out`;
-  const out = await new Deno.Command(TIME, {
-    args: ["-f", "%e %M", "-o", timeFile, ...cmd],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-2).join(" ");
-    throw new Error(`${cmd[0]} failed (exit ${out.code}): ${err}`);
-  }
-  const [seconds, kib] = (await Deno.readTextFile(timeFile)).trim().split("\n").pop()!.split(" ");
-  return { seconds: Number(seconds), peakRssBytes: Number(kib) * 1024 };
-}
-
-async function size(path: string): Promise<number> {
-  return (await Deno.stat(path)).size;
 }
 
 async function runTool(

@@ -1,0 +1,61 @@
+/**
+ * Measuring tools for the benchmarks (bench.ts, corpus_bench.ts): run a
+ * command under GNU time for its wall-clock seconds and peak RSS, after a
+ * `sync` so that no run pays for the writeback of another's output; and find
+ * whether a peer tool is installed.
+ *
+ * @module
+ */
+
+/** GNU time, which reports a child's peak RSS. */
+export const TIME = "/usr/bin/time";
+
+/** Wall-clock seconds and peak resident memory of one run. */
+export interface Measure {
+  seconds: number;
+  peakRssBytes: number;
+}
+
+/** Whether `path` exists. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `cmd` is installed in a standard bin directory. */
+export async function which(cmd: string): Promise<boolean> {
+  for (const dir of ["/usr/bin", "/usr/local/bin", "/bin"]) {
+    if (await exists(`${dir}/${cmd}`)) return true;
+  }
+  return false;
+}
+
+/**
+ * Runs a command under /usr/bin/time; returns wall seconds and peak RSS. Dirty
+ * pages of earlier steps are flushed first (`sync`), so that no run pays for
+ * the writeback of another's output. `dir` holds time's output file.
+ */
+export async function measure(cmd: string[], dir: string): Promise<Measure> {
+  await new Deno.Command("sync").output();
+  const timeFile = `${dir}/time.out`;
+  const out = await new Deno.Command(TIME, {
+    args: ["-f", "%e %M", "-o", timeFile, ...cmd],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-2).join(" ");
+    throw new Error(`${cmd[0]} failed (exit ${out.code}): ${err}`);
+  }
+  const [seconds, kib] = (await Deno.readTextFile(timeFile)).trim().split("\n").pop()!.split(" ");
+  return { seconds: Number(seconds), peakRssBytes: Number(kib) * 1024 };
+}
+
+/** A file's size in bytes. */
+export async function size(path: string): Promise<number> {
+  return (await Deno.stat(path)).size;
+}
