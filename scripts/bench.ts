@@ -19,7 +19,7 @@ import { fileURLToPath } from "node:url";
 import { formatBytes, parseSize } from "../codec/units.ts";
 import { hashFile } from "../codec/hash_file.ts";
 import { writePair } from "./bench_pairs.ts";
-import { exists, type Measure, measure, size, TIME, which } from "./measure.ts";
+import { exists, type Measure, measure, printTable, size, TIME, which } from "./measure.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -93,7 +93,7 @@ function mbps(bytes: number, m?: Measure): string {
   return m && m.seconds > 0 ? (bytes / 1e6 / m.seconds).toFixed(0) : "-";
 }
 
-function printTable(rows: Row[]): void {
+function printRows(rows: Row[]): void {
   const header = [
     "tool",
     "patch",
@@ -116,18 +116,7 @@ function printTable(rows: Row[]): void {
     mbps(r.targetSize, r.apply),
     r.apply ? formatBytes(r.apply.peakRssBytes) : "-",
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const fmt = (cells: string[]) =>
-    "| " +
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") +
-    " |";
-  console.log(fmt(header));
-  console.log(
-    "|" +
-      widths.map((w, i) => "-".repeat(w + 1) + (i === 0 ? "-" : ":")).join("|") +
-      "|",
-  );
-  for (const l of lines) console.log(fmt(l));
+  printTable(header, lines);
   for (const r of rows) if (r.note) console.log(`  note: ${r.tool}: ${r.note}`);
 }
 
@@ -318,7 +307,7 @@ try {
     for (const p of [base, target]) await Deno.remove(p);
     if (!values.json) {
       console.log(`\npair ${formatBytes(pairSize)} (target ${formatBytes(targetSize)})`);
-      printTable(rows);
+      printRows(rows);
       printRatios(rows);
     }
     all.push(...rows);

@@ -30,7 +30,7 @@ import {
   scenarioPlans,
   writeScenario,
 } from "./corpus.ts";
-import { exists, type Measure, measure, size, TIME, which } from "./measure.ts";
+import { exists, type Measure, measure, printTable, size, TIME, which } from "./measure.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -117,7 +117,7 @@ async function runTool(
   return row;
 }
 
-function printTable(result: ScenarioResult): void {
+function printScenario(result: ScenarioResult): void {
   const header = ["tool", "patch", "% target", "enc s", "enc RSS", "app s", "app RSS"];
   const lines = result.rows.map((r) => [
     r.tool,
@@ -128,16 +128,7 @@ function printTable(result: ScenarioResult): void {
     r.apply ? r.apply.seconds.toFixed(2) : "-",
     r.apply ? formatBytes(r.apply.peakRssBytes) : "-",
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const fmt = (cells: string[]) =>
-    "| " +
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") +
-    " |";
-  console.log(fmt(header));
-  console.log(
-    "|" + widths.map((w, i) => "-".repeat(w + 1) + (i === 0 ? "-" : ":")).join("|") + "|",
-  );
-  for (const l of lines) console.log(fmt(l));
+  printTable(header, lines);
   for (const r of result.rows) if (r.note) console.log(`  note: ${r.tool}: ${r.note}`);
 }
 
@@ -279,7 +270,7 @@ try {
             plans.base.tensors[1].dtype
           } -> ${plans.target.tensors[1].dtype})`,
         );
-        printTable(result);
+        printScenario(result);
       }
     }
   }

@@ -59,3 +59,17 @@ export async function measure(cmd: string[], dir: string): Promise<Measure> {
 export async function size(path: string): Promise<number> {
   return (await Deno.stat(path)).size;
 }
+
+/** Prints a markdown table: the first column left-aligned, the others right-aligned. */
+export function printTable(header: string[], lines: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (cells: string[]) =>
+    "| " +
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") +
+    " |";
+  console.log(fmt(header));
+  console.log(
+    "|" + widths.map((w, i) => "-".repeat(w + 1) + (i === 0 ? "-" : ":")).join("|") + "|",
+  );
+  for (const l of lines) console.log(fmt(l));
+}
