@@ -668,7 +668,6 @@ export class ControlPlane {
   }
 
   #flushServed(): void {
-    if (this.#closed && this.#servedFlushed.size === 0 && this.blobServer.bytesServed === 0) return;
     for (const [digest, bytes] of this.blobServer.servedByDigest()) {
       const before = this.#servedFlushed.get(digest) ?? 0;
       if (bytes > before) {

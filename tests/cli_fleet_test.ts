@@ -5,25 +5,17 @@
  */
 
 import assert from "node:assert/strict";
-import { decodeOutput, MOD_PATH, type RunResult } from "./cli_helpers.ts";
+import { CODEC_PERMISSIONS, poolboyWith, type RunResult } from "./cli_helpers.ts";
+
+/** The fleet commands need the network (loopback here) and cbor-x's environment variable. */
+const FLEET_PERMISSIONS = [
+  ...CODEC_PERMISSIONS,
+  "--allow-net=127.0.0.0/8",
+  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
+];
 
 async function poolboy(...args: string[]): Promise<RunResult> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-net=127.0.0.0/8",
-      "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
-      MOD_PATH,
-      ...args,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  return decodeOutput(output);
+  return await poolboyWith(FLEET_PERMISSIONS, Deno.cwd(), args);
 }
 
 for (const command of ["controlplane", "agent", "publish", "rollout", "rollback", "status"]) {

@@ -19,15 +19,27 @@ export interface RunResult {
   readonly stderr: string;
 }
 
-/** The arguments of `deno run` for `poolboy ...args`. */
-export function poolboyArgs(args: string[]): string[] {
-  return ["run", "--allow-read", "--allow-write", MOD_PATH, ...args];
+/** The permissions the codec commands run with. */
+export const CODEC_PERMISSIONS = ["--allow-read", "--allow-write"];
+
+/** The arguments of `deno run` for `poolboy ...args`, with `permissions`. */
+export function poolboyArgs(args: string[], permissions = CODEC_PERMISSIONS): string[] {
+  return ["run", ...permissions, MOD_PATH, ...args];
 }
 
 /** Runs `poolboy ...args` in `cwd` and waits for it. */
 export async function poolboy(cwd: string, ...args: string[]): Promise<RunResult> {
+  return await poolboyWith(CODEC_PERMISSIONS, cwd, args);
+}
+
+/** Runs `poolboy ...args` in `cwd` with the given Deno permissions and waits for it. */
+export async function poolboyWith(
+  permissions: string[],
+  cwd: string,
+  args: string[],
+): Promise<RunResult> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: poolboyArgs(args),
+    args: poolboyArgs(args, permissions),
     cwd,
     stdin: "null",
     stdout: "piped",
