@@ -71,11 +71,11 @@ export async function applyCommand(args: string[]): Promise<number> {
     println(
       `  LITERAL  ${formatBytes(summary.literalBytes)} in ${countOf(summary.literalOps, "op")}`,
     );
-    if (summary.zliteralOps + summary.xorOps > 0) {
+    if (summary.zliteralOps + summary.deltaOps > 0) {
       println(
         `  ZLITERAL ${formatBytes(summary.zliteralBytes)} in ${countOf(summary.zliteralOps, "op")}`,
       );
-      println(`  XOR      ${formatBytes(summary.xorBytes)} in ${countOf(summary.xorOps, "op")}`);
+      println(`  DELTA    ${formatBytes(summary.deltaBytes)} in ${countOf(summary.deltaOps, "op")}`);
     }
     println(
       `  time     ${(summary.elapsedMs / 1000).toFixed(2)} s, ${

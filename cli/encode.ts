@@ -118,9 +118,9 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
   );
   println(`  COPY     ${formatBytes(s.copyBytes)} in ${countOf(s.copyOps, "op")}`);
   println(`  LITERAL  ${formatBytes(s.literalBytes)} in ${countOf(s.literalOps, "op")}`);
-  if (s.zliteralOps + s.xorOps > 0) {
+  if (s.zliteralOps + s.deltaOps > 0) {
     println(`  ZLITERAL ${formatBytes(s.zliteralBytes)} in ${countOf(s.zliteralOps, "op")}`);
-    println(`  XOR      ${formatBytes(s.xorBytes)} in ${countOf(s.xorOps, "op")}`);
+    println(`  DELTA    ${formatBytes(s.deltaBytes)} in ${countOf(s.deltaOps, "op")}`);
   }
   println(
     `  chunks   base ${s.baseChunks}${

@@ -59,8 +59,8 @@ export async function inspectCommand(args: string[]): Promise<number> {
       }) produced`,
     );
     println(
-      `XOR          ${countOf(d.xorOps, "op")}, ${d.xorBytes} bytes (${
-        formatBytes(d.xorBytes)
+      `DELTA        ${countOf(d.deltaOps, "op")}, ${d.deltaBytes} bytes (${
+        formatBytes(d.deltaBytes)
       }) produced`,
     );
   }

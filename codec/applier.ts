@@ -26,9 +26,10 @@ import { ioError, PoolboyError, VerificationError } from "./errors.ts";
 import { openInput, readAtSync, writeAll } from "./file_io.ts";
 import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "./progress.ts";
-import { PatchReader } from "./patch_reader.ts";
+import { type PatchOp, PatchReader } from "./patch_reader.ts";
+import { uncombine, unshuffle } from "./residue_filter.ts";
+import { ZstdDataError, ZstdDecompressor } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
-import { zstdDecompressSync } from "node:zlib";
 import { MAX_OP_RAW } from "./patch_format.ts";
 import { MalformedPatchError } from "./errors.ts";
 
@@ -75,6 +76,7 @@ export async function applyFile(
   let base: Awaited<ReturnType<typeof openInput>> | undefined;
   let out: AtomicFile | undefined;
   let pool: HashPool | undefined;
+  let expanded: ExpandedOps | undefined;
   try {
     const reader = await readPatch(patchPath, () => PatchReader.open(patch.file, bufferSize));
     const { header } = reader;
@@ -100,7 +102,7 @@ export async function applyFile(
     pool = threads === 1 ? await HashPool.start(1) : undefined;
     const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
     const stats: OpStats = emptyStats();
-    const expanded = new ExpandedOps(base.file, basePath);
+    expanded = new ExpandedOps(base.file, basePath);
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
       if (op === null) break;
@@ -120,14 +122,14 @@ export async function applyFile(
           output.advance(n);
           done += n;
         }
-      } else if (op.kind === "zliteral" || op.kind === "xor") {
+      } else if (op.kind === "zliteral" || op.kind === "delta") {
         const bytes = await expanded.expand(
           op,
           (dest) => readPatch(patchPath, () => reader.readLiteral(dest)),
         );
-        if (op.kind === "xor") {
-          stats.xorOps++;
-          stats.xorBytes += op.length;
+        if (op.kind === "delta") {
+          stats.deltaOps++;
+          stats.deltaBytes += op.length;
         } else {
           stats.zliteralOps++;
           stats.zliteralBytes += op.length;
@@ -174,6 +176,7 @@ export async function applyFile(
     throw err;
   } finally {
     pool?.close();
+    expanded?.close();
     patch.file.close();
     base?.file.close();
   }
@@ -280,16 +283,19 @@ function hashWholeFile(file: Deno.FsFile, path: string, bufferSize: number): Uin
 }
 
 /**
- * Turns v2 ZLITERAL and XOR ops into their bytes, through buffers of
- * `MAX_OP_RAW` made on first use: one for the compressed payload, one for the
- * base range of an XOR (zstd allocates the decompressed bytes, at most
- * `MAX_OP_RAW`).
+ * Turns v2 ZLITERAL and DELTA ops into their bytes, through fixed buffers made
+ * on first use: the compressed payload (< 1 MiB), what zstd produces (1 MiB + 1
+ * byte), the unshuffled residue and a DELTA's base range (1 MiB each), and one
+ * reused zstd context — nothing is allocated per op.
  */
 class ExpandedOps {
   readonly #base: Deno.FsFile;
   readonly #basePath: string;
   #payload: Uint8Array | undefined;
+  #planes: Uint8Array | undefined;
+  #residue: Uint8Array | undefined;
   #baseRange: Uint8Array | undefined;
+  #zstd: ZstdDecompressor | undefined;
 
   constructor(base: Deno.FsFile, basePath: string) {
     this.#base = base;
@@ -297,50 +303,65 @@ class ExpandedOps {
   }
 
   async expand(
-    op: { kind: "zliteral" | "xor"; length: number; payloadLength: number; offset?: number },
+    op: Extract<PatchOp, { kind: "zliteral" | "delta" }>,
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<Uint8Array> {
+    const name = op.kind.toUpperCase();
     this.#payload ??= new Uint8Array(MAX_OP_RAW);
+    this.#planes ??= new Uint8Array(MAX_OP_RAW + 1);
+    this.#residue ??= new Uint8Array(MAX_OP_RAW);
+    this.#zstd ??= new ZstdDecompressor();
     const payload = this.#payload.subarray(0, op.payloadLength);
     for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
+    let produced = 0;
     for (let at = 0; at < payload.length;) {
       const frame = zstdFrameLength(payload.subarray(at));
       if (frame === undefined) {
         throw new MalformedPatchError(
-          `${op.kind.toUpperCase()} data does not decompress to its ${op.length} bytes: its ${payload.length} bytes are not whole zstd frames (from byte ${at})`,
+          `${name} data does not decompress to its ${op.length} bytes: its ${payload.length} bytes are not whole zstd frames (from byte ${at})`,
+        );
+      }
+      try {
+        produced += this.#zstd.decompressFrame(
+          payload.subarray(at, at + frame),
+          this.#planes.subarray(produced),
+          op.length - produced,
+        );
+      } catch (err) {
+        if (!(err instanceof ZstdDataError)) throw err;
+        throw new MalformedPatchError(
+          `${name} data does not decompress to its ${op.length} bytes: ${err.message}`,
         );
       }
       at += frame;
     }
-    let bytes: Uint8Array;
-    try {
-      bytes = zstdDecompressSync(payload, { maxOutputLength: op.length });
-    } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
+    if (produced !== op.length) {
       throw new MalformedPatchError(
-        `${op.kind.toUpperCase()} data does not decompress to its ${op.length} bytes: ${why}`,
+        `${name} data decompresses to ${produced} bytes, not the ${op.length} it claims`,
       );
     }
-    if (bytes.length !== op.length) {
-      throw new MalformedPatchError(
-        `${op.kind.toUpperCase()} data decompresses to ${bytes.length} bytes, not the ${op.length} it claims`,
-      );
-    }
-    if (op.kind === "xor") {
+    const residue = this.#residue.subarray(0, op.length);
+    unshuffle(this.#planes.subarray(0, op.length), op.filter, residue);
+    if (op.kind === "delta") {
       this.#baseRange ??= new Uint8Array(MAX_OP_RAW);
       const range = this.#baseRange.subarray(0, op.length);
       let n: number;
       try {
-        n = readAtSync(this.#base, op.offset!, range);
+        n = readAtSync(this.#base, op.offset, range);
       } catch (err) {
         throw ioError("read base", this.#basePath, err);
       }
       if (n < range.length) {
         throw ioError("read base", this.#basePath, new Error("file shrank while read"));
       }
-      for (let i = 0; i < bytes.length; i++) bytes[i] ^= range[i];
+      uncombine(residue, range, op.filter, residue);
     }
-    return bytes;
+    return residue;
+  }
+
+  /** Frees the zstd context. */
+  close(): void {
+    this.#zstd?.close();
   }
 }
 

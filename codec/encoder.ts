@@ -29,7 +29,7 @@ import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./f
 import { BufferedWriter, openInput } from "./file_io.ts";
 import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
 import { LiteralCoder } from "./literal_coder.ts";
-import { type Alignment, alignTensors, modelLayout } from "./tensor_layout.ts";
+import { type Alignment, alignTensors, modelLayout, type TensorRange } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
 import type { ProgressCallback } from "./progress.ts";
 
@@ -103,6 +103,7 @@ export async function encodeFile(
   let target: Awaited<ReturnType<typeof openInput>> | undefined;
   let out: AtomicFile | undefined;
   let pool: HashPool | undefined;
+  let literals: LiteralCoder | undefined;
   try {
     const signature = options.baseSignature === undefined
       ? undefined
@@ -136,8 +137,11 @@ export async function encodeFile(
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(headerSize(format))); // header written last
     const ops = new OpWriter(writer);
-    const literals = format === 2
-      ? new LiteralCoder(base.file, base.size, tensorAlignments(base.file, base.size, target))
+    literals = format === 2
+      ? new LiteralCoder(base.file, base.size, {
+        ...tensorLayouts(base.file, base.size, target),
+        maxChunk: params.max,
+      })
       : undefined;
     let nextBaseChunk = -1;
     let targetChunks = 0;
@@ -148,17 +152,18 @@ export async function encodeFile(
         targetChunks++;
         const match = index.matchAt(nextBaseChunk, chunk.digest) ?? index.find(chunk.digest);
         if (match) {
+          await literals?.matched(ops, chunk.offset, match.offset);
           await ops.copy(match.offset, match.length);
-          literals?.matched(chunk.offset, match.offset);
           nextBaseChunk = match.index + 1;
         } else {
-          if (literals) await literals.write(ops, chunk.offset, chunk.data);
+          if (literals) await literals.unmatched(ops, chunk.offset, chunk.data);
           else await ops.literal(chunk.data);
           nextBaseChunk = -1;
         }
         targetRead = chunk.offset + chunk.data.length;
         progress?.(baseWork + targetRead, total);
       }
+      await literals?.finish(ops);
       await ops.finish();
       targetDigest = await pipeline.streamDigest();
     } catch (err) {
@@ -201,6 +206,7 @@ export async function encodeFile(
     throw err;
   } finally {
     pool?.close();
+    literals?.close();
     base.file.close();
     target?.file.close();
   }
@@ -233,14 +239,21 @@ async function signatureOfBase(
   return signature;
 }
 
-/** Same-named tensors of base and target, where both files have a layout poolboy reads. */
-function tensorAlignments(
+/**
+ * The target's tensors (for element widths and piece edges) and the same-named
+ * tensors of base and target (for DELTA alignment), where poolboy reads the
+ * files' layouts.
+ */
+function tensorLayouts(
   base: Deno.FsFile,
   baseSize: number,
   target: { file: Deno.FsFile; size: number },
-): Alignment[] {
+): { tensors: TensorRange[]; alignments: Alignment[] } {
   const baseLayout = modelLayout(base, baseSize);
-  const targetLayout = baseLayout && modelLayout(target.file, target.size);
+  const targetLayout = modelLayout(target.file, target.size);
   target.file.seekSync(0, Deno.SeekMode.Start); // the target pass reads from the start
-  return baseLayout && targetLayout ? alignTensors(baseLayout, targetLayout) : [];
+  return {
+    tensors: targetLayout ?? [],
+    alignments: baseLayout && targetLayout ? alignTensors(baseLayout, targetLayout) : [],
+  };
 }

@@ -44,8 +44,8 @@ export async function inspectPatch(
           stats.zliteralOps++;
           stats.zliteralBytes += op.length;
         } else {
-          stats.xorOps++;
-          stats.xorBytes += op.length;
+          stats.deltaOps++;
+          stats.deltaBytes += op.length;
         }
         await reader.skipLiteral(scratch);
       }

@@ -1,105 +1,297 @@
 /**
- * The v2 encoder's choice for target bytes no chunk of the base matches: per
- * piece of at most `MAX_OP_RAW` bytes, the smallest of a raw LITERAL, a
- * zstd-compressed ZLITERAL, and an XOR against an aligned base range (target
- * XOR base, zstd-compressed) — small where weights changed only a little.
+ * The v2 encoder's choice for target bytes no chunk of the base matches.
  *
- * The aligned base offset comes from the files' tensor layouts where known
- * (`tensor_layout.ts`: the same-named base tensor of the same length; pieces
- * never straddle a tensor's edge), else it is inferred: the offset the last
- * COPY implies (target offset + the last match's base − target delta), else
- * the same offset when the base is that long.
+ * 1. Runs: an unmatched chunk is compared with the base at the offset the
+ *    previous COPY implies, at the offset the next COPY implies (the chunk is
+ *    held until the next one is known) and at its own offset; runs of equal
+ *    bytes become COPYs (`equal_runs.ts`). Bytes inserted at the front then
+ *    cost about their own length.
+ * 2. Pieces: the rest is cut into pieces of at most `MAX_OP_RAW` bytes, at
+ *    tensor edges too, and each piece is written as the smallest of a raw
+ *    LITERAL, a ZLITERAL and a DELTA against its aligned base range, trying the
+ *    filters (`residue_filter.ts`) that pay on model weights: the element
+ *    width is the tensor's dtype where the layout is known, else 2 and 4 are
+ *    tried. The aligned base range is the same-named base tensor of the same
+ *    length where the layouts are known (`tensor_layout.ts`), else the offset
+ *    the last COPY implies, else the same offset.
+ *
+ * zstd levels: planes of float bytes compress smaller at level 1 than 3 (and
+ * faster), plain bytes (headers, text) at level 3. Memory: five buffers of
+ * `MAX_OP_RAW`, one of the largest chunk (the held chunk), two zstd contexts.
  *
  * @module
  */
 
-import { constants, zstdCompressSync } from "node:zlib";
 import { readAtSync } from "./file_io.ts";
-import { type Alignment, alignmentAt } from "./tensor_layout.ts";
+import { type Alignment, alignmentAt, type ElementWidth } from "./tensor_layout.ts";
 import type { OpWriter } from "./op_writer.ts";
 import {
+  DELTA_HEAD_SIZE,
+  type Filter,
   LITERAL_HEAD_SIZE,
   MAX_OP_RAW,
-  XOR_HEAD_SIZE,
+  NO_FILTER,
   ZLITERAL_HEAD_SIZE,
 } from "./patch_format.ts";
+import { combine, shuffle } from "./residue_filter.ts";
+import { ZstdCompressor } from "./zstd_context.ts";
+import { chooseRuns, type Run, RunScanner, shiftCandidates } from "./equal_runs.ts";
 
-/** zstd level of ZLITERAL and XOR payloads. */
-export const ZSTD_LEVEL = 3;
+/** zstd level for filtered float planes. */
+export const PLANES_ZSTD_LEVEL = 1;
+/** zstd level for unfiltered bytes. */
+export const PLAIN_ZSTD_LEVEL = 3;
+/** Shortest run of equal bytes copied out of an unmatched chunk. */
+export const MIN_RUN = 24;
+/** Runs at least this long are always copied; shorter ones only when few. */
+export const LONG_RUN = 256;
+/** Most short runs per chunk that are still copied. */
+export const MAX_SHORT_RUNS = 8;
+/** Longest gap between runs in which bytes that moved otherwise are looked for. */
+export const LOCAL_GAP = 64 * 1024;
+/** How far around a gap's aligned position the base is searched. */
+export const LOCAL_REACH = 64 * 1024;
+
+/** A target range with its element width (from the target's layout). */
+export interface WidthRange {
+  readonly start: number;
+  readonly end: number;
+  readonly width?: ElementWidth;
+}
+
+/** Where the coder finds the base and the layouts. */
+export interface LiteralCoderOptions {
+  /** Same-named tensors of base and target (sorted by target start). */
+  readonly alignments?: readonly Alignment[];
+  /** The target's tensors with their element widths (sorted by start). */
+  readonly tensors?: readonly WidthRange[];
+  /** Largest chunk the encoder passes (the held chunk's buffer). */
+  readonly maxChunk: number;
+}
 
 /** Encodes unmatched target bytes for a v2 patch. */
 export class LiteralCoder {
   readonly #base: Deno.FsFile;
   readonly #baseSize: number;
-  readonly #baseRange = new Uint8Array(MAX_OP_RAW);
-  readonly #xored = new Uint8Array(MAX_OP_RAW);
+  readonly #alignments: readonly Alignment[];
+  readonly #tensors: readonly WidthRange[];
+  readonly #maxChunk: number;
+  #window: Uint8Array | undefined;
+  #residue: Uint8Array | undefined;
+  #planes: Uint8Array | undefined;
+  #best: Uint8Array | undefined;
+  #held: Uint8Array | undefined;
+  #heldOffset = 0;
+  #heldLength = 0;
+  #plain: ZstdCompressor | undefined;
+  #planar: ZstdCompressor | undefined;
   /** Base offset − target offset of the last COPY, if any. */
   #delta: number | undefined;
 
-  readonly #alignments: readonly Alignment[];
-
-  constructor(base: Deno.FsFile, baseSize: number, alignments: readonly Alignment[] = []) {
+  constructor(base: Deno.FsFile, baseSize: number, options: LiteralCoderOptions) {
     this.#base = base;
     this.#baseSize = baseSize;
-    this.#alignments = alignments;
+    this.#alignments = options.alignments ?? [];
+    this.#tensors = options.tensors ?? [];
+    this.#maxChunk = options.maxChunk;
   }
 
-  /** Remembers the alignment a COPY implies. */
-  matched(targetOffset: number, baseOffset: number): void {
+  /** A target chunk no base chunk matched: held until the next chunk is known. */
+  async unmatched(ops: OpWriter, targetOffset: number, data: Uint8Array): Promise<void> {
+    await this.#flushHeld(ops, undefined);
+    if (data.length > this.#maxChunk) {
+      await this.#writeBlock(ops, targetOffset, data, undefined);
+      return;
+    }
+    this.#held ??= new Uint8Array(this.#maxChunk);
+    this.#held.set(data);
+    this.#heldOffset = targetOffset;
+    this.#heldLength = data.length;
+  }
+
+  /** A COPY follows at `targetOffset` from `baseOffset`: writes the held chunk first. */
+  async matched(ops: OpWriter, targetOffset: number, baseOffset: number): Promise<void> {
+    await this.#flushHeld(ops, baseOffset - targetOffset);
     this.#delta = baseOffset - targetOffset;
   }
 
-  /** Writes `data` (target bytes at `targetOffset`) as the smallest ops. */
-  async write(ops: OpWriter, targetOffset: number, data: Uint8Array): Promise<void> {
+  /** Writes a chunk still held. */
+  async finish(ops: OpWriter): Promise<void> {
+    await this.#flushHeld(ops, undefined);
+  }
+
+  /** Frees the zstd contexts. */
+  close(): void {
+    this.#plain?.close();
+    this.#planar?.close();
+  }
+
+  async #flushHeld(ops: OpWriter, nextDelta: number | undefined): Promise<void> {
+    if (this.#heldLength === 0) return;
+    const data = this.#held!.subarray(0, this.#heldLength);
+    this.#heldLength = 0;
+    await this.#writeBlock(ops, this.#heldOffset, data, nextDelta);
+  }
+
+  /** Writes an unmatched block: equal runs as COPYs, the gaps as pieces. */
+  async #writeBlock(
+    ops: OpWriter,
+    targetOffset: number,
+    data: Uint8Array,
+    nextDelta: number | undefined,
+  ): Promise<void> {
+    const runs = this.#runs(targetOffset, data, [this.#delta, nextDelta, 0]);
+    runs.push(...this.#shiftedRuns(targetOffset, data, runs, nextDelta));
+    runs.sort((a, b) => a.start - b.start);
+    let at = 0;
+    for (const run of runs) {
+      await this.#writeRegion(ops, targetOffset + at, data.subarray(at, run.start));
+      await ops.copy(targetOffset + run.start + run.delta, run.end - run.start);
+      this.#delta = run.delta;
+      at = run.end;
+    }
+    await this.#writeRegion(ops, targetOffset + at, data.subarray(at));
+  }
+
+  /**
+   * Runs in the small gaps between `runs` at offset differences found by
+   * looking the gap's bytes up in the base around it (`shiftCandidates`).
+   */
+  #shiftedRuns(
+    targetOffset: number,
+    data: Uint8Array,
+    runs: readonly Run[],
+    nextDelta: number | undefined,
+  ): Run[] {
+    const out: Run[] = [];
+    for (let i = 0; i <= runs.length; i++) {
+      const start = i === 0 ? 0 : runs[i - 1].end;
+      const end = i === runs.length ? data.length : runs[i].start;
+      if (end - start < 2 * MIN_RUN || end - start > LOCAL_GAP) continue;
+      const near = runs[i - 1]?.delta ?? runs[i]?.delta ?? this.#delta ?? nextDelta ?? 0;
+      const from = Math.max(0, targetOffset + start + near - LOCAL_REACH);
+      const to = Math.min(this.#baseSize, targetOffset + end + near + LOCAL_REACH);
+      if (to - from < MIN_RUN) continue;
+      this.#window ??= new Uint8Array(MAX_OP_RAW);
+      const window = this.#window.subarray(
+        0,
+        readAtSync(this.#base, from, this.#window.subarray(0, to - from)),
+      );
+      const gap = data.subarray(start, end);
+      const deltas = shiftCandidates(gap, window, MIN_RUN, 4).map((shift) =>
+        from + shift - (targetOffset + start)
+      );
+      for (const run of this.#runs(targetOffset + start, gap, deltas)) {
+        out.push({ start: start + run.start, end: start + run.end, delta: run.delta });
+      }
+    }
+    return out;
+  }
+
+  #runs(targetOffset: number, data: Uint8Array, candidates: (number | undefined)[]): Run[] {
+    const deltas = [...new Set(candidates)].filter((d): d is number =>
+      d !== undefined && targetOffset + d < this.#baseSize && targetOffset + d + data.length > 0
+    );
+    if (deltas.length === 0) return [];
+    this.#window ??= new Uint8Array(MAX_OP_RAW);
+    const found: Run[] = [];
+    for (const delta of deltas) {
+      const scanner = new RunScanner(delta, MIN_RUN);
+      for (let at = 0; at < data.length; at += MAX_OP_RAW) {
+        const target = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
+        const from = targetOffset + at + delta;
+        if (from < 0) {
+          // Before the base's start: unequal up to it.
+          const skip = Math.min(-from, target.length);
+          scanner.scan(target.subarray(0, skip), new Uint8Array(0));
+          const rest = target.subarray(skip);
+          const n = rest.length === 0
+            ? 0
+            : readAtSync(this.#base, 0, this.#window.subarray(0, rest.length));
+          scanner.scan(rest, this.#window.subarray(0, n));
+          continue;
+        }
+        const n = from >= this.#baseSize
+          ? 0
+          : readAtSync(this.#base, from, this.#window.subarray(0, target.length));
+        scanner.scan(target, this.#window.subarray(0, n));
+      }
+      found.push(...scanner.finish());
+    }
+    return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
+  }
+
+  /** Writes target bytes as pieces cut at `MAX_OP_RAW` and at tensor edges. */
+  async #writeRegion(ops: OpWriter, targetOffset: number, data: Uint8Array): Promise<void> {
     for (let at = 0; at < data.length;) {
       let end = Math.min(at + MAX_OP_RAW, data.length);
-      // Cut at tensor edges, so that a piece is XORed against one base tensor.
       const here = targetOffset + at;
-      const tensor = alignmentAt(this.#alignments, here);
-      const next = tensor ? tensor.targetEnd : this.#nextAlignmentStart(here);
+      const tensor = rangeAt(this.#tensors, here);
+      const next = tensor ? tensor.end : nextStart(this.#tensors, here);
       if (next !== undefined && next - targetOffset < end) end = next - targetOffset;
-      await this.#writePiece(ops, here, data.subarray(at, end));
+      await this.#writePiece(ops, here, data.subarray(at, end), tensor?.width);
       at = end;
     }
   }
 
-  async #writePiece(ops: OpWriter, targetOffset: number, piece: Uint8Array): Promise<void> {
-    const literalCost = LITERAL_HEAD_SIZE + piece.length;
-    const z = compress(piece);
-    let best: "literal" | "z" | "xor" = "literal";
-    let bestCost = literalCost;
-    if (z.length < piece.length && ZLITERAL_HEAD_SIZE + z.length < bestCost) {
-      best = "z";
-      bestCost = ZLITERAL_HEAD_SIZE + z.length;
+  async #writePiece(
+    ops: OpWriter,
+    targetOffset: number,
+    piece: Uint8Array,
+    width: ElementWidth | undefined,
+  ): Promise<void> {
+    const length = piece.length;
+    this.#residue ??= new Uint8Array(MAX_OP_RAW);
+    this.#planes ??= new Uint8Array(MAX_OP_RAW);
+    this.#best ??= new Uint8Array(MAX_OP_RAW);
+    this.#window ??= new Uint8Array(MAX_OP_RAW);
+    this.#plain ??= new ZstdCompressor(MAX_OP_RAW, PLAIN_ZSTD_LEVEL);
+    this.#planar ??= new ZstdCompressor(MAX_OP_RAW, PLANES_ZSTD_LEVEL);
+    const widths: ElementWidth[] = width === undefined ? [2, 4] : width === 1 ? [] : [width];
+
+    let bestCost = LITERAL_HEAD_SIZE + length;
+    let best: { kind: "z" | "delta"; filter: Filter; size: number } | undefined;
+    const consider = (kind: "z" | "delta", filter: Filter, bytes: Uint8Array, head: number) => {
+      if (bytes.length >= length || head + bytes.length >= bestCost) return;
+      bestCost = head + bytes.length;
+      best = { kind, filter, size: bytes.length };
+      this.#best!.set(bytes);
+    };
+    const planes = this.#planes.subarray(0, length);
+
+    // ZLITERAL: the bytes alone.
+    consider("z", NO_FILTER, this.#plain.compress(piece), ZLITERAL_HEAD_SIZE);
+    for (const w of widths) {
+      const filter: Filter = { width: w, shuffle: "bytes", combine: "xor" };
+      shuffle(piece, filter, planes);
+      consider("z", filter, this.#planar.compress(planes), ZLITERAL_HEAD_SIZE);
     }
-    const baseOffset = this.#alignedOffset(targetOffset, piece.length);
-    let x: Uint8Array | undefined;
-    if (baseOffset !== undefined) {
-      const range = this.#baseRange.subarray(0, piece.length);
-      if (readAtSync(this.#base, baseOffset, range) === piece.length) {
-        const xored = this.#xored.subarray(0, piece.length);
-        for (let i = 0; i < piece.length; i++) xored[i] = piece[i] ^ range[i];
-        x = compress(xored);
-        if (x.length < piece.length && XOR_HEAD_SIZE + x.length < bestCost) {
-          best = "xor";
-          bestCost = XOR_HEAD_SIZE + x.length;
+
+    // DELTA: the residue against the aligned base range.
+    const baseOffset = this.#alignedOffset(targetOffset, length);
+    const range = this.#window.subarray(0, length);
+    if (baseOffset !== undefined && readAtSync(this.#base, baseOffset, range) === length) {
+      const residue = this.#residue.subarray(0, length);
+      combine(piece, range, NO_FILTER, residue);
+      consider("delta", NO_FILTER, this.#plain.compress(residue), DELTA_HEAD_SIZE);
+      for (const w of widths) {
+        const sub: Filter = { width: w, shuffle: "bytes", combine: "sub" };
+        combine(piece, range, sub, residue);
+        for (const shuffled of ["bytes", "bits"] as const) {
+          const filter: Filter = { ...sub, shuffle: shuffled };
+          shuffle(residue, filter, planes);
+          consider("delta", filter, this.#planar.compress(planes), DELTA_HEAD_SIZE);
         }
       }
     }
-    if (best === "xor") await ops.xor(baseOffset!, piece.length, x!);
-    else if (best === "z") await ops.zliteral(piece.length, z);
-    else await ops.literal(piece);
-  }
 
-  #nextAlignmentStart(at: number): number | undefined {
-    let lo = 0;
-    let hi = this.#alignments.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.#alignments[mid].targetStart <= at) lo = mid + 1;
-      else hi = mid;
+    const chosen = best as { kind: "z" | "delta"; filter: Filter; size: number } | undefined;
+    if (chosen === undefined) await ops.literal(piece);
+    else if (chosen.kind === "z") {
+      await ops.zliteral(length, this.#best.subarray(0, chosen.size), chosen.filter);
+    } else {
+      await ops.delta(baseOffset!, length, this.#best.subarray(0, chosen.size), chosen.filter);
     }
-    return this.#alignments[lo]?.targetStart;
   }
 
   #alignedOffset(targetOffset: number, length: number): number | undefined {
@@ -121,6 +313,28 @@ export class LiteralCoder {
   }
 }
 
-function compress(data: Uint8Array): Uint8Array {
-  return zstdCompressSync(data, { params: { [constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } });
+/** The range containing `at`, by binary search. */
+function rangeAt(ranges: readonly WidthRange[], at: number): WidthRange | undefined {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const r = ranges[mid];
+    if (at < r.start) hi = mid - 1;
+    else if (at >= r.end) lo = mid + 1;
+    else return r;
+  }
+  return undefined;
+}
+
+/** The start of the first range after `at`, if any. */
+function nextStart(ranges: readonly WidthRange[], at: number): number | undefined {
+  let lo = 0;
+  let hi = ranges.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (ranges[mid].start <= at) lo = mid + 1;
+    else hi = mid;
+  }
+  return ranges[lo]?.start;
 }

@@ -1,5 +1,5 @@
 /**
- * Writes a v1 patch body: takes COPY ranges and literal bytes in target order,
+ * Writes a patch body: takes COPY ranges and literal bytes in target order,
  * merges a COPY that continues the previous one in the base, merges consecutive
  * literals into one LITERAL op (its length is filled in when the run ends), and
  * counts what it wrote.
@@ -10,13 +10,14 @@
 import type { BufferedWriter } from "./file_io.ts";
 import {
   encodeCopy,
+  encodeDeltaHead,
   encodeLiteralHead,
-  encodeXorHead,
   encodeZLiteralHead,
+  type Filter,
   LITERAL_HEAD_SIZE,
 } from "./patch_format.ts";
 
-/** What a patch body holds (ZLITERAL and XOR bytes are the bytes they produce). */
+/** What a patch body holds (ZLITERAL and DELTA bytes are the bytes they produce). */
 export interface OpStats {
   copyOps: number;
   copyBytes: number;
@@ -24,8 +25,8 @@ export interface OpStats {
   literalBytes: number;
   zliteralOps: number;
   zliteralBytes: number;
-  xorOps: number;
-  xorBytes: number;
+  deltaOps: number;
+  deltaBytes: number;
 }
 
 /** Stats of an empty body. */
@@ -37,8 +38,8 @@ export function emptyStats(): OpStats {
     literalBytes: 0,
     zliteralOps: 0,
     zliteralBytes: 0,
-    xorOps: 0,
-    xorBytes: 0,
+    deltaOps: 0,
+    deltaBytes: 0,
   };
 }
 
@@ -84,24 +85,29 @@ export class OpWriter {
     this.stats.literalBytes += data.length;
   }
 
-  /** A v2 ZLITERAL: `raw.length` target bytes, written as the zstd frame `compressed`. */
-  async zliteral(rawLength: number, compressed: Uint8Array): Promise<void> {
+  /** A v2 ZLITERAL: `rawLength` target bytes, written as the zstd frame `compressed` of their `filter`ed bytes. */
+  async zliteral(rawLength: number, compressed: Uint8Array, filter: Filter): Promise<void> {
     await this.#flushCopy();
     await this.#closeLiteral();
-    await this.#out.write(encodeZLiteralHead(rawLength, compressed.length));
+    await this.#out.write(encodeZLiteralHead(rawLength, compressed.length, filter));
     await this.#out.write(compressed);
     this.stats.zliteralOps++;
     this.stats.zliteralBytes += rawLength;
   }
 
-  /** A v2 XOR: target bytes = zstd-decoded `compressed` XOR base[offset ..]. */
-  async xor(baseOffset: number, rawLength: number, compressed: Uint8Array): Promise<void> {
+  /** A v2 DELTA: `rawLength` target bytes, written as the zstd frame `compressed` of their residue against base[baseOffset ..]. */
+  async delta(
+    baseOffset: number,
+    rawLength: number,
+    compressed: Uint8Array,
+    filter: Filter,
+  ): Promise<void> {
     await this.#flushCopy();
     await this.#closeLiteral();
-    await this.#out.write(encodeXorHead(baseOffset, rawLength, compressed.length));
+    await this.#out.write(encodeDeltaHead(baseOffset, rawLength, compressed.length, filter));
     await this.#out.write(compressed);
-    this.stats.xorOps++;
-    this.stats.xorBytes += rawLength;
+    this.stats.deltaOps++;
+    this.stats.deltaBytes += rawLength;
   }
 
   /** Writes whatever op is still open. */

@@ -34,19 +34,33 @@
  *   offset 22  target_blake3  [u8; 32]                          32
  *   offset 54  base_blake3    [u8; 32]                          32
  * body (ops 0x01 and 0x02 as in v1, plus):
- *   0x03 ZLITERAL  raw_len u32, comp_len u32, comp_len bytes: whole zstd
- *                  frames (RFC 8878; usually one, an empty one may follow) that
- *                  decompress to exactly raw_len bytes; output them
- *   0x04 XOR       base_offset u64, raw_len u32, comp_len u32, comp_len bytes:
- *                  whole zstd frames that decompress to exactly raw_len bytes D;
- *                  output D[i] XOR base[base_offset + i] for i < raw_len
+ *   0x03 ZLITERAL  raw_len u32, comp_len u32, filter u8, comp_len bytes:
+ *                  whole zstd frames (RFC 8878; usually one) that decompress to
+ *                  exactly raw_len bytes S; output unshuffle(S)
+ *   0x04 DELTA     base_offset u64, raw_len u32, comp_len u32, filter u8,
+ *                  comp_len bytes: whole zstd frames that decompress to exactly
+ *                  raw_len bytes S; output uncombine(unshuffle(S),
+ *                  base[base_offset .. base_offset + raw_len])
+ * ```
+ *
+ * The filter byte says how the bytes zstd compressed were made (the exact
+ * transforms are in `residue_filter.ts`):
+ *
+ * ```
+ *   bits 0-1  width    element width: 0 = 1 byte, 1 = 2 bytes, 2 = 4 bytes
+ *   bits 2-3  shuffle  0 = none, 1 = byte planes, 2 = bit planes
+ *   bits 4-5  combine  DELTA only (0 in a ZLITERAL): 0 = XOR, 1 = SUB (zigzag
+ *                      of the w-byte little-endian difference target - base)
+ *   bits 6-7  0
  * ```
  *
  * In v2 a reader must also refuse: raw_len of 0 or above `MAX_OP_RAW` (1 MiB,
- * so an applier needs at most three 1 MiB buffers for them), comp_len of 0 or
+ * so an applier needs a few 1 MiB buffers for them), comp_len of 0 or
  * above raw_len (the encoder writes a compressed op only when it is smaller),
- * an XOR range not inside `base_size`, comp_len bytes that are not whole zstd
- * frames or do not decompress to exactly raw_len bytes, and a base whose BLAKE3 is not `base_blake3` (checked
+ * a filter byte with a value marked invalid above (3 in any field, bits 6-7
+ * set, a combine in a ZLITERAL), a DELTA range not inside `base_size`,
+ * comp_len bytes that are not whole zstd frames or do not decompress to
+ * exactly raw_len bytes, and a base whose BLAKE3 is not `base_blake3` (checked
  * before any output is written).
  *
  * @module
@@ -67,16 +81,52 @@ export const PREAMBLE_SIZE = 6;
 export const VERSION_2 = 2;
 /** Size of the v2 header in bytes. */
 export const HEADER_V2_SIZE = 86;
-/** Op byte of ZLITERAL (v2): `raw_len u32, comp_len u32` then a zstd frame. */
+/** Op byte of ZLITERAL (v2): `raw_len u32, comp_len u32, filter u8` then zstd frames. */
 export const OP_ZLITERAL = 0x03;
-/** Op byte of XOR (v2): `base_offset u64, raw_len u32, comp_len u32` then a zstd frame. */
-export const OP_XOR = 0x04;
-/** Largest raw_len of a ZLITERAL or XOR op. */
+/** Op byte of DELTA (v2): `base_offset u64, raw_len u32, comp_len u32, filter u8` then zstd frames. */
+export const OP_DELTA = 0x04;
+/** Largest raw_len of a ZLITERAL or DELTA op. */
 export const MAX_OP_RAW = 1024 * 1024;
 /** Encoded size of a ZLITERAL op's head. */
-export const ZLITERAL_HEAD_SIZE = 9;
-/** Encoded size of an XOR op's head. */
-export const XOR_HEAD_SIZE = 17;
+export const ZLITERAL_HEAD_SIZE = 10;
+/** Encoded size of a DELTA op's head. */
+export const DELTA_HEAD_SIZE = 18;
+
+/** How a compressed op's bytes were filtered before zstd (the filter byte, decoded). */
+export interface Filter {
+  /** Element width in bytes. */
+  readonly width: 1 | 2 | 4;
+  /** Grouping of the residue's bytes or bits into planes. */
+  readonly shuffle: "none" | "bytes" | "bits";
+  /** How a DELTA's target and base make the residue (always "xor" for a ZLITERAL). */
+  readonly combine: "xor" | "sub";
+}
+
+const WIDTHS = [1, 2, 4] as const;
+const SHUFFLES = ["none", "bytes", "bits"] as const;
+const COMBINES = ["xor", "sub"] as const;
+
+/** The filter byte of `filter`. */
+export function encodeFilter(filter: Filter): number {
+  return WIDTHS.indexOf(filter.width) | (SHUFFLES.indexOf(filter.shuffle) << 2) |
+    (COMBINES.indexOf(filter.combine) << 4);
+}
+
+/** The filter a byte stands for, or undefined for an invalid byte. */
+export function decodeFilter(byte: number): Filter | undefined {
+  const width = WIDTHS[byte & 3];
+  const shuffle = SHUFFLES[(byte >> 2) & 3];
+  const combine = COMBINES[(byte >> 4) & 3];
+  if (width === undefined || shuffle === undefined || combine === undefined || byte > 0x3f) {
+    return undefined;
+  }
+  return { width, shuffle, combine };
+}
+
+/** A filter's short name, as `inspect` prints it: e.g. `sub/bits/2`. */
+export function filterName(filter: Filter): string {
+  return `${filter.combine}/${filter.shuffle}/${filter.width}`;
+}
 /** Op byte of COPY: `offset u64, len u64`. */
 export const OP_COPY = 0x01;
 /** Op byte of LITERAL: `len u64` then `len` bytes. */
@@ -127,28 +177,38 @@ export function decodeHeader(bytes: Uint8Array): PatchHeader {
   return { ...decodeHeaderV1(bytes), baseDigest: bytes.slice(54, 54 + DIGEST_LENGTH) };
 }
 
+/** The plain filter: no combine step or planes. */
+export const NO_FILTER: Filter = { width: 1, shuffle: "none", combine: "xor" };
+
 /** Encodes the head of a ZLITERAL op (its compressed bytes follow). */
-export function encodeZLiteralHead(rawLength: number, compressedLength: number): Uint8Array {
+export function encodeZLiteralHead(
+  rawLength: number,
+  compressedLength: number,
+  filter: Filter = NO_FILTER,
+): Uint8Array {
   const bytes = new Uint8Array(ZLITERAL_HEAD_SIZE);
   const view = new DataView(bytes.buffer);
   bytes[0] = OP_ZLITERAL;
   view.setUint32(1, rawLength, true);
   view.setUint32(5, compressedLength, true);
+  bytes[9] = encodeFilter(filter);
   return bytes;
 }
 
-/** Encodes the head of an XOR op (its compressed bytes follow). */
-export function encodeXorHead(
+/** Encodes the head of a DELTA op (its compressed bytes follow). */
+export function encodeDeltaHead(
   baseOffset: number,
   rawLength: number,
   compressedLength: number,
+  filter: Filter = NO_FILTER,
 ): Uint8Array {
-  const bytes = new Uint8Array(XOR_HEAD_SIZE);
+  const bytes = new Uint8Array(DELTA_HEAD_SIZE);
   const view = new DataView(bytes.buffer);
-  bytes[0] = OP_XOR;
+  bytes[0] = OP_DELTA;
   view.setBigUint64(1, BigInt(baseOffset), true);
   view.setUint32(9, rawLength, true);
   view.setUint32(13, compressedLength, true);
+  bytes[17] = encodeFilter(filter);
   return bytes;
 }
 

@@ -14,13 +14,15 @@
 import type { ByteSource } from "./chunk_stream.ts";
 import { MalformedPatchError } from "./errors.ts";
 import {
+  decodeFilter,
   decodeHeader,
   decodePreamble,
+  type Filter,
   headerSize,
   MAX_OP_RAW,
   OP_COPY,
+  OP_DELTA,
   OP_LITERAL,
-  OP_XOR,
   OP_ZLITERAL,
   type PatchHeader,
   PREAMBLE_SIZE,
@@ -29,19 +31,25 @@ import {
 } from "./patch_format.ts";
 
 /**
- * An op as read: a COPY range, or a LITERAL, ZLITERAL or XOR whose payload
+ * An op as read: a COPY range, or a LITERAL, ZLITERAL or DELTA whose payload
  * (`payloadLength` bytes: raw for a LITERAL, a zstd frame for the others) the
  * caller must then read with `readLiteral`. `length` is what the op produces.
  */
 export type PatchOp =
   | { readonly kind: "copy"; readonly offset: number; readonly length: number }
   | { readonly kind: "literal"; readonly length: number }
-  | { readonly kind: "zliteral"; readonly length: number; readonly payloadLength: number }
   | {
-    readonly kind: "xor";
+    readonly kind: "zliteral";
+    readonly length: number;
+    readonly payloadLength: number;
+    readonly filter: Filter;
+  }
+  | {
+    readonly kind: "delta";
     readonly offset: number;
     readonly length: number;
     readonly payloadLength: number;
+    readonly filter: Filter;
   };
 
 /** Reads a patch's header and ops from a byte source, validating as it goes. */
@@ -144,12 +152,14 @@ export class PatchReader {
       this.#literalLeft = length;
       return { kind: "literal", length };
     }
-    if (this.header.version === VERSION_2 && (op === OP_ZLITERAL || op === OP_XOR)) {
-      const name = op === OP_XOR ? "XOR" : "ZLITERAL";
-      const view = await this.#fields(op === OP_XOR ? 16 : 8, name, at);
-      const offset = op === OP_XOR ? safeU64(view, 0, `XOR base offset at patch offset ${at}`) : 0;
-      const length = view.getUint32(op === OP_XOR ? 8 : 0, true);
-      const payloadLength = view.getUint32(op === OP_XOR ? 12 : 4, true);
+    if (this.header.version === VERSION_2 && (op === OP_ZLITERAL || op === OP_DELTA)) {
+      const delta = op === OP_DELTA;
+      const name = delta ? "DELTA" : "ZLITERAL";
+      const view = await this.#fields(delta ? 17 : 9, name, at);
+      const offset = delta ? safeU64(view, 0, `DELTA base offset at patch offset ${at}`) : 0;
+      const length = view.getUint32(delta ? 8 : 0, true);
+      const payloadLength = view.getUint32(delta ? 12 : 4, true);
+      const filterByte = view.getUint8(delta ? 16 : 8);
       if (length === 0 || length > MAX_OP_RAW) {
         throw new MalformedPatchError(
           `${name} at patch offset ${at} claims ${length} bytes; it must be 1 to ${MAX_OP_RAW}`,
@@ -162,9 +172,17 @@ export class PatchReader {
           }`,
         );
       }
-      if (op === OP_XOR && offset + length > baseSize) {
+      const filter = decodeFilter(filterByte);
+      if (filter === undefined || (!delta && filter.combine !== "xor")) {
         throw new MalformedPatchError(
-          `XOR at patch offset ${at} reads base bytes ${offset}..${
+          `${name} at patch offset ${at} has an invalid filter byte 0x${
+            filterByte.toString(16).padStart(2, "0")
+          }`,
+        );
+      }
+      if (delta && offset + length > baseSize) {
+        throw new MalformedPatchError(
+          `DELTA at patch offset ${at} reads base bytes ${offset}..${
             offset + length
           }, beyond the base's ${baseSize} bytes`,
         );
@@ -172,9 +190,9 @@ export class PatchReader {
       this.#checkFits(length, left, name, at);
       this.#produced += length;
       this.#literalLeft = payloadLength;
-      return op === OP_XOR
-        ? { kind: "xor", offset, length, payloadLength }
-        : { kind: "zliteral", length, payloadLength };
+      return delta
+        ? { kind: "delta", offset, length, payloadLength, filter }
+        : { kind: "zliteral", length, payloadLength, filter };
     }
     throw new MalformedPatchError(
       `unknown op 0x${op.toString(16).padStart(2, "0")} at patch offset ${at}`,

@@ -19,18 +19,46 @@
 
 import { readAtSync } from "./file_io.ts";
 
-/** A tensor's bytes in a file: [start, end). */
+/** Bytes per element of a tensor's dtype, where planes of that width make sense. */
+export type ElementWidth = 1 | 2 | 4;
+
+/** A tensor's bytes in a file: [start, end), and its element width if known. */
 export interface TensorRange {
   readonly name: string;
   readonly start: number;
   readonly end: number;
+  readonly width?: ElementWidth;
 }
 
-/** A target range to XOR against the base range starting at `baseStart` (same length). */
+/** A target range to delta against the base range starting at `baseStart` (same length). */
 export interface Alignment {
   readonly targetStart: number;
   readonly targetEnd: number;
   readonly baseStart: number;
+  readonly width?: ElementWidth;
+}
+
+/** Element widths of SafeTensors dtypes (8-byte types are left to the encoder to guess). */
+const SAFETENSORS_WIDTH: Readonly<Record<string, ElementWidth>> = {
+  F32: 4,
+  I32: 4,
+  U32: 4,
+  F16: 2,
+  BF16: 2,
+  I16: 2,
+  U16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+};
+
+/** Element widths of GGML tensor types: F32, F16, BF16, I8, I16, I32; quantized blocks are bytes. */
+function ggmlWidth(type: number): ElementWidth {
+  if (type === 0 || type === 26) return 4;
+  if (type === 1 || type === 30 || type === 25) return 2;
+  return 1;
 }
 
 /** Largest SafeTensors header read (real ones are well under a few MiB). */
@@ -57,11 +85,13 @@ export function safeTensorsLayout(file: Deno.FsFile, fileSize: number): TensorRa
   for (const [name, info] of Object.entries(json as Record<string, unknown>)) {
     if (name === "__metadata__") continue;
     const offsets = (info as { data_offsets?: unknown })?.data_offsets;
+    const dtype = (info as { dtype?: unknown })?.dtype;
     if (!Array.isArray(offsets) || offsets.length !== 2) return null;
     const [begin, end] = offsets;
     if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin > end) return null;
     if (dataStart + end > fileSize) return null;
-    out.push({ name, start: dataStart + begin, end: dataStart + end });
+    const width = typeof dtype === "string" ? SAFETENSORS_WIDTH[dtype] : undefined;
+    out.push({ name, start: dataStart + begin, end: dataStart + end, ...(width && { width }) });
   }
   return out.sort((a, b) => a.start - b.start);
 }
@@ -83,14 +113,14 @@ export function ggufLayout(file: Deno.FsFile, fileSize: number): TensorRange[] |
       const value = r.value(type);
       if (key === "general.alignment" && typeof value === "number" && value > 0) alignment = value;
     }
-    const infos: { name: string; offset: number }[] = [];
+    const infos: { name: string; offset: number; width: ElementWidth }[] = [];
     for (let i = 0; i < tensorCount; i++) {
       const name = r.string();
       const dims = r.u32();
       if (dims > 8) return null;
       for (let d = 0; d < dims; d++) r.u64();
-      r.u32(); // type
-      infos.push({ name, offset: r.u64() });
+      const width = ggmlWidth(r.u32());
+      infos.push({ name, offset: r.u64(), width });
     }
     const dataStart = Math.ceil(r.position / alignment) * alignment;
     infos.sort((a, b) => a.offset - b.offset);
@@ -99,7 +129,7 @@ export function ggufLayout(file: Deno.FsFile, fileSize: number): TensorRange[] |
       const start = dataStart + infos[i].offset;
       const end = i + 1 < infos.length ? dataStart + infos[i + 1].offset : fileSize;
       if (start > end || end > fileSize) return null;
-      out.push({ name: infos[i].name, start, end });
+      out.push({ name: infos[i].name, start, end, width: infos[i].width });
     }
     return out;
   } catch (err) {
@@ -202,7 +232,13 @@ export function alignTensors(base: TensorRange[], target: TensorRange[]): Alignm
   for (const t of target) {
     const b = byName.get(t.name);
     if (b && b.end - b.start === t.end - t.start && t.end > t.start) {
-      out.push({ targetStart: t.start, targetEnd: t.end, baseStart: b.start });
+      const width = t.width === b.width ? t.width : undefined;
+      out.push({
+        targetStart: t.start,
+        targetEnd: t.end,
+        baseStart: b.start,
+        ...(width && { width }),
+      });
     }
   }
   return out.sort((a, b) => a.targetStart - b.targetStart);

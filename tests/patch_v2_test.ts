@@ -14,9 +14,9 @@ import type { ChunkParams } from "../codec/fastcdc.ts";
 import { inspectPatch } from "../codec/inspect.ts";
 import {
   encodeCopy,
+  encodeDeltaHead,
   encodeHeaderV2,
   encodeLiteralHead,
-  encodeXorHead,
   encodeZLiteralHead,
   MAX_OP_RAW,
 } from "../codec/patch_format.ts";
@@ -44,7 +44,7 @@ async function roundtrip(
   assert.equal(applied.targetBlake3, toHex(blake3(target)));
   const inspected = await inspectPatch(`${dir}/patch${format}`);
   assert.equal(inspected.version, format);
-  for (const k of ["copyBytes", "literalBytes", "zliteralBytes", "xorBytes"] as const) {
+  for (const k of ["copyBytes", "literalBytes", "zliteralBytes", "deltaBytes"] as const) {
     assert.equal(inspected[k], encoded[k], k);
     assert.equal(applied[k], encoded[k], k);
   }
@@ -87,19 +87,19 @@ Deno.test("v2 round-trips edits and insertions, and is never larger than v1 by m
   });
 });
 
-Deno.test("a fine-tune that nudges every weight: XOR ops make v2 far smaller than v1", async () => {
+Deno.test("a fine-tune that nudges every weight: DELTA ops make v2 far smaller than v1", async () => {
   await withTempDir(async (dir) => {
     const base = weights(256 * KiB, 3);
     const target = weights(256 * KiB, 3, 1e-3);
     const v2 = await roundtrip(dir, base, target, 2);
     const v1 = await roundtrip(dir, base, target, 1);
     assert.equal(v1.copyBytes, 0, "CDC finds nothing to reuse");
-    assert.ok(v2.xorOps > 0, "XOR against the aligned base");
+    assert.ok(v2.deltaOps > 0, "DELTA against the aligned base");
     assert.ok(v2.patchSize < 0.75 * v1.patchSize, `v2 ${v2.patchSize} vs v1 ${v1.patchSize}`);
   });
 });
 
-Deno.test("the XOR alignment follows the last COPY when bytes were inserted before", async () => {
+Deno.test("the DELTA alignment follows the last COPY when bytes were inserted before", async () => {
   await withTempDir(async (dir) => {
     const base = weights(192 * KiB, 4);
     const nudged = weights(192 * KiB, 4, 1e-3);
@@ -110,7 +110,7 @@ Deno.test("the XOR alignment follows the last COPY when bytes were inserted befo
       nudged.subarray(256 * KiB),
     );
     const v2 = await roundtrip(dir, base, target, 2);
-    assert.ok(v2.copyBytes > 0 && v2.xorOps > 0, JSON.stringify(v2));
+    assert.ok(v2.copyBytes > 0 && v2.deltaOps > 0, JSON.stringify(v2));
   });
 });
 
@@ -133,6 +133,13 @@ Deno.test("a v2 patch refuses a wrong base before writing anything, naming both 
     await assert.rejects(() => Deno.stat(`${dir}/never`), Deno.errors.NotFound);
   });
 });
+
+/** `bytes` with byte `at` set to `value`. */
+function withByte(bytes: Uint8Array, at: number, value: number): Uint8Array {
+  const out = bytes.slice();
+  out[at] = value;
+  return out;
+}
 
 /** A hand-made v2 patch over `base` whose body is `ops`, claiming `target`. */
 function v2Patch(base: Uint8Array, target: Uint8Array, ...ops: Uint8Array[]): Uint8Array {
@@ -166,7 +173,7 @@ Deno.test("hand-made v2 patches with every op apply byte for byte", async () => 
       encodeCopy(0, KiB),
       encodeZLiteralHead(ones.length, zOnes.length),
       zOnes,
-      encodeXorHead(2 * KiB, delta.length, zDelta.length),
+      encodeDeltaHead(2 * KiB, delta.length, zDelta.length),
       zDelta,
       encodeLiteralHead(1),
       new Uint8Array([42]),
@@ -176,7 +183,7 @@ Deno.test("hand-made v2 patches with every op apply byte for byte", async () => 
     const applied = await applyFile(`${dir}/base`, `${dir}/patch`, `${dir}/out`);
     assert.deepEqual(await Deno.readFile(`${dir}/out`), target);
     assert.deepEqual(
-      [applied.copyOps, applied.zliteralOps, applied.xorOps, applied.literalOps],
+      [applied.copyOps, applied.zliteralOps, applied.deltaOps, applied.literalOps],
       [1, 1, 1, 1],
     );
   });
@@ -226,9 +233,24 @@ Deno.test("malformed v2 patches fail with clear errors and leave no output", asy
         /does not decompress to its 8192 bytes|decompresses to 4096 bytes, not the 8192/,
       ],
       [
-        "an XOR range outside the base",
-        v2Patch(base, target, encodeXorHead(6 * KiB, data.length, z.length), z),
-        /XOR at patch offset 86 reads base bytes 6144\.\.10240, beyond the base's 8192 bytes/,
+        "a DELTA range outside the base",
+        v2Patch(base, target, encodeDeltaHead(6 * KiB, data.length, z.length), z),
+        /DELTA at patch offset 86 reads base bytes 6144\.\.10240, beyond the base's 8192 bytes/,
+      ],
+      [
+        "a filter byte with a reserved value",
+        v2Patch(base, target, withByte(encodeZLiteralHead(data.length, z.length), 9, 0x03), z),
+        /ZLITERAL at patch offset 86 has an invalid filter byte 0x03/,
+      ],
+      [
+        "a filter byte with the high bits set",
+        v2Patch(base, target, withByte(encodeDeltaHead(0, data.length, z.length), 17, 0x40), z),
+        /DELTA at patch offset 86 has an invalid filter byte 0x40/,
+      ],
+      [
+        "a ZLITERAL whose filter combines with a base it does not have",
+        v2Patch(base, target, withByte(encodeZLiteralHead(data.length, z.length), 9, 0x10), z),
+        /ZLITERAL at patch offset 86 has an invalid filter byte 0x10/,
       ],
     ];
     for (const [name, patch, message] of cases) {
@@ -291,7 +313,7 @@ function safetensors(tensors: [string, Uint8Array][]): Uint8Array {
   return concat(head, json, ...tensors.map(([, d]) => d));
 }
 
-Deno.test("SafeTensors: a nudged tensor is XORed against the same-named base tensor even after it moved", async () => {
+Deno.test("SafeTensors: a nudged tensor is a DELTA against the same-named base tensor even after it moved", async () => {
   await withTempDir(async (dir) => {
     const a = weights(64 * KiB, 21);
     const b = weights(64 * KiB, 22);
@@ -300,13 +322,16 @@ Deno.test("SafeTensors: a nudged tensor is XORed against the same-named base ten
     // A new tensor before "b" moves it; "b" itself was fine-tuned (every weight nudged).
     const target = safetensors([["a", a], ["new", inserted], ["b", weights(64 * KiB, 22, 1e-3)]]);
     const v2 = await roundtrip(dir, base, target, 2);
-    assert.ok(v2.xorBytes >= 4 * 64 * KiB - 64 * KiB, `most of b by XOR: ${JSON.stringify(v2)}`);
+    assert.ok(
+      v2.deltaBytes >= 4 * 64 * KiB - 64 * KiB,
+      `most of b by DELTA: ${JSON.stringify(v2)}`,
+    );
     const v1 = await roundtrip(dir, base, target, 1);
     assert.ok(v2.patchSize < 0.8 * v1.patchSize, `v2 ${v2.patchSize} vs v1 ${v1.patchSize}`);
   });
 });
 
-Deno.test("GGUF: a nudged tensor moved by an inserted one is XORed against its base tensor", async () => {
+Deno.test("GGUF: a nudged tensor moved by an inserted one is a DELTA against its base tensor", async () => {
   await withTempDir(async (dir) => {
     const a = weights(64 * KiB, 31);
     const b = weights(64 * KiB, 32);
@@ -316,6 +341,6 @@ Deno.test("GGUF: a nudged tensor moved by an inserted one is XORed against its b
       weights(64 * KiB, 32, 1e-3),
     ]]);
     const v2 = await roundtrip(dir, base, target, 2);
-    assert.ok(v2.xorBytes >= 3 * 64 * KiB, `most of b by XOR: ${JSON.stringify(v2)}`);
+    assert.ok(v2.deltaBytes >= 3 * 64 * KiB, `most of b by DELTA: ${JSON.stringify(v2)}`);
   });
 });

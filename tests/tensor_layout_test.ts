@@ -33,8 +33,8 @@ Deno.test("a SafeTensors header gives each tensor's absolute byte range, sorted,
     '{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
   const start = 8 + json.length;
   assert.deepEqual(await layoutOf(file(json, 16)), [
-    { name: "a", start, end: start + 8 },
-    { name: "b", start: start + 8, end: start + 16 },
+    { name: "a", start, end: start + 8, width: 4 },
+    { name: "b", start: start + 8, end: start + 16, width: 4 },
   ]);
 });
 
@@ -53,17 +53,23 @@ Deno.test("tensors pair by name and equal length; lookups find the range holding
     { name: "a", start: 100, end: 200 },
     { name: "b", start: 200, end: 300 },
     { name: "c", start: 300, end: 350 },
+    { name: "d", start: 350, end: 360, width: 2 as const },
+    { name: "e", start: 360, end: 370, width: 2 as const },
   ];
   const target = [
     { name: "a", start: 120, end: 220 },
     { name: "new", start: 220, end: 260 },
     { name: "b", start: 260, end: 360 },
     { name: "c", start: 360, end: 420 }, // resized: no pair
+    { name: "d", start: 420, end: 430, width: 2 as const },
+    { name: "e", start: 430, end: 440, width: 1 as const }, // another dtype: no width
   ];
   const alignments = alignTensors(base, target);
   assert.deepEqual(alignments, [
     { targetStart: 120, targetEnd: 220, baseStart: 100 },
     { targetStart: 260, targetEnd: 360, baseStart: 200 },
+    { targetStart: 420, targetEnd: 430, baseStart: 350, width: 2 },
+    { targetStart: 430, targetEnd: 440, baseStart: 360 },
   ]);
   assert.equal(alignmentAt(alignments, 119), undefined);
   assert.equal(alignmentAt(alignments, 120)?.baseStart, 100);
@@ -78,8 +84,8 @@ Deno.test("a GGUF file's tensor infos give each tensor's range after the aligned
   assert.ok(layout);
   assert.deepEqual(layout.map((t) => t.name), ["a", "b"]);
   const dataStart = bytes.length - 64 - 64; // a takes 40 bytes padded to 64
-  assert.deepEqual(layout[0], { name: "a", start: dataStart, end: dataStart + 64 });
-  assert.deepEqual(layout[1], { name: "b", start: dataStart + 64, end: bytes.length });
+  assert.deepEqual(layout[0], { name: "a", start: dataStart, end: dataStart + 64, width: 4 });
+  assert.deepEqual(layout[1], { name: "b", start: dataStart + 64, end: bytes.length, width: 4 });
   assert.equal(await layoutOfAny(bytes.subarray(0, 30)), null, "truncated infos: no layout");
 });
 

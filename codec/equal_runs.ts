@@ -1,0 +1,161 @@
+/**
+ * Runs of target bytes equal to the base at a fixed offset difference, and the
+ * choice among runs found at several differences: the v2 encoder turns them
+ * into COPYs inside a chunk that did not match as a whole (bytes inserted at
+ * the front of a file shift everything after them; the chunk holding the
+ * insertion is mostly the base's bytes at two offsets).
+ *
+ * @module
+ */
+
+/** `length` target bytes from `start` (relative to a block) equal the base at `start + delta` onwards (absolute: see the caller). */
+export interface Run {
+  readonly start: number;
+  readonly end: number;
+  /** Base offset − target offset. */
+  readonly delta: number;
+}
+
+/**
+ * Scans a block of target bytes window by window against base windows at one
+ * offset difference, and collects maximal runs of equal bytes at least
+ * `minRun` long (a run may span windows).
+ */
+export class RunScanner {
+  readonly #minRun: number;
+  readonly #delta: number;
+  readonly runs: Run[] = [];
+  #open = -1;
+  #at = 0;
+
+  constructor(delta: number, minRun: number) {
+    this.#delta = delta;
+    this.#minRun = minRun;
+  }
+
+  /**
+   * The next `target.length` bytes of the block, and the base bytes they are
+   * compared with (`base.length` may be shorter: bytes past it count as unequal).
+   */
+  scan(target: Uint8Array, base: Uint8Array): void {
+    const n = Math.min(target.length, base.length);
+    let open = this.#open;
+    const at = this.#at;
+    for (let i = 0; i < n; i++) {
+      if (target[i] === base[i]) {
+        if (open < 0) open = at + i;
+      } else if (open >= 0) {
+        this.#close(open, at + i);
+        open = -1;
+      }
+    }
+    if (n < target.length && open >= 0) {
+      this.#close(open, at + n);
+      open = -1;
+    }
+    this.#open = open;
+    this.#at = at + target.length;
+  }
+
+  /** Closes a run still open at the end of the block; returns the runs. */
+  finish(): Run[] {
+    if (this.#open >= 0) this.#close(this.#open, this.#at);
+    this.#open = -1;
+    return this.runs;
+  }
+
+  #close(start: number, end: number): void {
+    if (end - start >= this.#minRun) this.runs.push({ start, end, delta: this.#delta });
+  }
+}
+
+/**
+ * Non-overlapping runs to copy, in order: from the runs found at every offset
+ * difference, sorted by start, each trimmed to begin after the previous one
+ * chosen (and dropped if then shorter than `minRun`). Runs shorter than
+ * `longRun` are kept only if there are at most `maxShort` of them: scattered
+ * short runs are what small changes to every value leave (a fine-tune), and
+ * copying them would cut the delta of the values around them into pieces.
+ */
+export function chooseRuns(
+  runs: readonly Run[],
+  options: { minRun: number; longRun: number; maxShort: number },
+): Run[] {
+  const short = runs.filter((r) => r.end - r.start < options.longRun).length;
+  const candidates = runs
+    .filter((r) => r.end - r.start >= (short > options.maxShort ? options.longRun : options.minRun))
+    .toSorted((a, b) => a.start - b.start || (b.end - b.start) - (a.end - a.start));
+  const out: Run[] = [];
+  let cursor = 0;
+  for (const run of candidates) {
+    const start = Math.max(run.start, cursor);
+    if (run.end - start < options.minRun) continue;
+    const last = out[out.length - 1];
+    // A run that starts inside the previous one and reaches much further wins the overlap.
+    if (last && run.start < last.end && run.end - run.start > (last.end - last.start) * 2) {
+      const trimmedLast = { ...last, end: Math.max(last.start, run.start) };
+      out.pop();
+      if (trimmedLast.end - trimmedLast.start >= options.minRun) out.push(trimmedLast);
+      out.push(run);
+      cursor = run.end;
+      continue;
+    }
+    out.push({ start, end: run.end, delta: run.delta });
+    cursor = run.end;
+  }
+  return out;
+}
+
+/**
+ * Offsets at which pieces of `target` occur in `base` (base index − target
+ * index), most frequent first, at most `max`: every `k`-byte piece of the
+ * target starting at a multiple of `k` is looked up, by a rolling hash, at
+ * every position of `base`. Finds where bytes that moved by an amount no COPY
+ * implies went (a header that grew by a few bytes, then padding).
+ */
+export function shiftCandidates(
+  target: Uint8Array,
+  base: Uint8Array,
+  k: number,
+  max: number,
+): number[] {
+  if (target.length < k || base.length < k) return [];
+  const pieces = new Map<number, number[]>();
+  for (let at = 0; at + k <= target.length; at += k) {
+    const h = hashOf(target, at, k);
+    const list = pieces.get(h);
+    if (list) list.push(at);
+    else pieces.set(h, [at]);
+  }
+  // P^(k-1) mod 2^32, to take the byte leaving the window out of the hash.
+  let top = 1;
+  for (let i = 1; i < k; i++) top = Math.imul(top, HASH_P);
+  const counts = new Map<number, number>();
+  let h = hashOf(base, 0, k);
+  for (let at = 0;; at++) {
+    const list = pieces.get(h);
+    if (list) {
+      for (const t of list) {
+        if (equalBytes(target, t, base, at, k)) counts.set(at - t, (counts.get(at - t) ?? 0) + 1);
+      }
+    }
+    if (at + k >= base.length) break;
+    h = (Math.imul(h - Math.imul(base[at], top), HASH_P) + base[at + k]) | 0;
+  }
+  return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, max).map((
+    [shift],
+  ) => shift);
+}
+
+const HASH_P = 0x01000193;
+
+function hashOf(bytes: Uint8Array, at: number, k: number): number {
+  let h = 0;
+  for (let i = 0; i < k; i++) h = (Math.imul(h, HASH_P) + bytes[at + i]) | 0;
+  return h;
+}
+
+function equalBytes(a: Uint8Array, at: number, b: Uint8Array, bt: number, k: number): boolean {
+  for (let i = 0; i < k; i++) if (a[at + i] !== b[bt + i]) return false;
+  return true;
+}

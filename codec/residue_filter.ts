@@ -1,0 +1,195 @@
+/**
+ * The filters of v2's compressed ops, as pure functions over byte arrays: how
+ * target bytes are turned into the bytes zstd compresses, and back.
+ *
+ * A filter (`patch_format.ts` documents its byte) has an element `width` (1, 2
+ * or 4 bytes), a `combine` step for DELTA ops (how target and base make the
+ * residue: `xor`, or `sub`, the zigzag-coded difference of little-endian
+ * integers) and a `shuffle` step (`none`, `bytes`: byte planes, `bits`: bit
+ * planes). Float weights nudged by a fine-tune differ from their base by a few
+ * units in the last place: their `sub` residue is small integers, and its high
+ * bits and bytes are almost all zero — which zstd compresses far better once
+ * they are grouped into planes.
+ *
+ * With raw_len L, width w and n = floor(L / w) elements:
+ *
+ * - `sub`: residue element i < n is zigzag(d), d = (T_i - B_i) mod 2^(8w) read
+ *   as a signed w-byte integer, zigzag(d) = (2d) XOR (d >> (8w - 1)) mod 2^(8w)
+ *   (so 0, -1, 1, -2, ... become 0, 1, 2, 3, ...); T_i and B_i are the target's
+ *   and base's w-byte little-endian integers. The L - n·w tail bytes are XORed.
+ * - `xor`: residue byte j = T[j] XOR B[j].
+ * - `bytes`: S[p·n + i] = R[i·w + p] for p < w, i < n; the tail is copied.
+ * - `bits`: m = 8·floor(n / 8) elements; for byte k < w and bit b < 8 (0 the
+ *   least significant) plane q = 8k + b is m/8 bytes at S[q·m/8 ..]: its bit i
+ *   (byte floor(i/8), bit i mod 8) is bit b of R[i·w + k]. Bytes from m·w on
+ *   are copied.
+ *
+ * @module
+ */
+
+import type { Filter } from "./patch_format.ts";
+
+/** The residue of `target` against `base` (same length) into `out`. */
+export function combine(
+  target: Uint8Array,
+  base: Uint8Array,
+  filter: Filter,
+  out: Uint8Array,
+): void {
+  const length = target.length;
+  const w = filter.width;
+  const n = Math.floor(length / w);
+  if (filter.combine === "xor") {
+    for (let j = 0; j < length; j++) out[j] = target[j] ^ base[j];
+    return;
+  }
+  if (w === 1) {
+    for (let i = 0; i < n; i++) {
+      const d = ((target[i] - base[i]) << 24) >> 24;
+      out[i] = (d << 1) ^ (d >> 31);
+    }
+  } else if (w === 2) {
+    for (let i = 0, j = 0; i < n; i++, j += 2) {
+      const t = target[j] | (target[j + 1] << 8);
+      const b = base[j] | (base[j + 1] << 8);
+      const d = ((t - b) << 16) >> 16;
+      const z = (d << 1) ^ (d >> 31);
+      out[j] = z;
+      out[j + 1] = z >> 8;
+    }
+  } else {
+    for (let i = 0, j = 0; i < n; i++, j += 4) {
+      const t = target[j] | (target[j + 1] << 8) | (target[j + 2] << 16) | (target[j + 3] << 24);
+      const b = base[j] | (base[j + 1] << 8) | (base[j + 2] << 16) | (base[j + 3] << 24);
+      const d = (t - b) | 0;
+      const z = (d << 1) ^ (d >> 31);
+      out[j] = z;
+      out[j + 1] = z >> 8;
+      out[j + 2] = z >> 16;
+      out[j + 3] = z >> 24;
+    }
+  }
+  for (let j = n * w; j < length; j++) out[j] = target[j] ^ base[j];
+}
+
+/** The target from a residue and its base (inverse of `combine`); `out` may be `residue`. */
+export function uncombine(
+  residue: Uint8Array,
+  base: Uint8Array,
+  filter: Filter,
+  out: Uint8Array,
+): void {
+  const length = residue.length;
+  const w = filter.width;
+  const n = Math.floor(length / w);
+  if (filter.combine === "xor") {
+    for (let j = 0; j < length; j++) out[j] = residue[j] ^ base[j];
+    return;
+  }
+  if (w === 1) {
+    for (let i = 0; i < n; i++) {
+      const z = residue[i];
+      out[i] = base[i] + ((z >>> 1) ^ -(z & 1));
+    }
+  } else if (w === 2) {
+    for (let i = 0, j = 0; i < n; i++, j += 2) {
+      const z = residue[j] | (residue[j + 1] << 8);
+      const t = (base[j] | (base[j + 1] << 8)) + ((z >>> 1) ^ -(z & 1));
+      out[j] = t;
+      out[j + 1] = t >> 8;
+    }
+  } else {
+    for (let i = 0, j = 0; i < n; i++, j += 4) {
+      const z = residue[j] | (residue[j + 1] << 8) | (residue[j + 2] << 16) |
+        (residue[j + 3] << 24);
+      const b = base[j] | (base[j + 1] << 8) | (base[j + 2] << 16) | (base[j + 3] << 24);
+      const t = (b + ((z >>> 1) ^ -(z & 1))) | 0;
+      out[j] = t;
+      out[j + 1] = t >> 8;
+      out[j + 2] = t >> 16;
+      out[j + 3] = t >> 24;
+    }
+  }
+  for (let j = n * w; j < length; j++) out[j] = residue[j] ^ base[j];
+}
+
+/** Groups `src` into planes (`filter.shuffle`) into `out` (not `src`). */
+export function shuffle(src: Uint8Array, filter: Filter, out: Uint8Array): void {
+  planes(src, filter, out, true);
+}
+
+/** Inverse of `shuffle`: `src` are planes, `out` (not `src`) gets the residue. */
+export function unshuffle(src: Uint8Array, filter: Filter, out: Uint8Array): void {
+  planes(src, filter, out, false);
+}
+
+function planes(src: Uint8Array, filter: Filter, out: Uint8Array, forward: boolean): void {
+  const length = src.length;
+  const w = filter.width;
+  if (filter.shuffle === "none") {
+    out.set(src);
+    return;
+  }
+  const n = Math.floor(length / w);
+  if (filter.shuffle === "bytes") {
+    for (let p = 0; p < w; p++) {
+      const plane = p * n;
+      if (forward) { for (let i = 0; i < n; i++) out[plane + i] = src[i * w + p]; }
+      else for (let i = 0; i < n; i++) out[i * w + p] = src[plane + i];
+    }
+    out.set(src.subarray(n * w), n * w);
+    return;
+  }
+  const groups = n >>> 3; // of 8 elements
+  const m = groups * 8;
+  for (let k = 0; k < w; k++) {
+    for (let g = 0; g < groups; g++) {
+      // Elements 8g..8g+7, byte k: 8 rows of 8 bits; plane 8k+b byte g is column b.
+      const e = (8 * g) * w + k;
+      const p = 8 * k * groups + g; // byte g of plane 8k
+      let x: number, y: number;
+      if (forward) {
+        x = (src[e + 7 * w] << 24) | (src[e + 6 * w] << 16) | (src[e + 5 * w] << 8) |
+          src[e + 4 * w];
+        y = (src[e + 3 * w] << 24) | (src[e + 2 * w] << 16) | (src[e + w] << 8) | src[e];
+      } else {
+        x = (src[p + 7 * groups] << 24) | (src[p + 6 * groups] << 16) |
+          (src[p + 5 * groups] << 8) | src[p + 4 * groups];
+        y = (src[p + 3 * groups] << 24) | (src[p + 2 * groups] << 16) | (src[p + groups] << 8) |
+          src[p];
+      }
+      // Transpose the 8x8 bit matrix (Hacker's Delight, transpose8rS32).
+      let t = (x ^ (x >>> 7)) & 0x00aa00aa;
+      x = x ^ t ^ (t << 7);
+      t = (y ^ (y >>> 7)) & 0x00aa00aa;
+      y = y ^ t ^ (t << 7);
+      t = (x ^ (x >>> 14)) & 0x0000cccc;
+      x = x ^ t ^ (t << 14);
+      t = (y ^ (y >>> 14)) & 0x0000cccc;
+      y = y ^ t ^ (t << 14);
+      t = (x & 0xf0f0f0f0) | ((y >>> 4) & 0x0f0f0f0f);
+      y = ((x << 4) & 0xf0f0f0f0) | (y & 0x0f0f0f0f);
+      x = t;
+      if (forward) {
+        out[p + 7 * groups] = x >>> 24;
+        out[p + 6 * groups] = x >>> 16;
+        out[p + 5 * groups] = x >>> 8;
+        out[p + 4 * groups] = x;
+        out[p + 3 * groups] = y >>> 24;
+        out[p + 2 * groups] = y >>> 16;
+        out[p + groups] = y >>> 8;
+        out[p] = y;
+      } else {
+        out[e + 7 * w] = x >>> 24;
+        out[e + 6 * w] = x >>> 16;
+        out[e + 5 * w] = x >>> 8;
+        out[e + 4 * w] = x;
+        out[e + 3 * w] = y >>> 24;
+        out[e + 2 * w] = y >>> 16;
+        out[e + w] = y >>> 8;
+        out[e] = y;
+      }
+    }
+  }
+  out.set(src.subarray(m * w), m * w);
+}
