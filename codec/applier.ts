@@ -28,7 +28,7 @@ import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "./progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
-import { ZstdDataError, ZstdDecompressor } from "./zstd_context.ts";
+import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW } from "./patch_format.ts";
 import { MalformedPatchError } from "./errors.ts";
@@ -363,36 +363,4 @@ class ExpandedOps {
   close(): void {
     this.#zstd?.close();
   }
-}
-
-/**
- * The length of the zstd frame at the start of `bytes` (RFC 8878, section 3.1.1:
- * magic, frame header, blocks up to the last one, optional checksum), or
- * undefined if `bytes` does not hold a whole frame. Lets apply require that a
- * compressed op's length is exactly its frame.
- */
-export function zstdFrameLength(bytes: Uint8Array): number | undefined {
-  if (
-    bytes.length < 6 || bytes[0] !== 0x28 || bytes[1] !== 0xb5 || bytes[2] !== 0x2f ||
-    bytes[3] !== 0xfd
-  ) return undefined;
-  const descriptor = bytes[4];
-  const contentSizeFlag = descriptor >> 6;
-  const singleSegment = (descriptor >> 5) & 1;
-  const checksum = (descriptor >> 2) & 1;
-  const dictionaryIdFlag = descriptor & 3;
-  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictionaryIdFlag] +
-    [singleSegment ? 1 : 0, 2, 4, 8][contentSizeFlag];
-  while (true) {
-    if (at + 3 > bytes.length) return undefined;
-    const header = bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16);
-    const last = header & 1;
-    const type = (header >> 1) & 3;
-    const size = header >>> 3;
-    if (type === 3) return undefined; // reserved
-    at += 3 + (type === 1 ? 1 : size);
-    if (last) break;
-  }
-  at += checksum ? 4 : 0;
-  return at <= bytes.length ? at : undefined;
 }

@@ -19,18 +19,24 @@ export interface Run {
 /**
  * Scans a block of target bytes window by window against base windows at one
  * offset difference, and collects maximal runs of equal bytes at least
- * `minRun` long (a run may span windows).
+ * `minRun` long (a run may span windows). With `limits`, runs shorter than
+ * `longRun` are kept only up to `maxShort + 1` of them (enough for
+ * `chooseRuns` to know there were too many): a fine-tune leaves thousands per
+ * MiB, and keeping them all is garbage the heap grows for.
  */
 export class RunScanner {
   readonly #minRun: number;
   readonly #delta: number;
+  readonly #limits: { longRun: number; maxShort: number } | undefined;
   readonly runs: Run[] = [];
+  #short = 0;
   #open = -1;
   #at = 0;
 
-  constructor(delta: number, minRun: number) {
+  constructor(delta: number, minRun: number, limits?: { longRun: number; maxShort: number }) {
     this.#delta = delta;
     this.#minRun = minRun;
+    this.#limits = limits;
   }
 
   /**
@@ -65,7 +71,14 @@ export class RunScanner {
   }
 
   #close(start: number, end: number): void {
-    if (end - start >= this.#minRun) this.runs.push({ start, end, delta: this.#delta });
+    const length = end - start;
+    if (length < this.#minRun) return;
+    if (
+      this.#limits && length < this.#limits.longRun && ++this.#short > this.#limits.maxShort + 1
+    ) {
+      return;
+    }
+    this.runs.push({ start, end, delta: this.#delta });
   }
 }
 
@@ -86,22 +99,16 @@ export function chooseRuns(
     .filter((r) => r.end - r.start >= (short > options.maxShort ? options.longRun : options.minRun))
     .toSorted((a, b) => a.start - b.start || (b.end - b.start) - (a.end - a.start));
   const out: Run[] = [];
-  let cursor = 0;
   for (const run of candidates) {
-    const start = Math.max(run.start, cursor);
-    if (run.end - start < options.minRun) continue;
     const last = out[out.length - 1];
-    // A run that starts inside the previous one and reaches much further wins the overlap.
     if (last && run.start < last.end && run.end - run.start > (last.end - last.start) * 2) {
-      const trimmedLast = { ...last, end: Math.max(last.start, run.start) };
+      // A run that starts inside the previous one and is much longer takes over from its start.
       out.pop();
-      if (trimmedLast.end - trimmedLast.start >= options.minRun) out.push(trimmedLast);
-      out.push(run);
-      cursor = run.end;
-      continue;
+      if (run.start - last.start >= options.minRun) out.push({ ...last, end: run.start });
     }
+    const start = Math.max(run.start, out[out.length - 1]?.end ?? 0);
+    if (run.end - start < options.minRun) continue;
     out.push({ start, end: run.end, delta: run.delta });
-    cursor = run.end;
   }
   return out;
 }
@@ -118,14 +125,20 @@ export function shiftCandidates(
   base: Uint8Array,
   k: number,
   max: number,
+  scratch: ShiftScratch = new ShiftScratch(),
 ): number[] {
   if (target.length < k || base.length < k) return [];
-  const pieces = new Map<number, number[]>();
+  // Open addressing: hash -> target position of each k-byte piece (keys may repeat).
+  const pieces = Math.floor(target.length / k);
+  const size = 1 << Math.ceil(Math.log2(pieces * 2 + 1));
+  const mask = size - 1;
+  const { keys, positions } = scratch.tables(size);
   for (let at = 0; at + k <= target.length; at += k) {
     const h = hashOf(target, at, k);
-    const list = pieces.get(h);
-    if (list) list.push(at);
-    else pieces.set(h, [at]);
+    let slot = mix(h) & mask;
+    while (positions[slot] >= 0) slot = (slot + 1) & mask;
+    keys[slot] = h;
+    positions[slot] = at;
   }
   // P^(k-1) mod 2^32, to take the byte leaving the window out of the hash.
   let top = 1;
@@ -133,10 +146,10 @@ export function shiftCandidates(
   const counts = new Map<number, number>();
   let h = hashOf(base, 0, k);
   for (let at = 0;; at++) {
-    const list = pieces.get(h);
-    if (list) {
-      for (const t of list) {
-        if (equalBytes(target, t, base, at, k)) counts.set(at - t, (counts.get(at - t) ?? 0) + 1);
+    for (let slot = mix(h) & mask; positions[slot] >= 0; slot = (slot + 1) & mask) {
+      const t = positions[slot];
+      if (keys[slot] === h && equalBytes(target, t, base, at, k)) {
+        counts.set(at - t, (counts.get(at - t) ?? 0) + 1);
       }
     }
     if (at + k >= base.length) break;
@@ -145,6 +158,31 @@ export function shiftCandidates(
   return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, max).map((
     [shift],
   ) => shift);
+}
+
+/**
+ * The hash table of `shiftCandidates`, kept between calls so that a stream of
+ * lookups allocates nothing (its arrays grow to the largest size asked for).
+ */
+export class ShiftScratch {
+  #keys = new Int32Array(0);
+  #positions = new Int32Array(0);
+
+  /** Tables of at least `size` slots; `positions` cleared to -1 over the first `size`. */
+  tables(size: number): { keys: Int32Array; positions: Int32Array } {
+    if (this.#keys.length < size) {
+      this.#keys = new Int32Array(size);
+      this.#positions = new Int32Array(size);
+    }
+    this.#positions.fill(-1, 0, size);
+    return { keys: this.#keys, positions: this.#positions };
+  }
+}
+
+/** Spreads a polynomial hash's bits over the low ones (the table index). */
+function mix(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  return h ^ (h >>> 13);
 }
 
 const HASH_P = 0x01000193;

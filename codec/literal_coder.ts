@@ -35,7 +35,7 @@ import {
 } from "./patch_format.ts";
 import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
-import { chooseRuns, type Run, RunScanner, shiftCandidates } from "./equal_runs.ts";
+import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
 
 /** zstd level for filtered float planes. */
 export const PLANES_ZSTD_LEVEL = 1;
@@ -47,9 +47,9 @@ export const MIN_RUN = 24;
 export const LONG_RUN = 256;
 /** Most short runs per chunk that are still copied. */
 export const MAX_SHORT_RUNS = 8;
-/** Longest gap between runs in which bytes that moved otherwise are looked for. */
-export const LOCAL_GAP = 64 * 1024;
-/** How far around a gap's aligned position the base is searched. */
+/** Gaps between runs are searched for bytes that moved otherwise in pieces of this size... */
+export const LOCAL_GAP = 512 * 1024;
+/** ...each in the base this far around its aligned position. */
 export const LOCAL_REACH = 64 * 1024;
 
 /** A target range with its element width (from the target's layout). */
@@ -83,6 +83,7 @@ export class LiteralCoder {
   #held: Uint8Array | undefined;
   #heldOffset = 0;
   #heldLength = 0;
+  readonly #shiftScratch = new ShiftScratch();
   #plain: ZstdCompressor | undefined;
   #planar: ZstdCompressor | undefined;
   /** Base offset − target offset of the last COPY, if any. */
@@ -167,21 +168,32 @@ export class LiteralCoder {
     for (let i = 0; i <= runs.length; i++) {
       const start = i === 0 ? 0 : runs[i - 1].end;
       const end = i === runs.length ? data.length : runs[i].start;
-      if (end - start < 2 * MIN_RUN || end - start > LOCAL_GAP) continue;
+      if (end - start < 2 * MIN_RUN) continue;
+      // Inside tensors both files have, DELTA ops do better than short runs.
+      if (
+        alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
+          (end - start) * 7
+      ) continue;
       const near = runs[i - 1]?.delta ?? runs[i]?.delta ?? this.#delta ?? nextDelta ?? 0;
-      const from = Math.max(0, targetOffset + start + near - LOCAL_REACH);
-      const to = Math.min(this.#baseSize, targetOffset + end + near + LOCAL_REACH);
-      if (to - from < MIN_RUN) continue;
-      this.#window ??= new Uint8Array(MAX_OP_RAW);
-      const window = this.#window.subarray(
-        0,
-        readAtSync(this.#base, from, this.#window.subarray(0, to - from)),
-      );
+      const deltas = new Set<number>();
+      for (let at = start; at < end; at += LOCAL_GAP) {
+        const pieceEnd = Math.min(at + LOCAL_GAP, end);
+        const from = Math.max(0, targetOffset + at + near - LOCAL_REACH);
+        const to = Math.min(this.#baseSize, targetOffset + pieceEnd + near + LOCAL_REACH);
+        if (to - from < MIN_RUN) continue;
+        this.#window ??= new Uint8Array(MAX_OP_RAW);
+        const window = this.#window.subarray(
+          0,
+          readAtSync(this.#base, from, this.#window.subarray(0, to - from)),
+        );
+        const piece = data.subarray(at, pieceEnd);
+        for (const shift of shiftCandidates(piece, window, MIN_RUN, 4, this.#shiftScratch)) {
+          deltas.add(from + shift - (targetOffset + at));
+        }
+      }
+      if (deltas.size === 0) continue;
       const gap = data.subarray(start, end);
-      const deltas = shiftCandidates(gap, window, MIN_RUN, 4).map((shift) =>
-        from + shift - (targetOffset + start)
-      );
-      for (const run of this.#runs(targetOffset + start, gap, deltas)) {
+      for (const run of this.#runs(targetOffset + start, gap, [...deltas].slice(0, 8))) {
         out.push({ start: start + run.start, end: start + run.end, delta: run.delta });
       }
     }
@@ -196,7 +208,10 @@ export class LiteralCoder {
     this.#window ??= new Uint8Array(MAX_OP_RAW);
     const found: Run[] = [];
     for (const delta of deltas) {
-      const scanner = new RunScanner(delta, MIN_RUN);
+      const scanner = new RunScanner(delta, MIN_RUN, {
+        longRun: LONG_RUN,
+        maxShort: MAX_SHORT_RUNS,
+      });
       for (let at = 0; at < data.length; at += MAX_OP_RAW) {
         const target = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
         const from = targetOffset + at + delta;
@@ -311,6 +326,22 @@ export class LiteralCoder {
     }
     return undefined;
   }
+}
+
+/** How many bytes of target range [start, end) lie in `alignments`. */
+function alignedBytes(alignments: readonly Alignment[], start: number, end: number): number {
+  let lo = 0;
+  let hi = alignments.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (alignments[mid].targetEnd <= start) lo = mid + 1;
+    else hi = mid;
+  }
+  let covered = 0;
+  for (let i = lo; i < alignments.length && alignments[i].targetStart < end; i++) {
+    covered += Math.min(end, alignments[i].targetEnd) - Math.max(start, alignments[i].targetStart);
+  }
+  return covered;
 }
 
 /** The range containing `at`, by binary search. */

@@ -116,12 +116,16 @@ export class ZstdDecompressor {
 
   /**
    * Decompresses `frame` (one whole zstd frame) into the start of `dest` and
-   * returns the number of bytes it produced. Throws `ZstdDataError` if the frame
-   * is corrupt or would produce more than `max` bytes; `dest` must have room for
+   * returns the number of bytes it produced. Throws `ZstdDataError` if `frame`
+   * is not exactly one whole frame (`zstdFrameLength`: zstd itself takes a cut
+   * frame for a short one), is corrupt, or would produce more than `max` bytes; `dest` must have room for
    * `max + 1` (the extra byte tells "exactly max" from "more").
    */
   decompressFrame(frame: Uint8Array, dest: Uint8Array, max: number): number {
     if (dest.length <= max) throw new RangeError(`dest needs ${max + 1} bytes of room`);
+    if (zstdFrameLength(frame) !== frame.length) {
+      throw new ZstdDataError(`its ${frame.length} bytes are not one whole zstd frame`);
+    }
     const room = max + 1;
     let produced: number;
     if (!this.#native) {
@@ -157,4 +161,36 @@ export class ZstdDecompressor {
   close(): void {
     (this.#stream as { close?: () => void }).close?.();
   }
+}
+
+/**
+ * The length of the zstd frame at the start of `bytes` (RFC 8878, section 3.1.1:
+ * magic, frame header, blocks up to the last one, optional checksum), or
+ * undefined if `bytes` does not hold a whole frame. Lets apply require that a
+ * compressed op's length is exactly its frame.
+ */
+export function zstdFrameLength(bytes: Uint8Array): number | undefined {
+  if (
+    bytes.length < 6 || bytes[0] !== 0x28 || bytes[1] !== 0xb5 || bytes[2] !== 0x2f ||
+    bytes[3] !== 0xfd
+  ) return undefined;
+  const descriptor = bytes[4];
+  const contentSizeFlag = descriptor >> 6;
+  const singleSegment = (descriptor >> 5) & 1;
+  const checksum = (descriptor >> 2) & 1;
+  const dictionaryIdFlag = descriptor & 3;
+  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictionaryIdFlag] +
+    [singleSegment ? 1 : 0, 2, 4, 8][contentSizeFlag];
+  while (true) {
+    if (at + 3 > bytes.length) return undefined;
+    const header = bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16);
+    const last = header & 1;
+    const type = (header >> 1) & 3;
+    const size = header >>> 3;
+    if (type === 3) return undefined; // reserved
+    at += 3 + (type === 1 ? 1 : size);
+    if (last) break;
+  }
+  at += checksum ? 4 : 0;
+  return at <= bytes.length ? at : undefined;
 }
