@@ -7,34 +7,66 @@
  * @module
  */
 
-import { AGENT_HELP, agentCommand } from "./cli/agent.ts";
-import { APPLY_HELP, applyCommand } from "./cli/apply.ts";
 import { println } from "./cli/args.ts";
-import { CONTROLPLANE_HELP, controlplaneCommand } from "./cli/controlplane.ts";
-import { ENCODE_HELP, encodeCommand } from "./cli/encode.ts";
-import { HASH_HELP, hashCommand } from "./cli/hash.ts";
-import { INSPECT_HELP, inspectCommand } from "./cli/inspect.ts";
-import { PUBLISH_HELP, publishCommand } from "./cli/publish.ts";
-import { ROLLBACK_HELP, rollbackCommand } from "./cli/rollback.ts";
-import { ROLLOUT_HELP, rolloutCommand } from "./cli/rollout.ts";
-import { SIGNATURE_HELP, signatureCommand } from "./cli/signature.ts";
-import { STATUS_HELP, statusCommand } from "./cli/status.ts";
 import { removeAllPending } from "./codec/atomic_file.ts";
 import { ExitCode, PoolboyError, UsageError } from "./codec/errors.ts";
 
-/** The commands, in the order `--help` lists them. */
-const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; help: string }> = {
-  encode: { run: encodeCommand, help: ENCODE_HELP },
-  apply: { run: applyCommand, help: APPLY_HELP },
-  inspect: { run: inspectCommand, help: INSPECT_HELP },
-  hash: { run: hashCommand, help: HASH_HELP },
-  signature: { run: signatureCommand, help: SIGNATURE_HELP },
-  controlplane: { run: controlplaneCommand, help: CONTROLPLANE_HELP },
-  agent: { run: agentCommand, help: AGENT_HELP },
-  publish: { run: publishCommand, help: PUBLISH_HELP },
-  rollout: { run: rolloutCommand, help: ROLLOUT_HELP },
-  status: { run: statusCommand, help: STATUS_HELP },
-  rollback: { run: rollbackCommand, help: ROLLBACK_HELP },
+/** A command: its entry point and its `--help` text. */
+interface Command {
+  readonly run: (args: string[]) => Promise<number>;
+  readonly help: string;
+}
+
+/**
+ * The commands, in the order `--help` lists them, each loaded only when run:
+ * a device applying a patch does not pay for the control plane's SQLite and
+ * HTTP modules (measured: each module graph costs RSS whether used or not).
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  encode: async () => {
+    const m = await import("./cli/encode.ts");
+    return { run: m.encodeCommand, help: m.ENCODE_HELP };
+  },
+  apply: async () => {
+    const m = await import("./cli/apply.ts");
+    return { run: m.applyCommand, help: m.APPLY_HELP };
+  },
+  inspect: async () => {
+    const m = await import("./cli/inspect.ts");
+    return { run: m.inspectCommand, help: m.INSPECT_HELP };
+  },
+  hash: async () => {
+    const m = await import("./cli/hash.ts");
+    return { run: m.hashCommand, help: m.HASH_HELP };
+  },
+  signature: async () => {
+    const m = await import("./cli/signature.ts");
+    return { run: m.signatureCommand, help: m.SIGNATURE_HELP };
+  },
+  controlplane: async () => {
+    const m = await import("./cli/controlplane.ts");
+    return { run: m.controlplaneCommand, help: m.CONTROLPLANE_HELP };
+  },
+  agent: async () => {
+    const m = await import("./cli/agent.ts");
+    return { run: m.agentCommand, help: m.AGENT_HELP };
+  },
+  publish: async () => {
+    const m = await import("./cli/publish.ts");
+    return { run: m.publishCommand, help: m.PUBLISH_HELP };
+  },
+  rollout: async () => {
+    const m = await import("./cli/rollout.ts");
+    return { run: m.rolloutCommand, help: m.ROLLOUT_HELP };
+  },
+  status: async () => {
+    const m = await import("./cli/status.ts");
+    return { run: m.statusCommand, help: m.STATUS_HELP };
+  },
+  rollback: async () => {
+    const m = await import("./cli/rollback.ts");
+    return { run: m.rollbackCommand, help: m.ROLLBACK_HELP };
+  },
 };
 
 export const MAIN_HELP = `poolboy — ship model updates as small, verified patches
@@ -76,15 +108,15 @@ export async function main(args: string[]): Promise<number> {
     }
     if (name === "--help" || name === "-h" || name === "help") {
       const topic = name === "help" ? rest[0] : undefined;
-      if (topic !== undefined && !(topic in COMMANDS)) {
+      if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) {
         throw new UsageError(`unknown command "${topic}" (try poolboy --help)`);
       }
-      println(topic ? COMMANDS[topic].help : MAIN_HELP);
+      println(topic ? (await COMMANDS[topic]()).help : MAIN_HELP);
       return ExitCode.ok;
     }
-    const command = COMMANDS[name];
-    if (!command) throw new UsageError(`unknown command "${name}" (try poolboy --help)`);
-    return await command.run(rest);
+    const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+    if (!load) throw new UsageError(`unknown command "${name}" (try poolboy --help)`);
+    return await (await load()).run(rest);
   } catch (err) {
     if (err instanceof PoolboyError) {
       console.error(`poolboy: error: ${err.message}`);

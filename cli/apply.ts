@@ -75,7 +75,9 @@ export async function applyCommand(args: string[]): Promise<number> {
       println(
         `  ZLITERAL ${formatBytes(summary.zliteralBytes)} in ${countOf(summary.zliteralOps, "op")}`,
       );
-      println(`  DELTA    ${formatBytes(summary.deltaBytes)} in ${countOf(summary.deltaOps, "op")}`);
+      println(
+        `  DELTA    ${formatBytes(summary.deltaBytes)} in ${countOf(summary.deltaOps, "op")}`,
+      );
     }
     println(
       `  time     ${(summary.elapsedMs / 1000).toFixed(2)} s, ${

@@ -37,6 +37,8 @@ import { MalformedPatchError } from "./errors.ts";
 export const APPLY_BUFFER_SIZE = 1024 * 1024;
 /** Smallest buffer size `applyFile` accepts. */
 export const MIN_APPLY_BUFFER_SIZE = 64;
+/** Largest buffer for reading the patch's op heads. */
+export const PATCH_READ_BUFFER = 64 * 1024;
 /** Output buffers with a hashing Worker: one filling, one writing, the rest hashing. */
 export const APPLY_OUTPUT_BUFFERS = 4;
 
@@ -78,7 +80,12 @@ export async function applyFile(
   let pool: HashPool | undefined;
   let expanded: ExpandedOps | undefined;
   try {
-    const reader = await readPatch(patchPath, () => PatchReader.open(patch.file, bufferSize));
+    // Op heads go through the reader's buffer; literal and compressed bytes are
+    // read straight into their destinations, so a small one does.
+    const reader = await readPatch(
+      patchPath,
+      () => PatchReader.open(patch.file, Math.min(bufferSize, PATCH_READ_BUFFER)),
+    );
     const { header } = reader;
     base = await openInput(basePath, "base");
     if (base.size !== header.baseSize) {
@@ -88,7 +95,8 @@ export async function applyFile(
     }
     if (header.baseDigest) {
       // v2: refuse a wrong base before any output exists.
-      const actual = hashWholeFile(base.file, basePath, bufferSize);
+      expanded = new ExpandedOps(base.file, basePath);
+      const actual = hashWholeFile(base.file, basePath, expanded.scratch());
       if (!digestsEqual(actual, header.baseDigest)) {
         throw new VerificationError(
           `wrong base: "${basePath}" has BLAKE3 ${toHex(actual)}, the patch was made from ${
@@ -102,7 +110,7 @@ export async function applyFile(
     pool = threads === 1 ? await HashPool.start(1) : undefined;
     const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
     const stats: OpStats = emptyStats();
-    expanded = new ExpandedOps(base.file, basePath);
+    expanded ??= new ExpandedOps(base.file, basePath);
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
       if (op === null) break;
@@ -265,9 +273,8 @@ async function readPatch<T>(patchPath: string, read: () => Promise<T>): Promise<
 }
 
 /** BLAKE3 of a whole open file, read with positional reads in this thread. */
-function hashWholeFile(file: Deno.FsFile, path: string, bufferSize: number): Uint8Array {
+function hashWholeFile(file: Deno.FsFile, path: string, buf: Uint8Array): Uint8Array {
   const hasher = createHasher();
-  const buf = new Uint8Array(bufferSize);
   for (let at = 0;;) {
     let n: number;
     try {
@@ -283,18 +290,17 @@ function hashWholeFile(file: Deno.FsFile, path: string, bufferSize: number): Uin
 }
 
 /**
- * Turns v2 ZLITERAL and DELTA ops into their bytes, through fixed buffers made
- * on first use: the compressed payload (< 1 MiB), what zstd produces (1 MiB + 1
- * byte), the unshuffled residue and a DELTA's base range (1 MiB each), and one
- * reused zstd context — nothing is allocated per op.
+ * Turns v2 ZLITERAL and DELTA ops into their bytes, through two fixed buffers
+ * made on first use and one reused zstd context (nothing is allocated per op):
+ * the compressed payload is read into A (< 1 MiB) and decompressed into B
+ * (1 MiB + 1 byte); unshuffled planes go back into A (free by then), and a
+ * DELTA's base range is read into whichever buffer does not hold the residue.
  */
 class ExpandedOps {
   readonly #base: Deno.FsFile;
   readonly #basePath: string;
-  #payload: Uint8Array | undefined;
-  #planes: Uint8Array | undefined;
-  #residue: Uint8Array | undefined;
-  #baseRange: Uint8Array | undefined;
+  #a: Uint8Array | undefined;
+  #b: Uint8Array | undefined;
   #zstd: ZstdDecompressor | undefined;
 
   constructor(base: Deno.FsFile, basePath: string) {
@@ -302,16 +308,20 @@ class ExpandedOps {
     this.#basePath = basePath;
   }
 
+  /** One of the op buffers, for the base's BLAKE3 before any op (it is needed for them anyway). */
+  scratch(): Uint8Array {
+    return this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
+  }
+
   async expand(
     op: Extract<PatchOp, { kind: "zliteral" | "delta" }>,
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<Uint8Array> {
     const name = op.kind.toUpperCase();
-    this.#payload ??= new Uint8Array(MAX_OP_RAW);
-    this.#planes ??= new Uint8Array(MAX_OP_RAW + 1);
-    this.#residue ??= new Uint8Array(MAX_OP_RAW);
-    this.#zstd ??= new ZstdDecompressor();
-    const payload = this.#payload.subarray(0, op.payloadLength);
+    const a = this.#a ??= new Uint8Array(MAX_OP_RAW);
+    const b = this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
+    const zstd = this.#zstd ??= await ZstdDecompressor.create();
+    const payload = a.subarray(0, op.payloadLength);
     for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
     let produced = 0;
     for (let at = 0; at < payload.length;) {
@@ -322,9 +332,9 @@ class ExpandedOps {
         );
       }
       try {
-        produced += this.#zstd.decompressFrame(
+        produced += zstd.decompressFrame(
           payload.subarray(at, at + frame),
-          this.#planes.subarray(produced),
+          b.subarray(produced),
           op.length - produced,
         );
       } catch (err) {
@@ -340,11 +350,15 @@ class ExpandedOps {
         `${name} data decompresses to ${produced} bytes, not the ${op.length} it claims`,
       );
     }
-    const residue = this.#residue.subarray(0, op.length);
-    unshuffle(this.#planes.subarray(0, op.length), op.filter, residue);
+    let residue = b.subarray(0, op.length);
+    let spare = a;
+    if (op.filter.shuffle !== "none") {
+      unshuffle(residue, op.filter, a.subarray(0, op.length));
+      residue = a.subarray(0, op.length);
+      spare = b;
+    }
     if (op.kind === "delta") {
-      this.#baseRange ??= new Uint8Array(MAX_OP_RAW);
-      const range = this.#baseRange.subarray(0, op.length);
+      const range = spare.subarray(0, op.length);
       let n: number;
       try {
         n = readAtSync(this.#base, op.offset, range);

@@ -260,8 +260,8 @@ export class LiteralCoder {
     this.#planes ??= new Uint8Array(MAX_OP_RAW);
     this.#best ??= new Uint8Array(MAX_OP_RAW);
     this.#window ??= new Uint8Array(MAX_OP_RAW);
-    this.#plain ??= new ZstdCompressor(MAX_OP_RAW, PLAIN_ZSTD_LEVEL);
-    this.#planar ??= new ZstdCompressor(MAX_OP_RAW, PLANES_ZSTD_LEVEL);
+    const plain = this.#plain ??= await ZstdCompressor.create(MAX_OP_RAW, PLAIN_ZSTD_LEVEL);
+    const planar = this.#planar ??= await ZstdCompressor.create(MAX_OP_RAW, PLANES_ZSTD_LEVEL);
     const widths: ElementWidth[] = width === undefined ? [2, 4] : width === 1 ? [] : [width];
 
     let bestCost = LITERAL_HEAD_SIZE + length;
@@ -275,11 +275,11 @@ export class LiteralCoder {
     const planes = this.#planes.subarray(0, length);
 
     // ZLITERAL: the bytes alone.
-    consider("z", NO_FILTER, this.#plain.compress(piece), ZLITERAL_HEAD_SIZE);
+    consider("z", NO_FILTER, plain.compress(piece), ZLITERAL_HEAD_SIZE);
     for (const w of widths) {
       const filter: Filter = { width: w, shuffle: "bytes", combine: "xor" };
       shuffle(piece, filter, planes);
-      consider("z", filter, this.#planar.compress(planes), ZLITERAL_HEAD_SIZE);
+      consider("z", filter, planar.compress(planes), ZLITERAL_HEAD_SIZE);
     }
 
     // DELTA: the residue against the aligned base range.
@@ -288,14 +288,14 @@ export class LiteralCoder {
     if (baseOffset !== undefined && readAtSync(this.#base, baseOffset, range) === length) {
       const residue = this.#residue.subarray(0, length);
       combine(piece, range, NO_FILTER, residue);
-      consider("delta", NO_FILTER, this.#plain.compress(residue), DELTA_HEAD_SIZE);
+      consider("delta", NO_FILTER, plain.compress(residue), DELTA_HEAD_SIZE);
       for (const w of widths) {
         const sub: Filter = { width: w, shuffle: "bytes", combine: "sub" };
         combine(piece, range, sub, residue);
         for (const shuffled of ["bytes", "bits"] as const) {
           const filter: Filter = { ...sub, shuffle: shuffled };
           shuffle(residue, filter, planes);
-          consider("delta", filter, this.#planar.compress(planes), DELTA_HEAD_SIZE);
+          consider("delta", filter, planar.compress(planes), DELTA_HEAD_SIZE);
         }
       }
     }

@@ -8,12 +8,23 @@
  * a stream of 1 MiB ops. Here a `ZstdCompress` / `ZstdDecompress` stream's
  * handle (`writeSync`, `reset`: the native binding the stream itself drives) is
  * used directly; where a runtime does not expose it, the one-shot functions
- * are the fallback (same bytes, more garbage).
+ * are the fallback (same bytes, more garbage). Make them with `create()`.
  *
  * @module
  */
 
-import zlib from "node:zlib";
+type Zlib = typeof import("node:zlib");
+
+/**
+ * `node:zlib`, loaded on first use: importing it costs ~8 MB of RSS (Node's
+ * stream and Buffer layers), which a v1 apply should not pay.
+ */
+let zlibModule: Zlib | undefined;
+
+async function loadZlib(): Promise<Zlib> {
+  zlibModule ??= (await import("node:zlib")).default as unknown as Zlib;
+  return zlibModule;
+}
 
 /** zstd's end-of-frame flush directive (`ZSTD_e_end`). */
 const ZSTD_E_END = 2;
@@ -56,13 +67,19 @@ export function compressBound(n: number): number {
 
 /** Compresses one whole frame at a time, reusing one context and one output buffer. */
 export class ZstdCompressor {
+  readonly #zlib: Zlib;
   readonly #level: number;
   readonly #out: Uint8Array;
   readonly #native: { handle: NativeHandle; state: Uint32Array } | undefined;
   readonly #stream: unknown;
 
   /** For inputs of at most `maxInput` bytes, at compression `level`. */
-  constructor(maxInput: number, level: number) {
+  static async create(maxInput: number, level: number): Promise<ZstdCompressor> {
+    return new ZstdCompressor(await loadZlib(), maxInput, level);
+  }
+
+  private constructor(zlib: Zlib, maxInput: number, level: number) {
+    this.#zlib = zlib;
     this.#level = level;
     this.#out = new Uint8Array(compressBound(maxInput) + 64);
     const stream = zlib.createZstdCompress({
@@ -78,6 +95,7 @@ export class ZstdCompressor {
    */
   compress(input: Uint8Array): Uint8Array {
     if (!this.#native) {
+      const zlib = this.#zlib;
       return zlib.zstdCompressSync(input, {
         params: { [zlib.constants.ZSTD_c_compressionLevel]: this.#level },
       });
@@ -103,11 +121,18 @@ export class ZstdDataError extends Error {}
 
 /** Decompresses whole frames into a caller's buffer, reusing one context. */
 export class ZstdDecompressor {
+  readonly #zlib: Zlib;
   readonly #native: { handle: NativeHandle; state: Uint32Array } | undefined;
   readonly #stream: unknown;
   #error: string | undefined;
 
-  constructor() {
+  /** A decompressor (loads `node:zlib` on first use). */
+  static async create(): Promise<ZstdDecompressor> {
+    return new ZstdDecompressor(await loadZlib());
+  }
+
+  private constructor(zlib: Zlib) {
+    this.#zlib = zlib;
     const stream = zlib.createZstdDecompress();
     this.#stream = stream;
     this.#native = nativeOf(stream);
@@ -131,7 +156,7 @@ export class ZstdDecompressor {
     if (!this.#native) {
       let bytes: Uint8Array;
       try {
-        bytes = zlib.zstdDecompressSync(frame, { maxOutputLength: room });
+        bytes = this.#zlib.zstdDecompressSync(frame, { maxOutputLength: room });
       } catch (err) {
         throw new ZstdDataError(err instanceof Error ? err.message : String(err));
       }

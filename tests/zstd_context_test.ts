@@ -46,8 +46,8 @@ function compressible(n: number): Uint8Array {
 // ---------------------------------------------------------------------------
 // ZstdCompressor
 
-Deno.test("ZstdCompressor makes standard zstd frames of empty, one-byte, random and compressible inputs", () => {
-  const compressor = new ZstdCompressor(MIB, 3);
+Deno.test("ZstdCompressor makes standard zstd frames of empty, one-byte, random and compressible inputs", async () => {
+  const compressor = await ZstdCompressor.create(MIB, 3);
   try {
     for (
       const input of [
@@ -67,8 +67,8 @@ Deno.test("ZstdCompressor makes standard zstd frames of empty, one-byte, random 
   }
 });
 
-Deno.test("ZstdCompressor returns a view of its own buffer: the next call overwrites the previous result", () => {
-  const compressor = new ZstdCompressor(64 * 1024, 3);
+Deno.test("ZstdCompressor returns a view of its own buffer: the next call overwrites the previous result", async () => {
+  const compressor = await ZstdCompressor.create(64 * 1024, 3);
   try {
     const first = compressor.compress(randomBytes(1000, 2));
     const kept = first.slice();
@@ -85,8 +85,8 @@ Deno.test("ZstdCompressor returns a view of its own buffer: the next call overwr
   }
 });
 
-Deno.test("ZstdCompressor refuses an input whose frame cannot fit the buffer sized for maxInput, and works on", () => {
-  const compressor = new ZstdCompressor(1024, 3);
+Deno.test("ZstdCompressor refuses an input whose frame cannot fit the buffer sized for maxInput, and works on", async () => {
+  const compressor = await ZstdCompressor.create(1024, 3);
   try {
     assert.throws(() => compressor.compress(randomBytes(8192, 4)), /did not fit/);
     // Compressible input larger than maxInput still fits.
@@ -103,8 +103,8 @@ Deno.test("ZstdCompressor refuses an input whose frame cannot fit the buffer siz
 const DATA = randomBytes(10_000, 6);
 const FRAME = frameOf(DATA);
 
-Deno.test("ZstdDecompressor decodes a frame holding exactly max bytes into the start of dest", () => {
-  const decompressor = new ZstdDecompressor();
+Deno.test("ZstdDecompressor decodes a frame holding exactly max bytes into the start of dest", async () => {
+  const decompressor = await ZstdDecompressor.create();
   try {
     const dest = new Uint8Array(DATA.length + 1).fill(0xee);
     assert.equal(decompressor.decompressFrame(FRAME, dest, DATA.length), DATA.length);
@@ -124,9 +124,9 @@ Deno.test("ZstdDecompressor decodes a frame holding exactly max bytes into the s
   }
 });
 
-Deno.test("ZstdDecompressor decodes the frames ZstdCompressor makes", () => {
-  const compressor = new ZstdCompressor(MIB, 1);
-  const decompressor = new ZstdDecompressor();
+Deno.test("ZstdDecompressor decodes the frames ZstdCompressor makes", async () => {
+  const compressor = await ZstdCompressor.create(MIB, 1);
+  const decompressor = await ZstdDecompressor.create();
   try {
     const dest = new Uint8Array(MIB + 1);
     for (const input of [randomBytes(MIB, 7), compressible(MIB), Uint8Array.of(9)]) {
@@ -140,8 +140,8 @@ Deno.test("ZstdDecompressor decodes the frames ZstdCompressor makes", () => {
   }
 });
 
-Deno.test("ZstdDecompressor throws ZstdDataError when the frame holds more than max bytes", () => {
-  const decompressor = new ZstdDecompressor();
+Deno.test("ZstdDecompressor throws ZstdDataError when the frame holds more than max bytes", async () => {
+  const decompressor = await ZstdDecompressor.create();
   try {
     const dest = new Uint8Array(DATA.length);
     assert.throws(
@@ -154,8 +154,8 @@ Deno.test("ZstdDecompressor throws ZstdDataError when the frame holds more than 
   }
 });
 
-Deno.test("ZstdDecompressor throws ZstdDataError for a corrupt frame: damaged magic, damaged header, trailing bytes", () => {
-  const decompressor = new ZstdDecompressor();
+Deno.test("ZstdDecompressor throws ZstdDataError for a corrupt frame: damaged magic, damaged header, trailing bytes", async () => {
+  const decompressor = await ZstdDecompressor.create();
   try {
     const dest = new Uint8Array(DATA.length + 1);
     for (const at of [0, 3, 4, 5]) {
@@ -175,8 +175,8 @@ Deno.test("ZstdDecompressor throws ZstdDataError for a corrupt frame: damaged ma
   }
 });
 
-Deno.test("ZstdDecompressor throws a RangeError when dest has no room for max + 1 bytes", () => {
-  const decompressor = new ZstdDecompressor();
+Deno.test("ZstdDecompressor throws a RangeError when dest has no room for max + 1 bytes", async () => {
+  const decompressor = await ZstdDecompressor.create();
   try {
     const err = assert.throws(
       () => decompressor.decompressFrame(FRAME, new Uint8Array(DATA.length), DATA.length),
@@ -189,8 +189,8 @@ Deno.test("ZstdDecompressor throws a RangeError when dest has no room for max + 
   }
 });
 
-Deno.test("ZstdDecompressor works again after an error: the context is reset on every call", () => {
-  const decompressor = new ZstdDecompressor();
+Deno.test("ZstdDecompressor works again after an error: the context is reset on every call", async () => {
+  const decompressor = await ZstdDecompressor.create();
   try {
     const dest = new Uint8Array(DATA.length + 1);
     const bad = FRAME.slice();
@@ -219,8 +219,8 @@ Deno.test("ZstdDecompressor works again after an error: the context is reset on 
 
 Deno.test({
   name: "ZstdDecompressor throws ZstdDataError for a frame cut short",
-  fn() {
-    const decompressor = new ZstdDecompressor();
+  async fn() {
+    const decompressor = await ZstdDecompressor.create();
     try {
       const dest = new Uint8Array(DATA.length + 1);
       const cut = FRAME.subarray(0, FRAME.length - 3);
@@ -241,8 +241,8 @@ Deno.test("compressBound is zstd's ZSTD_COMPRESSBOUND", () => {
   assert.equal(compressBound(MIB), MIB + 4096);
 });
 
-Deno.test("compressBound(n) is at least the compressed size of n random bytes", () => {
-  const compressor = new ZstdCompressor(MIB + 3, 1);
+Deno.test("compressBound(n) is at least the compressed size of n random bytes", async () => {
+  const compressor = await ZstdCompressor.create(MIB + 3, 1);
   try {
     for (const n of [0, 1, 100, 4096, 128 * 1024 - 1, 128 * 1024, 128 * 1024 + 1, MIB + 3]) {
       const input = randomBytes(n, 100 + n);
