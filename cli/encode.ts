@@ -25,10 +25,13 @@ export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into
 Usage: poolboy encode BASE TARGET -o PATCH [options]
 
 Writes a patch (see README, "Patch format"): COPY ops for the chunks of TARGET
-found in BASE, LITERAL ops for the rest, and TARGET's BLAKE3 so that apply can
-verify its output. PATCH appears only when complete. With --format 2 the rest
-is written as the smallest of a LITERAL, a zstd-compressed ZLITERAL or an XOR
-against the aligned base range, and the header carries BASE's BLAKE3.
+found in BASE, and for the rest (format 2, the default) runs of BASE's bytes
+found nearby as COPYs and the remaining bytes as the smallest of a LITERAL, a
+zstd-compressed ZLITERAL or a DELTA against the aligned BASE range (the
+same-named tensor in SafeTensors, GGUF and ONNX files; float planes and
+differences filtered before zstd). The header carries TARGET's and BASE's
+BLAKE3, so that apply refuses a wrong BASE and verifies its output. PATCH
+appears only when complete. --format 1 writes COPY and LITERAL ops only.
 
 Options:
   -o, --output PATCH   where to write the patch (required)
@@ -38,12 +41,13 @@ Options:
   --threads N          Workers hashing chunks (default: one per core but one,
                        at least 1); the main thread reads and cuts. Each adds
                        about 7-18 MB and one buffer of 1.25 × max chunk
-  --format 1|2         patch format (default 1; v2 is smaller, read by poolboy
-                       since this release)
+  --format 1|2         patch format (default 2; 1 is the plain COPY/LITERAL
+                       format of DESIGN.md, much larger on model updates)
   --base-sig SIG       take BASE's chunks from its signature (poolboy signature)
-                       instead of reading BASE: only TARGET is read. SIG must
-                       match BASE's size and modification time; chunk sizes
-                       come from SIG
+                       instead of reading BASE whole: format 1 then reads only
+                       TARGET, format 2 also the BASE ranges where TARGET
+                       differs. SIG must match BASE's size and modification
+                       time; chunk sizes come from SIG
   --json               print the summary as JSON on stdout
   -q, --quiet          no progress line
   -h, --help           this help
@@ -82,7 +86,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
       "encode: with --base-sig the chunk sizes come from the signature; drop --min/--avg/--max-chunk",
     );
   }
-  const format = values.format ?? "1";
+  const format = values.format ?? "2";
   if (format !== "1" && format !== "2") {
     throw new UsageError(`encode: --format must be 1 or 2, got "${format}"`);
   }

@@ -44,7 +44,7 @@ export interface EncodeOptions {
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2). */
   readonly bufferCount?: number;
-  /** Patch format to write (default 1). */
+  /** Patch format to write (default 2). */
   readonly format?: 1 | 2;
 }
 
@@ -117,7 +117,7 @@ export async function encodeFile(
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
     pool = await HashPool.start(options.threads ?? defaultThreads());
     const pipeline = new ChunkPipeline(pool, params, { bufferCount: options.bufferCount });
-    const format = options.format ?? 1;
+    const format = options.format ?? 2;
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;
     if (signature) {

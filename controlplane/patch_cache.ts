@@ -61,7 +61,7 @@ export class PatchCache {
         this.#store.pathOf(fromHex(base)),
         this.#store.pathOf(fromHex(target)),
         temporary,
-        { threads: this.#threads },
+        { threads: this.#threads, format: 2 },
       );
       const { digest, size } = await this.#store.importFile(temporary);
       const patch = { digest: toHex(digest), size };

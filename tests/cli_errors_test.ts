@@ -74,6 +74,8 @@ const FIXTURE = await withTempDir(async (dir) => {
     "-o",
     "patch",
     "--json",
+    "--format",
+    "1",
     ...SMALL_CHUNKS,
   );
   assert.equal(run.code, 0, `fixture encode failed: ${run.stderr}`);

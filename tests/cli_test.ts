@@ -103,7 +103,7 @@ Deno.test("encode → inspect → apply → hash: the round trip, in human summa
     // inspect: the header, as numbers a user can check.
     const inspected = await poolboy(dir, "inspect", "update.patch");
     assertOk(inspected, "inspect");
-    assert.match(inspected.stdout, /^version +1$/m);
+    assert.match(inspected.stdout, /^version +2$/m, "format 2 is the default");
     assert.match(inspected.stdout, new RegExp(`^base size +${BASE.length} `, "m"));
     assert.match(inspected.stdout, new RegExp(`^target size +${TARGET.length} `, "m"));
     assert.ok(inspected.stdout.includes(`(${humanBytes(patchSize)}, `), inspected.stdout);
@@ -163,7 +163,7 @@ Deno.test("encode, inspect, apply and hash --json print the documented fields", 
     const inspectRun = await poolboy(dir, "inspect", "p", "--json");
     assertOk(inspectRun, "inspect --json");
     const inspect = json(inspectRun);
-    assert.equal(inspect.version, 1);
+    assert.equal(inspect.version, 2);
     assert.equal(inspect.baseSize, BASE.length);
     assert.equal(inspect.targetSize, TARGET.length);
     assert.equal(inspect.targetBlake3, encode.targetBlake3);
@@ -340,10 +340,10 @@ Deno.test("round trip: identical base and target make a patch of COPYs only", as
   assert.ok((d.patchSize as number) < 1024, `patch is ${d.patchSize} bytes`);
 });
 
-Deno.test("round trip: an empty target is a bare 54-byte header", async () => {
+Deno.test("round trip: an empty target is a bare 86-byte v2 header", async () => {
   const d = await roundTrip(BASE.subarray(0, 100 * KiB), new Uint8Array());
   assert.equal(d.targetSize, 0);
-  assert.equal(d.patchSize, 54);
+  assert.equal(d.patchSize, 86);
   assert.equal(d.copyOps, 0);
   assert.equal(d.literalOps, 0);
 });
@@ -357,7 +357,7 @@ Deno.test("round trip: an empty base makes a patch of LITERALs only", async () =
 
 Deno.test("round trip: empty base and empty target", async () => {
   const d = await roundTrip(new Uint8Array(), new Uint8Array());
-  assert.equal(d.patchSize, 54);
+  assert.equal(d.patchSize, 86);
 });
 
 Deno.test("round trip: small files below the minimum chunk size", async () => {
@@ -407,3 +407,30 @@ for (const [command, usageLine] of Object.entries(USAGE_LINES)) {
     });
   });
 }
+
+Deno.test("encode --format 1 writes the v1 format of DESIGN.md; --format 2 (the default) v2", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeFile(`${dir}/base.bin`, BASE);
+    await Deno.writeFile(`${dir}/target.bin`, TARGET);
+    for (const [format, version] of [["1", 1], ["2", 2], [undefined, 2]] as const) {
+      const args = format ? ["--format", format] : [];
+      const run = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", ...args);
+      assertOk(run, `encode --format ${format}`);
+      const inspect = json(await poolboy(dir, "inspect", "p", "--json"));
+      assert.equal(inspect.version, version, `--format ${format}`);
+      const applied = await poolboy(dir, "apply", "base.bin", "p", "-o", "out.bin");
+      assertOk(applied, `apply v${version}`);
+      assert.deepEqual(await Deno.readFile(`${dir}/out.bin`), TARGET);
+    }
+  });
+});
+
+Deno.test("encode --format 3 is a usage error (exit 2) naming the formats", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeFile(`${dir}/base.bin`, BASE);
+    await Deno.writeFile(`${dir}/target.bin`, TARGET);
+    const run = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", "--format", "3");
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /--format must be 1 or 2, got "3"/);
+  });
+});

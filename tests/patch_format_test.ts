@@ -55,7 +55,7 @@ Deno.test("the encoder's header matches the v1 layout field by field", async () 
     const target = concat(base.subarray(0, 200_000), randomBytes(50_001, 2));
     await writeFile(`${dir}/base`, base);
     await writeFile(`${dir}/target`, target);
-    await encodeFile(`${dir}/base`, `${dir}/target`, `${dir}/patch`, { chunk: SMALL });
+    await encodeFile(`${dir}/base`, `${dir}/target`, `${dir}/patch`, { chunk: SMALL, format: 1 });
     const patch = await readFile(`${dir}/patch`);
     const view = new DataView(patch.buffer, patch.byteOffset, patch.byteLength);
 

@@ -2,7 +2,10 @@
  * Specification of encode + apply as a pair (codec/encoder.ts, codec/applier.ts,
  * codec/op_writer.ts, codec/inspect.ts): for any base and target, applying the
  * encoded patch to the base rebuilds the target byte for byte, and the patch
- * reuses the base wherever the content allows.
+ * reuses the base wherever the content allows. The exact op shapes are those of
+ * format 1; every pair is also encoded as format 2 (the default), which must
+ * rebuild the same target and never be larger than v1 but for its longer
+ * header and a few bytes per chunk.
  */
 
 import assert from "node:assert/strict";
@@ -41,7 +44,7 @@ async function roundtrip(
   );
   await writeFile(basePath, base);
   await writeFile(targetPath, target);
-  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk });
+  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk, format: 1 });
   const applied = await applyFile(basePath, patchPath, outPath);
   const out = await readFile(outPath);
   assert.equal(out.length, target.length, "output has the target's size");
@@ -79,6 +82,7 @@ async function roundtrip(
     const again = await encodeFile(basePath, targetPath, `${patchPath}-${threads}`, {
       chunk,
       threads,
+      format: 1,
     });
     assert.equal(again.threads, threads);
     assert.deepEqual(await readFile(`${patchPath}-${threads}`), patch, `${threads} threads`);
@@ -90,7 +94,51 @@ async function roundtrip(
   assert.deepEqual(await readFile(`${outPath}-worker`), target);
   await Deno.remove(`${outPath}-worker`);
   assert.deepEqual(counts(inspected), counts(encoded), "inspect reports the encode summary");
+  await v2Roundtrip(basePath, targetPath, target, chunk, encoded);
   return { encoded, applied, patch };
+}
+
+/** The same pair as format 2: same output, counts agree, same bytes at any thread count. */
+async function v2Roundtrip(
+  basePath: string,
+  targetPath: string,
+  target: Uint8Array,
+  chunk: ChunkParams,
+  v1: EncodeSummary,
+): Promise<void> {
+  const patchPath = `${targetPath}.v2`;
+  const outPath = `${targetPath}.v2-out`;
+  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk });
+  const applied = await applyFile(basePath, patchPath, outPath);
+  assert.deepEqual(await readFile(outPath), target, "v2: output is the target");
+  const inspected = await inspectPatch(patchPath);
+  assert.equal(inspected.version, 2);
+  const counts = (s: EncodeSummary | ApplySummary | Awaited<ReturnType<typeof inspectPatch>>) => [
+    s.copyOps,
+    s.copyBytes,
+    s.literalOps,
+    s.literalBytes,
+    s.zliteralOps,
+    s.zliteralBytes,
+    s.deltaOps,
+    s.deltaBytes,
+    s.patchSize,
+  ];
+  assert.deepEqual(counts(applied), counts(encoded), "v2: apply reads the ops encode wrote");
+  assert.deepEqual(counts(inspected), counts(encoded), "v2: inspect agrees");
+  assert.equal(
+    encoded.copyBytes + encoded.literalBytes + encoded.zliteralBytes + encoded.deltaBytes,
+    target.length,
+    "v2: ops cover the target",
+  );
+  assert.ok(
+    encoded.patchSize <= v1.patchSize + 32 + 16 * encoded.targetChunks,
+    `v2 ${encoded.patchSize} bytes, v1 ${v1.patchSize}`,
+  );
+  const again = await encodeFile(basePath, targetPath, `${patchPath}-3`, { chunk, threads: 3 });
+  assert.equal(again.patchSize, encoded.patchSize);
+  assert.deepEqual(await readFile(`${patchPath}-3`), await readFile(patchPath), "v2: 3 threads");
+  for (const path of [patchPath, `${patchPath}-3`, outPath]) await Deno.remove(path);
 }
 
 /** `data` with `insert` placed at `at`. */
