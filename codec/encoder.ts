@@ -19,7 +19,7 @@
  */
 
 import { ChunkIndex } from "./chunk_index.ts";
-import { ChunkPipeline } from "./chunk_pipeline.ts";
+import { ChunkPipeline, defaultBufferCount } from "./chunk_pipeline.ts";
 import { toHex } from "./blake3.ts";
 import { defaultThreads, HashPool } from "./hash_pool.ts";
 import { AtomicFile } from "./atomic_file.ts";
@@ -116,8 +116,12 @@ export async function encodeFile(
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
     pool = await HashPool.start(options.threads ?? defaultThreads());
-    const pipeline = new ChunkPipeline(pool, params, { bufferCount: options.bufferCount });
     const format = options.format ?? 2;
+    // v2's target pass is bound by the literal coder on the main thread, not by
+    // reading ahead: one buffer fewer keeps its ~5 MB of compression state in budget.
+    const bufferCount = options.bufferCount ??
+      (format === 2 ? Math.max(2, defaultBufferCount(pool.threads) - 1) : undefined);
+    const pipeline = new ChunkPipeline(pool, params, { bufferCount });
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;
     if (signature) {

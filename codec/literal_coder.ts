@@ -40,7 +40,7 @@ import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from 
 /** zstd level for filtered float planes. */
 export const PLANES_ZSTD_LEVEL = 1;
 /** zstd level for unfiltered bytes. */
-export const PLAIN_ZSTD_LEVEL = 3;
+export const PLAIN_ZSTD_LEVEL = 1;
 /** Shortest run of equal bytes copied out of an unmatched chunk. */
 export const MIN_RUN = 24;
 /** Runs at least this long are always copied; shorter ones only when few. */
@@ -124,7 +124,7 @@ export class LiteralCoder {
   /** Frees the zstd contexts. */
   close(): void {
     this.#plain?.close();
-    this.#planar?.close();
+    if (this.#planar !== this.#plain) this.#planar?.close();
   }
 
   async #flushHeld(ops: OpWriter, nextDelta: number | undefined): Promise<void> {
@@ -261,6 +261,8 @@ export class LiteralCoder {
     this.#best ??= new Uint8Array(MAX_OP_RAW);
     this.#window ??= new Uint8Array(MAX_OP_RAW);
     const plain = this.#plain ??= await ZstdCompressor.create(MAX_OP_RAW, PLAIN_ZSTD_LEVEL);
+    // One context serves both when the levels agree.
+    this.#planar ??= PLANES_ZSTD_LEVEL === PLAIN_ZSTD_LEVEL ? plain : undefined;
     const planar = this.#planar ??= await ZstdCompressor.create(MAX_OP_RAW, PLANES_ZSTD_LEVEL);
     const widths: ElementWidth[] = width === undefined ? [2, 4] : width === 1 ? [] : [width];
 

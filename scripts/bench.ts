@@ -195,7 +195,17 @@ try {
       rows.push(
         await runTool(
           `poolboy v1 --threads ${threads}${worker ? ", apply --threads 1" : ""}`,
-          poolboy("encode", base, target, "-o", patch, "--threads", String(threads)),
+          poolboy(
+            "encode",
+            base,
+            target,
+            "-o",
+            patch,
+            "--format",
+            "1",
+            "--threads",
+            String(threads),
+          ),
           poolboy("apply", base, patch, "-o", out, "--threads", worker ? "1" : "0"),
           paths,
           targetSize,
@@ -213,7 +223,7 @@ try {
     );
     const withSig = await runTool(
       "poolboy v1 --base-sig",
-      poolboy("encode", base, target, "-o", patch, "--base-sig", sig),
+      poolboy("encode", base, target, "-o", patch, "--format", "1", "--base-sig", sig),
       poolboy("apply", base, patch, "-o", out),
       paths,
       targetSize,

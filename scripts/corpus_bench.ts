@@ -69,6 +69,8 @@ Needs /usr/bin/time (Debian package "time").`,
 
 const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
 const XDELTA_DEFAULT_WINDOW = 64 * 1024 * 1024;
+/** The V8 flags of the `encode` / `apply` tasks (a smaller young generation: ~2 MB less RSS). */
+const V8_FLAGS = ["--v8-flags=--max-semi-space-size=1"];
 
 /** Wall seconds and peak RSS of one child process. */
 
@@ -182,7 +184,7 @@ try {
       const paths = { patch: `${dir}/patch`, out: `${dir}/out`, dir };
       const { patch, out } = paths;
       const deno = Deno.execPath();
-      const poolboy = (...args: string[]) => [deno, "run", "-A", MOD, ...args, "-q"];
+      const poolboy = (...args: string[]) => [deno, "run", ...V8_FLAGS, "-A", MOD, ...args, "-q"];
       const rows: Row[] = [];
       for (const version of ["1", "2"]) {
         rows.push(
