@@ -15,9 +15,11 @@
  *    length where the layouts are known (`tensor_layout.ts`), else the offset
  *    the last COPY implies, else the same offset.
  *
- * zstd levels: planes of float bytes compress smaller at level 1 than 3 (and
- * faster), plain bytes (headers, text) at level 3. Memory: five buffers of
- * `MAX_OP_RAW`, one of the largest chunk (the held chunk), two zstd contexts.
+ * zstd level 1 throughout: planes of float bytes compress smaller at level 1
+ * than at 3 (measured on the corpus), plain bytes only a few bytes larger, and
+ * one context is ~4 MB less than two. Memory: four buffers of `MAX_OP_RAW`,
+ * one of the largest chunk (the held chunk), one zstd context, a reused hash
+ * table for the shift search.
  *
  * @module
  */
@@ -39,7 +41,7 @@ import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from 
 
 /** zstd level for filtered float planes. */
 export const PLANES_ZSTD_LEVEL = 1;
-/** zstd level for unfiltered bytes. */
+/** zstd level for unfiltered bytes (level 3 measured no smaller on the corpus). */
 export const PLAIN_ZSTD_LEVEL = 1;
 /** Shortest run of equal bytes copied out of an unmatched chunk. */
 export const MIN_RUN = 24;

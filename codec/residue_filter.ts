@@ -29,6 +29,14 @@
 
 import type { Filter } from "./patch_format.ts";
 
+/** Whether typed-array views read little-endian here (x86-64 and aarch64 do). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Whether all of `arrays` can be viewed as elements of `width` bytes in place. */
+function viewable(width: number, ...arrays: Uint8Array[]): boolean {
+  return LITTLE_ENDIAN && arrays.every((a) => a.byteOffset % width === 0);
+}
+
 /** The residue of `target` against `base` (same length) into `out`. */
 export function combine(
   target: Uint8Array,
@@ -47,6 +55,22 @@ export function combine(
     for (let i = 0; i < n; i++) {
       const d = ((target[i] - base[i]) << 24) >> 24;
       out[i] = (d << 1) ^ (d >> 31);
+    }
+  } else if (w === 2 && viewable(2, target, base, out)) {
+    const t16 = new Uint16Array(target.buffer, target.byteOffset, n);
+    const b16 = new Uint16Array(base.buffer, base.byteOffset, n);
+    const o16 = new Uint16Array(out.buffer, out.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const d = ((t16[i] - b16[i]) << 16) >> 16;
+      o16[i] = (d << 1) ^ (d >> 31);
+    }
+  } else if (w === 4 && viewable(4, target, base, out)) {
+    const t32 = new Int32Array(target.buffer, target.byteOffset, n);
+    const b32 = new Int32Array(base.buffer, base.byteOffset, n);
+    const o32 = new Int32Array(out.buffer, out.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const d = (t32[i] - b32[i]) | 0;
+      o32[i] = (d << 1) ^ (d >> 31);
     }
   } else if (w === 2) {
     for (let i = 0, j = 0; i < n; i++, j += 2) {
@@ -90,6 +114,22 @@ export function uncombine(
     for (let i = 0; i < n; i++) {
       const z = residue[i];
       out[i] = base[i] + ((z >>> 1) ^ -(z & 1));
+    }
+  } else if (w === 2 && viewable(2, residue, base, out)) {
+    const r16 = new Uint16Array(residue.buffer, residue.byteOffset, n);
+    const b16 = new Uint16Array(base.buffer, base.byteOffset, n);
+    const o16 = new Uint16Array(out.buffer, out.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const z = r16[i];
+      o16[i] = b16[i] + ((z >>> 1) ^ -(z & 1));
+    }
+  } else if (w === 4 && viewable(4, residue, base, out)) {
+    const r32 = new Int32Array(residue.buffer, residue.byteOffset, n);
+    const b32 = new Int32Array(base.buffer, base.byteOffset, n);
+    const o32 = new Int32Array(out.buffer, out.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const z = r32[i];
+      o32[i] = (b32[i] + ((z >>> 1) ^ -(z & 1))) | 0;
     }
   } else if (w === 2) {
     for (let i = 0, j = 0; i < n; i++, j += 2) {

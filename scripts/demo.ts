@@ -55,10 +55,17 @@ try {
 
   console.log("2. encode v1 + v2 -> patch");
   const enc = await encodeFile(base, target, patch);
+  const ops = (
+    [
+      ["COPY", enc.copyBytes, enc.copyOps],
+      ["LITERAL", enc.literalBytes, enc.literalOps],
+      ["ZLITERAL", enc.zliteralBytes, enc.zliteralOps],
+      ["DELTA", enc.deltaBytes, enc.deltaOps],
+    ] as const
+  ).filter(([, , count]) => count > 0)
+    .map(([name, bytes, count]) => `${name} ${formatBytes(bytes)} (${countOf(count, "op")})`);
   console.log(
-    `   patch ${formatBytes(enc.patchSize)}: COPY ${formatBytes(enc.copyBytes)} (${
-      countOf(enc.copyOps, "op")
-    }), LITERAL ${formatBytes(enc.literalBytes)} (${countOf(enc.literalOps, "op")}), ${
+    `   patch ${formatBytes(enc.patchSize)} (format v2): ${ops.join(", ")}, ${
       (enc.elapsedMs / 1000).toFixed(2)
     } s, ${megabytesPerSecond(enc.targetSize, enc.elapsedMs).toFixed(0)} MB/s`,
   );

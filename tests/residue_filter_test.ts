@@ -389,3 +389,32 @@ Deno.test("bf16 weights nudged by one unit in the last place: the sub residue's 
   uncombine(back, base, sub, back);
   assert.deepEqual(back, target);
 });
+
+Deno.test("combine and uncombine give the same bytes whether the arrays can be viewed as elements or not", () => {
+  for (const width of WIDTHS) {
+    for (const n of [0, 1, 7, 64 * 1024 + 3]) {
+      const filter: Filter = { width, shuffle: "none", combine: "sub" };
+      // Offset 0 (typed views of 2- and 4-byte elements) and offset 1 (byte by byte).
+      const aligned = [randomBytes(n, 7), randomBytes(n, 8)];
+      const odd = aligned.map((a) => {
+        const copy = new Uint8Array(a.length + 1).subarray(1);
+        copy.set(a);
+        return copy;
+      });
+      const residues = [aligned, odd].map(([t, b]) => {
+        const out = new Uint8Array(n);
+        combine(t, b, filter, out);
+        return out;
+      });
+      assert.deepEqual(residues[0], residues[1], `combine, width ${width}, ${n} bytes`);
+      assert.deepEqual(residues[0], referenceCombine(aligned[0], aligned[1], filter));
+      const targets = [aligned, odd].map(([, b]) => {
+        const out = new Uint8Array(n);
+        uncombine(residues[0], b, filter, out);
+        return out;
+      });
+      assert.deepEqual(targets[0], aligned[0], `uncombine (views), width ${width}, ${n} bytes`);
+      assert.deepEqual(targets[1], aligned[0], `uncombine (bytes), width ${width}, ${n} bytes`);
+    }
+  }
+});
