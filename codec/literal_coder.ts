@@ -99,17 +99,34 @@ export class LiteralCoder {
     this.#maxChunk = options.maxChunk;
   }
 
-  /** A target chunk no base chunk matched: held until the next chunk is known. */
+  /**
+   * A target chunk no base chunk matched: held until the next chunk is known.
+   * A held chunk followed by another unmatched one is written but for its last
+   * piece shorter than `MAX_OP_RAW`, which is held with the new chunk: pieces
+   * then run across chunk boundaries at full length (measured 52.7% -> 49.6%
+   * on the fp32 fine-tune).
+   */
   async unmatched(ops: OpWriter, targetOffset: number, data: Uint8Array): Promise<void> {
-    await this.#flushHeld(ops, undefined);
-    if (data.length > this.#maxChunk) {
-      await this.#writeBlock(ops, targetOffset, data, undefined);
-      return;
+    const capacity = this.#maxChunk + MAX_OP_RAW;
+    this.#held ??= new Uint8Array(capacity);
+    if (this.#heldLength > 0) {
+      const held = this.#held.subarray(0, this.#heldLength);
+      const contiguous = this.#heldOffset + this.#heldLength === targetOffset;
+      const kept = await this.#writeBlock(ops, this.#heldOffset, held, undefined, contiguous);
+      this.#held.copyWithin(0, this.#heldLength - kept, this.#heldLength);
+      this.#heldOffset += this.#heldLength - kept;
+      this.#heldLength = kept;
     }
-    this.#held ??= new Uint8Array(this.#maxChunk);
-    this.#held.set(data);
-    this.#heldOffset = targetOffset;
-    this.#heldLength = data.length;
+    if (this.#heldLength + data.length > capacity) {
+      await this.#flushHeld(ops, undefined);
+      if (data.length > capacity) {
+        await this.#writeBlock(ops, targetOffset, data, undefined, false);
+        return;
+      }
+    }
+    if (this.#heldLength === 0) this.#heldOffset = targetOffset;
+    this.#held.set(data, this.#heldLength);
+    this.#heldLength += data.length;
   }
 
   /** A COPY follows at `targetOffset` from `baseOffset`: writes the held chunk first. */
@@ -133,16 +150,21 @@ export class LiteralCoder {
     if (this.#heldLength === 0) return;
     const data = this.#held!.subarray(0, this.#heldLength);
     this.#heldLength = 0;
-    await this.#writeBlock(ops, this.#heldOffset, data, nextDelta);
+    await this.#writeBlock(ops, this.#heldOffset, data, nextDelta, false);
   }
 
-  /** Writes an unmatched block: equal runs as COPYs, the gaps as pieces. */
+  /**
+   * Writes an unmatched block: equal runs as COPYs, the gaps as pieces. With
+   * `keepTail`, a last piece shorter than `MAX_OP_RAW` that does not end at a
+   * tensor edge is not written; returns its length (0 if none).
+   */
   async #writeBlock(
     ops: OpWriter,
     targetOffset: number,
     data: Uint8Array,
     nextDelta: number | undefined,
-  ): Promise<void> {
+    keepTail: boolean,
+  ): Promise<number> {
     const runs = this.#runs(targetOffset, data, [this.#delta, nextDelta, 0]);
     runs.push(...this.#shiftedRuns(targetOffset, data, runs, nextDelta));
     runs.sort((a, b) => a.start - b.start);
@@ -153,7 +175,7 @@ export class LiteralCoder {
       this.#delta = run.delta;
       at = run.end;
     }
-    await this.#writeRegion(ops, targetOffset + at, data.subarray(at));
+    return await this.#writeRegion(ops, targetOffset + at, data.subarray(at), keepTail);
   }
 
   /**
@@ -238,17 +260,31 @@ export class LiteralCoder {
     return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
   }
 
-  /** Writes target bytes as pieces cut at `MAX_OP_RAW` and at tensor edges. */
-  async #writeRegion(ops: OpWriter, targetOffset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Writes target bytes as pieces cut at `MAX_OP_RAW` and at tensor edges;
+   * with `keepTail` the last piece is left unwritten if it is short and not cut
+   * by a tensor edge. Returns the length left.
+   */
+  async #writeRegion(
+    ops: OpWriter,
+    targetOffset: number,
+    data: Uint8Array,
+    keepTail = false,
+  ): Promise<number> {
     for (let at = 0; at < data.length;) {
       let end = Math.min(at + MAX_OP_RAW, data.length);
       const here = targetOffset + at;
       const tensor = rangeAt(this.#tensors, here);
       const next = tensor ? tensor.end : nextStart(this.#tensors, here);
+      const atEdge = next !== undefined && next - targetOffset <= end;
       if (next !== undefined && next - targetOffset < end) end = next - targetOffset;
+      if (keepTail && end === data.length && end - at < MAX_OP_RAW && !atEdge) {
+        return end - at;
+      }
       await this.#writePiece(ops, here, data.subarray(at, end), tensor?.width);
       at = end;
     }
+    return 0;
   }
 
   async #writePiece(

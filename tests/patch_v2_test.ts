@@ -99,6 +99,18 @@ Deno.test("a fine-tune that nudges every weight: DELTA ops make v2 far smaller t
   });
 });
 
+Deno.test("DELTA pieces run across chunk boundaries at their full 1 MiB, not one per chunk", async () => {
+  await withTempDir(async (dir) => {
+    // 3 MiB of nudged weights in ~190 chunks of 16 KiB (SMALL): nothing matches.
+    const base = weights(768 * KiB, 5);
+    const target = weights(768 * KiB, 5, 1e-3);
+    const v2 = await roundtrip(dir, base, target, 2);
+    assert.equal(v2.deltaBytes, target.length, "all DELTA");
+    assert.ok(v2.targetChunks > 100, `many chunks: ${v2.targetChunks}`);
+    assert.ok(v2.deltaOps <= Math.ceil(target.length / MAX_OP_RAW) + 1, `${v2.deltaOps} DELTA ops`);
+  });
+});
+
 Deno.test("the DELTA alignment follows the last COPY when bytes were inserted before", async () => {
   await withTempDir(async (dir) => {
     const base = weights(192 * KiB, 4);
