@@ -12,7 +12,8 @@
  * measured. Peers that are not installed are skipped and said so.
  *
  * Usage: deno task bench:corpus [--size 64MiB] [--format safetensors|gguf|onnx|all]
- *        [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB] [--json]
+ *        [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB] [--peers xdelta3,zstd,bsdiff|none]
+ *        [--json]
  *
  * @module
  */
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     scenarios: { type: "string" },
     seed: { type: "string", default: "1" },
     "bsdiff-max": { type: "string", default: "128MiB" },
+    peers: { type: "string", default: "xdelta3,zstd,bsdiff" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
@@ -47,7 +49,8 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(
     `deno task bench:corpus [--size 64MiB] [--format safetensors|gguf|onnx|all]
-                        [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB] [--json]
+                        [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB]
+                        [--peers xdelta3,zstd,bsdiff|none] [--json]
 
 For each scenario of scripts/corpus.ts (default: all of them; the base about
 --size bytes), writes a base and a target model file in a temporary directory
@@ -61,7 +64,8 @@ and measures the patch each tool makes, as bytes and as % of the target:
 with seconds and peak RSS of each encode and of poolboy's applies (a sync
 before each timed run). Prints a table per scenario, then the ratio of
 poolboy v2's patch to the best other tool's per scenario (< 1: v2 is smaller).
---json prints the rows as JSON instead.
+--peers chooses the other tools (none: poolboy only). --json prints the rows as
+JSON instead.
 Needs /usr/bin/time (Debian package "time").`,
   );
   Deno.exit(0);
@@ -158,12 +162,17 @@ const bsdiffMax = parseSize(values["bsdiff-max"]) ?? 0;
 const seed = Number(values.seed);
 const formats = parseFormats(values.format);
 const scenarios = parseScenarios(values.scenarios);
-const peers = [
-  ...((await which("xdelta3")) ? ["xdelta3"] : []),
-  ...((await which("zstd")) ? ["zstd"] : []),
-  ...((await which("bsdiff")) ? ["bsdiff"] : []),
-];
-const missing = ["xdelta3", "zstd", "bsdiff"].filter((p) => !peers.includes(p));
+const wanted = values.peers.split(",").map((p) => p.trim()).filter((p) => p !== "" && p !== "none");
+const unknownPeer = wanted.find((p) => !["xdelta3", "zstd", "bsdiff"].includes(p));
+if (unknownPeer !== undefined) {
+  console.error(
+    `bench:corpus: --peers: unknown tool "${unknownPeer}" (xdelta3, zstd, bsdiff, none)`,
+  );
+  Deno.exit(2);
+}
+const peers: string[] = [];
+for (const p of wanted) if (await which(p)) peers.push(p);
+const missing = wanted.filter((p) => !peers.includes(p));
 if (missing.length > 0) {
   console.error(
     `bench:corpus: not installed, skipped: ${
