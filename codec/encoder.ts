@@ -1,19 +1,21 @@
 /**
- * Encodes `base` + `target` into a patch (format v1, or v2 with `format: 2`), streaming.
+ * Encodes `base` + `target` into a patch (format v2 by default, v1 with `format: 1`), streaming.
  *
  * Pass 1 chunks and hashes the base into a `ChunkIndex`, or reads it from the
  * base's signature (`signature.ts`) after checking the base's size and mtime
  * against it, so that only the target is read. Pass 2 chunks the
  * target; each chunk whose BLAKE3 is in the index becomes a COPY (preferring
  * the base chunk right after the previous match, so runs merge into one COPY),
- * any other a LITERAL (v2: the smallest of a LITERAL, a zstd ZLITERAL or an XOR
- * against the aligned base range, `literal_coder.ts`); the whole target is
- * hashed on the way for the header (v2: the base too).
+ * any other a LITERAL (v2: equal runs as COPYs, then per piece the smallest of
+ * a LITERAL, a filtered zstd ZLITERAL or a DELTA against the aligned base
+ * range, `literal_coder.ts`); the whole target is hashed on the way for the
+ * header (v2: the base too).
  * Both passes run on the Worker pipeline (`chunk_pipeline.ts`): the main thread
  * reads, cuts and writes ops while Workers hash chunks and the whole target.
  * The patch is written beside its destination and renamed into place only when
  * complete. Memory: the Workers, the pipeline's buffers (by default threads + 2
- * of 2 × max chunk) shared by both passes, one 1 MiB write buffer, and the index.
+ * of 1.25 × max chunk; v2 one fewer) shared by both passes, one 1 MiB write
+ * buffer, the index, and v2's literal coder (its buffers and one zstd context).
  *
  * @module
  */
