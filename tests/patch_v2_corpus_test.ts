@@ -9,15 +9,12 @@
  */
 
 import assert from "node:assert/strict";
-import { constants, zstdCompressSync } from "node:zlib";
 import { applyFile } from "../codec/applier.ts";
-import { blake3 } from "../codec/blake3.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
 import type { ChunkParams } from "../codec/fastcdc.ts";
 import {
   encodeCopy,
   encodeDeltaHead,
-  encodeHeaderV2,
   encodeLiteralHead,
   encodeZLiteralHead,
   type Filter,
@@ -34,6 +31,7 @@ import {
   writeScenario,
 } from "../scripts/corpus.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
+import { v2Patch, zstd } from "./support/v2_patches.ts";
 
 const KiB = 1024;
 /** The base's approximate size: big enough for several chunks and tensors, small enough to be quick. */
@@ -266,23 +264,6 @@ const LEAD = 13;
 /** An odd base offset for DELTA ops, so that the base range is not element-aligned. */
 const BASE_OFFSET = 1001;
 const TAIL = new Uint8Array([0xab, 0xcd, 0xef]);
-
-/** A hand-made v2 patch over `base` whose body is `ops`, claiming `target`. */
-function v2Patch(base: Uint8Array, target: Uint8Array, ...ops: Uint8Array[]): Uint8Array {
-  return concat(
-    encodeHeaderV2({
-      baseSize: base.length,
-      targetSize: target.length,
-      targetDigest: blake3(target),
-      baseDigest: blake3(base),
-    }),
-    ...ops,
-  );
-}
-
-function zstd(data: Uint8Array): Uint8Array {
-  return zstdCompressSync(data, { params: { [constants.ZSTD_c_compressionLevel]: 3 } });
-}
 
 /** Compresses `data` after `shuffle`, asserting it got smaller (the format requires it). */
 function compressed(data: Uint8Array, filter: Filter): Uint8Array {

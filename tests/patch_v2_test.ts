@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { constants, zstdCompressSync } from "node:zlib";
 import { applyFile } from "../codec/applier.ts";
 import { blake3, toHex } from "../codec/blake3.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
@@ -15,12 +14,12 @@ import { inspectPatch } from "../codec/inspect.ts";
 import {
   encodeCopy,
   encodeDeltaHead,
-  encodeHeaderV2,
   encodeLiteralHead,
   encodeZLiteralHead,
   MAX_OP_RAW,
 } from "../codec/patch_format.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
+import { v2Patch, zstd } from "./support/v2_patches.ts";
 import { gguf } from "./support/model_files.ts";
 
 const KiB = 1024;
@@ -151,23 +150,6 @@ function withByte(bytes: Uint8Array, at: number, value: number): Uint8Array {
   const out = bytes.slice();
   out[at] = value;
   return out;
-}
-
-/** A hand-made v2 patch over `base` whose body is `ops`, claiming `target`. */
-function v2Patch(base: Uint8Array, target: Uint8Array, ...ops: Uint8Array[]): Uint8Array {
-  return concat(
-    encodeHeaderV2({
-      baseSize: base.length,
-      targetSize: target.length,
-      targetDigest: blake3(target),
-      baseDigest: blake3(base),
-    }),
-    ...ops,
-  );
-}
-
-function zstd(data: Uint8Array): Uint8Array {
-  return zstdCompressSync(data, { params: { [constants.ZSTD_c_compressionLevel]: 3 } });
 }
 
 Deno.test("hand-made v2 patches with every op apply byte for byte", async () => {
