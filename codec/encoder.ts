@@ -44,7 +44,7 @@ export interface EncodeOptions {
   readonly onProgress?: ProgressCallback;
   /** Hashing Workers (default: one per core). */
   readonly threads?: number;
-  /** Buffers in the pipeline's pool (default: threads + 2). */
+  /** Buffers in the pipeline's pool (default: threads + 2; format 2, threads + 1). */
   readonly bufferCount?: number;
   /** Patch format to write (default 2). */
   readonly format?: 1 | 2;

@@ -25,7 +25,13 @@
  */
 
 import { readAtSync } from "./file_io.ts";
-import { type Alignment, alignmentAt, type ElementWidth } from "./tensor_layout.ts";
+import {
+  type Alignment,
+  alignmentAt,
+  type ElementWidth,
+  firstEndingAfter,
+  type TensorRange,
+} from "./tensor_layout.ts";
 import type { OpWriter } from "./op_writer.ts";
 import {
   DELTA_HEAD_SIZE,
@@ -39,10 +45,8 @@ import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
 import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
 
-/** zstd level for filtered float planes. */
-export const PLANES_ZSTD_LEVEL = 1;
-/** zstd level for unfiltered bytes (level 3 measured no smaller on the corpus). */
-export const PLAIN_ZSTD_LEVEL = 1;
+/** zstd level of every candidate (level 3 measured larger on planes, no smaller on plain bytes). */
+export const ZSTD_LEVEL = 1;
 /** Shortest run of equal bytes copied out of an unmatched chunk. */
 export const MIN_RUN = 24;
 /** Runs at least this long are always copied; shorter ones only when few. */
@@ -54,19 +58,12 @@ export const LOCAL_GAP = 512 * 1024;
 /** ...each in the base this far around its aligned position. */
 export const LOCAL_REACH = 64 * 1024;
 
-/** A target range with its element width (from the target's layout). */
-export interface WidthRange {
-  readonly start: number;
-  readonly end: number;
-  readonly width?: ElementWidth;
-}
-
 /** Where the coder finds the base and the layouts. */
 export interface LiteralCoderOptions {
   /** Same-named tensors of base and target (sorted by target start). */
   readonly alignments?: readonly Alignment[];
   /** The target's tensors with their element widths (sorted by start). */
-  readonly tensors?: readonly WidthRange[];
+  readonly tensors?: readonly TensorRange[];
   /** Largest chunk the encoder passes (the held chunk's buffer). */
   readonly maxChunk: number;
 }
@@ -76,7 +73,7 @@ export class LiteralCoder {
   readonly #base: Deno.FsFile;
   readonly #baseSize: number;
   readonly #alignments: readonly Alignment[];
-  readonly #tensors: readonly WidthRange[];
+  readonly #tensors: readonly TensorRange[];
   readonly #maxChunk: number;
   #window: Uint8Array | undefined;
   #residue: Uint8Array | undefined;
@@ -86,8 +83,7 @@ export class LiteralCoder {
   #heldOffset = 0;
   #heldLength = 0;
   readonly #shiftScratch = new ShiftScratch();
-  #plain: ZstdCompressor | undefined;
-  #planar: ZstdCompressor | undefined;
+  #zstd: ZstdCompressor | undefined;
   /** Base offset − target offset of the last COPY, if any. */
   #delta: number | undefined;
 
@@ -140,10 +136,9 @@ export class LiteralCoder {
     await this.#flushHeld(ops, undefined);
   }
 
-  /** Frees the zstd contexts. */
+  /** Frees the zstd context. */
   close(): void {
-    this.#plain?.close();
-    if (this.#planar !== this.#plain) this.#planar?.close();
+    this.#zstd?.close();
   }
 
   async #flushHeld(ops: OpWriter, nextDelta: number | undefined): Promise<void> {
@@ -274,8 +269,10 @@ export class LiteralCoder {
     for (let at = 0; at < data.length;) {
       let end = Math.min(at + MAX_OP_RAW, data.length);
       const here = targetOffset + at;
-      const tensor = rangeAt(this.#tensors, here);
-      const next = tensor ? tensor.end : nextStart(this.#tensors, here);
+      // The tensor holding `here`, or the next one.
+      const t = this.#tensors[firstEndingAfter(this.#tensors, here, (r) => r.end)];
+      const tensor = t && t.start <= here ? t : undefined;
+      const next = tensor ? tensor.end : t?.start;
       const atEdge = next !== undefined && next - targetOffset <= end;
       if (next !== undefined && next - targetOffset < end) end = next - targetOffset;
       if (keepTail && end === data.length && end - at < MAX_OP_RAW && !atEdge) {
@@ -298,10 +295,7 @@ export class LiteralCoder {
     this.#planes ??= new Uint8Array(MAX_OP_RAW);
     this.#best ??= new Uint8Array(MAX_OP_RAW);
     this.#window ??= new Uint8Array(MAX_OP_RAW);
-    const plain = this.#plain ??= await ZstdCompressor.create(MAX_OP_RAW, PLAIN_ZSTD_LEVEL);
-    // One context serves both when the levels agree.
-    this.#planar ??= PLANES_ZSTD_LEVEL === PLAIN_ZSTD_LEVEL ? plain : undefined;
-    const planar = this.#planar ??= await ZstdCompressor.create(MAX_OP_RAW, PLANES_ZSTD_LEVEL);
+    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
     const widths: ElementWidth[] = width === undefined ? [2, 4] : width === 1 ? [] : [width];
 
     let bestCost = LITERAL_HEAD_SIZE + length;
@@ -315,11 +309,11 @@ export class LiteralCoder {
     const planes = this.#planes.subarray(0, length);
 
     // ZLITERAL: the bytes alone.
-    consider("z", NO_FILTER, plain.compress(piece), ZLITERAL_HEAD_SIZE);
+    consider("z", NO_FILTER, zstd.compress(piece), ZLITERAL_HEAD_SIZE);
     for (const w of widths) {
       const filter: Filter = { width: w, shuffle: "bytes", combine: "xor" };
       shuffle(piece, filter, planes);
-      consider("z", filter, planar.compress(planes), ZLITERAL_HEAD_SIZE);
+      consider("z", filter, zstd.compress(planes), ZLITERAL_HEAD_SIZE);
     }
 
     // DELTA: the residue against the aligned base range.
@@ -328,14 +322,14 @@ export class LiteralCoder {
     if (baseOffset !== undefined && readAtSync(this.#base, baseOffset, range) === length) {
       const residue = this.#residue.subarray(0, length);
       combine(piece, range, NO_FILTER, residue);
-      consider("delta", NO_FILTER, plain.compress(residue), DELTA_HEAD_SIZE);
+      consider("delta", NO_FILTER, zstd.compress(residue), DELTA_HEAD_SIZE);
       for (const w of widths) {
         const sub: Filter = { width: w, shuffle: "bytes", combine: "sub" };
         combine(piece, range, sub, residue);
         for (const shuffled of ["bytes", "bits"] as const) {
           const filter: Filter = { ...sub, shuffle: shuffled };
           shuffle(residue, filter, planes);
-          consider("delta", filter, planar.compress(planes), DELTA_HEAD_SIZE);
+          consider("delta", filter, zstd.compress(planes), DELTA_HEAD_SIZE);
         }
       }
     }
@@ -370,42 +364,13 @@ export class LiteralCoder {
 
 /** How many bytes of target range [start, end) lie in `alignments`. */
 function alignedBytes(alignments: readonly Alignment[], start: number, end: number): number {
-  let lo = 0;
-  let hi = alignments.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (alignments[mid].targetEnd <= start) lo = mid + 1;
-    else hi = mid;
-  }
   let covered = 0;
-  for (let i = lo; i < alignments.length && alignments[i].targetStart < end; i++) {
+  for (
+    let i = firstEndingAfter(alignments, start, (a) => a.targetEnd);
+    i < alignments.length && alignments[i].targetStart < end;
+    i++
+  ) {
     covered += Math.min(end, alignments[i].targetEnd) - Math.max(start, alignments[i].targetStart);
   }
   return covered;
-}
-
-/** The range containing `at`, by binary search. */
-function rangeAt(ranges: readonly WidthRange[], at: number): WidthRange | undefined {
-  let lo = 0;
-  let hi = ranges.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const r = ranges[mid];
-    if (at < r.start) hi = mid - 1;
-    else if (at >= r.end) lo = mid + 1;
-    else return r;
-  }
-  return undefined;
-}
-
-/** The start of the first range after `at`, if any. */
-function nextStart(ranges: readonly WidthRange[], at: number): number | undefined {
-  let lo = 0;
-  let hi = ranges.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (ranges[mid].start <= at) lo = mid + 1;
-    else hi = mid;
-  }
-  return ranges[lo]?.start;
 }

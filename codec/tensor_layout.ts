@@ -359,16 +359,28 @@ export function alignTensors(base: TensorRange[], target: TensorRange[]): Alignm
   return out.sort((a, b) => a.targetStart - b.targetStart);
 }
 
-/** The alignment containing target offset `at`, by binary search, if any. */
-export function alignmentAt(alignments: readonly Alignment[], at: number): Alignment | undefined {
+/**
+ * Index of the first of `ranges` (sorted, disjoint) that ends after `at`, or
+ * `ranges.length`, by binary search: the range holding `at` if any holds it,
+ * else the next one.
+ */
+export function firstEndingAfter<T>(
+  ranges: readonly T[],
+  at: number,
+  endOf: (range: T) => number,
+): number {
   let lo = 0;
-  let hi = alignments.length - 1;
-  while (lo <= hi) {
+  let hi = ranges.length;
+  while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    const a = alignments[mid];
-    if (at < a.targetStart) hi = mid - 1;
-    else if (at >= a.targetEnd) lo = mid + 1;
-    else return a;
+    if (endOf(ranges[mid]) <= at) lo = mid + 1;
+    else hi = mid;
   }
-  return undefined;
+  return lo;
+}
+
+/** The alignment containing target offset `at`, if any. */
+export function alignmentAt(alignments: readonly Alignment[], at: number): Alignment | undefined {
+  const a = alignments[firstEndingAfter(alignments, at, (r) => r.targetEnd)];
+  return a && a.targetStart <= at ? a : undefined;
 }

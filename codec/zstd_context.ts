@@ -143,8 +143,9 @@ export class ZstdDecompressor {
    * Decompresses `frame` (one whole zstd frame) into the start of `dest` and
    * returns the number of bytes it produced. Throws `ZstdDataError` if `frame`
    * is not exactly one whole frame (`zstdFrameLength`: zstd itself takes a cut
-   * frame for a short one), is corrupt, or would produce more than `max` bytes; `dest` must have room for
-   * `max + 1` (the extra byte tells "exactly max" from "more").
+   * frame for a short one), is corrupt, or would produce more than `max` bytes.
+   * `dest` must have room for `max + 1` (the extra byte tells "exactly max"
+   * from "more").
    */
   decompressFrame(frame: Uint8Array, dest: Uint8Array, max: number): number {
     if (dest.length <= max) throw new RangeError(`dest needs ${max + 1} bytes of room`);
