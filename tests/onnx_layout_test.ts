@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { modelLayout, onnxLayout, type TensorRange } from "../codec/tensor_layout.ts";
+import { modelLayout, onnxLayout } from "../codec/tensor_layout.ts";
 import {
   type ContainerFormat,
   DTYPE_BYTES,
@@ -20,30 +20,11 @@ import {
   writeScenario,
 } from "../scripts/corpus.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
+import { layoutOfBytes, layoutOfFile } from "./support/layouts.ts";
 
 const KiB = 1024;
 const SIZE = 192 * KiB;
 const SEED = 3;
-
-type Layout = (file: Deno.FsFile, fileSize: number) => TensorRange[] | null;
-
-/** `layout` of a file holding `bytes`. */
-async function layoutOfBytes(bytes: Uint8Array, layout: Layout = onnxLayout) {
-  return await withTempDir(async (dir) => {
-    await Deno.writeFile(`${dir}/model`, bytes);
-    return await layoutOfFile(`${dir}/model`, layout);
-  });
-}
-
-/** `layout` of the file at `path`. */
-async function layoutOfFile(path: string, layout: Layout = onnxLayout) {
-  const file = await Deno.open(path);
-  try {
-    return layout(file, (await file.stat()).size);
-  } finally {
-    file.close();
-  }
-}
 
 /** Writes `scenario` as `format` into `dir`; returns the paths of its base and target. */
 async function corpusFiles(dir: string, format: ContainerFormat, scenario: Scenario) {
@@ -129,7 +110,7 @@ Deno.test("a hand-built ModelProto: each inline initializer's raw_data is its ra
   // raw_data's bytes end each initializer, so the ranges end where the messages do.
   const wEnd = head.length + graph.length - ids.length;
   const idsEnd = head.length + graph.length;
-  assert.deepEqual(await layoutOfBytes(model), [
+  assert.deepEqual(await layoutOfBytes(model, onnxLayout), [
     { name: "w", start: wEnd - rawW.length, end: wEnd, width: 2 },
     // INT64 is an 8-byte type: no width, left to the encoder.
     { name: "ids", start: idsEnd - rawIds.length, end: idsEnd },
@@ -144,8 +125,11 @@ Deno.test("initializers without inline raw_data (external data, or a graph witho
     pbString(8, "w"),
     pbVarint(14, 1), // data_location EXTERNAL
   );
-  assert.equal(await layoutOfBytes(concat(pbVarint(1, 8), pbBytes(7, external))), null);
-  assert.equal(await layoutOfBytes(concat(pbVarint(1, 8), pbBytes(7, pbString(2, "g")))), null);
+  assert.equal(await layoutOfBytes(concat(pbVarint(1, 8), pbBytes(7, external)), onnxLayout), null);
+  assert.equal(
+    await layoutOfBytes(concat(pbVarint(1, 8), pbBytes(7, pbString(2, "g"))), onnxLayout),
+    null,
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -155,9 +139,9 @@ Deno.test("a truncated ONNX file has no layout, wherever it is cut", async () =>
   await withTempDir(async (dir) => {
     const { base } = await corpusFiles(dir, "onnx", "lora");
     const bytes = await Deno.readFile(base);
-    assert.notEqual(await layoutOfBytes(bytes), null, "the whole file has one");
+    assert.notEqual(await layoutOfBytes(bytes, onnxLayout), null, "the whole file has one");
     for (const cut of [bytes.length - 1, bytes.length - 100, Math.floor(bytes.length / 2), 100]) {
-      assert.equal(await layoutOfBytes(bytes.subarray(0, cut)), null, `cut at ${cut}`);
+      assert.equal(await layoutOfBytes(bytes.subarray(0, cut), onnxLayout), null, `cut at ${cut}`);
       assert.equal(await layoutOfBytes(bytes.subarray(0, cut), modelLayout), null, `cut at ${cut}`);
     }
   });
@@ -165,9 +149,13 @@ Deno.test("a truncated ONNX file has no layout, wherever it is cut", async () =>
 
 Deno.test("random bytes and an empty file have no layout", async () => {
   for (const seed of [1, 2, 3]) {
-    assert.equal(await layoutOfBytes(randomBytes(64 * KiB, seed)), null, `seed ${seed}`);
+    assert.equal(
+      await layoutOfBytes(randomBytes(64 * KiB, seed), onnxLayout),
+      null,
+      `seed ${seed}`,
+    );
   }
-  assert.equal(await layoutOfBytes(new Uint8Array(0)), null);
+  assert.equal(await layoutOfBytes(new Uint8Array(0), onnxLayout), null);
   assert.equal(await layoutOfBytes(new Uint8Array(0), modelLayout), null);
 });
 
@@ -179,7 +167,7 @@ Deno.test("a protobuf with no graph field has no layout", async () => {
     pbString(6, "no graph here"), // doc_string
     pbBytes(8, pbVarint(2, 17)), // opset_import
   );
-  assert.equal(await layoutOfBytes(model), null);
+  assert.equal(await layoutOfBytes(model, onnxLayout), null);
   assert.equal(await layoutOfBytes(model, modelLayout), null);
 });
 
@@ -202,7 +190,7 @@ Deno.test("a varint longer than 10 bytes gives no layout rather than throwing", 
     ["data_type", dataType],
   ];
   for (const [name, bytes] of cases) {
-    assert.equal(await layoutOfBytes(bytes), null, name);
+    assert.equal(await layoutOfBytes(bytes, onnxLayout), null, name);
     assert.equal(await layoutOfBytes(bytes, modelLayout), null, name);
   }
 });

@@ -22,7 +22,7 @@ import {
 } from "../codec/patch_format.ts";
 import { PatchReader } from "../codec/patch_reader.ts";
 import { combine, shuffle } from "../codec/residue_filter.ts";
-import { modelLayout, type TensorRange } from "../codec/tensor_layout.ts";
+import { modelLayout } from "../codec/tensor_layout.ts";
 import {
   type ContainerFormat,
   FORMATS,
@@ -32,6 +32,7 @@ import {
 } from "../scripts/corpus.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
 import { v2Patch, zstd } from "./support/v2_patches.ts";
+import { layoutOfFile } from "./support/layouts.ts";
 
 const KiB = 1024;
 /** The base's approximate size: big enough for several chunks and tensors, small enough to be quick. */
@@ -69,16 +70,6 @@ async function listOps(path: string): Promise<{ version: number; ops: ListedOp[]
       await reader.skipLiteral(scratch);
     }
     return { version: reader.header.version, ops };
-  } finally {
-    file.close();
-  }
-}
-
-/** `modelLayout` of the file at `path`. */
-async function layoutOf(path: string): Promise<TensorRange[] | null> {
-  const file = await Deno.open(path);
-  try {
-    return modelLayout(file, (await file.stat()).size);
   } finally {
     file.close();
   }
@@ -138,8 +129,12 @@ for (const format of FORMATS) {
     Deno.test(`${format} ${scenario}: both files have a layout and the v2 patch applies byte for byte`, async () => {
       await withTempDir(async (dir) => {
         const { base, target } = await writeScenario(dir, format, scenario, SIZE, SEED);
-        assert.notEqual(await layoutOf(base), null, "the base's layout is read");
-        assert.notEqual(await layoutOf(target), null, "the target's layout is read");
+        assert.notEqual(await layoutOfFile(base, modelLayout), null, "the base's layout is read");
+        assert.notEqual(
+          await layoutOfFile(target, modelLayout),
+          null,
+          "the target's layout is read",
+        );
         const summary = await encodeAndApply(base, target, `${dir}/patch`);
         assert.ok(summary.targetChunks > 1, `several chunks: ${summary.targetChunks}`);
         const { version, ops } = await listOps(`${dir}/patch`);
@@ -158,8 +153,16 @@ for (const format of FORMATS) {
         const prefix = new Uint8Array([0]);
         await prepend(paths.base, `${dir}/base`, prefix);
         await prepend(paths.target, `${dir}/target`, prefix);
-        assert.equal(await layoutOf(`${dir}/base`), null, "the base has no layout");
-        assert.equal(await layoutOf(`${dir}/target`), null, "the target has no layout");
+        assert.equal(
+          await layoutOfFile(`${dir}/base`, modelLayout),
+          null,
+          "the base has no layout",
+        );
+        assert.equal(
+          await layoutOfFile(`${dir}/target`, modelLayout),
+          null,
+          "the target has no layout",
+        );
         await encodeAndApply(`${dir}/base`, `${dir}/target`, `${dir}/patch`);
       });
     });
@@ -186,7 +189,10 @@ for (const format of FORMATS) {
     await withTempDir(async (dir) => {
       for (const scenario of ["finetune-fp32", "finetune-bf16"] as const) {
         const { ops, target } = await encoded(dir, format, scenario);
-        const tensors = (await layoutOf(target))!.reduce((sum, t) => sum + t.end - t.start, 0);
+        const tensors = (await layoutOfFile(target, modelLayout))!.reduce(
+          (sum, t) => sum + t.end - t.start,
+          0,
+        );
         const sub = bytesOf(ops, (op) => op.kind === "delta" && op.filter?.combine === "sub");
         assert.ok(
           sub >= 0.9 * tensors,
@@ -238,7 +244,7 @@ for (const format of FORMATS) {
       const prefix = new Uint8Array([0]);
       await prepend(paths.base, `${dir}/base`, prefix);
       await prepend(paths.target, `${dir}/target`, prefix);
-      assert.equal(await layoutOf(`${dir}/target`), null);
+      assert.equal(await layoutOfFile(`${dir}/target`, modelLayout), null);
       const v2 = await encodeAndApply(`${dir}/base`, `${dir}/target`, `${dir}/patch`);
       const { ops } = await listOps(`${dir}/patch`);
       assert.ok(v2.deltaOps > 0, `DELTA ops: ${describe(ops)}`);

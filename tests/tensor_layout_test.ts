@@ -1,12 +1,18 @@
 /**
- * Tensor layouts for v2's XOR alignment (codec/tensor_layout.ts): SafeTensors
+ * Tensor layouts for v2's DELTA alignment (codec/tensor_layout.ts): SafeTensors
  * headers read exactly, anything else read as "no layout", and tensors paired
  * by name and length.
  */
 
 import assert from "node:assert/strict";
-import { alignmentAt, alignTensors, safeTensorsLayout } from "../codec/tensor_layout.ts";
-import { concat, withTempDir } from "./helpers.ts";
+import {
+  alignmentAt,
+  alignTensors,
+  modelLayout,
+  safeTensorsLayout,
+} from "../codec/tensor_layout.ts";
+import { concat } from "./helpers.ts";
+import { layoutOfBytes } from "./support/layouts.ts";
 import { gguf } from "./support/model_files.ts";
 
 function file(json: string, dataLength: number): Uint8Array {
@@ -16,36 +22,30 @@ function file(json: string, dataLength: number): Uint8Array {
   return concat(head, header, new Uint8Array(dataLength));
 }
 
-async function layoutOf(bytes: Uint8Array) {
-  return await withTempDir(async (dir) => {
-    await Deno.writeFile(`${dir}/f`, bytes);
-    const f = await Deno.open(`${dir}/f`);
-    try {
-      return safeTensorsLayout(f, bytes.length);
-    } finally {
-      f.close();
-    }
-  });
-}
-
 Deno.test("a SafeTensors header gives each tensor's absolute byte range, sorted, metadata skipped", async () => {
   const json =
     '{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
   const start = 8 + json.length;
-  assert.deepEqual(await layoutOf(file(json, 16)), [
+  assert.deepEqual(await layoutOfBytes(file(json, 16), safeTensorsLayout), [
     { name: "a", start, end: start + 8, width: 4 },
     { name: "b", start: start + 8, end: start + 16, width: 4 },
   ]);
 });
 
 Deno.test("anything else has no layout: not JSON, offsets past the end, a header longer than the file", async () => {
-  assert.equal(await layoutOf(new Uint8Array(100)), null);
-  assert.equal(await layoutOf(file('{"a": nope}', 8)), null);
-  assert.equal(await layoutOf(file('{"a":{"data_offsets":[0,64]}}', 8)), null);
-  assert.equal(await layoutOf(file('{"a":{"data_offsets":[8,0]}}', 8)), null);
+  assert.equal(await layoutOfBytes(new Uint8Array(100), safeTensorsLayout), null);
+  assert.equal(await layoutOfBytes(file('{"a": nope}', 8), safeTensorsLayout), null);
+  assert.equal(
+    await layoutOfBytes(file('{"a":{"data_offsets":[0,64]}}', 8), safeTensorsLayout),
+    null,
+  );
+  assert.equal(
+    await layoutOfBytes(file('{"a":{"data_offsets":[8,0]}}', 8), safeTensorsLayout),
+    null,
+  );
   const lying = file('{"a":{"data_offsets":[0,8]}}', 8);
   new DataView(lying.buffer).setBigUint64(0, 1n << 40n, true);
-  assert.equal(await layoutOf(lying), null);
+  assert.equal(await layoutOfBytes(lying, safeTensorsLayout), null);
 });
 
 Deno.test("tensors pair by name and equal length; lookups find the range holding an offset", () => {
@@ -80,24 +80,15 @@ Deno.test("tensors pair by name and equal length; lookups find the range holding
 
 Deno.test("a GGUF file's tensor infos give each tensor's range after the aligned data start", async () => {
   const bytes = gguf([["a", new Uint8Array(40)], ["b", new Uint8Array(64)]]);
-  const layout = await layoutOfAny(bytes);
+  const layout = await layoutOfBytes(bytes, modelLayout);
   assert.ok(layout);
   assert.deepEqual(layout.map((t) => t.name), ["a", "b"]);
   const dataStart = bytes.length - 64 - 64; // a takes 40 bytes padded to 64
   assert.deepEqual(layout[0], { name: "a", start: dataStart, end: dataStart + 64, width: 4 });
   assert.deepEqual(layout[1], { name: "b", start: dataStart + 64, end: bytes.length, width: 4 });
-  assert.equal(await layoutOfAny(bytes.subarray(0, 30)), null, "truncated infos: no layout");
+  assert.equal(
+    await layoutOfBytes(bytes.subarray(0, 30), modelLayout),
+    null,
+    "truncated infos: no layout",
+  );
 });
-
-async function layoutOfAny(bytes: Uint8Array) {
-  const { modelLayout } = await import("../codec/tensor_layout.ts");
-  return await withTempDir(async (dir) => {
-    await Deno.writeFile(`${dir}/f`, bytes);
-    const f = await Deno.open(`${dir}/f`);
-    try {
-      return modelLayout(f, bytes.length);
-    } finally {
-      f.close();
-    }
-  });
-}
