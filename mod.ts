@@ -7,9 +7,9 @@
  * @module
  */
 
-import { println } from "./cli/args.ts";
-import { removeAllPending } from "./codec/atomic_file.ts";
-import { ExitCode, PoolboyError, UsageError } from "./codec/errors.ts";
+import { removeAllPending } from "./kernel/atomic_file.ts";
+import { ExitCode, PoolboyError, UsageError } from "./kernel/errors.ts";
+import { println } from "./cli/output.ts";
 
 /** A command: its entry point and its `--help` text. */
 interface Command {

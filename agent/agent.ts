@@ -18,10 +18,10 @@ import type {
   ControlMessage,
   ElectionClosed,
   StatusState,
-} from "../codec/control_messages.ts";
-import { encodeControlMessage, MAX_DATAGRAM } from "../codec/control_messages.ts";
+} from "../transfer/control_messages.ts";
+import { encodeControlMessage, MAX_DATAGRAM } from "../transfer/control_messages.ts";
 import { applyFile } from "../codec/applier.ts";
-import { fromHex, toHex } from "../codec/blake3.ts";
+import { fromHex, toHex } from "../kernel/blake3.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { downloadBlob } from "../transfer/blob_client.ts";
@@ -39,7 +39,7 @@ import {
 import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
 import { maybeCrash } from "./test_hooks.ts";
 import { statfs } from "node:fs/promises";
-import { formatBytes } from "../codec/units.ts";
+import { formatBytes } from "../kernel/units.ts";
 
 /** Options of `Agent.start`. */
 export interface AgentOptions {

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { createHasher, toHex } from "../codec/blake3.ts";
+import { createHasher, toHex } from "../kernel/blake3.ts";
 
 /** The outcome of a health check. */
 export type HealthResult = { readonly healthy: true } | {

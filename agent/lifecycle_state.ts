@@ -15,7 +15,7 @@
  * @module
  */
 
-import { AtomicFile } from "../codec/atomic_file.ts";
+import { AtomicFile } from "../kernel/atomic_file.ts";
 
 /** Steps of the lifecycle. */
 export const STEPS = [

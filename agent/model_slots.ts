@@ -17,7 +17,7 @@
  * @module
  */
 
-import { directoryOf, syncDirectory } from "../codec/atomic_file.ts";
+import { directoryOf, syncDirectory } from "../kernel/atomic_file.ts";
 
 /** The stable path of a model's active version. */
 export function currentPath(dataDir: string, model: string): string {

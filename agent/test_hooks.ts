@@ -2,7 +2,7 @@
  * Test-only hooks of the agent's lifecycle: with `crashAfterStep` set, the
  * process exits abruptly (no clean-up, as a kill or power cut would leave it)
  * right after that step of an update to `crashTarget` is persisted. Only
- * tests set it, through tests/support/faulty_main.ts; the CLI has no flag.
+ * tests set it, through testkit/faulty_main.ts; the CLI has no flag.
  *
  * @module
  */

@@ -10,9 +10,8 @@ import {
   DEFAULT_AGENT_UDP_PORT,
   DEFAULT_CP_UDP_PORT,
 } from "../transfer/default_ports.ts";
-import { UsageError } from "../codec/errors.ts";
-import { parseCommand, println, sizeOption } from "./args.ts";
-import { logLine } from "./controlplane.ts";
+import { UsageError } from "../kernel/errors.ts";
+import { parseCommand, sizeOption } from "./args.ts";
 import {
   addressOption,
   countOption,
@@ -22,6 +21,7 @@ import {
   portOption,
   required,
 } from "./fleet_args.ts";
+import { logLine, println } from "./output.ts";
 
 export const AGENT_HELP =
   `poolboy agent — keep this device's models at the version the fleet rolls out

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ExitCode, PoolboyError } from "../codec/errors.ts";
+import { ExitCode, PoolboyError } from "../kernel/errors.ts";
 
 /** The control plane refused a request or could not be reached. */
 export class ApiError extends PoolboyError {

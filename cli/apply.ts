@@ -5,10 +5,11 @@
  */
 
 import { applyFile, type ApplySummary } from "../codec/applier.ts";
-import { UsageError } from "../codec/errors.ts";
-import { ProgressLine } from "../codec/progress.ts";
-import { countOf, formatBytes, megabytesPerSecond } from "../codec/units.ts";
-import { parseCommand, printJson, println, requirePositionals, sameFile } from "./args.ts";
+import { UsageError } from "../kernel/errors.ts";
+import { ProgressLine } from "./progress_line.ts";
+import { countOf, formatBytes, megabytesPerSecond } from "../kernel/units.ts";
+import { parseCommand, requirePositionals, sameFile } from "./args.ts";
+import { printJson, println } from "./output.ts";
 
 export const APPLY_HELP = `poolboy apply — rebuild TARGET from BASE and a patch, verified
 

@@ -7,9 +7,9 @@
 
 import { defaultThreads, MAX_THREADS } from "../codec/hash_pool.ts";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UsageError } from "../codec/errors.ts";
+import { UsageError } from "../kernel/errors.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
-import { parseSize } from "../codec/units.ts";
+import { parseSize } from "../kernel/units.ts";
 
 /** Option specs as parseArgs takes them. */
 export type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
@@ -106,22 +106,4 @@ export async function sameFile(a: string, b: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/**
- * Writes a line to stdout. A reader that went away (`poolboy inspect p | head -1`)
- * is not an error: the rest of the output is dropped, as other tools do.
- */
-export function println(line = ""): void {
-  const bytes = new TextEncoder().encode(line + "\n");
-  try {
-    for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
-  } catch (err) {
-    if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
-  }
-}
-
-/** Writes a value as pretty JSON on stdout. */
-export function printJson(value: unknown): void {
-  println(JSON.stringify(value, null, 2));
 }

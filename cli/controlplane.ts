@@ -11,9 +11,10 @@ import {
   DEFAULT_CP_P2P_PORT,
   DEFAULT_CP_UDP_PORT,
 } from "../transfer/default_ports.ts";
-import { parseCommand, println } from "./args.ts";
+import { parseCommand } from "./args.ts";
 import { addressOption, durationOption, portOption, required } from "./fleet_args.ts";
-import { UsageError } from "../codec/errors.ts";
+import { UsageError } from "../kernel/errors.ts";
+import { logLine, println } from "./output.ts";
 
 export const CONTROLPLANE_HELP =
   `poolboy controlplane — model store, elections and operator API for a fleet
@@ -83,9 +84,4 @@ export async function controlplaneCommand(args: string[]): Promise<number> {
   await server.finished;
   await cp.close();
   return 0;
-}
-
-/** A timestamped log line on stderr. */
-export function logLine(line: string): void {
-  console.error(`${new Date().toISOString()} ${line}`);
 }

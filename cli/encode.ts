@@ -4,21 +4,20 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
+import { UsageError } from "../kernel/errors.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
-import { ProgressLine } from "../codec/progress.ts";
-import { countOf, formatBytes, megabytesPerSecond } from "../codec/units.ts";
+import { ProgressLine } from "./progress_line.ts";
+import { countOf, formatBytes, megabytesPerSecond } from "../kernel/units.ts";
 import {
   chunkOptions,
   chunkParamsFrom,
   parseCommand,
-  printJson,
-  println,
   requirePositionals,
   sameFile,
   threadsFrom,
   threadsOption,
 } from "./args.ts";
+import { printJson, println } from "./output.ts";
 
 export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into TARGET
 

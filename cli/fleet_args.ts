@@ -6,7 +6,7 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
+import { UsageError } from "../kernel/errors.ts";
 
 /** A port option (1-65535), or the default. */
 export function portOption(name: string, value: string | undefined, fallback: number): number {

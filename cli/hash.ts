@@ -4,10 +4,11 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
+import { UsageError } from "../kernel/errors.ts";
 import { hashFile } from "../codec/hash_file.ts";
-import { ProgressLine } from "../codec/progress.ts";
-import { parseCommand, printJson, println } from "./args.ts";
+import { ProgressLine } from "./progress_line.ts";
+import { parseCommand } from "./args.ts";
+import { printJson, println } from "./output.ts";
 
 export const HASH_HELP = `poolboy hash — BLAKE3 digests of files
 

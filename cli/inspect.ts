@@ -5,9 +5,10 @@
  */
 
 import { inspectPatch } from "../codec/inspect.ts";
-import { ProgressLine } from "../codec/progress.ts";
-import { countOf, formatBytes } from "../codec/units.ts";
-import { parseCommand, printJson, println, requirePositionals } from "./args.ts";
+import { ProgressLine } from "./progress_line.ts";
+import { countOf, formatBytes } from "../kernel/units.ts";
+import { parseCommand, requirePositionals } from "./args.ts";
+import { printJson, println } from "./output.ts";
 
 export const INSPECT_HELP = `poolboy inspect — show what a patch holds, without applying it
 

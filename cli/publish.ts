@@ -4,13 +4,14 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
-import { openInput } from "../codec/file_io.ts";
-import { formatBytes } from "../codec/units.ts";
+import { UsageError } from "../kernel/errors.ts";
+import { openInput } from "../kernel/file_io.ts";
+import { formatBytes } from "../kernel/units.ts";
 import type { VersionRow } from "../controlplane/state_db.ts";
-import { parseCommand, printJson, println } from "./args.ts";
+import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
+import { printJson, println } from "./output.ts";
 
 export const PUBLISH_HELP = `poolboy publish — store a model version on the control plane
 

@@ -4,12 +4,12 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
+import { UsageError } from "../kernel/errors.ts";
 import type { RolloutRow } from "../controlplane/state_db.ts";
-import { parseCommand, printJson, println } from "./args.ts";
+import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
-import { describeRollout } from "./rollout.ts";
+import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLBACK_HELP = `poolboy rollback — put the fleet back on an earlier version of a model
 

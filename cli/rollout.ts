@@ -5,11 +5,12 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
+import { UsageError } from "../kernel/errors.ts";
 import type { RolloutRow } from "../controlplane/state_db.ts";
-import { parseCommand, printJson, println } from "./args.ts";
+import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
+import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLOUT_HELP = `poolboy rollout — roll a published version out to the fleet
 
@@ -100,18 +101,4 @@ export async function rolloutCommand(args: string[]): Promise<number> {
   if (values.json) printJson(rollout);
   else println(describeRollout(rollout));
   return 0;
-}
-
-/** One line about a rollout. */
-export function describeRollout(r: RolloutRow): string {
-  const plan = r.strategy === "canary"
-    ? `canary ${r.canary}${r.canaryPercent ? "%" : ""}`
-    : r.strategy === "rolling"
-    ? `rolling, batches of ${r.batch}`
-    : "all at once";
-  return `rollout ${r.id}: ${r.model} ${r.version} to ${r.region ?? "every region"}${
-    r.rollback ? " (rollback)" : ""
-  }, ${plan}, halts above ${Math.round(r.maxFailures * 100)}% failures: ${r.state}${
-    r.reason ? ` (${r.reason})` : ""
-  }`;
 }

@@ -4,21 +4,20 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
-import { ProgressLine } from "../codec/progress.ts";
+import { UsageError } from "../kernel/errors.ts";
+import { ProgressLine } from "./progress_line.ts";
 import { writeSignature } from "../codec/signature.ts";
-import { formatBytes, megabytesPerSecond } from "../codec/units.ts";
+import { formatBytes, megabytesPerSecond } from "../kernel/units.ts";
 import {
   chunkOptions,
   chunkParamsFrom,
   parseCommand,
-  printJson,
-  println,
   requirePositionals,
   sameFile,
   threadsFrom,
   threadsOption,
 } from "./args.ts";
+import { printJson, println } from "./output.ts";
 
 export const SIGNATURE_HELP =
   `poolboy signature — save a file's chunk list, so encodes against it skip reading it

@@ -4,12 +4,13 @@
  * @module
  */
 
-import { UsageError } from "../codec/errors.ts";
-import { formatBytes } from "../codec/units.ts";
+import { UsageError } from "../kernel/errors.ts";
+import { formatBytes } from "../kernel/units.ts";
 import type { StatusReport } from "../controlplane/control_plane.ts";
-import { parseCommand, printJson, println } from "./args.ts";
+import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl } from "./fleet_args.ts";
+import { printJson, println } from "./output.ts";
 
 export const STATUS_HELP = `poolboy status — agents, versions and rollouts of a fleet
 

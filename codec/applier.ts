@@ -19,19 +19,19 @@
  * @module
  */
 
-import { AtomicFile } from "./atomic_file.ts";
-import { createHasher, digestsEqual, type Hasher, toHex } from "./blake3.ts";
+import { AtomicFile } from "../kernel/atomic_file.ts";
+import { createHasher, digestsEqual, type Hasher, toHex } from "../kernel/blake3.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import { ioError, PoolboyError, VerificationError } from "./errors.ts";
-import { openInput, readAtSync, writeAll } from "./file_io.ts";
+import { ioError, PoolboyError, VerificationError } from "../kernel/errors.ts";
+import { openInput, readAtSync, writeAll } from "../kernel/file_io.ts";
 import { HashPool } from "./hash_pool.ts";
-import type { ProgressCallback } from "./progress.ts";
+import type { ProgressCallback } from "../kernel/progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
 import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW } from "./patch_format.ts";
-import { MalformedPatchError } from "./errors.ts";
+import { MalformedPatchError } from "../kernel/errors.ts";
 
 /** Default size of the patch buffer and of each output buffer. */
 export const APPLY_BUFFER_SIZE = 1024 * 1024;

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { DIGEST_LENGTH } from "./blake3.ts";
+import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 
 /** Where a chunk lies in the base. */
 export interface ChunkLocation {

@@ -24,7 +24,7 @@
 
 import { BufferPool } from "./buffer_pool.ts";
 import type { ByteSource, HashedChunk } from "./chunk_stream.ts";
-import { DIGEST_LENGTH } from "./blake3.ts";
+import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 import { chunkMasks, type ChunkParams, findCut } from "./fastcdc.ts";
 import type { ChunkDigests, HashPool } from "./hash_pool.ts";
 

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { createHasher } from "./blake3.ts";
+import { createHasher } from "../kernel/blake3.ts";
 import { chunkMasks, type ChunkParams, findCut } from "./fastcdc.ts";
 
 /** Something that reads into a buffer like `Deno.FsFile.read`. */

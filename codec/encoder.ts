@@ -22,18 +22,18 @@
 
 import { ChunkIndex } from "./chunk_index.ts";
 import { ChunkPipeline, defaultBufferCount } from "./chunk_pipeline.ts";
-import { toHex } from "./blake3.ts";
+import { toHex } from "../kernel/blake3.ts";
 import { defaultThreads, HashPool } from "./hash_pool.ts";
-import { AtomicFile } from "./atomic_file.ts";
-import { IoError, ioError, VerificationError } from "./errors.ts";
+import { AtomicFile } from "../kernel/atomic_file.ts";
+import { IoError, ioError, VerificationError } from "../kernel/errors.ts";
 import { mtimeMs, readSignature, type Signature } from "./signature.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
-import { BufferedWriter, openInput } from "./file_io.ts";
+import { BufferedWriter, openInput } from "../kernel/file_io.ts";
 import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
 import { LiteralCoder } from "./literal_coder.ts";
 import { type Alignment, alignTensors, modelLayout, type TensorRange } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
-import type { ProgressCallback } from "./progress.ts";
+import type { ProgressCallback } from "../kernel/progress.ts";
 
 /** Options of `encodeFile`. */
 export interface EncodeOptions {

@@ -23,8 +23,8 @@
  * @module
  */
 
-import { UsageError } from "./errors.ts";
-import { formatBytes } from "./units.ts";
+import { InvalidArgumentError } from "../kernel/errors.ts";
+import { formatBytes } from "../kernel/units.ts";
 
 /** Chunk size limits in bytes. `avg` must be a power of two. */
 export interface ChunkParams {
@@ -78,7 +78,7 @@ export function chunkMasks(avg: number): { maskS: number; maskL: number } {
 }
 
 /**
- * Checks chunk parameters and returns them, or throws a `UsageError` saying what
+ * Checks chunk parameters and returns them, or throws a `InvalidArgumentError` saying what
  * to change: `min <= avg <= max`, `avg` a power of two, all within
  * `CHUNK_SIZE_LIMITS`.
  */
@@ -89,7 +89,7 @@ export function validateChunkParams(params: ChunkParams): ChunkParams {
       !Number.isSafeInteger(value) || value < CHUNK_SIZE_LIMITS.min ||
       value > CHUNK_SIZE_LIMITS.max
     ) {
-      throw new UsageError(
+      throw new InvalidArgumentError(
         `${name} chunk size must be between ${formatBytes(CHUNK_SIZE_LIMITS.min)} and ${
           formatBytes(CHUNK_SIZE_LIMITS.max)
         }, got ${value}`,
@@ -97,10 +97,10 @@ export function validateChunkParams(params: ChunkParams): ChunkParams {
     }
   }
   if ((avg & (avg - 1)) !== 0) {
-    throw new UsageError(`average chunk size must be a power of two, got ${avg}`);
+    throw new InvalidArgumentError(`average chunk size must be a power of two, got ${avg}`);
   }
   if (!(min <= avg && avg <= max)) {
-    throw new UsageError(
+    throw new InvalidArgumentError(
       `chunk sizes must satisfy min <= avg <= max, got ${formatBytes(min)} / ${
         formatBytes(avg)
       } / ${formatBytes(max)}`,

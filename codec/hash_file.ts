@@ -5,12 +5,12 @@
  * @module
  */
 
-import { toHex } from "./blake3.ts";
+import { toHex } from "../kernel/blake3.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import { ioError } from "./errors.ts";
-import { openInput, readFull } from "./file_io.ts";
+import { ioError } from "../kernel/errors.ts";
+import { openInput, readFull } from "../kernel/file_io.ts";
 import { HashPool } from "./hash_pool.ts";
-import type { ProgressCallback } from "./progress.ts";
+import type { ProgressCallback } from "../kernel/progress.ts";
 
 /** Size of each read buffer. */
 const HASH_BUFFER_SIZE = 4 << 20;

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { createHasher, DIGEST_LENGTH } from "./blake3.ts";
+import { createHasher, DIGEST_LENGTH } from "../kernel/blake3.ts";
 
 /** A request to the hashing Worker. */
 export type HashRequest =

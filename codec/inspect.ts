@@ -6,12 +6,12 @@
  * @module
  */
 
-import { toHex } from "./blake3.ts";
-import { ioError, PoolboyError } from "./errors.ts";
-import { openInput } from "./file_io.ts";
+import { toHex } from "../kernel/blake3.ts";
+import { ioError, PoolboyError } from "../kernel/errors.ts";
+import { openInput } from "../kernel/file_io.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { PatchReader } from "./patch_reader.ts";
-import type { ProgressCallback } from "./progress.ts";
+import type { ProgressCallback } from "../kernel/progress.ts";
 
 /** What `inspectPatch` found. */
 export interface PatchDescription extends OpStats {

@@ -24,7 +24,7 @@
  * @module
  */
 
-import { readAtSync } from "./file_io.ts";
+import { readAtSync } from "../kernel/file_io.ts";
 import {
   type Alignment,
   alignmentAt,

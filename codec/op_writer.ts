@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { BufferedWriter } from "./file_io.ts";
+import type { BufferedWriter } from "../kernel/file_io.ts";
 import {
   encodeCopy,
   encodeDeltaHead,

@@ -66,8 +66,8 @@
  * @module
  */
 
-import { DIGEST_LENGTH } from "./blake3.ts";
-import { MalformedPatchError } from "./errors.ts";
+import { DIGEST_LENGTH } from "../kernel/blake3.ts";
+import { MalformedPatchError } from "../kernel/errors.ts";
 
 /** "POOL". */
 export const MAGIC = new Uint8Array([0x50, 0x4f, 0x4f, 0x4c]);

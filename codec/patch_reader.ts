@@ -12,7 +12,7 @@
  */
 
 import type { ByteSource } from "./chunk_stream.ts";
-import { MalformedPatchError } from "./errors.ts";
+import { MalformedPatchError } from "../kernel/errors.ts";
 import {
   decodeFilter,
   decodeHeader,

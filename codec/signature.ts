@@ -10,15 +10,15 @@
  * @module
  */
 
-import { AtomicFile } from "./atomic_file.ts";
-import { createHasher, DIGEST_LENGTH, digestsEqual, toHex } from "./blake3.ts";
+import { AtomicFile } from "../kernel/atomic_file.ts";
+import { createHasher, DIGEST_LENGTH, digestsEqual, toHex } from "../kernel/blake3.ts";
 import { ChunkIndex } from "./chunk_index.ts";
 import { ChunkPipeline } from "./chunk_pipeline.ts";
 import { defaultThreads, HashPool } from "./hash_pool.ts";
-import { ioError, PoolboyError } from "./errors.ts";
+import { ioError, PoolboyError } from "../kernel/errors.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
-import { BufferedWriter, openInput, readFull } from "./file_io.ts";
-import type { ProgressCallback } from "./progress.ts";
+import { BufferedWriter, openInput, readFull } from "../kernel/file_io.ts";
+import type { ProgressCallback } from "../kernel/progress.ts";
 import {
   decodeSignatureHeader,
   encodeSignatureEntry,

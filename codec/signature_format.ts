@@ -35,8 +35,8 @@
  * @module
  */
 
-import { DIGEST_LENGTH } from "./blake3.ts";
-import { ExitCode, PoolboyError } from "./errors.ts";
+import { DIGEST_LENGTH } from "../kernel/blake3.ts";
+import { ExitCode, PoolboyError } from "../kernel/errors.ts";
 import type { ChunkParams } from "./fastcdc.ts";
 
 /** "PBSG". */

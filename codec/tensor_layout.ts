@@ -18,7 +18,7 @@
  * @module
  */
 
-import { readAtSync } from "./file_io.ts";
+import { readAtSync } from "../kernel/file_io.ts";
 
 /** Bytes per element of a tensor's dtype, where planes of that width make sense. */
 export type ElementWidth = 1 | 2 | 4;

@@ -13,8 +13,8 @@
  * @module
  */
 
-import type { Announce, ControlMessage, Heartbeat, Status } from "../codec/control_messages.ts";
-import { fromHex, toHex } from "../codec/blake3.ts";
+import type { Announce, ControlMessage, Heartbeat, Status } from "../transfer/control_messages.ts";
+import { fromHex, toHex } from "../kernel/blake3.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";

@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { Announce, ControlMessage } from "../codec/control_messages.ts";
+import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
 
 /** Timing of an election, in milliseconds. */
 export interface ElectionTiming {

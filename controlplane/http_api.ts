@@ -21,7 +21,7 @@
  * @module
  */
 
-import { VerificationError } from "../codec/errors.ts";
+import { VerificationError } from "../kernel/errors.ts";
 import { ConflictError, type ControlPlane, NotFoundError } from "./control_plane.ts";
 import { DEFAULT_PLAN, type RolloutPlan } from "./state_db.ts";
 

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { fromHex, toHex } from "../codec/blake3.ts";
+import { fromHex, toHex } from "../kernel/blake3.ts";
 import { encodeFile } from "../codec/encoder.ts";
 import type { BlobStore } from "../transfer/blob_store.ts";
 import type { StateDb } from "./state_db.ts";

@@ -16,7 +16,7 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { formatBytes, parseSize } from "../codec/units.ts";
+import { formatBytes, parseSize } from "../kernel/units.ts";
 import { hashFile } from "../codec/hash_file.ts";
 import { writePair } from "./bench_pairs.ts";
 import { exists, type Measure, measure, printTable, size, TIME, which } from "./measure.ts";

@@ -13,8 +13,8 @@
 import { parseArgs } from "node:util";
 import { applyFile } from "../codec/applier.ts";
 import { encodeFile } from "../codec/encoder.ts";
-import { formatBytes, parseSize } from "../codec/units.ts";
-import { parseFormats, parseScenarios, scenarioName, writeScenario } from "./corpus.ts";
+import { formatBytes, parseSize } from "../kernel/units.ts";
+import { parseFormats, parseScenarios, scenarioName, writeScenario } from "../testkit/corpus.ts";
 import { printTable } from "./measure.ts";
 
 const { values } = parseArgs({

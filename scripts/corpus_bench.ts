@@ -20,7 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { formatBytes, parseSize } from "../codec/units.ts";
+import { formatBytes, parseSize } from "../kernel/units.ts";
 import { hashFile } from "../codec/hash_file.ts";
 import {
   type ContainerFormat,
@@ -30,7 +30,7 @@ import {
   scenarioName,
   scenarioPlans,
   writeScenario,
-} from "./corpus.ts";
+} from "../testkit/corpus.ts";
 import { exists, type Measure, measure, printTable, size, TIME, which } from "./measure.ts";
 
 const { values } = parseArgs({
@@ -52,7 +52,7 @@ if (values.help) {
                         [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB]
                         [--peers xdelta3,zstd,bsdiff|none] [--json]
 
-For each scenario of scripts/corpus.ts (default: all of them; the base about
+For each scenario of testkit/corpus.ts (default: all of them; the base about
 --size bytes), writes a base and a target model file in a temporary directory
 and measures the patch each tool makes, as bytes and as % of the target:
   poolboy v1       encode --format 1 --threads 1, then apply (output checked)

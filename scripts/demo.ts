@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { applyFile } from "../codec/applier.ts";
 import { encodeFile } from "../codec/encoder.ts";
 import { hashFile } from "../codec/hash_file.ts";
-import { countOf, formatBytes, megabytesPerSecond } from "../codec/units.ts";
+import { countOf, formatBytes, megabytesPerSecond } from "../kernel/units.ts";
 import { retrainLast, transformerPlan, writeModel } from "./synthetic_model.ts";
 
 const { values } = parseArgs({

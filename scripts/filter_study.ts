@@ -16,8 +16,8 @@ import { parseArgs } from "node:util";
 import { constants, zstdCompressSync } from "node:zlib";
 import { combine, shuffle } from "../codec/residue_filter.ts";
 import { type Filter, filterName } from "../codec/patch_format.ts";
-import { parseSize } from "../codec/units.ts";
-import { DTYPE_BYTES, parseScenarios, scenarioPlans, writeScenario } from "./corpus.ts";
+import { parseSize } from "../kernel/units.ts";
+import { DTYPE_BYTES, parseScenarios, scenarioPlans, writeScenario } from "../testkit/corpus.ts";
 import { printTable } from "./measure.ts";
 
 const { values } = parseArgs({

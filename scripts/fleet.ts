@@ -2,7 +2,7 @@
  * `deno task fleet`: a local fleet on loopback, end to end, with a timeline.
  *
  * Starts a control plane and N agents (real `deno run` processes, through
- * tests/support/fleet_harness.ts) spread over R regions, each agent on its own
+ * testkit/fleet_harness.ts) spread over R regions, each agent on its own
  * 127.0.50.x address (more subnets past 240 agents), in a temporary directory.
  * Publishes v1 of a synthetic model and rolls it out (whole file per region),
  * then publishes v2 (a few regions rewritten: a patch) and rolls it out. For
@@ -19,10 +19,10 @@
  */
 
 import { parseArgs } from "node:util";
-import { formatBytes, parseSize } from "../codec/units.ts";
+import { formatBytes, parseSize } from "../kernel/units.ts";
 import { hashFile } from "../codec/hash_file.ts";
 import type { ElectionReport, StatusReport } from "../controlplane/control_plane.ts";
-import { type AgentSpec, Fleet } from "../tests/support/fleet_harness.ts";
+import { type AgentSpec, Fleet } from "../testkit/fleet_harness.ts";
 import { writeSegments } from "./bench_pairs.ts";
 
 const { values } = parseArgs({

@@ -1,5 +1,5 @@
 /**
- * Specification of BLAKE3 hashing (codec/blake3.ts) and of whole-file hashing
+ * Specification of BLAKE3 hashing (kernel/blake3.ts) and of whole-file hashing
  * (codec/hash_file.ts).
  */
 
@@ -11,9 +11,9 @@ import {
   digestsEqual,
   fromHex,
   toHex,
-} from "../codec/blake3.ts";
+} from "../kernel/blake3.ts";
 import { hashFile } from "../codec/hash_file.ts";
-import { IoError } from "../codec/errors.ts";
+import { IoError } from "../kernel/errors.ts";
 import { randomBytes, withTempDir, writeFile } from "./helpers.ts";
 
 /** The input of BLAKE3's test_vectors.json: byte i is i % 251. */

@@ -18,7 +18,7 @@ import {
   statusName,
   VERSION,
 } from "../transfer/blob_protocol.ts";
-import { fromHex, toHex } from "../codec/blake3.ts";
+import { fromHex, toHex } from "../kernel/blake3.ts";
 
 /** The digest `00 01 02 … 1f`. */
 const COUNTING_DIGEST = Uint8Array.from({ length: 32 }, (_, i) => i);

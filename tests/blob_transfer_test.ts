@@ -9,8 +9,8 @@
  */
 
 import assert from "node:assert/strict";
-import { blake3, toHex } from "../codec/blake3.ts";
-import { VerificationError } from "../codec/errors.ts";
+import { blake3, toHex } from "../kernel/blake3.ts";
+import { VerificationError } from "../kernel/errors.ts";
 import {
   BlobStatus,
   decodeResponseHeader,

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { ChunkIndex } from "../codec/chunk_index.ts";
-import { blake3, DIGEST_LENGTH } from "../codec/blake3.ts";
+import { blake3, DIGEST_LENGTH } from "../kernel/blake3.ts";
 import { randomBytes } from "./helpers.ts";
 
 /** A distinct pseudo-random 32-byte digest for each seed. */

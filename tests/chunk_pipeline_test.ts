@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { blake3, toHex } from "../codec/blake3.ts";
+import { blake3, toHex } from "../kernel/blake3.ts";
 import { BufferPool, PoolCancelledError } from "../codec/buffer_pool.ts";
 import { ChunkPipeline, pipelineBufferSize } from "../codec/chunk_pipeline.ts";
 import { hashedChunkStream } from "../codec/chunk_stream.ts";

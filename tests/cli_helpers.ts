@@ -198,7 +198,7 @@ export function assertUserError(result: RunResult, code: number, ...mentions: st
   }
 }
 
-/** Exit codes of codec/errors.ts, spelled out so that the tests read as the contract. */
+/** Exit codes of kernel/errors.ts, spelled out so that the tests read as the contract. */
 export const EXIT = { ok: 0, usage: 2, io: 3, malformed: 4, verification: 5 } as const;
 
 /** Runs a command (mount, umount, ...) and returns its exit code and stderr. */

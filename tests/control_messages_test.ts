@@ -13,7 +13,7 @@ import {
   MalformedMessageError,
   MAX_DATAGRAM,
   PROTOCOL,
-} from "../codec/control_messages.ts";
+} from "../transfer/control_messages.ts";
 
 const D1 = new Uint8Array(32).fill(1);
 const D2 = new Uint8Array(32).fill(2);

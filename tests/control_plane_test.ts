@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { Agent } from "../agent/agent.ts";
-import type { ControlMessage } from "../codec/control_messages.ts";
+import type { ControlMessage } from "../transfer/control_messages.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
 import { withTempDir } from "./helpers.ts";

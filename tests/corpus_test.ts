@@ -1,5 +1,5 @@
 /**
- * Tests of the model corpus (`scripts/corpus.ts`): every scenario of every
+ * Tests of the model corpus (`testkit/corpus.ts`): every scenario of every
  * container is written small (1 MiB), parsed back with this file's own readers
  * (SafeTensors JSON, GGUF v3, and a protobuf decoder for ONNX), cross-checked
  * against the corpus's own layout, and compared base to target for the change
@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { blake3, toHex } from "../codec/blake3.ts";
+import { blake3, toHex } from "../kernel/blake3.ts";
 import {
   bf16FromF32Bits,
   type ContainerFormat,
@@ -26,7 +26,7 @@ import {
   tensorBytes,
   varint,
   writeScenario,
-} from "../scripts/corpus.ts";
+} from "../testkit/corpus.ts";
 import { withTempDir } from "./helpers.ts";
 
 const SIZE = 1 << 20;

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { Announce } from "../codec/control_messages.ts";
+import type { Announce } from "../transfer/control_messages.ts";
 import { Election, type Outgoing } from "../controlplane/election.ts";
 
 const D = (n: number) => new Uint8Array(32).fill(n);

@@ -15,8 +15,8 @@ import {
   validateChunkParams,
 } from "../codec/fastcdc.ts";
 import { type ByteSource, chunkBufferSize, chunkStream } from "../codec/chunk_stream.ts";
-import { blake3, toHex } from "../codec/blake3.ts";
-import { UsageError } from "../codec/errors.ts";
+import { blake3, toHex } from "../kernel/blake3.ts";
+import { InvalidArgumentError } from "../kernel/errors.ts";
 import { bufferSource, randomBytes, withTempDir, writeFile } from "./helpers.ts";
 
 const KiB = 1024;
@@ -304,7 +304,7 @@ Deno.test("validateChunkParams accepts the defaults and the limits", () => {
   });
 });
 
-Deno.test("validateChunkParams rejects bad parameters with a UsageError", () => {
+Deno.test("validateChunkParams rejects bad parameters with an InvalidArgumentError (exit code 2, HTTP 400)", () => {
   const bad: [string, ChunkParams][] = [
     ["avg not a power of two", { min: 16 * KiB, avg: 60 * KiB, max: 256 * KiB }],
     ["avg not a power of two (odd)", { min: 64, avg: 1023, max: 4096 }],
@@ -320,7 +320,7 @@ Deno.test("validateChunkParams rejects bad parameters with a UsageError", () => 
     ["NaN", { min: NaN, avg: 1024, max: 4096 }],
   ];
   for (const [what, params] of bad) {
-    assert.throws(() => validateChunkParams(params), UsageError, what);
+    assert.throws(() => validateChunkParams(params), InvalidArgumentError, what);
   }
 });
 

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { activeFileDigest, type AgentSpec, Fleet } from "./support/fleet_harness.ts";
+import { activeFileDigest, type AgentSpec, Fleet } from "../testkit/fleet_harness.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
 import type { StatusReport } from "../controlplane/control_plane.ts";
 import type { TransportFaults } from "../transfer/faults.ts";

@@ -1,6 +1,6 @@
 /**
  * ONNX tensor layouts (`onnxLayout`, and `modelLayout` through it, in
- * codec/tensor_layout.ts): on the corpus's ONNX files (scripts/corpus.ts) every
+ * codec/tensor_layout.ts): on the corpus's ONNX files (testkit/corpus.ts) every
  * initializer's raw_data range and element width is exactly where the
  * generator put it, for F32, F16 and BF16; a hand-built ModelProto is read
  * field by field; and anything that is not a whole ModelProto with inline
@@ -18,7 +18,7 @@ import {
   scenarioPlans,
   varint,
   writeScenario,
-} from "../scripts/corpus.ts";
+} from "../testkit/corpus.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
 import { layoutOfBytes, layoutOfFile } from "./support/layouts.ts";
 

@@ -23,8 +23,8 @@ import {
 } from "../codec/patch_format.ts";
 import { encodeFile } from "../codec/encoder.ts";
 import { applyFile } from "../codec/applier.ts";
-import { blake3, toHex } from "../codec/blake3.ts";
-import { MalformedPatchError, VerificationError } from "../codec/errors.ts";
+import { blake3, toHex } from "../kernel/blake3.ts";
+import { MalformedPatchError, VerificationError } from "../kernel/errors.ts";
 import {
   concat,
   copyOp,

@@ -1,5 +1,5 @@
 /**
- * Patch format v2 on model files shaped like real ones (scripts/corpus.ts, every
+ * Patch format v2 on model files shaped like real ones (testkit/corpus.ts, every
  * container and scenario, 192 KiB) and on hand-made patches with every filter:
  * every v2 patch applies byte for byte, whether the container's layout is read
  * or not; the v2 machinery (DELTA with `sub`, byte planes, tiny front edits)
@@ -29,7 +29,7 @@ import {
   type Scenario,
   SCENARIOS,
   writeScenario,
-} from "../scripts/corpus.ts";
+} from "../testkit/corpus.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
 import { v2Patch, zstd } from "./support/v2_patches.ts";
 import { layoutOfFile } from "./support/layouts.ts";

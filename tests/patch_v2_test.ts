@@ -6,9 +6,9 @@
 
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
-import { blake3, toHex } from "../codec/blake3.ts";
+import { blake3, toHex } from "../kernel/blake3.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
-import { MalformedPatchError, VerificationError } from "../codec/errors.ts";
+import { MalformedPatchError, VerificationError } from "../kernel/errors.ts";
 import type { ChunkParams } from "../codec/fastcdc.ts";
 import { inspectPatch } from "../codec/inspect.ts";
 import {

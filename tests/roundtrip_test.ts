@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
 import { applyFile, type ApplySummary } from "../codec/applier.ts";
 import { inspectPatch } from "../codec/inspect.ts";
-import { blake3, toHex } from "../codec/blake3.ts";
+import { blake3, toHex } from "../kernel/blake3.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
 import { COPY_OP_SIZE, HEADER_V1_SIZE, LITERAL_HEAD_SIZE } from "../codec/patch_format.ts";
 import { concat, randomBytes, readFile, withTempDir, writeFile } from "./helpers.ts";

@@ -7,11 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import { blake3 } from "../codec/blake3.ts";
+import { blake3 } from "../kernel/blake3.ts";
 import { encodeFile, indexFile } from "../codec/encoder.ts";
 import { ChunkPipeline } from "../codec/chunk_pipeline.ts";
 import { HashPool } from "../codec/hash_pool.ts";
-import { VerificationError } from "../codec/errors.ts";
+import { VerificationError } from "../kernel/errors.ts";
 import type { ChunkParams } from "../codec/fastcdc.ts";
 import { readSignature, writeSignature } from "../codec/signature.ts";
 import {

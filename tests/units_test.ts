@@ -1,7 +1,7 @@
-/** Specification of byte-size parsing and formatting (codec/units.ts). */
+/** Specification of byte-size parsing and formatting (kernel/units.ts). */
 
 import assert from "node:assert/strict";
-import { countOf, formatBytes, megabytesPerSecond, parseSize } from "../codec/units.ts";
+import { countOf, formatBytes, megabytesPerSecond, parseSize } from "../kernel/units.ts";
 
 Deno.test("parseSize reads binary units as powers of 1024", () => {
   assert.equal(parseSize("256KiB"), 256 * 1024);

@@ -29,10 +29,10 @@
  * @module
  */
 
-import { directoryOf, syncDirectory } from "../codec/atomic_file.ts";
-import { createHasher, DIGEST_LENGTH, digestsEqual, type Hasher, toHex } from "../codec/blake3.ts";
-import { describeOsError, ExitCode, IoError, ioError, PoolboyError } from "../codec/errors.ts";
-import { readFull, writeAll } from "../codec/file_io.ts";
+import { directoryOf, syncDirectory } from "../kernel/atomic_file.ts";
+import { createHasher, DIGEST_LENGTH, digestsEqual, type Hasher, toHex } from "../kernel/blake3.ts";
+import { describeOsError, ExitCode, IoError, ioError, PoolboyError } from "../kernel/errors.ts";
+import { readFull, writeAll } from "../kernel/file_io.ts";
 import {
   BlobProtocolError,
   type BlobResponseHeader,

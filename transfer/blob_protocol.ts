@@ -48,7 +48,7 @@
  * @module
  */
 
-import { DIGEST_LENGTH } from "../codec/blake3.ts";
+import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 
 /** The request's first four bytes: ASCII `PBLB`. */
 export const MAGIC: Uint8Array = new Uint8Array([0x50, 0x42, 0x4c, 0x42]);

@@ -12,8 +12,8 @@
  * @module
  */
 
-import { toHex } from "../codec/blake3.ts";
-import { readFull } from "../codec/file_io.ts";
+import { toHex } from "../kernel/blake3.ts";
+import { readFull } from "../kernel/file_io.ts";
 import {
   BlobProtocolError,
   type BlobRequest,

@@ -11,10 +11,10 @@
  * @module
  */
 
-import { AtomicFile, directoryOf, syncDirectory } from "../codec/atomic_file.ts";
-import { createHasher, DIGEST_LENGTH, fromHex, type Hasher, toHex } from "../codec/blake3.ts";
-import { ioError, VerificationError } from "../codec/errors.ts";
-import { BufferedWriter, openInput, readFull, writeAll } from "../codec/file_io.ts";
+import { AtomicFile, directoryOf, syncDirectory } from "../kernel/atomic_file.ts";
+import { createHasher, DIGEST_LENGTH, fromHex, type Hasher, toHex } from "../kernel/blake3.ts";
+import { ioError, VerificationError } from "../kernel/errors.ts";
+import { BufferedWriter, openInput, readFull, writeAll } from "../kernel/file_io.ts";
 
 /** Copy buffer of `importFile` and write buffer of `importStream`. */
 const COPY_BUFFER_SIZE = 256 * 1024;

@@ -1,6 +1,6 @@
 /**
  * The UDP endpoint of the control protocol: sends and receives control
- * messages (codec/control_messages.ts) as single datagrams.
+ * messages (transfer/control_messages.ts) as single datagrams.
  *
  * A datagram that does not decode is dropped and counted, never thrown: the
  * network is not trusted. The test-only fault layer (transfer/faults.ts) can
@@ -14,7 +14,7 @@ import {
   decodeControlMessage,
   encodeControlMessage,
   MAX_DATAGRAM,
-} from "../codec/control_messages.ts";
+} from "./control_messages.ts";
 import { shouldDrop } from "./faults.ts";
 
 /** Where a datagram came from or goes to. */

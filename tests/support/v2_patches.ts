@@ -4,7 +4,7 @@
  */
 
 import { constants, zstdCompressSync } from "node:zlib";
-import { blake3 } from "../../codec/blake3.ts";
+import { blake3 } from "../../kernel/blake3.ts";
 import { encodeHeaderV2 } from "../../codec/patch_format.ts";
 import { concat } from "../helpers.ts";
 

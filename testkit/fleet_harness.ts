@@ -8,12 +8,12 @@
  * @module
  */
 
-import type { StatusReport } from "../../controlplane/control_plane.ts";
-import type { TransportFaults } from "../../transfer/faults.ts";
+import type { StatusReport } from "../controlplane/control_plane.ts";
+import type { TransportFaults } from "../transfer/faults.ts";
 
-const ROOT = new URL("../../", import.meta.url).pathname;
+const ROOT = new URL("../", import.meta.url).pathname;
 const MOD = `${ROOT}mod.ts`;
-const FAULTY = `${ROOT}tests/support/faulty_main.ts`;
+const FAULTY = `${ROOT}testkit/faulty_main.ts`;
 
 /** Ports every process uses (each has its own address). */
 export const PORTS = { cpUdp: 7400, cpP2p: 7401, cpHttp: 7402, udp: 7410, p2p: 7411 };
@@ -23,7 +23,7 @@ export interface AgentSpec {
   readonly nodeId: string;
   readonly region: string;
   readonly host: string;
-  /** Transport faults and agent crash hooks (tests/support/faulty_main.ts). */
+  /** Transport faults and agent crash hooks (testkit/faulty_main.ts). */
   readonly faults?: TransportFaults & {
     seed?: number;
     crashAfterStep?: string;
@@ -112,8 +112,8 @@ export class Fleet {
       ],
       data,
       `${dir}/cp.log`,
-      // Encoding patches starts a hashing Worker, whose modules (codec/) need read access.
-      [`${ROOT}codec`],
+      // Encoding patches starts a hashing Worker, whose modules (codec/, kernel/) need read access.
+      [`${ROOT}codec`, `${ROOT}kernel`],
     );
     await this.waitFor(
       async () => {
@@ -287,6 +287,6 @@ export async function activeFileDigest(
   nodeId: string,
   model: string,
 ): Promise<string> {
-  const { hashFile } = await import("../../codec/hash_file.ts");
+  const { hashFile } = await import("../codec/hash_file.ts");
   return await hashFile(`${dir}/${nodeId}/models/${model}/current`);
 }

@@ -43,14 +43,14 @@
  *   The weights stay inline at any size (real exporters move them to external
  *   data above protobuf's 2 GiB limit, and readers may refuse larger files).
  *
- * Usage: deno run -A scripts/corpus.ts --out DIR [--size 64MiB]
+ * Usage: deno run -A testkit/corpus.ts --out DIR [--size 64MiB]
  *        [--format safetensors|gguf|onnx|all] [--scenarios a,b,...] [--seed 1]
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { formatBytes, parseSize } from "../codec/units.ts";
+import { formatBytes, parseSize } from "../kernel/units.ts";
 
 // ---------------------------------------------------------------------------
 // Names
@@ -1000,7 +1000,7 @@ async function main(): Promise<void> {
     },
   });
   if (values.help) {
-    console.log(`deno run -A scripts/corpus.ts --out DIR [--size 64MiB]
+    console.log(`deno run -A testkit/corpus.ts --out DIR [--size 64MiB]
     [--format safetensors|gguf|onnx|all] [--scenarios a,b,...] [--seed 1]
 
 Writes DIR/<format>-<scenario>.base and .target: transformer-shaped model files

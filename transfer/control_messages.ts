@@ -37,7 +37,7 @@
  */
 
 import { decode, encode } from "cbor-x";
-import { DIGEST_LENGTH } from "./blake3.ts";
+import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 
 /** Version of this message format (first element of every datagram). */
 export const PROTOCOL = 1;

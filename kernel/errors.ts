@@ -1,14 +1,16 @@
 /**
- * Typed errors of poolboy, each carrying the process exit code the CLI uses.
- *
- * A `PoolboyError` is a user-facing failure: its message is one line a user can
- * act on, printed without a stack trace. Anything else that escapes is a bug.
+ * The one error family of poolboy. A `PoolboyError` is a failure meant for a
+ * person: its message is one line they can act on, printed without a stack
+ * trace, and it carries both the process exit code the CLI ends with and the
+ * HTTP status the control plane's API answers with. Anything else that escapes
+ * is a bug.
  *
  * Exit codes (documented in the README):
  * - 0 success
  * - 1 internal error (a bug: please report it)
- * - 2 usage error (bad command line)
- * - 3 I/O error (missing or unreadable input, unwritable or full output directory)
+ * - 2 usage error (bad command line, or a request the control plane refused as invalid)
+ * - 3 I/O error (missing or unreadable input, unwritable or full output directory,
+ *   an unreachable peer)
  * - 4 malformed patch (truncated, bad magic, unknown version or op, out-of-bounds op)
  * - 5 verification failed (wrong base, output digest differs from the patch's)
  *
@@ -25,22 +27,31 @@ export const ExitCode = {
   verification: 5,
 } as const;
 
-/** A failure whose message is meant for the user; `exitCode` says which kind. */
+/**
+ * A failure whose message is meant for a person: `exitCode` is what the CLI
+ * exits with, `httpStatus` what the API answers with (500 unless a subclass
+ * says otherwise).
+ */
 export class PoolboyError extends Error {
   readonly exitCode: number;
-  constructor(message: string, exitCode: number, options?: ErrorOptions) {
+  readonly httpStatus: number;
+  constructor(message: string, exitCode: number, options?: ErrorOptions, httpStatus = 500) {
     super(message, options);
     this.name = new.target.name;
     this.exitCode = exitCode;
+    this.httpStatus = httpStatus;
+  }
+}
+
+/** A value outside what is allowed (a chunk size, a name, a request field): HTTP 400. */
+export class InvalidArgumentError extends PoolboyError {
+  constructor(message: string, httpStatus = 400) {
+    super(message, ExitCode.usage, undefined, httpStatus);
   }
 }
 
 /** The command line is wrong: unknown flag, missing argument, bad size. */
-export class UsageError extends PoolboyError {
-  constructor(message: string) {
-    super(message, ExitCode.usage);
-  }
-}
+export class UsageError extends InvalidArgumentError {}
 
 /** A file could not be read or written (missing, directory, permissions, disk full). */
 export class IoError extends PoolboyError {
@@ -49,17 +60,38 @@ export class IoError extends PoolboyError {
   }
 }
 
-/** The patch does not follow the format: it is damaged, truncated or hostile. */
+/** The patch does not follow the format: it is damaged, truncated or hostile (HTTP 422). */
 export class MalformedPatchError extends PoolboyError {
   constructor(message: string) {
-    super(message, ExitCode.malformedPatch);
+    super(message, ExitCode.malformedPatch, undefined, 422);
   }
 }
 
-/** The inputs are well-formed but wrong: another base, or output that fails its digest. */
+/** The inputs are well-formed but wrong: another base, or output that fails its digest (HTTP 422). */
 export class VerificationError extends PoolboyError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, ExitCode.verification, options, 422);
+  }
+}
+
+/** A request names something that does not exist: an unknown model, rollout or device (HTTP 404). */
+export class NotFoundError extends PoolboyError {
   constructor(message: string) {
-    super(message, ExitCode.verification);
+    super(message, ExitCode.usage, undefined, 404);
+  }
+}
+
+/** A request conflicts with stored state, e.g. a version published with other bytes (HTTP 409). */
+export class ConflictError extends PoolboyError {
+  constructor(message: string) {
+    super(message, ExitCode.usage, undefined, 409);
+  }
+}
+
+/** A peer broke a wire protocol (a malformed datagram or blob response): an I/O failure. */
+export class ProtocolError extends PoolboyError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, ExitCode.io, options, 502);
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * Test-only entry point: `deno run tests/support/faulty_main.ts FAULTS_JSON
+ * Test-only entry point: `deno run testkit/faulty_main.ts FAULTS_JSON
  * <poolboy args>` runs the poolboy CLI (mod.ts `main`) with the transport's
  * fault injection set from FAULTS_JSON (transfer/faults.ts, plus an optional
  * `seed`) and the agent's crash hooks (agent/test_hooks.ts: `crashAfterStep`,
@@ -8,11 +8,11 @@
  * @module
  */
 
-import { main } from "../../mod.ts";
-import { removeAllPending } from "../../codec/atomic_file.ts";
-import { seedFaults, setTransportFaults, type TransportFaults } from "../../transfer/faults.ts";
-import { testHooks } from "../../agent/test_hooks.ts";
-import type { Step } from "../../agent/lifecycle_state.ts";
+import { main } from "../mod.ts";
+import { removeAllPending } from "../kernel/atomic_file.ts";
+import { seedFaults, setTransportFaults, type TransportFaults } from "../transfer/faults.ts";
+import { testHooks } from "../agent/test_hooks.ts";
+import type { Step } from "../agent/lifecycle_state.ts";
 
 const [json, ...args] = Deno.args;
 const faults = JSON.parse(json) as TransportFaults & {

@@ -1,6 +1,6 @@
 /**
- * Progress of long work: the callback type the codec reports through, and a
- * terminal renderer (bytes done / total, MB/s, ETA on one line of stderr).
+ * The terminal renderer of progress (kernel/progress.ts): bytes done / total,
+ * MB/s and ETA on one line of stderr.
  *
  * The renderer draws only when stderr is a terminal and not asked to be quiet,
  * and only once the work has taken more than a second; it redraws at most ten
@@ -9,10 +9,8 @@
  * @module
  */
 
-import { formatBytes, megabytesPerSecond } from "./units.ts";
-
-/** Reports bytes processed out of a total. */
-export type ProgressCallback = (done: number, total: number) => void;
+import type { ProgressCallback } from "../kernel/progress.ts";
+import { formatBytes, megabytesPerSecond } from "../kernel/units.ts";
 
 /** Draws a progress line on stderr. */
 export class ProgressLine {
