@@ -13,7 +13,7 @@
 #
 # Every poolboy process runs as `ip netns exec NS deno run ... mod.ts CMD` with
 # --allow-net=100.64.0.0/10 and no other network permission, --allow-read /
-# --allow-write limited to its own data directory (plus codec/ readable by the
+# --allow-write limited to its own data directory (plus codec/ and kernel/ readable by the
 # control plane, whose hashing Worker loads it) and
 # --allow-env=CBOR_NATIVE_ACCELERATION_DISABLED. The operator commands get
 # --allow-net=100.64.0.0/10 and read access to the model file only.
@@ -25,7 +25,7 @@
 # 64 KiB rewritten in the middle, publish and roll out v1, wait until every
 # agent runs it, publish and roll out v2 (a patch), wait again, then hash every
 # agent's DATA/models/NAME/current with `mod.ts hash` (--allow-read of the
-# agents' dirs and codec/, which its hashing Worker loads) and compare it with
+# agents' dirs, codec/ and kernel/, which its hashing Worker loads) and compare it with
 # v2's published digest. Prints a summary and exits 0; on failure prints the reason
 # and the tails of the logs and exits 1.
 #
@@ -296,7 +296,7 @@ status_json() { op status --control-plane "$CP_URL" --json >"$TMP/status.json" 2
 LOGS+=("$TMP/logs/op.log")
 
 t0=$(now_ms)
-run_poolboy "$CP_NS" "$TMP/logs/cp.log" "$TMP/cp,$REPO/codec" "$TMP/cp" \
+run_poolboy "$CP_NS" "$TMP/logs/cp.log" "$TMP/cp,$REPO/codec,$REPO/kernel" "$TMP/cp" \
   controlplane --bind "$CP_IP" --data "$TMP/cp" --agent-timeout 1500ms
 CP_PID=${PIDS[-1]}
 deadline=$(($(now_ms) + START_TIMEOUT_S * 1000))
@@ -396,8 +396,8 @@ V2_SERVED=$CP_SERVED
 # ---------------------------------------------------------------- verify the files
 files=()
 for id in "${AGENT_ID[@]}"; do files+=("$TMP/agents/$id/models/$MODEL/current"); done
-# hash hashes on a Worker, whose module (codec/hash_worker.ts) needs read access too.
-hashes=$("$DENO" run --quiet --no-prompt --config "$REPO/deno.json" --allow-read="$TMP/agents,$REPO/codec" \
+# hash hashes on a Worker, whose modules (codec/hash_worker.ts, kernel/) need read access too.
+hashes=$("$DENO" run --quiet --no-prompt --config "$REPO/deno.json" --allow-read="$TMP/agents,$REPO/codec,$REPO/kernel" \
   "$REPO/mod.ts" hash -q "${files[@]}" 2>"$TMP/logs/hash.log") ||
   { LOGS+=("$TMP/logs/hash.log"); fail "hashing the agents' current files: $(tail -n 1 "$TMP/logs/hash.log")"; }
 good=0
