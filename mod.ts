@@ -39,9 +39,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
     const m = await import("./cli/hash.ts");
     return { run: m.hashCommand, help: m.HASH_HELP };
   },
-  signature: async () => {
-    const m = await import("./cli/signature.ts");
-    return { run: m.signatureCommand, help: m.SIGNATURE_HELP };
+  index: async () => {
+    const m = await import("./cli/index_command.ts");
+    return { run: m.indexCommand, help: m.INDEX_HELP };
   },
   controlplane: async () => {
     const m = await import("./cli/controlplane.ts");
@@ -69,6 +69,20 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   },
 };
 
+/**
+ * Commands that were renamed, with what to type instead: running one (or asking
+ * for its help) is a usage error that says so.
+ */
+const RENAMED_COMMANDS: Record<string, string> = {
+  signature:
+    '"signature" was renamed: use poolboy index FILE -o FILE.idx (old .sig files still work with encode --base-index)',
+};
+
+/** Throws the usage error of a renamed command, if `name` is one. */
+function rejectRenamed(name: string): void {
+  if (Object.hasOwn(RENAMED_COMMANDS, name)) throw new UsageError(RENAMED_COMMANDS[name]);
+}
+
 export const MAIN_HELP = `poolboy — ship model updates as small, verified patches
 
 Usage: poolboy <command> [options]
@@ -78,7 +92,7 @@ Commands:
   apply BASE PATCH -o OUT       rebuild TARGET from BASE + PATCH, BLAKE3-verified
   inspect PATCH                 show a patch's header and ops without applying it
   hash FILE...                  BLAKE3 digests, b3sum format
-  signature FILE -o SIG         save FILE's chunk list; encode --base-sig SIG skips reading FILE
+  index FILE -o IDX             save FILE's chunk index; encode --base-index IDX skips reading FILE
 
 Fleet:
   controlplane --bind ADDR --data DIR      model store, elections and operator API
@@ -108,12 +122,14 @@ export async function main(args: string[]): Promise<number> {
     }
     if (name === "--help" || name === "-h" || name === "help") {
       const topic = name === "help" ? rest[0] : undefined;
+      if (topic !== undefined) rejectRenamed(topic);
       if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) {
         throw new UsageError(`unknown command "${topic}" (try poolboy --help)`);
       }
       println(topic ? (await COMMANDS[topic]()).help : MAIN_HELP);
       return ExitCode.ok;
     }
+    rejectRenamed(name);
     const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
     if (!load) throw new UsageError(`unknown command "${name}" (try poolboy --help)`);
     return await (await load()).run(rest);

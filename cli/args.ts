@@ -54,7 +54,7 @@ export function requirePositionals(
   return positionals;
 }
 
-/** The chunk-size options of encode and signature. */
+/** The chunk-size options of encode and index. */
 export const chunkOptions = {
   "min-chunk": { type: "string" },
   "avg-chunk": { type: "string" },

@@ -42,11 +42,12 @@ Options:
                        about 7-18 MB and one buffer of 1.25 × max chunk
   --format 1|2         patch format (default 2; 1 is the plain COPY/LITERAL
                        format of DESIGN.md, much larger on model updates)
-  --base-sig SIG       take BASE's chunks from its signature (poolboy signature)
+  --base-index IDX     take BASE's chunks from its index file (poolboy index;
+                       a .sig file of the old signature command works too)
                        instead of reading BASE whole: format 1 then reads only
                        TARGET, format 2 also the BASE ranges where TARGET
-                       differs. SIG must match BASE's size and modification
-                       time; chunk sizes come from SIG
+                       differs. IDX must match BASE's size and modification
+                       time; chunk sizes come from IDX
   --json               print the summary as JSON on stdout
   -q, --quiet          no progress line
   -h, --help           this help
@@ -54,14 +55,18 @@ Options:
 Sizes take KiB, MiB, GiB suffixes. Smaller chunks find more reuse in scattered
 edits at the cost of more ops and a larger index.
 
-Exit codes: 0 ok, 2 usage, 3 I/O error, 4 malformed signature,
-5 signature does not match BASE.`;
+Exit codes: 0 ok, 2 usage, 3 I/O error, 4 malformed index file,
+5 index file does not match BASE.`;
+
+/** The option `--base-index` had before index files were renamed from signatures. */
+const OLD_BASE_INDEX_OPTION = "--base-sig";
 
 /** Runs `encode`. */
 export async function encodeCommand(args: string[]): Promise<number> {
+  rejectOldBaseIndexOption(args);
   const { values, positionals } = parseCommand("encode", args, {
     output: { type: "string", short: "o" },
-    "base-sig": { type: "string" },
+    "base-index": { type: "string" },
     format: { type: "string" },
     ...chunkOptions,
     ...threadsOption,
@@ -79,10 +84,10 @@ export async function encodeCommand(args: string[]): Promise<number> {
       throw new UsageError(`encode: -o PATCH must not be ${role} (it would replace the input)`);
     }
   }
-  const baseSignature = values["base-sig"];
-  if (baseSignature !== undefined && Object.keys(chunkOptions).some((k) => k in values)) {
+  const baseIndex = values["base-index"];
+  if (baseIndex !== undefined && Object.keys(chunkOptions).some((k) => k in values)) {
     throw new UsageError(
-      "encode: with --base-sig the chunk sizes come from the signature; drop --min/--avg/--max-chunk",
+      "encode: with --base-index the chunk sizes come from the index file; drop --min/--avg/--max-chunk",
     );
   }
   const format = values.format ?? "2";
@@ -95,7 +100,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
   try {
     summary = await encodeFile(base, target, values.output, {
       chunk,
-      baseSignature,
+      baseIndex,
       onProgress: progress.callback,
       threads: threadsFrom(values),
       format: format === "2" ? 2 : 1,
@@ -109,6 +114,21 @@ export async function encodeCommand(args: string[]): Promise<number> {
     printEncodeSummary(base, target, values.output, summary);
   }
   return 0;
+}
+
+/**
+ * Refuses `--base-sig` (before option parsing, which would only call it unknown)
+ * with an error naming its new spelling. Arguments after `--` are file names.
+ */
+function rejectOldBaseIndexOption(args: string[]): void {
+  for (const arg of args) {
+    if (arg === "--") return;
+    if (arg === OLD_BASE_INDEX_OPTION || arg.startsWith(`${OLD_BASE_INDEX_OPTION}=`)) {
+      throw new UsageError(
+        "encode: --base-sig was renamed: use --base-index IDX (make one with poolboy index FILE -o FILE.idx; old .sig files still work)",
+      );
+    }
+  }
 }
 
 function printEncodeSummary(base: string, target: string, patch: string, s: EncodeSummary): void {
@@ -127,7 +147,7 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
   }
   println(
     `  chunks   base ${s.baseChunks}${
-      s.usedSignature ? " (from its signature)" : ""
+      s.usedBaseIndex ? " (from its index file)" : ""
     }, target ${s.targetChunks} (min ${formatBytes(s.chunk.min)}, avg ${
       formatBytes(s.chunk.avg)
     }, max ${formatBytes(s.chunk.max)})`,
@@ -136,7 +156,7 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
     `  time     ${(s.elapsedMs / 1000).toFixed(2)} s, ${
       megabytesPerSecond(s.targetSize, s.elapsedMs).toFixed(0)
     } MB/s of target (${
-      megabytesPerSecond((s.usedSignature ? 0 : s.baseSize) + s.targetSize, s.elapsedMs).toFixed(0)
+      megabytesPerSecond((s.usedBaseIndex ? 0 : s.baseSize) + s.targetSize, s.elapsedMs).toFixed(0)
     } MB/s read, ${countOf(s.threads, "hashing thread")})`,
   );
   println(`  target   BLAKE3 ${s.targetBlake3}`);

@@ -76,7 +76,7 @@ export interface HashedChunk extends Chunk {
 
 /**
  * `chunkStream` with each chunk's BLAKE3: the one place where chunks are hashed
- * for identity (base index, target matching, signatures).
+ * for identity (base index, target matching, index files).
  */
 export async function* hashedChunkStream(
   source: ByteSource,

@@ -2,8 +2,8 @@
  * Encodes `base` + `target` into a patch (format v2 by default, v1 with `format: 1`), streaming.
  *
  * Pass 1 chunks and hashes the base into a `ChunkIndex`, or reads it from the
- * base's signature (`signature.ts`) after checking the base's size and mtime
- * against it, so that only the target is read. Pass 2 chunks the
+ * base's chunk index file (`index_file.ts`) after checking the base's size and
+ * mtime against it, so that only the target is read. Pass 2 chunks the
  * target; each chunk whose BLAKE3 is in the index becomes a COPY (preferring
  * the base chunk right after the previous match, so runs merge into one COPY),
  * any other a LITERAL (v2: equal runs as COPYs, then per piece the smallest of
@@ -26,7 +26,7 @@ import { toHex } from "../kernel/blake3.ts";
 import { defaultThreads, HashPool } from "./hash_pool.ts";
 import { AtomicFile } from "../kernel/atomic_file.ts";
 import { IoError, ioError, VerificationError } from "../kernel/errors.ts";
-import { mtimeMs, readSignature, type Signature } from "./signature.ts";
+import { type ChunkIndexFile, mtimeMs, readIndexFile } from "./index_file.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
 import { BufferedWriter, openInput } from "../kernel/file_io.ts";
 import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
@@ -37,10 +37,13 @@ import type { ProgressCallback } from "../kernel/progress.ts";
 
 /** Options of `encodeFile`. */
 export interface EncodeOptions {
-  /** Chunk sizes; with `baseSignature` they come from the signature instead. */
+  /** Chunk sizes; with `baseIndex` they come from the index file instead. */
   readonly chunk?: ChunkParams;
-  /** A signature of the base (`writeSignature`), used instead of reading the base. */
-  readonly baseSignature?: string;
+  /**
+   * Path of the base's chunk index file (`writeIndexFile`; an old `.sig` file
+   * works too), used instead of reading the base.
+   */
+  readonly baseIndex?: string;
   readonly onProgress?: ProgressCallback;
   /** Hashing Workers (default: one per core). */
   readonly threads?: number;
@@ -59,8 +62,8 @@ export interface EncodeSummary extends OpStats {
   readonly targetChunks: number;
   readonly targetBlake3: string;
   readonly chunk: ChunkParams;
-  /** Whether the base's chunks came from a signature instead of a pass over the base. */
-  readonly usedSignature: boolean;
+  /** Whether the base's chunks came from its index file instead of a pass over the base. */
+  readonly usedBaseIndex: boolean;
   /** Hashing Workers used. */
   readonly threads: number;
   readonly elapsedMs: number;
@@ -98,7 +101,7 @@ export async function encodeFile(
 ): Promise<EncodeSummary> {
   const started = performance.now();
   // Bad chunk sizes are a usage error, reported before any file is touched.
-  const requested = options.baseSignature === undefined
+  const requested = options.baseIndex === undefined
     ? validateChunkParams(options.chunk ?? DEFAULT_CHUNK_PARAMS)
     : undefined;
   const base = await openInput(basePath, "base");
@@ -107,13 +110,13 @@ export async function encodeFile(
   let pool: HashPool | undefined;
   let literals: LiteralCoder | undefined;
   try {
-    const signature = options.baseSignature === undefined
+    const baseIndex = options.baseIndex === undefined
       ? undefined
-      : await signatureOfBase(options.baseSignature, basePath, await base.file.stat());
-    const params = signature ? signature.header.chunk : requested!;
+      : await indexFileOfBase(options.baseIndex, basePath, await base.file.stat());
+    const params = baseIndex ? baseIndex.header.chunk : requested!;
     target = await openInput(targetPath, "target");
-    // Progress counts the bytes read: the base (unless a signature stands in for it), then the target.
-    const baseWork = signature ? 0 : base.size;
+    // Progress counts the bytes read: the base (unless its index file stands in for it), then the target.
+    const baseWork = baseIndex ? 0 : base.size;
     const total = baseWork + target.size;
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
@@ -126,9 +129,9 @@ export async function encodeFile(
     const pipeline = new ChunkPipeline(pool, params, { bufferCount });
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;
-    if (signature) {
-      index = signature.index;
-      baseDigest = signature.header.fileDigest;
+    if (baseIndex) {
+      index = baseIndex.index;
+      baseDigest = baseIndex.header.fileDigest;
     } else {
       try {
         index = await indexFile(base.file, pipeline, (done) => progress?.(done, total), {
@@ -203,7 +206,7 @@ export async function encodeFile(
       targetChunks,
       targetBlake3: toHex(targetDigest),
       chunk: params,
-      usedSignature: signature !== undefined,
+      usedBaseIndex: baseIndex !== undefined,
       threads: pool.threads,
       elapsedMs: performance.now() - started,
     };
@@ -219,30 +222,30 @@ export async function encodeFile(
 }
 
 /**
- * Reads the base's signature and checks that it still describes the base: same
- * size and, where both are known, same modification time. (The base's bytes are
- * not read: that is the point of a signature. Its BLAKE3 is in the signature for
- * whoever wants to check it.)
+ * Reads the base's chunk index file and checks that it still describes the
+ * base: same size and, where both are known, same modification time. (The
+ * base's bytes are not read: that is the point of an index file. Its BLAKE3 is
+ * in the index file for whoever wants to check it.)
  */
-async function signatureOfBase(
-  signaturePath: string,
+async function indexFileOfBase(
+  indexPath: string,
   basePath: string,
   baseInfo: Deno.FileInfo,
-): Promise<Signature> {
-  const signature = await readSignature(signaturePath);
-  const { fileSize, fileMtimeMs } = signature.header;
+): Promise<ChunkIndexFile> {
+  const stored = await readIndexFile(indexPath);
+  const { fileSize, fileMtimeMs } = stored.header;
   if (baseInfo.size !== fileSize) {
     throw new VerificationError(
-      `signature "${signaturePath}" describes a ${fileSize}-byte file, but base "${basePath}" is ${baseInfo.size} bytes; make a new one with poolboy signature`,
+      `index file "${indexPath}" describes a ${fileSize}-byte file, but base "${basePath}" is ${baseInfo.size} bytes; make a new one with poolboy index`,
     );
   }
   const baseMtime = mtimeMs(baseInfo);
   if (fileMtimeMs >= 0 && baseMtime >= 0 && fileMtimeMs !== baseMtime) {
     throw new VerificationError(
-      `base "${basePath}" was modified after signature "${signaturePath}" was made (mtime differs); make a new one with poolboy signature`,
+      `base "${basePath}" was modified after index file "${indexPath}" was made (mtime differs); make a new one with poolboy index`,
     );
   }
-  return signature;
+  return stored;
 }
 
 /**

@@ -18,7 +18,7 @@
  *
  * `GEAR` is 256 words from the SplitMix32 generator seeded with 0x706f6f6c
  * ("pool"). Changing it, or the masks, changes every chunk boundary and so every
- * stored signature: it is part of the format.
+ * stored chunk index file: it is part of the format.
  *
  * @module
  */

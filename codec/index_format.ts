@@ -1,6 +1,14 @@
 /**
- * The signature file: a file's chunk list, so that encoding against it needs
- * no pass over the base ("poolboy signature FILE -o FILE.sig").
+ * The on-disk format of a chunk index file ("poolboy index FILE -o FILE.idx"):
+ * a file's chunk list (every chunk's length and BLAKE3), so that encoding
+ * against it needs no pass over the base. Reading and writing whole files is in
+ * `index_file.ts`; the in-memory lookup table built from one is
+ * `chunk_index.ts`.
+ *
+ * Before the rename this file was called a "signature" (`poolboy signature
+ * FILE -o FILE.sig`, `encode --base-sig`). The bytes did not change: magic
+ * "PBSG" and version 1 are kept, so a `.sig` file written by the old command
+ * is a valid index file and works as `encode --base-index`.
  *
  * All integers are little-endian. Layout, version 1:
  *
@@ -20,7 +28,7 @@
  * entries, chunk_count times, 36 bytes each, in file order:
  *   length u32, blake3 [u8; 32]       (offsets are the running sum of lengths)
  * trailer, 32 bytes:
- *   BLAKE3 of the entries followed by the header (the signature's own
+ *   BLAKE3 of the entries followed by the header (the index file's own
  *   integrity; in that order so a writer can stream the entries before it
  *   knows the header's digest and count)
  * ```
@@ -29,7 +37,7 @@
  * `80 + 36 * chunk_count + 32`, lengths that do not add up to `file_size`,
  * a zero length, chunk parameters FastCDC would refuse, and a trailer that does
  * not match. Chunk boundaries are those of `codec/fastcdc.ts` with the stored
- * parameters, so a signature is only as durable as the gear table (which is
+ * parameters, so an index file is only as durable as the gear table (which is
  * part of the format).
  *
  * @module
@@ -39,40 +47,40 @@ import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 import { ExitCode, PoolboyError } from "../kernel/errors.ts";
 import type { ChunkParams } from "./fastcdc.ts";
 
-/** "PBSG". */
-export const SIGNATURE_MAGIC = new Uint8Array([0x50, 0x42, 0x53, 0x47]);
+/** "PBSG" (kept from when index files were called signatures). */
+export const INDEX_FILE_MAGIC = new Uint8Array([0x50, 0x42, 0x53, 0x47]);
 /** The version this module writes and reads. */
-export const SIGNATURE_VERSION = 1;
+export const INDEX_FILE_VERSION = 1;
 /** Size of the header in bytes. */
-export const SIGNATURE_HEADER_SIZE = 80;
+export const INDEX_FILE_HEADER_SIZE = 80;
 /** Size of one chunk entry in bytes. */
-export const SIGNATURE_ENTRY_SIZE = 4 + DIGEST_LENGTH;
+export const INDEX_FILE_ENTRY_SIZE = 4 + DIGEST_LENGTH;
 /** Size of the trailer (BLAKE3 of everything before it). */
-export const SIGNATURE_TRAILER_SIZE = DIGEST_LENGTH;
+export const INDEX_FILE_TRAILER_SIZE = DIGEST_LENGTH;
 
-/** A signature file that cannot be used: damaged, truncated, or not a signature. */
-export class MalformedSignatureError extends PoolboyError {
+/** An index file that cannot be used: damaged, truncated, or not an index file. */
+export class MalformedIndexFileError extends PoolboyError {
   constructor(message: string) {
     super(message, ExitCode.malformedPatch);
   }
 }
 
-/** What a signature's header says. */
-export interface SignatureHeader {
+/** What an index file's header says. */
+export interface IndexFileHeader {
   readonly chunk: ChunkParams;
   readonly fileSize: number;
-  /** Modification time of the file when it was signed, in ms since the epoch, or -1. */
+  /** Modification time of the file when it was indexed, in ms since the epoch, or -1. */
   readonly fileMtimeMs: number;
   readonly chunkCount: number;
   readonly fileDigest: Uint8Array;
 }
 
 /** Encodes a header. */
-export function encodeSignatureHeader(h: SignatureHeader): Uint8Array {
-  const bytes = new Uint8Array(SIGNATURE_HEADER_SIZE);
+export function encodeIndexFileHeader(h: IndexFileHeader): Uint8Array {
+  const bytes = new Uint8Array(INDEX_FILE_HEADER_SIZE);
   const view = new DataView(bytes.buffer);
-  bytes.set(SIGNATURE_MAGIC, 0);
-  view.setUint16(4, SIGNATURE_VERSION, true);
+  bytes.set(INDEX_FILE_MAGIC, 0);
+  view.setUint16(4, INDEX_FILE_VERSION, true);
   view.setUint32(8, h.chunk.min, true);
   view.setUint32(12, h.chunk.avg, true);
   view.setUint32(16, h.chunk.max, true);
@@ -83,29 +91,29 @@ export function encodeSignatureHeader(h: SignatureHeader): Uint8Array {
   return bytes;
 }
 
-/** Decodes a header (throws `MalformedSignatureError`). */
-export function decodeSignatureHeader(bytes: Uint8Array, path: string): SignatureHeader {
-  if (bytes.length < SIGNATURE_HEADER_SIZE) {
-    throw new MalformedSignatureError(
-      `signature "${path}" is truncated: ${bytes.length} bytes, shorter than its ${SIGNATURE_HEADER_SIZE}-byte header`,
+/** Decodes a header (throws `MalformedIndexFileError`). */
+export function decodeIndexFileHeader(bytes: Uint8Array, path: string): IndexFileHeader {
+  if (bytes.length < INDEX_FILE_HEADER_SIZE) {
+    throw new MalformedIndexFileError(
+      `index file "${path}" is truncated: ${bytes.length} bytes, shorter than its ${INDEX_FILE_HEADER_SIZE}-byte header`,
     );
   }
   for (let i = 0; i < 4; i++) {
-    if (bytes[i] !== SIGNATURE_MAGIC[i]) {
-      throw new MalformedSignatureError(`"${path}" is not a poolboy signature (bad magic)`);
+    if (bytes[i] !== INDEX_FILE_MAGIC[i]) {
+      throw new MalformedIndexFileError(`"${path}" is not a poolboy index file (bad magic)`);
     }
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint16(4, true);
-  if (version !== SIGNATURE_VERSION) {
-    throw new MalformedSignatureError(
-      `signature "${path}" has version ${version} (this poolboy reads version ${SIGNATURE_VERSION})`,
+  if (version !== INDEX_FILE_VERSION) {
+    throw new MalformedIndexFileError(
+      `index file "${path}" has version ${version} (this poolboy reads version ${INDEX_FILE_VERSION})`,
     );
   }
   const big = (at: number, field: string) => {
     const v = view.getBigUint64(at, true);
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new MalformedSignatureError(`signature "${path}": ${field} ${v} is too large`);
+      throw new MalformedIndexFileError(`index file "${path}": ${field} ${v} is too large`);
     }
     return Number(v);
   };
@@ -123,7 +131,7 @@ export function decodeSignatureHeader(bytes: Uint8Array, path: string): Signatur
 }
 
 /** Encodes one chunk entry into `out` at `at`. */
-export function encodeSignatureEntry(
+export function encodeIndexFileEntry(
   out: Uint8Array,
   at: number,
   length: number,

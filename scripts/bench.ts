@@ -41,7 +41,7 @@ if (values.help) {
 Generates a deterministic base/target pair per size (incompressible bytes; the
 target has 37 bytes inserted near the front, ~2% rewritten, 1 MiB appended),
 then encodes and applies it with poolboy (with --threads 1 and with one thread
-per core; with a signature of the base made beforehand; apply in the main
+per core; with an index file of the base made beforehand; apply in the main
 thread and on a Worker) and, where installed, xdelta3 -e -9, zstd
 --patch-from --long=31 at -3 and at -19 (-19 only up to --zstd19-max: it runs
 at a few MB/s), and bsdiff (only up to --bsdiff-max: it needs ~17x the base in
@@ -214,27 +214,27 @@ try {
         ),
       );
     }
-    // The same encode with the base's signature made beforehand (as the control
-    // plane keeps one per stored version): only the target is read.
-    const sig = `${dir}/base.sig`;
-    const signing = await measure(
-      poolboy("signature", base, "-o", sig),
+    // The same encode with the base's chunk index file made beforehand (as the
+    // control plane keeps one per stored version): only the target is read.
+    const idx = `${dir}/base.idx`;
+    const indexing = await measure(
+      poolboy("index", base, "-o", idx),
       dir,
     );
-    const withSig = await runTool(
-      "poolboy v1 --base-sig",
-      poolboy("encode", base, target, "-o", patch, "--format", "1", "--base-sig", sig),
+    const withIndex = await runTool(
+      "poolboy v1 --base-index",
+      poolboy("encode", base, target, "-o", patch, "--format", "1", "--base-index", idx),
       poolboy("apply", base, patch, "-o", out),
       paths,
       targetSize,
       pairSize,
       want,
     );
-    withSig.note = `signature made beforehand in ${signing.seconds.toFixed(2)} s, peak RSS ${
-      formatBytes(signing.peakRssBytes)
-    }, ${formatBytes(await size(sig))}${withSig.note ? "; " + withSig.note : ""}`;
-    rows.push(withSig);
-    await Deno.remove(sig);
+    withIndex.note = `index file made beforehand in ${indexing.seconds.toFixed(2)} s, peak RSS ${
+      formatBytes(indexing.peakRssBytes)
+    }, ${formatBytes(await size(idx))}${withIndex.note ? "; " + withIndex.note : ""}`;
+    rows.push(withIndex);
+    await Deno.remove(idx);
     if (peers.includes("xdelta3")) {
       rows.push(
         await runTool(

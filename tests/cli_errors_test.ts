@@ -580,9 +580,22 @@ const CASES: Case[] = [
     '"many"',
   ),
   usage(
-    "signature --threads 65",
-    ["signature", "file", "-o", "file.sig", "--threads", "65"],
+    "index --threads 65",
+    ["index", "file", "-o", "file.idx", "--threads", "65"],
     "1 to 64",
+  ),
+  usage(
+    "the renamed command signature (now index)",
+    ["signature", "file", "-o", "file.sig"],
+    '"signature" was renamed',
+    "poolboy index FILE -o FILE.idx",
+    "encode --base-index",
+  ),
+  usage(
+    "encode with the renamed option --base-sig (now --base-index)",
+    ["encode", "base", "target", "-o", "out", "--base-sig", "base.sig"],
+    "--base-sig was renamed",
+    "--base-index",
   ),
   usage(
     "apply --threads 2 (one Worker at most)",

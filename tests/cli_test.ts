@@ -194,7 +194,7 @@ Deno.test("encode, inspect, apply and hash --json print the documented fields", 
   });
 });
 
-Deno.test("--threads: encode and signature write the same bytes with 1 and 3 Workers; apply on a Worker", async () => {
+Deno.test("--threads: encode and index write the same bytes with 1 and 3 Workers; apply on a Worker", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/base.bin`, BASE);
     await Deno.writeFile(`${dir}/target.bin`, TARGET);
@@ -213,9 +213,9 @@ Deno.test("--threads: encode and signature write the same bytes with 1 and 3 Wor
       );
       assertOk(run, `encode --threads ${threads}`);
       assert.equal(json(run).threads, Number(threads));
-      const sig = await poolboy(
+      const indexed = await poolboy(
         dir,
-        "signature",
+        "index",
         "base.bin",
         "-o",
         `s${threads}`,
@@ -223,10 +223,10 @@ Deno.test("--threads: encode and signature write the same bytes with 1 and 3 Wor
         threads,
         ...SMALL_CHUNKS,
       );
-      assertOk(sig, `signature --threads ${threads}`);
+      assertOk(indexed, `index --threads ${threads}`);
     }
     assert.deepEqual(await Deno.readFile(`${dir}/p1`), await Deno.readFile(`${dir}/p3`));
-    // Signatures hold the mtime, the same for both: the bytes must match too.
+    // Index files hold the mtime, the same for both: the bytes must match too.
     assert.deepEqual(await Deno.readFile(`${dir}/s1`), await Deno.readFile(`${dir}/s3`));
     const applyRun = await poolboy(
       dir,

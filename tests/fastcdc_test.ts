@@ -61,7 +61,7 @@ async function streamLengths(
 // ---------------------------------------------------------------------------
 
 Deno.test("the gear table is part of the format: its first 8 entries never change", () => {
-  // If this fails, every chunk boundary and every stored signature has changed.
+  // If this fails, every chunk boundary and every stored index file has changed.
   // That is a format break, not a refactoring: do not update these values.
   assert.equal(GEAR.length, 256);
   assert.deepEqual(Array.from(GEAR.subarray(0, 8)), [
@@ -83,8 +83,8 @@ Deno.test("the masks of normalized chunking are the top log2(avg)+2 and log2(avg
 });
 
 Deno.test("chunk boundaries of a fixed 4 MiB input are pinned: they are part of the format", () => {
-  // Chunk boundaries decide which chunks of a cached base signature match: a
-  // change here silently makes every stored signature useless. Do not update
+  // Chunk boundaries decide which chunks of a cached base index file match: a
+  // change here silently makes every stored index file useless. Do not update
   // these values unless the format version changes.
   const data = randomBytes(4 * MiB, 1);
   // Guard: the input itself is what it was when the values were computed.
