@@ -29,7 +29,7 @@ Usage: poolboy index FILE -o FILE.idx [options]
 
 Chunks FILE with FastCDC and writes every chunk's length and BLAKE3, the file's
 size, modification time and BLAKE3, and the chunk sizes used (format in
-README, "Index file format"). Then
+docs/spec/chunk-index-v1.md). Then
 
   poolboy encode FILE NEW -o PATCH --base-index FILE.idx
 

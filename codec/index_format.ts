@@ -10,7 +10,8 @@
  * "PBSG" and version 1 are kept, so a `.sig` file written by the old command
  * is a valid index file and works as `encode --base-index`.
  *
- * All integers are little-endian. Layout, version 1:
+ * The specification, with what a reader must refuse and test vectors, is
+ * docs/spec/chunk-index-v1.md. All integers are little-endian. Layout, version 1:
  *
  * ```
  * header, 80 bytes:
