@@ -40,6 +40,10 @@ import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots
 import { maybeCrash } from "./test_hooks.ts";
 import { statfs } from "node:fs/promises";
 import { formatBytes } from "../kernel/units.ts";
+import { VerificationError } from "../kernel/errors.ts";
+import { DiskSpaceError } from "./errors.ts";
+
+export { DiskSpaceError };
 
 /** Options of `Agent.start`. */
 export interface AgentOptions {
@@ -280,7 +284,7 @@ export class Agent {
       if (this.#closed) return; // interrupted: the state file says where it stood
       const message = err instanceof Error ? err.message : String(err);
       this.#log(`update to ${target.slice(0, 16)} failed: ${message}`);
-      await this.#recordFailure(election.announce, message).catch(() => {});
+      await this.#recordFailure(election.announce, err, message).catch(() => {});
       await this.#status(election.announce.manifestId, "failed", message.slice(0, 256));
     }).finally(() => this.#jobs.delete(target));
     this.#jobs.set(target, job);
@@ -335,7 +339,9 @@ export class Agent {
         const summary = await applyFile(base, patch, this.store.pathOf(announce.targetDigest));
         if (summary.targetBlake3 !== target) {
           await this.store.remove(announce.targetDigest);
-          throw new Error(`the patch rebuilt ${summary.targetBlake3}, not the announced ${target}`);
+          throw new VerificationError(
+            `the patch rebuilt ${summary.targetBlake3}, not the announced ${target}`,
+          );
         }
         await this.#status(manifestId, "applied", "");
       }
@@ -397,12 +403,12 @@ export class Agent {
   }
 
   /** Records a failed update (any step before the switch), back to idle. */
-  async #recordFailure(announce: Announce, reason: string): Promise<void> {
+  async #recordFailure(announce: Announce, error: unknown, reason: string): Promise<void> {
     const model = announce.model;
     const state = await readState(this.options.dataDir, model);
     const target = toHex(announce.targetDigest);
     if (state.step === "switched") return await this.#rollBack(model, reason);
-    const failed = reason.startsWith("not enough disk space")
+    const failed = error instanceof DiskSpaceError
       ? state // not the version's fault: it does not count towards the poison pill
       : withFailure(state, target, announce.manifestId, reason);
     await writeState(this.options.dataDir, { ...failed, step: "idle", updated: Date.now() });
@@ -606,6 +612,3 @@ async function removeTemporaries(dir: string): Promise<void> {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
 }
-
-/** The filesystem has no room for an update (checked before downloading). */
-export class DiskSpaceError extends Error {}

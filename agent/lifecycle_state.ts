@@ -16,6 +16,7 @@
  */
 
 import { AtomicFile } from "../kernel/atomic_file.ts";
+import { IoError } from "../kernel/errors.ts";
 
 /** Steps of the lifecycle. */
 export const STEPS = [
@@ -86,7 +87,7 @@ export async function readState(dataDir: string, model: string): Promise<ModelSt
   }
   const value = JSON.parse(text) as ModelState;
   if (value.format !== 1 || !STEPS.includes(value.step) || value.model !== model) {
-    throw new Error(`${statePath(dataDir, model)} is not a poolboy state file of format 1`);
+    throw new IoError(`${statePath(dataDir, model)} is not a poolboy state file of format 1`);
   }
   return value;
 }

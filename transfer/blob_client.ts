@@ -42,7 +42,7 @@ import {
   RESPONSE_HEADER_SIZE,
   statusName,
 } from "./blob_protocol.ts";
-import { closeQuietly, IdleWatchdog } from "./idle_watchdog.ts";
+import { closeQuietly, IdleTimeoutError, IdleWatchdog } from "./idle_watchdog.ts";
 
 /** Bytes read from the socket (and hashed, and written) at a time. */
 export const RECEIVE_BUFFER_SIZE = 256 * 1024;
@@ -259,7 +259,7 @@ async function receive(
       transport: "tcp",
     });
     const timedOut = new Promise<never>((_, reject) => {
-      connectTimedOut = () => reject(new Error("timeout"));
+      connectTimedOut = () => reject(new IdleTimeoutError("timeout"));
     });
     timedOut.catch(() => {});
     try {

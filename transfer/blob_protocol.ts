@@ -49,6 +49,7 @@
  */
 
 import { DIGEST_LENGTH } from "../kernel/blake3.ts";
+import { ProtocolError } from "../kernel/errors.ts";
 
 /** The request's first four bytes: ASCII `PBLB`. */
 export const MAGIC: Uint8Array = new Uint8Array([0x50, 0x42, 0x4c, 0x42]);
@@ -99,11 +100,10 @@ export interface BlobResponseHeader {
  * such a request with (`BAD_REQUEST`, or `BAD_OFFSET` for an offset beyond
  * 2^53 − 1).
  */
-export class BlobProtocolError extends Error {
+export class BlobProtocolError extends ProtocolError {
   readonly status: BlobStatusCode;
   constructor(message: string, status: BlobStatusCode = BlobStatus.BAD_REQUEST) {
     super(message);
-    this.name = "BlobProtocolError";
     this.status = status;
   }
 }

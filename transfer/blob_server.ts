@@ -13,6 +13,7 @@
  */
 
 import { toHex } from "../kernel/blake3.ts";
+import { IoError, ProtocolError } from "../kernel/errors.ts";
 import { readFull } from "../kernel/file_io.ts";
 import {
   BlobProtocolError,
@@ -158,7 +159,7 @@ export class BlobServer {
       const requestBytes = new Uint8Array(REQUEST_SIZE);
       for (let filled = 0; filled < REQUEST_SIZE;) {
         const n = await conn.read(requestBytes.subarray(filled));
-        if (n === null) throw new Error("peer closed before sending a whole request");
+        if (n === null) throw new ProtocolError("peer closed before sending a whole request");
         filled += n;
         watchdog.kick();
       }
@@ -203,7 +204,7 @@ export class BlobServer {
       const started = performance.now();
       while (sent < bodyLimit) {
         const n = await readFull(file, buf.subarray(0, Math.min(buf.length, bodyLimit - sent)));
-        if (n === 0) throw new Error(`blob file ${blob.path} ends before its size ${blob.size}`);
+        if (n === 0) throw new IoError(`blob file ${blob.path} ends before its size ${blob.size}`);
         const piece = buf.subarray(0, n);
         if (corrupt && sent === 0) piece[0] ^= 0xff;
         await this.#write(conn, watchdog, piece);

@@ -38,6 +38,7 @@
 
 import { decode, encode } from "cbor-x";
 import { DIGEST_LENGTH } from "../kernel/blake3.ts";
+import { ProtocolError } from "../kernel/errors.ts";
 
 /** Version of this message format (first element of every datagram). */
 export const PROTOCOL = 1;
@@ -135,13 +136,8 @@ export type ControlMessage =
   | Heartbeat
   | Status;
 
-/** A datagram that is not a valid control message. */
-export class MalformedMessageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "MalformedMessageError";
-  }
-}
+/** A datagram that is not a valid control message (a peer broke the protocol). */
+export class MalformedMessageError extends ProtocolError {}
 
 const TYPE_CODES = {
   announce: 1,

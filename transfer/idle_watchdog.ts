@@ -8,13 +8,10 @@
  * @module
  */
 
-/** Thrown (by the code that owns a watchdog) when a peer stayed silent too long. */
-export class IdleTimeoutError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "IdleTimeoutError";
-  }
-}
+import { IoError } from "../kernel/errors.ts";
+
+/** Thrown (by the code that owns a watchdog) when a peer stayed silent too long: an I/O failure. */
+export class IdleTimeoutError extends IoError {}
 
 /** Calls `onExpire` once, after `timeoutMs` without a `kick`. */
 export class IdleWatchdog {
