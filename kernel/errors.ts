@@ -88,6 +88,20 @@ export class ConflictError extends PoolboyError {
   }
 }
 
+/** A request uses a method its path does not answer to (HTTP 405). */
+export class MethodNotAllowedError extends InvalidArgumentError {
+  constructor(message: string) {
+    super(message, 405);
+  }
+}
+
+/** A request body over the size limit (HTTP 413). */
+export class PayloadTooLargeError extends InvalidArgumentError {
+  constructor(message: string) {
+    super(message, 413);
+  }
+}
+
 /** A peer broke a wire protocol (a malformed datagram or blob response): an I/O failure. */
 export class ProtocolError extends PoolboyError {
   constructor(message: string, options?: ErrorOptions) {
