@@ -7,12 +7,21 @@
  */
 
 import { ExitCode, PoolboyError } from "../kernel/errors.ts";
+import type { ErrorBody } from "../controlplane/api_types.ts";
 
-/** The control plane refused a request or could not be reached. */
+/**
+ * The control plane refused a request (`status` is its HTTP status, also the
+ * error's `httpStatus`) or could not be reached (`status` 0, `httpStatus` 502).
+ */
 export class ApiError extends PoolboyError {
   readonly status: number;
   constructor(message: string, status: number) {
-    super(message, status === 0 ? ExitCode.io : ExitCode.usage);
+    super(
+      message,
+      status === 0 ? ExitCode.io : ExitCode.usage,
+      undefined,
+      status === 0 ? 502 : status,
+    );
     this.status = status;
   }
 }
@@ -49,7 +58,7 @@ export async function callApi<T>(
     );
   }
   if (!response.ok) {
-    const error = (value as { error?: string }).error ?? text;
+    const error = (value as Partial<ErrorBody>).error ?? text;
     throw new ApiError(`control plane: ${error} (HTTP ${response.status})`, response.status);
   }
   return value as T;

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { RolloutRow } from "../controlplane/state_db.ts";
+import type { RolloutInfo } from "../controlplane/api_types.ts";
 
 /**
  * Writes a line to stdout. A reader that went away (`poolboy inspect p | head -1`)
@@ -32,7 +32,7 @@ export function logLine(line: string): void {
 }
 
 /** One line about a rollout. */
-export function describeRollout(r: RolloutRow): string {
+export function describeRollout(r: RolloutInfo): string {
   const plan = r.strategy === "canary"
     ? `canary ${r.canary}${r.canaryPercent ? "%" : ""}`
     : r.strategy === "rolling"

@@ -7,7 +7,7 @@
 import { UsageError } from "../kernel/errors.ts";
 import { openInput } from "../kernel/file_io.ts";
 import { formatBytes } from "../kernel/units.ts";
-import type { VersionRow } from "../controlplane/state_db.ts";
+import type { PublishResult } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
@@ -51,10 +51,7 @@ export async function publishCommand(args: string[]): Promise<number> {
   const model = nameOption("model", required("publish", "model", values.model));
   const version = nameOption("version", required("publish", "version", values.version));
   const input = await openInput(positionals[0], "model file");
-  const result = await callApi<{
-    version: VersionRow;
-    patches: { from: string; digest: string; size: number }[];
-  }>(
+  const result = await callApi<PublishResult>(
     url,
     "PUT",
     `/v1/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}`,

@@ -5,7 +5,7 @@
  */
 
 import { UsageError } from "../kernel/errors.ts";
-import type { RolloutRow } from "../controlplane/state_db.ts";
+import type { RolloutInfo } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
@@ -50,7 +50,7 @@ export async function rollbackCommand(args: string[]): Promise<number> {
     model: nameOption("model", required("rollback", "model", values.model)),
     to: values.to === undefined ? undefined : nameOption("to", values.to),
   };
-  const rollout = await callApi<RolloutRow>(url, "POST", "/v1/rollback", JSON.stringify(body));
+  const rollout = await callApi<RolloutInfo>(url, "POST", "/v1/rollback", JSON.stringify(body));
   if (values.json) printJson(rollout);
   else println(describeRollout(rollout));
   return 0;

@@ -6,7 +6,7 @@
  */
 
 import { UsageError } from "../kernel/errors.ts";
-import type { RolloutRow } from "../controlplane/state_db.ts";
+import type { RolloutInfo } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
@@ -63,7 +63,7 @@ export async function rolloutCommand(args: string[]): Promise<number> {
     return 0;
   }
   const url = controlPlaneUrl("rollout", values["control-plane"]);
-  let rollout: RolloutRow;
+  let rollout: RolloutInfo;
   const [action, id, ...extra] = positionals;
   if (action !== undefined) {
     if (action !== "pause" && action !== "resume" && action !== "abort") {
@@ -72,7 +72,7 @@ export async function rolloutCommand(args: string[]): Promise<number> {
     if (id === undefined || !/^[0-9]+$/.test(id) || extra.length > 0) {
       throw new UsageError(`rollout ${action} takes one rollout ID (see poolboy rollout --help)`);
     }
-    rollout = await callApi<RolloutRow>(url, "POST", `/v1/rollouts/${id}/${action}`);
+    rollout = await callApi<RolloutInfo>(url, "POST", `/v1/rollouts/${id}/${action}`);
   } else {
     const strategy = values.strategy ?? "all";
     if (!["all", "canary", "rolling"].includes(strategy)) {
@@ -96,7 +96,7 @@ export async function rolloutCommand(args: string[]): Promise<number> {
       batch: values.batch === undefined ? undefined : Number(values.batch),
       maxFailures: values["max-failures"],
     };
-    rollout = await callApi<RolloutRow>(url, "POST", "/v1/rollouts", JSON.stringify(body));
+    rollout = await callApi<RolloutInfo>(url, "POST", "/v1/rollouts", JSON.stringify(body));
   }
   if (values.json) printJson(rollout);
   else println(describeRollout(rollout));

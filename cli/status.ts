@@ -6,7 +6,7 @@
 
 import { UsageError } from "../kernel/errors.ts";
 import { formatBytes } from "../kernel/units.ts";
-import type { StatusReport } from "../controlplane/control_plane.ts";
+import type { StatusReport } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { controlPlaneUrl } from "./fleet_args.ts";

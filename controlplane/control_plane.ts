@@ -3,6 +3,15 @@
  * registry, rollouts and their elections, a blob server for leaders, the UDP
  * control endpoint and the operators' HTTP API, all bound to one address.
  *
+ * A shell around pure parts: rollout_policy.ts decides (admission, halting,
+ * done, superseding, operator transitions, retries), election.ts runs each
+ * election, datagrams.ts reads the agents' datagrams, status_report.ts builds
+ * the report; this class holds the timers, the sockets, the blob server and
+ * the state store (state_store.ts; SQLite by default). What the hot path
+ * reads — agents, versions, rollouts, each agent's progress — is kept in
+ * memory, loaded at start, and written through to the store in the
+ * background, in order.
+ *
  * Rollouts are reconciled every `tickMs`: each online agent in a running
  * rollout's scope that does not yet run the target joins the election of its
  * (rollout, region, base) — base being the digest it runs now, or none — and
@@ -13,16 +22,48 @@
  * @module
  */
 
-import type { Announce, ControlMessage, Heartbeat, Status } from "../transfer/control_messages.ts";
+import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
 import { fromHex, toHex } from "../kernel/blake3.ts";
+import { ConflictError, NotFoundError } from "../kernel/errors.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
-import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
+import { ControlSocket } from "../transfer/control_socket.ts";
+import type { FaultInjector } from "../transfer/faults.ts";
 import { DEFAULT_CP_P2P_PORT, DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
+import { type AgentProgress, progressDetail } from "./agent_progress.ts";
+import type { StatusReport } from "./api_types.ts";
+import { DatagramHandler, type DropCounters } from "./datagrams.ts";
 import { DEFAULT_ELECTION_TIMING, Election, type ElectionTiming } from "./election.ts";
+import { ElectionBook, type ElectionEntry } from "./election_book.ts";
 import { PatchCache } from "./patch_cache.ts";
-import type { AgentRow, RolloutPlan, RolloutRow, RolloutState, VersionRow } from "./state_db.ts";
-import { DEFAULT_PLAN, StateDb } from "./state_db.ts";
+import {
+  admit,
+  haltReason,
+  inScope,
+  isDone,
+  isFinished,
+  isNews,
+  rollbackVersion,
+  type RolloutAction,
+  stepFor,
+  superseded,
+  supersededReason,
+  transition,
+} from "./rollout_policy.ts";
+import { DATABASE_FILE, SqliteStore } from "./sqlite_store.ts";
+import { buildStatusReport } from "./status_report.ts";
+import {
+  type AgentRecord,
+  DEFAULT_PLAN,
+  type HistoryRecord,
+  type RolloutPlan,
+  type RolloutRecord,
+  type RolloutState,
+  type StateStore,
+  type VersionRecord,
+} from "./state_store.ts";
+
+export type { DropCounters } from "./datagrams.ts";
 
 /** Options of `ControlPlane.start`. */
 export interface ControlPlaneOptions {
@@ -38,82 +79,115 @@ export interface ControlPlaneOptions {
   readonly tickMs?: number;
   /** Log lines (timeline events) go here; default: none. */
   readonly log?: (line: string) => void;
+  /** Transport faults to inject (tests only; the CLI never passes any). */
+  readonly faults?: FaultInjector;
+  /**
+   * The durable state; default: SQLite at `dataDir/controlplane.sqlite`. The
+   * control plane closes it when it closes.
+   */
+  readonly stateStore?: StateStore;
 }
 
-/** Counters of datagrams the control plane refused. */
-export interface DropCounters {
-  /** From an address that is not the sender's registered one, or from an unknown node. */
-  unexpectedSender: number;
-  /** For an election the control plane does not know (e.g. from before a restart). */
-  unknownElection: number;
-  /** A message type the control plane never receives (e.g. an Announce). */
-  wrongDirection: number;
+/** What `publish` did: the version, the patches prepared for it, and whether it is new. */
+export interface PublishOutcome {
+  readonly version: VersionRecord;
+  readonly patches: { from: string; digest: string; size: number }[];
+  readonly created: boolean;
 }
 
-interface ElectionEntry {
-  readonly election: Election;
-  readonly rolloutId: number;
-  readonly key: string;
+/** What the control plane loads from its store at start. */
+interface Loaded {
+  readonly boot: number;
+  readonly agents: AgentRecord[];
+  readonly versions: VersionRecord[];
+  readonly patches: Awaited<ReturnType<StateStore["patches"]>>;
+  readonly rollouts: RolloutRecord[];
 }
 
 /** A running control plane. */
 export class ControlPlane {
   readonly bind: string;
-  readonly db: StateDb;
+  readonly stateStore: StateStore;
   readonly store: BlobStore;
   readonly patches: PatchCache;
   readonly blobServer: BlobServer;
   readonly socket: ControlSocket;
   readonly boot: number;
-  readonly drops: DropCounters = { unexpectedSender: 0, unknownElection: 0, wrongDirection: 0 };
-  readonly agents = new Map<string, AgentRow>();
-  readonly #elections = new Map<string, ElectionEntry>();
-  /** Leaders of failed elections, per (rollout, key): they do not lead again. */
-  readonly #excluded = new Map<string, Set<string>>();
-  /** Elections of finished or superseded rollouts, kept for the status report. */
-  readonly #pastElections: ElectionEntry[] = [];
+  /** The agent registry (loaded at start; heartbeats keep it). */
+  readonly agents = new Map<string, AgentRecord>();
+  readonly #versions: VersionRecord[];
+  readonly #rollouts = new Map<number, RolloutRecord>();
+  /** Each agent's progress per rollout (in memory only: after a restart it is seen anew). */
+  readonly #progress = new Map<number, Map<string, AgentProgress>>();
+  readonly #elections = new ElectionBook();
+  readonly #datagrams: DatagramHandler;
   readonly #timing: ElectionTiming;
   readonly #agentTimeoutMs: number;
   readonly #log: (line: string) => void;
-  #electionSeq = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #receiving: Promise<void> | undefined;
-  #servedFlushed = new Map<string, number>();
-  #patchErrors = new Map<string, string>();
+  /** The store's writes, chained so they happen in order. */
+  #writes: Promise<void> = Promise.resolve();
+  readonly #servedFlushed = new Map<string, number>();
+  readonly #patchErrors = new Map<string, string>();
   #closed = false;
 
   private constructor(
     options: ControlPlaneOptions,
-    db: StateDb,
+    stateStore: StateStore,
+    loaded: Loaded,
     store: BlobStore,
     blobServer: BlobServer,
     socket: ControlSocket,
   ) {
     this.bind = options.bind;
-    this.db = db;
+    this.stateStore = stateStore;
     this.store = store;
     this.blobServer = blobServer;
     this.socket = socket;
-    this.patches = new PatchCache(store, db);
-    this.boot = db.nextBoot();
+    this.boot = loaded.boot;
+    this.patches = new PatchCache(store, stateStore, loaded.patches);
+    this.#versions = loaded.versions;
+    for (const agent of loaded.agents) this.agents.set(agent.nodeId, agent);
+    for (const rollout of loaded.rollouts) this.#rollouts.set(rollout.id, rollout);
     this.#timing = { ...DEFAULT_ELECTION_TIMING, ...options.election };
     this.#agentTimeoutMs = options.agentTimeoutMs ?? 10_000;
     this.#log = options.log ?? (() => {});
-    for (const agent of db.agents()) this.agents.set(agent.nodeId, agent);
+    this.#datagrams = new DatagramHandler({
+      agents: this.agents,
+      elections: this.#elections,
+      timing: this.#timing,
+      send: (nodeId, message) => this.#sendTo(nodeId, message),
+      setProgress: (rolloutId, nodeId, progress) => this.#setProgress(rolloutId, nodeId, progress),
+      putAgent: (agent) => void this.#persist(() => stateStore.putAgent(agent)),
+      addHistory: (entry: HistoryRecord) => void this.#persist(() => stateStore.addHistory(entry)),
+      log: this.#log,
+    });
   }
 
   /** Opens the state under `dataDir` and binds the UDP and blob ports. */
   static async start(options: ControlPlaneOptions): Promise<ControlPlane> {
     await Deno.mkdir(options.dataDir, { recursive: true });
-    const db = new StateDb(`${options.dataDir}/controlplane.sqlite`);
+    const stateStore = options.stateStore ??
+      await SqliteStore.open(`${options.dataDir}/${DATABASE_FILE}`);
+    const loaded: Loaded = {
+      boot: await stateStore.nextBoot(),
+      agents: await stateStore.agents(),
+      versions: await stateStore.versions(),
+      patches: await stateStore.patches(),
+      rollouts: await stateStore.rollouts(),
+    };
     const store = await BlobStore.open(`${options.dataDir}/blobs`);
-    const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_CP_UDP_PORT);
+    const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_CP_UDP_PORT, {
+      faults: options.faults,
+    });
     const blobServer = BlobServer.start({
       hostname: options.bind,
       port: options.p2pPort ?? DEFAULT_CP_P2P_PORT,
       store,
+      faults: options.faults?.transport,
     });
-    const cp = new ControlPlane(options, db, store, blobServer, socket);
+    const cp = new ControlPlane(options, stateStore, loaded, store, blobServer, socket);
     cp.#receiving = cp.#receive();
     const tickMs = options.tickMs ?? 200;
     cp.#timer = setInterval(() => cp.tick(Date.now()), tickMs);
@@ -121,7 +195,12 @@ export class ControlPlane {
     return cp;
   }
 
-  /** Stops everything; state is already on disk. */
+  /** Datagrams refused, by reason. */
+  get drops(): DropCounters {
+    return this.#datagrams.drops;
+  }
+
+  /** Stops everything; state is on disk once it resolves. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -130,94 +209,100 @@ export class ControlPlane {
     this.socket.close();
     await this.#receiving;
     await this.blobServer.close();
-    this.db.close();
+    await this.#writes;
+    await this.stateStore.close();
   }
 
   // --- operator actions (the HTTP API calls these) ---
 
-  /** Stores a version's file from a stream; returns its row and the patches prepared for it. */
+  /** Stores a version's file from a stream; returns it and the patches prepared for it. */
   async publish(
     model: string,
     version: string,
     body: ReadableStream<Uint8Array>,
-  ): Promise<{ version: VersionRow; patches: { from: string; digest: string; size: number }[] }> {
+  ): Promise<PublishOutcome> {
     const { digest, size } = await this.store.importStream(body);
     const hex = toHex(digest);
-    const existing = this.db.version(model, version);
+    const existing = this.#version(model, version);
     if (existing && existing.digest !== hex) {
-      const used = this.db.versions().some((v) => v.digest === hex) ||
-        this.db.patches().some((p) => p.digest === hex);
+      const used = this.#versions.some((v) => v.digest === hex) || this.patches.isPatch(hex);
       if (!used) await this.store.remove(digest);
       throw new ConflictError(
         `${model} ${version} is already published with digest ${existing.digest}; publish a new version instead`,
       );
     }
-    const row = existing ?? { model, version, digest: hex, size, created: Date.now() };
-    if (!existing) this.db.putVersion(row);
+    const record = existing ?? { model, version, digest: hex, size, created: Date.now() };
+    if (!existing) {
+      await this.#persist(() => this.stateStore.putVersion(record));
+      this.#versions.push(record);
+    }
     this.#log(`published ${model} ${version} ${hex.slice(0, 16)} (${size} bytes)`);
     // Patches from every version agents run now, so a rollout can start at once.
     const patches = [];
     for (const base of this.#runningDigests(model)) {
       if (base === hex) continue;
-      const from = this.db.versionByDigest(model, base);
+      const from = this.#versionByDigest(model, base);
       if (!from) continue;
       const patch = await this.patches.ensure(base, hex);
       patches.push({ from: from.version, ...patch });
     }
-    return { version: row, patches };
+    return { version: record, patches, created: !existing };
   }
 
   /** Starts a rollout; it supersedes any unfinished rollout of the same model. */
-  rollout(
+  async rollout(
     model: string,
     version: string,
     region: string | null,
     plan: RolloutPlan = DEFAULT_PLAN,
-  ): RolloutRow {
-    const row = this.db.version(model, version);
-    if (!row) {
+  ): Promise<RolloutRecord> {
+    const target = this.#version(model, version);
+    if (!target) {
       throw new NotFoundError(`unknown version: ${model} ${version} has not been published`);
     }
-    const id = this.db.createRollout(model, version, row.digest, region, plan);
-    this.db.supersedeRollouts(model, id);
-    for (const r of this.db.rollouts()) {
-      if (r.id !== id && r.model === model) this.#dropElections(r.id);
+    const created = await this.#persist(() =>
+      this.stateStore.createRollout({
+        model,
+        version,
+        digest: target.digest,
+        region,
+        plan,
+        created: Date.now(),
+      })
+    );
+    this.#rollouts.set(created.id, created);
+    const now = Date.now();
+    for (const older of superseded(created, this.#rollouts.values())) {
+      this.#setRolloutState(older, "superseded", supersededReason(created), now);
+    }
+    for (const r of this.#rollouts.values()) {
+      if (r.id !== created.id && r.model === model) this.#elections.endRollout(r.id);
     }
     this.#log(
-      `rollout ${id}: ${model} ${version} to ${region ?? "every region"} (${plan.strategy}${
+      `rollout ${created.id}: ${model} ${version} to ${region ?? "every region"} (${plan.strategy}${
         plan.rollback ? ", rollback" : ""
       })`,
     );
-    return this.db.rollout(id)!;
+    await this.#writes;
+    return created;
   }
 
-  /** Pauses, resumes or aborts a rollout. */
-  control(id: number, action: "pause" | "resume" | "abort"): RolloutRow {
-    const rollout = this.db.rollout(id);
+  /** Pauses, resumes or aborts a rollout (pure rule: rollout_policy.ts `transition`). */
+  async control(id: number, action: RolloutAction): Promise<RolloutRecord> {
+    const rollout = this.#rollouts.get(id);
     if (!rollout) throw new NotFoundError(`unknown rollout ${id}`);
-    const allowed: Record<typeof action, RolloutState[]> = {
-      pause: ["running"],
-      resume: ["paused", "halted"],
-      abort: ["running", "paused", "halted"],
-    };
-    if (!allowed[action].includes(rollout.state)) {
-      throw new ConflictError(`rollout ${id} is ${rollout.state}: it cannot ${action}`);
-    }
-    const state: RolloutState = action === "pause"
-      ? "paused"
-      : action === "resume"
-      ? "running"
-      : "aborted";
-    this.db.setRolloutState(id, state, action === "resume" ? "" : `${action}d by the operator`);
-    if (action === "resume") {
-      // The failures that halted it were seen: they count again only if they happen again.
-      for (const [key, value] of this.#agentStates) {
-        if (key.startsWith(`${id}|`) && value.startsWith("failed|")) this.#agentStates.delete(key);
+    const next = transition(id, rollout.state, action);
+    const updated = this.#setRolloutState(rollout, next.state, next.reason, Date.now());
+    if (next.forgetFailures) {
+      const progress = this.#progress.get(id);
+      for (const [nodeId, p] of progress ?? []) {
+        if (p.kind === "failed") progress!.delete(nodeId);
       }
     }
-    if (state === "aborted") this.#dropElections(id);
-    this.#log(`rollout ${id} ${state}`);
-    return this.db.rollout(id)!;
+    if (next.endElections) this.#elections.endRollout(id);
+    this.#log(`rollout ${id} ${next.state}`);
+    await this.#writes;
+    return updated;
   }
 
   /**
@@ -225,68 +310,53 @@ export class ControlPlane {
    * rollout before the newest one that differs from it) on every device.
    * Devices that still hold that version switch to it locally.
    */
-  rollback(model: string, to: string | undefined): RolloutRow {
-    const rollouts = this.db.rollouts().filter((r) => r.model === model);
-    if (rollouts.length === 0 && to === undefined) {
-      throw new NotFoundError(`nothing to roll back: ${model} was never rolled out`);
-    }
-    let version = to;
-    if (version === undefined) {
-      const newest = rollouts.at(-1)!;
-      const before = rollouts.slice(0, -1).reverse().find((r) => r.digest !== newest.digest);
-      if (!before) {
-        throw new NotFoundError(
-          `nothing to roll back to: ${model} was only rolled out as ${newest.version}`,
-        );
-      }
-      version = before.version;
-    }
+  rollback(model: string, to: string | undefined): Promise<RolloutRecord> {
+    const rollouts = [...this.#rollouts.values()].filter((r) => r.model === model);
+    const version = rollbackVersion(model, rollouts, to);
     return this.rollout(model, version, null, { ...DEFAULT_PLAN, rollback: true });
   }
 
-  #dropElections(rolloutId: number): void {
-    for (const [manifestId, entry] of this.#elections) {
-      if (entry.rolloutId === rolloutId) {
-        this.#pastElections.push(entry);
-        this.#elections.delete(manifestId);
-      }
-    }
+  /** Every published version (by model, oldest first). */
+  async versions(): Promise<VersionRecord[]> {
+    await this.#writes;
+    return await this.stateStore.versions();
+  }
+
+  /** Every rollout, by id. */
+  async rollouts(): Promise<RolloutRecord[]> {
+    await this.#writes;
+    return await this.stateStore.rollouts();
+  }
+
+  /** A device's history, oldest first. */
+  async history(nodeId: string): Promise<HistoryRecord[]> {
+    await this.#writes;
+    return await this.stateStore.history(nodeId);
   }
 
   /** Everything an operator wants to see, as JSON-ready data. */
-  status(now = Date.now()): StatusReport {
+  async status(now = Date.now()): Promise<StatusReport> {
     this.#flushServed();
-    const served = this.db.served();
-    const agents = [...this.agents.values()].map((a) => ({
-      nodeId: a.nodeId,
-      region: a.region,
-      host: a.host,
-      online: now - a.lastSeen <= this.#agentTimeoutMs,
-      lastSeenMsAgo: now - a.lastSeen,
-      active: a.active,
-      served: a.served,
-    }));
-    const elections = [...this.#pastElections, ...this.#elections.values()].map((e) =>
-      this.#electionReport(e, served)
-    );
-    const rollouts = this.db.rollouts().map((r) => ({
-      ...r,
-      agents: this.db.rolloutAgents(r.id),
-      elections: elections.filter((e) => e.rolloutId === r.id),
-    }));
-    return {
+    await this.#writes;
+    const rollouts = await this.stateStore.rollouts();
+    return buildStatusReport({
       boot: this.boot,
-      versions: this.db.versions(),
-      patches: this.db.patches(),
-      agents,
-      rollouts,
-      controlPlane: {
-        served: Object.values(served).reduce((a, b) => a + b, 0),
-        servedByDigest: served,
-      },
+      now,
+      agentTimeoutMs: this.#agentTimeoutMs,
+      versions: await this.stateStore.versions(),
+      patches: await this.stateStore.patches(),
+      agents: this.agents.values(),
+      rollouts: await Promise.all(
+        rollouts.map(async (rollout) => ({
+          rollout,
+          agents: await this.stateStore.rolloutAgents(rollout.id),
+        })),
+      ),
+      elections: this.#elections.all(),
+      served: await this.stateStore.served(),
       drops: { ...this.drops, ...this.socket.counters },
       patchErrors: Object.fromEntries(this.#patchErrors),
-    };
+    });
   }
 
   // --- the control loop ---
@@ -294,123 +364,95 @@ export class ControlPlane {
   /** Reconciles rollouts and sends what is due. Called every `tickMs`; public for tests. */
   tick(now: number): void {
     if (this.#closed) return;
-    this.#expireAgents(now);
+    this.#expireLeaders(now);
     const running = new Set<number>();
-    for (const rollout of this.db.rollouts()) {
+    for (const rollout of [...this.#rollouts.values()]) {
       if (rollout.state !== "running") continue;
       running.add(rollout.id);
       this.#reconcile(rollout, now);
     }
-    for (const entry of this.#elections.values()) {
+    for (const entry of [...this.#elections.live()]) {
       if (!running.has(entry.rolloutId)) continue; // paused: nothing is sent
       for (const out of entry.election.tick(now)) this.#sendTo(out.nodeId, out.message);
-      if (entry.election.state === "failed") this.#retire(entry);
-    }
-  }
-
-  /**
-   * The agents a rollout lets update now, in a stable order (by node id):
-   * everyone (`all`), the canaries until every one of them runs the target
-   * (`canary`), or batch after batch (`rolling`).
-   */
-  #admitted(rollout: RolloutRow, scope: AgentRow[]): { admitted: AgentRow[]; batch: AgentRow[] } {
-    const sorted = [...scope].sort((a, b) => a.nodeId < b.nodeId ? -1 : 1);
-    const done = (a: AgentRow) => a.active[rollout.model] === rollout.digest;
-    if (rollout.strategy === "canary") {
-      const n = rollout.canaryPercent
-        ? Math.max(1, Math.ceil(sorted.length * rollout.canary / 100))
-        : Math.min(rollout.canary, sorted.length);
-      const canaries = sorted.slice(0, n);
-      return canaries.every(done)
-        ? { admitted: sorted, batch: sorted.slice(n) }
-        : { admitted: canaries, batch: canaries };
-    }
-    if (rollout.strategy === "rolling") {
-      const k = Math.max(1, rollout.batch);
-      for (let end = k;; end += k) {
-        const batch = sorted.slice(end - k, end);
-        if (end >= sorted.length || !batch.every(done)) {
-          return { admitted: sorted.slice(0, end), batch };
-        }
+      if (entry.election.state === "failed") {
+        this.#log(`election ${entry.election.manifestId} failed: ${entry.election.failure}`);
+        this.#elections.retire(entry);
       }
     }
-    return { admitted: sorted, batch: sorted };
   }
 
-  #reconcile(rollout: RolloutRow, now: number): void {
-    const scope = [...this.agents.values()].filter((a) =>
-      rollout.region === null || a.region === rollout.region
+  #reconcile(rollout: RolloutRecord, now: number): void {
+    const scope = [...this.agents.values()].filter((a) => inScope(rollout, a));
+    const { admitted, batch } = admit(rollout, scope);
+    const halt = haltReason(
+      rollout,
+      batch,
+      (nodeId) => this.#progress.get(rollout.id)?.get(nodeId),
     );
-    const { admitted, batch } = this.#admitted(rollout, scope);
-    // Halt when too many of the current batch failed.
-    const failed = batch.filter((a) =>
-      a.active[rollout.model] !== rollout.digest &&
-      this.#agentStates.get(`${rollout.id}|${a.nodeId}`)?.startsWith("failed|")
-    );
-    if (batch.length > 0 && failed.length / batch.length > rollout.maxFailures) {
-      const reason = `${failed.length} of ${batch.length} in the current batch failed (${
-        failed.map((a) => a.nodeId).join(", ")
-      }); over the ${Math.round(rollout.maxFailures * 100)}% limit`;
-      this.db.setRolloutState(rollout.id, "halted", reason);
-      this.#dropElections(rollout.id);
-      this.#log(`rollout ${rollout.id} halted: ${reason}`);
+    if (halt !== undefined) {
+      this.#setRolloutState(rollout, "halted", halt, now);
+      this.#elections.endRollout(rollout.id);
+      this.#log(`rollout ${rollout.id} halted: ${halt}`);
       return;
     }
     const admittedIds = new Set(admitted.map((a) => a.nodeId));
-    let allDone = scope.length > 0;
     for (const agent of scope) {
-      const running = agent.active[rollout.model];
-      const current = this.#electionOf(rollout.id, agent.nodeId);
-      if (running === rollout.digest) {
-        current?.election.onDone(agent.nodeId);
-        this.#setAgentState(rollout.id, agent.nodeId, "active", "");
-        continue;
+      const current = this.#elections.memberOf(rollout.id, agent.nodeId);
+      const step = stepFor(
+        rollout,
+        agent,
+        admittedIds.has(agent.nodeId),
+        now,
+        this.#agentTimeoutMs,
+      );
+      switch (step.kind) {
+        case "active":
+          current?.election.onDone(agent.nodeId);
+          this.#setProgress(rollout.id, agent.nodeId, { kind: "active", detail: "" });
+          break;
+        case "waiting":
+          this.#setProgress(rollout.id, agent.nodeId, { kind: "waiting" });
+          break;
+        case "offline":
+          current?.election.removeMember(agent.nodeId);
+          this.#setProgress(rollout.id, agent.nodeId, { kind: "offline" });
+          break;
+        case "join": {
+          if (current && current.key === step.key) break;
+          current?.election.removeMember(agent.nodeId); // its base changed
+          const entry = this.#electionFor(rollout, agent.region, step.key, step.base);
+          if (!entry) break; // the patch is still being computed
+          entry.election.addMember(agent.nodeId, now);
+          this.#setProgress(rollout.id, agent.nodeId, {
+            kind: "pending",
+            manifestId: entry.election.manifestId,
+          });
+          break;
+        }
       }
-      allDone = false;
-      if (!admittedIds.has(agent.nodeId)) {
-        this.#setAgentState(rollout.id, agent.nodeId, "waiting", "not in a batch yet");
-        continue;
-      }
-      if (now - agent.lastSeen > this.#agentTimeoutMs) {
-        if (current) current.election.removeMember(agent.nodeId);
-        this.#setAgentState(rollout.id, agent.nodeId, "offline", "");
-        continue;
-      }
-      // A device that still holds the target switches to it locally: its election's blob is
-      // the target itself, which every member already has.
-      const holds = agent.held.includes(rollout.digest);
-      const base = holds ? null : running ?? null;
-      const key = holds ? `${agent.region}|held` : `${agent.region}|${base ?? "none"}`;
-      if (current && current.key === key) continue;
-      if (current) current.election.removeMember(agent.nodeId); // its base changed
-      const entry = this.#electionFor(rollout, agent.region, key, base);
-      if (!entry) continue; // the patch is still being computed
-      entry.election.addMember(agent.nodeId, now);
-      this.#setAgentState(rollout.id, agent.nodeId, "pending", entry.election.manifestId);
     }
-    if (allDone) {
-      this.db.finishRollout(rollout.id);
+    if (isDone(rollout, scope)) {
+      this.#setRolloutState(rollout, "done", "", now);
       this.#log(`rollout ${rollout.id} done`);
-      this.#dropElections(rollout.id);
+      this.#elections.endRollout(rollout.id);
     }
   }
 
   /** The live election of (rollout, key), created if needed; undefined while its patch is computed. */
   #electionFor(
-    rollout: RolloutRow,
+    rollout: RolloutRecord,
     region: string,
     key: string,
     base: string | null,
   ): ElectionEntry | undefined {
-    for (const entry of this.#elections.values()) {
-      if (entry.rolloutId === rollout.id && entry.key === key) return entry;
-    }
+    const existing = this.#elections.find(rollout.id, key);
+    if (existing) return existing;
     let blob: { digest: string; size: number; base: string | null };
     const target = {
       digest: rollout.digest,
-      size: this.db.version(rollout.model, rollout.version)!.size,
+      size: this.#version(rollout.model, rollout.version)!.size,
     };
-    if (base !== null && this.db.versionByDigest(rollout.model, base)) {
+    if (base !== null && this.#versionByDigest(rollout.model, base)) {
       const patch = this.patches.cached(base, rollout.digest);
       if (!patch) {
         const patchKey = `${base}>${rollout.digest}`;
@@ -426,7 +468,7 @@ export class ControlPlane {
       // No usable base (nothing installed, or a version we never stored): the whole file.
       blob = { ...target, base: null };
     }
-    const manifestId = `r${rollout.id}.b${this.boot}.e${++this.#electionSeq}`;
+    const manifestId = this.#elections.nextManifestId(rollout.id, this.boot);
     const announce: Announce = {
       type: "announce",
       manifestId,
@@ -440,214 +482,84 @@ export class ControlPlane {
       cpHost: this.bind,
       cpP2pPort: this.blobServer.port,
     };
-    const excluded = this.#excluded.get(`${rollout.id}|${key}`) ?? new Set<string>();
-    const election = new Election(announce, region, this.#timing, excluded);
-    const entry = { election, rolloutId: rollout.id, key };
-    this.#elections.set(manifestId, entry);
+    const excluded = this.#elections.excluded(rollout.id, key);
+    const entry = {
+      election: new Election(announce, region, this.#timing, excluded),
+      rolloutId: rollout.id,
+      key,
+    };
+    this.#elections.add(entry);
     this.#log(
       `election ${manifestId}: ${region}, ${blob.base ? "patch" : "whole file"} ${blob.size} bytes`,
     );
     return entry;
   }
 
-  #electionOf(rolloutId: number, nodeId: string): ElectionEntry | undefined {
-    for (const entry of this.#elections.values()) {
-      if (entry.rolloutId === rolloutId && entry.election.isMember(nodeId)) return entry;
-    }
-    return undefined;
-  }
-
-  /** A failed election: its leader is excluded next time, and the next tick elects again. */
-  #retire(entry: ElectionEntry): void {
-    const { election } = entry;
-    this.#log(`election ${election.manifestId} failed: ${election.failure}`);
-    if (election.leader) {
-      const key = `${entry.rolloutId}|${entry.key}`;
-      const excluded = this.#excluded.get(key) ?? new Set<string>();
-      excluded.add(election.leader);
-      this.#excluded.set(key, excluded);
-    }
-    this.#elections.delete(election.manifestId);
-    this.#pastElections.push(entry);
-  }
-
-  #expireAgents(now: number): void {
-    for (const entry of this.#elections.values()) {
-      const leader = entry.election.leader;
-      if (entry.election.state !== "leading" || leader === undefined) continue;
+  /** A leader silent for longer than the agent timeout fails its election. */
+  #expireLeaders(now: number): void {
+    for (const { election } of this.#elections.live()) {
+      const leader = election.leader;
+      if (election.state !== "leading" || leader === undefined) continue;
       const agent = this.agents.get(leader);
       if (!agent || now - agent.lastSeen > this.#agentTimeoutMs) {
-        entry.election.fail(
-          `leader ${leader} went silent (no heartbeat for ${this.#agentTimeoutMs} ms)`,
-        );
+        election.fail(`leader ${leader} went silent (no heartbeat for ${this.#agentTimeoutMs} ms)`);
       }
     }
   }
 
-  #setAgentState(rolloutId: number, nodeId: string, state: string, detail: string): void {
-    const key = `${rolloutId}|${nodeId}`;
-    const previous = this.#agentStates.get(key);
-    if (previous === `${state}|${detail}`) return;
-    // Reconcile knows less than the agent's own report: the same state without detail is no news.
-    if (detail === "" && previous?.startsWith(`${state}|`)) return;
-    this.#agentStates.set(key, `${state}|${detail}`);
-    this.db.setRolloutAgent(rolloutId, nodeId, state, detail);
-    if (state === "active") this.#log(`agent ${nodeId} done (rollout ${rolloutId})`);
+  /** Records an agent's progress in a rollout, if it is news. */
+  #setProgress(rolloutId: number, nodeId: string, progress: AgentProgress): void {
+    let forRollout = this.#progress.get(rolloutId);
+    if (!forRollout) this.#progress.set(rolloutId, forRollout = new Map());
+    if (!isNews(forRollout.get(nodeId), progress)) return;
+    forRollout.set(nodeId, progress);
+    const record = {
+      rolloutId,
+      nodeId,
+      state: progress.kind,
+      detail: progressDetail(progress),
+      updated: Date.now(),
+    };
+    void this.#persist(() => this.stateStore.setRolloutAgent(record));
+    if (progress.kind === "active") this.#log(`agent ${nodeId} done (rollout ${rolloutId})`);
   }
-  readonly #agentStates = new Map<string, string>();
+
+  /** Sets a rollout's state in memory now, and in the store in the background. */
+  #setRolloutState(
+    rollout: RolloutRecord,
+    state: RolloutState,
+    reason: string,
+    now: number,
+  ): RolloutRecord {
+    const updated = { ...rollout, state, reason, finished: isFinished(state) ? now : null };
+    this.#rollouts.set(rollout.id, updated);
+    void this.#persist(() =>
+      this.stateStore.setRolloutState(rollout.id, state, reason, updated.finished)
+    );
+    return updated;
+  }
+
+  /**
+   * Runs a store write after every earlier one. The returned promise settles
+   * with it; a failed write is also logged, and later writes still run.
+   */
+  #persist<T>(write: () => Promise<T>): Promise<T> {
+    const done = this.#writes.then(write);
+    this.#writes = done.then(
+      () => {},
+      (err) => this.#log(`state store: ${err instanceof Error ? err.message : err}`),
+    );
+    return done;
+  }
 
   // --- datagrams ---
 
   async #receive(): Promise<void> {
     for await (const { message, from } of this.socket.messages()) {
       try {
-        this.#handle(message, from, Date.now());
+        this.#datagrams.handle(message, from, Date.now());
       } catch (err) {
         this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
-      }
-    }
-  }
-
-  #handle(message: ControlMessage, from: UdpAddress, now: number): void {
-    if (message.type === "heartbeat") return this.#onHeartbeat(message, from, now);
-    if (
-      message.type === "announce" || message.type === "leaderAck" ||
-      message.type === "electionClosed"
-    ) {
-      this.drops.wrongDirection++;
-      return;
-    }
-    const agent = this.agents.get(message.nodeId);
-    if (!agent || agent.host !== from.hostname) {
-      this.drops.unexpectedSender++;
-      return;
-    }
-    const entry = this.#elections.get(message.manifestId);
-    if (!entry || !entry.election.isMember(message.nodeId)) {
-      this.drops.unknownElection++;
-      return;
-    }
-    const { election } = entry;
-    switch (message.type) {
-      case "bid": {
-        const wasAnnouncing = election.state === "announcing";
-        for (const out of election.onBid(message.nodeId, now)) {
-          this.#sendTo(out.nodeId, out.message);
-        }
-        if (wasAnnouncing && (election.state as string) === "leading") {
-          this.#log(`election ${election.manifestId}: leader ${message.nodeId}`);
-          this.#setAgentState(entry.rolloutId, message.nodeId, "leader", election.manifestId);
-        }
-        return;
-      }
-      case "leaderReady": {
-        const wasLeading = election.state === "leading";
-        const sends = election.onLeaderReady(
-          message.nodeId,
-          { host: agent.host, p2pPort: message.p2pPort },
-          now,
-        );
-        for (const out of sends) this.#sendTo(out.nodeId, out.message);
-        if (wasLeading && (election.state as string) === "closed") {
-          this.#log(`election ${election.manifestId}: leader ${message.nodeId} ready, closed`);
-        }
-        return;
-      }
-      case "closedAck":
-        election.onClosedAck(message.nodeId);
-        return;
-      case "status":
-        return this.#onStatus(entry, message);
-    }
-  }
-
-  #onStatus(entry: ElectionEntry, message: Status): void {
-    const { election } = entry;
-    election.onLeaderAlive(message.nodeId);
-    election.onAnswered(message.nodeId);
-    if (message.state === "active" || message.state === "up-to-date") {
-      election.onDone(message.nodeId);
-      const agent = this.agents.get(message.nodeId)!;
-      const model = election.announce.model;
-      const digest = toHex(election.announce.targetDigest);
-      if (agent.active[model] !== digest) {
-        this.agents.set(agent.nodeId, { ...agent, active: { ...agent.active, [model]: digest } });
-        this.db.addHistory({
-          nodeId: agent.nodeId,
-          model,
-          at: Date.now(),
-          event: "running",
-          digest,
-          detail: message.detail,
-        });
-      }
-      this.#setAgentState(entry.rolloutId, message.nodeId, "active", message.detail);
-      return;
-    }
-    this.#setAgentState(entry.rolloutId, message.nodeId, message.state, message.detail);
-    if (message.state === "failed") {
-      // Try again later (the agent counts its failures and stops at its poison limit).
-      if (!message.detail.startsWith("poisoned")) {
-        election.rewind(message.nodeId, Date.now(), 4 * this.#timing.retryMs);
-      }
-      this.db.addHistory({
-        nodeId: message.nodeId,
-        model: election.announce.model,
-        at: Date.now(),
-        event: "failed",
-        digest: toHex(election.announce.targetDigest),
-        detail: message.detail,
-      });
-    }
-  }
-
-  #onHeartbeat(message: Heartbeat, from: UdpAddress, now: number): void {
-    if (message.host !== from.hostname) {
-      this.drops.unexpectedSender++;
-      return;
-    }
-    const previous = this.agents.get(message.nodeId);
-    const row: AgentRow = {
-      nodeId: message.nodeId,
-      region: message.region,
-      host: message.host,
-      udpPort: message.udpPort,
-      p2pPort: message.p2pPort,
-      active: Object.fromEntries(message.active.map(([model, d]) => [model, toHex(d)])),
-      held: message.held.map(toHex),
-      served: message.served,
-      startedAt: message.startedAt,
-      lastSeen: now,
-    };
-    this.agents.set(row.nodeId, row);
-    for (const [model, digest] of Object.entries(row.active)) {
-      if (previous?.active[model] !== digest) {
-        this.db.addHistory({
-          nodeId: row.nodeId,
-          model,
-          at: now,
-          event: "running",
-          digest,
-          detail: "",
-        });
-      }
-    }
-    const changed = !previous || previous.startedAt !== row.startedAt ||
-      previous.region !== row.region || previous.host !== row.host ||
-      previous.udpPort !== row.udpPort || previous.p2pPort !== row.p2pPort ||
-      previous.served !== row.served ||
-      JSON.stringify(previous.active) !== JSON.stringify(row.active) ||
-      now - previous.lastSeen > 5_000;
-    if (changed) this.db.putAgent(row);
-    if (!previous) this.#log(`agent ${row.nodeId} joined (${row.region}, ${row.host})`);
-    if (previous && previous.startedAt !== row.startedAt) {
-      this.#log(`agent ${row.nodeId} restarted`);
-      for (const entry of this.#elections.values()) {
-        const { election } = entry;
-        if (!election.isMember(row.nodeId)) continue;
-        if (election.state === "leading" && election.leader === row.nodeId) {
-          election.fail(`leader ${row.nodeId} restarted before LeaderReady`);
-        } else election.rewind(row.nodeId, now);
       }
     }
   }
@@ -656,6 +568,16 @@ export class ControlPlane {
     const agent = this.agents.get(nodeId);
     if (!agent) return;
     this.socket.send(message, { hostname: agent.host, port: agent.udpPort });
+  }
+
+  // --- helpers ---
+
+  #version(model: string, version: string): VersionRecord | undefined {
+    return this.#versions.find((v) => v.model === model && v.version === version);
+  }
+
+  #versionByDigest(model: string, digest: string): VersionRecord | undefined {
+    return this.#versions.find((v) => v.model === model && v.digest === digest);
   }
 
   #runningDigests(model: string): Set<string> {
@@ -671,75 +593,9 @@ export class ControlPlane {
     for (const [digest, bytes] of this.blobServer.servedByDigest()) {
       const before = this.#servedFlushed.get(digest) ?? 0;
       if (bytes > before) {
-        this.db.addServed(digest, bytes - before);
+        void this.#persist(() => this.stateStore.addServed(digest, bytes - before));
         this.#servedFlushed.set(digest, bytes);
       }
     }
   }
-
-  #electionReport(entry: ElectionEntry, served: Record<string, number>): ElectionReport {
-    const { election } = entry;
-    const blob = toHex(election.announce.blobDigest);
-    return {
-      manifestId: election.manifestId,
-      rolloutId: entry.rolloutId,
-      region: election.region,
-      base: election.announce.baseDigest ? toHex(election.announce.baseDigest) : null,
-      blob,
-      blobSize: election.announce.blobSize,
-      state: election.state,
-      failure: election.failure ?? null,
-      leader: election.leader ?? null,
-      members: election.members,
-      pending: election.pending,
-      timeline: { ...election.timeline },
-      controlPlaneServedForBlob: served[blob] ?? 0,
-    };
-  }
 }
-
-/** One election in the status report. */
-export interface ElectionReport {
-  readonly manifestId: string;
-  readonly rolloutId: number;
-  readonly region: string;
-  readonly base: string | null;
-  readonly blob: string;
-  readonly blobSize: number;
-  readonly state: string;
-  readonly failure: string | null;
-  readonly leader: string | null;
-  readonly members: string[];
-  readonly pending: string[];
-  readonly timeline: { announced?: number; firstBid?: number; leaderReady?: number };
-  /** Bytes of this election's blob the control plane has served (all elections that share it). */
-  readonly controlPlaneServedForBlob: number;
-}
-
-/** The status report (`GET /v1/status`). */
-export interface StatusReport {
-  readonly boot: number;
-  readonly versions: VersionRow[];
-  readonly patches: { base: string; target: string; digest: string; size: number }[];
-  readonly agents: {
-    nodeId: string;
-    region: string;
-    host: string;
-    online: boolean;
-    lastSeenMsAgo: number;
-    active: Record<string, string>;
-    served: number;
-  }[];
-  readonly rollouts: (RolloutRow & {
-    agents: { nodeId: string; state: string; detail: string; updated: number }[];
-    elections: ElectionReport[];
-  })[];
-  readonly controlPlane: { served: number; servedByDigest: Record<string, number> };
-  readonly drops: Record<string, number>;
-  readonly patchErrors: Record<string, string>;
-}
-
-/** A request that conflicts with stored state (HTTP 409). */
-export class ConflictError extends Error {}
-/** A request names something unknown (HTTP 404). */
-export class NotFoundError extends Error {}

@@ -2,7 +2,9 @@
  * The control plane's HTTP API for operators (and the `publish`, `rollout`
  * and `status` commands). JSON in and out, except a version's file, uploaded
  * as the raw request body. Errors are `{ "error": "..." }` with a 4xx status
- * for bad input and 500 for bugs.
+ * for bad input and 500 for bugs: every `PoolboyError` answers with its own
+ * `httpStatus`, mapped in one place (`apiHandler`). Endpoints are a route
+ * table: an unknown path is 404, a known path with another method 405.
  *
  * | method | path                                   | body              | answer                          |
  * |--------|----------------------------------------|-------------------|---------------------------------|
@@ -21,9 +23,28 @@
  * @module
  */
 
-import { VerificationError } from "../kernel/errors.ts";
-import { ConflictError, type ControlPlane, NotFoundError } from "./control_plane.ts";
-import { DEFAULT_PLAN, type RolloutPlan } from "./state_db.ts";
+import {
+  InvalidArgumentError,
+  MethodNotAllowedError,
+  NotFoundError,
+  PayloadTooLargeError,
+  PoolboyError,
+} from "../kernel/errors.ts";
+import type {
+  DeviceList,
+  ErrorBody,
+  HealthInfo,
+  HistoryList,
+  PublishResult,
+  RolloutInfo,
+  RolloutList,
+  RolloutReport,
+  StatusReport,
+  VersionList,
+} from "./api_types.ts";
+import type { ControlPlane } from "./control_plane.ts";
+import { historyEntry, rolloutInfo, versionInfo } from "./status_report.ts";
+import { DEFAULT_PLAN, type RolloutPlan } from "./state_store.ts";
 
 /** Largest JSON request body accepted. */
 export const MAX_JSON_BODY = 64 * 1024;
@@ -31,99 +52,183 @@ export const MAX_JSON_BODY = 64 * 1024;
 /** Names of models, versions and regions: what the control messages can carry. */
 const NAME = /^[A-Za-z0-9._-]{1,128}$/;
 
-class BadRequest extends Error {
-  readonly status: number;
-  constructor(message: string, status = 400) {
-    super(message);
-    this.status = status;
-  }
+/** A handler's answer: a JSON value and its status. */
+interface Answer {
+  readonly body: unknown;
+  readonly status?: number;
 }
+
+/** One endpoint: `pattern` matches the path's segments; `:name` segments are parameters. */
+interface Route {
+  readonly method: string;
+  readonly pattern: string;
+  readonly handler: (
+    cp: ControlPlane,
+    params: Record<string, string>,
+    request: Request,
+  ) => Promise<Answer>;
+}
+
+/** Every endpoint (the table above). */
+const ROUTES: readonly Route[] = [
+  {
+    method: "GET",
+    pattern: "/health",
+    handler: (cp) => answer<HealthInfo>({ ok: true, boot: cp.boot }),
+  },
+  {
+    method: "PUT",
+    pattern: "/v1/models/:model/versions/:version",
+    handler: async (cp, params, request) => {
+      const model = name(params.model, "model");
+      const version = name(params.version, "version");
+      if (!request.body) throw new InvalidArgumentError("the request body must be the model file");
+      const outcome = await cp.publish(model, version, request.body);
+      const result: PublishResult = {
+        version: versionInfo(outcome.version),
+        patches: outcome.patches,
+      };
+      return { body: result, status: outcome.created ? 201 : 200 };
+    },
+  },
+  {
+    method: "GET",
+    pattern: "/v1/models",
+    handler: async (cp) =>
+      answer<VersionList>({ versions: (await cp.versions()).map(versionInfo) }),
+  },
+  {
+    method: "GET",
+    pattern: "/v1/rollouts",
+    handler: async (cp) =>
+      answer<RolloutList>({ rollouts: (await cp.rollouts()).map(rolloutInfo) }),
+  },
+  {
+    method: "POST",
+    pattern: "/v1/rollouts",
+    handler: async (cp, _params, request) => {
+      const body = await jsonBody(request);
+      const model = name(body.model, "model");
+      const version = name(body.version, "version");
+      const region = body.region === undefined || body.region === null
+        ? null
+        : name(body.region, "region");
+      await knownModel(cp, model);
+      const rollout = await cp.rollout(model, version, region, planOf(body));
+      return answer<RolloutInfo>(rolloutInfo(rollout), 201);
+    },
+  },
+  {
+    method: "GET",
+    pattern: "/v1/rollouts/:id",
+    handler: async (cp, params) => {
+      const id = rolloutId(params.id);
+      const rollout = (await cp.status()).rollouts.find((r) => r.id === id);
+      if (!rollout) throw new NotFoundError(`unknown rollout "${params.id}"`);
+      return answer<RolloutReport>(rollout);
+    },
+  },
+  {
+    method: "POST",
+    pattern: "/v1/rollouts/:id/:action",
+    handler: async (cp, params) => {
+      const action = params.action;
+      if (action !== "pause" && action !== "resume" && action !== "abort") {
+        throw new NotFoundError(`no such rollout action "${action}" (pause, resume or abort)`);
+      }
+      return answer<RolloutInfo>(rolloutInfo(await cp.control(rolloutId(params.id), action)));
+    },
+  },
+  {
+    method: "POST",
+    pattern: "/v1/rollback",
+    handler: async (cp, _params, request) => {
+      const body = await jsonBody(request);
+      const model = name(body.model, "model");
+      await knownModel(cp, model);
+      const to = body.to === undefined || body.to === null ? undefined : name(body.to, "to");
+      return answer<RolloutInfo>(rolloutInfo(await cp.rollback(model, to)), 201);
+    },
+  },
+  {
+    method: "GET",
+    pattern: "/v1/devices/:id/history",
+    handler: async (cp, params) => {
+      if (!cp.agents.has(params.id)) throw new NotFoundError(`unknown device "${params.id}"`);
+      return answer<HistoryList>({ history: (await cp.history(params.id)).map(historyEntry) });
+    },
+  },
+  {
+    method: "GET",
+    pattern: "/v1/agents",
+    handler: async (cp) => answer<DeviceList>({ agents: (await cp.status()).agents }),
+  },
+  {
+    method: "GET",
+    pattern: "/v1/devices",
+    handler: async (cp) => answer<DeviceList>({ agents: (await cp.status()).agents }),
+  },
+  {
+    method: "GET",
+    pattern: "/v1/status",
+    handler: async (cp) => answer<StatusReport>(await cp.status()),
+  },
+];
 
 /** The request handler for `Deno.serve`. */
 export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Response> {
   return async (request) => {
     try {
-      return await route(cp, request);
+      const { body, status } = await route(cp, request);
+      return json(body, status);
     } catch (err) {
-      if (err instanceof BadRequest) return json({ error: err.message }, err.status);
-      if (err instanceof NotFoundError) return json({ error: err.message }, 404);
-      if (err instanceof ConflictError) return json({ error: err.message }, 409);
-      if (err instanceof VerificationError) return json({ error: err.message }, 422);
+      // The one place errors become answers: a PoolboyError carries its HTTP status.
+      const status = err instanceof PoolboyError ? err.httpStatus : 500;
       const message = err instanceof Error ? err.message : String(err);
-      return json({ error: `internal error: ${message}` }, 500);
+      const body: ErrorBody = {
+        error: err instanceof PoolboyError && status < 500 ? message : `internal error: ${message}`,
+      };
+      return json(body, status);
     }
   };
 }
 
-async function route(cp: ControlPlane, request: Request): Promise<Response> {
+function route(cp: ControlPlane, request: Request): Promise<Answer> {
   const url = new URL(request.url);
   const parts = url.pathname.split("/").filter((p) => p !== "").map(decodeURIComponent);
-  const method = request.method;
-  const path = `/${parts.join("/")}`;
-  if (path === "/health" && method === "GET") return json({ ok: true, boot: cp.boot });
-  if (parts[0] !== "v1") throw new BadRequest(`no such endpoint: ${method} ${url.pathname}`, 404);
-  if (parts[1] === "models" && parts.length === 5 && parts[3] === "versions") {
-    if (method !== "PUT") throw methodNotAllowed(method, url.pathname);
-    const model = name(parts[2], "model");
-    const version = name(parts[4], "version");
-    if (!request.body) throw new BadRequest("the request body must be the model file");
-    const existed = cp.db.version(model, version) !== undefined;
-    const result = await cp.publish(model, version, request.body);
-    return json(result, existed ? 200 : 201);
+  let pathExists = false;
+  for (const r of ROUTES) {
+    const params = match(r.pattern, parts);
+    if (params === undefined) continue;
+    if (r.method === request.method) return r.handler(cp, params, request);
+    pathExists = true;
   }
-  if (path === "/v1/models") {
-    if (method !== "GET") throw methodNotAllowed(method, url.pathname);
-    return json({ versions: cp.db.versions() });
+  if (pathExists) {
+    throw new MethodNotAllowedError(`method ${request.method} not allowed on ${url.pathname}`);
   }
-  if (path === "/v1/rollouts") {
-    if (method === "GET") return json({ rollouts: cp.db.rollouts() });
-    if (method !== "POST") throw methodNotAllowed(method, url.pathname);
-    const body = await jsonBody(request);
-    const model = name(body.model, "model");
-    const version = name(body.version, "version");
-    const region = body.region === undefined || body.region === null
-      ? null
-      : name(body.region, "region");
-    if (!cp.db.versions().some((v) => v.model === model)) {
-      throw new NotFoundError(`unknown model "${model}"`);
-    }
-    return json(cp.rollout(model, version, region, planOf(body)), 201);
+  throw new NotFoundError(`no such endpoint: ${request.method} ${url.pathname}`);
+}
+
+/** The parameters of `pattern` in `parts`, or undefined if it does not match. */
+function match(pattern: string, parts: readonly string[]): Record<string, string> | undefined {
+  const segments = pattern.split("/").filter((p) => p !== "");
+  if (segments.length !== parts.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < segments.length; i++) {
+    if (segments[i].startsWith(":")) params[segments[i].slice(1)] = parts[i];
+    else if (segments[i] !== parts[i]) return undefined;
   }
-  if (parts[1] === "rollouts" && parts.length === 4) {
-    if (method !== "POST") throw methodNotAllowed(method, url.pathname);
-    const action = parts[3];
-    if (action !== "pause" && action !== "resume" && action !== "abort") {
-      throw new BadRequest(`no such rollout action "${action}" (pause, resume or abort)`, 404);
-    }
-    return json(cp.control(rolloutId(parts[2]), action));
+  return params;
+}
+
+function answer<T>(body: T, status = 200): Promise<Answer> {
+  return Promise.resolve({ body, status });
+}
+
+async function knownModel(cp: ControlPlane, model: string): Promise<void> {
+  if (!(await cp.versions()).some((v) => v.model === model)) {
+    throw new NotFoundError(`unknown model "${model}"`);
   }
-  if (path === "/v1/rollback") {
-    if (method !== "POST") throw methodNotAllowed(method, url.pathname);
-    const body = await jsonBody(request);
-    const model = name(body.model, "model");
-    if (!cp.db.versions().some((v) => v.model === model)) {
-      throw new NotFoundError(`unknown model "${model}"`);
-    }
-    const to = body.to === undefined || body.to === null ? undefined : name(body.to, "to");
-    return json(cp.rollback(model, to), 201);
-  }
-  if (parts[1] === "devices" && parts.length === 4 && parts[3] === "history") {
-    if (method !== "GET") throw methodNotAllowed(method, url.pathname);
-    if (!cp.agents.has(parts[2])) throw new NotFoundError(`unknown device "${parts[2]}"`);
-    return json({ history: cp.db.history(parts[2]) });
-  }
-  if (parts[1] === "rollouts" && parts.length === 3) {
-    if (method !== "GET") throw methodNotAllowed(method, url.pathname);
-    const id = rolloutId(parts[2]);
-    const rollout = cp.status().rollouts.find((r) => r.id === id);
-    if (!rollout) throw new NotFoundError(`unknown rollout "${parts[2]}"`);
-    return json(rollout);
-  }
-  if ((path === "/v1/agents" || path === "/v1/devices") && method === "GET") {
-    return json({ agents: cp.status().agents });
-  }
-  if (path === "/v1/status" && method === "GET") return json(cp.status());
-  throw new BadRequest(`no such endpoint: ${method} ${url.pathname}`, 404);
 }
 
 function rolloutId(text: string): number {
@@ -135,7 +240,7 @@ function rolloutId(text: string): number {
 export function planOf(body: Record<string, unknown>): RolloutPlan {
   const strategy = body.strategy ?? "all";
   if (strategy !== "all" && strategy !== "canary" && strategy !== "rolling") {
-    throw new BadRequest(
+    throw new InvalidArgumentError(
       `strategy must be "all", "canary" or "rolling" (got ${JSON.stringify(strategy)})`,
     );
   }
@@ -144,7 +249,7 @@ export function planOf(body: Record<string, unknown>): RolloutPlan {
   if (body.canary !== undefined) {
     const m = /^([0-9]{1,9})(%?)$/.exec(String(body.canary));
     if (!m || Number(m[1]) < 1 || (m[2] === "%" && Number(m[1]) > 100)) {
-      throw new BadRequest(
+      throw new InvalidArgumentError(
         `canary must be a count (1 or more) or a percentage like 10% (got ${
           JSON.stringify(body.canary)
         })`,
@@ -155,7 +260,7 @@ export function planOf(body: Record<string, unknown>): RolloutPlan {
   }
   const batch = body.batch ?? 1;
   if (!Number.isSafeInteger(batch) || (batch as number) < 1) {
-    throw new BadRequest(
+    throw new InvalidArgumentError(
       `batch must be a whole number of at least 1 (got ${JSON.stringify(batch)})`,
     );
   }
@@ -163,7 +268,7 @@ export function planOf(body: Record<string, unknown>): RolloutPlan {
   if (body.maxFailures !== undefined) {
     const m = /^([0-9]{1,3}(?:\.[0-9]+)?)%$/.exec(String(body.maxFailures));
     if (!m || Number(m[1]) > 100) {
-      throw new BadRequest(
+      throw new InvalidArgumentError(
         `maxFailures must be a percentage like 20% (got ${JSON.stringify(body.maxFailures)})`,
       );
     }
@@ -172,13 +277,9 @@ export function planOf(body: Record<string, unknown>): RolloutPlan {
   return { strategy, canary, canaryPercent, batch: batch as number, maxFailures, rollback: false };
 }
 
-function methodNotAllowed(method: string, path: string): BadRequest {
-  return new BadRequest(`method ${method} not allowed on ${path}`, 405);
-}
-
 function name(value: unknown, what: string): string {
   if (typeof value !== "string" || !NAME.test(value)) {
-    throw new BadRequest(
+    throw new InvalidArgumentError(
       `${what} must be 1-128 characters of letters, digits, ".", "_" or "-" (got ${
         JSON.stringify(value)
       })`,
@@ -190,20 +291,20 @@ function name(value: unknown, what: string): string {
 async function jsonBody(request: Request): Promise<Record<string, unknown>> {
   const length = Number(request.headers.get("content-length") ?? "0");
   if (length > MAX_JSON_BODY) {
-    throw new BadRequest(`request body over ${MAX_JSON_BODY} bytes`, 413);
+    throw new PayloadTooLargeError(`request body over ${MAX_JSON_BODY} bytes`);
   }
   const text = await request.text();
   if (text.length > MAX_JSON_BODY) {
-    throw new BadRequest(`request body over ${MAX_JSON_BODY} bytes`, 413);
+    throw new PayloadTooLargeError(`request body over ${MAX_JSON_BODY} bytes`);
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
-    throw new BadRequest("the request body is not valid JSON");
+    throw new InvalidArgumentError("the request body is not valid JSON");
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new BadRequest("the request body must be a JSON object");
+    throw new InvalidArgumentError("the request body must be a JSON object");
   }
   return value as Record<string, unknown>;
 }

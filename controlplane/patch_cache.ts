@@ -1,7 +1,8 @@
 /**
  * The control plane's patch cache: the patch from one stored version to
  * another, computed once (codec/encoder.ts) and kept in the blob store by its
- * BLAKE3, its (base, target) → patch mapping in the database. Computations
+ * BLAKE3, its (base, target) → patch mapping in the state store (and in
+ * memory, loaded at start, so `cached` answers at once). Computations
  * are serialized (one encode at a time keeps the control plane's memory flat)
  * and deduplicated (asking twice waits for the same work).
  *
@@ -11,7 +12,7 @@
 import { fromHex, toHex } from "../kernel/blake3.ts";
 import { encodeFile } from "../codec/encoder.ts";
 import type { BlobStore } from "../transfer/blob_store.ts";
-import type { StateDb } from "./state_db.ts";
+import type { PatchRecord, StateStore } from "./state_store.ts";
 
 /** A patch in the store. */
 export interface CachedPatch {
@@ -22,28 +23,40 @@ export interface CachedPatch {
 /** Computes and remembers patches between stored versions. */
 export class PatchCache {
   readonly #store: BlobStore;
-  readonly #db: StateDb;
+  readonly #state: StateStore;
+  /** Known patches by `base>target`. */
+  readonly #known = new Map<string, CachedPatch>();
   readonly #inFlight = new Map<string, Promise<CachedPatch>>();
   #queue: Promise<unknown> = Promise.resolve();
   /** Hashing Workers per encode. */
   readonly #threads: number;
 
-  constructor(store: BlobStore, db: StateDb, threads = 1) {
+  /** `known`: the patches the state store holds. */
+  constructor(store: BlobStore, state: StateStore, known: readonly PatchRecord[], threads = 1) {
     this.#store = store;
-    this.#db = db;
+    this.#state = state;
     this.#threads = threads;
+    for (const p of known) {
+      this.#known.set(`${p.base}>${p.target}`, { digest: p.digest, size: p.size });
+    }
   }
 
   /** The cached patch base → target, if it has been computed. */
   cached(base: string, target: string): CachedPatch | undefined {
-    return this.#db.patch(base, target);
+    return this.#known.get(`${base}>${target}`);
+  }
+
+  /** Whether some cached patch is the blob `digest`. */
+  isPatch(digest: string): boolean {
+    for (const p of this.#known.values()) if (p.digest === digest) return true;
+    return false;
   }
 
   /** The patch base → target (hex digests of stored blobs), computing it if needed. */
   ensure(base: string, target: string): Promise<CachedPatch> {
-    const hit = this.#db.patch(base, target);
-    if (hit) return Promise.resolve(hit);
     const key = `${base}>${target}`;
+    const hit = this.#known.get(key);
+    if (hit) return Promise.resolve(hit);
     const running = this.#inFlight.get(key);
     if (running) return running;
     const work = this.#queue.then(() => this.#compute(base, target)).finally(() =>
@@ -65,7 +78,8 @@ export class PatchCache {
       );
       const { digest, size } = await this.#store.importFile(temporary);
       const patch = { digest: toHex(digest), size };
-      this.#db.putPatch(base, target, patch.digest, patch.size);
+      await this.#state.putPatch({ base, target, ...patch });
+      this.#known.set(`${base}>${target}`, patch);
       return patch;
     } finally {
       await Deno.remove(temporary).catch(() => {});

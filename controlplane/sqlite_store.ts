@@ -1,95 +1,34 @@
 /**
- * The control plane's durable state: an embedded SQLite database
- * (`node:sqlite`) at `DATA/controlplane.sqlite`, holding what must survive a
- * restart — model versions, cached patches, the agent registry, rollouts and
- * each agent's progress in them, and the bytes served. Elections are not
- * stored: after a restart they are run again from the rollouts (agents that
- * finished say so in their heartbeats).
+ * The control plane's state in an embedded SQLite database (`node:sqlite`) at
+ * `DATA/controlplane.sqlite`: the `StateStore` (state_store.ts) the control
+ * plane runs on. The only SQL of the control plane is here. Databases made by
+ * earlier versions open as they are: rollout columns added since the first
+ * version are added at open.
  *
- * Digests are stored as lowercase hex.
+ * node:sqlite is synchronous; the methods return settled Promises so the
+ * control plane is written against the asynchronous interface.
  *
  * @module
  */
 
 import { DatabaseSync } from "node:sqlite";
+import type { AgentProgressKind } from "./agent_progress.ts";
+import type {
+  AgentRecord,
+  HistoryEvent,
+  HistoryRecord,
+  NewRollout,
+  PatchRecord,
+  RolloutAgentRecord,
+  RolloutRecord,
+  RolloutState,
+  StateStore,
+  Strategy,
+  VersionRecord,
+} from "./state_store.ts";
 
-/** A stored model version. */
-export interface VersionRow {
-  readonly model: string;
-  readonly version: string;
-  readonly digest: string;
-  readonly size: number;
-  readonly created: number;
-}
-
-/** An agent as last heard from. */
-export interface AgentRow {
-  readonly nodeId: string;
-  readonly region: string;
-  readonly host: string;
-  readonly udpPort: number;
-  readonly p2pPort: number;
-  /** Active model digests by model name. */
-  readonly active: Record<string, string>;
-  readonly held: string[];
-  /** Bytes its blob server reports having sent. */
-  readonly served: number;
-  readonly startedAt: number;
-  readonly lastSeen: number;
-}
-
-/** States of a rollout: only a running one admits devices and runs elections. */
-export type RolloutState = "running" | "paused" | "halted" | "aborted" | "superseded" | "done";
-
-/** How a rollout admits devices. */
-export type Strategy = "all" | "canary" | "rolling";
-
-/** How a rollout is made: its strategy and its failure threshold. */
-export interface RolloutPlan {
-  readonly strategy: Strategy;
-  /** Canary size: a count, or a percentage of the scope when `canaryPercent`. */
-  readonly canary: number;
-  readonly canaryPercent: boolean;
-  /** Rolling batch size. */
-  readonly batch: number;
-  /** Halt when more than this share (0-1) of a batch fails. */
-  readonly maxFailures: number;
-  /** A fleet rollback (it may switch devices to a version they hold). */
-  readonly rollback: boolean;
-}
-
-/** Defaults: everyone at once, halt above 20% failures. */
-export const DEFAULT_PLAN: RolloutPlan = {
-  strategy: "all",
-  canary: 1,
-  canaryPercent: false,
-  batch: 1,
-  maxFailures: 0.2,
-  rollback: false,
-};
-
-/** A rollout of one model version to a region or the whole fleet. */
-export interface RolloutRow extends RolloutPlan {
-  readonly id: number;
-  readonly model: string;
-  readonly version: string;
-  readonly digest: string;
-  readonly region: string | null;
-  readonly state: RolloutState;
-  readonly created: number;
-  readonly finished: number | null;
-  /** Why it halted, was aborted or superseded. */
-  readonly reason: string;
-}
-
-/** One agent's progress in a rollout. */
-export interface RolloutAgentRow {
-  readonly rolloutId: number;
-  readonly nodeId: string;
-  readonly state: string;
-  readonly detail: string;
-  readonly updated: number;
-}
+/** The database's file name under the data directory. */
+export const DATABASE_FILE = "controlplane.sqlite";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -128,44 +67,36 @@ const ROLLOUT_COLUMNS = [
   "reason TEXT NOT NULL DEFAULT ''",
 ];
 
-/** One entry of a device's history. */
-export interface HistoryRow {
-  readonly nodeId: string;
-  readonly model: string;
-  readonly at: number;
-  /** "running" (it reported this version active) or "failed". */
-  readonly event: string;
-  readonly digest: string;
-  readonly detail: string;
-}
-
 type Row = Record<string, unknown>;
 
-/** The control plane's database. */
-export class StateDb {
+/** The control plane's state in SQLite. */
+export class SqliteStore implements StateStore {
   readonly #db: DatabaseSync;
 
-  /** Opens (creating if needed) the database at `path`. */
-  constructor(path: string) {
-    this.#db = new DatabaseSync(path);
-    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-    this.#db.exec(SCHEMA);
+  private constructor(db: DatabaseSync) {
+    this.#db = db;
+  }
+
+  /** Opens (creating or migrating if needed) the database at `path`. */
+  static open(path: string): Promise<SqliteStore> {
+    const db = new DatabaseSync(path);
+    db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    db.exec(SCHEMA);
     const have = new Set(
-      (this.#db.prepare("PRAGMA table_info(rollouts)").all() as Row[]).map((r) => String(r.name)),
+      (db.prepare("PRAGMA table_info(rollouts)").all() as Row[]).map((r) => String(r.name)),
     );
     for (const column of ROLLOUT_COLUMNS) {
-      if (!have.has(column.split(" ")[0])) {
-        this.#db.exec(`ALTER TABLE rollouts ADD COLUMN ${column}`);
-      }
+      if (!have.has(column.split(" ")[0])) db.exec(`ALTER TABLE rollouts ADD COLUMN ${column}`);
     }
+    return Promise.resolve(new SqliteStore(db));
   }
 
-  close(): void {
+  close(): Promise<void> {
     this.#db.close();
+    return Promise.resolve();
   }
 
-  /** Increments and returns the boot counter (part of every election's id, so ids never repeat). */
-  nextBoot(): number {
+  nextBoot(): Promise<number> {
     const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'boot'").get() as
       | Row
       | undefined;
@@ -173,66 +104,53 @@ export class StateDb {
     this.#db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)").run(
       String(boot),
     );
-    return boot;
+    return Promise.resolve(boot);
   }
 
   // --- versions ---
 
-  putVersion(v: VersionRow): void {
+  putVersion(v: VersionRecord): Promise<void> {
     this.#db.prepare(
       "INSERT OR REPLACE INTO versions (model, version, digest, size, created) VALUES (?, ?, ?, ?, ?)",
     ).run(v.model, v.version, v.digest, v.size, v.created);
+    return Promise.resolve();
   }
 
-  version(model: string, version: string): VersionRow | undefined {
+  version(model: string, version: string): Promise<VersionRecord | undefined> {
     const row = this.#db.prepare("SELECT * FROM versions WHERE model = ? AND version = ?").get(
       model,
       version,
     ) as Row | undefined;
-    return row ? versionOf(row) : undefined;
+    return Promise.resolve(row ? versionOf(row) : undefined);
   }
 
-  versions(): VersionRow[] {
-    return (this.#db.prepare("SELECT * FROM versions ORDER BY model, created").all() as Row[]).map(
-      versionOf,
-    );
-  }
-
-  /** The version of `model` whose file has `digest`, if any. */
-  versionByDigest(model: string, digest: string): VersionRow | undefined {
-    const row = this.#db.prepare("SELECT * FROM versions WHERE model = ? AND digest = ?").get(
-      model,
-      digest,
-    ) as Row | undefined;
-    return row ? versionOf(row) : undefined;
+  versions(): Promise<VersionRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM versions ORDER BY model, created").all() as Row[];
+    return Promise.resolve(rows.map(versionOf));
   }
 
   // --- patches ---
 
-  putPatch(base: string, target: string, digest: string, size: number): void {
+  putPatch(p: PatchRecord): Promise<void> {
     this.#db.prepare(
       "INSERT OR REPLACE INTO patches (base, target, digest, size) VALUES (?, ?, ?, ?)",
-    ).run(base, target, digest, size);
+    ).run(p.base, p.target, p.digest, p.size);
+    return Promise.resolve();
   }
 
-  patch(base: string, target: string): { digest: string; size: number } | undefined {
-    const row = this.#db.prepare("SELECT digest, size FROM patches WHERE base = ? AND target = ?")
-      .get(base, target) as Row | undefined;
-    return row ? { digest: String(row.digest), size: Number(row.size) } : undefined;
-  }
-
-  patches(): { base: string; target: string; digest: string; size: number }[] {
-    return (this.#db.prepare("SELECT * FROM patches").all() as Row[]).map((r) => ({
+  patches(): Promise<PatchRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM patches").all() as Row[];
+    return Promise.resolve(rows.map((r) => ({
       base: String(r.base),
       target: String(r.target),
       digest: String(r.digest),
       size: Number(r.size),
-    }));
+    })));
   }
 
   // --- agents ---
 
-  putAgent(a: AgentRow): void {
+  putAgent(a: AgentRecord): Promise<void> {
     this.#db.prepare(
       `INSERT OR REPLACE INTO agents (node_id, region, host, udp_port, p2p_port, active, held, served,
        started_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -248,41 +166,38 @@ export class StateDb {
       a.startedAt,
       a.lastSeen,
     );
+    return Promise.resolve();
   }
 
-  agents(): AgentRow[] {
-    return (this.#db.prepare("SELECT * FROM agents ORDER BY node_id").all() as Row[]).map((r) => ({
+  agents(): Promise<AgentRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM agents ORDER BY node_id").all() as Row[];
+    return Promise.resolve(rows.map((r) => ({
       nodeId: String(r.node_id),
       region: String(r.region),
       host: String(r.host),
       udpPort: Number(r.udp_port),
       p2pPort: Number(r.p2p_port),
-      active: JSON.parse(String(r.active)),
-      held: JSON.parse(String(r.held)),
+      active: JSON.parse(String(r.active)) as Record<string, string>,
+      held: JSON.parse(String(r.held)) as string[],
       served: Number(r.served),
       startedAt: Number(r.started_at),
       lastSeen: Number(r.last_seen),
-    }));
+    })));
   }
 
   // --- rollouts ---
 
-  createRollout(
-    model: string,
-    version: string,
-    digest: string,
-    region: string | null,
-    plan: RolloutPlan = DEFAULT_PLAN,
-  ): number {
+  async createRollout(r: NewRollout): Promise<RolloutRecord> {
+    const { plan } = r;
     const result = this.#db.prepare(
       `INSERT INTO rollouts (model, version, digest, region, state, created, strategy, canary,
        canary_percent, batch, max_failures, rollback) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
-      model,
-      version,
-      digest,
-      region,
-      Date.now(),
+      r.model,
+      r.version,
+      r.digest,
+      r.region,
+      r.created,
       plan.strategy,
       plan.canary,
       plan.canaryPercent ? 1 : 0,
@@ -290,102 +205,99 @@ export class StateDb {
       plan.maxFailures,
       plan.rollback ? 1 : 0,
     );
-    return Number(result.lastInsertRowid);
+    return (await this.rollout(Number(result.lastInsertRowid)))!;
   }
 
-  finishRollout(id: number): void {
-    this.setRolloutState(id, "done", "");
-  }
-
-  /** Sets a rollout's state (and why); terminal states get a finish time. */
-  setRolloutState(id: number, state: RolloutState, reason: string): void {
-    const finished = state === "running" || state === "paused" ? null : Date.now();
+  setRolloutState(
+    id: number,
+    state: RolloutState,
+    reason: string,
+    finished: number | null,
+  ): Promise<void> {
     this.#db.prepare("UPDATE rollouts SET state = ?, reason = ?, finished = ? WHERE id = ?").run(
       state,
       reason,
       finished,
       id,
     );
+    return Promise.resolve();
   }
 
-  /** Marks every unfinished rollout of `model` other than `keep` superseded by it. */
-  supersedeRollouts(model: string, keep: number): void {
-    this.#db.prepare(
-      `UPDATE rollouts SET state = 'superseded', reason = ?, finished = ?
-       WHERE model = ? AND id != ? AND state IN ('running', 'paused', 'halted')`,
-    ).run(`superseded by rollout ${keep}`, Date.now(), model, keep);
+  rollouts(): Promise<RolloutRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM rollouts ORDER BY id").all() as Row[];
+    return Promise.resolve(rows.map(rolloutOf));
   }
 
-  rollouts(): RolloutRow[] {
-    return (this.#db.prepare("SELECT * FROM rollouts ORDER BY id").all() as Row[]).map(rolloutOf);
-  }
-
-  rollout(id: number): RolloutRow | undefined {
+  rollout(id: number): Promise<RolloutRecord | undefined> {
     const row = this.#db.prepare("SELECT * FROM rollouts WHERE id = ?").get(id) as Row | undefined;
-    return row ? rolloutOf(row) : undefined;
+    return Promise.resolve(row ? rolloutOf(row) : undefined);
   }
 
-  setRolloutAgent(rolloutId: number, nodeId: string, state: string, detail: string): void {
+  setRolloutAgent(p: RolloutAgentRecord): Promise<void> {
     this.#db.prepare(
       "INSERT OR REPLACE INTO rollout_agents (rollout_id, node_id, state, detail, updated) VALUES (?, ?, ?, ?, ?)",
-    ).run(rolloutId, nodeId, state, detail, Date.now());
+    ).run(p.rolloutId, p.nodeId, p.state, p.detail, p.updated);
+    return Promise.resolve();
   }
 
-  rolloutAgents(rolloutId: number): RolloutAgentRow[] {
-    return (this.#db.prepare("SELECT * FROM rollout_agents WHERE rollout_id = ? ORDER BY node_id")
-      .all(rolloutId) as Row[]).map((r) => ({
-        rolloutId: Number(r.rollout_id),
-        nodeId: String(r.node_id),
-        state: String(r.state),
-        detail: String(r.detail),
-        updated: Number(r.updated),
-      }));
+  rolloutAgents(rolloutId: number): Promise<RolloutAgentRecord[]> {
+    const rows = this.#db.prepare(
+      "SELECT * FROM rollout_agents WHERE rollout_id = ? ORDER BY node_id",
+    ).all(rolloutId) as Row[];
+    return Promise.resolve(rows.map((r) => ({
+      rolloutId: Number(r.rollout_id),
+      nodeId: String(r.node_id),
+      state: String(r.state) as AgentProgressKind,
+      detail: String(r.detail),
+      updated: Number(r.updated),
+    })));
   }
 
   // --- device history ---
 
-  addHistory(h: HistoryRow): void {
+  addHistory(h: HistoryRecord): Promise<void> {
     this.#db.prepare(
       "INSERT INTO history (node_id, model, at, event, digest, detail) VALUES (?, ?, ?, ?, ?, ?)",
     ).run(h.nodeId, h.model, h.at, h.event, h.digest, h.detail);
+    return Promise.resolve();
   }
 
-  /** A device's history, oldest first (all devices when `nodeId` is undefined). */
-  history(nodeId?: string): HistoryRow[] {
+  history(nodeId?: string): Promise<HistoryRecord[]> {
     const rows =
       (nodeId === undefined
         ? this.#db.prepare("SELECT * FROM history ORDER BY at").all()
         : this.#db.prepare("SELECT * FROM history WHERE node_id = ? ORDER BY at").all(
           nodeId,
         )) as Row[];
-    return rows.map((r) => ({
+    return Promise.resolve(rows.map((r) => ({
       nodeId: String(r.node_id),
       model: String(r.model),
       at: Number(r.at),
-      event: String(r.event),
+      event: String(r.event) as HistoryEvent,
       digest: String(r.digest),
       detail: String(r.detail),
-    }));
+    })));
   }
 
   // --- bytes served by the control plane ---
 
-  addServed(digest: string, bytes: number): void {
+  addServed(digest: string, bytes: number): Promise<void> {
     this.#db.prepare(
       "INSERT INTO served (digest, bytes) VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET bytes = bytes + excluded.bytes",
     ).run(digest, bytes);
+    return Promise.resolve();
   }
 
-  served(): Record<string, number> {
+  served(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
     for (const r of this.#db.prepare("SELECT * FROM served").all() as Row[]) {
       out[String(r.digest)] = Number(r.bytes);
     }
-    return out;
+    return Promise.resolve(out);
   }
 }
 
-function versionOf(r: Row): VersionRow {
+function versionOf(r: Row): VersionRecord {
   return {
     model: String(r.model),
     version: String(r.version),
@@ -395,7 +307,7 @@ function versionOf(r: Row): VersionRow {
   };
 }
 
-function rolloutOf(r: Row): RolloutRow {
+function rolloutOf(r: Row): RolloutRecord {
   return {
     strategy: String(r.strategy) as Strategy,
     canary: Number(r.canary),

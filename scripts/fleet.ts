@@ -21,7 +21,7 @@
 import { parseArgs } from "node:util";
 import { formatBytes, parseSize } from "../kernel/units.ts";
 import { hashFile } from "../codec/hash_file.ts";
-import type { ElectionReport, StatusReport } from "../controlplane/control_plane.ts";
+import type { ElectionReport, StatusReport } from "../controlplane/api_types.ts";
 import { type AgentSpec, Fleet } from "../testkit/fleet_harness.ts";
 import { writeSegments } from "./bench_pairs.ts";
 

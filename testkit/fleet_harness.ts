@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { StatusReport } from "../controlplane/control_plane.ts";
+import type { StatusReport } from "../controlplane/api_types.ts";
 import type { TransportFaults } from "../transfer/faults.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

@@ -232,8 +232,8 @@ Deno.test("status prints versions, agents, rollouts with their elections and byt
       rollback: false,
       reason: "1 of 1 in the current batch failed",
       agents: [
-        { nodeId: "eu-0", state: "active", detail: "v2", updated: 0 },
-        { nodeId: "eu-1", state: "offline", detail: "", updated: 0 },
+        { rolloutId: 7, nodeId: "eu-0", state: "active", detail: "v2", updated: 0 },
+        { rolloutId: 7, nodeId: "eu-1", state: "offline", detail: "", updated: 0 },
       ],
       elections: [{
         manifestId: "r7.b3.e1",

@@ -75,7 +75,7 @@ Deno.test({
       // A message only the control plane sends.
       await agent.send({ type: "leaderAck", manifestId: "r9.b9.e9" }, to);
       await until(() => cp.drops.wrongDirection === 1, "the wrong-direction message");
-      const status = cp.status();
+      const status = await cp.status();
       assert.equal(status.agents.length, 1);
       assert.equal(status.drops.malformed, 3);
     } finally {

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { activeFileDigest, type AgentSpec, Fleet } from "../testkit/fleet_harness.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
-import type { StatusReport } from "../controlplane/control_plane.ts";
+import type { StatusReport } from "../controlplane/api_types.ts";
 import type { TransportFaults } from "../transfer/faults.ts";
 
 const MODEL = "resnet";

@@ -9,8 +9,7 @@
 import assert from "node:assert/strict";
 import { activeFileDigest, type AgentSpec, Fleet } from "../testkit/fleet_harness.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
-import type { StatusReport } from "../controlplane/control_plane.ts";
-import type { HistoryRow } from "../controlplane/state_db.ts";
+import type { HistoryEntry, StatusReport } from "../controlplane/api_types.ts";
 
 const MODEL = "resnet";
 const SIZE = 4 * 1024 * 1024;
@@ -126,8 +125,9 @@ Deno.test({
       "every device on v1",
     );
     for (const n of ids) assert.equal(await activeFileDigest(dir, n, MODEL), v1, n);
-    const history = (await fleet.api<{ history: HistoryRow[] }>("GET", "/v1/devices/dev-0/history"))
-      .history;
+    const history =
+      (await fleet.api<{ history: HistoryEntry[] }>("GET", "/v1/devices/dev-0/history"))
+        .history;
     assert.ok(history.some((h) => h.event === "failed" && /health check failed/.test(h.detail)));
     const state = JSON.parse(await Deno.readTextFile(`${dir}/dev-0/models/${MODEL}/state.json`));
     assert.equal(state.step, "rolledBack");
@@ -152,7 +152,7 @@ Deno.test({
       "the rollout to finish",
     );
     const ranV2At = async (n: string) => {
-      const { history } = await fleet.api<{ history: HistoryRow[] }>(
+      const { history } = await fleet.api<{ history: HistoryEntry[] }>(
         "GET",
         `/v1/devices/${n}/history`,
       );

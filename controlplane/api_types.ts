@@ -1,0 +1,175 @@
+/**
+ * The JSON the control plane's HTTP API (http_api.ts) answers with, as types
+ * of their own: what operators and the CLI read. They are not the storage
+ * records (state_store.ts); status_report.ts maps one to the other. Changing
+ * a field here changes the API.
+ *
+ * @module
+ */
+
+/** `GET /health`. */
+export interface HealthInfo {
+  readonly ok: true;
+  readonly boot: number;
+}
+
+/** Every error answer: 4xx for bad input, 500 for bugs. */
+export interface ErrorBody {
+  readonly error: string;
+}
+
+/** A published model version. */
+export interface VersionInfo {
+  readonly model: string;
+  readonly version: string;
+  /** BLAKE3 of the file, lowercase hex. */
+  readonly digest: string;
+  readonly size: number;
+  /** When it was published (ms since the epoch). */
+  readonly created: number;
+}
+
+/** `GET /v1/models`. */
+export interface VersionList {
+  readonly versions: VersionInfo[];
+}
+
+/** A patch the control plane computed between two stored files. */
+export interface PatchInfo {
+  readonly base: string;
+  readonly target: string;
+  readonly digest: string;
+  readonly size: number;
+}
+
+/** `PUT /v1/models/{model}/versions/{version}`: the version and the patches prepared for it. */
+export interface PublishResult {
+  readonly version: VersionInfo;
+  /** From every version agents run now. */
+  readonly patches: { readonly from: string; readonly digest: string; readonly size: number }[];
+}
+
+/** States of a rollout. */
+export type RolloutStateName = "running" | "paused" | "halted" | "aborted" | "superseded" | "done";
+
+/** A rollout (`POST /v1/rollouts`, the pause/resume/abort actions, `POST /v1/rollback`). */
+export interface RolloutInfo {
+  readonly strategy: "all" | "canary" | "rolling";
+  /** Canary size: a count, or a percentage of the scope when `canaryPercent`. */
+  readonly canary: number;
+  readonly canaryPercent: boolean;
+  readonly batch: number;
+  /** The halting threshold, a share (0-1) of a batch. */
+  readonly maxFailures: number;
+  readonly rollback: boolean;
+  /** Why it halted, was aborted or superseded. */
+  readonly reason: string;
+  readonly id: number;
+  readonly model: string;
+  readonly version: string;
+  readonly digest: string;
+  /** null: every region. */
+  readonly region: string | null;
+  readonly state: RolloutStateName;
+  readonly created: number;
+  readonly finished: number | null;
+}
+
+/** `GET /v1/rollouts`. */
+export interface RolloutList {
+  readonly rollouts: RolloutInfo[];
+}
+
+/** An agent's state in a rollout: decided by the control plane, or reported by the agent. */
+export type RolloutAgentStateName =
+  | "waiting"
+  | "offline"
+  | "pending"
+  | "leader"
+  | "downloading"
+  | "downloaded"
+  | "applied"
+  | "active"
+  | "failed";
+
+/** One agent in a rollout. */
+export interface RolloutAgentInfo {
+  readonly rolloutId: number;
+  readonly nodeId: string;
+  readonly state: RolloutAgentStateName;
+  /** Free text: the election's manifest id, the agent's report, why it failed. */
+  readonly detail: string;
+  readonly updated: number;
+}
+
+/** One election in the status report. */
+export interface ElectionReport {
+  readonly manifestId: string;
+  readonly rolloutId: number;
+  readonly region: string;
+  readonly base: string | null;
+  readonly blob: string;
+  readonly blobSize: number;
+  readonly state: "announcing" | "leading" | "closed" | "failed";
+  readonly failure: string | null;
+  readonly leader: string | null;
+  readonly members: string[];
+  readonly pending: string[];
+  readonly timeline: { announced?: number; firstBid?: number; leaderReady?: number };
+  /** Bytes of this election's blob the control plane has served (all elections that share it). */
+  readonly controlPlaneServedForBlob: number;
+}
+
+/** A rollout with its agents and elections (`GET /v1/rollouts/{id}`, and in the status report). */
+export interface RolloutReport extends RolloutInfo {
+  readonly agents: RolloutAgentInfo[];
+  readonly elections: ElectionReport[];
+}
+
+/** An agent (device) as the control plane sees it. */
+export interface DeviceInfo {
+  readonly nodeId: string;
+  readonly region: string;
+  readonly host: string;
+  readonly online: boolean;
+  readonly lastSeenMsAgo: number;
+  /** Active model digests by model name. */
+  readonly active: Record<string, string>;
+  /** Bytes its blob server sent to peers. */
+  readonly served: number;
+}
+
+/** `GET /v1/agents`, `GET /v1/devices`. */
+export interface DeviceList {
+  readonly agents: DeviceInfo[];
+}
+
+/** One entry of a device's history. */
+export interface HistoryEntry {
+  readonly nodeId: string;
+  readonly model: string;
+  readonly at: number;
+  /** It reported a version running, or an update failed. */
+  readonly event: "running" | "failed";
+  readonly digest: string;
+  readonly detail: string;
+}
+
+/** `GET /v1/devices/{id}/history`. */
+export interface HistoryList {
+  readonly history: HistoryEntry[];
+}
+
+/** The status report (`GET /v1/status`). */
+export interface StatusReport {
+  readonly boot: number;
+  readonly versions: VersionInfo[];
+  readonly patches: PatchInfo[];
+  readonly agents: DeviceInfo[];
+  readonly rollouts: RolloutReport[];
+  readonly controlPlane: { served: number; servedByDigest: Record<string, number> };
+  /** Datagrams refused or lost, by reason, and the socket's counters. */
+  readonly drops: Record<string, number>;
+  /** Patches that could not be computed ("base>target" → why). */
+  readonly patchErrors: Record<string, string>;
+}

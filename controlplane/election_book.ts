@@ -1,0 +1,96 @@
+/**
+ * The control plane's elections: the live ones by manifest id, the finished
+ * ones kept for the status report, and the leaders of failed elections, which
+ * do not lead the next election of the same (rollout, region, base) again.
+ * In memory only: after a restart, elections are run again from the rollouts.
+ *
+ * @module
+ */
+
+import type { Election } from "./election.ts";
+
+/** A live or past election, with the rollout and the (region, base) key it serves. */
+export interface ElectionEntry {
+  readonly election: Election;
+  readonly rolloutId: number;
+  /** `region|base`, `region|none` (whole file) or `region|held` (switch locally). */
+  readonly key: string;
+}
+
+/** Every election of this control plane's run. */
+export class ElectionBook {
+  readonly #live = new Map<string, ElectionEntry>();
+  /** Elections of failed, finished or superseded rollouts, kept for the status report. */
+  readonly #past: ElectionEntry[] = [];
+  /** Leaders of failed elections, per (rollout, key). */
+  readonly #excluded = new Map<string, Set<string>>();
+  #seq = 0;
+
+  /** A new manifest id: unique across restarts through the boot counter. */
+  nextManifestId(rolloutId: number, boot: number): string {
+    return `r${rolloutId}.b${boot}.e${++this.#seq}`;
+  }
+
+  /** Leaders that do not lead an election of (rollout, key) again. */
+  excluded(rolloutId: number, key: string): ReadonlySet<string> {
+    return this.#excluded.get(`${rolloutId}|${key}`) ?? new Set<string>();
+  }
+
+  add(entry: ElectionEntry): void {
+    this.#live.set(entry.election.manifestId, entry);
+  }
+
+  /** The live election with this manifest id. */
+  get(manifestId: string): ElectionEntry | undefined {
+    return this.#live.get(manifestId);
+  }
+
+  /** The live elections. */
+  live(): IterableIterator<ElectionEntry> {
+    return this.#live.values();
+  }
+
+  /** Past elections, then live ones. */
+  all(): ElectionEntry[] {
+    return [...this.#past, ...this.#live.values()];
+  }
+
+  /** The live election of (rollout, key). */
+  find(rolloutId: number, key: string): ElectionEntry | undefined {
+    for (const entry of this.#live.values()) {
+      if (entry.rolloutId === rolloutId && entry.key === key) return entry;
+    }
+    return undefined;
+  }
+
+  /** The live election of a rollout that `nodeId` is a member of. */
+  memberOf(rolloutId: number, nodeId: string): ElectionEntry | undefined {
+    for (const entry of this.#live.values()) {
+      if (entry.rolloutId === rolloutId && entry.election.isMember(nodeId)) return entry;
+    }
+    return undefined;
+  }
+
+  /** Ends a rollout's live elections (kept as past ones). */
+  endRollout(rolloutId: number): void {
+    for (const [manifestId, entry] of this.#live) {
+      if (entry.rolloutId === rolloutId) {
+        this.#past.push(entry);
+        this.#live.delete(manifestId);
+      }
+    }
+  }
+
+  /** A failed election: its leader is excluded next time, and the next reconcile elects again. */
+  retire(entry: ElectionEntry): void {
+    const { election } = entry;
+    if (election.leader) {
+      const key = `${entry.rolloutId}|${entry.key}`;
+      const excluded = this.#excluded.get(key) ?? new Set<string>();
+      excluded.add(election.leader);
+      this.#excluded.set(key, excluded);
+    }
+    this.#live.delete(election.manifestId);
+    this.#past.push(entry);
+  }
+}

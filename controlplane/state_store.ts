@@ -1,0 +1,185 @@
+/**
+ * The control plane's durable state, behind one asynchronous interface: what
+ * must survive a restart — model versions, cached patches, the agent
+ * registry, rollouts and each agent's progress in them, device history, the
+ * bytes served and the boot counter. Elections are not stored: after a restart
+ * they are run again from the rollouts (agents that finished say so in their
+ * heartbeats).
+ *
+ * `sqlite_store.ts` implements it with `node:sqlite`; another database
+ * (e.g. PostgreSQL) would implement the same methods, and nothing of the
+ * rollout or election logic would change. Every method returns a Promise;
+ * the control plane keeps in memory what its hot path reads (the agent
+ * registry, versions, patches, rollouts) and writes through.
+ *
+ * The store never reads the clock: times (created, finished, updated) come in
+ * the records. Digests are lowercase hex.
+ *
+ * @module
+ */
+
+import type { AgentProgressKind } from "./agent_progress.ts";
+
+/** A stored model version. */
+export interface VersionRecord {
+  readonly model: string;
+  readonly version: string;
+  readonly digest: string;
+  readonly size: number;
+  readonly created: number;
+}
+
+/** A cached patch from one stored file to another. */
+export interface PatchRecord {
+  readonly base: string;
+  readonly target: string;
+  readonly digest: string;
+  readonly size: number;
+}
+
+/** An agent as last heard from. */
+export interface AgentRecord {
+  readonly nodeId: string;
+  readonly region: string;
+  readonly host: string;
+  readonly udpPort: number;
+  readonly p2pPort: number;
+  /** Active model digests by model name. */
+  readonly active: Readonly<Record<string, string>>;
+  readonly held: readonly string[];
+  /** Bytes its blob server reports having sent. */
+  readonly served: number;
+  readonly startedAt: number;
+  readonly lastSeen: number;
+}
+
+/** States of a rollout: only a running one admits devices and runs elections. */
+export type RolloutState = "running" | "paused" | "halted" | "aborted" | "superseded" | "done";
+
+/** How a rollout admits devices. */
+export type Strategy = "all" | "canary" | "rolling";
+
+/** How a rollout is made: its strategy and its failure threshold. */
+export interface RolloutPlan {
+  readonly strategy: Strategy;
+  /** Canary size: a count, or a percentage of the scope when `canaryPercent`. */
+  readonly canary: number;
+  readonly canaryPercent: boolean;
+  /** Rolling batch size. */
+  readonly batch: number;
+  /** Halt when more than this share (0-1) of a batch fails. */
+  readonly maxFailures: number;
+  /** A fleet rollback (it may switch devices to a version they hold). */
+  readonly rollback: boolean;
+}
+
+/** Defaults: everyone at once, halt above 20% failures. */
+export const DEFAULT_PLAN: RolloutPlan = {
+  strategy: "all",
+  canary: 1,
+  canaryPercent: false,
+  batch: 1,
+  maxFailures: 0.2,
+  rollback: false,
+};
+
+/** A rollout as it is created (the store gives it its id; it starts running). */
+export interface NewRollout {
+  readonly model: string;
+  readonly version: string;
+  readonly digest: string;
+  readonly region: string | null;
+  readonly plan: RolloutPlan;
+  readonly created: number;
+}
+
+/** A rollout of one model version to a region or the whole fleet. */
+export interface RolloutRecord extends RolloutPlan {
+  readonly id: number;
+  readonly model: string;
+  readonly version: string;
+  readonly digest: string;
+  readonly region: string | null;
+  readonly state: RolloutState;
+  readonly created: number;
+  /** When it reached a state other than running or paused. */
+  readonly finished: number | null;
+  /** Why it halted, was aborted or superseded. */
+  readonly reason: string;
+}
+
+/**
+ * One agent's progress in a rollout, as stored and shown: the state name and
+ * its detail text (agent_progress.ts `progressDetail`). The control plane
+ * keeps the typed `AgentProgress` in memory and never reads these back.
+ */
+export interface RolloutAgentRecord {
+  readonly rolloutId: number;
+  readonly nodeId: string;
+  readonly state: AgentProgressKind;
+  readonly detail: string;
+  readonly updated: number;
+}
+
+/** What happened on a device: it reported a version running, or an update failed. */
+export type HistoryEvent = "running" | "failed";
+
+/** One entry of a device's history. */
+export interface HistoryRecord {
+  readonly nodeId: string;
+  readonly model: string;
+  readonly at: number;
+  readonly event: HistoryEvent;
+  readonly digest: string;
+  readonly detail: string;
+}
+
+/** The control plane's durable state. */
+export interface StateStore {
+  /** Increments and returns the boot counter (part of every election's id, so ids never repeat). */
+  nextBoot(): Promise<number>;
+  close(): Promise<void>;
+
+  /** Stores a version (replacing one of the same model and version). */
+  putVersion(version: VersionRecord): Promise<void>;
+  version(model: string, version: string): Promise<VersionRecord | undefined>;
+  /** Every version, by model, then oldest first. */
+  versions(): Promise<VersionRecord[]>;
+
+  /** Stores a patch (replacing one of the same base and target). */
+  putPatch(patch: PatchRecord): Promise<void>;
+  /** Every patch, in the order they were stored. */
+  patches(): Promise<PatchRecord[]>;
+
+  /** Stores an agent (replacing one of the same node id). */
+  putAgent(agent: AgentRecord): Promise<void>;
+  /** Every agent, by node id. */
+  agents(): Promise<AgentRecord[]>;
+
+  /** Stores a new running rollout and returns it with its id (ids only grow). */
+  createRollout(rollout: NewRollout): Promise<RolloutRecord>;
+  /** Sets a rollout's state, why, and when it finished (null while running or paused). */
+  setRolloutState(
+    id: number,
+    state: RolloutState,
+    reason: string,
+    finished: number | null,
+  ): Promise<void>;
+  rollout(id: number): Promise<RolloutRecord | undefined>;
+  /** Every rollout, by id. */
+  rollouts(): Promise<RolloutRecord[]>;
+
+  /** Stores an agent's progress in a rollout (replacing the previous one). */
+  setRolloutAgent(progress: RolloutAgentRecord): Promise<void>;
+  /** A rollout's agents, by node id. */
+  rolloutAgents(rolloutId: number): Promise<RolloutAgentRecord[]>;
+
+  addHistory(entry: HistoryRecord): Promise<void>;
+  /** A device's history, oldest first (all devices when `nodeId` is undefined). */
+  history(nodeId?: string): Promise<HistoryRecord[]>;
+
+  /** Adds bytes the control plane served of the blob `digest`. */
+  addServed(digest: string, bytes: number): Promise<void>;
+  /** Bytes served per blob digest. */
+  served(): Promise<Record<string, number>>;
+}
