@@ -134,14 +134,22 @@ export async function main(args: string[]): Promise<number> {
     if (!load) throw new UsageError(`unknown command "${name}" (try poolboy --help)`);
     return await (await load()).run(rest);
   } catch (err) {
-    if (err instanceof PoolboyError) {
-      console.error(`poolboy: error: ${err.message}`);
-      return err.exitCode;
-    }
-    const message = err instanceof Error ? err.message : String(err);
-    console.error(`poolboy: internal error (a bug; please report it): ${message}`);
-    return ExitCode.internal;
+    return reportError(err);
   }
+}
+
+/**
+ * Prints a command's failure on stderr and returns the exit code: one line for
+ * a `PoolboyError`, an internal error (exit 1) for anything else.
+ */
+export function reportError(err: unknown): number {
+  if (err instanceof PoolboyError) {
+    console.error(`poolboy: error: ${err.message}`);
+    return err.exitCode;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  console.error(`poolboy: internal error (a bug; please report it): ${message}`);
+  return ExitCode.internal;
 }
 
 if (import.meta.main) {

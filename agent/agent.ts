@@ -26,6 +26,7 @@ import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { downloadBlob } from "../transfer/blob_client.ts";
 import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
+import type { FaultInjector } from "../transfer/faults.ts";
 import { DEFAULT_AGENT_P2P_PORT, DEFAULT_AGENT_UDP_PORT } from "../transfer/default_ports.ts";
 import { builtinHealthCheck, type HealthResult, runHealthCommand } from "./health_check.ts";
 import {
@@ -37,7 +38,6 @@ import {
   writeState,
 } from "./lifecycle_state.ts";
 import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
-import { maybeCrash } from "./test_hooks.ts";
 import { statfs } from "node:fs/promises";
 import { formatBytes } from "../kernel/units.ts";
 import { VerificationError } from "../kernel/errors.ts";
@@ -73,6 +73,20 @@ export interface AgentOptions {
   /** Earlier versions kept per model for rollback (default 1: the backup). */
   readonly keepBackups?: number;
   readonly log?: (line: string) => void;
+  /** Transport faults to inject (tests only; the CLI never passes any). */
+  readonly faults?: FaultInjector;
+  /** Hooks into the update lifecycle (tests only). */
+  readonly hooks?: AgentHooks;
+}
+
+/** Test-only hooks into the update lifecycle; none by default. */
+export interface AgentHooks {
+  /**
+   * Called right after a step of an update to `target` is on disk, before
+   * anything else happens (a crash test exits the process here, as a power cut
+   * would leave it).
+   */
+  readonly afterStepPersisted?: (step: Step, target: string | null) => void;
 }
 
 /** Counters of datagrams the agent refused. */
@@ -133,11 +147,14 @@ export class Agent {
   static async start(options: AgentOptions): Promise<Agent> {
     await Deno.mkdir(`${options.dataDir}/models`, { recursive: true });
     const store = await BlobStore.open(`${options.dataDir}/blobs`);
-    const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_AGENT_UDP_PORT);
+    const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_AGENT_UDP_PORT, {
+      faults: options.faults,
+    });
     const blobServer = BlobServer.start({
       hostname: options.bind,
       port: options.p2pPort ?? DEFAULT_AGENT_P2P_PORT,
       store,
+      faults: options.faults?.transport,
     });
     const agent = new Agent(options, store, blobServer, socket);
     await agent.#recover();
@@ -368,7 +385,7 @@ export class Agent {
         step: "committed",
         updated: Date.now(),
       });
-      maybeCrash("committed", target);
+      this.options.hooks?.afterStepPersisted?.("committed", target);
       this.#log(`active ${model} ${version} ${target.slice(0, 16)} (healthy, committed)`);
       await this.#cleanUp().catch((err) => this.#log(`clean-up failed: ${err}`));
       await this.#status(manifestId, "active", version);
@@ -423,7 +440,7 @@ export class Agent {
     const state = await readState(this.options.dataDir, model);
     const next = { ...state, ...fields, step, updated: Date.now() };
     await writeState(this.options.dataDir, next);
-    maybeCrash(step, next.target);
+    this.options.hooks?.afterStepPersisted?.(step, next.target);
   }
 
   /** Refuses an update the filesystem has no room for (before any byte is downloaded). */

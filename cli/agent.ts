@@ -22,6 +22,8 @@ import {
   required,
 } from "./fleet_args.ts";
 import { logLine, println } from "./output.ts";
+import type { AgentHooks } from "../agent/agent.ts";
+import type { FaultInjector } from "../transfer/faults.ts";
 
 export const AGENT_HELP =
   `poolboy agent — keep this device's models at the version the fleet rolls out
@@ -73,8 +75,17 @@ Durations: 500ms, 2s, 10m. Runs until SIGINT/SIGTERM; an interrupted download
 resumes from its partial file at the next start.
 Exit codes: 0 stopped, 2 usage, 3 I/O error (e.g. a port in use).`;
 
-/** Runs `agent`. */
-export async function agentCommand(args: string[]): Promise<number> {
+/**
+ * What the test-only entry point (testkit/faulty_main.ts) injects into the
+ * agent: transport faults and lifecycle hooks. mod.ts never passes it.
+ */
+export interface AgentInjection {
+  readonly faults?: FaultInjector;
+  readonly hooks?: AgentHooks;
+}
+
+/** Runs `agent` (`injected`: tests only). */
+export async function agentCommand(args: string[], injected?: AgentInjection): Promise<number> {
   const { values, positionals } = parseCommand("agent", args, {
     "control-plane": { type: "string" },
     bind: { type: "string" },
@@ -121,6 +132,8 @@ export async function agentCommand(args: string[]): Promise<number> {
     minFreeBytes: sizeOption("min-free", values["min-free"], 64 * 1024 * 1024),
     keepBackups: countOption("keep-backups", values["keep-backups"], 1),
     log: values.quiet ? undefined : logLine,
+    faults: injected?.faults,
+    hooks: injected?.hooks,
   });
   // Runs until a signal ends the process (mod.ts removes temporary files then).
   await new Promise<void>(() => {});

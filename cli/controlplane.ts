@@ -15,6 +15,7 @@ import { parseCommand } from "./args.ts";
 import { addressOption, durationOption, portOption, required } from "./fleet_args.ts";
 import { UsageError } from "../kernel/errors.ts";
 import { logLine, println } from "./output.ts";
+import type { FaultInjector } from "../transfer/faults.ts";
 
 export const CONTROLPLANE_HELP =
   `poolboy controlplane — model store, elections and operator API for a fleet
@@ -41,8 +42,19 @@ Options:
 Durations: 500ms, 2s, 10m. Runs until SIGINT/SIGTERM.
 Exit codes: 0 stopped, 2 usage, 3 I/O error (e.g. a port in use).`;
 
-/** Runs `controlplane`. */
-export async function controlplaneCommand(args: string[]): Promise<number> {
+/**
+ * What the test-only entry point (testkit/faulty_main.ts) injects into the
+ * control plane: transport faults. mod.ts never passes it.
+ */
+export interface ControlPlaneInjection {
+  readonly faults?: FaultInjector;
+}
+
+/** Runs `controlplane` (`injected`: tests only). */
+export async function controlplaneCommand(
+  args: string[],
+  injected?: ControlPlaneInjection,
+): Promise<number> {
   const { values, positionals } = parseCommand("controlplane", args, {
     bind: { type: "string" },
     data: { type: "string" },
@@ -76,6 +88,7 @@ export async function controlplaneCommand(args: string[]): Promise<number> {
       leaderTimeoutMs: durationOption("leader-timeout", values["leader-timeout"], 600_000),
     },
     log,
+    faults: injected?.faults,
   });
   const server = Deno.serve(
     { hostname: bind, port: httpPort, onListen: () => log?.(`http api on ${bind}:${httpPort}`) },

@@ -1,36 +1,67 @@
 /**
  * Test-only entry point: `deno run testkit/faulty_main.ts FAULTS_JSON
- * <poolboy args>` runs the poolboy CLI (mod.ts `main`) with the transport's
- * fault injection set from FAULTS_JSON (transfer/faults.ts, plus an optional
- * `seed`) and the agent's crash hooks (agent/test_hooks.ts: `crashAfterStep`,
- * `crashTarget`). The shipped binary has no way to set faults; only tests use this.
+ * <poolboy args>` runs a poolboy command with faults injected. FAULTS_JSON
+ * holds `TransportFaults` fields (transfer/faults.ts), an optional `seed` of
+ * the datagram-drop sequence, and the agent's crash hook: `crashAfterStep`
+ * (and optionally `crashTarget`) exits the process abruptly (code 137, no
+ * clean-up, as a kill or power cut would leave it) right after that step of an
+ * update is persisted.
+ *
+ * It builds a `FaultInjector` and the agent's hooks from that JSON and passes
+ * them to `agentCommand` / `controlplaneCommand`; any other command runs as
+ * mod.ts runs it. Nothing is global: the shipped binary (mod.ts) never passes
+ * faults and has no flag for them.
  *
  * @module
  */
 
-import { main } from "../mod.ts";
+import { main, reportError } from "../mod.ts";
 import { removeAllPending } from "../kernel/atomic_file.ts";
-import { seedFaults, setTransportFaults, type TransportFaults } from "../transfer/faults.ts";
-import { testHooks } from "../agent/test_hooks.ts";
+import { FaultInjector, type TransportFaults } from "../transfer/faults.ts";
+import type { AgentHooks } from "../agent/agent.ts";
 import type { Step } from "../agent/lifecycle_state.ts";
 
-const [json, ...args] = Deno.args;
-const faults = JSON.parse(json) as TransportFaults & {
+/** What FAULTS_JSON may hold. */
+interface FaultsJson extends TransportFaults {
   seed?: number;
   crashAfterStep?: Step;
   crashTarget?: string;
-};
-if (faults.seed !== undefined) seedFaults(faults.seed);
-testHooks.crashAfterStep = faults.crashAfterStep;
-testHooks.crashTarget = faults.crashTarget;
-delete faults.seed;
-delete faults.crashAfterStep;
-delete faults.crashTarget;
-setTransportFaults(faults);
+}
+
+/** Hooks that exit at once after `crashAfterStep` of an update to `crashTarget` (any if absent). */
+function crashHooks(crashAfterStep: Step | undefined, crashTarget: string | undefined): AgentHooks {
+  if (crashAfterStep === undefined) return {};
+  return {
+    afterStepPersisted: (step, target) => {
+      if (step === crashAfterStep && (!crashTarget || crashTarget === target)) Deno.exit(137);
+    },
+  };
+}
+
+async function run(json: string, args: string[]): Promise<number> {
+  const { seed, crashAfterStep, crashTarget, ...transport } = JSON.parse(json) as FaultsJson;
+  const faults = new FaultInjector(transport, seed);
+  const [command, ...rest] = args;
+  try {
+    if (command === "agent") {
+      const { agentCommand } = await import("../cli/agent.ts");
+      return await agentCommand(rest, { faults, hooks: crashHooks(crashAfterStep, crashTarget) });
+    }
+    if (command === "controlplane") {
+      const { controlplaneCommand } = await import("../cli/controlplane.ts");
+      return await controlplaneCommand(rest, { faults });
+    }
+  } catch (err) {
+    return reportError(err);
+  }
+  return await main(args);
+}
+
+const [json, ...args] = Deno.args;
 const interrupted = (code: number) => () => {
   removeAllPending();
   Deno.exit(code);
 };
 Deno.addSignalListener("SIGINT", interrupted(130));
 Deno.addSignalListener("SIGTERM", interrupted(143));
-Deno.exit(await main(args));
+Deno.exit(await run(json, args));

@@ -25,7 +25,7 @@ import {
   REQUEST_SIZE,
 } from "./blob_protocol.ts";
 import type { BlobLookup } from "./blob_store.ts";
-import { type TransportFaults, transportFaults } from "./faults.ts";
+import type { TransportFaults } from "./faults.ts";
 import { closeQuietly, IdleWatchdog } from "./idle_watchdog.ts";
 
 /** Bytes read from a blob file and written to the socket at a time, per connection. */
@@ -44,8 +44,8 @@ export interface BlobServerOptions {
   /** Connections beyond this many get `BUSY`. Default 64. */
   maxConnections?: number;
   /**
-   * Faults to inject (tests only). Default: the process-wide `transportFaults`,
-   * read at the start of each response. `serveDropAfterBytes` closes the
+   * Faults to inject (tests only; default none), read at the start of each
+   * response. `serveDropAfterBytes` closes the
    * connection after that many body bytes, for the first `serveDropTimes`
    * responses longer than that; `serveCorrupt` flips the first body byte of the
    * first `serveCorruptTimes` non-empty responses; `serveBytesPerSecond` caps
@@ -85,7 +85,7 @@ export class BlobServer {
     this.#store = options.store;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
     this.#maxConnections = options.maxConnections ?? 64;
-    this.#faults = options.faults ?? transportFaults;
+    this.#faults = options.faults ?? {};
     this.#acceptLoop = this.#accept();
   }
 

@@ -3,8 +3,9 @@
  * messages (transfer/control_messages.ts) as single datagrams.
  *
  * A datagram that does not decode is dropped and counted, never thrown: the
- * network is not trusted. The test-only fault layer (transfer/faults.ts) can
- * drop a share of datagrams in both directions; the CLI never enables it.
+ * network is not trusted. A test can pass a `FaultInjector`
+ * (transfer/faults.ts) that drops a share of datagrams in both directions;
+ * without one (the CLI never passes one) nothing is dropped.
  *
  * @module
  */
@@ -15,7 +16,7 @@ import {
   encodeControlMessage,
   MAX_DATAGRAM,
 } from "./control_messages.ts";
-import { shouldDrop } from "./faults.ts";
+import type { FaultInjector } from "./faults.ts";
 
 /** Where a datagram came from or goes to. */
 export interface UdpAddress {
@@ -35,15 +36,22 @@ export interface SocketCounters {
   received: number;
   /** Datagrams that did not decode as control messages. */
   malformed: number;
-  /** Datagrams dropped by the test-only fault layer (both directions). */
+  /** Datagrams dropped by injected faults (tests only; both directions). */
   faultDropped: number;
   /** Sends that failed (e.g. unreachable host). */
   sendErrors: number;
 }
 
+/** Options of `ControlSocket.open`. */
+export interface ControlSocketOptions {
+  /** Faults to inject (tests only): `udpDropRate` drops datagrams sent and received. */
+  readonly faults?: FaultInjector;
+}
+
 /** A bound UDP socket speaking control messages. */
 export class ControlSocket {
   readonly #conn: Deno.DatagramConn;
+  readonly #faults: FaultInjector | undefined;
   readonly hostname: string;
   readonly port: number;
   readonly counters: SocketCounters = {
@@ -55,23 +63,27 @@ export class ControlSocket {
   };
   #closed = false;
 
-  private constructor(conn: Deno.DatagramConn) {
+  private constructor(conn: Deno.DatagramConn, faults: FaultInjector | undefined) {
     this.#conn = conn;
+    this.#faults = faults;
     const addr = conn.addr as Deno.NetAddr;
     this.hostname = addr.hostname;
     this.port = addr.port;
   }
 
   /** Binds `hostname:port` (port 0: any free port). */
-  static open(hostname: string, port: number): ControlSocket {
-    return new ControlSocket(Deno.listenDatagram({ transport: "udp", hostname, port }));
+  static open(hostname: string, port: number, options: ControlSocketOptions = {}): ControlSocket {
+    return new ControlSocket(
+      Deno.listenDatagram({ transport: "udp", hostname, port }),
+      options.faults,
+    );
   }
 
   /** Sends one message; a send error is counted, not thrown (UDP is best effort anyway). */
   async send(message: ControlMessage, to: UdpAddress): Promise<void> {
     if (this.#closed) return;
     const bytes = encodeControlMessage(message);
-    if (shouldDrop()) {
+    if (this.#faults?.dropDatagram()) {
       this.counters.faultDropped++;
       return;
     }
@@ -98,7 +110,7 @@ export class ControlSocket {
         // ICMP errors from an earlier send (e.g. connection refused) surface here: keep going.
         continue;
       }
-      if (shouldDrop()) {
+      if (this.#faults?.dropDatagram()) {
         this.counters.faultDropped++;
         continue;
       }

@@ -1,16 +1,18 @@
 /**
  * Fault injection for tests of the transport: lost datagrams, dropped and
- * corrupted blob transfers. This is a test hook, not a user option: the shipped
- * CLI never sets it, and with the object empty (the default) nothing is
- * injected. Tests set it (or pass their own `TransportFaults` to a
- * `BlobServer`) to check that the protocols survive the faults DESIGN.md lists.
+ * corrupted blob transfers. Nothing here is global: a test (or the test-only
+ * entry point testkit/faulty_main.ts) builds a `FaultInjector` and hands it to
+ * the sockets and servers it starts (`ControlSocket.open(…, { faults })`,
+ * `BlobServer.start({ faults })`, `Agent.start({ faults })`,
+ * `ControlPlane.start({ faults })`). Without one nothing is injected, and the
+ * shipped CLI has no way to pass one.
  *
  * @module
  */
 
-/** Faults to inject; every field absent means no fault of that kind. */
+/** Faults to inject (plain options); every field absent means no fault of that kind. */
 export interface TransportFaults {
-  /** Probability in [0, 1] that a UDP datagram is dropped (see `shouldDrop`). */
+  /** Probability in [0, 1] that a UDP datagram is dropped (see `FaultInjector.dropDatagram`). */
   udpDropRate?: number;
   /** A blob server closes the connection after sending this many body bytes of a response. */
   serveDropAfterBytes?: number;
@@ -24,43 +26,35 @@ export interface TransportFaults {
   serveBytesPerSecond?: number;
 }
 
-/** Seed of `shouldDrop`'s sequence unless `seedFaults` gives another. */
-const DEFAULT_SEED = 0x2545f491;
-/** xorshift32 state of `shouldDrop`. */
-let state = DEFAULT_SEED;
-
-/** The process-wide faults; empty (no faults) unless a test sets them. */
-export const transportFaults: TransportFaults = {};
-
-/** Sets some faults (the others keep their values). */
-export function setTransportFaults(faults: TransportFaults): void {
-  Object.assign(transportFaults, faults);
-}
-
-/** Removes every fault and reseeds `shouldDrop` with its default seed. */
-export function resetTransportFaults(): void {
-  for (const key of Object.keys(transportFaults) as (keyof TransportFaults)[]) {
-    delete transportFaults[key];
-  }
-  seedFaults(DEFAULT_SEED);
-}
-
-/** Restarts `shouldDrop`'s pseudo-random sequence from `seed` (0 is replaced by a fixed seed). */
-export function seedFaults(seed: number): void {
-  state = seed >>> 0 || DEFAULT_SEED;
-}
+/** Seed of the drop sequence when none (or 0, which xorshift32 cannot use) is given. */
+export const DEFAULT_FAULT_SEED = 0x2545f491;
 
 /**
- * Whether to drop the next datagram: true with probability `rate` (default
- * `transportFaults.udpDropRate`, absent = never). Deterministic: a xorshift32
- * sequence, the same in every run for the same seed and calls.
+ * The faults of one process (or one test): the `TransportFaults` to apply, and
+ * a deterministic pseudo-random sequence (xorshift32, its own state) that
+ * decides which datagrams are lost: the same seed and calls drop the same
+ * datagrams in every run.
  */
-export function shouldDrop(rate: number = transportFaults.udpDropRate ?? 0): boolean {
-  if (!(rate > 0)) return false;
-  if (rate >= 1) return true;
-  state ^= state << 13;
-  state ^= state >>> 17;
-  state ^= state << 5;
-  state >>>= 0;
-  return state / 2 ** 32 < rate;
+export class FaultInjector {
+  /** The faults this injector applies (blob servers read the `serve…` ones). */
+  readonly transport: Readonly<TransportFaults>;
+  #state: number;
+
+  constructor(transport: TransportFaults = {}, seed: number = DEFAULT_FAULT_SEED) {
+    this.transport = { ...transport };
+    this.#state = seed >>> 0 || DEFAULT_FAULT_SEED;
+  }
+
+  /** Whether to drop the next datagram: true with probability `udpDropRate` (absent: never). */
+  dropDatagram(): boolean {
+    const rate = this.transport.udpDropRate ?? 0;
+    if (!(rate > 0)) return false;
+    if (rate >= 1) return true;
+    let x = this.#state;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#state = x >>> 0;
+    return this.#state / 2 ** 32 < rate;
+  }
 }
