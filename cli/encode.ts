@@ -23,7 +23,7 @@ export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into
 
 Usage: poolboy encode BASE TARGET -o PATCH [options]
 
-Writes a patch (see README, "Patch format"): COPY ops for the chunks of TARGET
+Writes a patch (docs/spec/patch-v2.md): COPY ops for the chunks of TARGET
 found in BASE, and for the rest (format 2, the default) runs of BASE's bytes
 found nearby as COPYs and the remaining bytes as the smallest of a LITERAL, a
 zstd-compressed ZLITERAL or a DELTA against the aligned BASE range (the
@@ -41,7 +41,7 @@ Options:
                        at least 1); the main thread reads and cuts. Each adds
                        about 7-18 MB and one buffer of 1.25 × max chunk
   --format 1|2         patch format (default 2; 1 is the plain COPY/LITERAL
-                       format of DESIGN.md, much larger on model updates)
+                       format, docs/spec/patch-v1.md; much larger on updates)
   --base-index IDX     take BASE's chunks from its index file (poolboy index;
                        a .sig file of the old signature command works too)
                        instead of reading BASE whole: format 1 then reads only

@@ -33,7 +33,7 @@ export interface ChunkParams {
   readonly max: number;
 }
 
-/** DESIGN.md's defaults: 256 KiB / 1 MiB / 4 MiB. */
+/** The defaults (docs/spec/fastcdc.md): 256 KiB / 1 MiB / 4 MiB. */
 export const DEFAULT_CHUNK_PARAMS: ChunkParams = Object.freeze({
   min: 256 * 1024,
   avg: 1024 * 1024,

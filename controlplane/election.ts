@@ -1,7 +1,7 @@
 /**
  * One election: the state machine that picks a leader among the agents of one
  * (rollout, region, base) and then tells everyone where to download from
- * (DESIGN.md, "Election and cascade"). Pure: it takes messages and the clock,
+ * (docs/design.md, docs/spec/control-messages-v1.md). Pure: it takes messages and the clock,
  * and returns the datagrams to send; the control plane does the I/O.
  *
  * States: `announcing` (Announce to every member not yet heard from) →

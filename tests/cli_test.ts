@@ -408,7 +408,7 @@ for (const [command, usageLine] of Object.entries(USAGE_LINES)) {
   });
 }
 
-Deno.test("encode --format 1 writes the v1 format of DESIGN.md; --format 2 (the default) v2", async () => {
+Deno.test("encode --format 1 writes the v1 format of docs/spec/patch-v1.md; --format 2 (the default) v2", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/base.bin`, BASE);
     await Deno.writeFile(`${dir}/target.bin`, TARGET);

@@ -3,7 +3,7 @@
  * agents (each `deno run` of mod.ts, on its own 127.0.x.y address, with
  * `--allow-net=127.0.0.0/8` and file access to its own data directory only),
  * publishing and rolling out versions of a synthetic model, with the faults
- * DESIGN.md says the design survives.
+ * docs/design.md says the design survives.
  */
 
 import assert from "node:assert/strict";

@@ -84,7 +84,7 @@ export function bufferSource(
   };
 }
 
-// Patch bytes written by hand, field by field as DESIGN.md lays them out, so that
+// Patch bytes written by hand, field by field as docs/spec/patch-v1.md lays them out, so that
 // tests of the format do not trust the codec's own encoders.
 
 /** Byte size of a v1 header. */

@@ -1,7 +1,7 @@
 /**
  * Specification of the v1 patch format (codec/patch_format.ts) as the encoder
  * writes it (codec/encoder.ts) and as the applier reads it (codec/applier.ts).
- * The byte layouts here are written out by hand from DESIGN.md, not through the
+ * The byte layouts here are written out by hand from docs/spec/patch-v1.md, not through the
  * codec's own encoders, so a change of the format cannot pass unnoticed.
  */
 
@@ -38,7 +38,7 @@ import {
 
 const SMALL = { min: 4096, avg: 16384, max: 65536 };
 
-Deno.test("the format constants are those of DESIGN.md", () => {
+Deno.test("the format constants are those of docs/spec/patch-v1.md", () => {
   assert.deepEqual(MAGIC, new TextEncoder().encode("POOL"));
   assert.equal(VERSION_1, 1);
   assert.equal(HEADER_V1_SIZE, 54);
