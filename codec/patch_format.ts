@@ -1,67 +1,17 @@
 /**
  * The poolboy patch format, versions 1 and 2: constants, header and op encodings.
  *
- * All integers are little-endian. A v1 patch is a 54-byte header followed by
- * ops, repeated until `target_size` bytes have been produced, and nothing after.
+ * A patch is a header (magic `POOL`, version, base and target sizes, the
+ * target's BLAKE3; in v2 also the base's BLAKE3) followed by ops that append
+ * to the output until it has `target_size` bytes: COPY (a base range) and
+ * LITERAL (raw bytes), and in v2 ZLITERAL (zstd frames of filtered bytes) and
+ * DELTA (zstd frames of a filtered residue against a base range). All integers
+ * are little-endian. The filter byte is decoded here (`decodeFilter`); the
+ * filters themselves are in `residue_filter.ts`, the checks a reader makes in
+ * `patch_reader.ts`.
  *
- * ```
- * header, 54 bytes:
- *   offset 0   magic          "POOL" (0x50 0x4f 0x4f 0x4c)      4
- *   offset 4   version        u16 = 1                            2
- *   offset 6   base_size      u64                                8
- *   offset 14  target_size    u64                                8
- *   offset 22  target_blake3  [u8; 32]                          32
- * body:
- *   0x01 COPY     offset u64, len u64     output base[offset .. offset+len]
- *   0x02 LITERAL  len u64, bytes[len]     output the len bytes that follow
- * ```
- *
- * A reader must refuse: a header shorter than 54 bytes, other magic, another
- * version, sizes above 2^53 - 1 (not addressable here), a COPY whose range is not
- * inside `base_size`, an op that would produce more than `target_size` bytes, an
- * unknown op byte, a patch that ends before `target_size` bytes are produced, and
- * any byte after the op that completes the target. The output is accepted only
- * if its BLAKE3 equals `target_blake3`.
- *
- * Version 2 (`encode --format 2`) has an 86-byte header and two more ops:
- *
- * ```
- * header, 86 bytes:
- *   offset 0   magic          "POOL"                             4
- *   offset 4   version        u16 = 2                            2
- *   offset 6   base_size      u64                                8
- *   offset 14  target_size    u64                                8
- *   offset 22  target_blake3  [u8; 32]                          32
- *   offset 54  base_blake3    [u8; 32]                          32
- * body (ops 0x01 and 0x02 as in v1, plus):
- *   0x03 ZLITERAL  raw_len u32, comp_len u32, filter u8, comp_len bytes:
- *                  whole zstd frames (RFC 8878; usually one) that decompress to
- *                  exactly raw_len bytes S; output unshuffle(S)
- *   0x04 DELTA     base_offset u64, raw_len u32, comp_len u32, filter u8,
- *                  comp_len bytes: whole zstd frames that decompress to exactly
- *                  raw_len bytes S; output uncombine(unshuffle(S),
- *                  base[base_offset .. base_offset + raw_len])
- * ```
- *
- * The filter byte says how the bytes zstd compressed were made (the exact
- * transforms are in `residue_filter.ts`):
- *
- * ```
- *   bits 0-1  width    element width: 0 = 1 byte, 1 = 2 bytes, 2 = 4 bytes
- *   bits 2-3  shuffle  0 = none, 1 = byte planes, 2 = bit planes
- *   bits 4-5  combine  DELTA only (0 in a ZLITERAL): 0 = XOR, 1 = SUB (zigzag
- *                      of the w-byte little-endian difference target - base)
- *   bits 6-7  0
- * ```
- *
- * In v2 a reader must also refuse: raw_len of 0 or above `MAX_OP_RAW` (1 MiB,
- * so an applier needs a few 1 MiB buffers for them), comp_len of 0 or
- * above raw_len (the encoder writes a compressed op only when it is smaller),
- * a filter byte with a value marked invalid above (3 in any field, bits 6-7
- * set, a combine in a ZLITERAL), a DELTA range not inside `base_size`,
- * comp_len bytes that are not whole zstd frames or do not decompress to
- * exactly raw_len bytes, and a base whose BLAKE3 is not `base_blake3` (checked
- * before any output is written).
+ * Specification: docs/spec/patch-v1.md and docs/spec/patch-v2.md (the field
+ * tables, the limits, what a reader must refuse, test vectors).
  *
  * @module
  */

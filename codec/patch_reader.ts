@@ -8,6 +8,10 @@
  * bytes is refused (it overruns `target_size`) without using memory. Both
  * `apply` and `inspect` read patches through it.
  *
+ * Specification: docs/spec/patch-v1.md and docs/spec/patch-v2.md ("What a
+ * reader MUST refuse": this reader checks those rules, except the base's and
+ * the output's digests, which `applier.ts` checks).
+ *
  * @module
  */
 

@@ -2,7 +2,7 @@
  * The filters of v2's compressed ops, as pure functions over byte arrays: how
  * target bytes are turned into the bytes zstd compresses, and back.
  *
- * A filter (`patch_format.ts` documents its byte) has an element `width` (1, 2
+ * A filter (`patch_format.ts` decodes its byte) has an element `width` (1, 2
  * or 4 bytes), a `combine` step for DELTA ops (how target and base make the
  * residue: `xor`, or `sub`, the zigzag-coded difference of little-endian
  * integers) and a `shuffle` step (`none`, `bytes`: byte planes, `bits`: bit
@@ -11,18 +11,8 @@
  * bits and bytes are almost all zero — which zstd compresses far better once
  * they are grouped into planes.
  *
- * With raw_len L, width w and n = floor(L / w) elements:
- *
- * - `sub`: residue element i < n is zigzag(d), d = (T_i - B_i) mod 2^(8w) read
- *   as a signed w-byte integer, zigzag(d) = (2d) XOR (d >> (8w - 1)) mod 2^(8w)
- *   (so 0, -1, 1, -2, ... become 0, 1, 2, 3, ...); T_i and B_i are the target's
- *   and base's w-byte little-endian integers. The L - n·w tail bytes are XORed.
- * - `xor`: residue byte j = T[j] XOR B[j].
- * - `bytes`: S[p·n + i] = R[i·w + p] for p < w, i < n; the tail is copied.
- * - `bits`: m = 8·floor(n / 8) elements; for byte k < w and bit b < 8 (0 the
- *   least significant) plane q = 8k + b is m/8 bytes at S[q·m/8 ..]: its bit i
- *   (byte floor(i/8), bit i mod 8) is bit b of R[i·w + k]. Bytes from m·w on
- *   are copied.
+ * Specification: docs/spec/patch-v2.md, "The filters, exactly" (the exact
+ * layouts of byte and bit planes, the zigzag, and how tail bytes are treated).
  *
  * @module
  */

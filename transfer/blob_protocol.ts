@@ -4,46 +4,15 @@
  * answers. Pure encoding and decoding; the I/O is in `blob_server.ts` and
  * `blob_client.ts`.
  *
- * One request per connection. The client connects, sends one 45-byte request,
- * and reads one response; the server closes the connection after the response.
- * All integers are unsigned, big-endian.
+ * One request per connection: the client sends 45 bytes (magic `PBLB`,
+ * version 1, the blob's BLAKE3, a u64 offset to resume from), the server
+ * answers a status byte (`BlobStatus`), a u64 length and that many bytes of
+ * the blob from the offset, then closes. Integers are big-endian. The format
+ * carries no checksum: a client must verify the whole blob's BLAKE3 before it
+ * uses it. Offsets and lengths above 2^53 − 1 are refused here.
  *
- * Request (client → server), exactly `REQUEST_SIZE` = 45 bytes:
- *
- * | offset | size | field   | value                                                  |
- * |-------:|-----:|---------|--------------------------------------------------------|
- * |      0 |    4 | magic   | ASCII `PBLB` (`50 42 4c 42`)                            |
- * |      4 |    1 | version | `1`                                                    |
- * |      5 |   32 | digest  | BLAKE3 digest of the whole blob                        |
- * |     37 |    8 | offset  | u64: first byte wanted (`0` = whole blob; `k` resumes) |
- *
- * Response (server → client): a `RESPONSE_HEADER_SIZE` = 9-byte header, then
- * exactly `length` bytes of the blob, starting at the requested offset:
- *
- * | offset | size | field  | value                                                  |
- * |-------:|-----:|--------|--------------------------------------------------------|
- * |      0 |    1 | status | one of `BlobStatus` below                              |
- * |      1 |    8 | length | u64: `size − offset` when status is OK, otherwise `0`  |
- * |      9 | length | body | the blob's bytes `[offset, size)`                      |
- *
- * Status codes:
- *
- * | code | name        | meaning                                                    |
- * |-----:|-------------|------------------------------------------------------------|
- * |    0 | OK          | the body follows                                           |
- * |    1 | NOT_FOUND   | the server does not hold a blob with this digest           |
- * |    2 | BAD_REQUEST | bad magic or unsupported version                           |
- * |    3 | BAD_OFFSET  | offset > the blob's size (or beyond 2^53 − 1)              |
- * |    4 | BUSY        | the server has too many connections; try again later       |
- *
- * Offset `= size` is valid and gets OK with length 0 (a client whose partial
- * file is already complete confirms the source holds the blob). A client must
- * verify the BLAKE3 of the whole blob before using it: the format carries no
- * checksum of its own. Lengths and offsets above 2^53 − 1 are refused by this
- * implementation (JavaScript numbers), far above any model file.
- *
- * Example: the request for digest `00 01 02 … 1f` at offset 4096 is
- * `50424c42 01 000102…1f 0000000000001000`.
+ * Specification: docs/spec/blob-protocol-v1.md (field tables, status codes,
+ * server and client rules, resuming, test vectors).
  *
  * @module
  */

@@ -3,25 +3,12 @@
  *
  * Wire format: one CBOR array per datagram (cbor-x),
  * `[PROTOCOL, type, ...fields]`, at most `MAX_DATAGRAM` (1200) bytes — under
- * Tailscale's 1280-byte MTU. `PROTOCOL` is 1. Fields are positional, per type:
- *
- * | type | name            | direction    | fields                                                    |
- * |-----:|-----------------|--------------|-----------------------------------------------------------|
- * |    1 | announce        | cp → agent   | manifestId, model, version, targetDigest, targetSize, baseDigest (null: whole blob), blobDigest, blobSize, cpHost, cpP2pPort |
- * |    2 | bid             | agent → cp   | manifestId, nodeId                                        |
- * |    3 | leaderAck       | cp → agent   | manifestId                                                |
- * |    4 | leaderReady     | agent → cp   | manifestId, nodeId, p2pPort                               |
- * |    5 | electionClosed  | cp → agent   | manifestId, leaderNodeId, leaderHost, leaderP2pPort       |
- * |    6 | closedAck       | agent → cp   | manifestId, nodeId                                        |
- * |    7 | heartbeat       | agent → cp   | nodeId, region, host, udpPort, p2pPort, held, active, served, startedAt |
- * |    8 | status          | agent → cp   | manifestId, nodeId, state, detail                         |
- *
- * Digests are 32-byte byte strings; sizes and ports unsigned integers; ids,
- * names and hosts text (ids and names ≤ 128 bytes). `held` is an array of
- * blob digests the agent can serve; `active` an array of `[model, digest]`
- * pairs; `served` the bytes its blob server has sent since it started;
- * `startedAt` its start time (ms since the epoch), so a restart is noticed.
- * `state` is one of `STATUS_STATES`; `detail` free text ≤ 256 chars.
+ * Tailscale's 1280-byte MTU. `PROTOCOL` is 1. Fields are positional, per
+ * type: Announce, Bid, LeaderAck, LeaderReady, ElectionClosed, ClosedAck,
+ * Heartbeat, Status (codes 1-8). Digests are 32-byte byte strings, sizes and
+ * ports unsigned integers, ids, names and hosts text of at most 128
+ * characters. Specification: docs/spec/control-messages-v1.md (each message's
+ * fields, the CBOR subset, what a receiver drops, test vectors).
  *
  * `decodeControlMessage` validates everything and throws
  * `MalformedMessageError` on anything else: a datagram from the network is
