@@ -37,7 +37,7 @@ function refusedWith(status: number): (err: unknown) => boolean {
   return (err) => err instanceof BlobProtocolError && err.status === status;
 }
 
-Deno.test("the format constants are those of the module's layout table", () => {
+Deno.test("the format constants are those of docs/spec/blob-protocol-v1.md", () => {
   assert.deepEqual(MAGIC, new TextEncoder().encode("PBLB"));
   assert.equal(VERSION, 1);
   assert.equal(REQUEST_SIZE, 45);

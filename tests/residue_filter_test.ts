@@ -1,7 +1,7 @@
 /**
  * The residue filters of v2's compressed ops (codec/residue_filter.ts): every
  * `shuffle` / `combine` is undone by its inverse, and the byte-plane, bit-plane
- * and `sub` layouts are exactly those the module doc defines — checked against
+ * and `sub` layouts are exactly those docs/spec/patch-v2.md defines — checked against
  * reference implementations written from that definition, not from the code,
  * and against residues worked out by hand.
  */
@@ -34,7 +34,7 @@ function garbage(n: number): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------
-// Reference implementations, written from the module doc's definitions only.
+// Reference implementations, written from docs/spec/patch-v2.md's definitions only.
 
 /** `bytes`: S[p·n + i] = R[i·w + p] for p < w, i < n; the tail is copied. */
 function referenceBytePlanes(r: Uint8Array, w: number): Uint8Array {
