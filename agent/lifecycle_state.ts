@@ -105,6 +105,66 @@ export async function writeState(dataDir: string, state: ModelState): Promise<vo
   }
 }
 
+/**
+ * The state files of the models under one data directory. Every read and
+ * write of `state.json` by the agent goes through here; `update` is a
+ * read-change-write, and the updates (and writes) of one model run one at a
+ * time, so two jobs of the same model never lose each other's change.
+ */
+export class ModelStateFiles {
+  readonly dataDir: string;
+  /** The last queued write of each model (its completion, errors ignored). */
+  readonly #queues = new Map<string, Promise<unknown>>();
+
+  constructor(dataDir: string) {
+    this.dataDir = dataDir;
+  }
+
+  /** Path of `model`'s state file. */
+  path(model: string): string {
+    return statePath(this.dataDir, model);
+  }
+
+  /** `model`'s state; a missing file is the initial state, a damaged one an error. */
+  async read(model: string): Promise<ModelState> {
+    return await readState(this.dataDir, model);
+  }
+
+  /** Writes `state` atomically (on disk when this returns). */
+  async write(state: ModelState): Promise<void> {
+    await this.#queued(state.model, () => writeState(this.dataDir, state));
+  }
+
+  /** Reads `model`'s state, writes `change(state)` and returns it. */
+  async update(model: string, change: (state: ModelState) => ModelState): Promise<ModelState> {
+    return await this.#queued(model, async () => {
+      const next = change(await readState(this.dataDir, model));
+      await writeState(this.dataDir, next);
+      return next;
+    });
+  }
+
+  /** Names of the model directories under `DATA/models`. */
+  async models(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const entry of Deno.readDir(`${this.dataDir}/models`)) {
+      if (entry.isDirectory) out.push(entry.name);
+    }
+    return out;
+  }
+
+  async #queued<T>(model: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.#queues.get(model) ?? Promise.resolve();
+    const result = previous.then(task);
+    const done = result.catch(() => {});
+    this.#queues.set(model, done);
+    done.then(() => {
+      if (this.#queues.get(model) === done) this.#queues.delete(model);
+    });
+    return await result;
+  }
+}
+
 /** The rollout part of a manifest id (`r12.b3.e4` → `r12`). */
 export function rolloutOfManifest(manifestId: string): string {
   return manifestId.split(".")[0];

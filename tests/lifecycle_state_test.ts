@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   initialState,
   isPoisoned,
+  ModelStateFiles,
   readState,
   statePath,
   withFailure,
@@ -39,6 +40,37 @@ Deno.test("a damaged state file is an error, not a silent reset", async () => {
     await Deno.mkdir(`${dir}/models/m`, { recursive: true });
     await Deno.writeTextFile(statePath(dir, "m"), JSON.stringify({ format: 9 }));
     await assert.rejects(() => readState(dir, "m"), /not a poolboy state file/);
+  });
+});
+
+Deno.test("the state files: update reads, changes and writes one model; concurrent updates lose nothing", async () => {
+  await withTempDir(async (dir) => {
+    const files = new ModelStateFiles(dir);
+    assert.equal(files.path("m"), statePath(dir, "m"));
+    await Promise.all(
+      ["r1", "r2", "r3", "r4", "r5"].map((rollout) =>
+        files.update("m", (s) => withFailure(s, T, `${rollout}.b1.e1`, rollout))
+      ),
+    );
+    const state = await files.read("m");
+    assert.equal(state.failures[T].rollout, "r5", "applied in order");
+    const written = await files.update("m", (s) => ({ ...s, step: "staged", target: T }));
+    assert.deepEqual(await readState(dir, "m"), written);
+    await files.write({ ...initialState("n"), step: "committed" });
+    assert.deepEqual((await files.models()).sort(), ["m", "n"]);
+    assert.equal((await files.read("n")).step, "committed");
+  });
+});
+
+Deno.test("an update whose change throws writes nothing, and the next update of the model still runs", async () => {
+  await withTempDir(async (dir) => {
+    const files = new ModelStateFiles(dir);
+    await assert.rejects(() =>
+      files.update("m", () => {
+        throw new Error("no");
+      }), /no/);
+    await assert.rejects(() => Deno.stat(statePath(dir, "m")), Deno.errors.NotFound);
+    assert.equal((await files.update("m", (s) => ({ ...s, step: "staged" }))).step, "staged");
   });
 });
 
