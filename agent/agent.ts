@@ -6,6 +6,13 @@
  * switches `DATA/models/NAME/current` atomically; it serves the blobs it
  * holds to its region's followers.
  *
+ * The update lifecycle itself (which step follows which, leader or follower,
+ * recovery after a restart, failure bookkeeping) is the pure state machine of
+ * update_machine.ts; this class is its shell: it gathers the facts, performs
+ * the actions (sockets, timers, files, apply) and feeds back their results.
+ * Every `state.json` read and write goes through `ModelStateFiles`
+ * (lifecycle_state.ts).
+ *
  * It keeps no election state on disk: after a restart its heartbeat tells the
  * control plane what it runs, and the control plane tells it again what to do
  * (stateless recovery). Downloads resume from the partial file they left.
@@ -24,23 +31,30 @@ import { applyFile } from "../codec/applier.ts";
 import { fromHex, toHex } from "../kernel/blake3.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
-import { downloadBlob } from "../transfer/blob_client.ts";
+import { type BlobSource, downloadBlob } from "../transfer/blob_client.ts";
 import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
 import { DEFAULT_AGENT_P2P_PORT, DEFAULT_AGENT_UDP_PORT } from "../transfer/default_ports.ts";
 import { builtinHealthCheck, type HealthResult, runHealthCommand } from "./health_check.ts";
-import {
-  isPoisoned,
-  type ModelState,
-  readState,
-  type Step,
-  withFailure,
-  writeState,
-} from "./lifecycle_state.ts";
+import { ModelStateFiles, type Step } from "./lifecycle_state.ts";
 import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
+import {
+  advance,
+  answerAnnounce,
+  applyChange,
+  blobsToKeep,
+  newJob,
+  recover,
+  reportedVersion,
+  type StartFacts,
+  type Transition,
+  type UpdateAction,
+  type UpdateEvent,
+  type UpdateJob,
+  type UpdatePolicy,
+} from "./update_machine.ts";
 import { statfs } from "node:fs/promises";
 import { formatBytes } from "../kernel/units.ts";
-import { VerificationError } from "../kernel/errors.ts";
 import { DiskSpaceError } from "./errors.ts";
 
 export { DiskSpaceError };
@@ -111,6 +125,8 @@ export class Agent {
   readonly store: BlobStore;
   readonly blobServer: BlobServer;
   readonly socket: ControlSocket;
+  /** The models' `state.json` files. */
+  readonly states: ModelStateFiles;
   readonly startedAt = Date.now();
   readonly drops: AgentDrops = { unexpectedSender: 0, unknownElection: 0, wrongDirection: 0 };
   readonly #elections = new Map<string, ElectionState>();
@@ -124,6 +140,7 @@ export class Agent {
   /** Blob downloads in progress, by blob digest. */
   readonly #downloads = new Map<string, Promise<void>>();
   readonly #log: (line: string) => void;
+  readonly #policy: UpdatePolicy;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   #retryTimer: ReturnType<typeof setInterval> | undefined;
   #receiving: Promise<void> | undefined;
@@ -140,7 +157,12 @@ export class Agent {
     this.store = store;
     this.blobServer = blobServer;
     this.socket = socket;
+    this.states = new ModelStateFiles(options.dataDir);
     this.#log = options.log ?? (() => {});
+    this.#policy = {
+      poisonAfter: options.poisonAfter ?? 3,
+      keepBackups: options.keepBackups ?? 1,
+    };
   }
 
   /** Binds the ports, then heartbeats and answers the control plane until `close`. */
@@ -185,13 +207,11 @@ export class Agent {
   async heartbeat(): Promise<void> {
     if (this.#closed) return;
     const active = await activeModels(this.options.dataDir);
-    // A version switched to but not yet healthy is not reported as running.
-    for (const model of active.keys()) {
-      const state = await readState(this.options.dataDir, model).catch(() => undefined);
-      if (state?.step === "switched") {
-        if (state.backup) active.set(model, state.backup);
-        else active.delete(model);
-      }
+    for (const [model, digest] of active) {
+      const state = await this.states.read(model).catch(() => undefined);
+      const reported = reportedVersion(state, digest);
+      if (reported === null) active.delete(model);
+      else active.set(model, reported);
     }
     const held = (await this.store.list()).slice(-MAX_HELD_IN_HEARTBEAT);
     const message: ControlMessage = {
@@ -267,133 +287,191 @@ export class Agent {
   }
 
   async #onAnnounce(announce: Announce): Promise<void> {
-    const target = toHex(announce.targetDigest);
     const running = (await activeModels(this.options.dataDir)).get(announce.model) ?? null;
-    if (running === target) {
-      await this.#status(announce.manifestId, "up-to-date", "");
-      return;
+    const answer = answerAnnounce(
+      running,
+      toHex(announce.targetDigest),
+      announce.baseDigest ? toHex(announce.baseDigest) : null,
+    );
+    switch (answer.kind) {
+      case "upToDate":
+        return await this.#status(announce.manifestId, "up-to-date", "");
+      case "wrongBase":
+        await this.#status(announce.manifestId, "failed", answer.detail);
+        return await this.heartbeat();
+      case "bid":
+        if (!this.#elections.has(announce.manifestId)) {
+          this.#elections.set(announce.manifestId, { announce, leader: false });
+        }
+        await this.#send({
+          type: "bid",
+          manifestId: announce.manifestId,
+          nodeId: this.options.nodeId,
+        });
     }
-    const base = announce.baseDigest ? toHex(announce.baseDigest) : null;
-    if (base !== null && running !== base) {
-      await this.#status(
-        announce.manifestId,
-        "failed",
-        `runs ${running?.slice(0, 16) ?? "nothing"}, the patch needs base ${base.slice(0, 16)}`,
-      );
-      await this.heartbeat();
-      return;
-    }
-    if (!this.#elections.has(announce.manifestId)) {
-      this.#elections.set(announce.manifestId, { announce, leader: false });
-    }
-    await this.#send({
-      type: "bid",
-      manifestId: announce.manifestId,
-      nodeId: this.options.nodeId,
-    });
   }
 
   /** Starts (once per target) the download-apply-switch of an election. */
   #startJob(election: ElectionState): void {
-    const target = toHex(election.announce.targetDigest);
-    if (this.#jobs.has(target)) return;
-    const job = this.#update(election).catch(async (err) => {
-      if (this.#closed) return; // interrupted: the state file says where it stood
-      const message = err instanceof Error ? err.message : String(err);
-      this.#log(`update to ${target.slice(0, 16)} failed: ${message}`);
-      await this.#recordFailure(election.announce, err, message).catch(() => {});
-      await this.#status(election.announce.manifestId, "failed", message.slice(0, 256));
-    }).finally(() => this.#jobs.delete(target));
-    this.#jobs.set(target, job);
-  }
-
-  async #update(election: ElectionState): Promise<void> {
     const { announce } = election;
-    const manifestId = announce.manifestId;
     const target = toHex(announce.targetDigest);
-    const model = announce.model;
-    const before = await readState(this.options.dataDir, model);
-    if (isPoisoned(before, target, manifestId, this.#poisonAfter)) {
-      const record = before.failures[target];
-      await this.#status(
-        manifestId,
-        "failed",
-        `poisoned: failed ${record.count} times in this rollout (last: ${record.last}); roll out again to retry`,
-      );
-      return;
-    }
-    const backup = await activeDigest(this.options.dataDir, model);
-    const already = backup === target; // e.g. it got there before a restart
-    if (!already) {
-      await this.#checkDiskSpace(announce);
-      const blob = toHex(announce.blobDigest);
-      await this.#step(model, "downloading", { target, backup, manifestId, blob });
-    }
-    const haveTarget = await this.store.has(announce.targetDigest);
-    if (election.leader) {
-      // A leader needs the blob to seed, even if it has the target already.
-      await this.#download(election, [this.#controlPlaneSource(announce)]);
-      await this.#sendLeaderReady(election);
-    } else if (!haveTarget) {
-      const closed = election.closed;
-      if (!closed) return; // a follower waits for ElectionClosed
-      await this.#status(manifestId, "downloading", `from ${closed.leaderNodeId}`);
-      await this.#download(election, [
-        { hostname: closed.leaderHost, port: closed.leaderP2pPort, label: closed.leaderNodeId },
-        this.#controlPlaneSource(announce),
-      ]);
-    }
-    if (already) {
-      await this.#status(manifestId, "active", announce.version);
-      return;
-    }
-    await this.#step(model, "staged");
-    if (!haveTarget) {
-      await this.#status(manifestId, "downloaded", "");
-      if (announce.baseDigest !== null) {
-        const base = this.store.pathOf(announce.baseDigest);
-        const patch = this.store.pathOf(announce.blobDigest);
-        const summary = await applyFile(base, patch, this.store.pathOf(announce.targetDigest));
-        if (summary.targetBlake3 !== target) {
-          await this.store.remove(announce.targetDigest);
-          throw new VerificationError(
-            `the patch rebuilt ${summary.targetBlake3}, not the announced ${target}`,
-          );
-        }
-        await this.#status(manifestId, "applied", "");
-      }
-    }
-    await this.#step(model, "applied");
-    const mode = await switchTo(this.options.dataDir, model, target);
-    await this.#step(model, "switched");
-    this.#log(`switched ${model} to ${announce.version} ${target.slice(0, 16)} (${mode})`);
-    await this.#onSwitch(model);
-    await this.#checkAndCommit(model, target, manifestId, announce.version);
+    if (this.#jobs.has(target)) return;
+    const job = newJob({
+      model: announce.model,
+      version: announce.version,
+      manifestId: announce.manifestId,
+      target,
+      blob: toHex(announce.blobDigest),
+      isPatch: announce.baseDigest !== null,
+    }, this.#policy);
+    const running = this.#runJob(election, job)
+      .catch(async (error) => {
+        if (this.#closed) return; // interrupted: the state file says where it stood
+        await this.#runFailure(election, job, error);
+      })
+      .finally(() => this.#jobs.delete(target));
+    this.#jobs.set(target, running);
   }
 
-  /** Health check of a switched model: commit, or roll back to the backup. */
-  async #checkAndCommit(model: string, target: string, manifestId: string, version: string) {
-    const health = await this.#healthCheck(model, target);
-    if (health.healthy) {
-      const before = await readState(this.options.dataDir, model);
-      const kept = [...new Set([before.backup, ...(before.kept ?? [])])]
-        .filter((d): d is string => d !== null && d !== target)
-        .slice(0, this.options.keepBackups ?? 1);
-      await writeState(this.options.dataDir, {
-        ...before,
-        kept,
-        step: "committed",
-        updated: Date.now(),
-      });
-      this.options.hooks?.afterStepPersisted?.("committed", target);
-      this.#log(`active ${model} ${version} ${target.slice(0, 16)} (healthy, committed)`);
-      await this.#cleanUp().catch((err) => this.#log(`clean-up failed: ${err}`));
-      await this.#status(manifestId, "active", version);
-    } else {
-      await this.#rollBack(model, health.reason);
-      await this.#status(manifestId, "failed", `health check failed: ${health.reason}`);
+  /** Gathers the facts of a job's start, then runs the machine from there. */
+  async #runJob(election: ElectionState, job: UpdateJob): Promise<void> {
+    const { model } = job.update;
+    const facts: StartFacts = {
+      state: await this.states.read(model),
+      active: await activeDigest(this.options.dataDir, model),
+      haveTarget: await this.store.has(election.announce.targetDigest),
+      role: election.leader
+        ? { kind: "leader" }
+        : { kind: "follower", leader: election.closed?.leaderNodeId ?? null },
+    };
+    await this.#drive(election, advance(job, { type: "start", facts }));
+  }
+
+  /**
+   * Performs a transition's actions, feeding the event an action answers with
+   * back into the machine, until a transition ends without one.
+   */
+  async #drive(election: ElectionState | undefined, transition: Transition): Promise<void> {
+    let t = transition;
+    for (;;) {
+      let event: UpdateEvent | undefined;
+      for (const action of t.actions) {
+        event = (await this.#perform(election, t.job, action)) ?? event;
+      }
+      if (event === undefined) return;
+      t = advance(t.job, event);
     }
-    await this.heartbeat();
+  }
+
+  /** The failure path of a job: its bookkeeping (errors ignored), then its report. */
+  async #runFailure(election: ElectionState, job: UpdateJob, error: unknown): Promise<void> {
+    let always: readonly UpdateAction[] = [];
+    try {
+      const state = await this.states.read(job.update.model);
+      const t = advance(job, { type: "failed", error, state });
+      always = t.always ?? [];
+      for (const action of t.actions) await this.#perform(election, t.job, action);
+    } catch {
+      // The failure is reported all the same.
+    }
+    if (always.length === 0) {
+      const reason = error instanceof Error ? error.message : String(error);
+      this.#log(`update to ${job.update.target.slice(0, 16)} failed: ${reason}`);
+      always = [{ type: "report", state: "failed", detail: reason }];
+    }
+    for (const action of always) await this.#perform(election, job, action);
+  }
+
+  /** Does one action of the machine; returns the event it answers with, if any. */
+  async #perform(
+    election: ElectionState | undefined,
+    job: UpdateJob,
+    action: UpdateAction,
+  ): Promise<UpdateEvent | undefined> {
+    const u = job.update;
+    const dataDir = this.options.dataDir;
+    switch (action.type) {
+      case "report":
+        await this.#status(u.manifestId, action.state, action.detail);
+        return;
+      case "checkDiskSpace":
+        await this.#checkDiskSpace(this.#announceOf(election));
+        return;
+      case "persist": {
+        const next = await this.states.update(
+          u.model,
+          (state) => applyChange(state, action.change, Date.now()),
+        );
+        this.options.hooks?.afterStepPersisted?.(next.step, next.target);
+        return;
+      }
+      case "download": {
+        const announce = this.#announceOf(election);
+        const controlPlane = {
+          hostname: announce.cpHost,
+          port: announce.cpP2pPort,
+          label: "control-plane",
+        };
+        const closed = election?.closed;
+        const sources = action.from === "leaderThenControlPlane" && closed
+          ? [
+            { hostname: closed.leaderHost, port: closed.leaderP2pPort, label: closed.leaderNodeId },
+            controlPlane,
+          ]
+          : [controlPlane];
+        await this.#download(announce, sources);
+        return;
+      }
+      case "announceLeaderReady":
+        if (election) await this.#sendLeaderReady(election);
+        return;
+      case "applyPatch": {
+        const announce = this.#announceOf(election);
+        if (announce.baseDigest === null) throw new Error("applyPatch without a base (a bug)");
+        const summary = await applyFile(
+          this.store.pathOf(announce.baseDigest),
+          this.store.pathOf(announce.blobDigest),
+          this.store.pathOf(announce.targetDigest),
+        );
+        return { type: "patchApplied", rebuilt: summary.targetBlake3 };
+      }
+      case "discardTarget":
+        await this.store.remove(fromHex(u.target));
+        return;
+      case "fail":
+        throw action.error;
+      case "switchToTarget": {
+        const mode = await switchTo(dataDir, u.model, u.target);
+        this.#log(`switched ${u.model} to ${u.version} ${u.target.slice(0, 16)} (${mode})`);
+        return;
+      }
+      case "switchBack":
+        if (action.to !== null) await switchTo(dataDir, u.model, action.to);
+        else await Deno.remove(currentPath(dataDir, u.model)).catch(() => {});
+        return;
+      case "runOnSwitch":
+        await this.#onSwitch(u.model);
+        return;
+      case "checkHealth": {
+        const result = await this.#healthCheck(u.model, u.target);
+        return { type: "healthChecked", result, state: await this.states.read(u.model) };
+      }
+      case "cleanUp":
+        await this.#cleanUp().catch((err) => this.#log(`clean-up failed: ${err}`));
+        return;
+      case "heartbeat":
+        await this.heartbeat();
+        return;
+      case "log":
+        this.#log(action.line);
+        return;
+    }
+  }
+
+  /** The announce of a job's election (recovery jobs have none and never need it). */
+  #announceOf(election: ElectionState | undefined): Announce {
+    if (!election) throw new Error("an update action that needs the announce, in recovery (a bug)");
+    return election.announce;
   }
 
   async #healthCheck(model: string, target: string): Promise<HealthResult> {
@@ -404,43 +482,6 @@ export class Agent {
       path,
       this.options.healthTimeoutMs ?? 60_000,
     );
-  }
-
-  /** Points current back at the backup and records the failure. */
-  async #rollBack(model: string, reason: string): Promise<void> {
-    const state = await readState(this.options.dataDir, model);
-    if (state.backup !== null) await switchTo(this.options.dataDir, model, state.backup);
-    else await Deno.remove(currentPath(this.options.dataDir, model)).catch(() => {});
-    const failed = state.target && state.manifestId
-      ? withFailure(state, state.target, state.manifestId, reason)
-      : state;
-    await writeState(this.options.dataDir, { ...failed, step: "rolledBack", updated: Date.now() });
-    this.#log(`rolled ${model} back to ${state.backup?.slice(0, 16) ?? "nothing"}: ${reason}`);
-    if (state.backup !== null) await this.#onSwitch(model);
-  }
-
-  /** Records a failed update (any step before the switch), back to idle. */
-  async #recordFailure(announce: Announce, error: unknown, reason: string): Promise<void> {
-    const model = announce.model;
-    const state = await readState(this.options.dataDir, model);
-    const target = toHex(announce.targetDigest);
-    if (state.step === "switched") return await this.#rollBack(model, reason);
-    const failed = error instanceof DiskSpaceError
-      ? state // not the version's fault: it does not count towards the poison pill
-      : withFailure(state, target, announce.manifestId, reason);
-    await writeState(this.options.dataDir, { ...failed, step: "idle", updated: Date.now() });
-  }
-
-  /** Persists the next step of `model`'s update before it is taken. */
-  async #step(
-    model: string,
-    step: Step,
-    fields: Partial<Pick<ModelState, "target" | "backup" | "manifestId" | "blob">> = {},
-  ): Promise<void> {
-    const state = await readState(this.options.dataDir, model);
-    const next = { ...state, ...fields, step, updated: Date.now() };
-    await writeState(this.options.dataDir, next);
-    this.options.hooks?.afterStepPersisted?.(step, next.target);
   }
 
   /** Refuses an update the filesystem has no room for (before any byte is downloaded). */
@@ -472,13 +513,14 @@ export class Agent {
    * update (kept to seed peers).
    */
   async #cleanUp(): Promise<void> {
-    const keep = new Set<string>();
-    for (const model of await modelNames(this.options.dataDir)) {
-      const state = await readState(this.options.dataDir, model);
-      const active = await activeDigest(this.options.dataDir, model);
-      for (const d of [active, state.blob, state.target, ...(state.kept ?? [])]) if (d) keep.add(d);
-      if (state.step !== "committed" && state.backup) keep.add(state.backup);
+    const models = [];
+    for (const model of await this.states.models()) {
+      models.push({
+        state: await this.states.read(model),
+        active: await activeDigest(this.options.dataDir, model),
+      });
     }
+    const keep = blobsToKeep(models);
     for (const digest of await this.store.list()) {
       const hex = toHex(digest);
       if (!keep.has(hex)) {
@@ -489,47 +531,24 @@ export class Agent {
     }
   }
 
-  get #poisonAfter(): number {
-    return this.options.poisonAfter ?? 3;
-  }
-
   /**
-   * After a restart: an update cut short before its switch goes back to idle
-   * (its verified blobs stay, its partial download resumes later); one cut
-   * short after the switch is health-checked again, then committed or rolled
-   * back. Leftover temporary files are removed.
+   * After a restart (update_machine.ts `recover`): an update cut short before
+   * its switch goes back to idle; one cut short after the switch is
+   * health-checked again, then committed or rolled back. Leftover temporary
+   * files are removed.
    */
   async #recover(): Promise<void> {
     await removeTemporaries(`${this.options.dataDir}/blobs`);
-    for (const model of await modelNames(this.options.dataDir)) {
+    for (const model of await this.states.models()) {
       await removeTemporaries(`${this.options.dataDir}/models/${model}`);
-      const state = await readState(this.options.dataDir, model);
-      if (state.step === "idle" || state.step === "committed" || state.step === "rolledBack") {
-        continue;
-      }
-      const current = await activeDigest(this.options.dataDir, model);
-      if (state.step !== "switched" && current !== state.target) {
-        this.#log(
-          `recovery: ${model}'s update to ${
-            state.target?.slice(0, 16)
-          } stopped at ${state.step}; idle`,
-        );
-        await writeState(this.options.dataDir, { ...state, step: "idle", updated: Date.now() });
-        continue;
-      }
-      this.#log(
-        `recovery: ${model} was switched to ${state.target?.slice(0, 16)}; checking it again`,
-      );
-      await this.#step(model, "switched");
-      await this.#checkAndCommit(model, state.target!, state.manifestId ?? "r0", "recovered");
+      const state = await this.states.read(model);
+      const active = await activeDigest(this.options.dataDir, model);
+      const recovery = recover(state, active, this.#policy);
+      if (recovery.kind !== "none") await this.#drive(undefined, recovery.transition);
     }
   }
 
-  async #download(
-    election: ElectionState,
-    sources: { hostname: string; port: number; label: string }[],
-  ): Promise<void> {
-    const { announce } = election;
+  async #download(announce: Announce, sources: BlobSource[]): Promise<void> {
     const blob = toHex(announce.blobDigest);
     if (await this.store.has(announce.blobDigest)) {
       this.#readyBlobs.add(blob);
@@ -559,10 +578,6 @@ export class Agent {
       this.#downloads.set(blob, running);
     }
     await running;
-  }
-
-  #controlPlaneSource(announce: Announce) {
-    return { hostname: announce.cpHost, port: announce.cpP2pPort, label: "control-plane" };
   }
 
   async #sendLeaderReady(election: ElectionState): Promise<void> {
@@ -606,15 +621,6 @@ function encodeSize(message: ControlMessage): number {
   } catch {
     return Infinity;
   }
-}
-
-/** Names of the model directories under DATA/models. */
-async function modelNames(dataDir: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const entry of Deno.readDir(`${dataDir}/models`)) {
-    if (entry.isDirectory) out.push(entry.name);
-  }
-  return out;
 }
 
 /** Removes poolboy's temporary files (`.NAME.poolboy-XXXXXXXX.tmp`, `.current.X.tmp`) in `dir`. */
