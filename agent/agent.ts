@@ -57,8 +57,6 @@ import { statfs } from "node:fs/promises";
 import { formatBytes } from "../kernel/units.ts";
 import { DiskSpaceError } from "./errors.ts";
 
-export { DiskSpaceError };
-
 /** Options of `Agent.start`. */
 export interface AgentOptions {
   readonly nodeId: string;
@@ -363,23 +361,16 @@ export class Agent {
     }
   }
 
-  /** The failure path of a job: its bookkeeping (errors ignored), then its report. */
+  /** The failure path of a job: its bookkeeping (stopped by an error), then its report. */
   async #runFailure(election: ElectionState, job: UpdateJob, error: unknown): Promise<void> {
-    let always: readonly UpdateAction[] = [];
+    const state = await this.states.read(job.update.model).catch(() => null);
+    const t = advance(job, { type: "failed", error, state });
     try {
-      const state = await this.states.read(job.update.model);
-      const t = advance(job, { type: "failed", error, state });
-      always = t.always ?? [];
       for (const action of t.actions) await this.#perform(election, t.job, action);
     } catch {
       // The failure is reported all the same.
     }
-    if (always.length === 0) {
-      const reason = error instanceof Error ? error.message : String(error);
-      this.#log(`update to ${job.update.target.slice(0, 16)} failed: ${reason}`);
-      always = [{ type: "report", state: "failed", detail: reason }];
-    }
-    for (const action of always) await this.#perform(election, job, action);
+    for (const action of t.always ?? []) await this.#perform(election, t.job, action);
   }
 
   /** Does one action of the machine; returns the event it answers with, if any. */

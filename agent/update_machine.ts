@@ -109,8 +109,8 @@ export type UpdateEvent =
   | { readonly type: "patchApplied"; readonly rebuilt: string }
   /** `state`: the model's persisted state after the check. */
   | { readonly type: "healthChecked"; readonly result: HealthResult; readonly state: ModelState }
-  /** An action threw `error`; `state`: the model's persisted state now. */
-  | { readonly type: "failed"; readonly error: unknown; readonly state: ModelState };
+  /** An action threw `error`; `state`: the model's persisted state now (null: unreadable). */
+  | { readonly type: "failed"; readonly error: unknown; readonly state: ModelState | null };
 
 /** A failure to count against a version (the poison pill). */
 export interface FailureNote {
@@ -320,21 +320,22 @@ function rollBack(state: ModelState, reason: string): UpdateAction[] {
 /**
  * The failure path: after the switch, roll back; before it, back to idle. The
  * failure counts towards the poison pill unless it is a `DiskSpaceError`. The
- * failure is reported whatever happens to the bookkeeping.
+ * failure is reported whatever happens to the bookkeeping (and without
+ * bookkeeping when the state file could not be read).
  */
-function fail(job: UpdateJob, error: unknown, state: ModelState): Transition {
+function fail(job: UpdateJob, error: unknown, state: ModelState | null): Transition {
   const u = job.update;
   const reason = error instanceof Error ? error.message : String(error);
-  const bookkeeping: UpdateAction[] = state.step === "switched" ? rollBack(state, reason) : [{
-    type: "persist",
-    change: {
-      kind: "abandon",
-      // A full disk is not the version's fault: it does not count towards the poison pill.
-      failure: error instanceof DiskSpaceError
-        ? null
-        : { target: u.target, manifestId: u.manifestId, reason },
-    },
-  }];
+  let bookkeeping: UpdateAction[] = [];
+  if (state?.step === "switched") {
+    bookkeeping = rollBack(state, reason);
+  } else if (state !== null) {
+    // A full disk is not the version's fault: it does not count towards the poison pill.
+    const failure = error instanceof DiskSpaceError
+      ? null
+      : { target: u.target, manifestId: u.manifestId, reason };
+    bookkeeping = [{ type: "persist", change: { kind: "abandon", failure } }];
+  }
   return {
     ...finish(job, "failed", [
       { type: "log", line: `update to ${short(u.target)} failed: ${reason}` },

@@ -435,3 +435,13 @@ Deno.test("clean-up keeps each model's active version, kept versions, latest blo
   const noKept: ModelState = { ...committed, kept: [] };
   assert.ok(!blobsToKeep([{ state: noKept, active: NEW }]).has(OLD), "a committed backup goes");
 });
+
+Deno.test("a failure when the state file cannot be read keeps no books but is still logged and reported", () => {
+  const t = advance(newJob(UPDATE, POLICY), {
+    type: "failed",
+    error: new Error("boom"),
+    state: null,
+  });
+  assert.deepEqual(steps(t.actions), ["log"]);
+  assert.deepEqual(steps(t.always ?? []), ['report failed "boom"']);
+});
