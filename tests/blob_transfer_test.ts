@@ -4,8 +4,8 @@
  * downloaded from a peer lands verified at its destination or not at all;
  * a dropped transfer resumes instead of starting over; a corrupt, silent or
  * missing source is left for the next one; the server survives bad peers and
- * closes cleanly. Faults are injected per server (its `faults` option), never
- * through the process-wide hook.
+ * closes cleanly. Faults are injected per server (its `faults` option; there
+ * is no process-wide fault state).
  */
 
 import assert from "node:assert/strict";
@@ -45,7 +45,7 @@ async function seededStore(dir: string, name = "seed"): Promise<BlobStore> {
 
 /** A server on 127.0.0.1, any port, without faults unless given. */
 function serve(store: BlobStore, options: Partial<BlobServerOptions> = {}): BlobServer {
-  return BlobServer.start({ hostname: HOST, port: 0, store, faults: {}, ...options });
+  return BlobServer.start({ hostname: HOST, port: 0, store, ...options });
 }
 
 function sourceOf(server: { hostname: string; port: number }, label: string): BlobSource {
