@@ -2,7 +2,9 @@
  * The control plane and the agent as UDP peers, in process: datagrams that
  * are garbage, come from an unexpected sender, name an unknown election or go
  * the wrong way are dropped and counted, and nothing crashes; an agent answers
- * an Announce from its control plane with a Bid.
+ * an Announce from its control plane with a Bid; a restarted control plane
+ * finds its state in its store; a failed update is offered again unless the
+ * agent says it is poisoned.
  */
 
 import assert from "node:assert/strict";
@@ -17,6 +19,14 @@ const D = (n: number) => new Uint8Array(32).fill(n);
 async function until(predicate: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 5000;
   while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function untilAsync(predicate: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!(await predicate())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -143,4 +153,120 @@ Deno.test({
       await receiving;
     }
   });
+});
+
+Deno.test({
+  name:
+    "a restarted control plane finds its versions, rollouts and agents in its store, one boot later",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const options = { bind: "127.0.0.1", dataDir: dir, udpPort: 0, p2pPort: 0 };
+    const first = await ControlPlane.start(options);
+    const agent = ControlSocket.open("127.0.0.2", 0);
+    try {
+      await first.publish("resnet", "v1", new Blob([D(7)]).stream());
+      await first.rollout("resnet", "v1", "eu");
+      await agent.send(heartbeat("eu-0", "127.0.0.2", agent.port), {
+        hostname: "127.0.0.1",
+        port: first.socket.port,
+      });
+      await until(() => first.agents.has("eu-0"), "registration");
+    } finally {
+      agent.close();
+      await first.close();
+    }
+    const second = await ControlPlane.start(options);
+    try {
+      const status = await second.status();
+      assert.equal(status.boot, first.boot + 1);
+      assert.deepEqual(status.versions.map((v) => [v.model, v.version, v.size]), [
+        ["resnet", "v1", 32],
+      ]);
+      assert.deepEqual(status.rollouts.map((r) => [r.id, r.version, r.region, r.state]), [
+        [1, "v1", "eu", "running"],
+      ]);
+      assert.deepEqual(status.agents.map((a) => a.nodeId), ["eu-0"]);
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+Deno.test({
+  name:
+    "a failed update is offered again after the retry delay; a poisoned one is not (the agent's Status detail says poisoned)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  for (const poisoned of [false, true]) {
+    await withTempDir(async (dir) => {
+      const cp = await ControlPlane.start({
+        bind: "127.0.0.1",
+        dataDir: dir,
+        udpPort: 0,
+        p2pPort: 0,
+        // Only the test's own ticks, at the times it names.
+        tickMs: 3_600_000,
+        agentTimeoutMs: 3_600_000,
+        election: { retryMs: 100 },
+      });
+      const to = { hostname: "127.0.0.1", port: cp.socket.port };
+      const agent = ControlSocket.open("127.0.0.2", 0);
+      const received: ControlMessage[] = [];
+      const receiving = (async () => {
+        for await (const { message } of agent.messages()) received.push(message);
+      })();
+      const seen = (type: ControlMessage["type"]) => received.filter((m) => m.type === type).length;
+      try {
+        await agent.send(heartbeat("eu-0", "127.0.0.2", agent.port), to);
+        await until(() => cp.agents.has("eu-0"), "registration");
+        await cp.publish("resnet", "v1", new Blob([D(7)]).stream());
+        const rollout = await cp.rollout("resnet", "v1", null, {
+          strategy: "all",
+          canary: 1,
+          canaryPercent: false,
+          batch: 1,
+          maxFailures: 1, // never halts: the failure is retried or not, nothing else
+          rollback: false,
+        });
+        cp.tick(Date.now());
+        await until(() => seen("announce") === 1, "the announce");
+        const announce = received.find((m) => m.type === "announce")!;
+        const manifestId = announce.manifestId;
+        await agent.send({ type: "bid", manifestId, nodeId: "eu-0" }, to);
+        await until(() => seen("leaderAck") === 1, "the leader ack");
+        await agent.send({ type: "leaderReady", manifestId, nodeId: "eu-0", p2pPort: 7411 }, to);
+        await until(() => seen("electionClosed") === 1, "the election closed");
+        const detail = poisoned
+          ? "poisoned: failed 3 times in this rollout"
+          : "health check failed";
+        await agent.send(
+          { type: "status", manifestId, nodeId: "eu-0", state: "failed", detail },
+          to,
+        );
+        const progress = async () =>
+          (await cp.status()).rollouts[0].agents.find((a) => a.nodeId === "eu-0");
+        await untilAsync(async () => (await progress())?.state === "failed", "the failure");
+        assert.equal((await progress())?.detail, detail);
+        assert.equal(received.length, 3, "announce, leaderAck, electionClosed so far");
+        // Well past the retry delay (4 × retryMs).
+        cp.tick(Date.now() + 60_000);
+        // A barrier: a Bid in a closed election is answered with ElectionClosed, after
+        // whatever that tick sent.
+        await agent.send({ type: "bid", manifestId, nodeId: "eu-0" }, to);
+        const expected = poisoned
+          ? ["electionClosed"] // the barrier's answer only: nothing is offered again
+          : ["announce", "electionClosed", "electionClosed"]; // offered again, then the answer
+        await until(() => received.length >= 3 + expected.length, "the barrier's answer");
+        assert.deepEqual(received.slice(3).map((m) => m.type), expected);
+        assert.equal((await cp.status()).rollouts[0].state, "running", `rollout ${rollout.id}`);
+      } finally {
+        agent.close();
+        await receiving;
+        await cp.close();
+      }
+    });
+  }
 });

@@ -117,6 +117,31 @@ Deno.test("unknown paths get 404 and wrong methods 405", async () => {
   });
 });
 
+Deno.test("every endpoint answers another method with 405, and a path no endpoint has with 404", async () => {
+  await withApi(async (call) => {
+    const wrongMethods: [string, string][] = [
+      ["POST", "/health"],
+      ["DELETE", "/v1/models"],
+      ["PUT", "/v1/rollouts/1"],
+      ["GET", "/v1/rollback"],
+      ["POST", "/v1/devices/eu-0/history"],
+      ["POST", "/v1/agents"],
+      ["POST", "/v1/devices"],
+      ["PUT", "/v1/status"],
+    ];
+    for (const [method, path] of wrongMethods) {
+      const r = await call(method, path);
+      assert.equal(r.status, 405, `${method} ${path}`);
+      assert.match(String((await json(r)).error), new RegExp(`method ${method} not allowed`));
+    }
+    for (const path of ["/", "/v1", "/v1/models/m", "/v1/rollouts/1/pause/now", "/v1/devices/x"]) {
+      const r = await call("GET", path);
+      assert.equal(r.status, 404, path);
+      assert.match(String((await json(r)).error), /no such endpoint/);
+    }
+  });
+});
+
 Deno.test("rollout plans are checked: bad strategies, canaries, batches and thresholds get 400", async () => {
   await withApi(async (call) => {
     await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1));
