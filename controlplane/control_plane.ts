@@ -56,6 +56,7 @@ import {
   type AgentRecord,
   DEFAULT_PLAN,
   type HistoryRecord,
+  type PatchRecord,
   type RolloutPlan,
   type RolloutRecord,
   type RolloutState,
@@ -100,7 +101,7 @@ interface Loaded {
   readonly boot: number;
   readonly agents: AgentRecord[];
   readonly versions: VersionRecord[];
-  readonly patches: Awaited<ReturnType<StateStore["patches"]>>;
+  readonly patches: PatchRecord[];
   readonly rollouts: RolloutRecord[];
 }
 
@@ -177,16 +178,26 @@ export class ControlPlane {
       patches: await stateStore.patches(),
       rollouts: await stateStore.rollouts(),
     };
-    const store = await BlobStore.open(`${options.dataDir}/blobs`);
-    const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_CP_UDP_PORT, {
-      faults: options.faults,
-    });
-    const blobServer = BlobServer.start({
-      hostname: options.bind,
-      port: options.p2pPort ?? DEFAULT_CP_P2P_PORT,
-      store,
-      faults: options.faults?.transport,
-    });
+    let socket: ControlSocket | undefined;
+    let store: BlobStore;
+    let blobServer: BlobServer;
+    try {
+      store = await BlobStore.open(`${options.dataDir}/blobs`);
+      socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_CP_UDP_PORT, {
+        faults: options.faults,
+      });
+      blobServer = BlobServer.start({
+        hostname: options.bind,
+        port: options.p2pPort ?? DEFAULT_CP_P2P_PORT,
+        store,
+        faults: options.faults?.transport,
+      });
+    } catch (err) {
+      // A port in use, say: nothing stays open behind the error.
+      socket?.close();
+      await stateStore.close();
+      throw err;
+    }
     const cp = new ControlPlane(options, stateStore, loaded, store, blobServer, socket);
     cp.#receiving = cp.#receive();
     const tickMs = options.tickMs ?? 200;
