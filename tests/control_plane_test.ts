@@ -3,8 +3,8 @@
  * are garbage, come from an unexpected sender, name an unknown election or go
  * the wrong way are dropped and counted, and nothing crashes; an agent answers
  * an Announce from its control plane with a Bid; a restarted control plane
- * finds its state in its store; a failed update is offered again unless the
- * agent says it is poisoned.
+ * finds its state in its store, and runs on any StateStore; a failed update
+ * is offered again unless the agent says it is poisoned.
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +13,7 @@ import type { ControlMessage } from "../transfer/control_messages.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
 import { withTempDir } from "./helpers.ts";
+import { MemoryStore } from "./support/memory_store.ts";
 
 const D = (n: number) => new Uint8Array(32).fill(n);
 
@@ -191,6 +192,41 @@ Deno.test({
     } finally {
       await second.close();
     }
+  });
+});
+
+Deno.test({
+  name: "the control plane runs on any state store: on one in memory it writes no SQLite file",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const stateStore = new MemoryStore();
+    const cp = await ControlPlane.start({
+      bind: "127.0.0.1",
+      dataDir: dir,
+      udpPort: 0,
+      p2pPort: 0,
+      stateStore,
+    });
+    try {
+      await cp.publish("resnet", "v1", new Blob([D(7)]).stream());
+      await cp.rollout("resnet", "v1", null);
+      await cp.control(1, "pause");
+      assert.deepEqual((await stateStore.versions()).map((v) => v.version), ["v1"]);
+      assert.deepEqual((await stateStore.rollouts()).map((r) => [r.id, r.state, r.reason]), [
+        [1, "paused", "paused by the operator"],
+      ]);
+      const status = await cp.status();
+      assert.equal(status.boot, 1);
+      assert.deepEqual(status.rollouts.map((r) => r.state), ["paused"]);
+    } finally {
+      await cp.close();
+    }
+    assert.equal(stateStore.closed, true, "closed with the control plane");
+    const names = [];
+    for await (const e of Deno.readDir(dir)) names.push(e.name);
+    assert.deepEqual(names, ["blobs"]);
   });
 });
 

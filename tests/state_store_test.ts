@@ -1,19 +1,23 @@
 /**
- * The control plane's SQLite state store (controlplane/sqlite_store.ts): each
- * kind of record comes back as it was stored, a reopened store still has
- * them, the boot counter grows, and a database from before the rollout plan
- * columns opens with them added.
+ * The control plane's state store (controlplane/state_store.ts) as a
+ * contract, run against the SQLite store (controlplane/sqlite_store.ts) and
+ * the in-memory one of the tests (tests/support/memory_store.ts): each kind
+ * of record comes back as it was stored, the boot counter grows. Then the
+ * SQLite store alone: a reopened store still has every record, and a
+ * database from before the rollout plan columns opens with them added.
  */
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { DATABASE_FILE, SqliteStore } from "../controlplane/sqlite_store.ts";
+import { MemoryStore } from "./support/memory_store.ts";
 import {
   type AgentRecord,
   DEFAULT_PLAN,
   type HistoryRecord,
   type PatchRecord,
   type RolloutAgentRecord,
+  type StateStore,
   type VersionRecord,
 } from "../controlplane/state_store.ts";
 import { withTempDir } from "./helpers.ts";
@@ -55,7 +59,34 @@ async function withStore(fn: (path: string) => Promise<void>): Promise<void> {
   await withTempDir((dir) => fn(`${dir}/${DATABASE_FILE}`));
 }
 
-Deno.test("the boot counter starts at 1 and grows by one per boot, across reopenings", async () => {
+/** Each implementation, by name, opened on a database path (the memory store ignores it). */
+const STORES: readonly [string, (path: string) => Promise<StateStore>][] = [
+  ["SQLite", (path) => SqliteStore.open(path)],
+  ["in memory", () => Promise.resolve(new MemoryStore())],
+];
+
+/** A test of the contract, once per implementation. */
+function contract(name: string, fn: (store: StateStore) => Promise<void>): void {
+  for (const [kind, open] of STORES) {
+    Deno.test(`${name} (${kind})`, async () => {
+      await withStore(async (path) => {
+        const store = await open(path);
+        try {
+          await fn(store);
+        } finally {
+          await store.close();
+        }
+      });
+    });
+  }
+}
+
+contract("the boot counter starts at 1 and grows by one per boot", async (store) => {
+  assert.equal(await store.nextBoot(), 1);
+  assert.equal(await store.nextBoot(), 2);
+});
+
+Deno.test("the SQLite boot counter goes on growing across reopenings", async () => {
   await withStore(async (path) => {
     const store = await SqliteStore.open(path);
     assert.equal(await store.nextBoot(), 1);
@@ -67,9 +98,9 @@ Deno.test("the boot counter starts at 1 and grows by one per boot, across reopen
   });
 });
 
-Deno.test("versions come back by model then age, by name, and a version can be replaced", async () => {
-  await withStore(async (path) => {
-    const store = await SqliteStore.open(path);
+contract(
+  "versions come back by model then age, by name, and a version can be replaced",
+  async (store) => {
     for (const v of [V2, BERT, V1]) await store.putVersion(v);
     assert.deepEqual(await store.versions(), [BERT, V1, V2]);
     assert.deepEqual(await store.version("resnet", "v2"), V2);
@@ -77,36 +108,31 @@ Deno.test("versions come back by model then age, by name, and a version can be r
     await store.putVersion({ ...V1, size: 999 });
     assert.equal((await store.version("resnet", "v1"))?.size, 999);
     assert.equal((await store.versions()).length, 3);
-    await store.close();
-  });
+  },
+);
+
+contract("patches, agents, history and served bytes come back as stored", async (store) => {
+  await store.putPatch(PATCH);
+  assert.deepEqual(await store.patches(), [PATCH]);
+  await store.putAgent({ ...AGENT, nodeId: "us-0" });
+  await store.putAgent(AGENT);
+  assert.deepEqual((await store.agents()).map((a) => a.nodeId), ["eu-0", "us-0"], "by node id");
+  assert.deepEqual((await store.agents())[0], AGENT);
+  await store.putAgent({ ...AGENT, lastSeen: 999 });
+  assert.equal((await store.agents())[0].lastSeen, 999, "an agent is replaced");
+  for (const h of [HISTORY[2], HISTORY[0], HISTORY[1]]) await store.addHistory(h);
+  assert.deepEqual(await store.history(), HISTORY, "oldest first");
+  assert.deepEqual(await store.history("eu-0"), [HISTORY[0], HISTORY[2]]);
+  assert.deepEqual(await store.history("nobody"), []);
+  await store.addServed(A, 100);
+  await store.addServed(A, 50);
+  await store.addServed(B, 7);
+  assert.deepEqual(await store.served(), { [A]: 150, [B]: 7 }, "bytes add up");
 });
 
-Deno.test("patches, agents, history and served bytes come back as stored", async () => {
-  await withStore(async (path) => {
-    const store = await SqliteStore.open(path);
-    await store.putPatch(PATCH);
-    assert.deepEqual(await store.patches(), [PATCH]);
-    await store.putAgent({ ...AGENT, nodeId: "us-0" });
-    await store.putAgent(AGENT);
-    assert.deepEqual((await store.agents()).map((a) => a.nodeId), ["eu-0", "us-0"], "by node id");
-    assert.deepEqual((await store.agents())[0], AGENT);
-    await store.putAgent({ ...AGENT, lastSeen: 999 });
-    assert.equal((await store.agents())[0].lastSeen, 999, "an agent is replaced");
-    for (const h of [HISTORY[2], HISTORY[0], HISTORY[1]]) await store.addHistory(h);
-    assert.deepEqual(await store.history(), HISTORY, "oldest first");
-    assert.deepEqual(await store.history("eu-0"), [HISTORY[0], HISTORY[2]]);
-    assert.deepEqual(await store.history("nobody"), []);
-    await store.addServed(A, 100);
-    await store.addServed(A, 50);
-    await store.addServed(B, 7);
-    assert.deepEqual(await store.served(), { [A]: 150, [B]: 7 }, "bytes add up");
-    await store.close();
-  });
-});
-
-Deno.test("rollouts get growing ids, start running, and keep their plan, state, reason and finish time", async () => {
-  await withStore(async (path) => {
-    const store = await SqliteStore.open(path);
+contract(
+  "rollouts get growing ids, start running, and keep their plan, state, reason and finish time",
+  async (store) => {
     const plan = {
       strategy: "canary",
       canary: 10,
@@ -158,13 +184,12 @@ Deno.test("rollouts get growing ids, start running, and keep their plan, state, 
       [2, "paused", null],
     ]);
     assert.equal(await store.rollout(3), undefined);
-    await store.close();
-  });
-});
+  },
+);
 
-Deno.test("an agent's progress in a rollout is replaced, not added, and listed per rollout by node id", async () => {
-  await withStore(async (path) => {
-    const store = await SqliteStore.open(path);
+contract(
+  "an agent's progress in a rollout is replaced, not added, and listed per rollout by node id",
+  async (store) => {
     await store.setRolloutAgent({ ...PROGRESS, nodeId: "us-0", state: "waiting", detail: "x" });
     await store.setRolloutAgent({ ...PROGRESS, state: "pending", detail: "r1.b1.e1" });
     await store.setRolloutAgent(PROGRESS);
@@ -174,11 +199,10 @@ Deno.test("an agent's progress in a rollout is replaced, not added, and listed p
     assert.deepEqual(agents[0], PROGRESS);
     assert.deepEqual((await store.rolloutAgents(2)).map((a) => a.state), ["active"]);
     assert.deepEqual(await store.rolloutAgents(3), []);
-    await store.close();
-  });
-});
+  },
+);
 
-Deno.test("a reopened store still has every kind of record", async () => {
+Deno.test("a reopened SQLite store still has every kind of record", async () => {
   await withStore(async (path) => {
     const store = await SqliteStore.open(path);
     await store.putVersion(V1);

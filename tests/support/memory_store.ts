@@ -1,0 +1,149 @@
+/**
+ * A `StateStore` (controlplane/state_store.ts) in memory, for tests: the
+ * second implementation of the interface, so the store tests can run as a
+ * contract against both, and the control plane can be run without SQLite.
+ * It answers as the SQLite store does (orders, replacement, sums), records
+ * are copied in and out.
+ */
+
+import type {
+  AgentRecord,
+  HistoryRecord,
+  NewRollout,
+  PatchRecord,
+  RolloutAgentRecord,
+  RolloutRecord,
+  RolloutState,
+  StateStore,
+  VersionRecord,
+} from "../../controlplane/state_store.ts";
+
+/** The control plane's state in memory. */
+export class MemoryStore implements StateStore {
+  #boot = 0;
+  readonly #versions: VersionRecord[] = [];
+  readonly #patches = new Map<string, PatchRecord>();
+  readonly #agents = new Map<string, AgentRecord>();
+  readonly #rollouts = new Map<number, RolloutRecord>();
+  readonly #rolloutAgents = new Map<string, RolloutAgentRecord>();
+  readonly #history: HistoryRecord[] = [];
+  readonly #served = new Map<string, number>();
+  closed = false;
+
+  nextBoot(): Promise<number> {
+    return Promise.resolve(++this.#boot);
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+
+  putVersion(version: VersionRecord): Promise<void> {
+    const at = this.#versions.findIndex((v) =>
+      v.model === version.model && v.version === version.version
+    );
+    if (at >= 0) this.#versions.splice(at, 1);
+    this.#versions.push({ ...version });
+    return Promise.resolve();
+  }
+
+  version(model: string, version: string): Promise<VersionRecord | undefined> {
+    const found = this.#versions.find((v) => v.model === model && v.version === version);
+    return Promise.resolve(found && { ...found });
+  }
+
+  versions(): Promise<VersionRecord[]> {
+    const sorted = [...this.#versions].sort((a, b) =>
+      a.model < b.model ? -1 : a.model > b.model ? 1 : a.created - b.created
+    );
+    return Promise.resolve(sorted.map((v) => ({ ...v })));
+  }
+
+  putPatch(patch: PatchRecord): Promise<void> {
+    this.#patches.set(`${patch.base}>${patch.target}`, { ...patch });
+    return Promise.resolve();
+  }
+
+  patches(): Promise<PatchRecord[]> {
+    return Promise.resolve([...this.#patches.values()].map((p) => ({ ...p })));
+  }
+
+  putAgent(agent: AgentRecord): Promise<void> {
+    this.#agents.set(agent.nodeId, structuredClone(agent));
+    return Promise.resolve();
+  }
+
+  agents(): Promise<AgentRecord[]> {
+    const sorted = [...this.#agents.values()].sort((a, b) => a.nodeId < b.nodeId ? -1 : 1);
+    return Promise.resolve(sorted.map((a) => structuredClone(a)));
+  }
+
+  createRollout(r: NewRollout): Promise<RolloutRecord> {
+    const id = this.#rollouts.size + 1;
+    const record: RolloutRecord = {
+      ...r.plan,
+      reason: "",
+      id,
+      model: r.model,
+      version: r.version,
+      digest: r.digest,
+      region: r.region,
+      state: "running",
+      created: r.created,
+      finished: null,
+    };
+    this.#rollouts.set(id, record);
+    return Promise.resolve({ ...record });
+  }
+
+  setRolloutState(
+    id: number,
+    state: RolloutState,
+    reason: string,
+    finished: number | null,
+  ): Promise<void> {
+    const rollout = this.#rollouts.get(id);
+    if (rollout) this.#rollouts.set(id, { ...rollout, state, reason, finished });
+    return Promise.resolve();
+  }
+
+  rollout(id: number): Promise<RolloutRecord | undefined> {
+    const found = this.#rollouts.get(id);
+    return Promise.resolve(found && { ...found });
+  }
+
+  rollouts(): Promise<RolloutRecord[]> {
+    return Promise.resolve([...this.#rollouts.values()].map((r) => ({ ...r })));
+  }
+
+  setRolloutAgent(progress: RolloutAgentRecord): Promise<void> {
+    this.#rolloutAgents.set(`${progress.rolloutId}|${progress.nodeId}`, { ...progress });
+    return Promise.resolve();
+  }
+
+  rolloutAgents(rolloutId: number): Promise<RolloutAgentRecord[]> {
+    const rows = [...this.#rolloutAgents.values()].filter((a) => a.rolloutId === rolloutId);
+    rows.sort((a, b) => a.nodeId < b.nodeId ? -1 : 1);
+    return Promise.resolve(rows.map((a) => ({ ...a })));
+  }
+
+  addHistory(entry: HistoryRecord): Promise<void> {
+    this.#history.push({ ...entry });
+    return Promise.resolve();
+  }
+
+  history(nodeId?: string): Promise<HistoryRecord[]> {
+    const rows = this.#history.filter((h) => nodeId === undefined || h.nodeId === nodeId);
+    return Promise.resolve(rows.sort((a, b) => a.at - b.at).map((h) => ({ ...h })));
+  }
+
+  addServed(digest: string, bytes: number): Promise<void> {
+    this.#served.set(digest, (this.#served.get(digest) ?? 0) + bytes);
+    return Promise.resolve();
+  }
+
+  served(): Promise<Record<string, number>> {
+    return Promise.resolve(Object.fromEntries(this.#served));
+  }
+}
