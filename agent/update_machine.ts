@@ -238,13 +238,12 @@ function start(job: UpdateJob, facts: StartFacts): Transition {
   if (!haveTarget) {
     actions.push(report("downloaded", ""));
     if (u.isPatch) {
-      return { job: { ...job, phase: { name: "applying" } }, actions: [...actions, applyPatch] };
+      actions.push({ type: "applyPatch" });
+      return { job: { ...job, phase: { name: "applying" } }, actions };
     }
   }
   return switchOver(job, actions);
 }
-
-const applyPatch: UpdateAction = { type: "applyPatch" };
 
 function patchApplied(job: UpdateJob, rebuilt: string): Transition {
   const { target } = job.update;
