@@ -10,36 +10,13 @@
  * "PBSG" and version 1 are kept, so a `.sig` file written by the old command
  * is a valid index file and works as `encode --base-index`.
  *
- * The specification, with what a reader must refuse and test vectors, is
- * docs/spec/chunk-index-v1.md. All integers are little-endian. Layout, version 1:
- *
- * ```
- * header, 80 bytes:
- *   offset 0   magic          "PBSG"                         4
- *   offset 4   version        u16 = 1                        2
- *   offset 6   reserved       u16 = 0                        2
- *   offset 8   min_chunk      u32                            4
- *   offset 12  avg_chunk      u32                            4
- *   offset 16  max_chunk      u32                            4
- *   offset 20  reserved       u32 = 0                        4
- *   offset 24  file_size      u64                            8
- *   offset 32  file_mtime_ms  i64 (-1 when unknown)          8
- *   offset 40  chunk_count    u64                            8
- *   offset 48  file_blake3    [u8; 32]                      32
- * entries, chunk_count times, 36 bytes each, in file order:
- *   length u32, blake3 [u8; 32]       (offsets are the running sum of lengths)
- * trailer, 32 bytes:
- *   BLAKE3 of the entries followed by the header (the index file's own
- *   integrity; in that order so a writer can stream the entries before it
- *   knows the header's digest and count)
- * ```
- *
- * A reader refuses other magic or version, a size that is not
- * `80 + 36 * chunk_count + 32`, lengths that do not add up to `file_size`,
- * a zero length, chunk parameters FastCDC would refuse, and a trailer that does
- * not match. Chunk boundaries are those of `codec/fastcdc.ts` with the stored
- * parameters, so an index file is only as durable as the gear table (which is
- * part of the format).
+ * Specification: docs/spec/chunk-index-v1.md (field table, byte order, what a
+ * reader must refuse, test vectors). In short: an 80-byte little-endian
+ * header (magic, version, the FastCDC parameters, the file's size, mtime,
+ * chunk count and BLAKE3), then one 36-byte entry per chunk (length, BLAKE3),
+ * then a 32-byte BLAKE3 trailer over the entries and the header. Chunk
+ * boundaries are those of `codec/fastcdc.ts` with the stored parameters, so an
+ * index file is only as durable as the gear table (docs/spec/fastcdc.md).
  *
  * @module
  */
