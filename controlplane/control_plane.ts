@@ -492,6 +492,8 @@ export class ControlPlane {
       blobSize: blob.size,
       cpHost: this.bind,
       cpP2pPort: this.blobServer.port,
+      releaseDigest: null,
+      delegationDigest: null,
     };
     const excluded = this.#elections.excluded(rollout.id, key);
     const entry = {

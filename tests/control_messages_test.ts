@@ -32,6 +32,8 @@ const EXAMPLES: ControlMessage[] = [
     blobSize: 123,
     cpHost: "100.64.0.1",
     cpP2pPort: 7402,
+    releaseDigest: D2,
+    delegationDigest: D1,
   },
   {
     type: "announce",
@@ -45,6 +47,8 @@ const EXAMPLES: ControlMessage[] = [
     blobSize: 0,
     cpHost: "127.0.0.1",
     cpP2pPort: 1,
+    releaseDigest: null,
+    delegationDigest: null,
   },
   { type: "bid", manifestId: ID, nodeId: "jetson-17" },
   { type: "leaderAck", manifestId: ID },

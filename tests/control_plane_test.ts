@@ -135,6 +135,8 @@ Deno.test({
         blobSize: 10,
         cpHost: "127.0.0.1",
         cpP2pPort: 9,
+        releaseDigest: null,
+        delegationDigest: null,
       };
       await stranger.send(announce, to);
       await until(() => agent.drops.unexpectedSender === 1, "the stranger's announce");

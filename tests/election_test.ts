@@ -21,6 +21,8 @@ const ANNOUNCE: Announce = {
   blobSize: 100,
   cpHost: "100.64.0.1",
   cpP2pPort: 7401,
+  releaseDigest: null,
+  delegationDigest: null,
 };
 const TIMING = { retryMs: 100, maxRetryMs: 400, leaderTimeoutMs: 5000 };
 const ADDRESS = { host: "100.64.0.11", p2pPort: 7411 };

@@ -114,6 +114,8 @@ Deno.test("the checker reports each kind of wrong-way import, naming the file, t
     [fileImporting("codec/encoder.ts", "cbor-x"), /must not import cbor-x/],
     [fileImporting("codec/encoder.ts", "npm:cbor-x@1.6.0"), /must not import cbor-x/],
     [fileImporting("transfer/blob_store.ts", "../codec/encoder.ts"), /transfer\/ imports only/],
+    [fileImporting("release/keys.ts", "../transfer/blob_store.ts"), /release\/ imports only/],
+    [fileImporting("release/trust_policy.ts", "../agent/agent.ts"), /release\/ imports only/],
     [fileImporting("transfer/blob_store.ts", "../agent/agent.ts", "dynamic"), /transfer\//],
     [
       fileImporting("agent/agent.ts", "../controlplane/election.ts"),
@@ -170,6 +172,9 @@ Deno.test("the checker lets the allowed directions through", () => {
     fileImporting("transfer/blob_server.ts", "../kernel/atomic_file.ts"),
     fileImporting("agent/agent.ts", "../transfer/blob_client.ts"),
     fileImporting("agent/agent.ts", "../codec/applier.ts"),
+    fileImporting("agent/agent.ts", "../release/trust_policy.ts"),
+    fileImporting("release/keys.ts", "../kernel/blake3.ts"),
+    fileImporting("cli/publish.ts", "../release/documents.ts"),
     fileImporting("controlplane/control_plane.ts", "../codec/encoder.ts"),
     fileImporting("cli/encode.ts", "./args.ts"),
     fileImporting("cli/status.ts", "./api_client.ts"),

@@ -3,7 +3,8 @@
  *
  * Wire format: one CBOR array per datagram (cbor-x),
  * `[PROTOCOL, type, ...fields]`, at most `MAX_DATAGRAM` (1200) bytes — under
- * Tailscale's 1280-byte MTU. `PROTOCOL` is 1. Fields are positional, per
+ * Tailscale's 1280-byte MTU. `PROTOCOL` is 2 (2 added the release documents'
+ * digests to Announce and the name rule). Fields are positional, per
  * type: Announce, Bid, LeaderAck, LeaderReady, ElectionClosed, ClosedAck,
  * Heartbeat, Status (codes 1-8). Digests are 32-byte byte strings, sizes and
  * ports unsigned integers, ids, names and hosts text of at most 128
@@ -26,13 +27,16 @@
 import { decode, encode } from "cbor-x";
 import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 import { ProtocolError } from "../kernel/errors.ts";
+import { isName, NAME_RULE } from "../kernel/names.ts";
 
 /** Version of this message format (first element of every datagram). */
-export const PROTOCOL = 1;
+export const PROTOCOL = 2;
 /** Largest datagram sent or accepted. */
 export const MAX_DATAGRAM = 1200;
 /** Longest id, model name, version or host, in characters. */
 export const MAX_NAME = 128;
+/** IP address literals in hosts: v4 dotted quads or v6 (hex digits and colons). */
+const HOST_PATTERN = /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:]{2,39})$/;
 /** Longest status detail, in characters. */
 export const MAX_DETAIL = 256;
 
@@ -60,6 +64,13 @@ export interface Announce {
   readonly blobSize: number;
   readonly cpHost: string;
   readonly cpP2pPort: number;
+  /**
+   * BLAKE3 of the signed release manifest (docs/spec/release-v1.md), a blob
+   * the control plane's blob server serves; null for an unsigned release.
+   */
+  readonly releaseDigest: Uint8Array | null;
+  /** BLAKE3 of the delegation that names the manifest's key, also a blob; null with no release. */
+  readonly delegationDigest: Uint8Array | null;
 }
 export interface Bid {
   readonly type: "bid";
@@ -165,6 +176,8 @@ function fieldsOf(m: ControlMessage): unknown[] {
         m.blobSize,
         m.cpHost,
         m.cpP2pPort,
+        m.releaseDigest,
+        m.delegationDigest,
       ];
     case "bid":
       return [m.manifestId, m.nodeId];
@@ -224,8 +237,10 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
         baseDigest: r.optionalDigest(),
         blobDigest: r.digest(),
         blobSize: r.uint(),
-        cpHost: r.name(),
+        cpHost: r.host(),
         cpP2pPort: r.port(),
+        releaseDigest: r.optionalDigest(),
+        delegationDigest: r.optionalDigest(),
       };
       break;
     case 2:
@@ -242,7 +257,7 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
         type: "electionClosed",
         manifestId: r.name(),
         leaderNodeId: r.name(),
-        leaderHost: r.name(),
+        leaderHost: r.host(),
         leaderP2pPort: r.port(),
       };
       break;
@@ -254,7 +269,7 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
         type: "heartbeat",
         nodeId: r.name(),
         region: r.name(),
-        host: r.name(),
+        host: r.host(),
         udpPort: r.port(),
         p2pPort: r.port(),
         held: r.array((x) => FieldReader.digestOf(x)),
@@ -368,9 +383,17 @@ class FieldReader {
     if (this.#at !== this.#fields.length) throw new MalformedMessageError("too many fields");
   }
 
+  /** A name that may reach a file system: the kernel's name rule (kernel/names.ts). */
   static nameOf(x: unknown): string {
-    if (typeof x !== "string" || x.length === 0 || x.length > MAX_NAME) {
-      throw new MalformedMessageError(`expected a name of 1-${MAX_NAME} characters`);
+    if (!isName(x)) throw new MalformedMessageError(`expected a name of ${NAME_RULE}`);
+    return x;
+  }
+
+  /** An IP address literal (v4 dotted quad or v6), never a name. */
+  host(): string {
+    const x = this.#next();
+    if (typeof x !== "string" || !HOST_PATTERN.test(x)) {
+      throw new MalformedMessageError("expected an IP address");
     }
     return x;
   }

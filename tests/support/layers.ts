@@ -6,9 +6,9 @@
  * opens sockets. Pure functions over `{ path, text }` records so a test can
  * feed it synthetic files; test code only, never imported by the product.
  *
- * The layers (one-way doors): kernel/ ← codec/ ← transfer/ ← agent/ and
- * controlplane/ (never each other) ← cli/ (commands never import commands)
- * ← mod.ts. testkit/ serves tests/ and scripts/; the product imports none of
+ * The layers (one-way doors): kernel/ ← codec/, transfer/ and release/ (each
+ * imports only itself and kernel/) ← agent/ and controlplane/ (never each
+ * other) ← cli/ (commands never import commands) ← mod.ts. testkit/ serves tests/ and scripts/; the product imports none of
  * tests/, testkit/, scripts/; scripts/ never import tests/.
  *
  * @module
@@ -41,7 +41,7 @@ export interface Violation {
 
 /** What checking a set of files found. */
 export interface LayerReport {
-  /** Files checked that belong to the product (kernel, codec, transfer, agent, controlplane, cli, mod.ts). */
+  /** Files checked that belong to the product (kernel, release, codec, transfer, agent, controlplane, cli, mod.ts). */
   readonly productFiles: number;
   /** Imports read from product files. */
   readonly productImports: number;
@@ -53,6 +53,7 @@ export interface LayerReport {
 /** The folders (and mod.ts) the rules know. */
 export type Layer =
   | "kernel"
+  | "release"
   | "codec"
   | "transfer"
   | "agent"
@@ -66,6 +67,7 @@ export type Layer =
 /** The layers that make up the shipped program. */
 export const PRODUCT_LAYERS: readonly Layer[] = [
   "kernel",
+  "release",
   "codec",
   "transfer",
   "agent",
@@ -77,6 +79,7 @@ export const PRODUCT_LAYERS: readonly Layer[] = [
 /** The folders whose files the guard reads (tests/ only as an import target). */
 export const CHECKED_DIRS: readonly string[] = [
   "kernel",
+  "release",
   "codec",
   "transfer",
   "agent",
@@ -169,11 +172,15 @@ export function ruleBroken(from: string, specifier: string): string | undefined 
   }
   const to = layerOf(target);
   if (product && (to === "tests" || to === "testkit" || to === "scripts")) {
-    return "product code (kernel, codec, transfer, agent, controlplane, cli, mod.ts) never imports tests/, testkit/ or scripts/";
+    return "product code (kernel, release, codec, transfer, agent, controlplane, cli, mod.ts) never imports tests/, testkit/ or scripts/";
   }
   switch (source) {
     case "kernel":
       return to === "kernel" ? undefined : "kernel/ imports only kernel/";
+    case "release":
+      return to === "release" || to === "kernel"
+        ? undefined
+        : "release/ imports only release/ and kernel/";
     case "codec":
       return to === "codec" || to === "kernel"
         ? undefined
@@ -186,9 +193,10 @@ export function ruleBroken(from: string, specifier: string): string | undefined 
     case "controlplane": {
       const other = source === "agent" ? "controlplane" : "agent";
       if (to === other) return `${source}/ must not import ${other}/ (nor ${other}/ ${source}/)`;
-      return to === source || to === "kernel" || to === "codec" || to === "transfer"
+      return to === source || to === "kernel" || to === "codec" || to === "transfer" ||
+          to === "release"
         ? undefined
-        : `${source}/ imports only ${source}/, kernel/, codec/ and transfer/`;
+        : `${source}/ imports only ${source}/, kernel/, release/, codec/ and transfer/`;
     }
     case "cli": {
       if (to === "cli") {
@@ -200,9 +208,9 @@ export function ruleBroken(from: string, specifier: string): string | undefined 
           : "a cli command must not import another command (share code through a cli helper)";
       }
       return to === "kernel" || to === "codec" || to === "transfer" || to === "agent" ||
-          to === "controlplane"
+          to === "controlplane" || to === "release"
         ? undefined
-        : "cli/ imports only cli/, kernel/, codec/, transfer/, agent/ and controlplane/";
+        : "cli/ imports only cli/, kernel/, release/, codec/, transfer/, agent/ and controlplane/";
     }
     case "mod":
       return to === "cli" || to === "kernel" ? undefined : "mod.ts imports only cli/ and kernel/";
