@@ -15,10 +15,12 @@ import { DatabaseSync } from "node:sqlite";
 import type { AgentProgressKind } from "./agent_progress.ts";
 import type {
   AgentRecord,
+  DelegationRecord,
   HistoryEvent,
   HistoryRecord,
   NewRollout,
   PatchRecord,
+  ReleaseRecord,
   RolloutAgentRecord,
   RolloutRecord,
   RolloutState,
@@ -54,6 +56,12 @@ CREATE TABLE IF NOT EXISTS history (
   node_id TEXT NOT NULL, model TEXT NOT NULL, at INTEGER NOT NULL, event TEXT NOT NULL,
   digest TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS history_node ON history (node_id, at);
+CREATE TABLE IF NOT EXISTS releases (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version TEXT NOT NULL,
+  counter INTEGER NOT NULL, digest TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS delegation (
+  id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, digest TEXT NOT NULL,
+  created INTEGER NOT NULL);
 `;
 
 /** Columns added to rollouts after its first version (added to older databases at open). */
@@ -277,6 +285,40 @@ export class SqliteStore implements StateStore {
       digest: String(r.digest),
       detail: String(r.detail),
     })));
+  }
+
+  // --- signed release documents ---
+
+  putRelease(r: ReleaseRecord): Promise<void> {
+    this.#db.prepare(
+      "INSERT INTO releases (model, version, counter, digest, created) VALUES (?, ?, ?, ?, ?)",
+    ).run(r.model, r.version, r.counter, r.digest, r.created);
+    return Promise.resolve();
+  }
+
+  releases(): Promise<ReleaseRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM releases ORDER BY seq").all() as Row[];
+    return Promise.resolve(rows.map((r) => ({
+      model: String(r.model),
+      version: String(r.version),
+      counter: Number(r.counter),
+      digest: String(r.digest),
+      created: Number(r.created),
+    })));
+  }
+
+  putDelegation(d: DelegationRecord): Promise<void> {
+    this.#db.prepare(
+      "INSERT OR REPLACE INTO delegation (id, version, digest, created) VALUES (1, ?, ?, ?)",
+    ).run(d.version, d.digest, d.created);
+    return Promise.resolve();
+  }
+
+  delegation(): Promise<DelegationRecord | undefined> {
+    const r = this.#db.prepare("SELECT * FROM delegation WHERE id = 1").get() as Row | undefined;
+    return Promise.resolve(
+      r && { version: Number(r.version), digest: String(r.digest), created: Number(r.created) },
+    );
   }
 
   // --- bytes served by the control plane ---

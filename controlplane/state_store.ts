@@ -134,6 +134,30 @@ export interface HistoryRecord {
   readonly detail: string;
 }
 
+/**
+ * A signed release manifest stored for a model version (the document itself
+ * is a blob in the control plane's BlobStore, under `digest`). The newest one
+ * stored for a version is its current manifest (a rollback re-signs).
+ */
+export interface ReleaseRecord {
+  readonly model: string;
+  readonly version: string;
+  /** The manifest's release counter. */
+  readonly counter: number;
+  /** BLAKE3 of the manifest document (hex): its blob. */
+  readonly digest: string;
+  readonly created: number;
+}
+
+/** The stored delegation (the document is a blob under `digest`). */
+export interface DelegationRecord {
+  /** The delegation's version. */
+  readonly version: number;
+  /** BLAKE3 of the delegation document (hex): its blob. */
+  readonly digest: string;
+  readonly created: number;
+}
+
 /** The control plane's durable state. */
 export interface StateStore {
   /** Increments and returns the boot counter (part of every election's id, so ids never repeat). */
@@ -177,6 +201,15 @@ export interface StateStore {
   addHistory(entry: HistoryRecord): Promise<void>;
   /** A device's history, oldest first (all devices when `nodeId` is undefined). */
   history(nodeId?: string): Promise<HistoryRecord[]>;
+
+  /** Stores a release manifest; it becomes its version's current one. */
+  putRelease(release: ReleaseRecord): Promise<void>;
+  /** Every release manifest stored, oldest first (the last of a version is its current one). */
+  releases(): Promise<ReleaseRecord[]>;
+  /** Stores the delegation (replacing the one stored before). */
+  putDelegation(delegation: DelegationRecord): Promise<void>;
+  /** The stored delegation, if any. */
+  delegation(): Promise<DelegationRecord | undefined>;
 
   /** Adds bytes the control plane served of the blob `digest`. */
   addServed(digest: string, bytes: number): Promise<void>;

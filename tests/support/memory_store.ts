@@ -8,9 +8,11 @@
 
 import type {
   AgentRecord,
+  DelegationRecord,
   HistoryRecord,
   NewRollout,
   PatchRecord,
+  ReleaseRecord,
   RolloutAgentRecord,
   RolloutRecord,
   RolloutState,
@@ -28,6 +30,8 @@ export class MemoryStore implements StateStore {
   readonly #rolloutAgents = new Map<string, RolloutAgentRecord>();
   readonly #history: HistoryRecord[] = [];
   readonly #served = new Map<string, number>();
+  readonly #releases: ReleaseRecord[] = [];
+  #delegation: DelegationRecord | undefined;
   closed = false;
 
   nextBoot(): Promise<number> {
@@ -136,6 +140,24 @@ export class MemoryStore implements StateStore {
   history(nodeId?: string): Promise<HistoryRecord[]> {
     const rows = this.#history.filter((h) => nodeId === undefined || h.nodeId === nodeId);
     return Promise.resolve(rows.sort((a, b) => a.at - b.at).map((h) => ({ ...h })));
+  }
+
+  putRelease(release: ReleaseRecord): Promise<void> {
+    this.#releases.push({ ...release });
+    return Promise.resolve();
+  }
+
+  releases(): Promise<ReleaseRecord[]> {
+    return Promise.resolve(this.#releases.map((r) => ({ ...r })));
+  }
+
+  putDelegation(delegation: DelegationRecord): Promise<void> {
+    this.#delegation = { ...delegation };
+    return Promise.resolve();
+  }
+
+  delegation(): Promise<DelegationRecord | undefined> {
+    return Promise.resolve(this.#delegation && { ...this.#delegation });
   }
 
   addServed(digest: string, bytes: number): Promise<void> {
