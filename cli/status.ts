@@ -55,7 +55,10 @@ export function formatStatus(report: StatusReport): string[] {
   ];
   lines.push("", `versions (${report.versions.length}):`);
   for (const v of report.versions) {
-    lines.push(`  ${v.model} ${v.version}: ${formatBytes(v.size)}, blake3 ${v.digest}`);
+    const release = v.signed ? `signed, counter ${v.counter}` : "unsigned";
+    lines.push(
+      `  ${v.model} ${v.version}: ${formatBytes(v.size)}, blake3 ${v.digest}, ${release}`,
+    );
   }
   for (const p of report.patches) {
     lines.push(`  patch ${name(p.base)} → ${name(p.target)}: ${formatBytes(p.size)}`);

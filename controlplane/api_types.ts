@@ -27,11 +27,33 @@ export interface VersionInfo {
   readonly size: number;
   /** When it was published (ms since the epoch). */
   readonly created: number;
+  /** Whether a signed release manifest is stored for it. */
+  readonly signed: boolean;
+  /** Its current manifest's release counter; null when unsigned. */
+  readonly counter: number | null;
 }
 
 /** `GET /v1/models`. */
 export interface VersionList {
   readonly versions: VersionInfo[];
+}
+
+/** `PUT /v1/delegation`, `PUT /v1/models/{model}/versions/{version}/release`: what was stored. */
+export interface DocumentStored {
+  /** BLAKE3 of the document (hex): its blob on the control plane's blob server. */
+  readonly digest: string;
+  /** The delegation's version, or the manifest's counter. */
+  readonly version?: number;
+  readonly counter?: number;
+  /** false when the same bytes were stored already. */
+  readonly created: boolean;
+}
+
+/** `GET /v1/models/{model}/releases`. */
+export interface ReleaseCounters {
+  readonly model: string;
+  /** The highest release counter of every manifest stored for the model; 0 when none. */
+  readonly highestCounter: number;
 }
 
 /** A patch the control plane computed between two stored files. */

@@ -23,8 +23,9 @@
  */
 
 import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
-import { fromHex, toHex } from "../kernel/blake3.ts";
-import { ConflictError, NotFoundError } from "../kernel/errors.ts";
+import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
+import { ConflictError, ioError, NotFoundError } from "../kernel/errors.ts";
+import { formatTime, parseDelegation, parseRelease } from "../release/documents.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
@@ -55,8 +56,10 @@ import { buildStatusReport } from "./status_report.ts";
 import {
   type AgentRecord,
   DEFAULT_PLAN,
+  type DelegationRecord,
   type HistoryRecord,
   type PatchRecord,
+  type ReleaseRecord,
   type RolloutPlan,
   type RolloutRecord,
   type RolloutState,
@@ -103,6 +106,14 @@ interface Loaded {
   readonly versions: VersionRecord[];
   readonly patches: PatchRecord[];
   readonly rollouts: RolloutRecord[];
+  readonly releases: ReleaseRecord[];
+  readonly delegation: DelegationRecord | undefined;
+}
+
+/** What `putDelegation` or `putRelease` did: the record, and whether it is new. */
+export interface StoredDocument<T> {
+  readonly record: T;
+  readonly created: boolean;
 }
 
 /** A running control plane. */
@@ -131,6 +142,11 @@ export class ControlPlane {
   #writes: Promise<void> = Promise.resolve();
   readonly #servedFlushed = new Map<string, number>();
   readonly #patchErrors = new Map<string, string>();
+  /** Each version's current release manifest, by `model/version`. */
+  readonly #releases = new Map<string, ReleaseRecord>();
+  /** The highest release counter stored per model. */
+  readonly #highestCounter = new Map<string, number>();
+  #delegation: DelegationRecord | undefined;
   #closed = false;
 
   private constructor(
@@ -151,6 +167,8 @@ export class ControlPlane {
     this.#versions = loaded.versions;
     for (const agent of loaded.agents) this.agents.set(agent.nodeId, agent);
     for (const rollout of loaded.rollouts) this.#rollouts.set(rollout.id, rollout);
+    for (const release of loaded.releases) this.#rememberRelease(release);
+    this.#delegation = loaded.delegation;
     this.#timing = { ...DEFAULT_ELECTION_TIMING, ...options.election };
     this.#agentTimeoutMs = options.agentTimeoutMs ?? 10_000;
     this.#log = options.log ?? (() => {});
@@ -177,6 +195,8 @@ export class ControlPlane {
       versions: await stateStore.versions(),
       patches: await stateStore.patches(),
       rollouts: await stateStore.rollouts(),
+      releases: await stateStore.releases(),
+      delegation: await stateStore.delegation(),
     };
     let socket: ControlSocket | undefined;
     let store: BlobStore;
@@ -260,6 +280,103 @@ export class ControlPlane {
     return { version: record, patches, created: !existing };
   }
 
+  /**
+   * Stores a delegation document (structure checked; the control plane holds
+   * no key and trusts nothing in it). A stored one of a higher version, or of
+   * the same version with other bytes, is a conflict; the same bytes again
+   * change nothing.
+   */
+  async putDelegation(bytes: Uint8Array): Promise<StoredDocument<DelegationRecord>> {
+    const doc = parseDelegation(bytes);
+    const digest = toHex(blake3(bytes));
+    const stored = this.#delegation;
+    if (stored && stored.digest === digest) return { record: stored, created: false };
+    if (stored && stored.version >= doc.signed.version) {
+      throw new ConflictError(
+        stored.version === doc.signed.version
+          ? `delegation version ${stored.version} is already stored with other bytes; sign a new version`
+          : `delegation version ${stored.version} is stored; version ${doc.signed.version} is older`,
+      );
+    }
+    await this.store.importStream(ReadableStream.from([bytes]), fromHex(digest));
+    const record = { version: doc.signed.version, digest, created: Date.now() };
+    await this.#persist(() => this.stateStore.putDelegation(record));
+    this.#delegation = record;
+    this.#log(
+      `delegation version ${record.version} stored (${doc.signed.releaseKeys.length} release keys, expires ${
+        formatTime(doc.signed.expires)
+      })`,
+    );
+    return { record, created: true };
+  }
+
+  /** The stored delegation's record and bytes; 404 when none is stored. */
+  async delegationDocument(): Promise<{ record: DelegationRecord; bytes: Uint8Array }> {
+    const record = this.#delegation;
+    if (!record) throw new NotFoundError("no delegation is stored (poolboy publish sends one)");
+    return { record, bytes: await this.#readDocument(record.digest) };
+  }
+
+  /**
+   * Stores a release manifest for a published version; it becomes the
+   * version's current manifest. Its model, version, target digest and size
+   * must be the version's (409 naming what differs); nothing is stored otherwise.
+   */
+  async putRelease(
+    model: string,
+    version: string,
+    bytes: Uint8Array,
+  ): Promise<StoredDocument<ReleaseRecord>> {
+    const published = this.#version(model, version);
+    if (!published) {
+      throw new NotFoundError(`unknown version: ${model} ${version} has not been published`);
+    }
+    const r = parseRelease(bytes).signed;
+    const differs = [];
+    if (r.model !== model) differs.push(`model ${r.model} (the path names ${model})`);
+    if (r.version !== version) differs.push(`version ${r.version} (the path names ${version})`);
+    if (r.target.blake3 !== published.digest) {
+      differs.push(`target blake3 ${r.target.blake3} (published: ${published.digest})`);
+    }
+    if (r.target.size !== published.size) {
+      differs.push(`target size ${r.target.size} (published: ${published.size})`);
+    }
+    if (differs.length > 0) {
+      throw new ConflictError(
+        `the manifest is not for ${model} ${version} as published: ${differs.join("; ")}`,
+      );
+    }
+    const digest = toHex(blake3(bytes));
+    const current = this.#releases.get(releaseKey(model, version));
+    if (current && current.digest === digest) return { record: current, created: false };
+    await this.store.importStream(ReadableStream.from([bytes]), fromHex(digest));
+    const record = { model, version, counter: r.counter, digest, created: Date.now() };
+    await this.#persist(() => this.stateStore.putRelease(record));
+    this.#rememberRelease(record);
+    this.#log(`release manifest for ${model} ${version} stored (counter ${r.counter})`);
+    return { record, created: true };
+  }
+
+  /** A version's current manifest's record and bytes; 404 when it has none. */
+  async releaseDocument(
+    model: string,
+    version: string,
+  ): Promise<{ record: ReleaseRecord; bytes: Uint8Array }> {
+    const record = this.#releases.get(releaseKey(model, version));
+    if (!record) throw new NotFoundError(`${model} ${version} has no signed release manifest`);
+    return { record, bytes: await this.#readDocument(record.digest) };
+  }
+
+  /** The current manifest of a version, if any (what its elections announce). */
+  release(model: string, version: string): ReleaseRecord | undefined {
+    return this.#releases.get(releaseKey(model, version));
+  }
+
+  /** The highest release counter of every manifest stored for `model` (0 when none). */
+  highestCounter(model: string): number {
+    return this.#highestCounter.get(model) ?? 0;
+  }
+
   /** Starts a rollout; it supersedes any unfinished rollout of the same model. */
   async rollout(
     model: string,
@@ -282,6 +399,11 @@ export class ControlPlane {
       })
     );
     this.#rollouts.set(created.id, created);
+    if (!this.release(model, version)) {
+      this.#log(
+        `warning: rollout ${created.id} of ${model} ${version} is unsigned: agents that pin a trust root will refuse it`,
+      );
+    }
     const now = Date.now();
     for (const older of superseded(created, this.#rollouts.values())) {
       this.#setRolloutState(older, "superseded", supersededReason(created), now);
@@ -355,6 +477,7 @@ export class ControlPlane {
       now,
       agentTimeoutMs: this.#agentTimeoutMs,
       versions: await this.stateStore.versions(),
+      releaseOf: (model, version) => this.release(model, version),
       patches: await this.stateStore.patches(),
       agents: this.agents.values(),
       rollouts: await Promise.all(
@@ -480,6 +603,7 @@ export class ControlPlane {
       blob = { ...target, base: null };
     }
     const manifestId = this.#elections.nextManifestId(rollout.id, this.boot);
+    const release = this.release(rollout.model, rollout.version);
     const announce: Announce = {
       type: "announce",
       manifestId,
@@ -492,8 +616,8 @@ export class ControlPlane {
       blobSize: blob.size,
       cpHost: this.bind,
       cpP2pPort: this.blobServer.port,
-      releaseDigest: null,
-      delegationDigest: null,
+      releaseDigest: release ? fromHex(release.digest) : null,
+      delegationDigest: release && this.#delegation ? fromHex(this.#delegation.digest) : null,
     };
     const excluded = this.#elections.excluded(rollout.id, key);
     const entry = {
@@ -585,6 +709,23 @@ export class ControlPlane {
 
   // --- helpers ---
 
+  #rememberRelease(record: ReleaseRecord): void {
+    this.#releases.set(releaseKey(record.model, record.version), record);
+    this.#highestCounter.set(
+      record.model,
+      Math.max(this.#highestCounter.get(record.model) ?? 0, record.counter),
+    );
+  }
+
+  async #readDocument(digest: string): Promise<Uint8Array> {
+    const path = this.store.pathOf(fromHex(digest));
+    try {
+      return await Deno.readFile(path);
+    } catch (err) {
+      throw ioError("read the stored document", path, err);
+    }
+  }
+
   #version(model: string, version: string): VersionRecord | undefined {
     return this.#versions.find((v) => v.model === model && v.version === version);
   }
@@ -611,4 +752,8 @@ export class ControlPlane {
       }
     }
   }
+}
+
+function releaseKey(model: string, version: string): string {
+  return `${model}/${version}`;
 }

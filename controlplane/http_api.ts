@@ -11,6 +11,11 @@
  * | GET    | /health                                |                   | `{ ok, boot }`                  |
  * | PUT    | /v1/models/{model}/versions/{version}  | the file's bytes  | `{ version, patches }` (201/200) |
  * | GET    | /v1/models                             |                   | `{ versions }`                  |
+ * | PUT    | /v1/delegation                         | delegation JSON   | `{ digest, version, created }` (201/200; 409 older or other bytes) |
+ * | GET    | /v1/delegation                         |                   | the stored delegation document  |
+ * | PUT    | /v1/models/{model}/versions/{version}/release | manifest JSON | `{ digest, counter, created }` (201/200; 409 not this version's) |
+ * | GET    | /v1/models/{model}/versions/{version}/release |        | the version's current manifest  |
+ * | GET    | /v1/models/{model}/releases            |                   | `{ model, highestCounter }`     |
  * | POST   | /v1/rollouts                           | `{ model, version, region?, strategy?, canary?, batch?, maxFailures? }` | the rollout (201) |
  * | GET    | /v1/rollouts                           |                   | `{ rollouts }`                  |
  * | GET    | /v1/rollouts/{id}                      |                   | the rollout with its agents and elections |
@@ -32,16 +37,19 @@ import {
 } from "../kernel/errors.ts";
 import type {
   DeviceList,
+  DocumentStored,
   ErrorBody,
   HealthInfo,
   HistoryList,
   PublishResult,
+  ReleaseCounters,
   RolloutInfo,
   RolloutList,
   RolloutReport,
   StatusReport,
   VersionList,
 } from "./api_types.ts";
+import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
 import type { ControlPlane } from "./control_plane.ts";
 import { historyEntry, rolloutInfo, versionInfo } from "./status_report.ts";
 import { DEFAULT_PLAN, type RolloutPlan } from "./state_store.ts";
@@ -52,11 +60,10 @@ export const MAX_JSON_BODY = 64 * 1024;
 /** Names of models, versions and regions: what the control messages can carry. */
 const NAME = /^[A-Za-z0-9._-]{1,128}$/;
 
-/** A handler's answer: a JSON value and its status. */
-interface Answer {
-  readonly body: unknown;
-  readonly status?: number;
-}
+/** A handler's answer: a JSON value and its status, or a stored JSON document's exact bytes. */
+type Answer =
+  | { readonly body: unknown; readonly status?: number; readonly document?: undefined }
+  | { readonly document: Uint8Array; readonly body?: undefined; readonly status?: undefined };
 
 /** One endpoint: `pattern` matches the path's segments; `:name` segments are parameters. */
 interface Route {
@@ -85,7 +92,7 @@ const ROUTES: readonly Route[] = [
       if (!request.body) throw new InvalidArgumentError("the request body must be the model file");
       const outcome = await cp.publish(model, version, request.body);
       const result: PublishResult = {
-        version: versionInfo(outcome.version),
+        version: versionInfo(outcome.version, cp.release(model, version)),
         patches: outcome.patches,
       };
       return { body: result, status: outcome.created ? 201 : 200 };
@@ -95,7 +102,56 @@ const ROUTES: readonly Route[] = [
     method: "GET",
     pattern: "/v1/models",
     handler: async (cp) =>
-      answer<VersionList>({ versions: (await cp.versions()).map(versionInfo) }),
+      answer<VersionList>({
+        versions: (await cp.versions()).map((v) => versionInfo(v, cp.release(v.model, v.version))),
+      }),
+  },
+  {
+    method: "PUT",
+    pattern: "/v1/delegation",
+    handler: async (cp, _params, request) => {
+      const { record, created } = await cp.putDelegation(await documentBody(request));
+      return answer<DocumentStored>(
+        { digest: record.digest, version: record.version, created },
+        created ? 201 : 200,
+      );
+    },
+  },
+  {
+    method: "GET",
+    pattern: "/v1/delegation",
+    handler: async (cp) => ({ document: (await cp.delegationDocument()).bytes }),
+  },
+  {
+    method: "PUT",
+    pattern: "/v1/models/:model/versions/:version/release",
+    handler: async (cp, params, request) => {
+      const model = name(params.model, "model");
+      const version = name(params.version, "version");
+      const bytes = await documentBody(request);
+      const { record, created } = await cp.putRelease(model, version, bytes);
+      return answer<DocumentStored>(
+        { digest: record.digest, counter: record.counter, created },
+        created ? 201 : 200,
+      );
+    },
+  },
+  {
+    method: "GET",
+    pattern: "/v1/models/:model/versions/:version/release",
+    handler: async (cp, params) => {
+      const model = name(params.model, "model");
+      const version = name(params.version, "version");
+      return { document: (await cp.releaseDocument(model, version)).bytes };
+    },
+  },
+  {
+    method: "GET",
+    pattern: "/v1/models/:model/releases",
+    handler: async (cp, params) => {
+      const model = name(params.model, "model");
+      return answer<ReleaseCounters>({ model, highestCounter: cp.highestCounter(model) });
+    },
   },
   {
     method: "GET",
@@ -179,8 +235,15 @@ const ROUTES: readonly Route[] = [
 export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Response> {
   return async (request) => {
     try {
-      const { body, status } = await route(cp, request);
-      return json(body, status);
+      const answered = await route(cp, request);
+      if (answered.document !== undefined) {
+        // A signed document is answered byte for byte: its digest is what devices check.
+        return new Response(new Uint8Array(answered.document), {
+          status: 200,
+          headers: { "content-type": "application/json" },
+        });
+      }
+      return json(answered.body, answered.status);
     } catch (err) {
       // The one place errors become answers: a PoolboyError carries its HTTP status.
       const status = err instanceof PoolboyError ? err.httpStatus : 500;
@@ -286,6 +349,19 @@ function name(value: unknown, what: string): string {
     );
   }
   return value;
+}
+
+/** A signed document's bytes from a request body (at most MAX_DOCUMENT_BYTES). */
+async function documentBody(request: Request): Promise<Uint8Array> {
+  const length = Number(request.headers.get("content-length") ?? "0");
+  if (length > MAX_DOCUMENT_BYTES) {
+    throw new PayloadTooLargeError(`a signed document is at most ${MAX_DOCUMENT_BYTES} bytes`);
+  }
+  const bytes = new Uint8Array(await request.arrayBuffer());
+  if (bytes.length > MAX_DOCUMENT_BYTES) {
+    throw new PayloadTooLargeError(`a signed document is at most ${MAX_DOCUMENT_BYTES} bytes`);
+  }
+  return bytes;
 }
 
 async function jsonBody(request: Request): Promise<Record<string, unknown>> {

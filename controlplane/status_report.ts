@@ -23,13 +23,23 @@ import type {
   AgentRecord,
   HistoryRecord,
   PatchRecord,
+  ReleaseRecord,
   RolloutAgentRecord,
   RolloutRecord,
   VersionRecord,
 } from "./state_store.ts";
 
-export function versionInfo(v: VersionRecord): VersionInfo {
-  return { model: v.model, version: v.version, digest: v.digest, size: v.size, created: v.created };
+/** A version's view; `release` is its current signed manifest, if any. */
+export function versionInfo(v: VersionRecord, release: ReleaseRecord | undefined): VersionInfo {
+  return {
+    model: v.model,
+    version: v.version,
+    digest: v.digest,
+    size: v.size,
+    created: v.created,
+    signed: release !== undefined,
+    counter: release?.counter ?? null,
+  };
 }
 
 export function patchInfo(p: PatchRecord): PatchInfo {
@@ -119,6 +129,8 @@ export interface StatusInput {
   readonly now: number;
   readonly agentTimeoutMs: number;
   readonly versions: readonly VersionRecord[];
+  /** A version's current release manifest, if any. */
+  readonly releaseOf: (model: string, version: string) => ReleaseRecord | undefined;
   readonly patches: readonly PatchRecord[];
   readonly agents: Iterable<AgentRecord>;
   /** Every rollout with its agents' progress. */
@@ -135,7 +147,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
   const elections = input.elections.map((e) => electionReport(e, input.served));
   return {
     boot: input.boot,
-    versions: input.versions.map(versionInfo),
+    versions: input.versions.map((v) => versionInfo(v, input.releaseOf(v.model, v.version))),
     patches: input.patches.map(patchInfo),
     agents: [...input.agents].map((a) => deviceInfo(a, input.now, input.agentTimeoutMs)),
     rollouts: input.rollouts.map(({ rollout, agents }) => ({

@@ -191,8 +191,24 @@ Deno.test("status prints versions, agents, rollouts with their elections and byt
   const lines = formatStatus({
     boot: 3,
     versions: [
-      { model: "resnet", version: "v1", digest: v1, size: 1024, created: 0 },
-      { model: "resnet", version: "v2", digest: v2, size: 1024, created: 1 },
+      {
+        model: "resnet",
+        version: "v1",
+        digest: v1,
+        size: 1024,
+        created: 0,
+        signed: false,
+        counter: null,
+      },
+      {
+        model: "resnet",
+        version: "v2",
+        digest: v2,
+        size: 1024,
+        created: 1,
+        signed: true,
+        counter: 2,
+      },
     ],
     patches: [{ base: v1, target: v2, digest: "3".repeat(64), size: 100 }],
     agents: [
@@ -257,6 +273,8 @@ Deno.test("status prints versions, agents, rollouts with their elections and byt
   }).join("\n");
   assert.match(lines, /control plane \(boot 3\): served 100 B/);
   assert.match(lines, /resnet v1: 1\.00 KiB, blake3 1{64}/);
+  assert.match(lines, /resnet v1: 1\.00 KiB, blake3 1{64}, unsigned/);
+  assert.match(lines, /resnet v2: 1\.00 KiB, blake3 2{64}, signed, counter 2/);
   assert.match(lines, /patch resnet v1 → resnet v2: 100 B/);
   assert.match(lines, /eu-0 +eu +online +resnet v2; served 300 B/);
   assert.match(lines, /eu-1 +eu +OFFLINE resnet v1/);
