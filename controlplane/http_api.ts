@@ -148,7 +148,7 @@ const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/v1/models/:model/releases",
-    handler: async (cp, params) => {
+    handler: (cp, params) => {
       const model = name(params.model, "model");
       return answer<ReleaseCounters>({ model, highestCounter: cp.highestCounter(model) });
     },
