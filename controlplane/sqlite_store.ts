@@ -13,6 +13,13 @@
 
 import { DatabaseSync } from "node:sqlite";
 import type { AgentProgressKind } from "./agent_progress.ts";
+import {
+  AUDIT_KEEP,
+  type AuditRecord,
+  duplicateToken,
+  type Role,
+  type TokenRecord,
+} from "./state_store.ts";
 import type {
   AgentRecord,
   DelegationRecord,
@@ -28,6 +35,9 @@ import type {
   Strategy,
   VersionRecord,
 } from "./state_store.ts";
+
+/** How long a write waits for another connection's write to finish. */
+const BUSY_TIMEOUT_MS = 5000;
 
 /** The database's file name under the data directory. */
 export const DATABASE_FILE = "controlplane.sqlite";
@@ -62,6 +72,12 @@ CREATE TABLE IF NOT EXISTS releases (
 CREATE TABLE IF NOT EXISTS delegation (
   id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, digest TEXT NOT NULL,
   created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+  name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created INTEGER NOT NULL,
+  revoked INTEGER);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, token TEXT, role TEXT,
+  action TEXT NOT NULL, target TEXT, status INTEGER NOT NULL, reason TEXT NOT NULL);
 `;
 
 /** Columns added to rollouts after its first version (added to older databases at open). */
@@ -80,15 +96,25 @@ type Row = Record<string, unknown>;
 /** The control plane's state in SQLite. */
 export class SqliteStore implements StateStore {
   readonly #db: DatabaseSync;
+  readonly #auditKeep: number;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, auditKeep: number) {
     this.#db = db;
+    this.#auditKeep = auditKeep;
   }
 
-  /** Opens (creating or migrating if needed) the database at `path`. */
-  static open(path: string): Promise<SqliteStore> {
+  /**
+   * Opens (creating or migrating if needed) the database at `path`. Another
+   * process may have it open too (`poolboy token` beside a running control
+   * plane): WAL lets readers and one writer share it, and a writer waits up
+   * to `BUSY_TIMEOUT_MS` for the other's write to finish. `auditKeep`: how
+   * many audit entries are kept (default `AUDIT_KEEP`; tests use fewer).
+   */
+  static open(path: string, options: { auditKeep?: number } = {}): Promise<SqliteStore> {
     const db = new DatabaseSync(path);
-    db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    db.exec(
+      `PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;`,
+    );
     db.exec(SCHEMA);
     const have = new Set(
       (db.prepare("PRAGMA table_info(rollouts)").all() as Row[]).map((r) => String(r.name)),
@@ -96,7 +122,7 @@ export class SqliteStore implements StateStore {
     for (const column of ROLLOUT_COLUMNS) {
       if (!have.has(column.split(" ")[0])) db.exec(`ALTER TABLE rollouts ADD COLUMN ${column}`);
     }
-    return Promise.resolve(new SqliteStore(db));
+    return Promise.resolve(new SqliteStore(db, options.auditKeep ?? AUDIT_KEEP));
   }
 
   close(): Promise<void> {
@@ -321,6 +347,62 @@ export class SqliteStore implements StateStore {
     );
   }
 
+  // --- operators' tokens and the audit log ---
+
+  addToken(t: TokenRecord): Promise<void> {
+    const exists = this.#db.prepare("SELECT 1 FROM tokens WHERE name = ?").get(t.name);
+    if (exists) return Promise.reject(duplicateToken(t.name));
+    this.#db.prepare(
+      "INSERT INTO tokens (name, role, hash, created, revoked) VALUES (?, ?, ?, ?, ?)",
+    ).run(t.name, t.role, t.hash, t.created, t.revoked);
+    return Promise.resolve();
+  }
+
+  tokenByHash(hash: string): Promise<TokenRecord | undefined> {
+    const row = this.#db.prepare("SELECT * FROM tokens WHERE hash = ?").get(hash) as
+      | Row
+      | undefined;
+    return Promise.resolve(row ? tokenOf(row) : undefined);
+  }
+
+  tokens(): Promise<TokenRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM tokens ORDER BY created, name").all() as Row[];
+    return Promise.resolve(rows.map(tokenOf));
+  }
+
+  revokeToken(name: string, at: number): Promise<boolean> {
+    const result = this.#db.prepare(
+      "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL",
+    ).run(at, name);
+    return Promise.resolve(Number(result.changes) === 1);
+  }
+
+  addAudit(a: AuditRecord): Promise<void> {
+    const result = this.#db.prepare(
+      "INSERT INTO audit (at, token, role, action, target, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    ).run(a.at, a.token, a.role, a.action, a.target, a.status, a.reason);
+    // Ids only grow (AUTOINCREMENT): everything older than the newest `keep` goes.
+    this.#db.prepare("DELETE FROM audit WHERE id <= ?").run(
+      Number(result.lastInsertRowid) - this.#auditKeep,
+    );
+    return Promise.resolve();
+  }
+
+  audit(limit: number): Promise<AuditRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM audit ORDER BY id DESC LIMIT ?").all(
+      limit,
+    ) as Row[];
+    return Promise.resolve(rows.map((r) => ({
+      at: Number(r.at),
+      token: r.token === null ? null : String(r.token),
+      role: r.role === null ? null : String(r.role) as Role,
+      action: String(r.action),
+      target: r.target === null ? null : String(r.target),
+      status: Number(r.status),
+      reason: String(r.reason),
+    })));
+  }
+
   // --- bytes served by the control plane ---
 
   addServed(digest: string, bytes: number): Promise<void> {
@@ -366,5 +448,15 @@ function rolloutOf(r: Row): RolloutRecord {
     state: String(r.state) as RolloutState,
     created: Number(r.created),
     finished: r.finished === null ? null : Number(r.finished),
+  };
+}
+
+function tokenOf(r: Row): TokenRecord {
+  return {
+    name: String(r.name),
+    role: String(r.role) as Role,
+    hash: String(r.hash),
+    created: Number(r.created),
+    revoked: r.revoked === null ? null : Number(r.revoked),
   };
 }

@@ -2,7 +2,8 @@
  * The control plane's durable state, behind one asynchronous interface: what
  * must survive a restart — model versions, cached patches, the agent
  * registry, rollouts and each agent's progress in them, device history, the
- * bytes served and the boot counter. Elections are not stored: after a restart
+ * bytes served, the boot counter, operators' tokens (hashes only) and the
+ * audit log. Elections are not stored: after a restart
  * they are run again from the rollouts (agents that finished say so in their
  * heartbeats).
  *
@@ -18,6 +19,7 @@
  * @module
  */
 
+import { ConflictError } from "../kernel/errors.ts";
 import type { AgentProgressKind } from "./agent_progress.ts";
 
 /** A stored model version. */
@@ -158,6 +160,50 @@ export interface DelegationRecord {
   readonly created: number;
 }
 
+/** Operator roles, least to most allowed (controlplane/auth.ts orders them). */
+export const ROLES = ["viewer", "deployer", "admin"] as const;
+
+/** What an operator's token lets it do: viewer reads, deployer deploys, admin does everything. */
+export type Role = typeof ROLES[number];
+
+/** An operator's API token. The token itself is never stored: only its BLAKE3 (hex). */
+export interface TokenRecord {
+  /** Unique among every token ever made (revoked ones keep their name). */
+  readonly name: string;
+  readonly role: Role;
+  /** BLAKE3 of the token's UTF-8 text, lowercase hex. */
+  readonly hash: string;
+  readonly created: number;
+  /** When it was revoked, or null while it is valid. */
+  readonly revoked: number | null;
+}
+
+/** One line of the audit log: a call that changed (or tried to change) something, or a refusal. */
+export interface AuditRecord {
+  readonly at: number;
+  /** The caller's token name, null when it sent none or an unknown one. */
+  readonly token: string | null;
+  readonly role: Role | null;
+  /** The method and path, e.g. "POST /v1/rollouts". */
+  readonly action: string;
+  /** What it was about (e.g. "resnet v2", "rollout 3"), or null. */
+  readonly target: string | null;
+  /** The HTTP status answered. */
+  readonly status: number;
+  /** "ok", or why it was refused or failed. */
+  readonly reason: string;
+}
+
+/** The audit log keeps this many of its newest entries. */
+export const AUDIT_KEEP = 100_000;
+
+/** The error of a second token with a name already taken (every store answers it). */
+export function duplicateToken(name: string): ConflictError {
+  return new ConflictError(
+    `a token named "${name}" already exists (names are never reused, even revoked ones): pick another name`,
+  );
+}
+
 /** The control plane's durable state. */
 export interface StateStore {
   /** Increments and returns the boot counter (part of every election's id, so ids never repeat). */
@@ -210,6 +256,20 @@ export interface StateStore {
   putDelegation(delegation: DelegationRecord): Promise<void>;
   /** The stored delegation, if any. */
   delegation(): Promise<DelegationRecord | undefined>;
+
+  /** Stores a new token; a `ConflictError` if one of that name exists (revoked or not). */
+  addToken(token: TokenRecord): Promise<void>;
+  /** The token whose hash is `hash` (revoked or not). */
+  tokenByHash(hash: string): Promise<TokenRecord | undefined>;
+  /** Every token, oldest first. */
+  tokens(): Promise<TokenRecord[]>;
+  /** Marks a valid token revoked at `at`; false if no valid token has that name. */
+  revokeToken(name: string, at: number): Promise<boolean>;
+
+  /** Appends to the audit log, dropping the oldest entries beyond its bound (`AUDIT_KEEP`). */
+  addAudit(entry: AuditRecord): Promise<void>;
+  /** The newest `limit` audit entries, newest first. */
+  audit(limit: number): Promise<AuditRecord[]>;
 
   /** Adds bytes the control plane served of the blob `digest`. */
   addServed(digest: string, bytes: number): Promise<void>;

@@ -88,6 +88,23 @@ export class ConflictError extends PoolboyError {
   }
 }
 
+/**
+ * A request without valid credentials: no token, a malformed, unknown or
+ * revoked one (HTTP 401). The CLI exits with the usage code.
+ */
+export class UnauthorizedError extends PoolboyError {
+  constructor(message: string) {
+    super(message, ExitCode.usage, undefined, 401);
+  }
+}
+
+/** A request whose token is valid but whose role does not allow it (HTTP 403). */
+export class ForbiddenError extends PoolboyError {
+  constructor(message: string) {
+    super(message, ExitCode.usage, undefined, 403);
+  }
+}
+
 /** A request uses a method its path does not answer to (HTTP 405). */
 export class MethodNotAllowedError extends InvalidArgumentError {
   constructor(message: string) {

@@ -19,6 +19,12 @@ import type {
   StateStore,
   VersionRecord,
 } from "../../controlplane/state_store.ts";
+import {
+  AUDIT_KEEP,
+  type AuditRecord,
+  duplicateToken,
+  type TokenRecord,
+} from "../../controlplane/state_store.ts";
 
 /** The control plane's state in memory. */
 export class MemoryStore implements StateStore {
@@ -30,9 +36,17 @@ export class MemoryStore implements StateStore {
   readonly #rolloutAgents = new Map<string, RolloutAgentRecord>();
   readonly #history: HistoryRecord[] = [];
   readonly #served = new Map<string, number>();
+  readonly #tokens: TokenRecord[] = [];
+  readonly #audit: AuditRecord[] = [];
+  readonly #auditKeep: number;
   readonly #releases: ReleaseRecord[] = [];
   #delegation: DelegationRecord | undefined;
   closed = false;
+
+  /** `auditKeep`: how many audit entries are kept (default `AUDIT_KEEP`, as SQLite). */
+  constructor(options: { auditKeep?: number } = {}) {
+    this.#auditKeep = options.auditKeep ?? AUDIT_KEEP;
+  }
 
   nextBoot(): Promise<number> {
     return Promise.resolve(++this.#boot);
@@ -167,5 +181,45 @@ export class MemoryStore implements StateStore {
 
   served(): Promise<Record<string, number>> {
     return Promise.resolve(Object.fromEntries(this.#served));
+  }
+
+  addToken(token: TokenRecord): Promise<void> {
+    if (this.#tokens.some((t) => t.name === token.name)) {
+      return Promise.reject(duplicateToken(token.name));
+    }
+    this.#tokens.push({ ...token });
+    return Promise.resolve();
+  }
+
+  tokenByHash(hash: string): Promise<TokenRecord | undefined> {
+    const found = this.#tokens.find((t) => t.hash === hash);
+    return Promise.resolve(found && { ...found });
+  }
+
+  tokens(): Promise<TokenRecord[]> {
+    const sorted = [...this.#tokens].sort((a, b) =>
+      a.created - b.created || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+    );
+    return Promise.resolve(sorted.map((t) => ({ ...t })));
+  }
+
+  revokeToken(name: string, at: number): Promise<boolean> {
+    const index = this.#tokens.findIndex((t) => t.name === name && t.revoked === null);
+    if (index < 0) return Promise.resolve(false);
+    this.#tokens[index] = { ...this.#tokens[index], revoked: at };
+    return Promise.resolve(true);
+  }
+
+  addAudit(entry: AuditRecord): Promise<void> {
+    this.#audit.push({ ...entry });
+    if (this.#audit.length > this.#auditKeep) {
+      this.#audit.splice(0, this.#audit.length - this.#auditKeep);
+    }
+    return Promise.resolve();
+  }
+
+  audit(limit: number): Promise<AuditRecord[]> {
+    const newest = limit > 0 ? this.#audit.slice(-limit) : [];
+    return Promise.resolve(newest.reverse().map((a) => ({ ...a })));
   }
 }
