@@ -96,6 +96,7 @@ export const CLI_HELPERS: readonly string[] = [
   "cli/api_client.ts",
   "cli/output.ts",
   "cli/progress_line.ts",
+  "cli/release_files.ts",
 ];
 
 /** Calls that open sockets, which the pure codec must not make. */
