@@ -195,3 +195,25 @@ export interface StatusReport {
   /** Patches that could not be computed ("base>target" → why). */
   readonly patchErrors: Record<string, string>;
 }
+
+/** One entry of the audit log: a call that changed or tried to change something, or a refusal. */
+export interface AuditEntry {
+  /** When (ms since the epoch). */
+  readonly at: number;
+  /** The caller's token name; null when it sent none, or a malformed or unknown one. */
+  readonly token: string | null;
+  readonly role: "viewer" | "deployer" | "admin" | null;
+  /** Method and path, e.g. "POST /v1/rollouts". */
+  readonly action: string;
+  /** What it was about, e.g. "rollout 3: resnet v2"; null when nothing in particular. */
+  readonly target: string | null;
+  /** The HTTP status answered. */
+  readonly status: number;
+  /** "ok", or why it was refused or failed. */
+  readonly reason: string;
+}
+
+/** `GET /v1/audit`: newest first. */
+export interface AuditList {
+  readonly entries: AuditEntry[];
+}

@@ -6,24 +6,31 @@
  * `httpStatus`, mapped in one place (`apiHandler`). Endpoints are a route
  * table: an unknown path is 404, a known path with another method 405.
  *
- * | method | path                                   | body              | answer                          |
- * |--------|----------------------------------------|-------------------|---------------------------------|
- * | GET    | /health                                |                   | `{ ok, boot }`                  |
- * | PUT    | /v1/models/{model}/versions/{version}  | the file's bytes  | `{ version, patches }` (201/200) |
- * | GET    | /v1/models                             |                   | `{ versions }`                  |
- * | PUT    | /v1/delegation                         | delegation JSON   | `{ digest, version, created }` (201/200; 409 older or other bytes) |
- * | GET    | /v1/delegation                         |                   | the stored delegation document  |
- * | PUT    | /v1/models/{model}/versions/{version}/release | manifest JSON | `{ digest, counter, created }` (201/200; 409 not this version's) |
- * | GET    | /v1/models/{model}/versions/{version}/release |        | the version's current manifest  |
- * | GET    | /v1/models/{model}/releases            |                   | `{ model, highestCounter }`     |
- * | POST   | /v1/rollouts                           | `{ model, version, region?, strategy?, canary?, batch?, maxFailures? }` | the rollout (201) |
- * | GET    | /v1/rollouts                           |                   | `{ rollouts }`                  |
- * | GET    | /v1/rollouts/{id}                      |                   | the rollout with its agents and elections |
- * | POST   | /v1/rollouts/{id}/{pause,resume,abort} |                   | the rollout (409 if it cannot)  |
- * | POST   | /v1/rollback                           | `{ model, to? }`  | the rollback's rollout (201)    |
- * | GET    | /v1/agents, /v1/devices                |                   | `{ agents }`                    |
- * | GET    | /v1/devices/{id}/history               |                   | `{ history }`                   |
- * | GET    | /v1/status                             |                   | the whole status report         |
+ * Every endpoint but `GET /health` needs `Authorization: Bearer TOKEN`
+ * (auth.ts): no, a malformed, unknown or revoked token is 401, a role below
+ * the route's (the `role` column) 403, before anything is read or changed.
+ * Every call but a GET is written to the audit log with its answer, and so is
+ * every 401 and 403.
+ *
+ * | method | path                                   | role     | body              | answer                          |
+ * |--------|----------------------------------------|----------|-------------------|---------------------------------|
+ * | GET    | /health                                | none     |                   | `{ ok, boot }`                  |
+ * | PUT    | /v1/models/{model}/versions/{version}  | deployer | the file's bytes  | `{ version, patches }` (201/200) |
+ * | GET    | /v1/models                             | viewer   |                   | `{ versions }`                  |
+ * | PUT    | /v1/delegation                         | deployer | delegation JSON   | `{ digest, version, created }` (201/200; 409 older or other bytes) |
+ * | GET    | /v1/delegation                         | viewer   |                   | the stored delegation document  |
+ * | PUT    | /v1/models/{model}/versions/{version}/release | deployer | manifest JSON | `{ digest, counter, created }` (201/200; 409 not this version's) |
+ * | GET    | /v1/models/{model}/versions/{version}/release | viewer |        | the version's current manifest  |
+ * | GET    | /v1/models/{model}/releases            | viewer   |                   | `{ model, highestCounter }`     |
+ * | POST   | /v1/rollouts                           | deployer | `{ model, version, region?, strategy?, canary?, batch?, maxFailures? }` | the rollout (201) |
+ * | GET    | /v1/rollouts                           | viewer   |                   | `{ rollouts }`                  |
+ * | GET    | /v1/rollouts/{id}                      | viewer   |                   | the rollout with its agents and elections |
+ * | POST   | /v1/rollouts/{id}/{pause,resume,abort} | deployer |                   | the rollout (409 if it cannot)  |
+ * | POST   | /v1/rollback                           | deployer | `{ model, to? }`  | the rollback's rollout (201)    |
+ * | GET    | /v1/agents, /v1/devices                | viewer   |                   | `{ agents }`                    |
+ * | GET    | /v1/devices/{id}/history               | viewer   |                   | `{ history }`                   |
+ * | GET    | /v1/status                             | viewer   |                   | the whole status report         |
+ * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
  *
  * @module
  */
@@ -36,6 +43,8 @@ import {
   PoolboyError,
 } from "../kernel/errors.ts";
 import type {
+  AuditEntry,
+  AuditList,
   DeviceList,
   DocumentStored,
   ErrorBody,
@@ -50,9 +59,10 @@ import type {
   VersionList,
 } from "./api_types.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
+import { auditEntry, authenticate } from "./auth.ts";
 import type { ControlPlane } from "./control_plane.ts";
 import { historyEntry, rolloutInfo, versionInfo } from "./status_report.ts";
-import { DEFAULT_PLAN, type RolloutPlan } from "./state_store.ts";
+import { DEFAULT_PLAN, type Role, type RolloutPlan, type TokenRecord } from "./state_store.ts";
 
 /** Largest JSON request body accepted. */
 export const MAX_JSON_BODY = 64 * 1024;
@@ -65,27 +75,43 @@ type Answer =
   | { readonly body: unknown; readonly status?: number; readonly document?: undefined }
   | { readonly document: Uint8Array; readonly body?: undefined; readonly status?: undefined };
 
-/** One endpoint: `pattern` matches the path's segments; `:name` segments are parameters. */
+/** What a call was about, for the audit log; a handler may set it once it has read the body. */
+interface AuditNote {
+  target: string | null;
+}
+
+/**
+ * One endpoint: `pattern` matches the path's segments; `:name` segments are
+ * parameters. `role`: the least role a caller's token needs (null: no token).
+ */
 interface Route {
   readonly method: string;
   readonly pattern: string;
+  readonly role: Role | null;
   readonly handler: (
     cp: ControlPlane,
     params: Record<string, string>,
     request: Request,
+    note: AuditNote,
   ) => Promise<Answer>;
 }
+
+/** The audit log's default and largest page. */
+export const AUDIT_DEFAULT_LIMIT = 100;
+export const AUDIT_MAX_LIMIT = 1000;
 
 /** Every endpoint (the table above). */
 const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/health",
+    role: null,
     handler: (cp) => answer<HealthInfo>({ ok: true, boot: cp.boot }),
   },
   {
     method: "PUT",
     pattern: "/v1/models/:model/versions/:version",
+    role: "deployer",
     handler: async (cp, params, request) => {
       const model = name(params.model, "model");
       const version = name(params.version, "version");
@@ -101,6 +127,7 @@ const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/v1/models",
+    role: "viewer",
     handler: async (cp) =>
       answer<VersionList>({
         versions: (await cp.versions()).map((v) => versionInfo(v, cp.release(v.model, v.version))),
@@ -109,6 +136,7 @@ const ROUTES: readonly Route[] = [
   {
     method: "PUT",
     pattern: "/v1/delegation",
+    role: "deployer",
     handler: async (cp, _params, request) => {
       const { record, created } = await cp.putDelegation(await documentBody(request));
       return answer<DocumentStored>(
@@ -120,11 +148,13 @@ const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/v1/delegation",
+    role: "viewer",
     handler: async (cp) => ({ document: (await cp.delegationDocument()).bytes }),
   },
   {
     method: "PUT",
     pattern: "/v1/models/:model/versions/:version/release",
+    role: "deployer",
     handler: async (cp, params, request) => {
       const model = name(params.model, "model");
       const version = name(params.version, "version");
@@ -139,6 +169,7 @@ const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/v1/models/:model/versions/:version/release",
+    role: "viewer",
     handler: async (cp, params) => {
       const model = name(params.model, "model");
       const version = name(params.version, "version");
@@ -148,6 +179,7 @@ const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/v1/models/:model/releases",
+    role: "viewer",
     handler: (cp, params) => {
       const model = name(params.model, "model");
       return answer<ReleaseCounters>({ model, highestCounter: cp.highestCounter(model) });
@@ -156,27 +188,32 @@ const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/v1/rollouts",
+    role: "viewer",
     handler: async (cp) =>
       answer<RolloutList>({ rollouts: (await cp.rollouts()).map(rolloutInfo) }),
   },
   {
     method: "POST",
     pattern: "/v1/rollouts",
-    handler: async (cp, _params, request) => {
+    role: "deployer",
+    handler: async (cp, _params, request, note) => {
       const body = await jsonBody(request);
       const model = name(body.model, "model");
       const version = name(body.version, "version");
       const region = body.region === undefined || body.region === null
         ? null
         : name(body.region, "region");
+      note.target = `${model} ${version}${region === null ? "" : ` in ${region}`}`;
       await knownModel(cp, model);
       const rollout = await cp.rollout(model, version, region, planOf(body));
+      note.target = `rollout ${rollout.id}: ${note.target}`;
       return answer<RolloutInfo>(rolloutInfo(rollout), 201);
     },
   },
   {
     method: "GET",
     pattern: "/v1/rollouts/:id",
+    role: "viewer",
     handler: async (cp, params) => {
       const id = rolloutId(params.id);
       const rollout = (await cp.status()).rollouts.find((r) => r.id === id);
@@ -187,6 +224,7 @@ const ROUTES: readonly Route[] = [
   {
     method: "POST",
     pattern: "/v1/rollouts/:id/:action",
+    role: "deployer",
     handler: async (cp, params) => {
       const action = params.action;
       if (action !== "pause" && action !== "resume" && action !== "abort") {
@@ -198,17 +236,22 @@ const ROUTES: readonly Route[] = [
   {
     method: "POST",
     pattern: "/v1/rollback",
-    handler: async (cp, _params, request) => {
+    role: "deployer",
+    handler: async (cp, _params, request, note) => {
       const body = await jsonBody(request);
       const model = name(body.model, "model");
+      note.target = model;
       await knownModel(cp, model);
       const to = body.to === undefined || body.to === null ? undefined : name(body.to, "to");
-      return answer<RolloutInfo>(rolloutInfo(await cp.rollback(model, to)), 201);
+      const rollout = await cp.rollback(model, to);
+      note.target = `rollout ${rollout.id}: ${model} ${rollout.version}`;
+      return answer<RolloutInfo>(rolloutInfo(rollout), 201);
     },
   },
   {
     method: "GET",
     pattern: "/v1/devices/:id/history",
+    role: "viewer",
     handler: async (cp, params) => {
       if (!cp.agents.has(params.id)) throw new NotFoundError(`unknown device "${params.id}"`);
       return answer<HistoryList>({ history: (await cp.history(params.id)).map(historyEntry) });
@@ -217,33 +260,83 @@ const ROUTES: readonly Route[] = [
   {
     method: "GET",
     pattern: "/v1/agents",
+    role: "viewer",
     handler: async (cp) => answer<DeviceList>({ agents: (await cp.status()).agents }),
   },
   {
     method: "GET",
     pattern: "/v1/devices",
+    role: "viewer",
     handler: async (cp) => answer<DeviceList>({ agents: (await cp.status()).agents }),
   },
   {
     method: "GET",
     pattern: "/v1/status",
+    role: "viewer",
     handler: async (cp) => answer<StatusReport>(await cp.status()),
+  },
+  {
+    method: "GET",
+    pattern: "/v1/audit",
+    role: "admin",
+    handler: async (cp, _params, request) => {
+      const limit = auditLimit(new URL(request.url).searchParams.get("limit"));
+      const entries = (await cp.stateStore.audit(limit)).map((a): AuditEntry => ({
+        at: a.at,
+        token: a.token,
+        role: a.role,
+        action: a.action,
+        target: a.target,
+        status: a.status,
+        reason: a.reason,
+      }));
+      return answer<AuditList>({ entries });
+    },
   },
 ];
 
 /** The request handler for `Deno.serve`. */
 export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Response> {
   return async (request) => {
+    const url = new URL(request.url);
+    const action = `${request.method} ${url.pathname}`;
+    const found = findRoute(request.method, url.pathname);
+    const note: AuditNote = {
+      target: found.route ? defaultTarget(found.route.pattern, found.params) : null,
+    };
+    let caller: TokenRecord | null = null;
+    let refused = false;
+    let response: Response;
+    let reason = "ok";
     try {
-      const answered = await route(cp, request);
+      if (found.route?.role !== null) {
+        // Before anything is read or changed: who is calling, and may they?
+        // An unknown path or method needs a valid token too (anonymous callers learn nothing).
+        const need = found.route?.role ?? "viewer";
+        const decision = await authenticate(
+          cp.stateStore,
+          request.headers.get("authorization"),
+          need,
+          action,
+        );
+        caller = decision.caller;
+        if (!decision.ok) {
+          refused = true;
+          reason = decision.reason;
+          throw decision.error;
+        }
+      }
+      if (found.route === undefined) throw found.error;
+      const answered = await found.route.handler(cp, found.params, request, note);
       if (answered.document !== undefined) {
         // A signed document is answered byte for byte: its digest is what devices check.
-        return new Response(new Uint8Array(answered.document), {
+        response = new Response(new Uint8Array(answered.document), {
           status: 200,
           headers: { "content-type": "application/json" },
         });
+      } else {
+        response = json(answered.body, answered.status);
       }
-      return json(answered.body, answered.status);
     } catch (err) {
       // The one place errors become answers: a PoolboyError carries its HTTP status.
       const status = err instanceof PoolboyError ? err.httpStatus : 500;
@@ -251,25 +344,83 @@ export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Resp
       const body: ErrorBody = {
         error: err instanceof PoolboyError && status < 500 ? message : `internal error: ${message}`,
       };
-      return json(body, status);
+      if (!refused) reason = body.error;
+      response = errorJson(body, status);
     }
+    if (refused || request.method !== "GET") {
+      try {
+        await cp.stateStore.addAudit(
+          auditEntry(Date.now(), caller, action, note.target, response.status, reason),
+        );
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        await response.body?.cancel();
+        const body: ErrorBody = {
+          error:
+            `internal error: cannot write the audit log (answer was ${response.status}): ${message}`,
+        };
+        return errorJson(body, 500);
+      }
+    }
+    return response;
   };
 }
 
-function route(cp: ControlPlane, request: Request): Promise<Answer> {
-  const url = new URL(request.url);
-  const parts = url.pathname.split("/").filter((p) => p !== "").map(decodeURIComponent);
+/** The route of a request, or the 404/405 error it gets. */
+type Found =
+  | { readonly route: Route; readonly params: Record<string, string>; readonly error?: undefined }
+  | { readonly route: undefined; readonly params?: undefined; readonly error: PoolboyError };
+
+function findRoute(method: string, pathname: string): Found {
+  let parts: string[];
+  try {
+    parts = pathname.split("/").filter((p) => p !== "").map(decodeURIComponent);
+  } catch {
+    return {
+      route: undefined,
+      error: new NotFoundError(`no such endpoint: ${method} ${pathname}`),
+    };
+  }
   let pathExists = false;
   for (const r of ROUTES) {
     const params = match(r.pattern, parts);
     if (params === undefined) continue;
-    if (r.method === request.method) return r.handler(cp, params, request);
+    if (r.method === method) return { route: r, params };
     pathExists = true;
   }
   if (pathExists) {
-    throw new MethodNotAllowedError(`method ${request.method} not allowed on ${url.pathname}`);
+    return {
+      route: undefined,
+      error: new MethodNotAllowedError(`method ${method} not allowed on ${pathname}`),
+    };
   }
-  throw new NotFoundError(`no such endpoint: ${request.method} ${url.pathname}`);
+  return { route: undefined, error: new NotFoundError(`no such endpoint: ${method} ${pathname}`) };
+}
+
+/** What a call is about, from its path's parameters (handlers may say more). */
+function defaultTarget(pattern: string, params: Record<string, string>): string | null {
+  if (params.model !== undefined) {
+    return params.version === undefined ? params.model : `${params.model} ${params.version}`;
+  }
+  if (params.id !== undefined) {
+    return `${pattern.startsWith("/v1/devices/") ? "device" : "rollout"} ${params.id}`;
+  }
+  if (pattern === "/v1/delegation") return "delegation";
+  return null;
+}
+
+/** `?limit=N` of the audit log: 1 to `AUDIT_MAX_LIMIT`, default `AUDIT_DEFAULT_LIMIT`. */
+function auditLimit(text: string | null): number {
+  if (text === null) return AUDIT_DEFAULT_LIMIT;
+  const n = /^[0-9]{1,7}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= AUDIT_MAX_LIMIT)) {
+    throw new InvalidArgumentError(
+      `limit must be a whole number from 1 to ${AUDIT_MAX_LIMIT} (got ${
+        JSON.stringify(text.slice(0, 20))
+      })`,
+    );
+  }
+  return n;
 }
 
 /** The parameters of `pattern` in `parts`, or undefined if it does not match. */
@@ -387,6 +538,14 @@ async function jsonBody(request: Request): Promise<Record<string, unknown>> {
 
 function json(value: unknown, status = 200): Response {
   return new Response(JSON.stringify(value, null, 2) + "\n", {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** An error answer: `{ "error": "..." }` on one line. */
+function errorJson(body: ErrorBody, status: number): Response {
+  return new Response(JSON.stringify(body) + "\n", {
     status,
     headers: { "content-type": "application/json" },
   });

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { apiHandler, MAX_JSON_BODY } from "../controlplane/http_api.ts";
+import { newToken, tokenHash } from "../controlplane/auth.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
 
 async function withApi(
@@ -23,9 +24,20 @@ async function withApi(
       p2pPort: 0,
     });
     const handler = apiHandler(cp);
+    // Every call is an admin's (tests/auth_test.ts is where tokens are refused).
+    const token = newToken();
+    await cp.stateStore.addToken({
+      name: "admin",
+      role: "admin",
+      hash: tokenHash(token),
+      created: 0,
+      revoked: null,
+    });
+    const headers = { authorization: `Bearer ${token}` };
     try {
       await fn(
-        (method, path, body) => handler(new Request(`http://127.0.0.1${path}`, { method, body })),
+        (method, path, body) =>
+          handler(new Request(`http://127.0.0.1${path}`, { method, body, headers })),
         dir,
       );
     } finally {
