@@ -51,6 +51,14 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
     const m = await import("./cli/agent.ts");
     return { run: m.agentCommand, help: m.AGENT_HELP };
   },
+  keygen: async () => {
+    const m = await import("./cli/keygen.ts");
+    return { run: m.keygenCommand, help: m.KEYGEN_HELP };
+  },
+  delegate: async () => {
+    const m = await import("./cli/delegate.ts");
+    return { run: m.delegateCommand, help: m.DELEGATE_HELP };
+  },
   publish: async () => {
     const m = await import("./cli/publish.ts");
     return { run: m.publishCommand, help: m.PUBLISH_HELP };
@@ -98,12 +106,15 @@ Fleet:
   controlplane --bind ADDR --data DIR      model store, elections and operator API
   agent --control-plane ADDR --bind ADDR --node-id ID --data DIR
                                            keep a device's models at the rolled-out version
-  publish --control-plane URL --model M --version V FILE
-                                           store a version (and patches to it) on the control plane
+  keygen root|release -o DIR               make a signing key pair (DIR/ROLE.key 0600, DIR/ROLE.pub)
+  delegate --root root.key --release A.pub -o keys.json
+                                           sign the list of release keys devices accept
+  publish --control-plane URL --model M --version V FILE --key release.key --keys keys.json
+                                           store a signed version (and patches to it) on the control plane
   rollout --control-plane URL --model M --version V [--region R] [--strategy S]
                                            roll a version out, one download per region
   rollout pause|resume|abort --control-plane URL ID
-  rollback --control-plane URL --model M [--to V]
+  rollback --control-plane URL --model M [--to V] --key release.key --keys keys.json
                                            put the fleet back on an earlier version
   status --control-plane URL               agents, rollouts, elections, bytes served
 

@@ -11,8 +11,8 @@
 import { ioError, UsageError } from "../kernel/errors.ts";
 import {
   type Delegation,
-  MAX_DOCUMENT_BYTES,
   MalformedDocumentError,
+  MAX_DOCUMENT_BYTES,
   parseDelegation,
   parseTime,
   type SignedDocument,
