@@ -13,6 +13,17 @@
  * Every `state.json` read and write goes through `ModelStateFiles`
  * (lifecycle_state.ts).
  *
+ * Signed releases (`trust: pinned`, agent --trust-root): before it bids on an
+ * Announce — so before any byte of the blob is downloaded — the agent fetches
+ * the delegation and release manifest the Announce names from the control
+ * plane's blob server and decides with release/trust_policy.ts against its
+ * trust memory (DATA/trust.json, trust_file.ts). A refused release gets no
+ * Bid, a Status `failed` "refused: …", a `refusal` in the model's
+ * `state.json` and a log line; repeats of the same announce get the same
+ * answer without another fetch. The update machine has it checked again
+ * before the switch and the memory persisted first. With `trust: insecure`
+ * (agent --insecure) nothing is checked.
+ *
  * It keeps no election state on disk: after a restart its heartbeat tells the
  * control plane what it runs, and the control plane tells it again what to do
  * (stateless recovery). Downloads resume from the partial file they left.
@@ -31,12 +42,22 @@ import { applyFile } from "../codec/applier.ts";
 import { fromHex, toHex } from "../kernel/blake3.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
-import { type BlobSource, downloadBlob } from "../transfer/blob_client.ts";
+import { type BlobSource, downloadBlob, fetchSmallBlob } from "../transfer/blob_client.ts";
+import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
+import type { PublicKeyInfo } from "../release/keys.ts";
+import {
+  type Announced,
+  checkRelease,
+  type RefusalKind,
+  type TrustDecision,
+  type TrustMemory,
+} from "../release/trust_policy.ts";
+import { TrustMemoryFile } from "./trust_file.ts";
 import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
 import { DEFAULT_AGENT_P2P_PORT, DEFAULT_AGENT_UDP_PORT } from "../transfer/default_ports.ts";
 import { builtinHealthCheck, type HealthResult, runHealthCommand } from "./health_check.ts";
-import { ModelStateFiles, type Step } from "./lifecycle_state.ts";
+import { ModelStateFiles, type RefusalRecord, type Step } from "./lifecycle_state.ts";
 import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
 import {
   advance,
@@ -57,9 +78,23 @@ import { statfs } from "node:fs/promises";
 import { formatBytes } from "../kernel/units.ts";
 import { DiskSpaceError } from "./errors.ts";
 
+/**
+ * Which releases the agent installs: `pinned` — only those signed under a
+ * delegation of this root key (agent --trust-root); `insecure` — whatever the
+ * control plane, or anyone spoofing it, announces (agent --insecure).
+ */
+export type AgentTrust =
+  | { readonly kind: "pinned"; readonly root: PublicKeyInfo }
+  | { readonly kind: "insecure" };
+
 /** Options of `Agent.start`. */
 export interface AgentOptions {
   readonly nodeId: string;
+  readonly trust: AgentTrust;
+  /** This device's class (agent --device-class): a release for another class is refused. */
+  readonly deviceClass?: string;
+  /** Deadline of fetching one signed document (default 10 s). */
+  readonly documentDeadlineMs?: number;
   readonly region: string;
   readonly bind: string;
   readonly dataDir: string;
@@ -112,10 +147,38 @@ interface ElectionState {
   readonly announce: Announce;
   leader: boolean;
   closed?: ElectionClosed;
+  /** The signed documents accepted for it (null: `insecure`, nothing checked). */
+  readonly documents: ReleaseDocuments | null;
+}
+
+/** The bytes of an announce's delegation and release manifest, as fetched. */
+interface ReleaseDocuments {
+  readonly delegation: Uint8Array | null;
+  readonly release: Uint8Array | null;
+}
+
+/** What the check of an announce concluded. */
+type Vetting =
+  | { readonly ok: true; readonly documents: ReleaseDocuments | null }
+  | { readonly ok: false; readonly refusal: Omit<RefusalRecord, "at"> };
+
+/** A refusal remembered for repeats of its announce. */
+interface RememberedRefusal {
+  /** What the announce named (a repeat naming other things is checked again). */
+  readonly fingerprint: string;
+  readonly refusal: Omit<RefusalRecord, "at">;
+  /** Until when (ms since the epoch) repeats get it without a new check. */
+  readonly until: number;
 }
 
 /** Most blob digests listed in a heartbeat (it must fit in one datagram). */
 const MAX_HELD_IN_HEARTBEAT = 20;
+
+/** Most refused announces remembered (the oldest is forgotten first). */
+const MAX_REMEMBERED_REFUSALS = 256;
+
+/** How long documents that could not be fetched are not asked for again, for one announce. */
+const UNAVAILABLE_RETRY_MS = 5_000;
 
 /** A running agent. */
 export class Agent {
@@ -139,6 +202,14 @@ export class Agent {
   readonly #downloads = new Map<string, Promise<void>>();
   readonly #log: (line: string) => void;
   readonly #policy: UpdatePolicy;
+  /** The trust memory (null: `insecure`). */
+  readonly #trust: TrustMemoryFile | null;
+  /** Refused announces, by manifest id (bounded). */
+  readonly #refusals = new Map<string, RememberedRefusal>();
+  /** Checks of announces in progress, by manifest id and fingerprint. */
+  readonly #vetting = new Map<string, Promise<Vetting>>();
+  /** Announces being handled apart from the receive loop (`pinned` only). */
+  readonly #announcing = new Set<Promise<void>>();
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   #retryTimer: ReturnType<typeof setInterval> | undefined;
   #receiving: Promise<void> | undefined;
@@ -150,8 +221,10 @@ export class Agent {
     store: BlobStore,
     blobServer: BlobServer,
     socket: ControlSocket,
+    trust: TrustMemoryFile | null,
   ) {
     this.options = options;
+    this.#trust = trust;
     this.store = store;
     this.blobServer = blobServer;
     this.socket = socket;
@@ -160,12 +233,17 @@ export class Agent {
     this.#policy = {
       poisonAfter: options.poisonAfter ?? 3,
       keepBackups: options.keepBackups ?? 1,
+      checkReleases: options.trust.kind === "pinned",
     };
   }
 
   /** Binds the ports, then heartbeats and answers the control plane until `close`. */
   static async start(options: AgentOptions): Promise<Agent> {
     await Deno.mkdir(`${options.dataDir}/models`, { recursive: true });
+    // A damaged trust memory stops the agent here, before any port is bound.
+    const trust = options.trust.kind === "pinned"
+      ? await TrustMemoryFile.open(options.dataDir)
+      : null;
     const store = await BlobStore.open(`${options.dataDir}/blobs`);
     const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_AGENT_UDP_PORT, {
       faults: options.faults,
@@ -176,14 +254,20 @@ export class Agent {
       store,
       faults: options.faults?.transport,
     });
-    const agent = new Agent(options, store, blobServer, socket);
+    const agent = new Agent(options, store, blobServer, socket, trust);
     await agent.#recover();
     agent.#receiving = agent.#receive();
     agent.#heartbeatTimer = setInterval(() => agent.heartbeat(), options.heartbeatMs ?? 2000);
     agent.#retryTimer = setInterval(() => agent.#retransmit(), options.retryMs ?? 500);
     await agent.heartbeat();
     agent.#log(
-      `agent ${options.nodeId} (${options.region}) on ${options.bind}: udp ${socket.port}, blobs ${blobServer.port}`,
+      `agent ${options.nodeId} (${options.region}) on ${options.bind}: udp ${socket.port}, blobs ${blobServer.port}; ${
+        options.trust.kind === "pinned"
+          ? `installs releases signed under root key ${options.trust.root.keyId.slice(0, 16)}${
+            options.deviceClass === undefined ? "" : ` for device class ${options.deviceClass}`
+          }`
+          : "installs unsigned releases (--insecure)"
+      }`,
     );
     return agent;
   }
@@ -197,6 +281,7 @@ export class Agent {
     this.#abort.abort();
     this.socket.close();
     await this.#receiving;
+    await Promise.allSettled([...this.#announcing]);
     await Promise.allSettled([...this.#jobs.values()]);
     await this.blobServer.close();
   }
@@ -238,10 +323,15 @@ export class Agent {
         this.drops.unexpectedSender++;
         continue;
       }
-      try {
-        await this.#handle(message);
-      } catch (err) {
+      const handling = this.#handle(message).catch((err) => {
         this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
+      });
+      if (message.type === "announce" && this.options.trust.kind === "pinned") {
+        // Its check fetches documents (up to a deadline): the other datagrams go on meanwhile.
+        this.#announcing.add(handling);
+        handling.finally(() => this.#announcing.delete(handling));
+      } else {
+        await handling;
       }
     }
   }
@@ -297,16 +387,138 @@ export class Agent {
       case "wrongBase":
         await this.#status(announce.manifestId, "failed", answer.detail);
         return await this.heartbeat();
-      case "bid":
+      case "bid": {
+        const vetting = await this.#vet(announce);
+        if (!vetting.ok) {
+          return await this.#status(announce.manifestId, "failed", vetting.refusal.reason);
+        }
         if (!this.#elections.has(announce.manifestId)) {
-          this.#elections.set(announce.manifestId, { announce, leader: false });
+          this.#elections.set(announce.manifestId, {
+            announce,
+            leader: false,
+            documents: vetting.documents,
+          });
         }
         await this.#send({
           type: "bid",
           manifestId: announce.manifestId,
           nodeId: this.options.nodeId,
         });
+      }
     }
+  }
+
+  /**
+   * Whether this agent may bid on `announce`: under `insecure`, always; under
+   * `pinned`, when its signed documents pass the trust policy. A refusal is
+   * recorded (state.json, log) once and remembered for repeats of the
+   * announce; a check in progress is shared by the repeats that arrive
+   * meanwhile. Documents that cannot be fetched refuse this announce only.
+   */
+  async #vet(announce: Announce): Promise<Vetting> {
+    if (this.options.trust.kind === "insecure") return { ok: true, documents: null };
+    const fingerprint = fingerprintOf(announce);
+    const known = this.#refusals.get(announce.manifestId);
+    if (known && known.fingerprint === fingerprint && Date.now() < known.until) {
+      return { ok: false, refusal: known.refusal };
+    }
+    const key = `${announce.manifestId} ${fingerprint}`;
+    let running = this.#vetting.get(key);
+    if (!running) {
+      running = this.#vetNow(announce).then(async (vetting) => {
+        if (!vetting.ok) await this.#recordRefusal(announce, fingerprint, vetting.refusal);
+        return vetting;
+      }).finally(() => this.#vetting.delete(key));
+      this.#vetting.set(key, running);
+    }
+    return await running;
+  }
+
+  /** Fetches the announce's documents and runs the trust policy on them. */
+  async #vetNow(announce: Announce): Promise<Vetting> {
+    const refused = (kind: RefusalKind | "unavailable", reason: string): Vetting => ({
+      ok: false,
+      refusal: { kind, reason, manifestId: announce.manifestId },
+    });
+    let documents: ReleaseDocuments;
+    try {
+      documents = {
+        delegation: await this.#fetchDocument(announce, announce.delegationDigest),
+        release: await this.#fetchDocument(announce, announce.releaseDigest),
+      };
+    } catch (err) {
+      if (this.#closed) throw err;
+      return refused(
+        "unavailable",
+        `refused: cannot fetch the signed documents: ${err instanceof Error ? err.message : err}`,
+      );
+    }
+    const { decision } = await this.#decide(documents, {
+      model: announce.model,
+      version: announce.version,
+      target: toHex(announce.targetDigest),
+      targetSize: announce.targetSize,
+    });
+    return decision.ok ? { ok: true, documents } : refused(decision.kind, decision.reason);
+  }
+
+  /** The trust policy's decision on `documents` for `announced`, now, and the memory it used. */
+  async #decide(
+    documents: ReleaseDocuments,
+    announced: Announced,
+  ): Promise<{ decision: TrustDecision; memory: TrustMemory }> {
+    const trust = this.options.trust;
+    if (trust.kind !== "pinned" || this.#trust === null) {
+      throw new Error("a release check without a pinned root key (a bug)");
+    }
+    const memory = this.#trust.memory;
+    const decision = await checkRelease({
+      root: trust.root,
+      delegation: documents.delegation,
+      release: documents.release,
+      announced,
+      deviceClass: this.options.deviceClass ?? null,
+      memory,
+      now: Date.now(),
+    });
+    return { decision, memory };
+  }
+
+  /** A document the announce names, from its control plane's blob server (null: it names none). */
+  async #fetchDocument(announce: Announce, digest: Uint8Array | null): Promise<Uint8Array | null> {
+    if (digest === null) return null;
+    return await fetchSmallBlob({
+      source: { hostname: announce.cpHost, port: announce.cpP2pPort, label: "control-plane" },
+      digest,
+      maxBytes: MAX_DOCUMENT_BYTES,
+      deadlineMs: this.options.documentDeadlineMs ?? 10_000,
+      signal: this.#abort.signal,
+    });
+  }
+
+  /**
+   * Logs a refusal and records it in the model's state.json (the active model
+   * is not touched); remembers it for repeats of the announce (for
+   * `UNAVAILABLE_RETRY_MS` only when the documents could not be fetched).
+   */
+  async #recordRefusal(
+    announce: Announce,
+    fingerprint: string,
+    refusal: Omit<RefusalRecord, "at">,
+  ): Promise<void> {
+    this.#log(`${announce.model} ${announce.version} (${announce.manifestId}): ${refusal.reason}`);
+    const until = refusal.kind === "unavailable" ? Date.now() + UNAVAILABLE_RETRY_MS : Infinity;
+    this.#refusals.delete(announce.manifestId);
+    this.#refusals.set(announce.manifestId, { fingerprint, refusal, until });
+    while (this.#refusals.size > MAX_REMEMBERED_REFUSALS) {
+      this.#refusals.delete(this.#refusals.keys().next().value!);
+    }
+    await this.states.update(
+      announce.model,
+      (state) => applyChange(state, { kind: "refused", refusal }, Date.now()),
+    ).catch((err) =>
+      this.#log(`cannot record the refusal in ${this.states.path(announce.model)}: ${err}`)
+    );
   }
 
   /** Starts (once per target) the download-apply-switch of an election. */
@@ -425,6 +637,22 @@ export class Agent {
           this.store.pathOf(announce.targetDigest),
         );
         return { type: "patchApplied", rebuilt: summary.targetBlake3 };
+      }
+      case "checkRelease": {
+        const documents = election?.documents;
+        if (!documents) throw new Error("checkRelease without checked documents (a bug)");
+        const { decision, memory } = await this.#decide(documents, {
+          model: u.model,
+          version: u.version,
+          target: u.target,
+          targetSize: this.#announceOf(election).targetSize,
+        });
+        return { type: "releaseChecked", decision, memory };
+      }
+      case "rememberRelease": {
+        if (this.#trust === null) throw new Error("rememberRelease without a trust memory (a bug)");
+        await this.#trust.remember(action.memory);
+        return;
       }
       case "discardTarget":
         await this.store.remove(fromHex(u.target));
@@ -604,6 +832,20 @@ export class Agent {
   async #send(message: ControlMessage): Promise<void> {
     await this.socket.send(message, this.options.controlPlane);
   }
+}
+
+/** What an announce names that its check depends on. */
+function fingerprintOf(a: Announce): string {
+  const hex = (d: Uint8Array | null) => (d === null ? "-" : toHex(d));
+  return [
+    a.model,
+    a.version,
+    toHex(a.targetDigest),
+    a.targetSize,
+    hex(a.releaseDigest),
+    hex(a.delegationDigest),
+  ]
+    .join(" ");
 }
 
 function encodeSize(message: ControlMessage): number {

@@ -10,13 +10,20 @@
  * or `rolledBack` (current points at the backup again). `idle` is the state
  * between updates. Failures are counted per target digest: a version that
  * failed `poisonAfter` times is not tried again until an operator rolls out
- * again (a new rollout id resets the count).
+ * again (a new rollout id resets the count). `refusal` (optional, absent in
+ * older files) says why the last signed release was refused, until an update
+ * starts again.
+ *
+ * Model names come from the wire, where the decoder applied the name rule
+ * (kernel/names.ts); every path built here asserts it again.
  *
  * @module
  */
 
 import { AtomicFile } from "../kernel/atomic_file.ts";
 import { IoError } from "../kernel/errors.ts";
+import { isName } from "../kernel/names.ts";
+import type { RefusalKind } from "../release/trust_policy.ts";
 
 /** Steps of the lifecycle. */
 export const STEPS = [
@@ -38,6 +45,17 @@ export interface FailureRecord {
   readonly rollout: string;
 }
 
+/** A release this device refused (agent --trust-root): kept until an update starts. */
+export interface RefusalRecord {
+  /** The trust policy's reason kind, or `unavailable`: the signed documents could not be fetched. */
+  readonly kind: RefusalKind | "unavailable";
+  /** `refused: …`, as in the Status sent. */
+  readonly reason: string;
+  readonly manifestId: string;
+  /** When, ms since the epoch. */
+  readonly at: number;
+}
+
 /** What `state.json` holds. */
 export interface ModelState {
   readonly format: 1;
@@ -54,6 +72,8 @@ export interface ModelState {
   readonly manifestId: string | null;
   readonly updated: number;
   readonly failures: Readonly<Record<string, FailureRecord>>;
+  /** The last release refused since the last update started (absent: none). */
+  readonly refusal?: RefusalRecord;
 }
 
 /** The state of a model with no update so far. */
@@ -71,9 +91,19 @@ export function initialState(model: string): ModelState {
   };
 }
 
+/** Directory of a model's files; throws for a name that fails the name rule (a bug upstream). */
+export function modelDir(dataDir: string, model: string): string {
+  if (!isName(model)) {
+    throw new Error(
+      `model name ${JSON.stringify(model)} fails the name rule: no path is built of it`,
+    );
+  }
+  return `${dataDir}/models/${model}`;
+}
+
 /** Path of a model's state file. */
 export function statePath(dataDir: string, model: string): string {
-  return `${dataDir}/models/${model}/state.json`;
+  return `${modelDir(dataDir, model)}/state.json`;
 }
 
 /** Reads a model's state; a missing file is the initial state, a damaged one an error. */
@@ -94,7 +124,7 @@ export async function readState(dataDir: string, model: string): Promise<ModelSt
 
 /** Writes a model's state atomically (it is on disk when this returns). */
 export async function writeState(dataDir: string, state: ModelState): Promise<void> {
-  await Deno.mkdir(`${dataDir}/models/${state.model}`, { recursive: true });
+  await Deno.mkdir(modelDir(dataDir, state.model), { recursive: true });
   const file = await AtomicFile.create(statePath(dataDir, state.model), "state file");
   try {
     await file.file.write(new TextEncoder().encode(JSON.stringify(state, null, 2) + "\n"));
@@ -144,11 +174,11 @@ export class ModelStateFiles {
     });
   }
 
-  /** Names of the model directories under `DATA/models`. */
+  /** Names of the model directories under `DATA/models` (names that follow the name rule). */
   async models(): Promise<string[]> {
     const out: string[] = [];
     for await (const entry of Deno.readDir(`${this.dataDir}/models`)) {
-      if (entry.isDirectory) out.push(entry.name);
+      if (entry.isDirectory && isName(entry.name)) out.push(entry.name);
     }
     return out;
   }

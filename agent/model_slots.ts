@@ -18,9 +18,19 @@
  */
 
 import { directoryOf, syncDirectory } from "../kernel/atomic_file.ts";
+import { isName } from "../kernel/names.ts";
 
-/** The stable path of a model's active version. */
+/**
+ * The stable path of a model's active version. Throws for a name that fails
+ * the name rule (kernel/names.ts): the decoder already refused it, so that is
+ * a bug upstream, and no path is built of it.
+ */
 export function currentPath(dataDir: string, model: string): string {
+  if (!isName(model)) {
+    throw new Error(
+      `model name ${JSON.stringify(model)} fails the name rule: no path is built of it`,
+    );
+  }
   return `${dataDir}/models/${model}/current`;
 }
 
@@ -57,7 +67,7 @@ export async function activeModels(dataDir: string): Promise<Map<string, string>
   const out = new Map<string, string>();
   try {
     for await (const entry of Deno.readDir(`${dataDir}/models`)) {
-      if (!entry.isDirectory) continue;
+      if (!entry.isDirectory || !isName(entry.name)) continue;
       const digest = await activeDigest(dataDir, entry.name);
       if (digest) out.set(entry.name, digest);
     }
@@ -78,6 +88,7 @@ export async function switchTo(
   digest: string,
   mode?: SlotMode,
 ): Promise<SlotMode> {
+  if (!DIGEST_NAME.test(digest)) throw new Error(`not a hex digest: ${JSON.stringify(digest)}`);
   const current = currentPath(dataDir, model);
   const dir = directoryOf(current);
   await Deno.mkdir(dir, { recursive: true });

@@ -27,14 +27,30 @@
  * the next rollout), except a `DiskSpaceError`: a full disk is not the
  * version's fault.
  *
+ * Signed releases (agent --trust-root, `policy.checkReleases`): the agent
+ * checked the release before it bid (agent.ts); just before the switch the
+ * machine has it checked again (`checkRelease`, answered by
+ * `releaseChecked`: the time and the trust memory may have moved on). A
+ * refusal fails the update before the switch (back to idle, counted, the
+ * refusal kept in `state.json`); an acceptance first persists the grown trust
+ * memory (`rememberRelease`, DATA/trust.json), then switches — so a crash
+ * never leaves a switched release the memory does not know.
+ *
  * @module
  */
 
 import { VerificationError } from "../kernel/errors.ts";
+import { remember, type TrustDecision, type TrustMemory } from "../release/trust_policy.ts";
 import type { StatusState } from "../transfer/control_messages.ts";
-import { DiskSpaceError } from "./errors.ts";
+import { DiskSpaceError, ReleaseRefusedError } from "./errors.ts";
 import type { HealthResult } from "./health_check.ts";
-import { isPoisoned, type ModelState, type Step, withFailure } from "./lifecycle_state.ts";
+import {
+  isPoisoned,
+  type ModelState,
+  type RefusalRecord,
+  type Step,
+  withFailure,
+} from "./lifecycle_state.ts";
 
 /** The update a job carries out: one announced version of one model. */
 export interface UpdateTarget {
@@ -56,6 +72,11 @@ export interface UpdatePolicy {
   readonly poisonAfter: number;
   /** Earlier versions kept per model for rollback. */
   readonly keepBackups: number;
+  /**
+   * Whether releases are checked against a pinned root key again before the
+   * switch (agent --trust-root); absent or false: never (agent --insecure).
+   */
+  readonly checkReleases?: boolean;
 }
 
 /** This agent's part in the update's election. */
@@ -91,6 +112,8 @@ export type Phase =
   | { readonly name: "starting" }
   /** The patch is being applied: waits for `patchApplied`. */
   | { readonly name: "applying" }
+  /** The release is checked again before the switch: waits for `releaseChecked`. */
+  | { readonly name: "checkingRelease" }
   /** The model is switched: waits for `healthChecked`. */
   | { readonly name: "checkingHealth" }
   | { readonly name: "finished"; readonly outcome: Outcome };
@@ -109,6 +132,12 @@ export type UpdateEvent =
   | { readonly type: "patchApplied"; readonly rebuilt: string }
   /** `state`: the model's persisted state after the check. */
   | { readonly type: "healthChecked"; readonly result: HealthResult; readonly state: ModelState }
+  /** The release checked again now; `memory`: the trust memory it was checked against. */
+  | {
+    readonly type: "releaseChecked";
+    readonly decision: TrustDecision;
+    readonly memory: TrustMemory;
+  }
   /** An action threw `error`; `state`: the model's persisted state now (null: unreadable). */
   | { readonly type: "failed"; readonly error: unknown; readonly state: ModelState | null };
 
@@ -119,9 +148,12 @@ export interface FailureNote {
   readonly reason: string;
 }
 
+/** A refusal to record (its time is the write's). */
+export type RefusalNote = Omit<RefusalRecord, "at">;
+
 /** How one write of `state.json` changes the state read just before it. */
 export type StateChange =
-  /** Enter `step`, setting `fields`. */
+  /** Enter `step`, setting `fields` (entering `downloading` forgets the last refusal). */
   | {
     readonly kind: "step";
     readonly step: Step;
@@ -131,8 +163,17 @@ export type StateChange =
   | { readonly kind: "commit"; readonly target: string; readonly keepBackups: number }
   /** Back on the backup: `rolledBack`, the failure counted against the state's target. */
   | { readonly kind: "rollBack"; readonly reason: string }
-  /** Given up before the switch: `idle`, the failure counted unless `failure` is null. */
-  | { readonly kind: "abandon"; readonly failure: FailureNote | null };
+  /**
+   * Given up before the switch: `idle`, the failure counted unless `failure`
+   * is null; `refusal`: the release was refused at the last check.
+   */
+  | {
+    readonly kind: "abandon";
+    readonly failure: FailureNote | null;
+    readonly refusal?: RefusalNote;
+  }
+  /** A release refused before any download: recorded, the step unchanged. */
+  | { readonly kind: "refused"; readonly refusal: RefusalNote };
 
 /** What the agent does, in order. */
 export type UpdateAction =
@@ -148,6 +189,10 @@ export type UpdateAction =
   | { readonly type: "announceLeaderReady" }
   /** Apply the patch to the base; answers with `patchApplied`. */
   | { readonly type: "applyPatch" }
+  /** Check the release again (now, current trust memory); answers with `releaseChecked`. */
+  | { readonly type: "checkRelease" }
+  /** Write `memory` to DATA/trust.json, durably (counters only grow). */
+  | { readonly type: "rememberRelease"; readonly memory: TrustMemory }
   /** Remove the target file from the blob store (it did not verify). */
   | { readonly type: "discardTarget" }
   /** Throw `error`: the update failed (the failure path takes over). */
@@ -182,9 +227,12 @@ export function newJob(update: UpdateTarget, policy: UpdatePolicy): UpdateJob {
 /** The next transition of `job` on `event`. Throws on an event its phase does not expect (a bug). */
 export function advance(job: UpdateJob, event: UpdateEvent): Transition {
   if (event.type === "failed") return fail(job, event.error, event.state);
-  const expected = { start: "starting", patchApplied: "applying", healthChecked: "checkingHealth" }[
-    event.type
-  ];
+  const expected = {
+    start: "starting",
+    patchApplied: "applying",
+    releaseChecked: "checkingRelease",
+    healthChecked: "checkingHealth",
+  }[event.type];
   if (job.phase.name !== expected) {
     throw new Error(`update machine: ${event.type} while ${job.phase.name}`);
   }
@@ -193,6 +241,8 @@ export function advance(job: UpdateJob, event: UpdateEvent): Transition {
       return start(job, event.facts);
     case "patchApplied":
       return patchApplied(job, event.rebuilt);
+    case "releaseChecked":
+      return releaseChecked(job, event.decision, event.memory);
     case "healthChecked":
       return healthChecked(job, event.result, event.state);
   }
@@ -262,19 +312,48 @@ function patchApplied(job: UpdateJob, rebuilt: string): Transition {
   return switchOver(job, [report("applied", "")]);
 }
 
-/** `before`, then applied → switch → switched → on-switch → health check. */
+/**
+ * `before`, then applied → switch → switched → on-switch → health check; with
+ * `checkReleases`, the release is checked again between applied and the switch.
+ */
 function switchOver(job: UpdateJob, before: UpdateAction[]): Transition {
+  if (job.policy.checkReleases) {
+    return {
+      job: { ...job, phase: { name: "checkingRelease" } },
+      actions: [...before, persistStep("applied"), { type: "checkRelease" }],
+    };
+  }
+  return switchNow(job, [...before, persistStep("applied")]);
+}
+
+/** `before`, then switch → switched → on-switch → health check. */
+function switchNow(job: UpdateJob, before: UpdateAction[]): Transition {
   return {
     job: { ...job, phase: { name: "checkingHealth" } },
     actions: [
       ...before,
-      persistStep("applied"),
       { type: "switchToTarget" },
       persistStep("switched"),
       { type: "runOnSwitch" },
       { type: "checkHealth" },
     ],
   };
+}
+
+/**
+ * The check before the switch: refused → the update fails (before the
+ * switch); accepted → the grown memory is persisted, then the switch.
+ */
+function releaseChecked(job: UpdateJob, decision: TrustDecision, memory: TrustMemory): Transition {
+  if (!decision.ok) {
+    return {
+      job,
+      actions: [{ type: "fail", error: new ReleaseRefusedError(decision.kind, decision.reason) }],
+    };
+  }
+  return switchNow(job, [
+    { type: "rememberRelease", memory: remember(memory, decision.release, decision.delegation) },
+  ]);
 }
 
 function healthChecked(job: UpdateJob, result: HealthResult, state: ModelState): Transition {
@@ -333,7 +412,13 @@ function fail(job: UpdateJob, error: unknown, state: ModelState | null): Transit
     const failure = error instanceof DiskSpaceError
       ? null
       : { target: u.target, manifestId: u.manifestId, reason };
-    bookkeeping = [{ type: "persist", change: { kind: "abandon", failure } }];
+    const refusal = error instanceof ReleaseRefusedError
+      ? { kind: error.kind, reason, manifestId: u.manifestId }
+      : undefined;
+    bookkeeping = [{
+      type: "persist",
+      change: refusal ? { kind: "abandon", failure, refusal } : { kind: "abandon", failure },
+    }];
   }
   return {
     ...finish(job, "failed", [
@@ -405,8 +490,10 @@ export function recover(state: ModelState, active: string | null, policy: Update
 /** `state` after `change`, written at time `now` (ms). */
 export function applyChange(state: ModelState, change: StateChange, now: number): ModelState {
   switch (change.kind) {
-    case "step":
-      return { ...state, ...change.fields, step: change.step, updated: now };
+    case "step": {
+      const next = { ...state, ...change.fields, step: change.step, updated: now };
+      return change.step === "downloading" ? withoutRefusal(next) : next;
+    }
     case "commit": {
       const kept = [...new Set([state.backup, ...(state.kept ?? [])])]
         .filter((d): d is string => d !== null && d !== change.target)
@@ -422,8 +509,13 @@ export function applyChange(state: ModelState, change: StateChange, now: number)
     case "abandon": {
       const f = change.failure;
       const failed = f ? withFailure(state, f.target, f.manifestId, f.reason) : state;
-      return { ...failed, step: "idle", updated: now };
+      const refused = change.refusal
+        ? { ...failed, refusal: { ...change.refusal, at: now } }
+        : failed;
+      return { ...refused, step: "idle", updated: now };
     }
+    case "refused":
+      return { ...state, refusal: { ...change.refusal, at: now }, updated: now };
   }
 }
 
@@ -476,6 +568,13 @@ export function blobsToKeep(
     if (state.step !== "committed" && state.backup) keep.add(state.backup);
   }
   return keep;
+}
+
+/** `state` without its `refusal` field. */
+function withoutRefusal(state: ModelState): ModelState {
+  const copy: { -readonly [K in keyof ModelState]: ModelState[K] } = { ...state };
+  delete copy.refusal;
+  return copy;
 }
 
 function finish(job: UpdateJob, outcome: Outcome, actions: UpdateAction[]): Transition {

@@ -22,13 +22,14 @@ import {
   required,
 } from "./fleet_args.ts";
 import { logLine, println } from "./output.ts";
-import type { AgentHooks } from "../agent/agent.ts";
+import type { AgentHooks, AgentTrust } from "../agent/agent.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
 
 export const AGENT_HELP =
   `poolboy agent — keep this device's models at the version the fleet rolls out
 
-Usage: poolboy agent --control-plane ADDR[:PORT] --bind ADDR --node-id ID --data DIR [options]
+Usage: poolboy agent --control-plane ADDR[:PORT] --bind ADDR --node-id ID --data DIR
+                     (--trust-root root.pub | --insecure) [options]
 
 Heartbeats to the control plane, takes part in its region's elections,
 downloads (from the region's leader, or from the control plane when it leads),
@@ -43,12 +44,34 @@ committed or rolledBack) is saved in DIR/models/NAME/state.json before the
 next starts; after a crash the agent resumes or cleans up from there. The
 agent serves the blobs it holds to the peers of its region.
 
+Signed releases: with --trust-root the agent installs only releases whose
+manifest is signed by a release key that a delegation signed by this root key
+names (poolboy keygen, delegate, publish). Before it bids, so before any byte
+is downloaded, it fetches the delegation and the manifest from the control
+plane and refuses: an unsigned release, a key the delegation does not name
+(unknown or revoked), an expired delegation or manifest, a counter lower than
+the highest it installed for the model (a rollback attack: a rollback needs a
+newly signed manifest), a manifest of another model, version or file, or of
+another device class. A refusal is reported to the control plane (status
+failed, "refused: ..."), kept in DIR/models/NAME/state.json and logged; the
+active model is not touched. It checks again just before switching, and first
+saves the highest counter installed per model in DIR/trust.json (written
+atomically; a damaged trust.json stops the agent instead of being reset).
+
 Options:
   --control-plane ADDR[:PORT]  the control plane's address and UDP port (default port ${DEFAULT_CP_UDP_PORT})
   --bind ADDR                  this device's tailnet address (e.g. 100.64.0.17)
   --node-id ID                 this device's name in the fleet (letters, digits, . _ -)
   --region R                   region: peers seed each other only within it (default "default")
-  --data DIR                   state directory: DIR/blobs, DIR/models (created if missing)
+  --data DIR                   state directory: DIR/blobs, DIR/models, DIR/trust.json
+                               (created if missing)
+  --trust-root FILE            the root public key (root.pub of poolboy keygen root):
+                               install only releases signed under its delegation
+  --insecure                   no --trust-root: check no signature and install whatever
+                               the control plane, or anyone who can spoof it, announces
+                               (demos and tests only; one of the two is required)
+  --device-class C             this device's class: a release signed for another class is
+                               refused (default: none, only releases for every class)
   --udp-port N                 control messages (default ${DEFAULT_AGENT_UDP_PORT})
   --p2p-port N                 blob server for peers (default ${DEFAULT_AGENT_P2P_PORT})
   --heartbeat-interval T       default 2s
@@ -63,17 +86,16 @@ Options:
                                rollback, e.g. to make the application reload
   --min-free SIZE              refuse an update that would leave less free space than this on
                                DIR's filesystem, checked before downloading (default 64MiB)
-
   --keep-backups N             earlier versions kept per model for a local rollback (default 1)
+  -q, --quiet                  no log lines on stderr (the --insecure warning is still printed)
+  -h, --help                   this help
 
 After a commit only each model's active version, its --keep-backups earlier
 versions and the latest update's blob (to seed peers) are kept on disk.
-  -q, --quiet                  no log lines on stderr
-  -h, --help                   this help
-
 Durations: 500ms, 2s, 10m. Runs until SIGINT/SIGTERM; an interrupted download
 resumes from its partial file at the next start.
-Exit codes: 0 stopped, 2 usage, 3 I/O error (e.g. a port in use).`;
+Exit codes: 0 stopped, 2 usage (e.g. neither --trust-root nor --insecure),
+3 I/O error (a port in use, an unreadable --trust-root, a damaged DIR/trust.json).`;
 
 /**
  * What the test-only entry point (testkit/faulty_main.ts) injects into the
@@ -102,6 +124,9 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     "on-switch": { type: "string" },
     "min-free": { type: "string" },
     "keep-backups": { type: "string" },
+    "trust-root": { type: "string" },
+    insecure: { type: "boolean" },
+    "device-class": { type: "string" },
   });
   if (values.help) {
     println(AGENT_HELP);
@@ -110,8 +135,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
   if (positionals.length > 0) {
     throw new UsageError(`agent takes no arguments, got "${positionals[0]}"`);
   }
-  const { Agent } = await import("../agent/agent.ts");
-  const agent = await Agent.start({
+  const options = {
     controlPlane: hostPortOption(
       "control-plane",
       required("agent", "control-plane", values["control-plane"]),
@@ -131,10 +155,36 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     onSwitchCmd: values["on-switch"],
     minFreeBytes: sizeOption("min-free", values["min-free"], 64 * 1024 * 1024),
     keepBackups: countOption("keep-backups", values["keep-backups"], 1),
+    deviceClass: values["device-class"] === undefined
+      ? undefined
+      : nameOption("device-class", values["device-class"]),
     log: values.quiet ? undefined : logLine,
     faults: injected?.faults,
     hooks: injected?.hooks,
-  });
+  };
+  const trustRoot = values["trust-root"];
+  if (trustRoot !== undefined && values.insecure) {
+    throw new UsageError(
+      "agent: --trust-root and --insecure exclude each other (see poolboy agent --help)",
+    );
+  }
+  if (trustRoot === undefined && !values.insecure) {
+    throw new UsageError(
+      "agent needs --trust-root root.pub (install only releases signed under that root key) or --insecure (check nothing: install whatever the control plane, or anyone spoofing it, announces)",
+    );
+  }
+  let trust: AgentTrust;
+  if (trustRoot !== undefined) {
+    const { readPublicKey } = await import("../release/keys.ts");
+    trust = { kind: "pinned", root: await readPublicKey(trustRoot, "root") };
+  } else {
+    trust = { kind: "insecure" };
+    logLine(
+      "WARNING: --insecure: this device installs whatever the control plane, or anyone spoofing it, announces (no signature is checked)",
+    );
+  }
+  const { Agent } = await import("../agent/agent.ts");
+  const agent = await Agent.start({ ...options, trust });
   // Runs until a signal ends the process (mod.ts removes temporary files then).
   await new Promise<void>(() => {});
   await agent.close();

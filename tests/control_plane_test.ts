@@ -112,6 +112,7 @@ Deno.test({
     })();
     const agent = await Agent.start({
       nodeId: "eu-0",
+      trust: { kind: "insecure" },
       region: "eu",
       bind: "127.0.0.4",
       dataDir: dir,

@@ -26,11 +26,22 @@
  * download at once with an `IoError`. After a failed or aborted download the
  * partial file is kept for a later resume, unless it is empty.
  *
+ * `fetchSmallBlob` fetches a small blob of unknown size (a signed document,
+ * at most a given number of bytes) into memory instead: one source, one
+ * attempt, a deadline for the whole fetch, the digest verified.
+ *
  * @module
  */
 
 import { directoryOf, syncDirectory } from "../kernel/atomic_file.ts";
-import { createHasher, DIGEST_LENGTH, digestsEqual, type Hasher, toHex } from "../kernel/blake3.ts";
+import {
+  blake3,
+  createHasher,
+  DIGEST_LENGTH,
+  digestsEqual,
+  type Hasher,
+  toHex,
+} from "../kernel/blake3.ts";
 import { describeOsError, ExitCode, IoError, ioError, PoolboyError } from "../kernel/errors.ts";
 import { readFull, writeAll } from "../kernel/file_io.ts";
 import {
@@ -184,6 +195,130 @@ export async function downloadBlob(options: DownloadOptions): Promise<DownloadRe
     if (!finished) await partial.close();
   }
   throw new BlobDownloadError(failureMessage(options, perSource), attempts);
+}
+
+/** Options of `fetchSmallBlob`. */
+export interface FetchSmallBlobOptions {
+  readonly source: BlobSource;
+  /** BLAKE3 digest of the blob (32 bytes). */
+  readonly digest: Uint8Array;
+  /** A source that offers more bytes than this is refused before any body byte is read. */
+  readonly maxBytes: number;
+  /** The whole fetch (connect, request, response) must end within this. */
+  readonly deadlineMs: number;
+  /** Aborts the fetch; the promise rejects with the reason. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Fetches a small blob of unknown size (a signed document) into memory: one
+ * attempt at one source, at most `maxBytes`, within `deadlineMs`, and only
+ * bytes whose BLAKE3 is `digest` are returned. Any failure is a
+ * `BlobDownloadError` saying why (the caller decides whether to try again).
+ */
+export async function fetchSmallBlob(options: FetchSmallBlobOptions): Promise<Uint8Array> {
+  const { source, digest, maxBytes, deadlineMs, signal } = options;
+  if (digest.length !== DIGEST_LENGTH) {
+    throw new RangeError(`a blob digest is ${DIGEST_LENGTH} bytes, got ${digest.length}`);
+  }
+  signal?.throwIfAborted();
+  const name = `blob ${
+    toHex(digest).slice(0, 16)
+  }… from ${source.label} (${source.hostname}:${source.port})`;
+  const fail = (why: string) => new BlobDownloadError(`cannot fetch ${name}: ${why}`, []);
+  let conn: Deno.TcpConn | undefined;
+  let expired = false;
+  let stop: (reason: unknown) => void = () => {};
+  const stopped = new Promise<never>((_, reject) => {
+    stop = reject;
+  });
+  stopped.catch(() => {});
+  const end = (reason: unknown) => {
+    if (conn !== undefined) closeQuietly(conn);
+    stop(reason);
+  };
+  const timer = setTimeout(() => {
+    expired = true;
+    end(fail(`no complete answer within ${deadlineMs} ms`));
+  }, deadlineMs);
+  const onAbort = () => end(signal?.reason);
+  signal?.addEventListener("abort", onAbort);
+  /** The error a failed socket operation stands for. */
+  const lost = (err: unknown, during: string): unknown => {
+    if (signal?.aborted) return signal.reason;
+    if (expired) return fail(`no complete answer within ${deadlineMs} ms`);
+    return fail(`connection lost ${during}: ${describeNetError(err)}`);
+  };
+  try {
+    const connecting = Deno.connect({
+      hostname: source.hostname,
+      port: source.port,
+      transport: "tcp",
+    });
+    try {
+      conn = await Promise.race([connecting, stopped]);
+    } catch (err) {
+      connecting.then(closeQuietly, () => {});
+      if (err instanceof BlobDownloadError || signal?.aborted) throw err;
+      throw fail(`cannot connect: ${describeNetError(err)}`);
+    }
+    const request = encodeRequest({ digest, offset: 0 });
+    try {
+      for (let done = 0; done < request.length;) done += await conn.write(request.subarray(done));
+    } catch (err) {
+      throw lost(err, "sending the request");
+    }
+    const header = new Uint8Array(RESPONSE_HEADER_SIZE);
+    await readExactly(conn, header, () => fail("connection closed before the response"), lost);
+    let response: BlobResponseHeader;
+    try {
+      response = decodeResponseHeader(header);
+    } catch (err) {
+      if (!(err instanceof BlobProtocolError)) throw err;
+      throw fail(`bad response: ${err.message}`);
+    }
+    if (response.status !== BlobStatus.OK) {
+      throw fail(`the source answered ${statusName(response.status)}`);
+    }
+    if (response.length > maxBytes) {
+      throw fail(`the source offers ${response.length} bytes, more than the ${maxBytes} allowed`);
+    }
+    const body = new Uint8Array(response.length);
+    await readExactly(
+      conn,
+      body,
+      () => fail(`connection closed before the end of the ${response.length} bytes`),
+      lost,
+    );
+    const received = blake3(body);
+    if (!digestsEqual(received, digest)) {
+      throw fail(`the bytes received hash to ${toHex(received)}; refused`);
+    }
+    return body;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+    if (conn !== undefined) closeQuietly(conn);
+  }
+}
+
+/** Fills `buffer` from `conn`; `closed()` is thrown at end of stream, `lost(err)` on a failed read. */
+async function readExactly(
+  conn: Deno.TcpConn,
+  buffer: Uint8Array,
+  closed: () => unknown,
+  lost: (err: unknown, during: string) => unknown,
+): Promise<void> {
+  for (let filled = 0; filled < buffer.length;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buffer.subarray(filled));
+    } catch (err) {
+      throw lost(err, `after ${filled} bytes`);
+    }
+    if (n === null) throw closed();
+    filled += n;
+  }
 }
 
 /** `cannot download blob …: every source failed: a (host:port): why; b (host:port): why`. */
