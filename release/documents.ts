@@ -18,7 +18,7 @@
 import { PoolboyError } from "../kernel/errors.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";
 import { canonicalBytes } from "./canonical_json.ts";
-import { fromBase64Url, sign, type SigningKey, toBase64Url, verify } from "./keys.ts";
+import { fromBase64Url, keyIdOf, sign, type SigningKey, toBase64Url, verify } from "./keys.ts";
 
 /** `signed.type` of a delegation. */
 export const DELEGATION_TYPE = "poolboy.delegation";
@@ -181,7 +181,13 @@ export function parseDelegation(bytes: Uint8Array): SignedDocument<Delegation> {
     if (!publicKey || publicKey.length !== 32) {
       throw new MalformedDocumentError("delegation: a release key is not 32 bytes of base64url");
     }
-    return { keyId: hex64(f.keyId, "delegation: keyId"), publicKey };
+    const keyId = hex64(f.keyId, "delegation: keyId");
+    if (keyId !== keyIdOf(publicKey)) {
+      throw new MalformedDocumentError(
+        `delegation: keyId ${keyId.slice(0, 16)} is not the BLAKE3 of its publicKey`,
+      );
+    }
+    return { keyId, publicKey };
   });
   const signedValue: Delegation = {
     type: DELEGATION_TYPE,
@@ -212,7 +218,9 @@ export function parseRelease(bytes: Uint8Array): SignedDocument<Release> {
   }
   specOf(s.spec, "release manifest");
   const target = fields(s.target, "release manifest target", ["blake3", "size"]);
-  if (!Number.isSafeInteger(target.size) || (target.size as number) < 0) {
+  if (
+    !Number.isSafeInteger(target.size) || (target.size as number) < 0 || Object.is(target.size, -0)
+  ) {
     throw new MalformedDocumentError("release manifest: target.size must be a whole number");
   }
   const signedValue: Release = {
