@@ -75,6 +75,14 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
     const m = await import("./cli/rollback.ts");
     return { run: m.rollbackCommand, help: m.ROLLBACK_HELP };
   },
+  token: async () => {
+    const m = await import("./cli/token.ts");
+    return { run: m.tokenCommand, help: m.TOKEN_HELP };
+  },
+  audit: async () => {
+    const m = await import("./cli/audit.ts");
+    return { run: m.auditCommand, help: m.AUDIT_HELP };
+  },
 };
 
 /**
@@ -117,6 +125,13 @@ Fleet:
   rollback --control-plane URL --model M [--to V] --key release.key --keys keys.json
                                            put the fleet back on an earlier version
   status --control-plane URL               agents, rollouts, elections, bytes served
+  token create --data DIR --role R --name NAME
+                                           make an operator's API token (printed once)
+  token list|revoke --data DIR [NAME]      list tokens, or revoke one
+  audit --control-plane URL [--limit N]    who did what: changes and refused calls
+
+  The commands that call the control plane (publish, rollout, rollback, status,
+  audit) take --token T or the environment variable POOLBOY_TOKEN.
 
   help [COMMAND]                           this help, or a command's
 

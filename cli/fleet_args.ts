@@ -1,12 +1,14 @@
 /**
  * Option parsing shared by the fleet commands (controlplane, agent, publish,
- * rollout, status): ports, durations, `HOST[:PORT]` addresses, names and the
- * control plane's URL.
+ * rollout, status, audit): ports, durations, `HOST[:PORT]` addresses, names,
+ * the control plane's URL and the operator's token (`--token` or the
+ * environment variable POOLBOY_TOKEN).
  *
  * @module
  */
 
 import { UsageError } from "../kernel/errors.ts";
+import type { ApiTarget } from "./api_client.ts";
 
 /** A port option (1-65535), or the default. */
 export function portOption(name: string, value: string | undefined, fallback: number): number {
@@ -94,4 +96,42 @@ export function controlPlaneUrl(command: string, value: string | undefined): str
     throw new UsageError(`--control-plane: only http:// URLs are supported (got ${url.protocol})`);
   }
   return url.origin;
+}
+
+/** The environment variable an operator's token may come from. */
+export const TOKEN_ENV = "POOLBOY_TOKEN";
+
+/** The `--token T` option of the commands that call the control plane's API. */
+export const tokenOptions = {
+  token: { type: "string" },
+} as const;
+
+/** What every command that calls the API says about its token in `--help`. */
+export const TOKEN_HELP =
+  `  --token T             the operator's API token (default: env ${TOKEN_ENV}); an admin
+                        makes one: poolboy token create --data DIR --role R --name N`;
+
+/**
+ * The operator's token: `--token`, else the environment variable
+ * POOLBOY_TOKEN if this process may read it (`--allow-env=POOLBOY_TOKEN`),
+ * else none (the control plane then answers 401, and the error says so).
+ */
+export function apiToken(value: string | undefined): string | undefined {
+  if (value !== undefined) {
+    if (value.trim() === "") throw new UsageError("--token: the token is empty");
+    return value.trim();
+  }
+  if (Deno.permissions.querySync({ name: "env", variable: TOKEN_ENV }).state !== "granted") {
+    return undefined;
+  }
+  const fromEnv = Deno.env.get(TOKEN_ENV)?.trim();
+  return fromEnv === undefined || fromEnv === "" ? undefined : fromEnv;
+}
+
+/** The control plane's URL (`--control-plane`) and the operator's token (`apiToken`). */
+export function apiTarget(
+  command: string,
+  values: { readonly "control-plane"?: string; readonly token?: string },
+): ApiTarget {
+  return { url: controlPlaneUrl(command, values["control-plane"]), token: apiToken(values.token) };
 }

@@ -24,7 +24,7 @@ import {
 } from "./release_files.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
+import { apiTarget, nameOption, required, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
 
 export const PUBLISH_HELP = `poolboy publish — store a model version on the control plane
@@ -49,6 +49,7 @@ publishes no manifest: only agents started with --insecure install it.
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
+${TOKEN_HELP} (role deployer or above)
   --model NAME          model name (letters, digits, . _ -)
   --version V           version name (same characters)
   --key FILE            the release private key that signs the manifest
@@ -61,12 +62,14 @@ Options:
   --json                print the control plane's answer as JSON
   -h, --help            this help
 
-Exit codes: 0 ok, 2 usage or refused by the control plane, 3 I/O error.`;
+Exit codes: 0 ok, 2 usage or refused by the control plane (401: no, unknown or
+revoked token; 403: the token's role is too low), 3 I/O error.`;
 
 /** Runs `publish`. */
 export async function publishCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("publish", args, {
     "control-plane": { type: "string" },
+    ...tokenOptions,
     model: { type: "string" },
     version: { type: "string" },
     key: { type: "string" },
@@ -85,7 +88,7 @@ export async function publishCommand(args: string[]): Promise<number> {
       `publish takes one FILE, got ${positionals.length} (see poolboy publish --help)`,
     );
   }
-  const url = controlPlaneUrl("publish", values["control-plane"]);
+  const api = apiTarget("publish", values);
   const model = nameOption("model", required("publish", "model", values.model));
   const version = nameOption("version", required("publish", "version", values.version));
   const signing = await signingOptions(values);
@@ -94,7 +97,7 @@ export async function publishCommand(args: string[]): Promise<number> {
   if (signing) {
     const target = { blake3: await hashFile(path), size: (await Deno.stat(path)).size };
     const counter = signing.counter ?? (await callApi<ReleaseCounters>(
-          url,
+          api,
           "GET",
           `/v1/models/${encodeURIComponent(model)}/releases`,
         )).highestCounter + 1;
@@ -110,7 +113,7 @@ export async function publishCommand(args: string[]): Promise<number> {
     }, signing.key);
     signed = { manifest, counter, digest: target.blake3 };
     await callApi<DocumentStored>(
-      url,
+      api,
       "PUT",
       "/v1/delegation",
       new TextDecoder().decode(signing.delegation.bytes),
@@ -122,7 +125,7 @@ export async function publishCommand(args: string[]): Promise<number> {
   }
   const input = await openInput(path, "model file");
   const result = await callApi<PublishResult>(
-    url,
+    api,
     "PUT",
     `/v1/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}`,
     input.file.readable,
@@ -136,7 +139,7 @@ export async function publishCommand(args: string[]): Promise<number> {
       );
     }
     release = await callApi<DocumentStored>(
-      url,
+      api,
       "PUT",
       `/v1/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/release`,
       signed.manifest,

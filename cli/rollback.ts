@@ -27,8 +27,8 @@ import {
 import { readSigningKey } from "../release/keys.ts";
 import { DAY_MS, expiryOption, readDelegationFile, requireDelegated } from "./release_files.ts";
 import { parseCommand } from "./args.ts";
-import { callApi } from "./api_client.ts";
-import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
+import { type ApiTarget, callApi } from "./api_client.ts";
+import { apiTarget, nameOption, required, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
 import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLBACK_HELP = `poolboy rollback — put the fleet back on an earlier version of a model
@@ -51,6 +51,7 @@ skips all that (only agents started with --insecure follow).
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
+${TOKEN_HELP} (role deployer or above)
   --model NAME          the model
   --to V                the version to go back to
   --key FILE            the release private key that signs the new manifest
@@ -61,12 +62,14 @@ Options:
   -h, --help            this help
 
 Exit codes: 0 started, 2 usage or refused (unknown model or version, nothing
-to roll back to), 3 I/O error.`;
+to roll back to; 401: no, unknown or revoked token; 403: the token's role is
+too low), 3 I/O error.`;
 
 /** Runs `rollback`. */
 export async function rollbackCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("rollback", args, {
     "control-plane": { type: "string" },
+    ...tokenOptions,
     model: { type: "string" },
     to: { type: "string" },
     key: { type: "string" },
@@ -81,7 +84,7 @@ export async function rollbackCommand(args: string[]): Promise<number> {
   if (positionals.length > 0) {
     throw new UsageError(`rollback takes no arguments, got "${positionals[0]}"`);
   }
-  const url = controlPlaneUrl("rollback", values["control-plane"]);
+  const api = apiTarget("rollback", values);
   const body = {
     model: nameOption("model", required("rollback", "model", values.model)),
     to: values.to === undefined ? undefined : nameOption("to", values.to),
@@ -99,13 +102,13 @@ export async function rollbackCommand(args: string[]): Promise<number> {
         "rollback needs --key release.key and --keys keys.json to sign the rollback, or --unsigned (see poolboy rollback --help)",
       );
     }
-    body.to = await resignRelease(url, body.model, body.to, {
+    body.to = await resignRelease(api, body.model, body.to, {
       key: values.key,
       keys: values.keys,
       expires: values.expires,
     });
   }
-  const rollout = await callApi<RolloutInfo>(url, "POST", "/v1/rollback", JSON.stringify(body));
+  const rollout = await callApi<RolloutInfo>(api, "POST", "/v1/rollback", JSON.stringify(body));
   if (values.json) printJson(rollout);
   else println(describeRollout(rollout));
   return 0;
@@ -117,7 +120,7 @@ export async function rollbackCommand(args: string[]): Promise<number> {
  * Returns that version.
  */
 async function resignRelease(
-  url: string,
+  api: ApiTarget,
   model: string,
   to: string | undefined,
   files: { key: string; keys: string; expires: string | undefined },
@@ -127,10 +130,10 @@ async function resignRelease(
   const key = await readSigningKey(files.key, "release");
   requireDelegated(key, files.key, delegation);
   const m = encodeURIComponent(model);
-  const { rollouts } = await callApi<RolloutList>(url, "GET", "/v1/rollouts");
+  const { rollouts } = await callApi<RolloutList>(api, "GET", "/v1/rollouts");
   const version = rollbackVersion(model, rollouts.filter((r) => r.model === model), to);
   const stored = await callApi<unknown>(
-    url,
+    api,
     "GET",
     `/v1/models/${m}/versions/${encodeURIComponent(version)}/release`,
   );
@@ -149,7 +152,7 @@ async function resignRelease(
       `the control plane's manifest of ${model} ${version} is not one signed by a release key of ${files.keys}: refusing to re-sign it (is the control plane the genuine one?)`,
     );
   }
-  const { highestCounter } = await callApi<ReleaseCounters>(url, "GET", `/v1/models/${m}/releases`);
+  const { highestCounter } = await callApi<ReleaseCounters>(api, "GET", `/v1/models/${m}/releases`);
   const manifest = await signRelease({
     type: RELEASE_TYPE,
     spec: SPEC_VERSION,
@@ -161,13 +164,13 @@ async function resignRelease(
     deviceClass: old.signed.deviceClass,
   }, key);
   await callApi<DocumentStored>(
-    url,
+    api,
     "PUT",
     "/v1/delegation",
     new TextDecoder().decode(delegation.bytes),
   );
   await callApi<DocumentStored>(
-    url,
+    api,
     "PUT",
     `/v1/models/${m}/versions/${encodeURIComponent(version)}/release`,
     manifest,

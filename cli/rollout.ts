@@ -9,15 +9,15 @@ import { UsageError } from "../kernel/errors.ts";
 import type { RolloutInfo } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { controlPlaneUrl, nameOption, required } from "./fleet_args.ts";
+import { apiTarget, nameOption, required, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
 import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLOUT_HELP = `poolboy rollout — roll a published version out to the fleet
 
 Usage: poolboy rollout --control-plane URL --model NAME --version V [--region R]
                        [--strategy all|canary|rolling] [--canary N|N%] [--batch K]
-                       [--max-failures P%] [--json]
-       poolboy rollout pause|resume|abort --control-plane URL ID
+                       [--max-failures P%] [--token T] [--json]
+       poolboy rollout pause|resume|abort --control-plane URL [--token T] ID
 
 Every agent (or every agent of region R) that does not run V gets it: per
 region and base version one agent is elected to fetch the patch from the
@@ -40,11 +40,13 @@ Options:
   --model NAME          a published model
   --version V           a published version of it
   --region R            only this region (default: every region)
+${TOKEN_HELP} (role deployer or above)
   --json                print the rollout as JSON
   -h, --help            this help
 
 Exit codes: 0 ok, 2 usage or refused (unknown model, version or rollout; a
-rollout that cannot be paused/resumed/aborted in its state), 3 I/O error.`;
+rollout that cannot be paused/resumed/aborted in its state; 401: no, unknown or
+revoked token; 403: the token's role is too low), 3 I/O error.`;
 
 /** Runs `rollout`. */
 export async function rolloutCommand(args: string[]): Promise<number> {
@@ -57,12 +59,13 @@ export async function rolloutCommand(args: string[]): Promise<number> {
     canary: { type: "string" },
     batch: { type: "string" },
     "max-failures": { type: "string" },
+    ...tokenOptions,
   });
   if (values.help) {
     println(ROLLOUT_HELP);
     return 0;
   }
-  const url = controlPlaneUrl("rollout", values["control-plane"]);
+  const api = apiTarget("rollout", values);
   let rollout: RolloutInfo;
   const [action, id, ...extra] = positionals;
   if (action !== undefined) {
@@ -72,7 +75,7 @@ export async function rolloutCommand(args: string[]): Promise<number> {
     if (id === undefined || !/^[0-9]+$/.test(id) || extra.length > 0) {
       throw new UsageError(`rollout ${action} takes one rollout ID (see poolboy rollout --help)`);
     }
-    rollout = await callApi<RolloutInfo>(url, "POST", `/v1/rollouts/${id}/${action}`);
+    rollout = await callApi<RolloutInfo>(api, "POST", `/v1/rollouts/${id}/${action}`);
   } else {
     const strategy = values.strategy ?? "all";
     if (!["all", "canary", "rolling"].includes(strategy)) {
@@ -96,7 +99,7 @@ export async function rolloutCommand(args: string[]): Promise<number> {
       batch: values.batch === undefined ? undefined : Number(values.batch),
       maxFailures: values["max-failures"],
     };
-    rollout = await callApi<RolloutInfo>(url, "POST", "/v1/rollouts", JSON.stringify(body));
+    rollout = await callApi<RolloutInfo>(api, "POST", "/v1/rollouts", JSON.stringify(body));
   }
   if (values.json) printJson(rollout);
   else println(describeRollout(rollout));

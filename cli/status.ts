@@ -9,12 +9,12 @@ import { formatBytes } from "../kernel/units.ts";
 import type { StatusReport } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { controlPlaneUrl } from "./fleet_args.ts";
+import { apiTarget, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
 
 export const STATUS_HELP = `poolboy status — agents, versions and rollouts of a fleet
 
-Usage: poolboy status --control-plane URL [--json]
+Usage: poolboy status --control-plane URL [--token T] [--json]
 
 Shows each agent (region, online, the version it runs, bytes it served to
 peers), each rollout with every agent's state in it and each election (leader,
@@ -22,15 +22,18 @@ blob, state), and the bytes the control plane itself served.
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
+${TOKEN_HELP} (role viewer or above)
   --json                the whole report as JSON (GET /v1/status)
   -h, --help            this help
 
-Exit codes: 0 ok, 2 usage, 3 the control plane cannot be reached.`;
+Exit codes: 0 ok, 2 usage or refused (401: no, unknown or revoked token; 403: the
+token's role is too low), 3 the control plane cannot be reached.`;
 
 /** Runs `status`. */
 export async function statusCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("status", args, {
     "control-plane": { type: "string" },
+    ...tokenOptions,
   });
   if (values.help) {
     println(STATUS_HELP);
@@ -39,8 +42,8 @@ export async function statusCommand(args: string[]): Promise<number> {
   if (positionals.length > 0) {
     throw new UsageError(`status takes no arguments, got "${positionals[0]}"`);
   }
-  const url = controlPlaneUrl("status", values["control-plane"]);
-  const report = await callApi<StatusReport>(url, "GET", "/v1/status");
+  const api = apiTarget("status", values);
+  const report = await callApi<StatusReport>(api, "GET", "/v1/status");
   if (values.json) printJson(report);
   else for (const line of formatStatus(report)) println(line);
   return 0;
