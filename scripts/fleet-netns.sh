@@ -15,8 +15,15 @@
 # --allow-net=100.64.0.0/10 and no other network permission, --allow-read /
 # --allow-write limited to its own data directory (plus codec/ and kernel/ readable by the
 # control plane, whose hashing Worker loads it) and
-# --allow-env=CBOR_NATIVE_ACCELERATION_DISABLED. The operator commands get
-# --allow-net=100.64.0.0/10 and read access to the model file only.
+# --allow-env=CBOR_NATIVE_ACCELERATION_DISABLED; an agent may also read the
+# directory holding root.pub (and nothing else of the keys). The operator
+# commands get --allow-net=100.64.0.0/10 and read access to the model files,
+# the release key and the delegation (and codec/, kernel/ for publish's hashing).
+#
+# Keys first, as a real fleet: `poolboy keygen root`, `keygen release` and
+# `delegate` (outside the namespaces: they need no network) into $TMP/keys;
+# root.pub is copied to $TMP/trust, which every agent pins with --trust-root;
+# publish signs with --key/--keys.
 #
 # Scenario: start the control plane (--agent-timeout 1500ms) and the agents
 # (--heartbeat-interval 250ms, spread round-robin over the regions r0, r1, ...),
@@ -269,6 +276,22 @@ for ((i = 0; i < AGENTS; i++)); do
   AGENT_IP+=("100.64.0.$((AGENT_IP_BASE + i))")
   add_host "${AGENT_NS[i]}" "p-a$i" "${AGENT_IP[i]}"
 done
+# ---------------------------------------------------------------- keys
+KEYS="$TMP/keys"
+TRUST="$TMP/trust"
+keytool() {
+  "$DENO" run --quiet --no-prompt --config "$REPO/deno.json" --allow-read="$KEYS" \
+    --allow-write="$KEYS" "$REPO/mod.ts" "$@" >>"$TMP/logs/keys.log" 2>&1 ||
+    fail "poolboy $1 failed: $(tail -n 1 "$TMP/logs/keys.log")"
+}
+LOGS+=("$TMP/logs/keys.log")
+mkdir -p "$KEYS" "$TRUST"
+keytool keygen root -o "$KEYS"
+keytool keygen release -o "$KEYS"
+keytool delegate --root "$KEYS/root.key" --release "$KEYS/release.pub" -o "$KEYS/keys.json"
+cp "$KEYS/root.pub" "$TRUST/root.pub"
+say "keys: root and release key pairs and the delegation in $KEYS; agents pin $TRUST/root.pub"
+
 say "$AGENTS agents in $REGIONS regions; namespaces $PREFIX-{br,cp,op,a0..a$((AGENTS - 1))}; bridge br0 in $BR"
 say "addresses: control plane $CP_IP, operator $OP_IP, agents ${AGENT_IP[0]}..${AGENT_IP[AGENTS - 1]}"
 
@@ -287,7 +310,7 @@ run_poolboy() {
 
 # op ARGS...: an operator command (publish/rollout/status) from the operator namespace,
 # with --allow-net=100.64.0.0/10 and nothing else but reading the files in $OP_READ.
-OP_READ="$TMP/models"
+OP_READ="$TMP/models,$KEYS/release.key,$KEYS/keys.json,$REPO/codec,$REPO/kernel"
 op() {
   timeout 30 ip netns exec "$OP_NS" "$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
     --allow-net=100.64.0.0/10 --allow-read="$OP_READ" "$REPO/mod.ts" "$@"
@@ -325,9 +348,10 @@ fi
 for ((i = 0; i < AGENTS; i++)); do
   data="$TMP/agents/${AGENT_ID[i]}"
   mkdir -p "$data"
-  run_poolboy "${AGENT_NS[i]}" "$TMP/logs/${AGENT_ID[i]}.log" "$data" "$data" \
+  run_poolboy "${AGENT_NS[i]}" "$TMP/logs/${AGENT_ID[i]}.log" "$data,$TRUST" "$data" \
     agent --control-plane "$CP_IP" --bind "${AGENT_IP[i]}" --node-id "${AGENT_ID[i]}" \
-    --region "${AGENT_REGION[i]}" --data "$data" --heartbeat-interval 250ms --transfer-timeout 2s
+    --region "${AGENT_REGION[i]}" --data "$data" --heartbeat-interval 250ms --transfer-timeout 2s \
+    --trust-root "$TRUST/root.pub"
 done
 deadline=$(($(now_ms) + START_TIMEOUT_S * 1000))
 until status_json && online=$(json online "$AGENTS" <"$TMP/status.json"); do
@@ -368,7 +392,8 @@ SERVED_BEFORE=0
 # release VERSION FILE [BASE_VERSION]: publish, roll out, wait; sets DIGEST, PATCH, CP_SERVED, CONVERGE_MS.
 release() {
   local version=$1 file=$2 base=${3:-} out id size served
-  out=$(op publish --control-plane "$CP_URL" --model "$MODEL" --version "$version" --json "$file" \
+  out=$(op publish --control-plane "$CP_URL" --model "$MODEL" --version "$version" --json \
+    --key "$KEYS/release.key" --keys "$KEYS/keys.json" "$file" \
     2>"$TMP/logs/op.log") || fail "publish $version: $(tail -n 1 "$TMP/logs/op.log")"
   read -r DIGEST size PATCH <<<"$(json publish "$base" <<<"$out")"
   [[ "$DIGEST" =~ ^[0-9a-f]{64}$ ]] || fail "publish $version: unexpected answer: ${out:0:200}"

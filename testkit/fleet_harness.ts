@@ -5,10 +5,19 @@
  * network permission beyond `--allow-net=127.0.0.0/8` and file permissions
  * limited to its own data directory. Logs go to files under the fleet's dir.
  *
+ * By default a fleet has keys, as a real one does (docs/design.md, "Trust"):
+ * `Fleet.start` runs `poolboy keygen root`, `keygen release` and `delegate`
+ * into `DIR/keys/`, every agent pins `DIR/keys/root.pub` with `--trust-root`,
+ * and `publish` signs with `--key/--keys` through the real `poolboy publish`.
+ * `trust: "insecure"` gives the old unsigned fleet (`agent --insecure`,
+ * `publish --unsigned`). `startRogueControlPlane` stops the real control plane
+ * and starts another on a fresh data directory at the same address: a
+ * replaced or compromised control plane, which holds no key.
+ *
  * @module
  */
 
-import type { StatusReport } from "../controlplane/api_types.ts";
+import type { PublishResult, StatusReport } from "../controlplane/api_types.ts";
 import type { TransportFaults } from "../transfer/faults.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -23,6 +32,8 @@ export interface AgentSpec {
   readonly nodeId: string;
   readonly region: string;
   readonly host: string;
+  /** `agent --device-class`. */
+  readonly deviceClass?: string;
   /** Transport faults and agent crash hooks (testkit/faulty_main.ts). */
   readonly faults?: TransportFaults & {
     seed?: number;
@@ -45,6 +56,43 @@ export interface FleetOptions {
   /** Extra Deno permissions for agents (e.g. `--allow-run=sh` for a health command). */
   readonly agentPermissions?: string[];
   readonly cpFaults?: TransportFaults & { seed?: number };
+  /**
+   * "signed" (the default): keys in `DIR/keys/`, agents pin its root.pub and
+   * publish signs; "insecure": agents run `--insecure`, publish `--unsigned`.
+   */
+  readonly trust?: "signed" | "insecure";
+}
+
+/** The key files of a fleet (or of a rogue), as `poolboy keygen` and `delegate` write them. */
+export interface KeyFiles {
+  readonly dir: string;
+  readonly rootKey: string;
+  readonly rootPub: string;
+  readonly releaseKey: string;
+  readonly releasePub: string;
+  /** The delegation (keys.json): the root-signed list of release keys. */
+  readonly delegation: string;
+}
+
+/** How `Fleet.publish` publishes. */
+export interface PublishOptions {
+  /** `--unsigned`: no manifest (the default of an insecure fleet). */
+  readonly unsigned?: boolean;
+  /** `--key` (default: the fleet's release key). */
+  readonly key?: string;
+  /** `--keys` (default: the fleet's delegation). */
+  readonly keys?: string;
+  readonly counter?: number;
+  /** `--expires`, e.g. `90d`. */
+  readonly expires?: string;
+  readonly deviceClass?: string;
+}
+
+/** The output of a `poolboy` command run by `runPoolboy`. */
+export interface CommandResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
 }
 
 /** A running process of the fleet. */
@@ -80,6 +128,8 @@ class Proc {
 export class Fleet {
   readonly options: FleetOptions;
   readonly url: string;
+  /** The fleet's genuine keys; undefined for an insecure fleet. */
+  keys: KeyFiles | undefined;
   cp: Proc | undefined;
   readonly agents = new Map<string, Proc>();
 
@@ -91,14 +141,17 @@ export class Fleet {
   /** Starts the control plane, waits for its API, then starts every agent. */
   static async start(options: FleetOptions): Promise<Fleet> {
     const fleet = new Fleet(options);
+    if ((options.trust ?? "signed") === "signed") {
+      fleet.keys = await makeKeys(`${options.dir}/keys`);
+    }
     await fleet.startControlPlane();
     await Promise.all(options.agents.map((a) => fleet.startAgent(a.nodeId)));
     return fleet;
   }
 
-  async startControlPlane(): Promise<void> {
-    const { dir, cpHost } = this.options;
-    const data = `${dir}/cp`;
+  /** Starts the control plane on `data` (default `DIR/cp`) and waits for its API. */
+  async startControlPlane(data = `${this.options.dir}/cp`): Promise<void> {
+    const { cpHost } = this.options;
     await Deno.mkdir(data, { recursive: true });
     this.cp = spawn(
       this.options.cpFaults,
@@ -111,7 +164,7 @@ export class Fleet {
         ...(this.options.cpArgs ?? []),
       ],
       data,
-      `${dir}/cp.log`,
+      `${data}.log`,
       // Encoding patches starts a hashing Worker, whose modules (codec/, kernel/) need read access.
       [`${ROOT}codec`, `${ROOT}kernel`],
     );
@@ -128,6 +181,15 @@ export class Fleet {
       30_000,
       "the control plane's API to answer",
     );
+  }
+
+  /**
+   * A replaced or compromised control plane: stops the real one and starts
+   * another on a fresh data directory (`DIR/rogue-cp`) at the same address.
+   */
+  async startRogueControlPlane(): Promise<void> {
+    await this.killControlPlane();
+    await this.startControlPlane(`${this.options.dir}/rogue-cp`);
   }
 
   /** Starts an agent (again); `faults` overrides its spec's for this start. */
@@ -151,11 +213,13 @@ export class Fleet {
           spec.region,
           "--data",
           data,
+          ...(this.keys ? ["--trust-root", this.keys.rootPub] : ["--insecure"]),
+          ...(spec.deviceClass === undefined ? [] : ["--device-class", spec.deviceClass]),
           ...(this.options.agentArgs ?? []),
         ],
         data,
         `${this.options.dir}/${nodeId}.log`,
-        [],
+        this.keys ? [this.keys.dir] : [],
         ["--allow-sys=statfs", ...(this.options.agentPermissions ?? [])],
       ),
     );
@@ -200,13 +264,67 @@ export class Fleet {
     return JSON.parse(text) as T;
   }
 
+  /**
+   * `poolboy publish` of `path` as `model` `version`, signed with the fleet's
+   * keys (or as `options` say); throws with its error line if it fails.
+   */
   async publish(
     model: string,
     version: string,
     path: string,
-  ): Promise<{ version: { digest: string } }> {
-    const file = await Deno.open(path);
-    return await this.api("PUT", `/v1/models/${model}/versions/${version}`, file.readable);
+    options: PublishOptions = {},
+  ): Promise<PublishResult> {
+    const unsigned = options.unsigned ?? this.keys === undefined;
+    const signing = unsigned ? ["--unsigned"] : [
+      "--key",
+      options.key ?? this.keys!.releaseKey,
+      "--keys",
+      options.keys ?? this.keys!.delegation,
+    ];
+    const optional = [
+      ...(options.counter === undefined ? [] : ["--counter", String(options.counter)]),
+      ...(options.expires === undefined ? [] : ["--expires", options.expires]),
+      ...(options.deviceClass === undefined ? [] : ["--device-class", options.deviceClass]),
+    ];
+    const out = await this.operator([
+      "publish",
+      "--control-plane",
+      this.url,
+      "--model",
+      model,
+      "--version",
+      version,
+      "--json",
+      ...signing,
+      ...optional,
+      path,
+    ]);
+    return JSON.parse(out) as PublishResult;
+  }
+
+  /** `poolboy rollback` to `to` (default: the previous version), re-signed with the fleet's keys. */
+  async rollback(model: string, to?: string): Promise<void> {
+    const signing = this.keys
+      ? ["--key", this.keys.releaseKey, "--keys", this.keys.delegation]
+      : ["--unsigned"];
+    await this.operator([
+      "rollback",
+      "--control-plane",
+      this.url,
+      "--model",
+      model,
+      ...(to === undefined ? [] : ["--to", to]),
+      ...signing,
+    ]);
+  }
+
+  /** Runs an operator command against this fleet; its stdout, or throws with its stderr. */
+  async operator(args: string[], env: Record<string, string> = {}): Promise<string> {
+    const r = await runPoolboy(args, env);
+    if (r.code !== 0) {
+      throw new Error(`poolboy ${args[0]} exited ${r.code}: ${r.stderr.trim()}`);
+    }
+    return r.stdout;
   }
 
   async rollout(model: string, version: string, region?: string): Promise<{ id: number }> {
@@ -250,6 +368,73 @@ export class Fleet {
       `timed out after ${timeoutMs} ms waiting for ${what}${detail ? `: ${detail()}` : ""}`,
     );
   }
+}
+
+/**
+ * Runs `poolboy ARGS` (mod.ts) as the operator's workstation would, with
+ * `env` added to an environment that has no POOLBOY_TOKEN of the caller's.
+ */
+export async function runPoolboy(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CommandResult> {
+  const inherited = Deno.env.toObject();
+  delete inherited.POOLBOY_TOKEN;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      `--config=${ROOT}deno.json`,
+      "--allow-read",
+      "--allow-write",
+      "--allow-net=127.0.0.0/8",
+      "--allow-env",
+      MOD,
+      ...args,
+    ],
+    env: { ...inherited, ...env },
+    clearEnv: true,
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/**
+ * Makes a root key, a release key and the root-signed delegation naming it in
+ * `dir` with `poolboy keygen` and `poolboy delegate` (what an operator runs).
+ */
+export async function makeKeys(dir: string): Promise<KeyFiles> {
+  await Deno.mkdir(dir, { recursive: true });
+  const keys: KeyFiles = {
+    dir,
+    rootKey: `${dir}/root.key`,
+    rootPub: `${dir}/root.pub`,
+    releaseKey: `${dir}/release.key`,
+    releasePub: `${dir}/release.pub`,
+    delegation: `${dir}/keys.json`,
+  };
+  for (const args of [["keygen", "root", "-o", dir], ["keygen", "release", "-o", dir]]) {
+    await checked(args);
+  }
+  await checked([
+    "delegate",
+    "--root",
+    keys.rootKey,
+    "--release",
+    keys.releasePub,
+    "-o",
+    keys.delegation,
+  ]);
+  return keys;
+}
+
+async function checked(args: string[]): Promise<string> {
+  const r = await runPoolboy(args);
+  if (r.code !== 0) {
+    throw new Error(`poolboy ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
+  }
+  return r.stdout;
 }
 
 function spawn(
