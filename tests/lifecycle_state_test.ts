@@ -124,3 +124,45 @@ Deno.test("the built-in format check knows SafeTensors, GGUF and ONNX, and passe
   assert.equal(sniff(new Uint8Array([0x08, 0x07, 0x12, 0x04]), 100), null, "ONNX ir_version 7");
   assert.equal(sniff(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 10), null, "unknown");
 });
+
+Deno.test("no state path is built of a model name that fails the name rule, and nothing is written", async () => {
+  await withTempDir(async (dir) => {
+    const data = `${dir}/data`;
+    const files = new ModelStateFiles(data);
+    for (const name of ["../../x", "..", ".hidden", "a/b", ""]) {
+      assert.throws(() => statePath(data, name), /fails the name rule/, name);
+      await assert.rejects(() => writeState(data, initialState(name)), /fails the name rule/);
+      await assert.rejects(() => files.update(name, (s) => s), /fails the name rule/);
+    }
+    const names = [];
+    for await (const e of Deno.readDir(dir)) names.push(e.name);
+    assert.deepEqual(names, [], "nothing written, inside or beside the data directory");
+  });
+});
+
+Deno.test("a state file without a refusal (older agents) still reads; one with a refusal reads back", async () => {
+  await withTempDir(async (dir) => {
+    const old = { ...initialState("m"), step: "committed" as const, target: T };
+    await writeState(dir, old);
+    assert.equal("refusal" in await readState(dir, "m"), false);
+    const refused = {
+      ...old,
+      refusal: {
+        kind: "rollback" as const,
+        reason: "refused: release counter 3 of m is not above 5",
+        manifestId: "r2.b1.e1",
+        at: 5,
+      },
+    };
+    await writeState(dir, refused);
+    assert.deepEqual(await readState(dir, "m"), refused);
+  });
+});
+
+Deno.test("the models of a data directory are the directories whose names follow the name rule", async () => {
+  await withTempDir(async (dir) => {
+    await writeState(dir, initialState("m"));
+    await Deno.mkdir(`${dir}/models/.partial`, { recursive: true });
+    assert.deepEqual(await new ModelStateFiles(dir).models(), ["m"]);
+  });
+});

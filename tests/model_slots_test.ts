@@ -62,3 +62,28 @@ Deno.test("activeModels lists every model with a current version", async () => {
     assert.deepEqual([...await activeModels(dir)].sort(), [["resnet", A], ["whisper", B]]);
   });
 });
+
+Deno.test("no path is built of a model name that fails the name rule (../../x, .hidden, a/b, empty)", async () => {
+  await withTempDir(async (dir) => {
+    const data = `${dir}/data`;
+    await blobs(data);
+    for (const name of ["../../x", "..", ".hidden", "a/b", "", "-rf"]) {
+      assert.throws(() => currentPath(data, name), /fails the name rule/, name);
+      await assert.rejects(() => switchTo(data, name, A), /fails the name rule/, name);
+    }
+    await assert.rejects(() => switchTo(data, "m", "../../x"), /not a hex digest/);
+    const names = [];
+    for await (const e of Deno.readDir(dir)) names.push(e.name);
+    assert.deepEqual(names, ["data"], "nothing written beside the data directory");
+  });
+});
+
+Deno.test("a model directory whose name fails the name rule is not an installed model", async () => {
+  await withTempDir(async (dir) => {
+    await blobs(dir);
+    await switchTo(dir, "m", A);
+    await Deno.mkdir(`${dir}/models/.hidden`, { recursive: true });
+    await Deno.symlink(`../../blobs/${B}`, `${dir}/models/.hidden/current`);
+    assert.deepEqual([...await activeModels(dir)], [["m", A]]);
+  });
+});

@@ -21,8 +21,10 @@ import {
   type UpdateTarget,
 } from "../agent/update_machine.ts";
 import { initialState, type ModelState, withFailure } from "../agent/lifecycle_state.ts";
-import { DiskSpaceError } from "../agent/errors.ts";
+import { DiskSpaceError, ReleaseRefusedError } from "../agent/errors.ts";
 import { PoolboyError, VerificationError } from "../kernel/errors.ts";
+import type { Delegation, Release } from "../release/documents.ts";
+import type { TrustMemory } from "../release/trust_policy.ts";
 
 const OLD = "a".repeat(64);
 const NEW = "b".repeat(64);
@@ -444,4 +446,160 @@ Deno.test("a failure when the state file cannot be read keeps no books but is st
   });
   assert.deepEqual(steps(t.actions), ["log"]);
   assert.deepEqual(steps(t.always ?? []), ['report failed "boom"']);
+});
+
+// Signed releases (agent --trust-root): the check again before the switch.
+
+const SIGNED_POLICY = { ...POLICY, checkReleases: true };
+const DELEGATION: Delegation = {
+  type: "poolboy.delegation",
+  spec: 1,
+  version: 3,
+  expires: Date.UTC(2100, 0, 1),
+  rootKeyId: "e".repeat(64),
+  releaseKeys: [],
+};
+const RELEASE: Release = {
+  type: "poolboy.release",
+  spec: 1,
+  model: "m",
+  version: "v2",
+  target: { blake3: NEW, size: 10 },
+  counter: 7,
+  expires: Date.UTC(2100, 0, 1),
+  deviceClass: null,
+};
+const MEMORY: TrustMemory = {
+  delegationVersion: 2,
+  counters: { m: { counter: 5, target: OLD }, other: { counter: 9, target: OTHER } },
+};
+
+function applied(): ModelState {
+  return {
+    ...initialState("m"),
+    step: "applied",
+    target: NEW,
+    backup: OLD,
+    manifestId: "r4.b1.e2",
+  };
+}
+
+Deno.test("with signed releases, the release is checked again after applied and before the switch", () => {
+  const t = advance(newJob({ ...UPDATE, isPatch: false }, SIGNED_POLICY), {
+    type: "start",
+    facts: { state: idle(), active: OLD, haveTarget: false, role: LEADER },
+  });
+  assert.deepEqual(steps(t.actions), [
+    "checkDiskSpace",
+    "persist downloading",
+    "download from controlPlane",
+    "announceLeaderReady",
+    "persist staged",
+    "report downloaded",
+    "persist applied",
+    "checkRelease",
+  ]);
+  assert.equal(phaseOf(t.job), "checkingRelease");
+  assert.ok(!steps(t.actions).includes("switchToTarget"), "no switch before the check");
+});
+
+Deno.test("with signed releases, a rebuilt patch is reported applied, then the release is checked again", () => {
+  const started = advance(newJob(UPDATE, SIGNED_POLICY), {
+    type: "start",
+    facts: { state: idle(), active: OLD, haveTarget: false, role: CLOSED },
+  });
+  assert.equal(phaseOf(started.job), "applying");
+  const t = advance(started.job, { type: "patchApplied", rebuilt: NEW });
+  assert.deepEqual(steps(t.actions), ["report applied", "persist applied", "checkRelease"]);
+  assert.equal(phaseOf(t.job), "checkingRelease");
+});
+
+Deno.test("an accepted release first persists the grown trust memory, then switches and checks health", () => {
+  const job = { ...newJob(UPDATE, SIGNED_POLICY), phase: { name: "checkingRelease" as const } };
+  const t = advance(job, {
+    type: "releaseChecked",
+    decision: { ok: true, release: RELEASE, delegation: DELEGATION },
+    memory: MEMORY,
+  });
+  assert.deepEqual(steps(t.actions), [
+    "rememberRelease",
+    "switchToTarget",
+    "persist switched",
+    "runOnSwitch",
+    "checkHealth",
+  ]);
+  assert.equal(phaseOf(t.job), "checkingHealth");
+  const remembered = t.actions[0];
+  assert.ok(remembered.type === "rememberRelease");
+  assert.deepEqual(remembered.memory, {
+    delegationVersion: 3,
+    counters: { m: { counter: 7, target: NEW }, other: { counter: 9, target: OTHER } },
+  });
+});
+
+Deno.test("a release refused at the check before the switch fails the update with a ReleaseRefusedError, switching nothing", () => {
+  const job = { ...newJob(UPDATE, SIGNED_POLICY), phase: { name: "checkingRelease" as const } };
+  const reason = "refused: release m v2 expired at 2026-01-01T00:00:00Z";
+  const t = advance(job, {
+    type: "releaseChecked",
+    decision: { ok: false, kind: "expired", reason },
+    memory: MEMORY,
+  });
+  assert.deepEqual(steps(t.actions), ["fail ReleaseRefusedError"]);
+  const fail = t.actions[0];
+  assert.ok(fail.type === "fail" && fail.error instanceof ReleaseRefusedError);
+  assert.equal(fail.error.kind, "expired");
+  assert.equal(fail.error.message, reason);
+});
+
+Deno.test("the failure of a refused release goes back to idle, counts, records the refusal and reports it", () => {
+  const reason = "refused: release counter 4 of m is not above 5, already installed";
+  const t = advance(newJob(UPDATE, SIGNED_POLICY), {
+    type: "failed",
+    error: new ReleaseRefusedError("rollback", reason),
+    state: applied(),
+  });
+  assert.deepEqual(steps(t.actions), ["log", "persist abandon"]);
+  assert.deepEqual(steps(t.always ?? []), [`report failed "${reason}"`]);
+  assert.ok(!steps(t.actions).some((s) => s.startsWith("switch")), "the model is untouched");
+  const persist = t.actions[1];
+  assert.ok(persist.type === "persist");
+  const after = applyChange(applied(), persist.change, 9);
+  assert.equal(after.step, "idle");
+  assert.equal(after.failures[NEW].count, 1);
+  assert.deepEqual(after.refusal, { kind: "rollback", reason, manifestId: "r4.b1.e2", at: 9 });
+});
+
+Deno.test("a releaseChecked event outside the check is a bug", () => {
+  assert.throws(
+    () =>
+      advance(newJob(UPDATE, SIGNED_POLICY), {
+        type: "releaseChecked",
+        decision: { ok: false, kind: "unsigned", reason: "refused: unsigned" },
+        memory: MEMORY,
+      }),
+    /releaseChecked while starting/,
+  );
+});
+
+Deno.test("a refusal before any download is recorded in state.json without changing its step; the next update's start forgets it", () => {
+  const refusal = {
+    kind: "unknownKey" as const,
+    reason: "refused: release not signed by a key of delegation version 3",
+    manifestId: "r5.b1.e1",
+  };
+  const before = { ...initialState("m"), step: "committed" as const, target: OLD };
+  const refused = applyChange(before, { kind: "refused", refusal }, 42);
+  assert.equal(refused.step, "committed");
+  assert.equal(refused.target, OLD);
+  assert.deepEqual(refused.refusal, { ...refusal, at: 42 });
+  const staged = applyChange(refused, { kind: "step", step: "staged" }, 43);
+  assert.deepEqual(staged.refusal, refused.refusal, "only a new update's start forgets it");
+  const next = applyChange(
+    refused,
+    { kind: "step", step: "downloading", fields: { target: NEW } },
+    44,
+  );
+  assert.equal("refusal" in next, false);
+  assert.equal(next.step, "downloading");
 });
