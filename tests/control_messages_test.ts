@@ -195,3 +195,71 @@ function normalize(value: unknown): unknown {
   }
   return value;
 }
+
+Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the encoder writes and the decoder reads", () => {
+  const fromHex = (hex: string) => new Uint8Array(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+  const D = (n: number) => new Uint8Array(32).fill(n);
+  const digest = (n: number) => `d8405820${n.toString(16).padStart(2, "0").repeat(32)}`;
+  const announce: ControlMessage = {
+    type: "announce",
+    manifestId: "r1.b1.e1",
+    model: "resnet",
+    version: "v2",
+    targetDigest: D(2),
+    targetSize: 1000,
+    baseDigest: null,
+    blobDigest: D(2),
+    blobSize: 1000,
+    cpHost: "100.64.0.1",
+    cpP2pPort: 7401,
+    releaseDigest: D(3),
+    delegationDigest: D(4),
+  };
+  const announceHead = "8e0201" + "6872312e62312e6531" + "667265736e6574" + "627632" +
+    digest(2) + "1903e8" + "f6" + digest(2) + "1903e8" + "6a3130302e36342e302e31" + "191ce9";
+  const vectors: [ControlMessage, string][] = [
+    [
+      { type: "bid", manifestId: "r1.b1795000000000.e1", nodeId: "jetson-17" },
+      "840202" + "7472312e62313739353030303030303030302e6531" + "696a6574736f6e2d3137",
+    ],
+    [
+      {
+        type: "status",
+        manifestId: "r1.b1.e1",
+        nodeId: "n1",
+        state: "failed",
+        detail: "disk full",
+      },
+      "860208" + "6872312e62312e6531" + "626e31" + "666661696c6564" + "696469736b2066756c6c",
+    ],
+    [
+      {
+        type: "heartbeat",
+        nodeId: "n1",
+        region: "eu",
+        host: "100.64.0.17",
+        udpPort: 7410,
+        p2pPort: 7411,
+        held: [D(1)],
+        active: [["resnet", D(1)]],
+        served: 5_000_000_000,
+        startedAt: 1_795_000_000_000,
+      },
+      "8b0207" + "626e31" + "626575" + "6b3130302e36342e302e3137" + "191cf2" + "191cf3" +
+      "81" + digest(1) + "81" + "82" + "667265736e6574" + digest(1) +
+      "fb41f2a05f20000000" + "fb427a1ee565e00000",
+    ],
+    [announce, announceHead + digest(3) + digest(4)],
+    [{ ...announce, releaseDigest: null, delegationDigest: null }, announceHead + "f6f6"],
+  ];
+  for (const [message, hex] of vectors) {
+    const bytes = encodeControlMessage(message);
+    assert.equal([...bytes].map((b) => b.toString(16).padStart(2, "0")).join(""), hex);
+    assert.deepEqual(decodeControlMessage(fromHex(hex)), message);
+  }
+  // Protocol 1 datagrams (the vectors before the release documents) are refused.
+  assert.throws(
+    () => decodeControlMessage(fromHex("840102" + vectors[0][1].slice(6))),
+    MalformedMessageError,
+  );
+});
