@@ -14,6 +14,11 @@
  * and starts another on a fresh data directory at the same address: a
  * replaced or compromised control plane, which holds no key.
  *
+ * Operators authenticate as on a real fleet: before a control plane starts,
+ * `poolboy token create --role admin` on its data dir makes its token, which
+ * `api` sends (Authorization: Bearer) and `operator` commands get as
+ * POOLBOY_TOKEN.
+ *
  * @module
  */
 
@@ -130,6 +135,13 @@ export class Fleet {
   readonly url: string;
   /** The fleet's genuine keys; undefined for an insecure fleet. */
   keys: KeyFiles | undefined;
+  /**
+   * The running control plane's admin token (`poolboy token create` on its
+   * data dir before it starts): `api` sends it, `operator` passes it as
+   * POOLBOY_TOKEN. One per data dir (a rogue control plane has its own).
+   */
+  token: string | undefined;
+  readonly #tokens = new Map<string, string>();
   cp: Proc | undefined;
   readonly agents = new Map<string, Proc>();
 
@@ -153,6 +165,7 @@ export class Fleet {
   async startControlPlane(data = `${this.options.dir}/cp`): Promise<void> {
     const { cpHost } = this.options;
     await Deno.mkdir(data, { recursive: true });
+    this.token = await this.#adminToken(data);
     this.cp = spawn(
       this.options.cpFaults,
       [
@@ -225,6 +238,32 @@ export class Fleet {
     );
   }
 
+  /** The admin token of the control plane on `data`, made with `poolboy token create` once. */
+  async #adminToken(data: string): Promise<string> {
+    const known = this.#tokens.get(data);
+    if (known !== undefined) return known;
+    const out = await checked([
+      "token",
+      "create",
+      "--data",
+      data,
+      "--role",
+      "admin",
+      "--name",
+      "fleet-harness",
+      "--json",
+      "--quiet",
+    ]);
+    const { token } = JSON.parse(out) as { token: string };
+    this.#tokens.set(data, token);
+    return token;
+  }
+
+  /** POOLBOY_TOKEN for an operator command: the running control plane's admin token. */
+  #tokenEnv(): Record<string, string> {
+    return this.token === undefined ? {} : { POOLBOY_TOKEN: this.token };
+  }
+
   spec(nodeId: string): AgentSpec {
     const spec = this.options.agents.find((a) => a.nodeId === nodeId);
     if (!spec) throw new Error(`no agent ${nodeId}`);
@@ -258,7 +297,11 @@ export class Fleet {
   }
 
   async api<T>(method: string, path: string, body?: BodyInit): Promise<T> {
-    const r = await fetch(`${this.url}${path}`, { method, body });
+    const r = await fetch(`${this.url}${path}`, {
+      method,
+      body,
+      headers: this.token === undefined ? {} : { authorization: `Bearer ${this.token}` },
+    });
     const text = await r.text();
     if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${text}`);
     return JSON.parse(text) as T;
@@ -320,7 +363,7 @@ export class Fleet {
 
   /** Runs an operator command against this fleet; its stdout, or throws with its stderr. */
   async operator(args: string[], env: Record<string, string> = {}): Promise<string> {
-    const r = await runPoolboy(args, env);
+    const r = await runPoolboy(args, { ...this.#tokenEnv(), ...env });
     if (r.code !== 0) {
       throw new Error(`poolboy ${args[0]} exited ${r.code}: ${r.stderr.trim()}`);
     }
