@@ -17,8 +17,10 @@
 # control plane, whose hashing Worker loads it) and
 # --allow-env=CBOR_NATIVE_ACCELERATION_DISABLED; an agent may also read the
 # directory holding root.pub (and nothing else of the keys). The operator
-# commands get --allow-net=100.64.0.0/10 and read access to the model files,
-# the release key and the delegation (and codec/, kernel/ for publish's hashing).
+# commands get --allow-net=100.64.0.0/10, read access to the model files,
+# the release key and the delegation (and codec/, kernel/ for publish's hashing)
+# and --allow-env=POOLBOY_TOKEN: their API token, a deployer's, made with
+# `poolboy token create` on the control plane's data dir before it starts.
 #
 # Keys first, as a real fleet: `poolboy keygen root`, `keygen release` and
 # `delegate` (outside the namespaces: they need no network) into $TMP/keys;
@@ -308,12 +310,25 @@ run_poolboy() {
   LOGS+=("$log")
 }
 
+# The operator's API token: made on the control plane's data dir before it starts, as its
+# host's admin would (poolboy token create; role deployer: publish, roll out, read status).
+# The operator commands read it from POOLBOY_TOKEN.
+mkdir -p "$TMP/cp"
+POOLBOY_TOKEN=$("$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
+  --allow-read="$TMP/cp" --allow-write="$TMP/cp" "$REPO/mod.ts" \
+  token create --data "$TMP/cp" --role deployer --name operator 2>>"$TMP/logs/keys.log") ||
+  fail "poolboy token create failed: $(tail -n 1 "$TMP/logs/keys.log")"
+export POOLBOY_TOKEN
+say "operator token: deployer \"operator\" made in $TMP/cp (the control plane keeps its hash only)"
+
 # op ARGS...: an operator command (publish/rollout/status) from the operator namespace,
-# with --allow-net=100.64.0.0/10 and nothing else but reading the files in $OP_READ.
+# with --allow-net=100.64.0.0/10, --allow-env=POOLBOY_TOKEN and nothing else but reading
+# the files in $OP_READ.
 OP_READ="$TMP/models,$KEYS/release.key,$KEYS/keys.json,$REPO/codec,$REPO/kernel"
 op() {
   timeout 30 ip netns exec "$OP_NS" "$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
-    --allow-net=100.64.0.0/10 --allow-read="$OP_READ" "$REPO/mod.ts" "$@"
+    --allow-net=100.64.0.0/10 --allow-read="$OP_READ" --allow-env=POOLBOY_TOKEN \
+    "$REPO/mod.ts" "$@"
 }
 status_json() { op status --control-plane "$CP_URL" --json >"$TMP/status.json" 2>"$TMP/logs/op.log"; }
 LOGS+=("$TMP/logs/op.log")
