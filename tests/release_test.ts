@@ -550,6 +550,9 @@ function delegationOfValue(version: number): Delegation {
 Deno.test("the specification's test vectors: fixed keys give these key ids, canonical bytes and signatures", async () => {
   const root = await fixedKey("root", 1);
   const rel = await fixedKey("release", 2);
+  const seed = (first: number) => Uint8Array.from({ length: 32 }, (_, i) => first + i);
+  assert.equal(toBase64Url(pkcs8OfSeed(seed(1))), VECTORS.rootPkcs8);
+  assert.equal(toBase64Url(pkcs8OfSeed(seed(2))), VECTORS.releasePkcs8);
   assert.equal(toBase64Url(root.publicKey), VECTORS.rootPublicKey);
   assert.equal(root.keyId, VECTORS.rootKeyId);
   assert.equal(toBase64Url(rel.publicKey), VECTORS.releasePublicKey);
@@ -595,6 +598,8 @@ Deno.test("the specification's test vectors: fixed keys give these key ids, cano
 
 /** The values printed in docs/spec/release-v1.md, "Test vectors". */
 const VECTORS = {
+  rootPkcs8: "MC4CAQAwBQYDK2VwBCIEIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g",
+  releasePkcs8: "MC4CAQAwBQYDK2VwBCIEIAIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh",
   rootPublicKey: "ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ",
   rootKeyId: "4718b4ce16a67de3058dc11ffee75090e5cdc96e57de6d6386d228e4b30f4441",
   releasePublicKey: "Q83AI9ItX54QfRoGk0V9NdHRDrfSHHIRkvVvXeQGZdM",
