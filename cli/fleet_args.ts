@@ -8,6 +8,7 @@
  */
 
 import { UsageError } from "../kernel/errors.ts";
+import { isName, NAME_RULE } from "../kernel/names.ts";
 import type { ApiTarget } from "./api_client.ts";
 
 /** A port option (1-65535), or the default. */
@@ -71,13 +72,12 @@ export function hostPortOption(
   return { hostname: m[1], port: portOption(name, m[2], defaultPort) };
 }
 
-/** Names of nodes, regions, models and versions, as the control messages carry them. */
+/**
+ * Names of nodes, regions, models, versions and device classes: the one name
+ * rule (kernel/names.ts) the control messages and the API apply too.
+ */
 export function nameOption(name: string, value: string): string {
-  if (!/^[A-Za-z0-9._-]{1,128}$/.test(value)) {
-    throw new UsageError(
-      `--${name}: "${value}" must be 1-128 letters, digits, ".", "_" or "-"`,
-    );
-  }
+  if (!isName(value)) throw new UsageError(`--${name}: "${value}" must be ${NAME_RULE}`);
   return value;
 }
 
