@@ -174,6 +174,9 @@ interface RememberedRefusal {
 /** Most blob digests listed in a heartbeat (it must fit in one datagram). */
 const MAX_HELD_IN_HEARTBEAT = 20;
 
+/** Longest refusal reason kept and sent (a Status detail's limit). */
+const MAX_REASON = 256;
+
 /** Most refused announces remembered (the oldest is forgotten first). */
 const MAX_REMEMBERED_REFUSALS = 256;
 
@@ -388,16 +391,20 @@ export class Agent {
         await this.#status(announce.manifestId, "failed", answer.detail);
         return await this.heartbeat();
       case "bid": {
-        const vetting = await this.#vet(announce);
-        if (!vetting.ok) {
-          return await this.#status(announce.manifestId, "failed", vetting.refusal.reason);
-        }
-        if (!this.#elections.has(announce.manifestId)) {
-          this.#elections.set(announce.manifestId, {
-            announce,
-            leader: false,
-            documents: vetting.documents,
-          });
+        const known = this.#elections.get(announce.manifestId);
+        // The same announce again (our bid was lost) was accepted already.
+        if (!known || fingerprintOf(known.announce) !== fingerprintOf(announce)) {
+          const vetting = await this.#vet(announce);
+          if (!vetting.ok) {
+            return await this.#status(announce.manifestId, "failed", vetting.refusal.reason);
+          }
+          if (!this.#elections.has(announce.manifestId)) {
+            this.#elections.set(announce.manifestId, {
+              announce,
+              leader: false,
+              documents: vetting.documents,
+            });
+          }
         }
         await this.#send({
           type: "bid",
@@ -438,7 +445,7 @@ export class Agent {
   async #vetNow(announce: Announce): Promise<Vetting> {
     const refused = (kind: RefusalKind | "unavailable", reason: string): Vetting => ({
       ok: false,
-      refusal: { kind, reason, manifestId: announce.manifestId },
+      refusal: { kind, reason: reason.slice(0, MAX_REASON), manifestId: announce.manifestId },
     });
     let documents: ReleaseDocuments;
     try {
@@ -757,6 +764,7 @@ export class Agent {
    * files are removed.
    */
   async #recover(): Promise<void> {
+    await removeTemporaries(this.options.dataDir); // a trust.json write cut short
     await removeTemporaries(`${this.options.dataDir}/blobs`);
     for (const model of await this.states.models()) {
       await removeTemporaries(`${this.options.dataDir}/models/${model}`);

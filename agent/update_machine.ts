@@ -413,7 +413,7 @@ function fail(job: UpdateJob, error: unknown, state: ModelState | null): Transit
       ? null
       : { target: u.target, manifestId: u.manifestId, reason };
     const refusal = error instanceof ReleaseRefusedError
-      ? { kind: error.kind, reason, manifestId: u.manifestId }
+      ? { kind: error.kind, reason: reason.slice(0, 256), manifestId: u.manifestId }
       : undefined;
     bookkeeping = [{
       type: "persist",

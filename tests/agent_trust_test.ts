@@ -318,11 +318,16 @@ Deno.test({
       assert.equal(cp.blobs.bytesServed, served, "no document fetched again");
       assert.equal(cp.bids("r4.b1.e1"), 0);
 
-      // A valid signed release is bid on, and forgets the last refusal only when its update starts.
+      // A valid signed release is bid on.
       const valid = cp.announce("r20.b1.e1", { release: await signed({}), delegation: good });
       await cp.socket.send(valid, to);
       await until(() => cp.bids("r20.b1.e1") === 1, "the bid on the valid release");
       assert.deepEqual(cp.statuses("r20.b1.e1"), []);
+      // Its repeat (the bid was lost) is bid on again without fetching the documents again.
+      const servedBefore = cp.blobs.bytesServed;
+      await cp.socket.send(valid, to);
+      await until(() => cp.bids("r20.b1.e1") === 2, "the second bid");
+      assert.equal(cp.blobs.bytesServed, servedBefore);
       assert.deepEqual(
         await agentBlobs(data),
         blobsBefore,
