@@ -147,6 +147,8 @@ export class ControlPlane {
   /** The highest release counter stored per model. */
   readonly #highestCounter = new Map<string, number>();
   #delegation: DelegationRecord | undefined;
+  /** Blob digests of every manifest stored (kept: a device may still fetch an older one). */
+  readonly #documentDigests = new Set<string>();
   #closed = false;
 
   private constructor(
@@ -256,7 +258,8 @@ export class ControlPlane {
     const hex = toHex(digest);
     const existing = this.#version(model, version);
     if (existing && existing.digest !== hex) {
-      const used = this.#versions.some((v) => v.digest === hex) || this.patches.isPatch(hex);
+      const used = this.#versions.some((v) => v.digest === hex) || this.patches.isPatch(hex) ||
+        this.#isDocument(hex);
       if (!used) await this.store.remove(digest);
       throw new ConflictError(
         `${model} ${version} is already published with digest ${existing.digest}; publish a new version instead`,
@@ -710,11 +713,17 @@ export class ControlPlane {
   // --- helpers ---
 
   #rememberRelease(record: ReleaseRecord): void {
+    this.#documentDigests.add(record.digest);
     this.#releases.set(releaseKey(record.model, record.version), record);
     this.#highestCounter.set(
       record.model,
       Math.max(this.#highestCounter.get(record.model) ?? 0, record.counter),
     );
+  }
+
+  /** Whether `digest` is a stored release document's blob (the delegation or any manifest). */
+  #isDocument(digest: string): boolean {
+    return this.#delegation?.digest === digest || this.#documentDigests.has(digest);
   }
 
   async #readDocument(digest: string): Promise<Uint8Array> {

@@ -334,3 +334,18 @@ async function until(predicate: () => boolean, what: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+Deno.test("a refused upload whose bytes happen to be a stored document does not remove that document", async () => {
+  await withApi(async ({ call }) => {
+    const { root, release } = await keys();
+    const d = await delegation(root, [release], 1);
+    await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1));
+    assert.equal((await call("PUT", "/v1/delegation", d)).status, 201);
+    const refused = await call("PUT", "/v1/models/resnet/versions/v1", d);
+    assert.equal(refused.status, 409);
+    await refused.body?.cancel();
+    const got = await call("GET", "/v1/delegation");
+    assert.equal(got.status, 200);
+    assert.equal(await got.text(), d);
+  });
+});
