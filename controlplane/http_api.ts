@@ -295,6 +295,11 @@ const ROUTES: readonly Route[] = [
   },
 ];
 
+/** Every endpoint's method, path pattern and the role it needs (null: none), as the table says. */
+export const ENDPOINTS: readonly Pick<Route, "method" | "pattern" | "role">[] = ROUTES.map((
+  { method, pattern, role },
+) => ({ method, pattern, role }));
+
 /** The request handler for `Deno.serve`. */
 export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Response> {
   return async (request) => {
