@@ -102,11 +102,15 @@ export async function rollbackCommand(args: string[]): Promise<number> {
         "rollback needs --key release.key and --keys keys.json to sign the rollback, or --unsigned (see poolboy rollback --help)",
       );
     }
-    body.to = await resignRelease(api, body.model, body.to, {
+    const resigned = await resignRelease(api, body.model, body.to, {
       key: values.key,
       keys: values.keys,
       expires: values.expires,
     });
+    body.to = resigned.version;
+    if (!values.json) {
+      println(`re-signed ${body.model} ${resigned.version}: release counter ${resigned.counter}`);
+    }
   }
   const rollout = await callApi<RolloutInfo>(api, "POST", "/v1/rollback", JSON.stringify(body));
   if (values.json) printJson(rollout);
@@ -117,14 +121,14 @@ export async function rollbackCommand(args: string[]): Promise<number> {
 /**
  * Signs a new manifest for the version to roll back to (checked against the
  * delegation file first) with a counter above every stored one, and stores it.
- * Returns that version.
+ * Returns that version and the new counter.
  */
 async function resignRelease(
   api: ApiTarget,
   model: string,
   to: string | undefined,
   files: { key: string; keys: string; expires: string | undefined },
-): Promise<string> {
+): Promise<{ version: string; counter: number }> {
   const expires = expiryOption("expires", files.expires, 90 * DAY_MS, Date.now());
   const delegation = await readDelegationFile(files.keys);
   const key = await readSigningKey(files.key, "release");
@@ -175,5 +179,5 @@ async function resignRelease(
     `/v1/models/${m}/versions/${encodeURIComponent(version)}/release`,
     manifest,
   );
-  return version;
+  return { version, counter: highestCounter + 1 };
 }
