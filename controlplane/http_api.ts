@@ -58,6 +58,7 @@ import type {
   StatusReport,
   VersionList,
 } from "./api_types.ts";
+import { isName, NAME_RULE } from "../kernel/names.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
 import { auditEntry, authenticate } from "./auth.ts";
 import type { ControlPlane } from "./control_plane.ts";
@@ -66,9 +67,6 @@ import { DEFAULT_PLAN, type Role, type RolloutPlan, type TokenRecord } from "./s
 
 /** Largest JSON request body accepted. */
 export const MAX_JSON_BODY = 64 * 1024;
-
-/** Names of models, versions and regions: what the control messages can carry. */
-const NAME = /^[A-Za-z0-9._-]{1,128}$/;
 
 /** A handler's answer: a JSON value and its status, or a stored JSON document's exact bytes. */
 type Answer =
@@ -497,12 +495,9 @@ export function planOf(body: Record<string, unknown>): RolloutPlan {
 }
 
 function name(value: unknown, what: string): string {
-  if (typeof value !== "string" || !NAME.test(value)) {
-    throw new InvalidArgumentError(
-      `${what} must be 1-128 characters of letters, digits, ".", "_" or "-" (got ${
-        JSON.stringify(value)
-      })`,
-    );
+  // The one name rule (kernel/names.ts), the control messages' and the agent's too.
+  if (!isName(value)) {
+    throw new InvalidArgumentError(`${what} must be ${NAME_RULE} (got ${JSON.stringify(value)})`);
   }
   return value;
 }

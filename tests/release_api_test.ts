@@ -349,3 +349,25 @@ Deno.test("a refused upload whose bytes happen to be a stored document does not 
     assert.equal(await got.text(), d);
   });
 });
+
+Deno.test("names in API paths and bodies follow the one name rule: hidden, option-like and slashed names are refused with 400", async () => {
+  await withApi(async ({ call, dir }) => {
+    // (A literal ".." segment never arrives: URL parsing removes it before routing.)
+    for (const bad of ["...", ".hidden", "-rf", "a%2Fb", "a%2F..%2Fb"]) {
+      const r = await call("PUT", `/v1/models/${bad}/versions/v1`, randomBytes(100, 1));
+      assert.equal(r.status, 400, bad);
+      assert.match(await error(r), /model must be 1-128 letters/);
+      const release = await call("PUT", `/v1/models/resnet/versions/${bad}/release`, "{}");
+      assert.equal(release.status, 400, bad);
+      await release.body?.cancel();
+    }
+    const rollout = await call(
+      "POST",
+      "/v1/rollouts",
+      JSON.stringify({ model: "resnet", version: "v1", region: "../eu" }),
+    );
+    assert.equal(rollout.status, 400);
+    await rollout.body?.cancel();
+    assert.equal(await blobCount(dir), 0, "nothing stored");
+  });
+});
