@@ -28,6 +28,10 @@ DIR/controlplane.sqlite; all of it survives a restart). Per rollout and region
 it elects one agent to fetch the patch from here, which re-seeds the others:
 the uplink carries one patch per region, not one per device.
 
+Every call to the HTTP API but GET /health needs an operator's token; make
+them on this host, also while it runs: poolboy token create --data DIR
+--role viewer|deployer|admin --name NAME (see poolboy token --help).
+
 Options:
   --bind ADDR              address to bind every port to (the tailnet address, e.g. 100.64.0.1)
   --data DIR               state directory (created if missing)
@@ -90,6 +94,11 @@ export async function controlplaneCommand(
     log,
     faults: injected?.faults,
   });
+  if ((await cp.stateStore.tokens()).every((t) => t.revoked !== null)) {
+    log?.(
+      `no valid API token yet: every call but GET /health gets 401; make one with poolboy token create --data ${dataDir} --role admin --name NAME`,
+    );
+  }
   const server = Deno.serve(
     { hostname: bind, port: httpPort, onListen: () => log?.(`http api on ${bind}:${httpPort}`) },
     apiHandler(cp),
