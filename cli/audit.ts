@@ -9,7 +9,7 @@ import { UsageError } from "../kernel/errors.ts";
 import type { AuditEntry, AuditList } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { apiTarget, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
+import { apiTarget, TOKEN_OPTION_HELP, tokenOptions } from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
 
 export const AUDIT_HELP = `poolboy audit — who did what on the control plane
@@ -26,7 +26,7 @@ reason. The log keeps its newest 100,000 entries.
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
   --limit N             how many entries (1-1000, default 100)
-${TOKEN_HELP} (role admin)
+${TOKEN_OPTION_HELP} (role admin)
   --json                { entries: [{ at, token, role, action, target, status, reason }] }
   -h, --help            this help
 
@@ -58,6 +58,7 @@ export async function auditCommand(args: string[]): Promise<number> {
   }
   const { entries } = await callApi<AuditList>(api, "GET", `/v1/audit${query}`);
   if (values.json) printJson({ entries });
+  else if (entries.length === 0) println("the audit log is empty");
   else for (const entry of entries) println(formatAuditEntry(entry));
   return 0;
 }

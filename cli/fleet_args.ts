@@ -107,7 +107,7 @@ export const tokenOptions = {
 } as const;
 
 /** What every command that calls the API says about its token in `--help`. */
-export const TOKEN_HELP =
+export const TOKEN_OPTION_HELP =
   `  --token T             the operator's API token (default: env ${TOKEN_ENV}); an admin
                         makes one: poolboy token create --data DIR --role R --name N`;
 

@@ -24,7 +24,7 @@ import {
 } from "./release_files.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { apiTarget, nameOption, required, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
+import { apiTarget, nameOption, required, TOKEN_OPTION_HELP, tokenOptions } from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
 
 export const PUBLISH_HELP = `poolboy publish — store a model version on the control plane
@@ -49,7 +49,7 @@ publishes no manifest: only agents started with --insecure install it.
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
-${TOKEN_HELP} (role deployer or above)
+${TOKEN_OPTION_HELP} (role deployer or above)
   --model NAME          model name (letters, digits, . _ -)
   --version V           version name (same characters)
   --key FILE            the release private key that signs the manifest

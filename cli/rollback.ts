@@ -28,7 +28,7 @@ import { readSigningKey } from "../release/keys.ts";
 import { DAY_MS, expiryOption, readDelegationFile, requireDelegated } from "./release_files.ts";
 import { parseCommand } from "./args.ts";
 import { type ApiTarget, callApi } from "./api_client.ts";
-import { apiTarget, nameOption, required, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
+import { apiTarget, nameOption, required, TOKEN_OPTION_HELP, tokenOptions } from "./fleet_args.ts";
 import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLBACK_HELP = `poolboy rollback — put the fleet back on an earlier version of a model
@@ -51,7 +51,7 @@ skips all that (only agents started with --insecure follow).
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
-${TOKEN_HELP} (role deployer or above)
+${TOKEN_OPTION_HELP} (role deployer or above)
   --model NAME          the model
   --to V                the version to go back to
   --key FILE            the release private key that signs the new manifest

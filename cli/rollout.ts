@@ -9,7 +9,7 @@ import { UsageError } from "../kernel/errors.ts";
 import type { RolloutInfo } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { apiTarget, nameOption, required, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
+import { apiTarget, nameOption, required, TOKEN_OPTION_HELP, tokenOptions } from "./fleet_args.ts";
 import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLOUT_HELP = `poolboy rollout — roll a published version out to the fleet
@@ -40,7 +40,7 @@ Options:
   --model NAME          a published model
   --version V           a published version of it
   --region R            only this region (default: every region)
-${TOKEN_HELP} (role deployer or above)
+${TOKEN_OPTION_HELP} (role deployer or above)
   --json                print the rollout as JSON
   -h, --help            this help
 

@@ -9,7 +9,7 @@ import { formatBytes } from "../kernel/units.ts";
 import type { StatusReport } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { apiTarget, TOKEN_HELP, tokenOptions } from "./fleet_args.ts";
+import { apiTarget, TOKEN_OPTION_HELP, tokenOptions } from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
 
 export const STATUS_HELP = `poolboy status — agents, versions and rollouts of a fleet
@@ -22,7 +22,7 @@ blob, state), and the bytes the control plane itself served.
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
-${TOKEN_HELP} (role viewer or above)
+${TOKEN_OPTION_HELP} (role viewer or above)
   --json                the whole report as JSON (GET /v1/status)
   -h, --help            this help
 
