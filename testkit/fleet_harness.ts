@@ -22,7 +22,12 @@
  * @module
  */
 
-import type { PublishResult, StatusReport } from "../controlplane/api_types.ts";
+import type {
+  DocumentStored,
+  PublishResult,
+  RolloutInfo,
+  StatusReport,
+} from "../controlplane/api_types.ts";
 import type { TransportFaults } from "../transfer/faults.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -316,7 +321,7 @@ export class Fleet {
     version: string,
     path: string,
     options: PublishOptions = {},
-  ): Promise<PublishResult> {
+  ): Promise<PublishResult & { release: DocumentStored | null }> {
     const unsigned = options.unsigned ?? this.keys === undefined;
     const signing = unsigned ? ["--unsigned"] : [
       "--key",
@@ -342,23 +347,28 @@ export class Fleet {
       ...optional,
       path,
     ]);
-    return JSON.parse(out) as PublishResult;
+    return JSON.parse(out) as PublishResult & { release: DocumentStored | null };
   }
 
-  /** `poolboy rollback` to `to` (default: the previous version), re-signed with the fleet's keys. */
-  async rollback(model: string, to?: string): Promise<void> {
+  /**
+   * `poolboy rollback` to `to` (default: the version rolled out before the
+   * newest), re-signed with the fleet's keys; returns the rollback's rollout.
+   */
+  async rollback(model: string, to?: string): Promise<RolloutInfo> {
     const signing = this.keys
       ? ["--key", this.keys.releaseKey, "--keys", this.keys.delegation]
       : ["--unsigned"];
-    await this.operator([
+    const out = await this.operator([
       "rollback",
       "--control-plane",
       this.url,
       "--model",
       model,
+      "--json",
       ...(to === undefined ? [] : ["--to", to]),
       ...signing,
     ]);
+    return JSON.parse(out) as RolloutInfo;
   }
 
   /** Runs an operator command against this fleet; its stdout, or throws with its stderr. */
@@ -507,6 +517,21 @@ function spawn(
     stderr: "piped",
   }).spawn();
   return new Proc(child, logPath);
+}
+
+/**
+ * The bytes the control plane served of model files and patches: its
+ * `served` less the signed documents (delegation, manifests), which every
+ * agent that pins a root fetches from it before it bids.
+ */
+export function modelBytesServed(status: StatusReport): number {
+  const models = new Set([
+    ...status.versions.map((v) => v.digest),
+    ...status.patches.map((p) => p.digest),
+  ]);
+  return Object.entries(status.controlPlane.servedByDigest)
+    .filter(([digest]) => models.has(digest))
+    .reduce((sum, [, bytes]) => sum + bytes, 0);
 }
 
 /** The BLAKE3 of the active model file of an agent, read through its `current` symlink. */

@@ -7,7 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { activeFileDigest, type AgentSpec, Fleet } from "../testkit/fleet_harness.ts";
+import {
+  activeFileDigest,
+  type AgentSpec,
+  Fleet,
+  modelBytesServed,
+} from "../testkit/fleet_harness.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
 import type { StatusReport } from "../controlplane/api_types.ts";
 import type { TransportFaults } from "../transfer/faults.ts";
@@ -126,7 +131,7 @@ Deno.test({
       assert.ok(closed.every((e) => e.base !== null && e.blobSize === patchSize));
       assert.ok(patchSize < 8 * 1024 * 1024, `a patch (${patchSize} bytes), not the 16 MiB file`);
       assert.equal(
-        status.controlPlane.served - before.controlPlane.served,
+        modelBytesServed(status) - modelBytesServed(before),
         3 * patchSize,
         "the control plane served one patch per region",
       );
@@ -231,7 +236,7 @@ Deno.test({
       const closed = elections.find((e) => e.state === "closed");
       assert.ok(closed && closed.leader !== leader, "a new leader was elected");
       // Egress: the dead leader's partial download plus one whole file, as the status reports.
-      const served = status.controlPlane.served;
+      const served = modelBytesServed(status);
       assert.equal(served, closed.controlPlaneServedForBlob);
       assert.ok(served >= SIZE_4M && served < 2 * SIZE_4M, `served ${served}`);
       // The old leader comes back, resumes from its partial file and converges too.
@@ -266,7 +271,7 @@ Deno.test({
         10_000,
         "the rollout to finish",
       );
-      assert.equal(status.controlPlane.served, SIZE_4M, "the restarted follower used its leader");
+      assert.equal(modelBytesServed(status), SIZE_4M, "the restarted follower used its leader");
     },
   );
 });
@@ -327,7 +332,7 @@ Deno.test({
       const election = rolloutOf(status, id).elections.find((e) => e.state === "closed")!;
       // The leader fetched the patch, then each of the 2 followers after refusing the leader's bytes.
       assert.equal(
-        status.controlPlane.served - before.controlPlane.served,
+        modelBytesServed(status) - modelBytesServed(before),
         3 * election.blobSize,
       );
       const follower = ids.find((n) => n !== election.leader)!;
