@@ -22,7 +22,12 @@ import { randomBytes, withTempDir } from "./helpers.ts";
 
 const CLI_PERMISSIONS = ["--allow-read", "--allow-write", "--allow-net=127.0.0.0/8"];
 
-/** A fresh loopback address per control plane, so tests never share ports. */
+/**
+ * A fresh loopback address per control plane, so tests never share ports — not
+ * even with another run of this file at the same time (the third byte is drawn
+ * once per run).
+ */
+const RUN_BYTE = 1 + Math.floor(Math.random() * 250);
 let nextHost = 1;
 
 interface Cp {
@@ -38,7 +43,7 @@ interface Cp {
 
 async function withControlPlane(fn: (cp: Cp) => Promise<void>): Promise<void> {
   await withTempDir(async (dir) => {
-    const host = `127.13.0.${nextHost++}`;
+    const host = `127.13.${RUN_BYTE}.${nextHost++}`;
     const data = `${dir}/cp`;
     await Deno.mkdir(data);
     const made = await poolboyWith(CLI_PERMISSIONS, dir, [
