@@ -197,10 +197,14 @@ Deno.test("delegate signs keys.json with the root key, and each run without --ve
       2,
       "not an expiry",
     );
+    const before = Date.now();
     const expiring = await cli(dir, ...args, "--expires", "2h", "-o", "short.json", "--json");
+    const after = Date.now();
     assert.equal(expiring.code, 0, expiring.stderr);
     const expires = Date.parse(JSON.parse(expiring.stdout).expires);
-    assert.ok(expires > Date.now() + 3_500_000 && expires <= Date.now() + 7_200_000);
+    // Two hours from when it ran, rounded down to the second.
+    const twoHours = 7_200_000;
+    assert.ok(expires >= before + twoHours - 1000 && expires <= after + twoHours, "2h from now");
   });
 });
 
@@ -231,7 +235,9 @@ Deno.test("publish --key --keys signs on the workstation: the control plane stor
     const first = await publish("v1");
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, /signed: release counter 1/);
+    const before = Date.now();
     const second = await publish("v2", "--device-class", "jetson", "--expires", "30d");
+    const after = Date.now();
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stdout, /signed: release counter 2/);
 
@@ -253,8 +259,12 @@ Deno.test("publish --key --keys signs on the workstation: the control plane stor
     assert.deepEqual(manifest.signed.target, { blake3: toHex(blake3(files[1])), size: 50_000 });
     assert.equal(manifest.signed.counter, 2);
     assert.equal(manifest.signed.deviceClass, "jetson");
-    const days = (manifest.signed.expires - Date.now()) / 86_400_000;
-    assert.ok(days > 29.9 && days <= 30, `expires in ${days} days`);
+    const thirtyDays = 30 * 86_400_000;
+    assert.ok(
+      manifest.signed.expires >= before + thirtyDays - 1000 &&
+        manifest.signed.expires <= after + thirtyDays,
+      "30 days from when it was published",
+    );
     const list = await cp.get<VersionList>("/v1/models");
     assert.deepEqual(list.versions.map((v) => [v.version, v.signed, v.counter]), [
       ["v1", true, 1],
