@@ -97,12 +97,17 @@ function releaseOf(over: Partial<Release> = {}): Release {
   };
 }
 
-/** A parsed JSON value of a document's text, to edit in a test. */
-// deno-lint-ignore no-explicit-any
-type Json = any;
+type Fields = Record<string, unknown>;
+
+/** A document's JSON, loosely typed, for a test to change one field of it. */
+interface Json {
+  [field: string]: unknown;
+  signed: Fields & { target: Fields; releaseKeys: Fields[] };
+  signatures?: Fields[];
+}
 
 function reparse(text: string, edit: (doc: Json) => void): Uint8Array {
-  const doc = JSON.parse(text);
+  const doc = JSON.parse(text) as Json;
   edit(doc);
   return enc(JSON.stringify(doc));
 }
@@ -230,12 +235,14 @@ Deno.test("a changed signed field or a changed signature no longer verifies", as
   const rel = await fixedKey("release", 2);
   const text = await signRelease(releaseOf(), rel);
   const keys = [{ keyId: rel.keyId, publicKey: rel.publicKey }];
-  const bumped = parseRelease(reparse(text, (j) => j.signed.counter++));
+  const bumped = parseRelease(
+    reparse(text, (j) => j.signed.counter = (j.signed.counter as number) + 1),
+  );
   assert.equal((await verifiedSigners(bumped, keys)).size, 0);
   const flipped = parseRelease(reparse(text, (j) => {
-    const sig = fromBase64Url(j.signatures[0].signature)!;
+    const sig = fromBase64Url(j.signatures![0].signature as string)!;
     sig[10] ^= 1;
-    j.signatures[0].signature = toBase64Url(sig);
+    j.signatures![0].signature = toBase64Url(sig);
   }));
   assert.equal((await verifiedSigners(flipped, keys)).size, 0);
   // Reformatting the envelope changes nothing: the signature covers the canonical bytes.
@@ -265,9 +272,9 @@ Deno.test("a release manifest with any field out of the specification is refused
     ["another type", (j) => j.signed.type = DELEGATION_TYPE],
     ["model not a name", (j) => j.signed.model = "../x"],
     ["device class not a name", (j) => j.signed.deviceClass = "-rf"],
-    ["short signature", (j) => j.signatures[0].signature = "AAAA"],
-    ["signature keyId not hex", (j) => j.signatures[0].keyId = "z".repeat(64)],
-    ["nine signatures", (j) => j.signatures = Array(9).fill(j.signatures[0])],
+    ["short signature", (j) => j.signatures![0].signature = "AAAA"],
+    ["signature keyId not hex", (j) => j.signatures![0].keyId = "z".repeat(64)],
+    ["nine signatures", (j) => j.signatures = Array(9).fill(j.signatures![0])],
   ];
   for (const [what, edit] of cases) {
     assert.throws(() => parseRelease(reparse(text, edit)), MalformedDocumentError, what);
@@ -281,7 +288,7 @@ Deno.test("a release manifest with any field out of the specification is refused
   );
   // Eight signatures are allowed.
   assert.equal(
-    parseRelease(reparse(text, (j) => j.signatures = Array(8).fill(j.signatures[0])))
+    parseRelease(reparse(text, (j) => j.signatures = Array(8).fill(j.signatures![0])))
       .signatures.length,
     8,
   );
