@@ -50,7 +50,7 @@ publishes no manifest: only agents started with --insecure install it.
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
 ${TOKEN_OPTION_HELP} (role deployer or above)
-  --model NAME          model name (letters, digits, . _ -)
+  --model NAME          model name (letters, digits, . _ -; not starting with . or -)
   --version V           version name (same characters)
   --key FILE            the release private key that signs the manifest
   --keys FILE           the delegation naming that key (poolboy delegate -o)
