@@ -3,8 +3,10 @@
  *
  * Starts a control plane and N agents (real `deno run` processes, through
  * testkit/fleet_harness.ts) spread over R regions, each agent on its own
- * 127.0.50.x address (more subnets past 240 agents), in a temporary directory.
- * Publishes v1 of a synthetic model and rolls it out (whole file per region),
+ * 127.0.50.x address (more subnets past 240 agents), in a temporary directory,
+ * as a real fleet runs: keys made with `poolboy keygen` and `delegate`, every
+ * agent pinning the root key (`--trust-root`), both versions published signed
+ * (`--key/--keys`), operator calls with an admin token. Publishes v1 of a synthetic model and rolls it out (whole file per region),
  * then publishes v2 (a few regions rewritten: a patch) and rolls it out. For
  * each rollout it prints, relative to the rollout's creation, every election's
  * milestones and every agent's completion (its first "done" line in cp.log),
@@ -41,7 +43,10 @@ if (values.help) {
 
 Starts a control plane and --agents agents (real processes, one per 127.0.50.x
 address) spread round-robin over --regions regions r0, r1, ... (agent ids
-r0-a00, r1-a00, ...), in a temporary directory. Makes a synthetic model of
+r0-a00, r1-a00, ...), in a temporary directory, with keys as a real fleet:
+poolboy keygen root and release, a delegation, every agent started with
+--trust-root, both versions published signed, operator calls with a token.
+Makes a synthetic model of
 --size bytes (v1: incompressible bytes; v2: v1 with 3 regions of 256 KiB
 rewritten), publishes v1 and rolls it out (whole file per region), then
 publishes v2 and rolls it out (a patch per region). For each rollout prints a
