@@ -55,6 +55,7 @@ async function withFleet(
   subnet: number,
   specs: AgentSpec[],
   fn: (fleet: Fleet, dir: string, ids: string[]) => Promise<void>,
+  trust: "signed" | "insecure" = "signed",
 ): Promise<void> {
   await withTempDir(async (dir) => {
     const fleet = await Fleet.start({
@@ -63,6 +64,7 @@ async function withFleet(
       agents: specs,
       cpArgs: CP_ARGS,
       agentArgs: AGENT_ARGS,
+      trust,
     });
     const ids = specs.map((a) => a.nodeId);
     try {
@@ -525,4 +527,24 @@ Deno.test({
       await server.close();
     }
   });
+});
+
+Deno.test({
+  name:
+    "what --insecure gives up: an agent started with it installs an unsigned file and keeps no trust memory",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withFleet(46, agents(46, 1), async (fleet, dir, ids) => {
+    const unsigned = await writeModel(dir, "anything", 5);
+    await fleet.publish(MODEL, "v1", unsigned.path);
+    await fleet.rollout(MODEL, "v1");
+    await fleet.converged(MODEL, unsigned.digest, ids);
+    assert.equal(await activeFileDigest(dir, ids[0], MODEL), unsigned.digest);
+    assert.equal(
+      await Deno.stat(`${dir}/${ids[0]}/trust.json`).then(() => true, () => false),
+      false,
+      "an insecure agent keeps no trust memory",
+    );
+  }, "insecure");
 });
