@@ -49,6 +49,7 @@ import {
   type Announced,
   checkRelease,
   type RefusalKind,
+  rememberDelegation,
   type TrustDecision,
   type TrustMemory,
 } from "../release/trust_policy.ts";
@@ -466,6 +467,14 @@ export class Agent {
       target: toHex(announce.targetDigest),
       targetSize: announce.targetSize,
     });
+    // A delegation that passed is remembered even when its release is refused: a key a newer
+    // delegation dropped stays revoked here whatever the control plane serves next.
+    const passed = decision.delegation;
+    if (passed && this.#trust && passed.version > this.#trust.memory.delegationVersion) {
+      await this.#trust.remember(rememberDelegation(this.#trust.memory, passed)).catch((err) =>
+        this.#log(`cannot record delegation version ${passed.version}: ${err}`)
+      );
+    }
     return decision.ok ? { ok: true, documents } : refused(decision.kind, decision.reason);
   }
 

@@ -44,10 +44,20 @@ export type RefusalKind =
   | "rollback"
   | "wrongDeviceClass";
 
-/** The decision. */
+/**
+ * The decision. A refusal carries the delegation when that delegation itself
+ * passed (signed by the pinned root, not older than the memory, not expired):
+ * a device remembers its version even when the release is refused, so a key
+ * that a newer delegation dropped stays revoked on that device.
+ */
 export type TrustDecision =
   | { readonly ok: true; readonly release: Release; readonly delegation: Delegation }
-  | { readonly ok: false; readonly kind: RefusalKind; readonly reason: string };
+  | {
+    readonly ok: false;
+    readonly kind: RefusalKind;
+    readonly reason: string;
+    readonly delegation?: Delegation;
+  };
 
 /** What a device remembers between releases (persisted crash-safely by the agent). */
 export interface TrustMemory {
@@ -120,28 +130,32 @@ export async function checkRelease(facts: TrustFacts): Promise<TrustDecision> {
     );
   }
   const r = release.signed;
+  const refuseRelease = (kind: RefusalKind, reason: string) => refuseUnder(d, kind, reason);
   if (release.signatures.length === 0) {
-    return refuse("unsigned", "unsigned release: the manifest has no signature");
+    return refuseRelease("unsigned", "unsigned release: the manifest has no signature");
   }
   if ((await verifiedSigners(release, d.releaseKeys)).size === 0) {
     const ids = release.signatures.map((s) => short(s.keyId)).join(", ");
-    return refuse(
+    return refuseRelease(
       "unknownKey",
       `release not signed by a key of delegation version ${d.version} (signed by ${ids}: unknown, revoked or a bad signature)`,
     );
   }
   if (r.expires <= facts.now) {
-    return refuse("expired", `release ${r.model} ${r.version} expired at ${formatTime(r.expires)}`);
+    return refuseRelease(
+      "expired",
+      `release ${r.model} ${r.version} expired at ${formatTime(r.expires)}`,
+    );
   }
   const a = facts.announced;
   if (r.model !== a.model) {
-    return refuse(
+    return refuseRelease(
       "wrongModel",
       `the manifest is for model ${r.model}, the announce names ${a.model}`,
     );
   }
   if (r.target.blake3 !== a.target || r.target.size !== a.targetSize || r.version !== a.version) {
-    return refuse(
+    return refuseRelease(
       "wrongTarget",
       `the announced target (${a.version} ${
         short(a.target)
@@ -155,13 +169,13 @@ export async function checkRelease(facts: TrustFacts): Promise<TrustDecision> {
     installed && (r.counter < installed.counter ||
       (r.counter === installed.counter && r.target.blake3 !== installed.target))
   ) {
-    return refuse(
+    return refuseRelease(
       "rollback",
       `release counter ${r.counter} of ${r.model} is not above ${installed.counter}, already installed (a rollback needs a newly signed manifest)`,
     );
   }
   if (r.deviceClass !== null && r.deviceClass !== facts.deviceClass) {
-    return refuse(
+    return refuseRelease(
       "wrongDeviceClass",
       `release for device class ${r.deviceClass}; this device is ${
         facts.deviceClass ?? "of no class"
@@ -169,6 +183,13 @@ export async function checkRelease(facts: TrustFacts): Promise<TrustDecision> {
     );
   }
   return { ok: true, release: r, delegation: d };
+}
+
+/** The memory after seeing `delegation` pass (its version only grows). */
+export function rememberDelegation(memory: TrustMemory, delegation: Delegation): TrustMemory {
+  return delegation.version > memory.delegationVersion
+    ? { ...memory, delegationVersion: delegation.version }
+    : memory;
 }
 
 /** The memory after installing `release` under `delegation` (counters only grow). */
@@ -187,6 +208,11 @@ export function remember(
 
 function refuse(kind: RefusalKind, reason: string): TrustDecision {
   return { ok: false, kind, reason: `refused: ${reason}` };
+}
+
+/** A refusal of the release under `delegation`, which itself passed. */
+function refuseUnder(delegation: Delegation, kind: RefusalKind, reason: string): TrustDecision {
+  return { ok: false, kind, reason: `refused: ${reason}`, delegation };
 }
 
 function short(hex: string): string {

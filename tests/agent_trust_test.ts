@@ -343,6 +343,56 @@ Deno.test({
 
 Deno.test({
   name:
+    "a newer delegation that passes is remembered even when its release is refused: the key it dropped stays revoked on the device",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const keys = await makeKeys();
+    await Deno.mkdir(`${dir}/cp`);
+    const cp = await FakeControlPlane.start(`${dir}/cp`);
+    const data = `${dir}/agent`;
+    await installedDevice(data); // delegation version 2 (naming keys.release) already seen
+    const agent = await startAgent(data, cp, keys.root);
+    const to = { hostname: AGENT_HOST, port: agent.socket.port };
+    try {
+      // Delegation 3 drops keys.release for keys.rogueRelease (a rotation); a manifest signed by
+      // the dropped key under it is refused, and version 3 is on disk all the same.
+      const v3 = await cp.put(
+        await signDelegation(
+          delegation(keys, {
+            version: 3,
+            releaseKeys: [{
+              keyId: keys.rogueRelease.keyId,
+              publicKey: keys.rogueRelease.publicKey,
+            }],
+          }),
+          keys.root,
+        ),
+      );
+      const byDropped = await cp.put(await signRelease(release(), keys.release));
+      await cp.socket.send(cp.announce("r1.b1.e1", { release: byDropped, delegation: v3 }), to);
+      await until(() => cp.statuses("r1.b1.e1").length === 1, "the refusal under delegation 3");
+      assert.equal((await readState(data, "resnet")).refusal?.kind, "unknownKey");
+      const memory = JSON.parse(await Deno.readTextFile(`${data}/trust.json`));
+      assert.equal(memory.delegationVersion, 3);
+      // The control plane (or anyone spoofing it) now serves delegation 2 again, which still
+      // names the dropped key: refused as stale, nothing downloaded.
+      const v2 = await cp.put(await signDelegation(delegation(keys), keys.root));
+      await cp.socket.send(cp.announce("r2.b1.e1", { release: byDropped, delegation: v2 }), to);
+      await until(() => cp.statuses("r2.b1.e1").length === 1, "the refusal under delegation 2");
+      assert.match(cp.statuses("r2.b1.e1")[0].detail, /^refused: delegation version 2 is older/);
+      assert.equal(cp.bids("r2.b1.e1"), 0);
+      assert.deepEqual(await Deno.readFile(currentPath(data, "resnet")), V1);
+    } finally {
+      await agent.close();
+      await cp.close();
+    }
+  });
+});
+
+Deno.test({
+  name:
     "a signed release for every device class (deviceClass null) is bid on by a device of any class",
   sanitizeOps: false,
   sanitizeResources: false,

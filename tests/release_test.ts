@@ -38,6 +38,7 @@ import {
   checkRelease,
   EMPTY_TRUST_MEMORY,
   remember,
+  rememberDelegation,
   type TrustFacts,
   type TrustMemory,
 } from "../release/trust_policy.ts";
@@ -514,6 +515,31 @@ Deno.test("refused as wrongDeviceClass: a manifest for another device class, or 
   assert.equal(await refusal(await w.facts(classed)), "wrongDeviceClass");
   assert.ok((await checkRelease(await w.facts(classed, { deviceClass: "jetson" }))).ok);
   assert.ok((await checkRelease(await w.facts(releaseOf(), { deviceClass: "pi" }))).ok);
+});
+
+Deno.test("a refusal of the release carries its delegation only when the delegation itself passed", async () => {
+  const w = await world();
+  const outsider = await fixedKey("release", 7);
+  const newKey = await fixedKey("release", 3);
+  const v2 = enc(await signDelegation(delegationOf([newKey], w.root, { version: 2 }), w.root));
+  // The release is refused (its key was dropped), but delegation version 2 passed: the device
+  // remembers it, so delegation version 1 (which still names the old key) is stale from now on.
+  const byOldKey = await checkRelease({ ...(await w.facts(releaseOf())), delegation: v2 });
+  assert.ok(!byOldKey.ok);
+  assert.equal(byOldKey.kind, "unknownKey");
+  assert.equal(byOldKey.delegation?.version, 2);
+  const memory = rememberDelegation(EMPTY_TRUST_MEMORY, byOldKey.delegation!);
+  assert.equal(memory.delegationVersion, 2);
+  assert.equal(await refusal(await w.facts(releaseOf(), { memory })), "staleDelegation");
+  // A delegation that did not pass is never carried.
+  const stale = await checkRelease(await w.facts(releaseOf(), { memory }));
+  assert.ok(!stale.ok && stale.delegation === undefined);
+  const rogue = await fixedKey("root", 9);
+  const forged = enc(await signDelegation(delegationOf([outsider], rogue), rogue));
+  const untrusted = await checkRelease({ ...(await w.facts(releaseOf())), delegation: forged });
+  assert.ok(!untrusted.ok && untrusted.delegation === undefined);
+  // rememberDelegation never lowers the version.
+  assert.equal(rememberDelegation(memory, delegationOfValue(1)).delegationVersion, 2);
 });
 
 Deno.test("remember only grows: the counter of a model and the delegation version never go down", () => {
