@@ -5,45 +5,18 @@
  */
 
 import assert from "node:assert/strict";
-import { ControlPlane } from "../controlplane/control_plane.ts";
-import { apiHandler, MAX_JSON_BODY } from "../controlplane/http_api.ts";
-import { newToken, tokenHash } from "../controlplane/auth.ts";
-import { randomBytes, withTempDir } from "./helpers.ts";
+import { MAX_JSON_BODY } from "../controlplane/http_api.ts";
+import { randomBytes } from "./helpers.ts";
+import { withApi as withApiAs } from "./support/api_harness.ts";
 
+/** Every call is an admin's (tests/auth_test.ts is where tokens are refused). */
 async function withApi(
   fn: (
     call: (method: string, path: string, body?: BodyInit) => Promise<Response>,
     dir: string,
   ) => Promise<void>,
 ): Promise<void> {
-  await withTempDir(async (dir) => {
-    const cp = await ControlPlane.start({
-      bind: "127.0.0.1",
-      dataDir: dir,
-      udpPort: 0,
-      p2pPort: 0,
-    });
-    const handler = apiHandler(cp);
-    // Every call is an admin's (tests/auth_test.ts is where tokens are refused).
-    const token = newToken();
-    await cp.stateStore.addToken({
-      name: "admin",
-      role: "admin",
-      hash: tokenHash(token),
-      created: 0,
-      revoked: null,
-    });
-    const headers = { authorization: `Bearer ${token}` };
-    try {
-      await fn(
-        (method, path, body) =>
-          handler(new Request(`http://127.0.0.1${path}`, { method, body, headers })),
-        dir,
-      );
-    } finally {
-      await cp.close();
-    }
-  });
+  await withApiAs({}, async ({ call, dir }) => await fn(call, dir));
 }
 
 async function json(response: Response): Promise<Record<string, unknown>> {

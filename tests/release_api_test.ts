@@ -9,8 +9,6 @@
 
 import assert from "node:assert/strict";
 import { ControlPlane } from "../controlplane/control_plane.ts";
-import { apiHandler } from "../controlplane/http_api.ts";
-import { newToken, tokenHash } from "../controlplane/auth.ts";
 import type { VersionList } from "../controlplane/api_types.ts";
 import { blake3, toHex } from "../kernel/blake3.ts";
 import {
@@ -26,47 +24,16 @@ import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
 import { fetchSmallBlob } from "../transfer/blob_client.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
+import { type Api, withApi as withApiAs } from "./support/api_harness.ts";
 
 const DAY = 86_400_000;
 
-interface Api {
-  cp: ControlPlane;
-  dir: string;
-  call: (method: string, path: string, body?: BodyInit) => Promise<Response>;
-}
-
+/** Every call is a deployer's; only the test's own ticks run. */
 async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const cp = await ControlPlane.start({
-      bind: "127.0.0.1",
-      dataDir: dir,
-      udpPort: 0,
-      p2pPort: 0,
-      // Only the test's own ticks.
-      tickMs: 3_600_000,
-      agentTimeoutMs: 3_600_000,
-    });
-    const handler = apiHandler(cp);
-    const token = newToken();
-    await cp.stateStore.addToken({
-      name: "deployer",
-      role: "deployer",
-      hash: tokenHash(token),
-      created: 0,
-      revoked: null,
-    });
-    const headers = { authorization: `Bearer ${token}` };
-    try {
-      await fn({
-        cp,
-        dir,
-        call: (method, path, body) =>
-          handler(new Request(`http://127.0.0.1${path}`, { method, body, headers })),
-      });
-    } finally {
-      await cp.close();
-    }
-  });
+  await withApiAs({
+    role: "deployer",
+    controlPlane: { tickMs: 3_600_000, agentTimeoutMs: 3_600_000 },
+  }, fn);
 }
 
 async function keys() {
