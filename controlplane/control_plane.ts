@@ -24,7 +24,7 @@
 
 import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
-import { ConflictError, ioError, NotFoundError } from "../kernel/errors.ts";
+import { ConflictError, describeOsError, ioError, NotFoundError } from "../kernel/errors.ts";
 import { formatTime, parseDelegation, parseRelease } from "../release/documents.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
@@ -142,12 +142,16 @@ export class ControlPlane {
   #writes: Promise<void> = Promise.resolve();
   readonly #servedFlushed = new Map<string, number>();
   readonly #patchErrors = new Map<string, string>();
+  /** Uploads between their first byte and their record (a blob they committed may be theirs). */
+  #importing = 0;
+  /** Blobs of refused uploads, deleted by `#collectGarbage` once nothing refers to them. */
+  readonly #garbage = new Set<string>();
   /** Each version's current release manifest, by `model/version`. */
   readonly #releases = new Map<string, ReleaseRecord>();
   /** The highest release counter stored per model. */
   readonly #highestCounter = new Map<string, number>();
   #delegation: DelegationRecord | undefined;
-  /** Blob digests of every manifest stored (kept: a device may still fetch an older one). */
+  /** Blob digests of every signed document stored (kept: a device may still fetch an older one). */
   readonly #documentDigests = new Set<string>();
   #closed = false;
 
@@ -248,27 +252,52 @@ export class ControlPlane {
 
   // --- operator actions (the HTTP API calls these) ---
 
-  /** Stores a version's file from a stream; returns it and the patches prepared for it. */
+  /**
+   * Stores a version's file from a stream; returns it and the patches prepared
+   * for it. Other bytes under a published version are a conflict (409); their
+   * blob is deleted only once nothing refers to it and no upload is in flight
+   * (`#collectGarbage`), so a concurrent publish of the same bytes as another
+   * version keeps them.
+   */
   async publish(
     model: string,
     version: string,
     body: ReadableStream<Uint8Array>,
   ): Promise<PublishOutcome> {
-    const { digest, size } = await this.store.importStream(body);
+    this.#importing++;
+    let imported: { digest: Uint8Array; size: number };
+    try {
+      imported = await this.store.importStream(body);
+    } catch (err) {
+      this.#importing--;
+      this.#collectGarbage();
+      throw err;
+    }
+    const { digest, size } = imported;
     const hex = toHex(digest);
+    // From here to the record being in #versions nothing awaits: the check and the
+    // claim are one step, and a concurrent publish of this version sees the record.
     const existing = this.#version(model, version);
     if (existing && existing.digest !== hex) {
-      const used = this.#versions.some((v) => v.digest === hex) || this.patches.isPatch(hex) ||
-        this.#isDocument(hex);
-      if (!used) await this.store.remove(digest);
+      this.#importing--;
+      this.#garbage.add(hex);
+      this.#collectGarbage();
       throw new ConflictError(
         `${model} ${version} is already published with digest ${existing.digest}; publish a new version instead`,
       );
     }
     const record = existing ?? { model, version, digest: hex, size, created: Date.now() };
+    if (!existing) this.#versions.push(record);
+    this.#importing--;
     if (!existing) {
-      await this.#persist(() => this.stateStore.putVersion(record));
-      this.#versions.push(record);
+      try {
+        await this.#persist(() => this.stateStore.putVersion(record));
+      } catch (err) {
+        this.#versions.splice(this.#versions.indexOf(record), 1);
+        this.#garbage.add(hex);
+        this.#collectGarbage();
+        throw err;
+      }
     }
     this.#log(`published ${model} ${version} ${hex.slice(0, 16)} (${size} bytes)`);
     // Patches from every version agents run now, so a rollout can start at once.
@@ -301,7 +330,7 @@ export class ControlPlane {
           : `delegation version ${stored.version} is stored; version ${doc.signed.version} is older`,
       );
     }
-    await this.store.importStream(ReadableStream.from([bytes]), fromHex(digest));
+    await this.#importDocument(bytes, digest);
     const record = { version: doc.signed.version, digest, created: Date.now() };
     await this.#persist(() => this.stateStore.putDelegation(record));
     this.#delegation = record;
@@ -352,7 +381,7 @@ export class ControlPlane {
     const digest = toHex(blake3(bytes));
     const current = this.#releases.get(releaseKey(model, version));
     if (current && current.digest === digest) return { record: current, created: false };
-    await this.store.importStream(ReadableStream.from([bytes]), fromHex(digest));
+    await this.#importDocument(bytes, digest);
     const record = { model, version, counter: r.counter, digest, created: Date.now() };
     await this.#persist(() => this.stateStore.putRelease(record));
     this.#rememberRelease(record);
@@ -719,6 +748,51 @@ export class ControlPlane {
       record.model,
       Math.max(this.#highestCounter.get(record.model) ?? 0, record.counter),
     );
+  }
+
+  /**
+   * Stores a signed document's bytes as a blob, kept from then on (a device
+   * may fetch an older document). Until it is claimed it counts as an upload in
+   * flight, so no refused upload's blob of the same bytes is deleted under it.
+   */
+  async #importDocument(bytes: Uint8Array, digest: string): Promise<void> {
+    this.#importing++;
+    try {
+      await this.store.importStream(ReadableStream.from([bytes]), fromHex(digest));
+      this.#documentDigests.add(digest);
+    } finally {
+      this.#importing--;
+      this.#collectGarbage();
+    }
+  }
+
+  /**
+   * Deletes the blobs of refused uploads that nothing refers to (no version,
+   * patch or signed document), but only while no upload is in flight: an
+   * upload of the same bytes may have found the blob present and be about to
+   * record it. Check and delete happen in one synchronous step, so no upload
+   * starts between them (one that starts later writes the blob anew).
+   */
+  #collectGarbage(): void {
+    if (this.#importing > 0) return;
+    for (const digest of [...this.#garbage]) {
+      this.#garbage.delete(digest);
+      if (this.#isReferenced(digest)) continue;
+      const path = this.store.pathOf(fromHex(digest));
+      try {
+        Deno.removeSync(path);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) {
+          this.#log(`cannot delete the refused upload's blob ${path}: ${describeOsError(err)}`);
+        }
+      }
+    }
+  }
+
+  /** Whether a stored version, patch or signed document is the blob `digest`. */
+  #isReferenced(digest: string): boolean {
+    return this.#versions.some((v) => v.digest === digest) || this.patches.isPatch(digest) ||
+      this.#isDocument(digest);
   }
 
   /** Whether `digest` is a stored release document's blob (the delegation or any manifest). */
