@@ -33,6 +33,7 @@ import type { FaultInjector } from "../transfer/faults.ts";
 import { DEFAULT_CP_P2P_PORT, DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
 import { type AgentProgress, progressDetail } from "./agent_progress.ts";
 import type { StatusReport } from "./api_types.ts";
+import { DataDirLock } from "./data_dir_lock.ts";
 import { DatagramHandler, type DropCounters } from "./datagrams.ts";
 import { DEFAULT_ELECTION_TIMING, Election, type ElectionTiming } from "./election.ts";
 import { ElectionBook, type ElectionEntry } from "./election_book.ts";
@@ -154,6 +155,8 @@ export class ControlPlane {
   /** Blob digests of every signed document stored (kept: a device may still fetch an older one). */
   readonly #documentDigests = new Set<string>();
   #closed = false;
+  /** The lock on the data directory, held until `close`. */
+  readonly #lock: DataDirLock;
 
   private constructor(
     options: ControlPlaneOptions,
@@ -162,7 +165,9 @@ export class ControlPlane {
     store: BlobStore,
     blobServer: BlobServer,
     socket: ControlSocket,
+    lock: DataDirLock,
   ) {
+    this.#lock = lock;
     this.bind = options.bind;
     this.stateStore = stateStore;
     this.store = store;
@@ -193,8 +198,16 @@ export class ControlPlane {
   /** Opens the state under `dataDir` and binds the UDP and blob ports. */
   static async start(options: ControlPlaneOptions): Promise<ControlPlane> {
     await Deno.mkdir(options.dataDir, { recursive: true });
-    const stateStore = options.stateStore ??
-      await SqliteStore.open(`${options.dataDir}/${DATABASE_FILE}`);
+    // Before anything of the directory is read: a second control plane on it stops here.
+    const lock = await DataDirLock.acquire(options.dataDir);
+    let stateStore: StateStore;
+    try {
+      stateStore = options.stateStore ??
+        await SqliteStore.open(`${options.dataDir}/${DATABASE_FILE}`);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
     const loaded: Loaded = {
       boot: await stateStore.nextBoot(),
       agents: await stateStore.agents(),
@@ -222,9 +235,10 @@ export class ControlPlane {
       // A port in use, say: nothing stays open behind the error.
       socket?.close();
       await stateStore.close();
+      lock.release();
       throw err;
     }
-    const cp = new ControlPlane(options, stateStore, loaded, store, blobServer, socket);
+    const cp = new ControlPlane(options, stateStore, loaded, store, blobServer, socket, lock);
     cp.#receiving = cp.#receive();
     const tickMs = options.tickMs ?? 200;
     cp.#timer = setInterval(() => cp.tick(Date.now()), tickMs);
@@ -248,6 +262,7 @@ export class ControlPlane {
     await this.blobServer.close();
     await this.#writes;
     await this.stateStore.close();
+    this.#lock.release();
   }
 
   // --- operator actions (the HTTP API calls these) ---

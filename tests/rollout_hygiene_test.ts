@@ -11,7 +11,8 @@
 
 import assert from "node:assert/strict";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
-import { randomBytes } from "./helpers.ts";
+import { poolboyArgs, poolboyWith } from "./cli_helpers.ts";
+import { randomBytes, withTempDir } from "./helpers.ts";
 import { withApi } from "./support/api_harness.ts";
 
 /** A request body that arrives in `pieces` chunks, each after a turn of the event loop. */
@@ -69,5 +70,84 @@ Deno.test("12 concurrent conflicting publishes: every version answered 201 has i
     }
     const digests = new Set((await cp.versions()).map((v) => v.digest));
     assert.deepEqual(blobs.sort(), [...digests].sort());
+  });
+});
+
+/** The permissions `poolboy controlplane` and `poolboy token` run with in these tests. */
+const CP_PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net=127.0.0.0/8",
+  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
+];
+
+/** `poolboy controlplane` on `dir` at a loopback address of its own (default ports). */
+function spawnControlPlane(dir: string, host: string): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: poolboyArgs(["controlplane", "--bind", host, "--data", dir], CP_PERMISSIONS),
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+}
+
+/** Reads a child's stderr until a line contains `text`; the rest is drained in the background. */
+async function waitForLine(child: Deno.ChildProcess, text: string): Promise<void> {
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes(text)) {
+    const { done, value } = await lines.read();
+    if (done) throw new Error(`the control plane ended before saying "${text}": ${seen}`);
+    seen += value;
+  }
+  (async () => {
+    while (!(await lines.read()).done) { /* drain */ }
+  })();
+}
+
+Deno.test("a second control plane on a data directory in use is refused (exit 3, naming the directory and the holder's pid); poolboy token still works", async () => {
+  await withTempDir(async (dir) => {
+    const host = `127.77.${1 + Math.floor(Math.random() * 250)}.${
+      1 + Math.floor(Math.random() * 250)
+    }`;
+    const first = spawnControlPlane(dir, host);
+    try {
+      await waitForLine(first, "http api on");
+      const second = await poolboyWith(CP_PERMISSIONS, dir, [
+        "controlplane",
+        "--bind",
+        host,
+        "--data",
+        dir,
+      ]);
+      assert.equal(second.code, 3, second.stderr);
+      assert.match(second.stderr, /data directory .* is in use by another control plane/);
+      assert.ok(second.stderr.includes(dir), second.stderr);
+      assert.ok(second.stderr.includes(`pid ${first.pid}`), second.stderr);
+      const token = await poolboyWith(CP_PERMISSIONS, dir, [
+        "token",
+        "create",
+        "--data",
+        dir,
+        "--role",
+        "viewer",
+        "--name",
+        "beside-a-running-control-plane",
+      ]);
+      assert.equal(token.code, 0, token.stderr);
+      assert.match(token.stdout, /^pbt_/);
+    } finally {
+      first.kill("SIGTERM");
+      await first.status;
+    }
+    // Once the holder is gone (even killed), the directory can be used again.
+    const third = spawnControlPlane(dir, host);
+    try {
+      await waitForLine(third, "http api on");
+    } finally {
+      third.kill("SIGTERM");
+      await third.status;
+    }
   });
 });
