@@ -16,8 +16,12 @@ export type UpdateStage = "downloading" | "downloaded" | "applied";
 export type AgentProgress =
   /** In scope, but its batch (or the canaries before it) has not been admitted yet. */
   | { readonly kind: "waiting" }
-  /** Admitted, but silent for longer than the agent timeout. */
-  | { readonly kind: "offline" }
+  /**
+   * Silent for longer than the agent timeout (admitted: it left its election).
+   * `excluded`: silent for longer than --offline-after too, so the rollout no
+   * longer waits for it (rollout_policy.ts `scopeOf`).
+   */
+  | { readonly kind: "offline"; readonly excluded: boolean }
   /** A member of an election, waiting for it. */
   | { readonly kind: "pending"; readonly manifestId: string }
   /** Won the election: it fetches the blob from the control plane and re-seeds it. */
@@ -35,13 +39,17 @@ export type AgentProgress =
 /** The state names of `AgentProgress`, as the store and the API show them. */
 export type AgentProgressKind = AgentProgress["kind"];
 
+/** The detail of an agent the rollout no longer waits for. */
+export const OFFLINE_EXCLUDED =
+  "silent longer than --offline-after: the rollout goes on without it";
+
 /** The detail shown beside the state name. */
 export function progressDetail(progress: AgentProgress): string {
   switch (progress.kind) {
     case "waiting":
       return "not in a batch yet";
     case "offline":
-      return "";
+      return progress.excluded ? OFFLINE_EXCLUDED : "";
     case "pending":
     case "leader":
       return progress.manifestId;

@@ -24,7 +24,13 @@
 
 import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
-import { ConflictError, describeOsError, ioError, NotFoundError } from "../kernel/errors.ts";
+import {
+  ConflictError,
+  describeOsError,
+  InvalidArgumentError,
+  ioError,
+  NotFoundError,
+} from "../kernel/errors.ts";
 import { formatTime, parseDelegation, parseRelease } from "../release/documents.ts";
 import { BlobServer } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
@@ -40,13 +46,15 @@ import { ElectionBook, type ElectionEntry } from "./election_book.ts";
 import { PatchCache } from "./patch_cache.ts";
 import {
   admit,
+  emptySelection,
   haltReason,
-  inScope,
   isDone,
   isFinished,
   isNews,
   rollbackVersion,
   type RolloutAction,
+  runsTarget,
+  scopeOf,
   stepFor,
   superseded,
   supersededReason,
@@ -70,6 +78,11 @@ import {
 
 export type { DropCounters } from "./datagrams.ts";
 
+/** An agent silent this long is offline (`--agent-timeout`). */
+export const DEFAULT_AGENT_TIMEOUT_MS = 10_000;
+/** An agent silent this long no longer holds a rollout (`--offline-after`). */
+export const DEFAULT_OFFLINE_AFTER_MS = 120_000;
+
 /** Options of `ControlPlane.start`. */
 export interface ControlPlaneOptions {
   readonly bind: string;
@@ -77,8 +90,14 @@ export interface ControlPlaneOptions {
   readonly udpPort?: number;
   readonly p2pPort?: number;
   readonly httpPort?: number;
-  /** An agent silent this long is offline (default 10 s). */
+  /** An agent silent this long is offline: it leaves its elections (default 10 s). */
   readonly agentTimeoutMs?: number;
+  /**
+   * An agent silent this long no longer holds its rollouts: they go on (and
+   * may finish) without it, and offer it the update again when it returns
+   * (default 2 min; never less than `agentTimeoutMs`).
+   */
+  readonly offlineAfterMs?: number;
   readonly election?: Partial<ElectionTiming>;
   /** Reconcile period (default 200 ms). */
   readonly tickMs?: number;
@@ -136,6 +155,7 @@ export class ControlPlane {
   readonly #datagrams: DatagramHandler;
   readonly #timing: ElectionTiming;
   readonly #agentTimeoutMs: number;
+  readonly #offlineAfterMs: number;
   readonly #log: (line: string) => void;
   #timer: ReturnType<typeof setInterval> | undefined;
   #receiving: Promise<void> | undefined;
@@ -181,7 +201,11 @@ export class ControlPlane {
     for (const release of loaded.releases) this.#rememberRelease(release);
     this.#delegation = loaded.delegation;
     this.#timing = { ...DEFAULT_ELECTION_TIMING, ...options.election };
-    this.#agentTimeoutMs = options.agentTimeoutMs ?? 10_000;
+    this.#agentTimeoutMs = options.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS;
+    this.#offlineAfterMs = Math.max(
+      options.offlineAfterMs ?? DEFAULT_OFFLINE_AFTER_MS,
+      this.#agentTimeoutMs,
+    );
     this.#log = options.log ?? (() => {});
     this.#datagrams = new DatagramHandler({
       agents: this.agents,
@@ -424,7 +448,11 @@ export class ControlPlane {
     return this.#highestCounter.get(model) ?? 0;
   }
 
-  /** Starts a rollout; it supersedes any unfinished rollout of the same model. */
+  /**
+   * Starts a rollout; it supersedes any unfinished rollout of the same model
+   * whose scope overlaps its own (the same region, or either is fleet-wide).
+   * A selection with no registered device is refused (400), nothing created.
+   */
   async rollout(
     model: string,
     version: string,
@@ -435,6 +463,8 @@ export class ControlPlane {
     if (!target) {
       throw new NotFoundError(`unknown version: ${model} ${version} has not been published`);
     }
+    const empty = emptySelection(region, this.agents.values());
+    if (empty !== undefined) throw new InvalidArgumentError(empty);
     const created = await this.#persist(() =>
       this.stateStore.createRollout({
         model,
@@ -454,9 +484,7 @@ export class ControlPlane {
     const now = Date.now();
     for (const older of superseded(created, this.#rollouts.values())) {
       this.#setRolloutState(older, "superseded", supersededReason(created), now);
-    }
-    for (const r of this.#rollouts.values()) {
-      if (r.id !== created.id && r.model === model) this.#elections.endRollout(r.id);
+      this.#elections.endRollout(older.id);
     }
     this.#log(
       `rollout ${created.id}: ${model} ${version} to ${region ?? "every region"} (${plan.strategy}${
@@ -563,7 +591,14 @@ export class ControlPlane {
   }
 
   #reconcile(rollout: RolloutRecord, now: number): void {
-    const scope = [...this.agents.values()].filter((a) => inScope(rollout, a));
+    const { live: scope, gone } = scopeOf(rollout, this.agents.values(), now, this.#offlineAfterMs);
+    for (const agent of gone) {
+      // It no longer holds the rollout; heard from again, it is back in `scope`.
+      this.#elections.memberOf(rollout.id, agent.nodeId)?.election.removeMember(agent.nodeId);
+      if (!runsTarget(rollout, agent)) {
+        this.#setProgress(rollout.id, agent.nodeId, { kind: "offline", excluded: true });
+      }
+    }
     const { admitted, batch } = admit(rollout, scope);
     const halt = haltReason(
       rollout,
@@ -596,7 +631,7 @@ export class ControlPlane {
           break;
         case "offline":
           current?.election.removeMember(agent.nodeId);
-          this.#setProgress(rollout.id, agent.nodeId, { kind: "offline" });
+          this.#setProgress(rollout.id, agent.nodeId, { kind: "offline", excluded: false });
           break;
         case "join": {
           if (current && current.key === step.key) break;
@@ -612,7 +647,7 @@ export class ControlPlane {
         }
       }
     }
-    if (isDone(rollout, scope)) {
+    if (isDone(rollout, scope, gone)) {
       this.#setRolloutState(rollout, "done", "", now);
       this.#log(`rollout ${rollout.id} done`);
       this.#elections.endRollout(rollout.id);

@@ -1,8 +1,10 @@
 /**
  * Rollout policy, as pure functions (no I/O, no clock: times come in): which
  * agents a rollout admits now (all, canaries, rolling batches), when a batch's
- * failures halt it, when it is done, what each agent in its scope is to do,
- * which rollouts a new one supersedes, what an operator may do to a rollout in
+ * failures halt it, when it is done, which agents of its scope it waits for
+ * (not those offline longer than --offline-after), which selections are
+ * refused as empty, what each agent in its scope is to do, which rollouts a
+ * new one supersedes (overlapping scopes only), what an operator may do to a rollout in
  * which state, whether a failed update is offered again, and what a rollback
  * goes back to. The control plane (control_plane.ts) applies the answers.
  * tests/rollout_policy_test.ts is its specification.
@@ -24,9 +26,69 @@ export function inScope(rollout: RolloutRecord, agent: AgentRecord): boolean {
   return rollout.region === null || agent.region === rollout.region;
 }
 
+/** Whether two rollouts' scopes share devices: the same region, or either is fleet-wide. */
+export function scopesOverlap(
+  a: Pick<RolloutRecord, "region">,
+  b: Pick<RolloutRecord, "region">,
+): boolean {
+  return a.region === null || b.region === null || a.region === b.region;
+}
+
+/**
+ * Why a rollout to `region` (null: every region) is refused, or undefined:
+ * it is refused when no registered device is in its selection (offline ones
+ * count: they are offered it when they return).
+ */
+export function emptySelection(
+  region: string | null,
+  agents: Iterable<AgentRecord>,
+): string | undefined {
+  const regions = new Set([...agents].map((a) => a.region));
+  if (region === null) {
+    return regions.size === 0
+      ? "no device is registered: a rollout to every region would reach none; nothing was created"
+      : undefined;
+  }
+  if (regions.has(region)) return undefined;
+  const known = [...regions].sort().join(", ");
+  return `no device in region "${region}" (${
+    known ? `devices are in: ${known}` : "no device is registered"
+  }); nothing was created`;
+}
+
 /** Whether an agent last seen at `lastSeen` counts as online at `now`. */
 export function isOnline(agent: AgentRecord, now: number, agentTimeoutMs: number): boolean {
   return now - agent.lastSeen <= agentTimeoutMs;
+}
+
+/**
+ * A rollout's scope at some moment: the agents it waits for (`live`), and
+ * those silent for longer than the offline limit (`gone`), which no longer
+ * hold it: they are left out of admission, batches, halting and "done", and
+ * are back in `live` (offered the rollout again) once they are heard from.
+ */
+export interface RolloutScope {
+  readonly live: AgentRecord[];
+  readonly gone: AgentRecord[];
+}
+
+/**
+ * The agents in `rollout`'s scope at `now`, split by whether they were heard
+ * from within `offlineAfterMs` (the control plane's --offline-after).
+ */
+export function scopeOf(
+  rollout: RolloutRecord,
+  agents: Iterable<AgentRecord>,
+  now: number,
+  offlineAfterMs: number,
+): RolloutScope {
+  const live: AgentRecord[] = [];
+  const gone: AgentRecord[] = [];
+  for (const agent of agents) {
+    if (!inScope(rollout, agent)) continue;
+    (isOnline(agent, now, offlineAfterMs) ? live : gone).push(agent);
+  }
+  return { live, gone };
 }
 
 /** Which agents of a scope a rollout lets update now, and the batch whose failures count. */
@@ -88,9 +150,19 @@ export function haltReason(
   }); over the ${Math.round(rollout.maxFailures * 100)}% limit`;
 }
 
-/** A rollout is done when its scope is not empty and every agent in it runs the target. */
-export function isDone(rollout: RolloutRecord, scope: readonly AgentRecord[]): boolean {
-  return scope.length > 0 && scope.every((a) => runsTarget(rollout, a));
+/**
+ * A rollout is done when every agent of its scope that it waits for runs the
+ * target, and at least one agent of the scope does: agents gone offline
+ * (`gone`, see `scopeOf`) do not hold it, but a rollout no agent took is not
+ * done.
+ */
+export function isDone(
+  rollout: RolloutRecord,
+  scope: readonly AgentRecord[],
+  gone: readonly AgentRecord[] = [],
+): boolean {
+  return scope.every((a) => runsTarget(rollout, a)) &&
+    [...scope, ...gone].some((a) => runsTarget(rollout, a));
 }
 
 /** What one agent in a running rollout's scope is to do now. */
@@ -136,13 +208,18 @@ export function isFinished(state: RolloutState): boolean {
 /** The states a new rollout of the same model supersedes. */
 const SUPERSEDABLE: readonly RolloutState[] = ["running", "paused", "halted"];
 
-/** The rollouts `newer` supersedes: every unfinished other rollout of its model. */
+/**
+ * The rollouts `newer` supersedes: every unfinished other rollout of its
+ * model whose scope overlaps its own (`scopesOverlap`). Rollouts of one model
+ * in different regions run side by side.
+ */
 export function superseded(
   newer: RolloutRecord,
   rollouts: Iterable<RolloutRecord>,
 ): RolloutRecord[] {
   return [...rollouts].filter((r) =>
-    r.id !== newer.id && r.model === newer.model && SUPERSEDABLE.includes(r.state)
+    r.id !== newer.id && r.model === newer.model && SUPERSEDABLE.includes(r.state) &&
+    scopesOverlap(r, newer)
   );
 }
 

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { AuditList } from "../controlplane/api_types.ts";
+import type { AuditList, DeviceList } from "../controlplane/api_types.ts";
 import { ENDPOINTS } from "../controlplane/http_api.ts";
 import { allows } from "../controlplane/auth.ts";
 import { type Role, ROLES } from "../controlplane/state_store.ts";
@@ -22,6 +22,8 @@ import {
 import { generateKey } from "../release/keys.ts";
 import { decodeOutput, MOD_PATH, type RunResult } from "./cli_helpers.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
+import { heartbeatUntilListed } from "./support/devices.ts";
+import { DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
 
 /** Its own loopback address (the fleet tests use 127.0.11-12.x and 127.0.50.x). */
 const HOST = "127.0.31.1";
@@ -157,6 +159,11 @@ Deno.test({
         deviceClass: null,
       }, release);
     const [v1, v2, v3] = [1, 2, 3].map((seed) => randomBytes(4000, seed));
+    // A rollout needs a device in its selection: eu-0 heartbeats once.
+    await heartbeatUntilListed({ hostname: HOST, port: DEFAULT_CP_UDP_PORT }, "eu-0", async () => {
+      const { agents } = await (await call("GET", "/v1/devices", admin)).json() as DeviceList;
+      return agents.some((a) => a.nodeId === "eu-0");
+    });
     const seed: [string, string, BodyInit][] = [
       ["PUT", "/v1/models/resnet/versions/v1", v1],
       ["PUT", "/v1/models/resnet/versions/v2", v2],

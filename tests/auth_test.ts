@@ -35,6 +35,7 @@ import {
 } from "../release/documents.ts";
 import { generateKey, type SigningKey } from "../release/keys.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
+import { registerDevice } from "./support/devices.ts";
 
 const DAY = 86_400_000;
 const V1 = randomBytes(4000, 1);
@@ -108,6 +109,7 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
       agentTimeoutMs: 3_600_000,
     });
     try {
+      registerDevice(cp, "eu-0", "eu"); // a rollout needs a device in its selection
       const handler = apiHandler(cp);
       const tokens = {} as Record<Who, string>;
       for (const who of [...ROLES, "revoked"] as const) {

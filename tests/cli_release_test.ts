@@ -16,9 +16,11 @@ import {
   verifiedSigners,
 } from "../release/documents.ts";
 import { readSigningKey } from "../release/keys.ts";
-import type { RolloutInfo, VersionList } from "../controlplane/api_types.ts";
+import type { DeviceList, RolloutInfo, VersionList } from "../controlplane/api_types.ts";
+import { DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
 import { assertUserError, MOD_PATH, poolboyWith, type RunResult } from "./cli_helpers.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
+import { heartbeatUntilListed } from "./support/devices.ts";
 
 const CLI_PERMISSIONS = ["--allow-read", "--allow-write", "--allow-net=127.0.0.0/8"];
 
@@ -363,6 +365,12 @@ Deno.test("publish --unsigned warns and stores a version without a manifest", as
 Deno.test("rollback re-signs the older version's manifest with a counter above every stored one, then rolls it out; a manifest keys.json's keys did not sign is not re-signed", async () => {
   await withControlPlane(async (cp) => {
     await makeKeys(cp.run);
+    // A rollout needs a device in its selection: eu-0 heartbeats.
+    const udp = { hostname: new URL(cp.url).hostname, port: DEFAULT_CP_UDP_PORT };
+    await heartbeatUntilListed(udp, "eu-0", async () => {
+      const { agents } = await cp.get<DeviceList>("/v1/devices");
+      return agents.some((a) => a.nodeId === "eu-0");
+    });
     const files = [randomBytes(20_000, 1), randomBytes(20_000, 2)];
     for (const [i, bytes] of files.entries()) {
       await Deno.writeFile(`${cp.dir}/v${i + 1}.bin`, bytes);

@@ -13,6 +13,7 @@ import type { ControlMessage } from "../transfer/control_messages.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
 import { withTempDir } from "./helpers.ts";
+import { registerDevice } from "./support/devices.ts";
 import { MemoryStore } from "./support/memory_store.ts";
 
 const D = (n: number) => new Uint8Array(32).fill(n);
@@ -171,12 +172,12 @@ Deno.test({
     const agent = ControlSocket.open("127.0.0.2", 0);
     try {
       await first.publish("resnet", "v1", new Blob([D(7)]).stream());
-      await first.rollout("resnet", "v1", "eu");
       await agent.send(heartbeat("eu-0", "127.0.0.2", agent.port), {
         hostname: "127.0.0.1",
         port: first.socket.port,
       });
       await until(() => first.agents.has("eu-0"), "registration");
+      await first.rollout("resnet", "v1", "eu");
     } finally {
       agent.close();
       await first.close();
@@ -214,6 +215,7 @@ Deno.test({
     });
     try {
       await cp.publish("resnet", "v1", new Blob([D(7)]).stream());
+      registerDevice(cp, "eu-0"); // a rollout needs a device in its selection
       await cp.rollout("resnet", "v1", null);
       await cp.control(1, "pause");
       assert.deepEqual((await stateStore.versions()).map((v) => v.version), ["v1"]);

@@ -8,15 +8,22 @@ import assert from "node:assert/strict";
 import { MAX_JSON_BODY } from "../controlplane/http_api.ts";
 import { randomBytes } from "./helpers.ts";
 import { withApi as withApiAs } from "./support/api_harness.ts";
+import { registerDevice } from "./support/devices.ts";
 
-/** Every call is an admin's (tests/auth_test.ts is where tokens are refused). */
+/**
+ * Every call is an admin's (tests/auth_test.ts is where tokens are refused);
+ * one device, eu-0 in region eu, is registered (a rollout needs one).
+ */
 async function withApi(
   fn: (
     call: (method: string, path: string, body?: BodyInit) => Promise<Response>,
     dir: string,
   ) => Promise<void>,
 ): Promise<void> {
-  await withApiAs({}, async ({ call, dir }) => await fn(call, dir));
+  await withApiAs({}, async ({ call, cp, dir }) => {
+    registerDevice(cp, "eu-0", "eu");
+    await fn(call, dir);
+  });
 }
 
 async function json(response: Response): Promise<Record<string, unknown>> {

@@ -12,12 +12,15 @@ import { ConflictError, NotFoundError } from "../kernel/errors.ts";
 import type { AgentProgress } from "../controlplane/agent_progress.ts";
 import {
   admit,
+  emptySelection,
   haltReason,
   isDone,
   isFinished,
   isNews,
   retryDelay,
   rollbackVersion,
+  scopeOf,
+  scopesOverlap,
   stepFor,
   superseded,
   transition,
@@ -34,6 +37,7 @@ import {
 const OLD = "a".repeat(64);
 const NEW = "b".repeat(64);
 const TIMEOUT = 10_000;
+const OFFLINE_AFTER = 120_000;
 
 function rollout(
   plan: Partial<RolloutPlan> = {},
@@ -171,7 +175,7 @@ Deno.test("an agent that runs the target does not count as failed, whatever it r
 });
 
 Deno.test("progress other than failed never halts a rollout, and an empty batch never does", () => {
-  const offline: AgentProgress = { kind: "offline" };
+  const offline: AgentProgress = { kind: "offline", excluded: false };
   assert.equal(haltReason(rollout({ maxFailures: 0 }), fleet(3), () => offline), undefined);
   assert.equal(haltReason(rollout({ maxFailures: 0 }), [], () => failed()), undefined);
 });
@@ -182,6 +186,72 @@ Deno.test("a rollout is done when every agent in its scope runs the target, and 
   assert.equal(isDone(rollout(), fleet(3, [0, 1, 2])), true);
   assert.equal(isDone(rollout(), fleet(3, [0, 1])), false);
   assert.equal(isDone(rollout(), []), false);
+});
+
+Deno.test("an agent offline longer than --offline-after does not hold a rollout: it can be done without it", () => {
+  const [a, b, c] = fleet(3, [0, 1]);
+  const gone = { ...c, lastSeen: 0 };
+  const scope = scopeOf(rollout(), [a, b, gone], OFFLINE_AFTER + 1, OFFLINE_AFTER);
+  assert.deepEqual(ids(scope.live), ["d0", "d1"]);
+  assert.deepEqual(ids(scope.gone), ["d2"]);
+  assert.equal(isDone(rollout(), scope.live, scope.gone), true);
+  // At the limit it still holds the rollout.
+  const held = scopeOf(rollout(), [a, b, gone], OFFLINE_AFTER, OFFLINE_AFTER);
+  assert.deepEqual(ids(held.live), ["d0", "d1", "d2"]);
+  assert.equal(isDone(rollout(), held.live, held.gone), false);
+});
+
+Deno.test("an agent that returns is back in the scope and is offered the rollout again", () => {
+  const [a, c] = fleet(2, [0]);
+  const away = scopeOf(rollout(), [a, { ...c, lastSeen: 0 }], OFFLINE_AFTER + 1, OFFLINE_AFTER);
+  assert.deepEqual(ids(away.gone), ["d1"]);
+  const back = { ...c, lastSeen: OFFLINE_AFTER + 5 };
+  const returned = scopeOf(rollout(), [a, back], OFFLINE_AFTER + 5, OFFLINE_AFTER);
+  assert.deepEqual([ids(returned.live), ids(returned.gone)], [["d0", "d1"], []]);
+  assert.equal(isDone(rollout(), returned.live, returned.gone), false);
+  assert.equal(stepFor(rollout(), back, true, OFFLINE_AFTER + 5, TIMEOUT).kind, "join");
+});
+
+Deno.test("agents offline too long leave admission and batches: a rolling rollout goes on to the next batch", () => {
+  const [a, b, c] = fleet(3, [0]);
+  const r = rollout({ strategy: "rolling", batch: 2 });
+  // d1 is gone: the first batch is d0 and d2.
+  const scope = scopeOf(r, [a, { ...b, lastSeen: 0 }, c], OFFLINE_AFTER + 1, OFFLINE_AFTER);
+  assert.deepEqual(ids(admit(r, scope.live).batch), ["d0", "d2"]);
+});
+
+Deno.test("a rollout is not done when every agent of its scope is gone and none runs the target", () => {
+  const gone = fleet(2).map((a) => ({ ...a, lastSeen: 0 }));
+  const scope = scopeOf(rollout(), gone, OFFLINE_AFTER + 1, OFFLINE_AFTER);
+  assert.deepEqual([scope.live, ids(scope.gone)], [[], ["d0", "d1"]]);
+  assert.equal(isDone(rollout(), scope.live, scope.gone), false);
+  const oneRan = [{ ...gone[0], active: { resnet: NEW } }, gone[1]];
+  assert.equal(isDone(rollout(), [], oneRan), true, "one ran it before it went away");
+});
+
+Deno.test("the scope leaves out agents of other regions, offline or not", () => {
+  const us = agent("u0", OLD, { region: "us" });
+  const scope = scopeOf(rollout({}, { region: "eu" }), [agent("e0"), us], 1000, OFFLINE_AFTER);
+  assert.deepEqual([ids(scope.live), scope.gone], [["e0"], []]);
+});
+
+// --- empty selections ---
+
+Deno.test("a rollout to a region with no device, or to an empty fleet, is refused, naming the region", () => {
+  const agents = [agent("e0"), agent("u0", OLD, { region: "us" })];
+  assert.equal(emptySelection("eu", agents), undefined);
+  assert.equal(emptySelection(null, agents), undefined);
+  assert.equal(
+    emptySelection("asia", agents),
+    'no device in region "asia" (devices are in: eu, us); nothing was created',
+  );
+  assert.match(
+    emptySelection("asia", [])!,
+    /no device in region "asia" \(no device is registered\)/,
+  );
+  assert.match(emptySelection(null, [])!, /no device is registered/);
+  const offline = agent("e1", OLD, { lastSeen: 0 });
+  assert.equal(emptySelection("eu", [offline]), undefined, "an offline device counts");
 });
 
 // --- each agent's step ---
@@ -227,6 +297,28 @@ Deno.test("a new rollout supersedes every running, paused or halted rollout of t
     superseded(newer, [...others, otherModel, newer]).map((r) => r.state),
     ["running", "paused", "halted"],
   );
+});
+
+Deno.test("rollouts of one model in different regions run side by side; a fleet-wide one overlaps every region", () => {
+  const eu = rollout({}, { id: 1, region: "eu" });
+  const us = rollout({}, { id: 2, region: "us" });
+  const everywhere = rollout({}, { id: 3, region: null });
+  assert.deepEqual(superseded(rollout({}, { id: 9, region: "us" }), [eu, us]).map((r) => r.id), [
+    2,
+  ]);
+  assert.deepEqual(superseded(rollout({}, { id: 9, region: "asia" }), [eu, us]), []);
+  assert.deepEqual(superseded(rollout({}, { id: 9, region: null }), [eu, us]).map((r) => r.id), [
+    1,
+    2,
+  ]);
+  assert.deepEqual(
+    superseded(rollout({}, { id: 9, region: "eu" }), [everywhere, us]).map((r) => r.id),
+    [3],
+    "a region's rollout supersedes a fleet-wide one",
+  );
+  assert.equal(scopesOverlap(eu, us), false);
+  assert.equal(scopesOverlap(eu, eu), true);
+  assert.equal(scopesOverlap(everywhere, us), true);
 });
 
 // --- operator transitions ---
@@ -331,7 +423,15 @@ Deno.test("progress is news unless it says the same, or repeats the state withou
     }),
     true,
   );
-  assert.equal(isNews({ kind: "offline" }, { kind: "offline" }), false);
+  assert.equal(
+    isNews({ kind: "offline", excluded: false }, { kind: "offline", excluded: false }),
+    false,
+  );
+  assert.equal(
+    isNews({ kind: "offline", excluded: false }, { kind: "offline", excluded: true }),
+    true,
+    "no longer holding the rollout is news",
+  );
   assert.equal(isNews(failed("x", false), failed("x", true)), true, "poisoned is news");
   assert.equal(isNews({ kind: "waiting" }, active("")), true);
 });

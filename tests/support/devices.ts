@@ -1,0 +1,82 @@
+/**
+ * Devices for tests that need the control plane to know some (a rollout to a
+ * selection with no device is refused): `registerDevice` puts one in an
+ * in-process control plane's registry as its heartbeat would, and
+ * `heartbeatFrom` sends a real heartbeat to a control plane in another
+ * process. When devices must enrol (issue 14, device identity), these are the
+ * two places that change.
+ *
+ * @module
+ */
+
+import type { ControlPlane } from "../../controlplane/control_plane.ts";
+import type { AgentRecord } from "../../controlplane/state_store.ts";
+import { ControlSocket } from "../../transfer/control_socket.ts";
+
+/** Registers `nodeId` in `region` in an in-process control plane, heard from now. */
+export function registerDevice(
+  cp: ControlPlane,
+  nodeId: string,
+  region = "eu",
+  extra: Partial<AgentRecord> = {},
+): void {
+  cp.agents.set(nodeId, {
+    nodeId,
+    region,
+    host: "127.0.0.2",
+    udpPort: 9,
+    p2pPort: 9,
+    active: {},
+    held: [],
+    served: 0,
+    startedAt: 1,
+    lastSeen: Date.now(),
+    ...extra,
+  });
+}
+
+/**
+ * Sends one heartbeat of `nodeId` in `region` from 127.0.0.2 to the control
+ * plane's UDP endpoint; the caller waits until the device is listed.
+ */
+export async function heartbeatFrom(
+  controlPlane: { hostname: string; port: number },
+  nodeId: string,
+  region = "eu",
+): Promise<void> {
+  const socket = ControlSocket.open("127.0.0.2", 0);
+  try {
+    await socket.send({
+      type: "heartbeat",
+      nodeId,
+      region,
+      host: "127.0.0.2",
+      udpPort: socket.port,
+      p2pPort: 9,
+      held: [],
+      active: [],
+      served: 0,
+      startedAt: 1,
+    }, controlPlane);
+  } finally {
+    socket.close();
+  }
+}
+
+/**
+ * Heartbeats `nodeId` to a control plane in another process until `listed`
+ * says the control plane knows it (a datagram may be lost).
+ */
+export async function heartbeatUntilListed(
+  controlPlane: { hostname: string; port: number },
+  nodeId: string,
+  listed: () => Promise<boolean>,
+  region = "eu",
+): Promise<void> {
+  for (const deadline = Date.now() + 10_000;;) {
+    await heartbeatFrom(controlPlane, nodeId, region);
+    if (await listed()) return;
+    if (Date.now() > deadline) throw new Error(`${nodeId}'s heartbeat was not registered`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
