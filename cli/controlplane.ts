@@ -38,13 +38,17 @@ Options:
   --udp-port N             control messages (default ${DEFAULT_CP_UDP_PORT})
   --p2p-port N             blob downloads by leaders (default ${DEFAULT_CP_P2P_PORT})
   --http-port N            operator HTTP API (default ${DEFAULT_CP_HTTP_PORT})
-  --agent-timeout T        an agent silent this long is offline (default 10s)
+  --agent-timeout T        an agent silent this long is offline: it leaves its elections (default 10s)
+  --offline-after T        an agent silent this long no longer holds its rollouts: they go on
+                           and may finish without it; when it returns it is offered the
+                           rollout again if that still runs (default 2m, at least --agent-timeout)
   --leader-timeout T       a leader must say LeaderReady within this (default 10m)
   -q, --quiet              no log lines on stderr
   -h, --help               this help
 
 Durations: 500ms, 2s, 10m. Runs until SIGINT/SIGTERM.
-Exit codes: 0 stopped, 2 usage, 3 I/O error (e.g. a port in use).`;
+Exit codes: 0 stopped, 2 usage, 3 I/O error (e.g. a port in use, or DIR in use by
+another control plane: it holds DIR/controlplane.lock while it runs).`;
 
 /**
  * What the test-only entry point (testkit/faulty_main.ts) injects into the
@@ -66,6 +70,7 @@ export async function controlplaneCommand(
     "p2p-port": { type: "string" },
     "http-port": { type: "string" },
     "agent-timeout": { type: "string" },
+    "offline-after": { type: "string" },
     "leader-timeout": { type: "string" },
   });
   if (values.help) {
@@ -88,6 +93,7 @@ export async function controlplaneCommand(
     udpPort: portOption("udp-port", values["udp-port"], DEFAULT_CP_UDP_PORT),
     p2pPort: portOption("p2p-port", values["p2p-port"], DEFAULT_CP_P2P_PORT),
     agentTimeoutMs: durationOption("agent-timeout", values["agent-timeout"], 10_000),
+    offlineAfterMs: durationOption("offline-after", values["offline-after"], 120_000),
     election: {
       leaderTimeoutMs: durationOption("leader-timeout", values["leader-timeout"], 600_000),
     },
