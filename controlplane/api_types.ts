@@ -166,6 +166,12 @@ export interface DeviceList {
   readonly agents: DeviceInfo[];
 }
 
+/** `DELETE /v1/devices/{id}`: the device was forgotten (a heartbeat brings it back). */
+export interface DeviceRemoved {
+  readonly nodeId: string;
+  readonly removed: true;
+}
+
 /** One entry of a device's history. */
 export interface HistoryEntry {
   readonly nodeId: string;

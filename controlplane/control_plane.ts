@@ -524,6 +524,26 @@ export class ControlPlane {
     return this.rollout(model, version, null, { ...DEFAULT_PLAN, rollback: true });
   }
 
+  /**
+   * Forgets a device: its registry row, its progress in every rollout and its
+   * history (the audit log keeps the removal). It leaves every election; one it
+   * was leading before LeaderReady fails and is run again. A device that
+   * heartbeats again re-appears: devices do not enrol yet (issue 14).
+   * NotFoundError for an unknown device.
+   */
+  async removeDevice(nodeId: string): Promise<void> {
+    if (!this.agents.has(nodeId)) throw new NotFoundError(`unknown device "${nodeId}"`);
+    this.agents.delete(nodeId);
+    for (const { election } of this.#elections.live()) {
+      if (!election.isMember(nodeId)) continue;
+      if (election.leader === nodeId) election.fail(`leader ${nodeId} was removed`);
+      election.removeMember(nodeId);
+    }
+    for (const progress of this.#progress.values()) progress.delete(nodeId);
+    await this.#persist(() => this.stateStore.removeAgent(nodeId));
+    this.#log(`device ${nodeId} removed`);
+  }
+
   /** Every published version (by model, oldest first). */
   async versions(): Promise<VersionRecord[]> {
     await this.#writes;

@@ -29,6 +29,7 @@
  * | POST   | /v1/rollback                           | deployer | `{ model, to? }`  | the rollback's rollout (201)    |
  * | GET    | /v1/agents, /v1/devices                | viewer   |                   | `{ agents }`                    |
  * | GET    | /v1/devices/{id}/history               | viewer   |                   | `{ history }`                   |
+ * | DELETE | /v1/devices/{id}                       | admin    |                   | `{ nodeId, removed }` (404 unknown) |
  * | GET    | /v1/status                             | viewer   |                   | the whole status report         |
  * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
  *
@@ -46,6 +47,7 @@ import type {
   AuditEntry,
   AuditList,
   DeviceList,
+  DeviceRemoved,
   DocumentStored,
   ErrorBody,
   HealthInfo,
@@ -253,6 +255,15 @@ const ROUTES: readonly Route[] = [
     handler: async (cp, params) => {
       if (!cp.agents.has(params.id)) throw new NotFoundError(`unknown device "${params.id}"`);
       return answer<HistoryList>({ history: (await cp.history(params.id)).map(historyEntry) });
+    },
+  },
+  {
+    method: "DELETE",
+    pattern: "/v1/devices/:id",
+    role: "admin",
+    handler: async (cp, params) => {
+      await cp.removeDevice(params.id);
+      return answer<DeviceRemoved>({ nodeId: params.id, removed: true });
     },
   },
   {

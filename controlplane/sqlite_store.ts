@@ -219,6 +219,14 @@ export class SqliteStore implements StateStore {
     })));
   }
 
+  removeAgent(nodeId: string): Promise<boolean> {
+    const result = this.#db.prepare("DELETE FROM agents WHERE node_id = ?").run(nodeId);
+    if (Number(result.changes) === 0) return Promise.resolve(false);
+    this.#db.prepare("DELETE FROM rollout_agents WHERE node_id = ?").run(nodeId);
+    this.#db.prepare("DELETE FROM history WHERE node_id = ?").run(nodeId);
+    return Promise.resolve(true);
+  }
+
   // --- rollouts ---
 
   async createRollout(r: NewRollout): Promise<RolloutRecord> {

@@ -225,6 +225,11 @@ export interface StateStore {
   putAgent(agent: AgentRecord): Promise<void>;
   /** Every agent, by node id. */
   agents(): Promise<AgentRecord[]>;
+  /**
+   * Forgets an agent: its registry row, its progress in every rollout and its
+   * history. False if no agent has that node id (nothing changes then).
+   */
+  removeAgent(nodeId: string): Promise<boolean>;
 
   /** Stores a new running rollout and returns it with its id (ids only grow). */
   createRollout(rollout: NewRollout): Promise<RolloutRecord>;

@@ -178,6 +178,7 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
           releases: await store.releases(),
           delegation: await store.delegation(),
           tokens: await store.tokens(),
+          devices: [...cp.agents.keys()].sort(),
           blobs: blobs.sort(),
         });
       };
@@ -218,11 +219,11 @@ async function oneLineError(response: Response): Promise<string> {
   return body.error as string;
 }
 
-Deno.test("roles: GET /health needs none, every other read a viewer, every change a deployer, the audit log an admin", () => {
+Deno.test("roles: GET /health needs none, every other read a viewer, every change a deployer, removing a device and the audit log an admin", () => {
   for (const e of ENDPOINTS) {
     const expected = e.pattern === "/health"
       ? null
-      : e.pattern === "/v1/audit"
+      : e.pattern === "/v1/audit" || e.method === "DELETE"
       ? "admin"
       : e.method === "GET"
       ? "viewer"
@@ -380,8 +381,9 @@ Deno.test("a token below the endpoint's role gets 403 saying which role it needs
         refusals++;
       }
     }
-    // Viewers: the 6 kinds of change and the audit log; deployers: the audit log.
-    assert.equal(refusals, 8);
+    // Viewers: the 6 kinds of change, removing a device and the audit log; deployers: the
+    // audit log and removing a device.
+    assert.equal(refusals, 10);
   });
 });
 

@@ -120,13 +120,16 @@ Deno.test("every endpoint answers another method with 405, and a path no endpoin
       ["POST", "/v1/agents"],
       ["POST", "/v1/devices"],
       ["PUT", "/v1/status"],
+      ["GET", "/v1/devices/x"],
     ];
     for (const [method, path] of wrongMethods) {
       const r = await call(method, path);
       assert.equal(r.status, 405, `${method} ${path}`);
       assert.match(String((await json(r)).error), new RegExp(`method ${method} not allowed`));
     }
-    for (const path of ["/", "/v1", "/v1/models/m", "/v1/rollouts/1/pause/now", "/v1/devices/x"]) {
+    for (
+      const path of ["/", "/v1", "/v1/models/m", "/v1/rollouts/1/pause/now", "/v1/devices/x/y"]
+    ) {
       const r = await call("GET", path);
       assert.equal(r.status, 404, path);
       assert.match(String((await json(r)).error), /no such endpoint/);

@@ -86,6 +86,28 @@ contract("the boot counter starts at 1 and grows by one per boot", async (store)
   assert.equal(await store.nextBoot(), 2);
 });
 
+contract(
+  "removing an agent forgets its row, its progress in every rollout and its history, and nobody else's",
+  async (store) => {
+    const other = { ...AGENT, nodeId: "eu-1" };
+    await store.putAgent(AGENT);
+    await store.putAgent(other);
+    await store.setRolloutAgent(PROGRESS);
+    await store.setRolloutAgent({ ...PROGRESS, rolloutId: 2 });
+    await store.setRolloutAgent({ ...PROGRESS, nodeId: "eu-1" });
+    for (const h of HISTORY) await store.addHistory(h);
+    assert.equal(await store.removeAgent("eu-0"), true);
+    assert.deepEqual(await store.agents(), [other]);
+    assert.deepEqual((await store.rolloutAgents(1)).map((a) => a.nodeId), ["eu-1"]);
+    assert.deepEqual(await store.rolloutAgents(2), []);
+    assert.deepEqual(await store.history("eu-0"), []);
+    assert.deepEqual(await store.history(), [HISTORY[1]]);
+    assert.equal(await store.removeAgent("eu-0"), false, "already gone");
+    assert.equal(await store.removeAgent("nobody"), false);
+    assert.deepEqual(await store.agents(), [other]);
+  },
+);
+
 Deno.test("the SQLite boot counter goes on growing across reopenings", async () => {
   await withStore(async (path) => {
     const store = await SqliteStore.open(path);

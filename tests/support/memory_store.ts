@@ -97,6 +97,17 @@ export class MemoryStore implements StateStore {
     return Promise.resolve(sorted.map((a) => structuredClone(a)));
   }
 
+  removeAgent(nodeId: string): Promise<boolean> {
+    if (!this.#agents.delete(nodeId)) return Promise.resolve(false);
+    for (const [key, a] of this.#rolloutAgents) {
+      if (a.nodeId === nodeId) this.#rolloutAgents.delete(key);
+    }
+    for (let i = this.#history.length - 1; i >= 0; i--) {
+      if (this.#history[i].nodeId === nodeId) this.#history.splice(i, 1);
+    }
+    return Promise.resolve(true);
+  }
+
   createRollout(r: NewRollout): Promise<RolloutRecord> {
     const id = this.#rollouts.size + 1;
     const record: RolloutRecord = {
