@@ -83,6 +83,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
     const m = await import("./cli/audit.ts");
     return { run: m.auditCommand, help: m.AUDIT_HELP };
   },
+  device: async () => {
+    const m = await import("./cli/device.ts");
+    return { run: m.deviceCommand, help: m.DEVICE_HELP };
+  },
 };
 
 /**
@@ -129,9 +133,11 @@ Fleet:
                                            make an operator's API token (printed once)
   token list|revoke --data DIR [NAME]      list tokens, or revoke one
   audit --control-plane URL [--limit N]    who did what: changes and refused calls
+  device list|remove --control-plane URL [ID]
+                                           the devices it knows; remove one (admin)
 
   The commands that call the control plane (publish, rollout, rollback, status,
-  audit) take --token T or the environment variable POOLBOY_TOKEN.
+  audit, device) take --token T or the environment variable POOLBOY_TOKEN.
 
   help [COMMAND]                           this help, or a command's
 

@@ -11,7 +11,18 @@
 
 import assert from "node:assert/strict";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
+import { Fleet } from "../testkit/fleet_harness.ts";
+import type {
+  DeviceList,
+  RolloutInfo,
+  RolloutList,
+  StatusReport,
+} from "../controlplane/api_types.ts";
+import { OFFLINE_EXCLUDED } from "../controlplane/agent_progress.ts";
+import { newToken, tokenHash } from "../controlplane/auth.ts";
+import { apiHandler } from "../controlplane/http_api.ts";
 import { poolboyArgs, poolboyWith } from "./cli_helpers.ts";
+import { registerDevice } from "./support/devices.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
 import { withApi } from "./support/api_harness.ts";
 
@@ -148,6 +159,280 @@ Deno.test("a second control plane on a data directory in use is refused (exit 3,
     } finally {
       third.kill("SIGTERM");
       await third.status;
+    }
+  });
+});
+
+async function json<T>(response: Response): Promise<T> {
+  return await response.json() as T;
+}
+
+Deno.test("a rollout to a region with no device, or to a fleet with none, is refused with 400 naming the region, and nothing is created", async () => {
+  await withApi({}, async ({ call, cp }) => {
+    assert.equal(
+      (await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 1))).status,
+      201,
+    );
+    const everywhere = await call(
+      "POST",
+      "/v1/rollouts",
+      JSON.stringify({ model: "resnet", version: "v1" }),
+    );
+    assert.equal(everywhere.status, 400);
+    assert.match((await json<{ error: string }>(everywhere)).error, /no device is registered/);
+    registerDevice(cp, "eu-0", "eu");
+    const asia = await call(
+      "POST",
+      "/v1/rollouts",
+      JSON.stringify({ model: "resnet", version: "v1", region: "asia" }),
+    );
+    assert.equal(asia.status, 400);
+    assert.equal(
+      (await json<{ error: string }>(asia)).error,
+      'no device in region "asia" (devices are in: eu); nothing was created',
+    );
+    assert.deepEqual((await json<RolloutList>(await call("GET", "/v1/rollouts"))).rollouts, []);
+    const eu = await call(
+      "POST",
+      "/v1/rollouts",
+      JSON.stringify({ model: "resnet", version: "v1", region: "eu" }),
+    );
+    assert.equal(eu.status, 201);
+  });
+});
+
+Deno.test({
+  name:
+    "real processes: rollouts of one model in two regions run side by side to done; a device killed for longer than --offline-after does not hold a rollout, and a later rollout reaches it when it returns",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const fleet = await Fleet.start({
+      dir,
+      cpHost: "127.0.91.1",
+      trust: "insecure",
+      agents: [
+        { nodeId: "eu-0", region: "eu", host: "127.0.91.10" },
+        { nodeId: "eu-1", region: "eu", host: "127.0.91.11" },
+        { nodeId: "us-0", region: "us", host: "127.0.91.12" },
+      ],
+      cpArgs: ["--agent-timeout", "1s", "--offline-after", "2s"],
+      agentArgs: ["--heartbeat-interval", "250ms"],
+    });
+    try {
+      await fleet.waitFor(
+        async () => (await fleet.status()).agents.filter((a) => a.online).length === 3,
+        30_000,
+        "every agent to register",
+      );
+      const [v1, v2] = [randomBytes(256 * 1024, 11), randomBytes(256 * 1024, 12)];
+      await Deno.writeFile(`${dir}/v1.bin`, v1);
+      await Deno.writeFile(`${dir}/v2.bin`, v2);
+      const d1 = (await fleet.publish("resnet", "v1", `${dir}/v1.bin`)).version.digest;
+      const d2 = (await fleet.publish("resnet", "v2", `${dir}/v2.bin`)).version.digest;
+      const eu = await fleet.rollout("resnet", "v1", "eu");
+      const us = await fleet.rollout("resnet", "v1", "us");
+      const stateOf = (status: StatusReport, id: number) =>
+        status.rollouts.find((r) => r.id === id)!;
+      assert.notEqual(stateOf(await fleet.status(), eu.id).state, "superseded");
+      await fleet.converged("resnet", d1, ["eu-0", "eu-1", "us-0"]);
+      await fleet.waitFor(
+        async () => {
+          const status = await fleet.status();
+          return [eu.id, us.id].every((id) => stateOf(status, id).state === "done");
+        },
+        30_000,
+        "both regions' rollouts to be done",
+      );
+
+      // eu-1 goes away; a rollout of v2 to eu finishes without it once it is gone for 2 s.
+      await fleet.killAgent("eu-1");
+      const second = await fleet.rollout("resnet", "v2", "eu");
+      await fleet.converged("resnet", d2, ["eu-0"]);
+      let last: StatusReport | undefined;
+      await fleet.waitFor(
+        async () => stateOf(last = await fleet.status(), second.id).state === "done",
+        30_000,
+        "the rollout to be done without eu-1",
+        () => JSON.stringify(last && stateOf(last, second.id)),
+      );
+      assert.deepEqual(
+        stateOf(last!, second.id).agents.map((a) => [a.nodeId, a.state, a.detail]),
+        [["eu-0", "active", stateOf(last!, second.id).agents[0].detail], [
+          "eu-1",
+          "offline",
+          OFFLINE_EXCLUDED,
+        ]],
+      );
+      assert.equal(
+        last!.agents.find((a) => a.nodeId === "eu-1")!.active.resnet,
+        d1,
+        "eu-1 still runs v1",
+      );
+      // It returns; the finished rollout stays done, and a later rollout reaches it.
+      await fleet.startAgent("eu-1");
+      await fleet.waitFor(
+        async () => (await fleet.status()).agents.find((a) => a.nodeId === "eu-1")!.online,
+        30_000,
+        "eu-1 to be back",
+      );
+      const third = await fleet.rollout("resnet", "v2", "eu");
+      await fleet.converged("resnet", d2, ["eu-0", "eu-1"]);
+      assert.equal(stateOf(await fleet.status(), second.id).state, "done");
+      assert.ok(third.id > second.id);
+    } catch (err) {
+      const log = await Deno.readTextFile(`${dir}/cp.log`).catch(() => "");
+      console.error(`--- control plane log ---\n${log.split("\n").slice(-40).join("\n")}`);
+      throw err;
+    } finally {
+      await fleet.stop();
+    }
+  });
+});
+
+Deno.test("a device silent longer than --offline-after no longer holds its rollout, shows offline, and is offered it again when it returns", async () => {
+  const offlineAfterMs = 60_000;
+  await withApi({
+    controlPlane: { tickMs: 3_600_000, agentTimeoutMs: 10_000, offlineAfterMs },
+  }, async ({ call, cp }) => {
+    const v1 = randomBytes(1000, 3);
+    const digest = toHex(blake3(v1));
+    await call("PUT", "/v1/models/resnet/versions/v1", v1);
+    const now = Date.now();
+    registerDevice(cp, "eu-0", "eu", { active: { resnet: digest }, lastSeen: now });
+    registerDevice(cp, "eu-1", "eu", { lastSeen: now - 20_000 }); // offline, not for long
+    const created = await json<RolloutInfo>(
+      await call("POST", "/v1/rollouts", JSON.stringify({ model: "resnet", version: "v1" })),
+    );
+    const rolloutNow = async () => {
+      const report = await json<StatusReport>(await call("GET", "/v1/status"));
+      const r = report.rollouts.find((r) => r.id === created.id)!;
+      return { state: r.state, agents: r.agents.map((a) => [a.nodeId, a.state, a.detail]) };
+    };
+    cp.tick(now);
+    assert.deepEqual(await rolloutNow(), {
+      state: "running",
+      agents: [["eu-0", "active", ""], ["eu-1", "offline", ""]],
+    }, "offline for less than --offline-after: the rollout waits for it");
+    cp.tick(now - 20_000 + offlineAfterMs + 1);
+    assert.deepEqual(await rolloutNow(), {
+      state: "done",
+      agents: [["eu-0", "active", ""], ["eu-1", "offline", OFFLINE_EXCLUDED]],
+    }, "offline for longer: done without it");
+
+    // A second rollout, still running when the silent device returns: it is offered it again.
+    const v2 = randomBytes(1000, 4);
+    await call("PUT", "/v1/models/resnet/versions/v2", v2);
+    const second = await json<RolloutInfo>(
+      await call("POST", "/v1/rollouts", JSON.stringify({ model: "resnet", version: "v2" })),
+    );
+    const later = now + 2 * offlineAfterMs;
+    registerDevice(cp, "eu-0", "eu", { active: { resnet: digest }, lastSeen: later });
+    cp.tick(later);
+    const progress = async () => {
+      const report = await json<StatusReport>(await call("GET", "/v1/status"));
+      return report.rollouts.find((r) => r.id === second.id)!.agents.map((
+        a,
+      ) => [a.nodeId, a.state]);
+    };
+    assert.deepEqual(await progress(), [["eu-0", "pending"], ["eu-1", "offline"]]);
+    registerDevice(cp, "eu-1", "eu", { lastSeen: later + 1000 }); // it heartbeats again
+    cp.tick(later + 1000);
+    assert.deepEqual(await progress(), [["eu-0", "pending"], ["eu-1", "pending"]]);
+  });
+});
+
+Deno.test("an admin removes a device: its registry entry and its progress go, the audit log has it, and a heartbeat brings it back", async () => {
+  await withApi({ controlPlane: { tickMs: 3_600_000 } }, async ({ call, cp }) => {
+    await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 5));
+    registerDevice(cp, "eu-0");
+    registerDevice(cp, "eu-1");
+    for (const agent of cp.agents.values()) await cp.stateStore.putAgent(agent); // as heartbeats do
+    const created = await json<RolloutInfo>(
+      await call("POST", "/v1/rollouts", JSON.stringify({ model: "resnet", version: "v1" })),
+    );
+    cp.tick(Date.now());
+    const removed = await call("DELETE", "/v1/devices/eu-0");
+    assert.equal(removed.status, 200);
+    assert.deepEqual(await json(removed), { nodeId: "eu-0", removed: true });
+    const devices = await json<DeviceList>(await call("GET", "/v1/devices"));
+    assert.deepEqual(devices.agents.map((a) => a.nodeId), ["eu-1"]);
+    assert.deepEqual((await cp.stateStore.agents()).map((a) => a.nodeId), ["eu-1"]);
+    assert.deepEqual(
+      (await cp.stateStore.rolloutAgents(created.id)).map((a) => a.nodeId),
+      ["eu-1"],
+    );
+    const [entry] = await cp.stateStore.audit(1);
+    assert.deepEqual([entry.action, entry.target, entry.status, entry.role], [
+      "DELETE /v1/devices/eu-0",
+      "device eu-0",
+      200,
+      "admin",
+    ]);
+    const again = await call("DELETE", "/v1/devices/eu-0");
+    assert.equal(again.status, 404);
+    assert.match((await json<{ error: string }>(again)).error, /unknown device "eu-0"/);
+    registerDevice(cp, "eu-0"); // what its next heartbeat does
+    cp.tick(Date.now());
+    assert.deepEqual(
+      (await json<DeviceList>(await call("GET", "/v1/devices"))).agents.map((a) => a.nodeId).sort(),
+      ["eu-0", "eu-1"],
+    );
+  });
+});
+
+Deno.test({
+  name: "poolboy device list and remove call the API; removing needs an admin's token",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withApi({}, async ({ cp }) => {
+    registerDevice(cp, "eu-0");
+    const tokens: Record<string, string> = {};
+    for (const role of ["deployer", "admin"] as const) {
+      tokens[role] = newToken();
+      await cp.stateStore.addToken({
+        name: `cli-${role}`,
+        role,
+        hash: tokenHash(tokens[role]),
+        created: 0,
+        revoked: null,
+      });
+    }
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      apiHandler(cp),
+    );
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    const device = (token: string, ...args: string[]) =>
+      poolboyWith(CP_PERMISSIONS, ".", [
+        "device",
+        ...args,
+        "--control-plane",
+        url,
+        "--token",
+        token,
+      ]);
+    try {
+      const list = await device(tokens.deployer, "list", "--json");
+      assert.equal(list.code, 0, list.stderr);
+      assert.deepEqual((JSON.parse(list.stdout) as DeviceList).agents.map((a) => a.nodeId), [
+        "eu-0",
+      ]);
+      const refused = await device(tokens.deployer, "remove", "eu-0");
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /403/);
+      assert.ok(cp.agents.has("eu-0"));
+      const removed = await device(tokens.admin, "remove", "eu-0");
+      assert.equal(removed.code, 0, removed.stderr);
+      assert.equal(removed.stdout.trim(), "device eu-0 removed");
+      assert.equal(cp.agents.has("eu-0"), false);
+      const unknown = await device(tokens.admin, "remove", "eu-0");
+      assert.equal(unknown.code, 2);
+      assert.match(unknown.stderr, /unknown device "eu-0"/);
+    } finally {
+      await server.shutdown();
     }
   });
 });
