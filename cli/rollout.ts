@@ -22,8 +22,10 @@ Usage: poolboy rollout --control-plane URL --model NAME --version V [--region R]
 Every agent (or every agent of region R) that does not run V gets it: per
 region and base version one agent is elected to fetch the patch from the
 control plane and the others download it from that leader. A new rollout of a
-model supersedes the unfinished one. Prints the rollout id; follow it with
-"poolboy status".
+model supersedes the unfinished ones whose scope overlaps (the same region, or
+either is every region): rollouts to different regions run side by side. A
+region (or fleet) with no device is refused. Prints the rollout id; follow it
+with "poolboy status".
 
 Strategies (devices are taken in the order of their node ids):
   all       every device at once (default)

@@ -17,7 +17,10 @@
  * (rollout, region, base) — base being the digest it runs now, or none — and
  * each election is one patch (or, without a usable base, the whole file)
  * fetched once from here by its leader and re-seeded by it to the others.
- * A rollout is done when every registered agent in its scope runs the target.
+ * A rollout is done when every agent in its scope runs the target, but for
+ * agents silent longer than `offlineAfterMs`, which no longer hold it
+ * (rollout_policy.ts `scopeOf`). The data directory is locked while it runs
+ * (data_dir_lock.ts).
  *
  * @module
  */
