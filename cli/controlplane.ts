@@ -11,8 +11,8 @@ import {
   DEFAULT_CP_P2P_PORT,
   DEFAULT_CP_UDP_PORT,
 } from "../transfer/default_ports.ts";
-import { parseCommand } from "./args.ts";
-import { addressOption, durationOption, portOption, required } from "./fleet_args.ts";
+import { parseCommand, sizeOption } from "./args.ts";
+import { addressOption, countOption, durationOption, portOption, required } from "./fleet_args.ts";
 import { UsageError } from "../kernel/errors.ts";
 import { logLine, println } from "./output.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
@@ -43,6 +43,14 @@ Options:
                            and may finish without it; when it returns it is offered the
                            rollout again if that still runs (default 2m, at least --agent-timeout)
   --leader-timeout T       a leader must say LeaderReady within this (default 10m)
+  --header-timeout T       an HTTP request's headers must be complete within this, else
+                           408 and the connection is closed (default 10s)
+  --body-timeout T         an HTTP request body must bring 64 KiB or end within every
+                           window this long, else 408 and closed (default 30s)
+  --max-upload SIZE        largest version file a PUT may upload: over it 413, nothing kept
+                           (default 64GiB; JSON bodies and signed documents: 64 KiB)
+  --connections-per-address N
+                           open HTTP connections allowed from one address (default 16)
   -q, --quiet              no log lines on stderr
   -h, --help               this help
 
@@ -72,6 +80,10 @@ export async function controlplaneCommand(
     "agent-timeout": { type: "string" },
     "offline-after": { type: "string" },
     "leader-timeout": { type: "string" },
+    "header-timeout": { type: "string" },
+    "body-timeout": { type: "string" },
+    "max-upload": { type: "string" },
+    "connections-per-address": { type: "string" },
   });
   if (values.help) {
     println(CONTROLPLANE_HELP);
@@ -84,9 +96,20 @@ export async function controlplaneCommand(
   const dataDir = required("controlplane", "data", values.data);
   const httpPort = portOption("http-port", values["http-port"], DEFAULT_CP_HTTP_PORT);
   const log = values.quiet ? undefined : logLine;
+  const httpLimits = {
+    headerTimeoutMs: durationOption("header-timeout", values["header-timeout"], 10_000),
+    bodyTimeoutMs: durationOption("body-timeout", values["body-timeout"], 30_000),
+    connectionsPerAddress: countOption(
+      "connections-per-address",
+      values["connections-per-address"],
+      16,
+    ),
+  };
+  const maxUploadBytes = sizeOption("max-upload", values["max-upload"], 64 * 1024 ** 3);
   // Loaded here, not above: the codec commands need not load the fleet's modules (cbor-x reads env).
   const { ControlPlane } = await import("../controlplane/control_plane.ts");
   const { apiHandler } = await import("../controlplane/http_api.ts");
+  const { serveHttp } = await import("../controlplane/http_server.ts");
   const cp = await ControlPlane.start({
     bind,
     dataDir,
@@ -105,10 +128,17 @@ export async function controlplaneCommand(
       `no valid API token yet: every call but GET /health gets 401; make one with poolboy token create --data ${dataDir} --role admin --name NAME`,
     );
   }
-  const server = Deno.serve(
-    { hostname: bind, port: httpPort, onListen: () => log?.(`http api on ${bind}:${httpPort}`) },
-    apiHandler(cp),
-  );
+  let server;
+  try {
+    // node:http underneath: Deno.serve has no header deadline (http_server.ts).
+    server = await serveHttp(
+      { hostname: bind, port: httpPort, log, ...httpLimits },
+      apiHandler(cp, { maxUploadBytes }),
+    );
+  } catch (err) {
+    await cp.close();
+    throw err;
+  }
   await server.finished;
   await cp.close();
   return 0;

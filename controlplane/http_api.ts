@@ -70,6 +70,15 @@ import { DEFAULT_PLAN, type Role, type RolloutPlan, type TokenRecord } from "./s
 /** Largest JSON request body accepted. */
 export const MAX_JSON_BODY = 64 * 1024;
 
+/** Largest upload (a version's file) accepted by default: `--max-upload`. */
+export const DEFAULT_MAX_UPLOAD = 64 * 1024 ** 3;
+
+/** Limits of the API's request bodies (bodies are counted while they stream). */
+export interface ApiLimits {
+  /** Largest version file a PUT may upload; over it → 413 and nothing stored. */
+  readonly maxUploadBytes: number;
+}
+
 /** A handler's answer: a JSON value and its status, or a stored JSON document's exact bytes. */
 type Answer =
   | { readonly body: unknown; readonly status?: number; readonly document?: undefined }
@@ -93,6 +102,7 @@ interface Route {
     params: Record<string, string>,
     request: Request,
     note: AuditNote,
+    limits: ApiLimits,
   ) => Promise<Answer>;
 }
 
@@ -112,11 +122,11 @@ const ROUTES: readonly Route[] = [
     method: "PUT",
     pattern: "/v1/models/:model/versions/:version",
     role: "deployer",
-    handler: async (cp, params, request) => {
+    handler: async (cp, params, request, _note, limits) => {
       const model = name(params.model, "model");
       const version = name(params.version, "version");
       if (!request.body) throw new InvalidArgumentError("the request body must be the model file");
-      const outcome = await cp.publish(model, version, request.body);
+      const outcome = await cp.publish(model, version, boundedUpload(request, limits));
       const result: PublishResult = {
         version: versionInfo(outcome.version, cp.release(model, version)),
         patches: outcome.patches,
@@ -309,8 +319,12 @@ export const ENDPOINTS: readonly Pick<Route, "method" | "pattern" | "role">[] = 
   { method, pattern, role },
 ) => ({ method, pattern, role }));
 
-/** The request handler for `Deno.serve`. */
-export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Response> {
+/** The request handler (served by `http_server.ts`; `limits`: defaults where absent). */
+export function apiHandler(
+  cp: ControlPlane,
+  limits: Partial<ApiLimits> = {},
+): (request: Request) => Promise<Response> {
+  const bodyLimits: ApiLimits = { maxUploadBytes: limits.maxUploadBytes ?? DEFAULT_MAX_UPLOAD };
   return async (request) => {
     const url = new URL(request.url);
     const action = `${request.method} ${url.pathname}`;
@@ -323,7 +337,8 @@ export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Resp
     let response: Response;
     let reason = "ok";
     try {
-      if (found.route?.role !== null) {
+      // A path that cannot be decoded is malformed whoever asks: 400 before the token.
+      if (found.route?.role !== null && !found.malformed) {
         // Before anything is read or changed: who is calling, and may they?
         // An unknown path or method needs a valid token too (anonymous callers learn nothing).
         const need = found.route?.role ?? "viewer";
@@ -341,7 +356,7 @@ export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Resp
         }
       }
       if (found.route === undefined) throw found.error;
-      const answered = await found.route.handler(cp, found.params, request, note);
+      const answered = await found.route.handler(cp, found.params, request, note, bodyLimits);
       if (answered.document !== undefined) {
         // A signed document is answered byte for byte: its digest is what devices check.
         response = new Response(new Uint8Array(answered.document), {
@@ -382,8 +397,18 @@ export function apiHandler(cp: ControlPlane): (request: Request) => Promise<Resp
 
 /** The route of a request, or the 404/405 error it gets. */
 type Found =
-  | { readonly route: Route; readonly params: Record<string, string>; readonly error?: undefined }
-  | { readonly route: undefined; readonly params?: undefined; readonly error: PoolboyError };
+  | {
+    readonly route: Route;
+    readonly params: Record<string, string>;
+    readonly error?: undefined;
+    readonly malformed?: undefined;
+  }
+  | {
+    readonly route: undefined;
+    readonly params?: undefined;
+    readonly error: PoolboyError;
+    readonly malformed: boolean;
+  };
 
 function findRoute(method: string, pathname: string): Found {
   let parts: string[];
@@ -392,7 +417,8 @@ function findRoute(method: string, pathname: string): Found {
   } catch {
     return {
       route: undefined,
-      error: new NotFoundError(`no such endpoint: ${method} ${pathname}`),
+      error: new InvalidArgumentError(`malformed percent-escape in the path ${pathname}`),
+      malformed: true,
     };
   }
   let pathExists = false;
@@ -406,9 +432,14 @@ function findRoute(method: string, pathname: string): Found {
     return {
       route: undefined,
       error: new MethodNotAllowedError(`method ${method} not allowed on ${pathname}`),
+      malformed: false,
     };
   }
-  return { route: undefined, error: new NotFoundError(`no such endpoint: ${method} ${pathname}`) };
+  return {
+    route: undefined,
+    error: new NotFoundError(`no such endpoint: ${method} ${pathname}`),
+    malformed: false,
+  };
 }
 
 /** What a call is about, from its path's parameters (handlers may say more). */
@@ -515,26 +546,72 @@ function name(value: unknown, what: string): string {
 
 /** A signed document's bytes from a request body (at most MAX_DOCUMENT_BYTES). */
 async function documentBody(request: Request): Promise<Uint8Array> {
+  return await boundedBody(
+    request,
+    MAX_DOCUMENT_BYTES,
+    `a signed document is at most ${MAX_DOCUMENT_BYTES} bytes`,
+  );
+}
+
+/**
+ * A request body of at most `max` bytes, counted while it streams (chunked
+ * too): past `max` it is cancelled and 413 thrown, the rest never read.
+ */
+async function boundedBody(request: Request, max: number, tooLarge: string): Promise<Uint8Array> {
   const length = Number(request.headers.get("content-length") ?? "0");
-  if (length > MAX_DOCUMENT_BYTES) {
-    throw new PayloadTooLargeError(`a signed document is at most ${MAX_DOCUMENT_BYTES} bytes`);
+  if (length > max) throw new PayloadTooLargeError(tooLarge);
+  if (!request.body) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel().catch(() => {});
+      throw new PayloadTooLargeError(tooLarge);
+    }
+    chunks.push(value);
   }
-  const bytes = new Uint8Array(await request.arrayBuffer());
-  if (bytes.length > MAX_DOCUMENT_BYTES) {
-    throw new PayloadTooLargeError(`a signed document is at most ${MAX_DOCUMENT_BYTES} bytes`);
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
   }
   return bytes;
 }
 
+/**
+ * An upload's body, cut with 413 (`PayloadTooLargeError`) as soon as it is
+ * past `limits.maxUploadBytes` (the blob store then removes its partial file).
+ */
+function boundedUpload(request: Request, limits: ApiLimits): ReadableStream<Uint8Array> {
+  const max = limits.maxUploadBytes;
+  const tooLarge = `an upload is at most ${max} bytes (--max-upload)`;
+  if (Number(request.headers.get("content-length") ?? "0") > max) {
+    throw new PayloadTooLargeError(tooLarge);
+  }
+  let size = 0;
+  return request.body!.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform: (chunk, controller) => {
+        size += chunk.length;
+        if (size > max) throw new PayloadTooLargeError(tooLarge);
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+}
+
 async function jsonBody(request: Request): Promise<Record<string, unknown>> {
-  const length = Number(request.headers.get("content-length") ?? "0");
-  if (length > MAX_JSON_BODY) {
-    throw new PayloadTooLargeError(`request body over ${MAX_JSON_BODY} bytes`);
-  }
-  const text = await request.text();
-  if (text.length > MAX_JSON_BODY) {
-    throw new PayloadTooLargeError(`request body over ${MAX_JSON_BODY} bytes`);
-  }
+  const bytes = await boundedBody(
+    request,
+    MAX_JSON_BODY,
+    `request body over ${MAX_JSON_BODY} bytes`,
+  );
+  const text = new TextDecoder().decode(bytes);
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -119,6 +119,16 @@ export class PayloadTooLargeError extends InvalidArgumentError {
   }
 }
 
+/**
+ * A request whose headers or body did not arrive in time: a client that
+ * trickles them is cut (HTTP 408).
+ */
+export class RequestTimeoutError extends InvalidArgumentError {
+  constructor(message: string) {
+    super(message, 408);
+  }
+}
+
 /** A peer broke a wire protocol (a malformed datagram or blob response): an I/O failure. */
 export class ProtocolError extends PoolboyError {
   constructor(message: string, options?: ErrorOptions) {
