@@ -331,6 +331,7 @@ export class ControlPlane {
     const record = existing ?? { model, version, digest: hex, size, created: Date.now() };
     if (!existing) this.#versions.push(record);
     this.#importing--;
+    this.#collectGarbage(); // refused uploads that waited for this one to be claimed
     if (!existing) {
       try {
         await this.#persist(() => this.stateStore.putVersion(record));

@@ -84,6 +84,25 @@ Deno.test("12 concurrent conflicting publishes: every version answered 201 has i
   });
 });
 
+Deno.test("two concurrent publishes of one new version with different bytes: one 201, one 409, and the version has the 201's bytes", async () => {
+  await withApi({}, async ({ call, cp }) => {
+    const files = [randomBytes(64 * 1024, 21), randomBytes(64 * 1024, 22)];
+    const statuses = await Promise.all(files.map(async (file, i) => {
+      const r = await call("PUT", "/v1/models/bert/versions/v1", trickled(file, 2 + i));
+      await r.body?.cancel();
+      return r.status;
+    }));
+    assert.deepEqual([...statuses].sort(), [201, 409]);
+    const winner = files[statuses.indexOf(201)];
+    const [version] = await cp.versions();
+    assert.equal(version.digest, toHex(blake3(winner)));
+    assert.equal(
+      toHex(blake3(await Deno.readFile(cp.store.pathOf(fromHex(version.digest))))),
+      version.digest,
+    );
+  });
+});
+
 /** The permissions `poolboy controlplane` and `poolboy token` run with in these tests. */
 const CP_PERMISSIONS = [
   "--allow-read",
