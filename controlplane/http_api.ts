@@ -6,6 +6,11 @@
  * `httpStatus`, mapped in one place (`apiHandler`). Endpoints are a route
  * table: an unknown path is 404, a known path with another method 405.
  *
+ * Bodies are counted while they stream (`http_server.ts` hands them over as
+ * streams): JSON and signed documents past 64 KiB, and uploads past
+ * `ApiLimits.maxUploadBytes`, are 413 without reading the rest. A path with a
+ * malformed percent-escape is 400, whoever asks.
+ *
  * Every endpoint but `GET /health` needs `Authorization: Bearer TOKEN`
  * (auth.ts): no, a malformed, unknown or revoked token is 401, a role below
  * the route's (the `role` column) 403, before anything is read or changed.
