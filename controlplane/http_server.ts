@@ -146,10 +146,11 @@ async function serveOne(
   handler: (request: Request) => Promise<Response>,
 ): Promise<void> {
   const method = req.method ?? "GET";
-  const hasBody = method !== "GET" && method !== "HEAD" &&
-    (req.headers["transfer-encoding"] !== undefined ||
-      Number(req.headers["content-length"] ?? "0") > 0);
+  // Any request that sends a body is timed, even one whose body nobody reads (a GET's).
+  const hasBody = req.headers["transfer-encoding"] !== undefined ||
+    Number(req.headers["content-length"] ?? "0") > 0;
   const body = hasBody ? new BodyStream(req, bodyTimeoutMs) : undefined;
+  const passBody = method !== "GET" && method !== "HEAD";
   let response: Response;
   try {
     const target = req.url ?? "";
@@ -164,7 +165,7 @@ async function serveOne(
       new Request(base + target, {
         method,
         headers,
-        body: body?.stream,
+        body: passBody ? body?.stream : undefined,
         // @ts-ignore: `duplex` is required for a streamed body but not in every lib's RequestInit.
         duplex: "half",
       }),
