@@ -234,7 +234,10 @@ class BodyStream {
       if (this.#done) return;
       this.#finish();
       if (!this.#discarding) {
-        this.#controller.error(new IoError("the client closed the connection mid-body"));
+        // Nobody will read the answer; the audit log says why the call failed.
+        this.#controller.error(
+          new InvalidArgumentError("the client closed the connection before the body ended"),
+        );
       }
     });
     this.#arm();
