@@ -166,8 +166,6 @@ async function serveOne(
         method,
         headers,
         body: passBody ? body?.stream : undefined,
-        // @ts-ignore: `duplex` is required for a streamed body but not in every lib's RequestInit.
-        duplex: "half",
       }),
     );
   } catch (err) {
