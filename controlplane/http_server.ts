@@ -107,7 +107,8 @@ export async function serveHttp(
     options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname
   }`;
   server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
-    void serveOne(req, res, base, limits.bodyTimeoutMs, handler);
+    // A failure here (e.g. writing to a socket just closed) ends that connection, never the process.
+    serveOne(req, res, base, limits.bodyTimeoutMs, handler).catch(() => req.socket.destroy());
   });
   const finished = new Promise<void>((resolve) => server.once("close", () => resolve()));
   await new Promise<void>((resolve, reject) => {
