@@ -40,7 +40,7 @@ import type {
 import { encodeControlMessage, MAX_DATAGRAM } from "../transfer/control_messages.ts";
 import { applyFile } from "../codec/applier.ts";
 import { fromHex, toHex } from "../kernel/blake3.ts";
-import { BlobServer } from "../transfer/blob_server.ts";
+import { BlobServer, type BlobServerLimits } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { type BlobSource, downloadBlob, fetchSmallBlob } from "../transfer/blob_client.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
@@ -108,6 +108,11 @@ export interface AgentOptions {
   readonly retryMs?: number;
   /** Idle timeout of blob transfers (default 10 s). */
   readonly transferTimeoutMs?: number;
+  /**
+   * Limits of the agent's blob server; `minRate` also applies to its downloads
+   * (a leader below it is left for the control plane). Defaults of `BlobServer`.
+   */
+  readonly blobLimits?: BlobServerLimits;
   /** Health command (`sh -c`, `{model}` and `POOLBOY_MODEL` are the model's path); default: built-in check. */
   readonly healthCmd?: string;
   /** Health command timeout (default 60 s). */
@@ -257,6 +262,7 @@ export class Agent {
       port: options.p2pPort ?? DEFAULT_AGENT_P2P_PORT,
       store,
       faults: options.faults?.transport,
+      ...options.blobLimits,
     });
     const agent = new Agent(options, store, blobServer, socket, trust);
     await agent.#recover();
@@ -799,6 +805,7 @@ export class Agent {
         destination: this.store.pathOf(announce.blobDigest),
         partialPath: this.store.partialPathOf(announce.blobDigest),
         idleTimeoutMs: this.options.transferTimeoutMs,
+        minRate: this.options.blobLimits?.minRate,
         signal: this.#abort.signal,
       }).then((result) => {
         this.#readyBlobs.add(blob);

@@ -14,6 +14,9 @@ import { UsageError } from "../kernel/errors.ts";
 import { parseCommand, sizeOption } from "./args.ts";
 import {
   addressOption,
+  blobLimitHelp,
+  blobLimitOptions,
+  blobLimitsFrom,
   countOption,
   durationOption,
   hostPortOption,
@@ -87,6 +90,7 @@ Options:
   --min-free SIZE              refuse an update that would leave less free space than this on
                                DIR's filesystem, checked before downloading (default 64MiB)
   --keep-backups N             earlier versions kept per model for a local rollback (default 1)
+${blobLimitHelp("and so is a download from a peer that slow: the next source is tried")}
   -q, --quiet                  no log lines on stderr (the --insecure warning is still printed)
   -h, --help                   this help
 
@@ -127,6 +131,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     "trust-root": { type: "string" },
     insecure: { type: "boolean" },
     "device-class": { type: "string" },
+    ...blobLimitOptions,
   });
   if (values.help) {
     println(AGENT_HELP);
@@ -149,6 +154,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     p2pPort: portOption("p2p-port", values["p2p-port"], DEFAULT_AGENT_P2P_PORT),
     heartbeatMs: durationOption("heartbeat-interval", values["heartbeat-interval"], 2000),
     transferTimeoutMs: durationOption("transfer-timeout", values["transfer-timeout"], 10_000),
+    blobLimits: blobLimitsFrom(values),
     healthCmd: values["health-cmd"],
     healthTimeoutMs: durationOption("health-timeout", values["health-timeout"], 60_000),
     poisonAfter: countOption("poison-after", values["poison-after"], 3),

@@ -12,7 +12,16 @@ import {
   DEFAULT_CP_UDP_PORT,
 } from "../transfer/default_ports.ts";
 import { parseCommand, sizeOption } from "./args.ts";
-import { addressOption, countOption, durationOption, portOption, required } from "./fleet_args.ts";
+import {
+  addressOption,
+  blobLimitHelp,
+  blobLimitOptions,
+  blobLimitsFrom,
+  countOption,
+  durationOption,
+  portOption,
+  required,
+} from "./fleet_args.ts";
 import { UsageError } from "../kernel/errors.ts";
 import { logLine, println } from "./output.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
@@ -51,6 +60,7 @@ Options:
                            (default 64GiB; JSON bodies and signed documents: 64 KiB)
   --connections-per-address N
                            open HTTP connections allowed from one address (default 16)
+${blobLimitHelp("whichever side is slow (a leader that requests or reads too slowly)")}
   -q, --quiet              no log lines on stderr
   -h, --help               this help
 
@@ -84,6 +94,7 @@ export async function controlplaneCommand(
     "body-timeout": { type: "string" },
     "max-upload": { type: "string" },
     "connections-per-address": { type: "string" },
+    ...blobLimitOptions,
   });
   if (values.help) {
     println(CONTROLPLANE_HELP);
@@ -122,6 +133,7 @@ export async function controlplaneCommand(
     },
     log,
     faults: injected?.faults,
+    blobLimits: blobLimitsFrom(values),
   });
   if ((await cp.stateStore.tokens()).every((t) => t.revoked !== null)) {
     log?.(

@@ -10,6 +10,8 @@
 import { UsageError } from "../kernel/errors.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";
 import type { ApiTarget } from "./api_client.ts";
+import { parseSize } from "../kernel/units.ts";
+import type { BlobServerLimits } from "../transfer/blob_server.ts";
 
 /** A port option (1-65535), or the default. */
 export function portOption(name: string, value: string | undefined, fallback: number): number {
@@ -41,6 +43,56 @@ export function durationOption(name: string, value: string | undefined, fallback
   const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000 }[m[2] ?? "ms"] ?? 1);
   if (!(n > 0)) throw new UsageError(`--${name}: the duration must be positive`);
   return Math.round(n);
+}
+
+/** `--blob-…` options of `agent` and `controlplane`: the blob server's limits and the minimum transfer rate. */
+export const blobLimitOptions = {
+  "blob-connections": { type: "string" },
+  "blob-connections-per-address": { type: "string" },
+  "min-transfer-rate": { type: "string" },
+  "min-rate-window": { type: "string" },
+} as const;
+
+/** Help lines of `blobLimitOptions` (`who`: whose transfers the minimum rate also cuts). */
+export function blobLimitHelp(who: string): string {
+  return `  --blob-connections N     blob connections open at once; more get BUSY (default 64)
+  --blob-connections-per-address N
+                           blob connections open from one address; more are closed (default 4)
+  --min-transfer-rate RATE a blob transfer slower than this over --min-rate-window is cut,
+                           ${who} (default 64KiB/s; 0 turns it off)
+  --min-rate-window T      the window of --min-transfer-rate (default 10s); a blob request
+                           must also arrive whole within it`;
+}
+
+/** The blob limits the `blobLimitOptions` say. */
+export function blobLimitsFrom(values: {
+  "blob-connections"?: string;
+  "blob-connections-per-address"?: string;
+  "min-transfer-rate"?: string;
+  "min-rate-window"?: string;
+}): Required<BlobServerLimits> {
+  return {
+    maxConnections: countOption("blob-connections", values["blob-connections"], 64),
+    maxConnectionsPerAddress: countOption(
+      "blob-connections-per-address",
+      values["blob-connections-per-address"],
+      4,
+    ),
+    minRate: {
+      bytesPerSecond: rateOption("min-transfer-rate", values["min-transfer-rate"], 64 * 1024),
+      windowMs: durationOption("min-rate-window", values["min-rate-window"], 10_000),
+    },
+  };
+}
+
+/** A rate such as `64KiB/s` (the `/s` may be left out), or the default. */
+export function rateOption(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = parseSize(value.trim().replace(/\/s$/i, ""));
+  if (n === undefined) {
+    throw new UsageError(`--${name}: "${value}" is not a rate (examples: 64KiB/s, 1MB/s, 0)`);
+  }
+  return n;
 }
 
 /** A required option. */

@@ -35,7 +35,7 @@ import {
   NotFoundError,
 } from "../kernel/errors.ts";
 import { formatTime, parseDelegation, parseRelease } from "../release/documents.ts";
-import { BlobServer } from "../transfer/blob_server.ts";
+import { BlobServer, type BlobServerLimits } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
@@ -108,6 +108,8 @@ export interface ControlPlaneOptions {
   readonly log?: (line: string) => void;
   /** Transport faults to inject (tests only; the CLI never passes any). */
   readonly faults?: FaultInjector;
+  /** Limits of the blob server (connections per address and in all, minimum rate); defaults of `BlobServer`. */
+  readonly blobLimits?: BlobServerLimits;
   /**
    * The durable state; default: SQLite at `dataDir/controlplane.sqlite`. The
    * control plane closes it when it closes.
@@ -257,6 +259,7 @@ export class ControlPlane {
         port: options.p2pPort ?? DEFAULT_CP_P2P_PORT,
         store,
         faults: options.faults?.transport,
+        ...options.blobLimits,
       });
     } catch (err) {
       // A port in use, say: nothing stays open behind the error.

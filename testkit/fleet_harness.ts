@@ -37,6 +37,13 @@ const FAULTY = `${ROOT}testkit/faulty_main.ts`;
 /** Ports every process uses (each has its own address). */
 export const PORTS = { cpUdp: 7400, cpP2p: 7401, cpHttp: 7402, udp: 7410, p2p: 7411 };
 
+/**
+ * Blob server flags of every process: on loopback every agent's downloads come
+ * from 127.0.0.1 (the kernel's source address), so the per-address cap, meant
+ * for one device per address, is lifted to the global one.
+ */
+const LOOPBACK_BLOB_LIMITS = ["--blob-connections-per-address", "64"];
+
 /** One agent of the fleet. */
 export interface AgentSpec {
   readonly nodeId: string;
@@ -179,6 +186,8 @@ export class Fleet {
         cpHost,
         "--data",
         data,
+        // Every agent connects from 127.0.0.1 on loopback: the per-address cap is for real devices.
+        ...LOOPBACK_BLOB_LIMITS,
         ...(this.options.cpArgs ?? []),
       ],
       data,
@@ -233,6 +242,7 @@ export class Fleet {
           data,
           ...(this.keys ? ["--trust-root", this.keys.rootPub] : ["--insecure"]),
           ...(spec.deviceClass === undefined ? [] : ["--device-class", spec.deviceClass]),
+          ...LOOPBACK_BLOB_LIMITS,
           ...(this.options.agentArgs ?? []),
         ],
         data,

@@ -14,7 +14,10 @@
  *   `attemptsPerSource` consecutive attempts without progress (or
  *   10 × `attemptsPerSource` attempts in all) give up on the source.
  * - cannot connect, idle timeout, NOT_FOUND, BAD_REQUEST, a length that does
- *   not match: next source, keeping the bytes received (every source serves
+ *   not match, or a source below `minRate` (fewer than bytesPerSecond ×
+ *   windowMs bytes over the last window, counted over all its attempts from
+ *   the moment it is first tried: a source that trickles, or accepts and says
+ *   nothing, is left at most `minRate.windowMs` (+ a tenth) after that): next source, keeping the bytes received (every source serves
  *   the same bytes for a digest, and the final digest check catches any lie).
  * - BAD_OFFSET: the partial bytes are discarded and the source asked from 0.
  * - digest mismatch: the partial bytes are discarded. If every byte came from
@@ -53,7 +56,14 @@ import {
   RESPONSE_HEADER_SIZE,
   statusName,
 } from "./blob_protocol.ts";
-import { closeQuietly, IdleTimeoutError, IdleWatchdog } from "./idle_watchdog.ts";
+import {
+  closeQuietly,
+  DEFAULT_MIN_RATE,
+  IdleTimeoutError,
+  IdleWatchdog,
+  type MinRate,
+  RateWatchdog,
+} from "./idle_watchdog.ts";
 
 /** Bytes read from the socket (and hashed, and written) at a time. */
 export const RECEIVE_BUFFER_SIZE = 256 * 1024;
@@ -83,6 +93,12 @@ export interface DownloadOptions {
   partialPath: string;
   /** A source silent this long (connect, header or body) is given up. Default 10 000 ms. */
   idleTimeoutMs?: number;
+  /**
+   * A source delivering fewer bytes than this over the window (all its
+   * attempts together, from when it is first tried) is given up for the next.
+   * Default 64 KiB/s over 10 s; `bytesPerSecond` 0 turns it off.
+   */
+  minRate?: MinRate;
   /** Consecutive attempts without progress before a source is given up. Default 3. */
   attemptsPerSource?: number;
   /** Called after each piece received with the bytes held so far and the blob's size. */
@@ -138,7 +154,9 @@ export async function downloadBlob(options: DownloadOptions): Promise<DownloadRe
     onProgress: options.onProgress,
     signal,
     buffer: new Uint8Array(RECEIVE_BUFFER_SIZE),
+    rate: undefined,
   };
+  const minRate = options.minRate ?? DEFAULT_MIN_RATE;
   signal?.throwIfAborted();
 
   const partial = await PartialDownload.open(options.partialPath, size, context.buffer);
@@ -149,46 +167,54 @@ export async function downloadBlob(options: DownloadOptions): Promise<DownloadRe
   try {
     for (const [index, source] of sources.entries()) {
       let withoutProgress = 0;
-      for (let tries = 1;; tries++) {
-        signal?.throwIfAborted();
-        const attempt: DownloadAttempt = { label: source.label, bytes: 0 };
-        attempts.push(attempt);
-        perSource[index].push(attempt);
-        let failure: SourceFailure;
-        try {
-          await receive(source, partial, attempt, context);
-          const origin = partial.origin;
-          const received = partial.digest();
-          if (digestsEqual(received, digest)) {
-            await partial.commit(options.destination);
-            finished = true;
-            return {
-              source: source.label,
-              bytesReceived: attempts.reduce((sum, a) => sum + a.bytes, 0),
-              resumedFrom,
-              attempts,
-            };
+      const rate = new SourceRate(minRate);
+      context.rate = rate;
+      try {
+        for (let tries = 1;; tries++) {
+          signal?.throwIfAborted();
+          if (rate.watchdog.expired) break;
+          const attempt: DownloadAttempt = { label: source.label, bytes: 0 };
+          attempts.push(attempt);
+          perSource[index].push(attempt);
+          let failure: SourceFailure;
+          try {
+            await receive(source, partial, attempt, context);
+            const origin = partial.origin;
+            const received = partial.digest();
+            if (digestsEqual(received, digest)) {
+              await partial.commit(options.destination);
+              finished = true;
+              return {
+                source: source.label,
+                bytesReceived: attempts.reduce((sum, a) => sum + a.bytes, 0),
+                resumedFrom,
+                attempts,
+              };
+            }
+            await partial.reset();
+            failure = new SourceFailure(
+              `digest mismatch: the blob received hashes to ${toHex(received)}, expected ${
+                toHex(digest)
+              }; refused`,
+              origin === source.label ? "next" : "retry",
+            );
+          } catch (err) {
+            if (!(err instanceof SourceFailure)) throw err;
+            failure = err;
           }
-          await partial.reset();
-          failure = new SourceFailure(
-            `digest mismatch: the blob received hashes to ${toHex(received)}, expected ${
-              toHex(digest)
-            }; refused`,
-            origin === source.label ? "next" : "retry",
-          );
-        } catch (err) {
-          if (!(err instanceof SourceFailure)) throw err;
-          failure = err;
+          attempt.error = failure.message;
+          if (failure.then === "restart") await partial.reset();
+          if (failure.then === "next") break;
+          withoutProgress = attempt.bytes > 0 ? 0 : withoutProgress + 1;
+          if (withoutProgress >= attemptsPerSource) break;
+          if (tries >= attemptsPerSource * MAX_ATTEMPTS_FACTOR) break;
+          if (withoutProgress > 0) {
+            await sleep(Math.min(2000, 100 * 2 ** (withoutProgress - 1)), signal);
+          }
         }
-        attempt.error = failure.message;
-        if (failure.then === "restart") await partial.reset();
-        if (failure.then === "next") break;
-        withoutProgress = attempt.bytes > 0 ? 0 : withoutProgress + 1;
-        if (withoutProgress >= attemptsPerSource) break;
-        if (tries >= attemptsPerSource * MAX_ATTEMPTS_FACTOR) break;
-        if (withoutProgress > 0) {
-          await sleep(Math.min(2000, 100 * 2 ** (withoutProgress - 1)), signal);
-        }
+      } finally {
+        rate.watchdog.stop();
+        context.rate = undefined;
       }
     }
   } finally {
@@ -355,6 +381,24 @@ interface AttemptContext {
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
   buffer: Uint8Array;
+  /** The minimum rate of the source being tried. */
+  rate: SourceRate | undefined;
+}
+
+/** The rate watchdog of one source, over all its attempts; when it fires it ends the attempt under way. */
+class SourceRate {
+  readonly watchdog: RateWatchdog;
+  /** Ends the attempt under way (set by that attempt). */
+  endAttempt: () => void = () => {};
+  constructor(minRate: MinRate) {
+    this.watchdog = new RateWatchdog(minRate, () => this.endAttempt());
+  }
+
+  /** Why the source is left. */
+  get reason(): string {
+    const { bytesPerSecond, windowMs } = this.watchdog.rate;
+    return `fewer than ${bytesPerSecond} bytes/s over ${windowMs} ms (below the minimum rate)`;
+  }
 }
 
 /**
@@ -377,10 +421,14 @@ async function receive(
   });
   const onAbort = () => watchdog.expire();
   signal?.addEventListener("abort", onAbort);
+  const rate = context.rate;
+  if (rate) rate.endAttempt = () => watchdog.expire();
+  const tooSlow = () => rate?.watchdog.expired === true;
 
   /** The failure a rejected socket operation stands for. */
   const lost = (err: unknown, during: string): unknown => {
     if (signal?.aborted) return signal.reason;
+    if (tooSlow()) return new SourceFailure(`${rate?.reason} ${during}`, "next");
     if (watchdog.expired) {
       return new SourceFailure(`no data for ${idleTimeoutMs} ms ${during} (idle timeout)`, "next");
     }
@@ -403,6 +451,7 @@ async function receive(
       // Should the connection still come, close it.
       connecting.then(closeQuietly, () => {});
       if (signal?.aborted) throw signal.reason;
+      if (tooSlow()) throw new SourceFailure(`${rate?.reason} while connecting`, "next");
       if (watchdog.expired) {
         throw new SourceFailure(`cannot connect within ${idleTimeoutMs} ms (idle timeout)`, "next");
       }
@@ -439,6 +488,7 @@ async function receive(
       }
       filled += n;
       watchdog.kick();
+      rate?.watchdog.count(n);
     }
     let header: BlobResponseHeader;
     try {
@@ -464,11 +514,13 @@ async function receive(
         );
       }
       watchdog.kick();
+      rate?.watchdog.count(n);
       await partial.append(buf.subarray(0, n), source.label);
       attempt.bytes += n;
       context.onProgress?.(partial.length, size);
     }
   } finally {
+    if (rate) rate.endAttempt = () => {};
     signal?.removeEventListener("abort", onAbort);
     watchdog.stop();
     if (conn !== undefined) closeQuietly(conn);

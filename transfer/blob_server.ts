@@ -9,6 +9,14 @@
  * stops reading, is dropped after `idleTimeoutMs`. A failing connection never
  * stops the server: it is closed and counted in `errors`.
  *
+ * Limits against bad peers (issue 14; docs/spec/blob-protocol-v1.md, "Limits"):
+ * at most `maxConnectionsPerAddress` connections per client address (more are
+ * closed at once, counted in `refused`, and take no slot, so one address
+ * cannot make the server answer BUSY to others); the request must arrive whole
+ * within `requestTimeoutMs`; and a connection that moves fewer bytes than
+ * `minRate` over its window (a peer that requests or reads too slowly) is cut,
+ * counted in `cut`.
+ *
  * @module
  */
 
@@ -26,7 +34,13 @@ import {
 } from "./blob_protocol.ts";
 import type { BlobLookup } from "./blob_store.ts";
 import type { TransportFaults } from "./faults.ts";
-import { closeQuietly, IdleWatchdog } from "./idle_watchdog.ts";
+import {
+  closeQuietly,
+  DEFAULT_MIN_RATE,
+  IdleWatchdog,
+  type MinRate,
+  RateWatchdog,
+} from "./idle_watchdog.ts";
 
 /** Bytes read from a blob file and written to the socket at a time, per connection. */
 export const SERVE_BUFFER_SIZE = 256 * 1024;
@@ -43,6 +57,12 @@ export interface BlobServerOptions {
   idleTimeoutMs?: number;
   /** Connections beyond this many get `BUSY`. Default 64. */
   maxConnections?: number;
+  /** Connections from one client address beyond this many are closed at once. Default 4. */
+  maxConnectionsPerAddress?: number;
+  /** A connection moving fewer bytes than this over its window is cut. Default 64 KiB/s over 10 s. */
+  minRate?: MinRate;
+  /** The request must arrive whole within this. Default: `minRate.windowMs`. */
+  requestTimeoutMs?: number;
   /**
    * Faults to inject (tests only; default none), read at the start of each
    * response. `serveDropAfterBytes` closes the
@@ -64,11 +84,19 @@ export class BlobServer {
   bytesServed = 0;
   /** Connections that ended in an error (timeout, reset, unreadable file…). */
   errors = 0;
+  /** Connections closed at once because their address had `maxConnectionsPerAddress` open. */
+  refused = 0;
+  /** Connections cut for a request not whole within `requestTimeoutMs`, or a rate below `minRate` (also in `errors`). */
+  cut = 0;
 
   readonly #listener: Deno.TcpListener;
   readonly #store: BlobLookup;
   readonly #idleTimeoutMs: number;
   readonly #maxConnections: number;
+  readonly #maxPerAddress: number;
+  readonly #minRate: MinRate;
+  readonly #requestTimeoutMs: number;
+  readonly #perAddress = new Map<string, number>();
   readonly #faults: TransportFaults;
   readonly #conns = new Set<Deno.TcpConn>();
   readonly #handlers = new Set<Promise<void>>();
@@ -85,6 +113,9 @@ export class BlobServer {
     this.#store = options.store;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
     this.#maxConnections = options.maxConnections ?? 64;
+    this.#maxPerAddress = options.maxConnectionsPerAddress ?? 4;
+    this.#minRate = options.minRate ?? DEFAULT_MIN_RATE;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? this.#minRate.windowMs;
     this.#faults = options.faults ?? {};
     this.#acceptLoop = this.#accept();
   }
@@ -136,9 +167,21 @@ export class BlobServer {
         closeQuietly(conn);
         return;
       }
+      const address = conn.remoteAddr.hostname;
+      const fromAddress = this.#perAddress.get(address) ?? 0;
+      // Over the address's share, or so many that even BUSY answers would pile up: closed at once.
+      if (fromAddress >= this.#maxPerAddress || this.#conns.size >= 2 * this.#maxConnections) {
+        this.refused++;
+        closeQuietly(conn);
+        continue;
+      }
+      this.#perAddress.set(address, fromAddress + 1);
       const busy = this.#conns.size >= this.#maxConnections;
       this.#conns.add(conn);
       const handler = this.#serve(conn, busy).finally(() => {
+        const left = (this.#perAddress.get(address) ?? 1) - 1;
+        if (left > 0) this.#perAddress.set(address, left);
+        else this.#perAddress.delete(address);
         this.#conns.delete(conn);
         this.#handlers.delete(handler);
       });
@@ -149,6 +192,13 @@ export class BlobServer {
   /** Serves one connection: one request, one response. Never throws. */
   async #serve(conn: Deno.TcpConn, busy: boolean): Promise<void> {
     const watchdog = new IdleWatchdog(this.#idleTimeoutMs, () => closeQuietly(conn));
+    let tooSlow = false;
+    const cut = () => {
+      tooSlow = true;
+      closeQuietly(conn);
+    };
+    const rate = new RateWatchdog(this.#minRate, cut);
+    const requestDeadline = setTimeout(cut, this.#requestTimeoutMs);
     let file: Deno.FsFile | undefined;
     try {
       try {
@@ -162,7 +212,9 @@ export class BlobServer {
         if (n === null) throw new ProtocolError("peer closed before sending a whole request");
         filled += n;
         watchdog.kick();
+        rate.count(n);
       }
+      clearTimeout(requestDeadline);
       if (busy) return await this.#reply(conn, watchdog, BlobStatus.BUSY);
 
       let request: BlobRequest;
@@ -196,29 +248,39 @@ export class BlobServer {
         this.#corruptionsDone < (this.#faults.serveCorruptTimes ?? Infinity);
       if (corrupt) this.#corruptionsDone++;
 
-      await this.#write(conn, watchdog, encodeResponseHeader({ status: BlobStatus.OK, length }));
+      await this.#write(
+        conn,
+        watchdog,
+        encodeResponseHeader({ status: BlobStatus.OK, length }),
+        rate,
+      );
       const hex = toHex(request.digest);
       const buf = new Uint8Array(SERVE_BUFFER_SIZE);
       let sent = 0;
-      const rate = this.#faults.serveBytesPerSecond;
+      const throttle = this.#faults.serveBytesPerSecond;
       const started = performance.now();
       while (sent < bodyLimit) {
         const n = await readFull(file, buf.subarray(0, Math.min(buf.length, bodyLimit - sent)));
         if (n === 0) throw new IoError(`blob file ${blob.path} ends before its size ${blob.size}`);
         const piece = buf.subarray(0, n);
         if (corrupt && sent === 0) piece[0] ^= 0xff;
-        await this.#write(conn, watchdog, piece);
+        await this.#write(conn, watchdog, piece, rate);
         sent += n;
         this.bytesServed += n;
         this.#served.set(hex, (this.#served.get(hex) ?? 0) + n);
-        if (rate !== undefined && rate > 0) {
-          const ahead = (sent / rate) * 1000 - (performance.now() - started);
+        if (throttle !== undefined && throttle > 0) {
+          const ahead = (sent / throttle) * 1000 - (performance.now() - started);
           if (ahead > 0) await new Promise((resolve) => setTimeout(resolve, ahead));
         }
       }
     } catch {
-      if (!this.#closing) this.errors++;
+      if (!this.#closing) {
+        this.errors++;
+        if (tooSlow) this.cut++;
+      }
     } finally {
+      clearTimeout(requestDeadline);
+      rate.stop();
       watchdog.stop();
       if (file !== undefined) closeQuietly(file);
       closeQuietly(conn);
@@ -229,11 +291,24 @@ export class BlobServer {
     await this.#write(conn, watchdog, encodeResponseHeader({ status, length: 0 }));
   }
 
-  /** Writes all of `data`, kicking the watchdog after each write that went through. */
-  async #write(conn: Deno.TcpConn, watchdog: IdleWatchdog, data: Uint8Array): Promise<void> {
+  /** Writes all of `data`, kicking the watchdog (and counting for `rate`) after each write that went through. */
+  async #write(
+    conn: Deno.TcpConn,
+    watchdog: IdleWatchdog,
+    data: Uint8Array,
+    rate?: RateWatchdog,
+  ): Promise<void> {
     for (let done = 0; done < data.length;) {
-      done += await conn.write(data.subarray(done));
+      const n = await conn.write(data.subarray(done));
+      done += n;
       watchdog.kick();
+      rate?.count(n);
     }
   }
 }
+
+/** The limits of a blob server that its command sets (agent and controlplane `--blob-…` flags). */
+export type BlobServerLimits = Pick<
+  BlobServerOptions,
+  "maxConnections" | "maxConnectionsPerAddress" | "minRate"
+>;
