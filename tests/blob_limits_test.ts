@@ -4,7 +4,8 @@
  * or closes, for the control plane, which finishes the download; one address
  * holding 64 trickling connections does not make the server answer BUSY to a
  * device at another address; a request trickled byte by byte and a reader
- * too slow are cut. Addresses 127.0.15.x. No assertion on durations: the
+ * too slow are cut. Addresses 127.0.15.101-112 (tests/fleet_e2e_test.ts uses
+ * 127.0.15.1-11). No assertion on durations: the
  * windows are short only so the tests end soon.
  */
 
@@ -124,8 +125,8 @@ async function trickle(conn: Deno.TcpConn, stopped: () => boolean): Promise<void
 
 Deno.test("a follower leaves a leader that trickles for the control plane, which finishes the download", async () => {
   await withTempDir(async (dir) => {
-    const leader = rogue("127.0.15.1", trickle);
-    const cp = BlobServer.start({ hostname: "127.0.15.2", store: await seededStore(dir, "cp") });
+    const leader = rogue("127.0.15.101", trickle);
+    const cp = BlobServer.start({ hostname: "127.0.15.102", store: await seededStore(dir, "cp") });
     try {
       const options = await into(dir, [sourceOf(leader, "leader"), sourceOf(cp, "control-plane")], {
         minRate: FAST_CUT,
@@ -147,10 +148,10 @@ Deno.test("a follower leaves a leader that trickles for the control plane, which
 
 Deno.test("a follower leaves a leader that accepts and says nothing, even with a long idle timeout", async () => {
   await withTempDir(async (dir) => {
-    const leader = rogue("127.0.15.3", async (_conn, stopped) => {
+    const leader = rogue("127.0.15.103", async (_conn, stopped) => {
       while (!stopped()) await new Promise((resolve) => setTimeout(resolve, 50));
     });
-    const cp = BlobServer.start({ hostname: "127.0.15.4", store: await seededStore(dir, "cp") });
+    const cp = BlobServer.start({ hostname: "127.0.15.104", store: await seededStore(dir, "cp") });
     try {
       const options = await into(dir, [sourceOf(leader, "leader"), sourceOf(cp, "control-plane")], {
         minRate: FAST_CUT,
@@ -171,8 +172,8 @@ Deno.test("a follower leaves a leader that accepts and says nothing, even with a
 Deno.test("a follower leaves a leader that said ready but has nothing to serve (NOT_FOUND)", async () => {
   await withTempDir(async (dir) => {
     const empty = await BlobStore.open(`${dir}/empty`);
-    const leader = BlobServer.start({ hostname: "127.0.15.5", store: empty });
-    const cp = BlobServer.start({ hostname: "127.0.15.6", store: await seededStore(dir, "cp") });
+    const leader = BlobServer.start({ hostname: "127.0.15.105", store: empty });
+    const cp = BlobServer.start({ hostname: "127.0.15.106", store: await seededStore(dir, "cp") });
     try {
       const options = await into(dir, [sourceOf(leader, "leader"), sourceOf(cp, "control-plane")], {
         minRate: FAST_CUT,
@@ -190,8 +191,8 @@ Deno.test("a follower leaves a leader that said ready but has nothing to serve (
 
 Deno.test("a follower leaves a leader that said ready but closes every connection", async () => {
   await withTempDir(async (dir) => {
-    const leader = rogue("127.0.15.7", async () => {});
-    const cp = BlobServer.start({ hostname: "127.0.15.8", store: await seededStore(dir, "cp") });
+    const leader = rogue("127.0.15.107", async () => {});
+    const cp = BlobServer.start({ hostname: "127.0.15.108", store: await seededStore(dir, "cp") });
     try {
       const options = await into(dir, [sourceOf(leader, "leader"), sourceOf(cp, "control-plane")], {
         minRate: FAST_CUT,
@@ -212,7 +213,7 @@ Deno.test("a follower leaves a leader that said ready but closes every connectio
 Deno.test("64 connections trickling from one address do not make the server answer BUSY to a device at another address", async () => {
   await withTempDir(async (dir) => {
     const server = BlobServer.start({
-      hostname: "127.0.15.9",
+      hostname: "127.0.15.109",
       store: await seededStore(dir, "cp"),
     });
     const request = encodeRequest({ digest: DIGEST, offset: 0 });
@@ -227,7 +228,7 @@ Deno.test("64 connections trickling from one address do not make the server answ
         const socket = net.connect({
           host: server.hostname,
           port: server.port,
-          localAddress: "127.0.15.10",
+          localAddress: "127.0.15.110",
         });
         socket.on("error", () => {});
         socket.once("connect", () => socket.write(request.subarray(0, 1)));
@@ -235,7 +236,7 @@ Deno.test("64 connections trickling from one address do not make the server answ
       }
       await eventually(
         () => server.refused + server.connections === 64,
-        "every connection of 127.0.15.10 taken or refused",
+        "every connection of 127.0.15.110 taken or refused",
       );
       assert.equal(server.connections, 4, "the address holds its share, no more");
       assert.equal(server.refused, 60);
@@ -256,7 +257,7 @@ Deno.test("64 connections trickling from one address do not make the server answ
 Deno.test("a request trickled byte by byte is cut at the request deadline", async () => {
   await withTempDir(async (dir) => {
     const server = BlobServer.start({
-      hostname: "127.0.15.11",
+      hostname: "127.0.15.111",
       store: await seededStore(dir, "cp"),
       requestTimeoutMs: 300,
       idleTimeoutMs: 600_000,
@@ -289,7 +290,7 @@ Deno.test("a reader too slow for the minimum rate is cut before it got the blob"
     const big = randomBytes(48 * MiB, 1415);
     const digest = blake3(big);
     const server = BlobServer.start({
-      hostname: "127.0.15.12",
+      hostname: "127.0.15.112",
       store: await seededStore(dir, "big", big),
       minRate: { bytesPerSecond: 4 * MiB, windowMs: 500 },
       idleTimeoutMs: 600_000,
