@@ -43,6 +43,9 @@ import { DEFAULT_CP_P2P_PORT, DEFAULT_CP_UDP_PORT } from "../transfer/default_po
 import { type AgentProgress, progressDetail } from "./agent_progress.ts";
 import type { StatusReport } from "./api_types.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
+import { Enrollment } from "./enrollment.ts";
+import { loadOrCreateKey } from "../release/enrollment.ts";
+import type { SigningKey } from "../release/keys.ts";
 import { DatagramHandler, type DropCounters } from "./datagrams.ts";
 import { DEFAULT_ELECTION_TIMING, Election, type ElectionTiming } from "./election.ts";
 import { ElectionBook, type ElectionEntry } from "./election_book.ts";
@@ -69,6 +72,7 @@ import {
   type AgentRecord,
   DEFAULT_PLAN,
   type DelegationRecord,
+  type DeviceKeyRecord,
   type HistoryRecord,
   type PatchRecord,
   type ReleaseRecord,
@@ -131,6 +135,9 @@ interface Loaded {
   readonly rollouts: RolloutRecord[];
   readonly releases: ReleaseRecord[];
   readonly delegation: DelegationRecord | undefined;
+  /** The control plane's own key (DATA/controlplane.key, made at first start). */
+  readonly key: SigningKey;
+  readonly deviceKeys: DeviceKeyRecord[];
 }
 
 /** What `putDelegation` or `putRelease` did: the record, and whether it is new. */
@@ -148,6 +155,8 @@ export class ControlPlane {
   readonly blobServer: BlobServer;
   readonly socket: ControlSocket;
   readonly boot: number;
+  /** Device enrolment: the enrolled devices' keys, tokens, pending requests, this control plane's key. */
+  readonly enrollment: Enrollment;
   /** The agent registry (loaded at start; heartbeats keep it). */
   readonly agents = new Map<string, AgentRecord>();
   readonly #versions: VersionRecord[];
@@ -198,6 +207,7 @@ export class ControlPlane {
     this.socket = socket;
     this.boot = loaded.boot;
     this.patches = new PatchCache(store, stateStore, loaded.patches);
+    this.enrollment = new Enrollment(stateStore, loaded.key, loaded.deviceKeys);
     this.#versions = loaded.versions;
     for (const agent of loaded.agents) this.agents.set(agent.nodeId, agent);
     for (const rollout of loaded.rollouts) this.#rollouts.set(rollout.id, rollout);
@@ -243,6 +253,8 @@ export class ControlPlane {
       rollouts: await stateStore.rollouts(),
       releases: await stateStore.releases(),
       delegation: await stateStore.delegation(),
+      key: await loadOrCreateKey(options.dataDir, "controlplane"),
+      deviceKeys: await stateStore.deviceKeys(),
     };
     let socket: ControlSocket | undefined;
     let store: BlobStore;
@@ -271,6 +283,11 @@ export class ControlPlane {
     cp.#timer = setInterval(() => cp.tick(Date.now()), tickMs);
     cp.#log(`control plane boot ${cp.boot}: udp ${socket.port}, blobs ${blobServer.port}`);
     return cp;
+  }
+
+  /** Writes a line to the control plane's log (timeline events, e.g. a device enrolled). */
+  logLine(line: string): void {
+    this.#log(line);
   }
 
   /** Datagrams refused, by reason. */
@@ -536,7 +553,11 @@ export class ControlPlane {
    * NotFoundError for an unknown device.
    */
   async removeDevice(nodeId: string): Promise<void> {
-    if (!this.agents.has(nodeId)) throw new NotFoundError(`unknown device "${nodeId}"`);
+    const hadKey = await this.enrollment.remove(nodeId);
+    if (!this.agents.has(nodeId)) {
+      if (hadKey) return;
+      throw new NotFoundError(`unknown device "${nodeId}"`);
+    }
     this.agents.delete(nodeId);
     for (const { election } of this.#elections.live()) {
       if (!election.isMember(nodeId)) continue;

@@ -17,7 +17,9 @@
  * Operators authenticate as on a real fleet: before a control plane starts,
  * `poolboy token create --role admin` on its data dir makes its token, which
  * `api` sends (Authorization: Bearer) and `operator` commands get as
- * POOLBOY_TOKEN.
+ * POOLBOY_TOKEN. Devices enrol as on a real fleet: each agent that has no
+ * `enrollment.json` yet starts with `--enroll TOKEN`, a one-use enrolment
+ * token the harness makes through the control plane's API.
  *
  * @module
  */
@@ -147,6 +149,8 @@ export class Fleet {
    */
   token: string | undefined;
   readonly #tokens = new Map<string, string>();
+  /** The last enrolment token asked for (they are asked for one at a time). */
+  #enrolling: Promise<void> = Promise.resolve();
   cp: Proc | undefined;
   readonly agents = new Map<string, Proc>();
 
@@ -215,6 +219,7 @@ export class Fleet {
     const spec = { ...this.spec(nodeId), ...(faults === undefined ? {} : { faults }) };
     const data = `${this.options.dir}/${nodeId}`;
     await Deno.mkdir(data, { recursive: true });
+    const enroll = await this.#enrollArgs(data);
     this.agents.set(
       nodeId,
       spawn(
@@ -233,6 +238,7 @@ export class Fleet {
           data,
           ...(this.keys ? ["--trust-root", this.keys.rootPub] : ["--insecure"]),
           ...(spec.deviceClass === undefined ? [] : ["--device-class", spec.deviceClass]),
+          ...enroll,
           ...(this.options.agentArgs ?? []),
         ],
         data,
@@ -241,6 +247,30 @@ export class Fleet {
         ["--allow-sys=statfs", ...(this.options.agentPermissions ?? [])],
       ),
     );
+  }
+
+  /**
+   * `--enroll TOKEN` for an agent on `data` that is not enrolled yet: a
+   * one-use enrolment token of the running control plane (its API, as an
+   * admin); nothing once `data/enrollment.json` exists.
+   */
+  async #enrollArgs(data: string): Promise<string[]> {
+    try {
+      await Deno.lstat(`${data}/enrollment.json`);
+      return [];
+    } catch {
+      // not enrolled yet
+    }
+    // One call at a time: agents start together, and the API caps connections per address.
+    const made = this.#enrolling.then(() =>
+      this.api<{ token: string }>(
+        "POST",
+        "/v1/enrollment-tokens",
+        JSON.stringify({ uses: 1, expiresMs: 600_000 }),
+      )
+    );
+    this.#enrolling = made.then(() => {}, () => {});
+    return ["--enroll", (await made).token];
   }
 
   /** The admin token of the control plane on `data`, made with `poolboy token create` once. */
