@@ -62,6 +62,12 @@ import {
   DEFAULT_CP_HTTP_PORT,
 } from "../transfer/default_ports.ts";
 import { deviceKey, type EnrollmentFile, readEnrollment, requestEnrollment } from "./enrollment.ts";
+import { publicKeyOf } from "../release/enrollment.ts";
+import {
+  type AuthDropCounters,
+  authDropCounters,
+  DatagramAuthenticator,
+} from "../transfer/datagram_auth.ts";
 import { builtinHealthCheck, type HealthResult, runHealthCommand } from "./health_check.ts";
 import { ModelStateFiles, type RefusalRecord, type Step } from "./lifecycle_state.ts";
 import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
@@ -151,8 +157,8 @@ export interface AgentHooks {
   readonly afterStepPersisted?: (step: Step, target: string | null) => void;
 }
 
-/** Counters of datagrams the agent refused. */
-export interface AgentDrops {
+/** Counters of datagrams the agent refused (the authentication's reasons too). */
+export interface AgentDrops extends AuthDropCounters {
   unexpectedSender: number;
   unknownElection: number;
   wrongDirection: number;
@@ -207,7 +213,14 @@ export class Agent {
   /** The models' `state.json` files. */
   readonly states: ModelStateFiles;
   readonly startedAt = Date.now();
-  readonly drops: AgentDrops = { unexpectedSender: 0, unknownElection: 0, wrongDirection: 0 };
+  readonly drops: AgentDrops = {
+    unexpectedSender: 0,
+    unknownElection: 0,
+    wrongDirection: 0,
+    ...authDropCounters(),
+  };
+  /** Checks the control plane's datagrams against the key pinned at enrolment. */
+  readonly #auth = new DatagramAuthenticator(this.drops);
   readonly #elections = new Map<string, ElectionState>();
   /** Updates in progress, by target digest. */
   readonly #jobs = new Map<string, Promise<void>>();
@@ -284,6 +297,8 @@ export class Agent {
     const store = await BlobStore.open(`${options.dataDir}/blobs`);
     const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_AGENT_UDP_PORT, {
       faults: options.faults,
+      // Every datagram it sends is signed with the device key (protocol 3).
+      signer: () => key.privateKey,
     });
     const blobServer = BlobServer.start({
       hostname: options.bind,
@@ -404,11 +419,16 @@ export class Agent {
   }
 
   async #receive(): Promise<void> {
-    for await (const { message, from } of this.socket.messages()) {
+    for await (const { message, from, opened } of this.socket.messages()) {
       if (from.hostname !== this.options.controlPlane.hostname) {
         this.drops.unexpectedSender++;
         continue;
       }
+      // Only the control plane it enrolled with: signed by the pinned key, never replayed.
+      const pinned = this.#enrollment === undefined
+        ? undefined
+        : publicKeyOf(this.#enrollment.controlPlaneKey);
+      if (!(await this.#auth.accept("controlplane", pinned, opened, Date.now()))) continue;
       const handling = this.#handle(message).catch((err) => {
         this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
       });
@@ -949,7 +969,8 @@ function fingerprintOf(a: Announce): string {
 
 function encodeSize(message: ControlMessage): number {
   try {
-    return encodeControlMessage(message).length;
+    // As sent: a sequence number as large as a real one (the signature's size is fixed).
+    return encodeControlMessage(message, Date.now() * 1000).length;
   } catch {
     return Infinity;
   }

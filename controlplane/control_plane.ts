@@ -44,7 +44,8 @@ import { type AgentProgress, progressDetail } from "./agent_progress.ts";
 import type { StatusReport } from "./api_types.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
 import { Enrollment } from "./enrollment.ts";
-import { loadOrCreateKey } from "../release/enrollment.ts";
+import { loadOrCreateKey, publicKeyOf } from "../release/enrollment.ts";
+import { DatagramAuthenticator } from "../transfer/datagram_auth.ts";
 import type { SigningKey } from "../release/keys.ts";
 import { DatagramHandler, type DropCounters } from "./datagrams.ts";
 import { DEFAULT_ELECTION_TIMING, Election, type ElectionTiming } from "./election.ts";
@@ -165,6 +166,8 @@ export class ControlPlane {
   readonly #progress = new Map<number, Map<string, AgentProgress>>();
   readonly #elections = new ElectionBook();
   readonly #datagrams: DatagramHandler;
+  /** Checks devices' datagrams (signature, replay), counting into the handler's drops. */
+  readonly #auth: DatagramAuthenticator;
   readonly #timing: ElectionTiming;
   readonly #agentTimeoutMs: number;
   readonly #offlineAfterMs: number;
@@ -230,6 +233,7 @@ export class ControlPlane {
       addHistory: (entry: HistoryRecord) => void this.#persist(() => stateStore.addHistory(entry)),
       log: this.#log,
     });
+    this.#auth = new DatagramAuthenticator(this.#datagrams.drops);
   }
 
   /** Opens the state under `dataDir` and binds the UDP and blob ports. */
@@ -263,6 +267,8 @@ export class ControlPlane {
       store = await BlobStore.open(`${options.dataDir}/blobs`);
       socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_CP_UDP_PORT, {
         faults: options.faults,
+        // Every datagram it sends is signed with its key, the one devices pinned.
+        signer: () => loaded.key.privateKey,
       });
       blobServer = BlobServer.start({
         hostname: options.bind,
@@ -554,6 +560,7 @@ export class ControlPlane {
    */
   async removeDevice(nodeId: string): Promise<void> {
     const hadKey = await this.enrollment.remove(nodeId);
+    this.#auth.forget(nodeId);
     if (!this.agents.has(nodeId)) {
       if (hadKey) return;
       throw new NotFoundError(`unknown device "${nodeId}"`);
@@ -819,9 +826,17 @@ export class ControlPlane {
   // --- datagrams ---
 
   async #receive(): Promise<void> {
-    for await (const { message, from } of this.socket.messages()) {
+    for await (const { message, from, opened } of this.socket.messages()) {
+      const now = Date.now();
+      // A device's datagram counts only if it is enrolled, signed by its key and new:
+      // nothing of an unauthenticated one is kept (no row, no state).
+      if ("nodeId" in message) {
+        const device = this.enrollment.device(message.nodeId);
+        const key = device === undefined ? undefined : publicKeyOf(device.publicKey);
+        if (!(await this.#auth.accept(message.nodeId, key, opened, now))) continue;
+      }
       try {
-        this.#datagrams.handle(message, from, Date.now());
+        this.#datagrams.handle(message, from, now);
       } catch (err) {
         this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
       }

@@ -206,12 +206,37 @@ export class Fleet {
   }
 
   /**
-   * A replaced or compromised control plane: stops the real one and starts
-   * another on a fresh data directory (`DIR/rogue-cp`) at the same address.
+   * A compromised control plane: stops the real one and starts another on a
+   * fresh data directory (`DIR/rogue-cp`) at the same address, with the real
+   * one's key and enrolled devices (what an attacker who took its host has), so
+   * that devices hear it — but with none of its versions, releases or
+   * delegation, and no release key.
    */
   async startRogueControlPlane(): Promise<void> {
     await this.killControlPlane();
-    await this.startControlPlane(`${this.options.dir}/rogue-cp`);
+    const real = `${this.options.dir}/cp`;
+    const rogue = `${this.options.dir}/rogue-cp`;
+    await Deno.mkdir(rogue, { recursive: true });
+    for (const file of ["controlplane.key", "controlplane.pub"]) {
+      await Deno.copyFile(`${real}/${file}`, `${rogue}/${file}`);
+    }
+    await Deno.chmod(`${rogue}/controlplane.key`, 0o600);
+    const { DatabaseSync } = await import("node:sqlite");
+    const from = new DatabaseSync(`${real}/controlplane.sqlite`, { readOnly: true });
+    const rows = from.prepare("SELECT * FROM device_keys").all();
+    from.close();
+    const { SqliteStore } = await import("../controlplane/sqlite_store.ts");
+    const to = await SqliteStore.open(`${rogue}/controlplane.sqlite`);
+    for (const row of rows) {
+      await to.putDeviceKey({
+        nodeId: String(row.node_id),
+        region: String(row.region),
+        publicKey: String(row.public_key),
+        enrolled: Number(row.enrolled),
+      });
+    }
+    await to.close();
+    await this.startControlPlane(rogue);
   }
 
   /** Starts an agent (again); `faults` overrides its spec's for this start. */
