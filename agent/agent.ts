@@ -44,7 +44,7 @@ import { BlobServer, type BlobServerLimits } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { type BlobSource, downloadBlob, fetchSmallBlob } from "../transfer/blob_client.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
-import type { PublicKeyInfo } from "../release/keys.ts";
+import type { PublicKeyInfo, SigningKey } from "../release/keys.ts";
 import {
   type Announced,
   checkRelease,
@@ -56,7 +56,18 @@ import {
 import { TrustMemoryFile } from "./trust_file.ts";
 import { ControlSocket, type UdpAddress } from "../transfer/control_socket.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
-import { DEFAULT_AGENT_P2P_PORT, DEFAULT_AGENT_UDP_PORT } from "../transfer/default_ports.ts";
+import {
+  DEFAULT_AGENT_P2P_PORT,
+  DEFAULT_AGENT_UDP_PORT,
+  DEFAULT_CP_HTTP_PORT,
+} from "../transfer/default_ports.ts";
+import { deviceKey, type EnrollmentFile, readEnrollment, requestEnrollment } from "./enrollment.ts";
+import { publicKeyOf } from "../release/enrollment.ts";
+import {
+  type AuthDropCounters,
+  authDropCounters,
+  DatagramAuthenticator,
+} from "../transfer/datagram_auth.ts";
 import { builtinHealthCheck, type HealthResult, runHealthCommand } from "./health_check.ts";
 import { ModelStateFiles, type RefusalRecord, type Step } from "./lifecycle_state.ts";
 import { activeDigest, activeModels, currentPath, switchTo } from "./model_slots.ts";
@@ -130,6 +141,15 @@ export interface AgentOptions {
   readonly faults?: FaultInjector;
   /** Hooks into the update lifecycle (tests only). */
   readonly hooks?: AgentHooks;
+  /**
+   * An enrolment token (agent --enroll): used at start when DATA/enrollment.json
+   * does not exist; ignored once the device is enrolled.
+   */
+  readonly enrollToken?: string;
+  /** The control plane's HTTP API port, on the control plane's host (default 7402). */
+  readonly controlPlaneHttpPort?: number;
+  /** Without a token: how often to ask again while pending (default 30 s). */
+  readonly enrollRetryMs?: number;
 }
 
 /** Test-only hooks into the update lifecycle; none by default. */
@@ -142,8 +162,8 @@ export interface AgentHooks {
   readonly afterStepPersisted?: (step: Step, target: string | null) => void;
 }
 
-/** Counters of datagrams the agent refused. */
-export interface AgentDrops {
+/** Counters of datagrams the agent refused (the authentication's reasons too). */
+export interface AgentDrops extends AuthDropCounters {
   unexpectedSender: number;
   unknownElection: number;
   wrongDirection: number;
@@ -198,7 +218,14 @@ export class Agent {
   /** The models' `state.json` files. */
   readonly states: ModelStateFiles;
   readonly startedAt = Date.now();
-  readonly drops: AgentDrops = { unexpectedSender: 0, unknownElection: 0, wrongDirection: 0 };
+  readonly drops: AgentDrops = {
+    unexpectedSender: 0,
+    unknownElection: 0,
+    wrongDirection: 0,
+    ...authDropCounters(),
+  };
+  /** Checks the control plane's datagrams against the key pinned at enrolment. */
+  readonly #auth = new DatagramAuthenticator(this.drops);
   readonly #elections = new Map<string, ElectionState>();
   /** Updates in progress, by target digest. */
   readonly #jobs = new Map<string, Promise<void>>();
@@ -219,6 +246,11 @@ export class Agent {
   readonly #vetting = new Map<string, Promise<Vetting>>();
   /** Announces being handled apart from the receive loop (`pinned` only). */
   readonly #announcing = new Set<Promise<void>>();
+  /** This device's key (DATA/device.key, made at first start). */
+  #deviceKey: SigningKey | undefined;
+  /** The enrolment (DATA/enrollment.json): undefined until enrolled. */
+  #enrollment: EnrollmentFile | undefined;
+  #enrollTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   #retryTimer: ReturnType<typeof setInterval> | undefined;
   #receiving: Promise<void> | undefined;
@@ -249,6 +281,20 @@ export class Agent {
   /** Binds the ports, then heartbeats and answers the control plane until `close`. */
   static async start(options: AgentOptions): Promise<Agent> {
     await Deno.mkdir(`${options.dataDir}/models`, { recursive: true });
+    // The device's identity first: a refused enrolment token stops the agent before any port.
+    const key = await deviceKey(options.dataDir);
+    let enrollment = await readEnrollment(options.dataDir);
+    if (enrollment === undefined && options.enrollToken !== undefined) {
+      const result = await requestEnrollment({
+        dataDir: options.dataDir,
+        nodeId: options.nodeId,
+        region: options.region,
+        key,
+        controlPlane: httpAddressOf(options),
+        token: options.enrollToken,
+      });
+      if (result.kind === "enrolled") enrollment = result.enrollment;
+    }
     // A damaged trust memory stops the agent here, before any port is bound.
     const trust = options.trust.kind === "pinned"
       ? await TrustMemoryFile.open(options.dataDir)
@@ -256,6 +302,8 @@ export class Agent {
     const store = await BlobStore.open(`${options.dataDir}/blobs`);
     const socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_AGENT_UDP_PORT, {
       faults: options.faults,
+      // Every datagram it sends is signed with the device key (protocol 3).
+      signer: () => key.privateKey,
     });
     const blobServer = BlobServer.start({
       hostname: options.bind,
@@ -265,6 +313,9 @@ export class Agent {
       ...options.blobLimits,
     });
     const agent = new Agent(options, store, blobServer, socket, trust);
+    agent.#deviceKey = key;
+    agent.#enrollment = enrollment;
+    if (enrollment === undefined) agent.#askToEnrol();
     await agent.#recover();
     agent.#receiving = agent.#receive();
     agent.#heartbeatTimer = setInterval(() => agent.heartbeat(), options.heartbeatMs ?? 2000);
@@ -288,12 +339,58 @@ export class Agent {
     this.#closed = true;
     clearInterval(this.#heartbeatTimer);
     clearInterval(this.#retryTimer);
+    clearTimeout(this.#enrollTimer);
     this.#abort.abort();
     this.socket.close();
     await this.#receiving;
     await Promise.allSettled([...this.#announcing]);
     await Promise.allSettled([...this.#jobs.values()]);
     await this.blobServer.close();
+  }
+
+  /** The enrolment (DATA/enrollment.json), or undefined while the device is not enrolled. */
+  get enrollment(): EnrollmentFile | undefined {
+    return this.#enrollment;
+  }
+
+  /** This device's key (DATA/device.key). */
+  get deviceKey(): SigningKey {
+    return this.#deviceKey!;
+  }
+
+  /**
+   * Not enrolled and no token: asks the control plane to enrol this device
+   * (it is pending until an admin accepts it), again every `enrollRetryMs`
+   * until it is enrolled; the first key it is then given is pinned (trust on
+   * first use).
+   */
+  #askToEnrol(): void {
+    if (this.#closed || this.#enrollment !== undefined) return;
+    const ask = async () => {
+      try {
+        const result = await requestEnrollment({
+          dataDir: this.options.dataDir,
+          nodeId: this.options.nodeId,
+          region: this.options.region,
+          key: this.deviceKey,
+          controlPlane: httpAddressOf(this.options),
+        });
+        if (result.kind === "enrolled") {
+          this.#enrollment = result.enrollment;
+          this.#log(`agent ${this.options.nodeId}: enrolled (accepted by an admin)`);
+          return;
+        }
+        this.#log(`agent ${this.options.nodeId}: enrolment pending (poolboy device accept)`);
+      } catch (err) {
+        this.#log(
+          `agent ${this.options.nodeId}: cannot enrol: ${err instanceof Error ? err.message : err}`,
+        );
+      }
+      if (!this.#closed) {
+        this.#enrollTimer = setTimeout(ask, this.options.enrollRetryMs ?? 30_000);
+      }
+    };
+    void ask();
   }
 
   /** Sends a heartbeat now. */
@@ -328,11 +425,16 @@ export class Agent {
   }
 
   async #receive(): Promise<void> {
-    for await (const { message, from } of this.socket.messages()) {
+    for await (const { message, from, opened } of this.socket.messages()) {
       if (from.hostname !== this.options.controlPlane.hostname) {
         this.drops.unexpectedSender++;
         continue;
       }
+      // Only the control plane it enrolled with: signed by the pinned key, never replayed.
+      const pinned = this.#enrollment === undefined
+        ? undefined
+        : publicKeyOf(this.#enrollment.controlPlaneKey);
+      if (!(await this.#auth.accept("controlplane", pinned, opened, Date.now()))) continue;
       const handling = this.#handle(message).catch((err) => {
         this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
       });
@@ -874,7 +976,8 @@ function fingerprintOf(a: Announce): string {
 
 function encodeSize(message: ControlMessage): number {
   try {
-    return encodeControlMessage(message).length;
+    // As sent: a sequence number as large as a real one (the signature's size is fixed).
+    return encodeControlMessage(message, Date.now() * 1000).length;
   } catch {
     return Infinity;
   }
@@ -891,4 +994,11 @@ async function removeTemporaries(dir: string): Promise<void> {
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
+}
+
+/** The control plane's HTTP API, `host:port`: its UDP host, `controlPlaneHttpPort` (default 7402). */
+function httpAddressOf(options: AgentOptions): string {
+  const host = options.controlPlane.hostname;
+  const port = options.controlPlaneHttpPort ?? DEFAULT_CP_HTTP_PORT;
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }

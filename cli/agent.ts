@@ -8,6 +8,7 @@
 import {
   DEFAULT_AGENT_P2P_PORT,
   DEFAULT_AGENT_UDP_PORT,
+  DEFAULT_CP_HTTP_PORT,
   DEFAULT_CP_UDP_PORT,
 } from "../transfer/default_ports.ts";
 import { UsageError } from "../kernel/errors.ts";
@@ -47,6 +48,14 @@ committed or rolledBack) is saved in DIR/models/NAME/state.json before the
 next starts; after a crash the agent resumes or cleans up from there. The
 agent serves the blobs it holds to the peers of its region.
 
+Device identity: at first start the agent makes its Ed25519 key pair,
+DIR/device.key (mode 0600) and DIR/device.pub, and enrols with the control
+plane (--enroll TOKEN, or an admin's poolboy device accept). With a token it
+checks that the answer comes from the control plane that issued the token (a
+MAC keyed by the token) and pins that control plane's key in
+DIR/enrollment.json; accepted without a token, it pins the first key it is
+given (trust on first use).
+
 Signed releases: with --trust-root the agent installs only releases whose
 manifest is signed by a release key that a delegation signed by this root key
 names (poolboy keygen, delegate, publish). Before it bids, so before any byte
@@ -63,6 +72,12 @@ atomically; a damaged trust.json stops the agent instead of being reset).
 
 Options:
   --control-plane ADDR[:PORT]  the control plane's address and UDP port (default port ${DEFAULT_CP_UDP_PORT})
+  --control-plane-http PORT    the control plane's HTTP API port on that address, for
+                               enrolment (default ${DEFAULT_CP_HTTP_PORT})
+  --enroll TOKEN               enrol this device with a token of poolboy device enroll-token
+                               (or env POOLBOY_ENROLL_TOKEN) at its first start; ignored once
+                               DIR/enrollment.json exists. Without a token the device asks to
+                               enrol and waits (asking every 30 s) for poolboy device accept ID
   --bind ADDR                  this device's tailnet address (e.g. 100.64.0.17)
   --node-id ID                 this device's name in the fleet (letters, digits, . _ -)
   --region R                   region: peers seed each other only within it (default "default")
@@ -110,6 +125,13 @@ export interface AgentInjection {
   readonly hooks?: AgentHooks;
 }
 
+/** POOLBOY_ENROLL_TOKEN, when the process may read it and it is set. */
+function envToken(): string | undefined {
+  const variable = "POOLBOY_ENROLL_TOKEN";
+  const allowed = Deno.permissions.querySync({ name: "env", variable }).state === "granted";
+  return allowed ? Deno.env.get(variable) : undefined;
+}
+
 /** Runs `agent` (`injected`: tests only). */
 export async function agentCommand(args: string[], injected?: AgentInjection): Promise<number> {
   const { values, positionals } = parseCommand("agent", args, {
@@ -132,6 +154,8 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     insecure: { type: "boolean" },
     "device-class": { type: "string" },
     ...blobLimitOptions,
+    enroll: { type: "string" },
+    "control-plane-http": { type: "string" },
   });
   if (values.help) {
     println(AGENT_HELP);
@@ -140,6 +164,8 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
   if (positionals.length > 0) {
     throw new UsageError(`agent takes no arguments, got "${positionals[0]}"`);
   }
+  const enrollToken = values.enroll ?? envToken();
+  const { checkEnrollToken } = await import("../agent/enrollment.ts");
   const options = {
     controlPlane: hostPortOption(
       "control-plane",
@@ -164,6 +190,12 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     deviceClass: values["device-class"] === undefined
       ? undefined
       : nameOption("device-class", values["device-class"]),
+    enrollToken: enrollToken === undefined ? undefined : checkEnrollToken(enrollToken),
+    controlPlaneHttpPort: portOption(
+      "control-plane-http",
+      values["control-plane-http"],
+      DEFAULT_CP_HTTP_PORT,
+    ),
     log: values.quiet ? undefined : logLine,
     faults: injected?.faults,
     hooks: injected?.hooks,

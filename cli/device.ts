@@ -1,30 +1,52 @@
 /**
- * `poolboy device`: the devices a control plane knows — list them, or remove
- * one (an admin's call). Device enrolment (issue 14) adds its subcommands here.
+ * `poolboy device`: the devices a control plane knows — list them (and those
+ * pending enrolment), remove one, make an enrolment token, accept a pending
+ * device (issue 14).
  *
  * @module
  */
 
 import { UsageError } from "../kernel/errors.ts";
-import type { DeviceList, DeviceRemoved } from "../controlplane/api_types.ts";
+import type {
+  DeviceAccepted,
+  DeviceList,
+  DeviceRemoved,
+  EnrollmentTokenInfo,
+} from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
-import { apiTarget, TOKEN_OPTION_HELP, tokenOptions } from "./fleet_args.ts";
+import {
+  apiTarget,
+  countOption,
+  durationOption,
+  TOKEN_OPTION_HELP,
+  tokenOptions,
+} from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
 
 export const DEVICE_HELP = `poolboy device — the devices a control plane knows
 
 Usage: poolboy device list --control-plane URL [--token T] [--json]
        poolboy device remove --control-plane URL [--token T] [--json] ID
+       poolboy device enroll-token --control-plane URL [--token T] [--uses N] [--expires T] [--json]
+       poolboy device accept --control-plane URL [--token T] [--json] ID
 
-list     every device: region, online or not, how long since it was heard from
-         (role viewer or above)
-remove   forgets device ID: its registry entry, its progress in every rollout and
-         its history; the audit log keeps the removal (role admin). A device
-         that heartbeats again re-appears: devices do not enrol yet.
+list          every device: region, online or not, how long since it was heard
+              from, then the devices pending enrolment (role viewer or above)
+remove        forgets device ID: its registry entry, its enrolled key, its progress
+              in every rollout and its history; the audit log keeps the removal
+              (role admin). It must enrol again to take part.
+enroll-token  makes an enrolment token (printed once; the control plane keeps only
+              its hash) for poolboy agent --enroll TOKEN: each device that starts
+              with it is enrolled, --uses N times (default 1), until --expires
+              (default 1h) (role admin)
+accept        enrols device ID, pending since it asked without a token (role admin);
+              it pins the first control-plane key it is then given
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
+  --uses N              enroll-token: how many devices it enrols (default 1)
+  --expires T           enroll-token: how long it works, e.g. 30m, 1h (default 1h)
 ${TOKEN_OPTION_HELP}
   --json                print the answer as JSON
   -h, --help            this help
@@ -37,6 +59,8 @@ reached.`;
 export async function deviceCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("device", args, {
     "control-plane": { type: "string" },
+    uses: { type: "string" },
+    expires: { type: "string" },
     ...tokenOptions,
   });
   if (values.help) {
@@ -56,7 +80,51 @@ export async function deviceCommand(args: string[]): Promise<number> {
           } ${a.host}, last heard ${Math.round(a.lastSeenMsAgo / 1000)} s ago`,
         );
       }
+      for (const p of list.pending ?? []) {
+        println(
+          `${p.nodeId.padEnd(16)} ${p.region.padEnd(10)} PENDING asked to enrol ${
+            Math.round((Date.now() - p.requested) / 1000)
+          } s ago (poolboy device accept ${p.nodeId})`,
+        );
+      }
     }
+    return 0;
+  }
+  if (action === "enroll-token") {
+    if (rest.length > 0) {
+      throw new UsageError(`device enroll-token takes no arguments, got "${rest[0]}"`);
+    }
+    const made = await callApi<EnrollmentTokenInfo>(
+      apiTarget("device", values),
+      "POST",
+      "/v1/enrollment-tokens",
+      JSON.stringify({
+        uses: countOption("uses", values.uses, 1),
+        expiresMs: durationOption("expires", values.expires, 3_600_000),
+      }),
+    );
+    if (values.json) printJson(made);
+    else {
+      println(made.token);
+      println(
+        `(shown once: enrols ${made.uses} device(s) until ${
+          new Date(made.expires).toISOString()
+        }; poolboy agent --enroll TOKEN)`,
+      );
+    }
+    return 0;
+  }
+  if (action === "accept") {
+    if (rest.length !== 1) {
+      throw new UsageError("device accept takes one device ID (see poolboy device --help)");
+    }
+    const accepted = await callApi<DeviceAccepted>(
+      apiTarget("device", values),
+      "POST",
+      `/v1/devices/${encodeURIComponent(rest[0])}/accept`,
+    );
+    if (values.json) printJson(accepted);
+    else println(`device ${accepted.nodeId} enrolled`);
     return 0;
   }
   if (action === "remove") {
@@ -75,7 +143,7 @@ export async function deviceCommand(args: string[]): Promise<number> {
   }
   throw new UsageError(
     action === undefined
-      ? "device needs an action: list or remove (see poolboy device --help)"
-      : `device: unknown action "${action}" (list or remove)`,
+      ? "device needs an action: list, remove, enroll-token or accept (see poolboy device --help)"
+      : `device: unknown action "${action}" (list, remove, enroll-token or accept)`,
   );
 }

@@ -33,14 +33,14 @@ export function countOption(name: string, value: string | undefined, fallback: n
   return n;
 }
 
-/** A duration such as `500ms`, `2s` or `10m` (a bare number is milliseconds). */
+/** A duration such as `500ms`, `2s`, `10m` or `1h` (a bare number is milliseconds). */
 export function durationOption(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m)?$/.exec(value.trim());
+  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$/.exec(value.trim());
   if (!m) {
     throw new UsageError(`--${name}: "${value}" is not a duration (examples: 500ms, 2s, 10m)`);
   }
-  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000 }[m[2] ?? "ms"] ?? 1);
+  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "ms"] ?? 1);
   if (!(n > 0)) throw new UsageError(`--${name}: the duration must be positive`);
   return Math.round(n);
 }

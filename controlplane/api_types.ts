@@ -164,6 +164,29 @@ export interface DeviceInfo {
 /** `GET /v1/agents`, `GET /v1/devices`. */
 export interface DeviceList {
   readonly agents: DeviceInfo[];
+  /** Devices that asked to enrol without a token, waiting for `device accept` (GET /v1/devices). */
+  readonly pending?: PendingDeviceInfo[];
+}
+
+/** A device waiting for an admin's `device accept`. */
+export interface PendingDeviceInfo {
+  readonly nodeId: string;
+  readonly region: string;
+  readonly requested: number;
+}
+
+/** `POST /v1/enrollment-tokens`: the token, shown once. */
+export interface EnrollmentTokenInfo {
+  readonly token: string;
+  readonly uses: number;
+  /** When it stops working (ms since the epoch). */
+  readonly expires: number;
+}
+
+/** `POST /v1/devices/{id}/accept`: the pending device is enrolled. */
+export interface DeviceAccepted {
+  readonly nodeId: string;
+  readonly accepted: true;
 }
 
 /** `DELETE /v1/devices/{id}`: the device was forgotten (a heartbeat brings it back). */

@@ -43,6 +43,10 @@ import { DEFAULT_CP_P2P_PORT, DEFAULT_CP_UDP_PORT } from "../transfer/default_po
 import { type AgentProgress, progressDetail } from "./agent_progress.ts";
 import type { StatusReport } from "./api_types.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
+import { Enrollment } from "./enrollment.ts";
+import { loadOrCreateKey, publicKeyOf } from "../release/enrollment.ts";
+import { DatagramAuthenticator } from "../transfer/datagram_auth.ts";
+import type { SigningKey } from "../release/keys.ts";
 import { DatagramHandler, type DropCounters } from "./datagrams.ts";
 import { DEFAULT_ELECTION_TIMING, Election, type ElectionTiming } from "./election.ts";
 import { ElectionBook, type ElectionEntry } from "./election_book.ts";
@@ -69,6 +73,7 @@ import {
   type AgentRecord,
   DEFAULT_PLAN,
   type DelegationRecord,
+  type DeviceKeyRecord,
   type HistoryRecord,
   type PatchRecord,
   type ReleaseRecord,
@@ -133,6 +138,9 @@ interface Loaded {
   readonly rollouts: RolloutRecord[];
   readonly releases: ReleaseRecord[];
   readonly delegation: DelegationRecord | undefined;
+  /** The control plane's own key (DATA/controlplane.key, made at first start). */
+  readonly key: SigningKey;
+  readonly deviceKeys: DeviceKeyRecord[];
 }
 
 /** What `putDelegation` or `putRelease` did: the record, and whether it is new. */
@@ -150,6 +158,8 @@ export class ControlPlane {
   readonly blobServer: BlobServer;
   readonly socket: ControlSocket;
   readonly boot: number;
+  /** Device enrolment: the enrolled devices' keys, tokens, pending requests, this control plane's key. */
+  readonly enrollment: Enrollment;
   /** The agent registry (loaded at start; heartbeats keep it). */
   readonly agents = new Map<string, AgentRecord>();
   readonly #versions: VersionRecord[];
@@ -158,6 +168,8 @@ export class ControlPlane {
   readonly #progress = new Map<number, Map<string, AgentProgress>>();
   readonly #elections = new ElectionBook();
   readonly #datagrams: DatagramHandler;
+  /** Checks devices' datagrams (signature, replay), counting into the handler's drops. */
+  readonly #auth: DatagramAuthenticator;
   readonly #timing: ElectionTiming;
   readonly #agentTimeoutMs: number;
   readonly #offlineAfterMs: number;
@@ -200,6 +212,7 @@ export class ControlPlane {
     this.socket = socket;
     this.boot = loaded.boot;
     this.patches = new PatchCache(store, stateStore, loaded.patches);
+    this.enrollment = new Enrollment(stateStore, loaded.key, loaded.deviceKeys);
     this.#versions = loaded.versions;
     for (const agent of loaded.agents) this.agents.set(agent.nodeId, agent);
     for (const rollout of loaded.rollouts) this.#rollouts.set(rollout.id, rollout);
@@ -222,6 +235,7 @@ export class ControlPlane {
       addHistory: (entry: HistoryRecord) => void this.#persist(() => stateStore.addHistory(entry)),
       log: this.#log,
     });
+    this.#auth = new DatagramAuthenticator(this.#datagrams.drops);
   }
 
   /** Opens the state under `dataDir` and binds the UDP and blob ports. */
@@ -245,6 +259,8 @@ export class ControlPlane {
       rollouts: await stateStore.rollouts(),
       releases: await stateStore.releases(),
       delegation: await stateStore.delegation(),
+      key: await loadOrCreateKey(options.dataDir, "controlplane"),
+      deviceKeys: await stateStore.deviceKeys(),
     };
     let socket: ControlSocket | undefined;
     let store: BlobStore;
@@ -253,6 +269,8 @@ export class ControlPlane {
       store = await BlobStore.open(`${options.dataDir}/blobs`);
       socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_CP_UDP_PORT, {
         faults: options.faults,
+        // Every datagram it sends is signed with its key, the one devices pinned.
+        signer: () => loaded.key.privateKey,
       });
       blobServer = BlobServer.start({
         hostname: options.bind,
@@ -274,6 +292,11 @@ export class ControlPlane {
     cp.#timer = setInterval(() => cp.tick(Date.now()), tickMs);
     cp.#log(`control plane boot ${cp.boot}: udp ${socket.port}, blobs ${blobServer.port}`);
     return cp;
+  }
+
+  /** Writes a line to the control plane's log (timeline events, e.g. a device enrolled). */
+  logLine(line: string): void {
+    this.#log(line);
   }
 
   /** Datagrams refused, by reason. */
@@ -539,7 +562,12 @@ export class ControlPlane {
    * NotFoundError for an unknown device.
    */
   async removeDevice(nodeId: string): Promise<void> {
-    if (!this.agents.has(nodeId)) throw new NotFoundError(`unknown device "${nodeId}"`);
+    const hadKey = await this.enrollment.remove(nodeId);
+    this.#auth.forget(nodeId);
+    if (!this.agents.has(nodeId)) {
+      if (hadKey) return;
+      throw new NotFoundError(`unknown device "${nodeId}"`);
+    }
     this.agents.delete(nodeId);
     for (const { election } of this.#elections.live()) {
       if (!election.isMember(nodeId)) continue;
@@ -801,9 +829,17 @@ export class ControlPlane {
   // --- datagrams ---
 
   async #receive(): Promise<void> {
-    for await (const { message, from } of this.socket.messages()) {
+    for await (const { message, from, opened } of this.socket.messages()) {
+      const now = Date.now();
+      // A device's datagram counts only if it is enrolled, signed by its key and new:
+      // nothing of an unauthenticated one is kept (no row, no state).
+      if ("nodeId" in message) {
+        const device = this.enrollment.device(message.nodeId);
+        const key = device === undefined ? undefined : publicKeyOf(device.publicKey);
+        if (!(await this.#auth.accept(message.nodeId, key, opened, now))) continue;
+      }
       try {
-        this.#datagrams.handle(message, from, Date.now());
+        this.#datagrams.handle(message, from, now);
       } catch (err) {
         this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
       }

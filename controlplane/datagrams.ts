@@ -12,14 +12,19 @@
 import { toHex } from "../kernel/blake3.ts";
 import type { ControlMessage, Heartbeat, Status } from "../transfer/control_messages.ts";
 import type { UdpAddress } from "../transfer/control_socket.ts";
+import { type AuthDropCounters, authDropCounters } from "../transfer/datagram_auth.ts";
 import type { AgentProgress } from "./agent_progress.ts";
 import type { ElectionBook, ElectionEntry } from "./election_book.ts";
 import type { ElectionTiming } from "./election.ts";
 import { retryDelay } from "./rollout_policy.ts";
 import type { AgentRecord, HistoryRecord } from "./state_store.ts";
 
-/** Counters of datagrams the control plane refused. */
-export interface DropCounters {
+/**
+ * Counters of datagrams the control plane refused; the authentication's
+ * reasons (transfer/datagram_auth.ts): from a sender that is not an enrolled
+ * device, a bad signature, replayed, stale.
+ */
+export interface DropCounters extends AuthDropCounters {
   /** From an address that is not the sender's registered one, or from an unknown node. */
   unexpectedSender: number;
   /** For an election the control plane does not know (e.g. from before a restart). */
@@ -67,7 +72,12 @@ export function progressOfStatus(message: Status): AgentProgress {
 
 /** Handles the datagrams agents send to the control plane. */
 export class DatagramHandler {
-  readonly drops: DropCounters = { unexpectedSender: 0, unknownElection: 0, wrongDirection: 0 };
+  readonly drops: DropCounters = {
+    unexpectedSender: 0,
+    unknownElection: 0,
+    wrongDirection: 0,
+    ...authDropCounters(),
+  };
   readonly #host: DatagramHost;
 
   constructor(host: DatagramHost) {

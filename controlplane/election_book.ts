@@ -26,9 +26,18 @@ export class ElectionBook {
   readonly #excluded = new Map<string, Set<string>>();
   #seq = 0;
 
-  /** A new manifest id: unique across restarts through the boot counter. */
+  /**
+   * A new manifest id: unique across restarts through the boot counter, and
+   * unguessable through its 16 random hex digits (a device cannot bid for an
+   * election before it is announced to it). It starts with `r<rollout>`, which
+   * agents count failures by.
+   */
   nextManifestId(rolloutId: number, boot: number): string {
-    return `r${rolloutId}.b${boot}.e${++this.#seq}`;
+    const random = Array.from(
+      crypto.getRandomValues(new Uint8Array(8)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    return `r${rolloutId}.b${boot}.e${++this.#seq}.${random}`;
   }
 
   /** Leaders that do not lead an election of (rollout, key) again. */

@@ -36,6 +36,9 @@
  * | GET    | /v1/devices/{id}/history               | viewer   |                   | `{ history }`                   |
  * | DELETE | /v1/devices/{id}                       | admin    |                   | `{ nodeId, removed }` (404 unknown) |
  * | GET    | /v1/status                             | viewer   |                   | the whole status report         |
+ * | POST   | /v1/enrollment-tokens                  | admin    | `{ uses?, expiresMs? }` | `{ token, uses, expires }` (201; the token is shown once) |
+ * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token |
+ * | POST   | /v1/devices/{id}/accept                | admin    |                   | `{ nodeId, accepted }` (404 not pending) |
  * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
  *
  * @module
@@ -51,9 +54,11 @@ import {
 import type {
   AuditEntry,
   AuditList,
+  DeviceAccepted,
   DeviceList,
   DeviceRemoved,
   DocumentStored,
+  EnrollmentTokenInfo,
   ErrorBody,
   HealthInfo,
   HistoryList,
@@ -67,6 +72,7 @@ import type {
 } from "./api_types.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
+import { MAX_ENROLL_BODY } from "../release/enrollment.ts";
 import { auditEntry, authenticate } from "./auth.ts";
 import type { ControlPlane } from "./control_plane.ts";
 import { historyEntry, rolloutInfo, versionInfo } from "./status_report.ts";
@@ -74,6 +80,9 @@ import { DEFAULT_PLAN, type Role, type RolloutPlan, type TokenRecord } from "./s
 
 /** Largest JSON request body accepted. */
 export const MAX_JSON_BODY = 64 * 1024;
+
+/** An enrolment token works this long unless the request says otherwise (1 hour). */
+export const DEFAULT_ENROLLMENT_EXPIRY_MS = 3600 * 1000;
 
 /** Largest upload (a version's file) accepted by default: `--max-upload`. */
 export const DEFAULT_MAX_UPLOAD = 64 * 1024 ** 3;
@@ -282,6 +291,47 @@ const ROUTES: readonly Route[] = [
     },
   },
   {
+    method: "POST",
+    pattern: "/v1/enrollment-tokens",
+    role: "admin",
+    handler: async (cp, _params, request, note) => {
+      const body = await jsonBody(request);
+      const uses = body.uses ?? 1;
+      const expiresMs = body.expiresMs ?? DEFAULT_ENROLLMENT_EXPIRY_MS;
+      if (typeof uses !== "number" || typeof expiresMs !== "number") {
+        throw new InvalidArgumentError("uses and expiresMs must be numbers");
+      }
+      const made = await cp.enrollment.createToken(uses, expiresMs, Date.now());
+      note.target = `enrolment token (${made.uses} uses)`;
+      return answer<EnrollmentTokenInfo>(made, 201);
+    },
+  },
+  {
+    method: "POST",
+    pattern: "/v1/enroll",
+    role: null,
+    handler: async (cp, _params, request, note) => {
+      const body = await jsonBody(request, MAX_ENROLL_BODY);
+      if (typeof body.nodeId === "string") note.target = `device ${body.nodeId.slice(0, 128)}`;
+      const outcome = await cp.enrollment.enroll(body, Date.now());
+      if (outcome.kind === "pending") {
+        cp.logLine(`device ${String(body.nodeId)} asks to enrol: pending an admin's accept`);
+        return answer({ pending: true }, 202);
+      }
+      cp.logLine(`device ${outcome.answer.nodeId} enrolled`);
+      return answer(outcome.answer);
+    },
+  },
+  {
+    method: "POST",
+    pattern: "/v1/devices/:id/accept",
+    role: "admin",
+    handler: async (cp, params) => {
+      await cp.enrollment.accept(params.id, Date.now());
+      return answer<DeviceAccepted>({ nodeId: params.id, accepted: true });
+    },
+  },
+  {
     method: "GET",
     pattern: "/v1/agents",
     role: "viewer",
@@ -291,7 +341,15 @@ const ROUTES: readonly Route[] = [
     method: "GET",
     pattern: "/v1/devices",
     role: "viewer",
-    handler: async (cp) => answer<DeviceList>({ agents: (await cp.status()).agents }),
+    handler: async (cp) =>
+      answer<DeviceList>({
+        agents: (await cp.status()).agents,
+        pending: cp.enrollment.pending(Date.now()).map((p) => ({
+          nodeId: p.nodeId,
+          region: p.region,
+          requested: p.requested,
+        })),
+      }),
   },
   {
     method: "GET",
@@ -610,12 +668,11 @@ function boundedUpload(request: Request, limits: ApiLimits): ReadableStream<Uint
   );
 }
 
-async function jsonBody(request: Request): Promise<Record<string, unknown>> {
-  const bytes = await boundedBody(
-    request,
-    MAX_JSON_BODY,
-    `request body over ${MAX_JSON_BODY} bytes`,
-  );
+async function jsonBody(
+  request: Request,
+  max = MAX_JSON_BODY,
+): Promise<Record<string, unknown>> {
+  const bytes = await boundedBody(request, max, `request body over ${max} bytes`);
   const text = new TextDecoder().decode(bytes);
   let value: unknown;
   try {

@@ -16,7 +16,9 @@ import type { AgentProgressKind } from "./agent_progress.ts";
 import {
   AUDIT_KEEP,
   type AuditRecord,
+  type DeviceKeyRecord,
   duplicateToken,
+  type EnrollmentTokenRecord,
   type Role,
   type TokenRecord,
 } from "./state_store.ts";
@@ -75,6 +77,12 @@ CREATE TABLE IF NOT EXISTS delegation (
 CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created INTEGER NOT NULL,
   revoked INTEGER);
+CREATE TABLE IF NOT EXISTS enrollment_tokens (
+  hash TEXT PRIMARY KEY, uses_left INTEGER NOT NULL, expires INTEGER NOT NULL,
+  created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device_keys (
+  node_id TEXT PRIMARY KEY, region TEXT NOT NULL, public_key TEXT NOT NULL,
+  enrolled INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, token TEXT, role TEXT,
   action TEXT NOT NULL, target TEXT, status INTEGER NOT NULL, reason TEXT NOT NULL);
@@ -382,6 +390,53 @@ export class SqliteStore implements StateStore {
     const result = this.#db.prepare(
       "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL",
     ).run(at, name);
+    return Promise.resolve(Number(result.changes) === 1);
+  }
+
+  // --- device enrolment ---
+
+  putEnrollmentToken(t: EnrollmentTokenRecord): Promise<void> {
+    this.#db.prepare(
+      "INSERT OR REPLACE INTO enrollment_tokens (hash, uses_left, expires, created) VALUES (?, ?, ?, ?)",
+    ).run(t.hash, t.usesLeft, t.expires, t.created);
+    return Promise.resolve();
+  }
+
+  enrollmentToken(hash: string): Promise<EnrollmentTokenRecord | undefined> {
+    const row = this.#db.prepare("SELECT * FROM enrollment_tokens WHERE hash = ?").get(hash) as
+      | Row
+      | undefined;
+    return Promise.resolve(
+      row
+        ? {
+          hash: row.hash as string,
+          usesLeft: Number(row.uses_left),
+          expires: Number(row.expires),
+          created: Number(row.created),
+        }
+        : undefined,
+    );
+  }
+
+  putDeviceKey(d: DeviceKeyRecord): Promise<void> {
+    this.#db.prepare(
+      "INSERT OR REPLACE INTO device_keys (node_id, region, public_key, enrolled) VALUES (?, ?, ?, ?)",
+    ).run(d.nodeId, d.region, d.publicKey, d.enrolled);
+    return Promise.resolve();
+  }
+
+  deviceKeys(): Promise<DeviceKeyRecord[]> {
+    const rows = this.#db.prepare("SELECT * FROM device_keys ORDER BY node_id").all() as Row[];
+    return Promise.resolve(rows.map((row) => ({
+      nodeId: row.node_id as string,
+      region: row.region as string,
+      publicKey: row.public_key as string,
+      enrolled: Number(row.enrolled),
+    })));
+  }
+
+  removeDeviceKey(nodeId: string): Promise<boolean> {
+    const result = this.#db.prepare("DELETE FROM device_keys WHERE node_id = ?").run(nodeId);
     return Promise.resolve(Number(result.changes) === 1);
   }
 

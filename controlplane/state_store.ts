@@ -194,6 +194,26 @@ export interface AuditRecord {
   readonly reason: string;
 }
 
+/** An enrolment token (issue 14): only its BLAKE3 is stored, with the uses it has left. */
+export interface EnrollmentTokenRecord {
+  /** BLAKE3 of the token's UTF-8 text, lowercase hex. */
+  readonly hash: string;
+  /** Enrolments it still allows. */
+  readonly usesLeft: number;
+  /** When it stops working (ms since the epoch). */
+  readonly expires: number;
+  readonly created: number;
+}
+
+/** An enrolled device: the key its datagrams are signed with. */
+export interface DeviceKeyRecord {
+  readonly nodeId: string;
+  readonly region: string;
+  /** Its raw Ed25519 public key, base64url. */
+  readonly publicKey: string;
+  readonly enrolled: number;
+}
+
 /** The audit log keeps this many of its newest entries. */
 export const AUDIT_KEEP = 100_000;
 
@@ -270,6 +290,17 @@ export interface StateStore {
   tokens(): Promise<TokenRecord[]>;
   /** Marks a valid token revoked at `at`; false if no valid token has that name. */
   revokeToken(name: string, at: number): Promise<boolean>;
+
+  /** Stores an enrolment token, or replaces the one of the same hash (its uses left). */
+  putEnrollmentToken(token: EnrollmentTokenRecord): Promise<void>;
+  /** The enrolment token whose hash is `hash`. */
+  enrollmentToken(hash: string): Promise<EnrollmentTokenRecord | undefined>;
+  /** Stores an enrolled device's key (replacing its earlier one). */
+  putDeviceKey(device: DeviceKeyRecord): Promise<void>;
+  /** Every enrolled device's key. */
+  deviceKeys(): Promise<DeviceKeyRecord[]>;
+  /** Forgets an enrolled device's key; false if there was none. */
+  removeDeviceKey(nodeId: string): Promise<boolean>;
 
   /** Appends to the audit log, dropping the oldest entries beyond its bound (`AUDIT_KEEP`). */
   addAudit(entry: AuditRecord): Promise<void>;

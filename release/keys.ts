@@ -15,7 +15,10 @@ import { blake3, toHex } from "../kernel/blake3.ts";
 import { InvalidArgumentError, IoError, ioError } from "../kernel/errors.ts";
 
 /** What a key is for. */
-export type KeyRole = "root" | "release";
+export type KeyRole = "root" | "release" | "device" | "controlplane";
+
+/** Every key role, as key files name them. */
+export const KEY_ROLES: readonly KeyRole[] = ["root", "release", "device", "controlplane"];
 
 /** The public half of a key, as files and documents carry it. */
 export interface PublicKeyInfo {
@@ -261,7 +264,7 @@ function parseKeyFields(
   if (value.algorithm !== "ed25519") {
     throw new InvalidArgumentError(`${path}: algorithm ${String(value.algorithm)} (want ed25519)`);
   }
-  if (value.role !== "root" && value.role !== "release") {
+  if (!(KEY_ROLES as readonly unknown[]).includes(value.role)) {
     throw new InvalidArgumentError(`${path}: unknown key role ${JSON.stringify(value.role)}`);
   }
   if (role !== undefined && value.role !== role) {
@@ -277,7 +280,7 @@ function parseKeyFields(
   if (typeof value.keyId !== "string" || !HEX64.test(value.keyId) || value.keyId !== keyId) {
     throw new InvalidArgumentError(`${path}: keyId does not match the public key`);
   }
-  return { role: value.role, keyId, publicKey };
+  return { role: value.role as KeyRole, keyId, publicKey };
 }
 
 async function exists(path: string): Promise<boolean> {

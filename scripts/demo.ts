@@ -153,7 +153,7 @@ async function fleetDemo(dir: string): Promise<void> {
     console.log(
       `   control plane 127.0.77.1; devices ${
         agents.map((a) => `${a.nodeId} (${a.host})`).join(", ")
-      }, each with --trust-root root.pub`,
+      }, each with --trust-root root.pub and --enroll (a one-use token of poolboy device enroll-token)`,
     );
     await fleet.waitFor(
       async () => (await fleet.status()).agents.filter((a) => a.online).length === agents.length,

@@ -320,6 +320,11 @@ POOLBOY_TOKEN=$("$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
   fail "poolboy token create failed: $(tail -n 1 "$TMP/logs/keys.log")"
 export POOLBOY_TOKEN
 say "operator token: deployer \"operator\" made in $TMP/cp (the control plane keeps its hash only)"
+# An admin's token, for the devices' enrolment token (issue 14: only enrolled devices take part).
+ADMIN_TOKEN=$("$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
+  --allow-read="$TMP/cp" --allow-write="$TMP/cp" "$REPO/mod.ts" \
+  token create --data "$TMP/cp" --role admin --name enroller 2>>"$TMP/logs/keys.log") ||
+  fail "poolboy token create (admin) failed: $(tail -n 1 "$TMP/logs/keys.log")"
 
 # op ARGS...: an operator command (publish/rollout/status) from the operator namespace,
 # with --allow-net=100.64.0.0/10, --allow-env=POOLBOY_TOKEN and nothing else but reading
@@ -360,13 +365,20 @@ else
   say "connectivity: no ping here; $AGENTS agent namespaces open TCP to $CP_IP:7402 (operator did too)"
 fi
 
+# One enrolment token for every agent (printed once; the control plane keeps its hash).
+ENROLL_TOKEN=$(op device enroll-token --control-plane "$CP_URL" --token "$ADMIN_TOKEN" \
+  --uses "$AGENTS" --expires 10m --json 2>>"$TMP/logs/op.log" |
+  sed -n 's/.*"token": *"\(pbe_[A-Za-z0-9_-]*\)".*/\1/p') ||
+  fail "poolboy device enroll-token failed: $(tail -n 1 "$TMP/logs/op.log")"
+[ -n "$ENROLL_TOKEN" ] || fail "poolboy device enroll-token printed no token"
+say "enrolment token for $AGENTS devices made (admin)"
 for ((i = 0; i < AGENTS; i++)); do
   data="$TMP/agents/${AGENT_ID[i]}"
   mkdir -p "$data"
   run_poolboy "${AGENT_NS[i]}" "$TMP/logs/${AGENT_ID[i]}.log" "$data,$TRUST" "$data" \
     agent --control-plane "$CP_IP" --bind "${AGENT_IP[i]}" --node-id "${AGENT_ID[i]}" \
     --region "${AGENT_REGION[i]}" --data "$data" --heartbeat-interval 250ms --transfer-timeout 2s \
-    --trust-root "$TRUST/root.pub"
+    --trust-root "$TRUST/root.pub" --enroll "$ENROLL_TOKEN"
 done
 deadline=$(($(now_ms) + START_TIMEOUT_S * 1000))
 until status_json && online=$(json online "$AGENTS" <"$TMP/status.json"); do

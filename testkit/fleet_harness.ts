@@ -17,7 +17,9 @@
  * Operators authenticate as on a real fleet: before a control plane starts,
  * `poolboy token create --role admin` on its data dir makes its token, which
  * `api` sends (Authorization: Bearer) and `operator` commands get as
- * POOLBOY_TOKEN.
+ * POOLBOY_TOKEN. Devices enrol as on a real fleet: each agent that has no
+ * `enrollment.json` yet starts with `--enroll TOKEN`, a one-use enrolment
+ * token the harness makes through the control plane's API.
  *
  * @module
  */
@@ -154,6 +156,8 @@ export class Fleet {
    */
   token: string | undefined;
   readonly #tokens = new Map<string, string>();
+  /** The last enrolment token asked for (they are asked for one at a time). */
+  #enrolling: Promise<void> = Promise.resolve();
   cp: Proc | undefined;
   readonly agents = new Map<string, Proc>();
 
@@ -211,12 +215,37 @@ export class Fleet {
   }
 
   /**
-   * A replaced or compromised control plane: stops the real one and starts
-   * another on a fresh data directory (`DIR/rogue-cp`) at the same address.
+   * A compromised control plane: stops the real one and starts another on a
+   * fresh data directory (`DIR/rogue-cp`) at the same address, with the real
+   * one's key and enrolled devices (what an attacker who took its host has), so
+   * that devices hear it — but with none of its versions, releases or
+   * delegation, and no release key.
    */
   async startRogueControlPlane(): Promise<void> {
     await this.killControlPlane();
-    await this.startControlPlane(`${this.options.dir}/rogue-cp`);
+    const real = `${this.options.dir}/cp`;
+    const rogue = `${this.options.dir}/rogue-cp`;
+    await Deno.mkdir(rogue, { recursive: true });
+    for (const file of ["controlplane.key", "controlplane.pub"]) {
+      await Deno.copyFile(`${real}/${file}`, `${rogue}/${file}`);
+    }
+    await Deno.chmod(`${rogue}/controlplane.key`, 0o600);
+    const { DatabaseSync } = await import("node:sqlite");
+    const from = new DatabaseSync(`${real}/controlplane.sqlite`, { readOnly: true });
+    const rows = from.prepare("SELECT * FROM device_keys").all();
+    from.close();
+    const { SqliteStore } = await import("../controlplane/sqlite_store.ts");
+    const to = await SqliteStore.open(`${rogue}/controlplane.sqlite`);
+    for (const row of rows) {
+      await to.putDeviceKey({
+        nodeId: String(row.node_id),
+        region: String(row.region),
+        publicKey: String(row.public_key),
+        enrolled: Number(row.enrolled),
+      });
+    }
+    await to.close();
+    await this.startControlPlane(rogue);
   }
 
   /** Starts an agent (again); `faults` overrides its spec's for this start. */
@@ -224,6 +253,7 @@ export class Fleet {
     const spec = { ...this.spec(nodeId), ...(faults === undefined ? {} : { faults }) };
     const data = `${this.options.dir}/${nodeId}`;
     await Deno.mkdir(data, { recursive: true });
+    const enroll = await this.#enrollArgs(data);
     this.agents.set(
       nodeId,
       spawn(
@@ -243,6 +273,7 @@ export class Fleet {
           ...(this.keys ? ["--trust-root", this.keys.rootPub] : ["--insecure"]),
           ...(spec.deviceClass === undefined ? [] : ["--device-class", spec.deviceClass]),
           ...LOOPBACK_BLOB_LIMITS,
+          ...enroll,
           ...(this.options.agentArgs ?? []),
         ],
         data,
@@ -251,6 +282,30 @@ export class Fleet {
         ["--allow-sys=statfs", ...(this.options.agentPermissions ?? [])],
       ),
     );
+  }
+
+  /**
+   * `--enroll TOKEN` for an agent on `data` that is not enrolled yet: a
+   * one-use enrolment token of the running control plane (its API, as an
+   * admin); nothing once `data/enrollment.json` exists.
+   */
+  async #enrollArgs(data: string): Promise<string[]> {
+    try {
+      await Deno.lstat(`${data}/enrollment.json`);
+      return [];
+    } catch {
+      // not enrolled yet
+    }
+    // One call at a time: agents start together, and the API caps connections per address.
+    const made = this.#enrolling.then(() =>
+      this.api<{ token: string }>(
+        "POST",
+        "/v1/enrollment-tokens",
+        JSON.stringify({ uses: 1, expiresMs: 600_000 }),
+      )
+    );
+    this.#enrolling = made.then(() => {}, () => {});
+    return ["--enroll", (await made).token];
   }
 
   /** The admin token of the control plane on `data`, made with `poolboy token create` once. */

@@ -11,6 +11,7 @@
  */
 
 import assert from "node:assert/strict";
+import { fakeControlPlane, pinControlPlane } from "./support/identity.ts";
 import { Agent } from "../agent/agent.ts";
 import { readState } from "../agent/lifecycle_state.ts";
 import { currentPath, switchTo } from "../agent/model_slots.ts";
@@ -101,13 +102,15 @@ class FakeControlPlane {
     readonly socket: ControlSocket,
     readonly store: BlobStore,
     readonly blobs: BlobServer,
+    /** Its key, which the agent pinned at enrolment: its datagrams are signed with it. */
+    readonly key: SigningKey,
   ) {}
 
   static async start(dir: string): Promise<FakeControlPlane> {
     const store = await BlobStore.open(`${dir}/blobs`);
     const blobs = BlobServer.start({ hostname: CP_HOST, port: 0, store });
-    const socket = ControlSocket.open(CP_HOST, 0);
-    const cp = new FakeControlPlane(dir, socket, store, blobs);
+    const { key, socket } = await fakeControlPlane(CP_HOST);
+    const cp = new FakeControlPlane(dir, socket, store, blobs, key);
     cp.#receiving = (async () => {
       for await (const { message } of socket.messages()) cp.received.push(message);
     })();
@@ -178,6 +181,7 @@ async function installedDevice(data: string): Promise<void> {
 }
 
 async function startAgent(data: string, cp: FakeControlPlane, root: SigningKey): Promise<Agent> {
+  await pinControlPlane(data, "jetson-0", cp.key);
   return await Agent.start({
     nodeId: "jetson-0",
     region: "eu",

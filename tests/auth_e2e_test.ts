@@ -160,10 +160,16 @@ Deno.test({
       }, release);
     const [v1, v2, v3] = [1, 2, 3].map((seed) => randomBytes(4000, seed));
     // A rollout needs a device in its selection: eu-0 heartbeats once.
-    await heartbeatUntilListed({ hostname: HOST, port: DEFAULT_CP_UDP_PORT }, "eu-0", async () => {
-      const { agents } = await (await call("GET", "/v1/devices", admin)).json() as DeviceList;
-      return agents.some((a) => a.nodeId === "eu-0");
-    });
+    const api = { url: URL_, token: tokens.admin };
+    await heartbeatUntilListed(
+      { hostname: HOST, port: DEFAULT_CP_UDP_PORT },
+      api,
+      "eu-0",
+      async () => {
+        const { agents } = await (await call("GET", "/v1/devices", admin)).json() as DeviceList;
+        return agents.some((a) => a.nodeId === "eu-0");
+      },
+    );
     const seed: [string, string, BodyInit][] = [
       ["PUT", "/v1/models/resnet/versions/v1", v1],
       ["PUT", "/v1/models/resnet/versions/v2", v2],

@@ -219,11 +219,12 @@ async function oneLineError(response: Response): Promise<string> {
   return body.error as string;
 }
 
-Deno.test("roles: GET /health needs none, every other read a viewer, every change a deployer, removing a device and the audit log an admin", () => {
+Deno.test("roles: GET /health and a device's POST /v1/enroll need none, every other read a viewer, every change a deployer, removing or accepting a device, enrolment tokens and the audit log an admin", () => {
   for (const e of ENDPOINTS) {
-    const expected = e.pattern === "/health"
+    const expected = e.pattern === "/health" || e.pattern === "/v1/enroll"
       ? null
-      : e.pattern === "/v1/audit" || e.method === "DELETE"
+      : e.pattern === "/v1/audit" || e.method === "DELETE" ||
+          e.pattern === "/v1/enrollment-tokens" || e.pattern === "/v1/devices/:id/accept"
       ? "admin"
       : e.method === "GET"
       ? "viewer"
@@ -382,8 +383,8 @@ Deno.test("a token below the endpoint's role gets 403 saying which role it needs
       }
     }
     // Viewers: the 6 kinds of change, removing a device and the audit log; deployers: the
-    // audit log and removing a device.
-    assert.equal(refusals, 10);
+    // audit log and removing a device; both: making an enrolment token and accepting a device.
+    assert.equal(refusals, 14);
   });
 });
 

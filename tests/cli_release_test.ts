@@ -367,7 +367,20 @@ Deno.test("rollback re-signs the older version's manifest with a counter above e
     await makeKeys(cp.run);
     // A rollout needs a device in its selection: eu-0 heartbeats.
     const udp = { hostname: new URL(cp.url).hostname, port: DEFAULT_CP_UDP_PORT };
-    await heartbeatUntilListed(udp, "eu-0", async () => {
+    // Enrolling it takes an admin (the test's own token is a deployer's).
+    const admin = await cp.run(
+      "token",
+      "create",
+      "--data",
+      `${cp.dir}/cp`,
+      "--role",
+      "admin",
+      "--name",
+      "enroller",
+    );
+    assert.equal(admin.code, 0, admin.stderr);
+    const api = { url: cp.url, token: admin.stdout.trim() };
+    await heartbeatUntilListed(udp, api, "eu-0", async () => {
       const { agents } = await cp.get<DeviceList>("/v1/devices");
       return agents.some((a) => a.nodeId === "eu-0");
     });

@@ -6,13 +6,18 @@
 
 import assert from "node:assert/strict";
 import { encode } from "cbor-x";
+import { generateKey } from "../release/keys.ts";
 import {
   type ControlMessage,
   decodeControlMessage,
   encodeControlMessage,
+  importVerifyKey,
   MalformedMessageError,
   MAX_DATAGRAM,
+  openControlMessage,
   PROTOCOL,
+  signControlMessage,
+  verifyControlMessage,
 } from "../transfer/control_messages.ts";
 
 const D1 = new Uint8Array(32).fill(1);
@@ -215,12 +220,15 @@ Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the enc
     releaseDigest: D(3),
     delegationDigest: D(4),
   };
-  const announceHead = "8e0201" + "6872312e62312e6531" + "667265736e6574" + "627632" +
+  // Every datagram ends with its sender's sequence number (1 here) and a 64-byte signature
+  // (zeros here: encodeControlMessage's default, which no receiver accepts).
+  const tail = "01" + "d8405840" + "00".repeat(64);
+  const announceHead = "900301" + "6872312e62312e6531" + "667265736e6574" + "627632" +
     digest(2) + "1903e8" + "f6" + digest(2) + "1903e8" + "6a3130302e36342e302e31" + "191ce9";
   const vectors: [ControlMessage, string][] = [
     [
       { type: "bid", manifestId: "r1.b1795000000000.e1", nodeId: "jetson-17" },
-      "840202" + "7472312e62313739353030303030303030302e6531" + "696a6574736f6e2d3137",
+      "860302" + "7472312e62313739353030303030303030302e6531" + "696a6574736f6e2d3137" + tail,
     ],
     [
       {
@@ -230,7 +238,8 @@ Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the enc
         state: "failed",
         detail: "disk full",
       },
-      "860208" + "6872312e62312e6531" + "626e31" + "666661696c6564" + "696469736b2066756c6c",
+      "880308" + "6872312e62312e6531" + "626e31" + "666661696c6564" + "696469736b2066756c6c" +
+      tail,
     ],
     [
       {
@@ -245,21 +254,54 @@ Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the enc
         served: 5_000_000_000,
         startedAt: 1_795_000_000_000,
       },
-      "8b0207" + "626e31" + "626575" + "6b3130302e36342e302e3137" + "191cf2" + "191cf3" +
+      "8d0307" + "626e31" + "626575" + "6b3130302e36342e302e3137" + "191cf2" + "191cf3" +
       "81" + digest(1) + "81" + "82" + "667265736e6574" + digest(1) +
-      "fb41f2a05f20000000" + "fb427a1ee565e00000",
+      "fb41f2a05f20000000" + "fb427a1ee565e00000" + tail,
     ],
-    [announce, announceHead + digest(3) + digest(4)],
-    [{ ...announce, releaseDigest: null, delegationDigest: null }, announceHead + "f6f6"],
+    [announce, announceHead + digest(3) + digest(4) + tail],
+    [{ ...announce, releaseDigest: null, delegationDigest: null }, announceHead + "f6f6" + tail],
   ];
   for (const [message, hex] of vectors) {
-    const bytes = encodeControlMessage(message);
+    const bytes = encodeControlMessage(message, 1);
     assert.equal([...bytes].map((b) => b.toString(16).padStart(2, "0")).join(""), hex);
     assert.deepEqual(decodeControlMessage(fromHex(hex)), message);
   }
-  // Protocol 1 datagrams (the vectors before the release documents) are refused.
+  // Protocol 1 datagrams (the vectors before the release documents) are refused, and
+  // protocol 2 ones (before datagrams were signed).
   assert.throws(
-    () => decodeControlMessage(fromHex("840102" + vectors[0][1].slice(6))),
+    () => decodeControlMessage(fromHex("840102" + vectors[0][1].slice(6, -tail.length))),
     MalformedMessageError,
   );
+  assert.throws(
+    () => decodeControlMessage(fromHex("840202" + vectors[0][1].slice(6, -tail.length))),
+    MalformedMessageError,
+  );
+});
+
+Deno.test("a signed datagram's signature covers every byte before the signature element: the sender's key verifies it, another key or one changed byte does not", async () => {
+  const { key } = await generateKey("device");
+  const { key: other } = await generateKey("device");
+  const message: ControlMessage = { type: "bid", manifestId: ID, nodeId: "jetson-17" };
+  const bytes = await signControlMessage(message, 1_795_000_000_000_000, key.privateKey);
+  const opened = openControlMessage(bytes);
+  assert.deepEqual(opened.message, message);
+  assert.equal(opened.seq, 1_795_000_000_000_000);
+  // The signature element is a tagged 64-byte string: 4 bytes of head, 64 of signature.
+  assert.equal(opened.signed.length, bytes.length - 68);
+  assert.ok(await verifyControlMessage(opened, await importVerifyKey(key.publicKey)));
+  assert.ok(!(await verifyControlMessage(opened, await importVerifyKey(other.publicKey))));
+  for (const at of [0, 5, opened.signed.length - 1, bytes.length - 1]) {
+    const changed = bytes.slice();
+    changed[at] ^= 1;
+    let reopened;
+    try {
+      reopened = openControlMessage(changed);
+    } catch {
+      continue; // no longer a datagram at all
+    }
+    assert.ok(
+      !(await verifyControlMessage(reopened, await importVerifyKey(key.publicKey))),
+      `byte ${at} changed`,
+    );
+  }
 });

@@ -4,7 +4,8 @@
  * the wrong way are dropped and counted, and nothing crashes; an agent answers
  * an Announce from its control plane with a Bid; a restarted control plane
  * finds its state in its store, and runs on any StateStore; a failed update
- * is offered again unless the agent says it is poisoned.
+ * is offered again unless the agent says it is poisoned. Devices and the
+ * control plane sign their datagrams (tests/support/identity.ts).
  */
 
 import assert from "node:assert/strict";
@@ -14,6 +15,13 @@ import { ControlPlane } from "../controlplane/control_plane.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
 import { withTempDir } from "./helpers.ts";
 import { registerDevice } from "./support/devices.ts";
+import {
+  type DeviceKeys,
+  deviceSocket,
+  enrollDevice,
+  fakeControlPlane,
+  pinControlPlane,
+} from "./support/identity.ts";
 import { MemoryStore } from "./support/memory_store.ts";
 
 const D = (n: number) => new Uint8Array(32).fill(n);
@@ -62,8 +70,11 @@ Deno.test({
       p2pPort: 0,
     });
     const to = { hostname: "127.0.0.1", port: cp.socket.port };
-    const agent = ControlSocket.open("127.0.0.2", 0);
-    const impostor = ControlSocket.open("127.0.0.3", 0);
+    const keys: DeviceKeys = new Map();
+    await enrollDevice(cp, "eu-0", "eu", keys);
+    const agent = deviceSocket("127.0.0.2", keys);
+    // Holds eu-0's key (it passes the signature check): its address gives it away.
+    const impostor = deviceSocket("127.0.0.3", keys);
     const raw = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.2", port: 0 });
     try {
       // Garbage, including cbor-x's slow case.
@@ -105,7 +116,8 @@ Deno.test({
   sanitizeResources: false,
 }, async () => {
   await withTempDir(async (dir) => {
-    const cpSocket = ControlSocket.open("127.0.0.1", 0);
+    const { key: cpKey, socket: cpSocket } = await fakeControlPlane("127.0.0.1");
+    await pinControlPlane(dir, "eu-0", cpKey);
     const stranger = ControlSocket.open("127.0.0.5", 0);
     const received: ControlMessage[] = [];
     const receiving = (async () => {
@@ -169,7 +181,9 @@ Deno.test({
   await withTempDir(async (dir) => {
     const options = { bind: "127.0.0.1", dataDir: dir, udpPort: 0, p2pPort: 0 };
     const first = await ControlPlane.start(options);
-    const agent = ControlSocket.open("127.0.0.2", 0);
+    const keys: DeviceKeys = new Map();
+    await enrollDevice(first, "eu-0", "eu", keys);
+    const agent = deviceSocket("127.0.0.2", keys);
     try {
       await first.publish("resnet", "v1", new Blob([D(7)]).stream());
       await agent.send(heartbeat("eu-0", "127.0.0.2", agent.port), {
@@ -231,7 +245,8 @@ Deno.test({
     assert.equal(stateStore.closed, true, "closed with the control plane");
     const names = [];
     for await (const e of Deno.readDir(dir)) names.push(e.name);
-    assert.deepEqual(names, ["blobs"]);
+    // Its blobs and its key (controlplane.key, .pub: devices pin it), no database.
+    assert.deepEqual(names.sort(), ["blobs", "controlplane.key", "controlplane.pub"]);
   });
 });
 
@@ -254,7 +269,9 @@ Deno.test({
         election: { retryMs: 100 },
       });
       const to = { hostname: "127.0.0.1", port: cp.socket.port };
-      const agent = ControlSocket.open("127.0.0.2", 0);
+      const keys: DeviceKeys = new Map();
+      await enrollDevice(cp, "eu-0", "eu", keys);
+      const agent = deviceSocket("127.0.0.2", keys);
       const received: ControlMessage[] = [];
       const receiving = (async () => {
         for await (const { message } of agent.messages()) received.push(message);

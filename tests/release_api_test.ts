@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { type DeviceKeys, deviceSocket, enrollDevice } from "./support/identity.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import type { VersionList } from "../controlplane/api_types.ts";
 import { blake3, toHex } from "../kernel/blake3.ts";
@@ -21,7 +22,6 @@ import {
 } from "../release/documents.ts";
 import { generateKey, type SigningKey } from "../release/keys.ts";
 import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
-import { ControlSocket } from "../transfer/control_socket.ts";
 import { fetchSmallBlob } from "../transfer/blob_client.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
 import { type Api, withApi as withApiAs } from "./support/api_harness.ts";
@@ -195,7 +195,9 @@ Deno.test({
 }, async () => {
   await withApi(async ({ cp, call }) => {
     const { root, release } = await keys();
-    const agent = ControlSocket.open("127.0.0.2", 0);
+    const deviceKeys: DeviceKeys = new Map();
+    await enrollDevice(cp, "eu-0", "eu", deviceKeys);
+    const agent = deviceSocket("127.0.0.2", deviceKeys);
     const received: ControlMessage[] = [];
     const receiving = (async () => {
       for await (const { message } of agent.messages()) received.push(message);

@@ -467,7 +467,9 @@ Deno.test({
     const target = (await store.importFile(v1.path)).digest;
     const host = fleet.options.cpHost;
     const server = BlobServer.start({ hostname: host, port: PORTS.cpP2p, store });
-    const socket = ControlSocket.open(host, PORTS.cpUdp);
+    // A compromised control plane: it holds the real one's key, so devices hear it.
+    const cpKey = await readSigningKey(`${dir}/cp/controlplane.key`, "controlplane");
+    const socket = ControlSocket.open(host, PORTS.cpUdp, { signer: () => cpKey.privateKey });
     const statuses: Status[] = [];
     const listening = (async () => {
       for await (const { message } of socket.messages()) {

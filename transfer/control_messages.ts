@@ -2,9 +2,13 @@
  * Control messages: the UDP datagrams between the control plane and agents.
  *
  * Wire format: one CBOR array per datagram (cbor-x),
- * `[PROTOCOL, type, ...fields]`, at most `MAX_DATAGRAM` (1200) bytes — under
- * Tailscale's 1280-byte MTU. `PROTOCOL` is 2 (2 added the release documents'
- * digests to Announce and the name rule). Fields are positional, per
+ * `[PROTOCOL, type, ...fields, senderSeq, signature]`, at most `MAX_DATAGRAM`
+ * (1200) bytes — under Tailscale's 1280-byte MTU. `PROTOCOL` is 3 (2 added
+ * the release documents' digests to Announce and the name rule; 3 made every
+ * datagram authenticated: `senderSeq`, an unsigned integer that strictly grows
+ * per sender, `Date.now() * 1000 + n`, and `signature`, 64 bytes of Ed25519
+ * by the sender over every byte of the datagram before the signature element
+ * — the decoder knows where that element begins). Fields are positional, per
  * type: Announce, Bid, LeaderAck, LeaderReady, ElectionClosed, ClosedAck,
  * Heartbeat, Status (codes 1-8). Digests are 32-byte byte strings, sizes and
  * ports unsigned integers, ids, names and hosts text of at most 128
@@ -30,7 +34,9 @@ import { ProtocolError } from "../kernel/errors.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";
 
 /** Version of this message format (first element of every datagram). */
-export const PROTOCOL = 2;
+export const PROTOCOL = 3;
+/** Bytes of an Ed25519 signature, the last element of every datagram. */
+export const SIGNATURE_LENGTH = 64;
 /** Largest datagram sent or accepted. */
 export const MAX_DATAGRAM = 1200;
 /** Longest id, model name, version or host, in characters. */
@@ -148,18 +154,82 @@ const TYPE_CODES = {
   status: 8,
 } as const satisfies Record<ControlMessage["type"], number>;
 
-/** Encodes a message; throws `RangeError` if it would exceed `MAX_DATAGRAM` bytes. */
-export function encodeControlMessage(message: ControlMessage): Uint8Array {
+/** A datagram decoded, with what authenticates it. */
+export interface OpenedMessage {
+  readonly message: ControlMessage;
+  /** The sender's sequence number (strictly grows per sender; its time part is `seq / 1000` ms). */
+  readonly seq: number;
+  readonly signature: Uint8Array;
+  /** The bytes the signature covers: the datagram up to the signature element. */
+  readonly signed: Uint8Array;
+}
+
+/**
+ * Encodes a message with `seq` and `signature` (default: 64 zero bytes, which
+ * no receiver accepts); throws `RangeError` if it would exceed `MAX_DATAGRAM`
+ * bytes.
+ */
+export function encodeControlMessage(
+  message: ControlMessage,
+  seq = 0,
+  signature: Uint8Array = new Uint8Array(SIGNATURE_LENGTH),
+): Uint8Array {
   const fields = fieldsOf(message);
-  const bytes = encode([PROTOCOL, TYPE_CODES[message.type], ...fields]) as Uint8Array;
+  const bytes = encode([
+    PROTOCOL,
+    TYPE_CODES[message.type],
+    ...fields,
+    seq,
+    signature,
+  ]) as Uint8Array;
   if (bytes.length > MAX_DATAGRAM) {
     throw new RangeError(
       `${message.type} message is ${bytes.length} bytes, over the ${MAX_DATAGRAM}-byte datagram limit`,
     );
   }
   // Validate what we send as strictly as what we receive.
-  decodeControlMessage(bytes);
+  openControlMessage(bytes);
   return bytes;
+}
+
+/** Encodes `message` with `seq`, signed by `privateKey` (Ed25519, WebCrypto). */
+export async function signControlMessage(
+  message: ControlMessage,
+  seq: number,
+  privateKey: CryptoKey,
+): Promise<Uint8Array> {
+  const bytes = encodeControlMessage(message, seq);
+  const { signed } = openControlMessage(bytes);
+  const signature = new Uint8Array(
+    await crypto.subtle.sign({ name: "Ed25519" }, privateKey, new Uint8Array(signed)),
+  );
+  // The signature element's content is the datagram's last 64 bytes.
+  bytes.set(signature, bytes.length - SIGNATURE_LENGTH);
+  return bytes;
+}
+
+/** Whether `opened`'s signature is `publicKey`'s (an imported Ed25519 verify key). */
+export async function verifyControlMessage(
+  opened: OpenedMessage,
+  publicKey: CryptoKey,
+): Promise<boolean> {
+  try {
+    return await crypto.subtle.verify(
+      { name: "Ed25519" },
+      publicKey,
+      new Uint8Array(opened.signature),
+      new Uint8Array(opened.signed),
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** Imports 32 raw Ed25519 public-key bytes to verify datagrams with. */
+export async function importVerifyKey(raw: Uint8Array): Promise<CryptoKey> {
+  return await crypto.subtle.importKey("raw", new Uint8Array(raw), { name: "Ed25519" }, false, [
+    "verify",
+  ]);
 }
 
 function fieldsOf(m: ControlMessage): unknown[] {
@@ -206,12 +276,17 @@ function fieldsOf(m: ControlMessage): unknown[] {
   }
 }
 
-/** Decodes and validates a datagram. */
+/** Decodes and validates a datagram (its signature is not checked: see `openControlMessage`). */
 export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
+  return openControlMessage(bytes).message;
+}
+
+/** Decodes and validates a datagram, with its sequence number, signature and signed bytes. */
+export function openControlMessage(bytes: Uint8Array): OpenedMessage {
   if (bytes.length > MAX_DATAGRAM) {
     throw new MalformedMessageError(`datagram of ${bytes.length} bytes exceeds ${MAX_DATAGRAM}`);
   }
-  checkShape(bytes);
+  const starts = checkShape(bytes);
   let value: unknown;
   try {
     value = decode(bytes);
@@ -223,6 +298,15 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
   }
   const [protocol, code, ...f] = value;
   if (protocol !== PROTOCOL) throw new MalformedMessageError(`unknown protocol ${protocol}`);
+  if (f.length < 2) throw new MalformedMessageError("too few fields");
+  const signature = f.pop();
+  if (!(signature instanceof Uint8Array) || signature.length !== SIGNATURE_LENGTH) {
+    throw new MalformedMessageError(`expected a ${SIGNATURE_LENGTH}-byte signature last`);
+  }
+  const seq = f.pop();
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) {
+    throw new MalformedMessageError("expected an unsigned sequence number before the signature");
+  }
   const r = new FieldReader(f);
   let message: ControlMessage;
   switch (code) {
@@ -298,7 +382,8 @@ export function decodeControlMessage(bytes: Uint8Array): ControlMessage {
       throw new MalformedMessageError(`unknown message type ${code}`);
   }
   r.end();
-  return message;
+  const signed = bytes.subarray(0, starts[starts.length - 1]);
+  return { message, seq, signature, signed };
 }
 
 /** Most array nesting a control message uses (heartbeat → active → entry), plus one. */
@@ -306,10 +391,12 @@ const MAX_DEPTH = 4;
 
 /**
  * Throws unless `bytes` is exactly one CBOR item made of the kinds this format
- * uses (see the module doc). Linear in the datagram's length.
+ * uses (see the module doc); returns where each element of the top-level
+ * array begins. Linear in the datagram's length.
  */
-function checkShape(bytes: Uint8Array): void {
+function checkShape(bytes: Uint8Array): number[] {
   let at = 0;
+  const starts: number[] = [];
   const fail = (why: string): never => {
     throw new MalformedMessageError(`not a control message: ${why} at byte ${at}`);
   };
@@ -342,7 +429,10 @@ function checkShape(bytes: Uint8Array): void {
         if (depth >= MAX_DEPTH) fail("arrays nested too deep");
         const count = argument(info);
         if (count > bytes.length - at) fail("array longer than the datagram");
-        for (let i = 0; i < count; i++) item(depth + 1);
+        for (let i = 0; i < count; i++) {
+          if (depth === 0) starts.push(at);
+          item(depth + 1);
+        }
         return;
       }
       case 6: // tag 64 (uint8 typed array) around a byte string, as cbor-x writes Uint8Array
@@ -364,6 +454,8 @@ function checkShape(bytes: Uint8Array): void {
   };
   item(0);
   if (at !== bytes.length) fail("trailing bytes");
+  if (starts.length === 0) fail("not an array");
+  return starts;
 }
 
 class FieldReader {

@@ -3,7 +3,12 @@
  * messages (transfer/control_messages.ts) as single datagrams.
  *
  * A datagram that does not decode is dropped and counted, never thrown: the
- * network is not trusted. A test can pass a `FaultInjector`
+ * network is not trusted. Every datagram sent is signed (control messages
+ * protocol 3) with the key `signer` gives for it, with a sequence number that
+ * strictly grows (`Date.now() * 1000` or one more than the last, whichever is
+ * larger), one datagram at a time so that they leave in that order; received
+ * datagrams come with their sequence number and signature, which the owner
+ * (control plane or agent) checks against the sender it expects. A test can pass a `FaultInjector`
  * (transfer/faults.ts) that drops a share of datagrams in both directions;
  * without one (the CLI never passes one) nothing is dropped.
  *
@@ -12,9 +17,11 @@
 
 import {
   type ControlMessage,
-  decodeControlMessage,
   encodeControlMessage,
   MAX_DATAGRAM,
+  openControlMessage,
+  type OpenedMessage,
+  signControlMessage,
 } from "./control_messages.ts";
 import type { FaultInjector } from "./faults.ts";
 
@@ -24,11 +31,20 @@ export interface UdpAddress {
   readonly port: number;
 }
 
-/** A received, decoded message and its sender. */
+/** A received, decoded message and its sender (its signature not yet checked). */
 export interface Received {
   readonly message: ControlMessage;
   readonly from: UdpAddress;
+  /** The message with its sequence number, signature and the bytes it signs. */
+  readonly opened: OpenedMessage;
 }
+
+/**
+ * The private key to sign an outgoing message with (an agent: its device key;
+ * the control plane: its own), or undefined to send it unsigned (64 zero
+ * bytes: every receiver drops it; tests of unauthenticated senders).
+ */
+export type Signer = (message: ControlMessage) => CryptoKey | undefined;
 
 /** Counters of a socket, for status reports and tests. */
 export interface SocketCounters {
@@ -46,6 +62,8 @@ export interface SocketCounters {
 export interface ControlSocketOptions {
   /** Faults to inject (tests only): `udpDropRate` drops datagrams sent and received. */
   readonly faults?: FaultInjector;
+  /** Signs what is sent (default: nothing is signed). */
+  readonly signer?: Signer;
 }
 
 /** A bound UDP socket speaking control messages. */
@@ -62,10 +80,19 @@ export class ControlSocket {
     sendErrors: 0,
   };
   #closed = false;
+  #signer: Signer | undefined;
+  #lastSeq = 0;
+  /** The last send: sends go one at a time, in sequence order. */
+  #sending: Promise<void> = Promise.resolve();
 
-  private constructor(conn: Deno.DatagramConn, faults: FaultInjector | undefined) {
+  private constructor(
+    conn: Deno.DatagramConn,
+    faults: FaultInjector | undefined,
+    signer: Signer | undefined,
+  ) {
     this.#conn = conn;
     this.#faults = faults;
+    this.#signer = signer;
     const addr = conn.addr as Deno.NetAddr;
     this.hostname = addr.hostname;
     this.port = addr.port;
@@ -76,13 +103,40 @@ export class ControlSocket {
     return new ControlSocket(
       Deno.listenDatagram({ transport: "udp", hostname, port }),
       options.faults,
+      options.signer,
     );
   }
 
-  /** Sends one message; a send error is counted, not thrown (UDP is best effort anyway). */
-  async send(message: ControlMessage, to: UdpAddress): Promise<void> {
+  /** Replaces the signer (an agent that enrols while it runs). */
+  setSigner(signer: Signer | undefined): void {
+    this.#signer = signer;
+  }
+
+  /** The next sequence number: above every earlier one, and about the time in microseconds. */
+  nextSeq(): number {
+    this.#lastSeq = Math.max(this.#lastSeq + 1, Date.now() * 1000);
+    return this.#lastSeq;
+  }
+
+  /**
+   * Sends one message, signed; a send error is counted, not thrown (UDP is
+   * best effort anyway). Sends are queued so that they leave in sequence order.
+   */
+  send(message: ControlMessage, to: UdpAddress): Promise<void> {
+    // Encoded now: an oversize message throws to the caller, as before.
+    const key = this.#signer?.(message);
+    const seq = this.nextSeq();
+    const unsigned = encodeControlMessage(message, seq);
+    const sent = this.#sending.then(async () => {
+      const bytes = key === undefined ? unsigned : await signControlMessage(message, seq, key);
+      await this.#sendBytes(bytes, to);
+    });
+    this.#sending = sent.catch(() => {});
+    return sent;
+  }
+
+  async #sendBytes(bytes: Uint8Array, to: UdpAddress): Promise<void> {
     if (this.#closed) return;
-    const bytes = encodeControlMessage(message);
     if (this.#faults?.dropDatagram()) {
       this.counters.faultDropped++;
       return;
@@ -114,16 +168,20 @@ export class ControlSocket {
         this.counters.faultDropped++;
         continue;
       }
-      let message: ControlMessage;
+      let opened: OpenedMessage;
       try {
-        message = decodeControlMessage(data);
+        opened = openControlMessage(data);
       } catch {
         this.counters.malformed++;
         continue;
       }
       this.counters.received++;
       const from = addr as Deno.NetAddr;
-      yield { message, from: { hostname: from.hostname, port: from.port } };
+      yield {
+        message: opened.message,
+        from: { hostname: from.hostname, port: from.port },
+        opened,
+      };
     }
   }
 

@@ -3,15 +3,16 @@
  * selection with no device is refused): `registerDevice` puts one in an
  * in-process control plane's registry as its heartbeat would, and
  * `heartbeatFrom` sends a real heartbeat to a control plane in another
- * process. When devices must enrol (issue 14, device identity), these are the
- * two places that change.
+ * process, signed by a device key enrolled through its HTTP API (issue 14:
+ * only enrolled devices' signed datagrams count).
  *
  * @module
  */
 
 import type { ControlPlane } from "../../controlplane/control_plane.ts";
 import type { AgentRecord } from "../../controlplane/state_store.ts";
-import { ControlSocket } from "../../transfer/control_socket.ts";
+import type { SigningKey } from "../../release/keys.ts";
+import { deviceSocket, enrollDeviceOver } from "./identity.ts";
 
 /** Registers `nodeId` in `region` in an in-process control plane, heard from now. */
 export function registerDevice(
@@ -42,9 +43,10 @@ export function registerDevice(
 export async function heartbeatFrom(
   controlPlane: { hostname: string; port: number },
   nodeId: string,
+  key: SigningKey,
   region = "eu",
 ): Promise<void> {
-  const socket = ControlSocket.open("127.0.0.2", 0);
+  const socket = deviceSocket("127.0.0.2", new Map([[nodeId, key]]));
   try {
     await socket.send({
       type: "heartbeat",
@@ -64,17 +66,20 @@ export async function heartbeatFrom(
 }
 
 /**
- * Heartbeats `nodeId` to a control plane in another process until `listed`
- * says the control plane knows it (a datagram may be lost).
+ * Enrols `nodeId` with a control plane in another process (its HTTP API
+ * `api.url`, an admin's `api.token`), then heartbeats it until `listed` says
+ * the control plane knows it (a datagram may be lost).
  */
 export async function heartbeatUntilListed(
   controlPlane: { hostname: string; port: number },
+  api: { url: string; token: string },
   nodeId: string,
   listed: () => Promise<boolean>,
   region = "eu",
 ): Promise<void> {
+  const key = await enrollDeviceOver(api.url, api.token, nodeId, region);
   for (const deadline = Date.now() + 10_000;;) {
-    await heartbeatFrom(controlPlane, nodeId, region);
+    await heartbeatFrom(controlPlane, nodeId, key, region);
     if (await listed()) return;
     if (Date.now() > deadline) throw new Error(`${nodeId}'s heartbeat was not registered`);
     await new Promise((r) => setTimeout(r, 50));

@@ -22,7 +22,9 @@ import type {
 import {
   AUDIT_KEEP,
   type AuditRecord,
+  type DeviceKeyRecord,
   duplicateToken,
+  type EnrollmentTokenRecord,
   type TokenRecord,
 } from "../../controlplane/state_store.ts";
 
@@ -38,6 +40,8 @@ export class MemoryStore implements StateStore {
   readonly #served = new Map<string, number>();
   readonly #tokens: TokenRecord[] = [];
   readonly #audit: AuditRecord[] = [];
+  readonly #enrollmentTokens = new Map<string, EnrollmentTokenRecord>();
+  readonly #deviceKeys = new Map<string, DeviceKeyRecord>();
   readonly #auditKeep: number;
   readonly #releases: ReleaseRecord[] = [];
   #delegation: DelegationRecord | undefined;
@@ -219,6 +223,29 @@ export class MemoryStore implements StateStore {
     if (index < 0) return Promise.resolve(false);
     this.#tokens[index] = { ...this.#tokens[index], revoked: at };
     return Promise.resolve(true);
+  }
+
+  putEnrollmentToken(token: EnrollmentTokenRecord): Promise<void> {
+    this.#enrollmentTokens.set(token.hash, { ...token });
+    return Promise.resolve();
+  }
+
+  enrollmentToken(hash: string): Promise<EnrollmentTokenRecord | undefined> {
+    const found = this.#enrollmentTokens.get(hash);
+    return Promise.resolve(found && { ...found });
+  }
+
+  putDeviceKey(device: DeviceKeyRecord): Promise<void> {
+    this.#deviceKeys.set(device.nodeId, { ...device });
+    return Promise.resolve();
+  }
+
+  deviceKeys(): Promise<DeviceKeyRecord[]> {
+    return Promise.resolve([...this.#deviceKeys.values()].map((d) => ({ ...d })));
+  }
+
+  removeDeviceKey(nodeId: string): Promise<boolean> {
+    return Promise.resolve(this.#deviceKeys.delete(nodeId));
   }
 
   addAudit(entry: AuditRecord): Promise<void> {

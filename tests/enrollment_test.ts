@@ -1,0 +1,206 @@
+/**
+ * Device enrolment (issue 14, "Device identity"): an admin's enrolment token
+ * enrols as many devices as its uses allow until it expires; a device without
+ * a token waits, pending, for an admin's accept; pending requests are bounded;
+ * the agent makes its key pair at first start (private key 0600), checks the
+ * MAC of the control plane's answer and pins its key in DATA/enrollment.json —
+ * and refuses to pin a key whose MAC does not match its token.
+ */
+
+import assert from "node:assert/strict";
+import { ControlPlane } from "../controlplane/control_plane.ts";
+import { Enrollment, MAX_PENDING, PENDING_TTL_MS } from "../controlplane/enrollment.ts";
+import { apiHandler } from "../controlplane/http_api.ts";
+import {
+  deviceKey,
+  EnrollmentRefusedError,
+  readEnrollment,
+  requestEnrollment,
+} from "../agent/enrollment.ts";
+import { ENROLLMENT_TOKEN_PATTERN } from "../release/enrollment.ts";
+import { generateKey, toBase64Url } from "../release/keys.ts";
+import { MemoryStore } from "./support/memory_store.ts";
+import { withApi } from "./support/api_harness.ts";
+import { withTempDir } from "./helpers.ts";
+
+/** A device's enrolment body with a fresh key. */
+async function deviceBody(nodeId: string, token?: string): Promise<Record<string, unknown>> {
+  const { key } = await generateKey("device");
+  return { nodeId, region: "eu", publicKey: toBase64Url(key.publicKey), token };
+}
+
+async function newEnrollment(): Promise<Enrollment> {
+  const { key } = await generateKey("controlplane");
+  return new Enrollment(new MemoryStore(), key, []);
+}
+
+/** Serves `cp`'s API on 127.0.0.1 (a port the OS picks) while `fn` runs. */
+async function withServedApi(
+  cp: ControlPlane,
+  fn: (address: string) => Promise<void>,
+): Promise<void> {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    apiHandler(cp),
+  );
+  try {
+    await fn(`127.0.0.1:${server.addr.port}`);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+Deno.test("an enrolment token of one use enrols one device; a second device with it is refused (403), and both calls are audited", async () => {
+  await withApi({}, async ({ cp, call }) => {
+    const made = await call(
+      "POST",
+      "/v1/enrollment-tokens",
+      JSON.stringify({ uses: 1, expiresMs: 3_600_000 }),
+    );
+    assert.equal(made.status, 201);
+    const { token, uses } = await made.json();
+    assert.match(token, ENROLLMENT_TOKEN_PATTERN);
+    assert.equal(uses, 1);
+    const first = await call("POST", "/v1/enroll", JSON.stringify(await deviceBody("eu-0", token)));
+    assert.equal(first.status, 200);
+    const answer = await first.json();
+    assert.equal(answer.nodeId, "eu-0");
+    assert.equal(answer.controlPlaneKey, cp.enrollment.publicKey);
+    assert.equal(typeof answer.mac, "string");
+    assert.ok(cp.enrollment.device("eu-0"));
+    const second = await call(
+      "POST",
+      "/v1/enroll",
+      JSON.stringify(await deviceBody("eu-1", token)),
+    );
+    assert.equal(second.status, 403);
+    assert.match((await second.json()).error, /used up/);
+    assert.equal(cp.enrollment.device("eu-1"), undefined);
+    const audit = await cp.stateStore.audit(10);
+    assert.deepEqual(
+      audit.filter((a) => a.action === "POST /v1/enroll").map((a) => [a.target, a.status]),
+      [["device eu-1", 403], ["device eu-0", 200]],
+    );
+  });
+});
+
+Deno.test("an expired enrolment token enrols nothing (403), an unknown one is refused (401)", async () => {
+  const enrollment = await newEnrollment();
+  const { token } = await enrollment.createToken(5, 1000, 10_000);
+  await assert.rejects(
+    enrollment.enroll(await deviceBody("eu-0", token), 11_000),
+    (err: unknown) => err instanceof Error && "httpStatus" in err && err.httpStatus === 403,
+  );
+  const unknown = "pbe_" + "A".repeat(43);
+  await assert.rejects(
+    enrollment.enroll(await deviceBody("eu-0", unknown), 10_500),
+    (err: unknown) => err instanceof Error && "httpStatus" in err && err.httpStatus === 401,
+  );
+  assert.deepEqual(enrollment.devices(), []);
+});
+
+Deno.test("a device that asks without a token is pending (202) until an admin accepts it; then it is given the control plane's key without a MAC", async () => {
+  await withApi({}, async ({ cp, call }) => {
+    const body = JSON.stringify(await deviceBody("eu-0"));
+    const asked = await call("POST", "/v1/enroll", body);
+    assert.equal(asked.status, 202);
+    assert.deepEqual(await asked.json(), { pending: true });
+    const listed = await (await call("GET", "/v1/devices")).json();
+    assert.deepEqual(listed.pending.map((p: { nodeId: string }) => p.nodeId), ["eu-0"]);
+    assert.equal(cp.enrollment.device("eu-0"), undefined);
+    assert.equal((await call("POST", "/v1/enroll", body)).status, 202);
+    const accepted = await call("POST", "/v1/devices/eu-0/accept");
+    assert.equal(accepted.status, 200);
+    assert.deepEqual(await accepted.json(), { nodeId: "eu-0", accepted: true });
+    const again = await call("POST", "/v1/enroll", body);
+    assert.equal(again.status, 200);
+    assert.deepEqual(await again.json(), {
+      nodeId: "eu-0",
+      controlPlaneKey: cp.enrollment.publicKey,
+      mac: null,
+    });
+    assert.equal((await call("POST", "/v1/devices/nobody/accept")).status, 404);
+  });
+});
+
+Deno.test("pending enrolment requests are bounded: past the bound the oldest is dropped, and each expires", async () => {
+  const enrollment = await newEnrollment();
+  for (let i = 0; i <= MAX_PENDING; i++) {
+    await enrollment.enroll(await deviceBody(`d-${i}`), 1000 + i);
+  }
+  const pending = enrollment.pending(2000 + MAX_PENDING);
+  assert.equal(pending.length, MAX_PENDING);
+  assert.ok(!pending.some((p) => p.nodeId === "d-0"));
+  assert.deepEqual(enrollment.pending(1000 + MAX_PENDING + PENDING_TTL_MS + 1), []);
+});
+
+Deno.test("an agent enrolled with a token keeps its key pair (private key 0600) and pins the control plane's key in enrollment.json", async () => {
+  await withApi({}, async ({ cp }) => {
+    const { token } = await cp.enrollment.createToken(1, 60_000, Date.now());
+    await withServedApi(cp, async (address) => {
+      await withTempDir(async (dataDir) => {
+        const key = await deviceKey(dataDir);
+        assert.equal((await Deno.stat(`${dataDir}/device.key`)).mode! & 0o777, 0o600);
+        assert.deepEqual((await deviceKey(dataDir)).publicKey, key.publicKey);
+        assert.equal(await readEnrollment(dataDir), undefined);
+        const result = await requestEnrollment({
+          dataDir,
+          nodeId: "eu-0",
+          region: "eu",
+          key,
+          controlPlane: address,
+          token,
+        });
+        assert.equal(result.kind, "enrolled");
+        assert.deepEqual(await readEnrollment(dataDir), {
+          format: 1,
+          nodeId: "eu-0",
+          controlPlaneKey: cp.enrollment.publicKey,
+          controlPlane: address,
+        });
+        assert.equal(cp.enrollment.device("eu-0")?.publicKey, toBase64Url(key.publicKey));
+      });
+    });
+  });
+});
+
+Deno.test("an agent refuses to pin a control-plane key whose answer's MAC does not match its token", async () => {
+  const { key: impostor } = await generateKey("controlplane");
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () =>
+      Response.json({
+        nodeId: "eu-0",
+        controlPlaneKey: toBase64Url(impostor.publicKey),
+        mac: toBase64Url(new Uint8Array(32)),
+      }),
+  );
+  try {
+    await withTempDir(async (dataDir) => {
+      await assert.rejects(
+        requestEnrollment({
+          dataDir,
+          nodeId: "eu-0",
+          region: "eu",
+          key: await deviceKey(dataDir),
+          controlPlane: `127.0.0.1:${server.addr.port}`,
+          token: "pbe_" + "B".repeat(43),
+        }),
+        EnrollmentRefusedError,
+      );
+      assert.equal(await readEnrollment(dataDir), undefined);
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("removing a device forgets its enrolled key", async () => {
+  await withApi({}, async ({ cp, call }) => {
+    const { token } = await cp.enrollment.createToken(1, 60_000, Date.now());
+    await cp.enrollment.enroll(await deviceBody("eu-0", token), Date.now());
+    assert.equal((await call("DELETE", "/v1/devices/eu-0")).status, 200);
+    assert.equal(cp.enrollment.device("eu-0"), undefined);
+    assert.deepEqual(await cp.stateStore.deviceKeys(), []);
+  });
+});

@@ -1,0 +1,96 @@
+/**
+ * The receiving side of authenticated control messages (protocol 3): a
+ * datagram is accepted only from a known sender (a device enrolled with the
+ * control plane; the control plane whose key an agent pinned), with a valid
+ * Ed25519 signature by that sender's key, a sequence number above every one
+ * accepted from it before (a replay is dropped), and a sequence number whose
+ * time part (`seq / 1000`, ms) is within `MAX_CLOCK_SKEW_MS` of now (a
+ * datagram captured long ago is dropped even when nothing newer came).
+ * Everything else is dropped and counted by reason.
+ *
+ * Imported keys are cached per sender (one WebCrypto import per key, one
+ * verification per datagram); state is kept only for senders that are known,
+ * so unauthenticated datagrams cost nothing that stays.
+ *
+ * @module
+ */
+
+import { importVerifyKey, type OpenedMessage, verifyControlMessage } from "./control_messages.ts";
+
+/** How far a sequence number's time part may be from now, either way. */
+export const MAX_CLOCK_SKEW_MS = 60_000;
+
+/** Why an authenticated datagram was dropped. */
+export type AuthDrop = "unknownSender" | "badSignature" | "replayed" | "stale";
+
+/** Counters of dropped datagrams, by reason. */
+export type AuthDropCounters = Record<AuthDrop, number>;
+
+/** A new set of counters at zero. */
+export function authDropCounters(): AuthDropCounters {
+  return { unknownSender: 0, badSignature: 0, replayed: 0, stale: 0 };
+}
+
+/** Checks senders' datagrams; counts what it drops in `drops`. */
+export class DatagramAuthenticator {
+  readonly drops: AuthDropCounters;
+  readonly #keys = new Map<string, { readonly raw: string; readonly key: CryptoKey }>();
+  readonly #highest = new Map<string, number>();
+
+  constructor(drops: AuthDropCounters = authDropCounters()) {
+    this.drops = drops;
+  }
+
+  /**
+   * Whether to accept `opened` from `sender`, whose public key is `publicKey`
+   * (undefined: not a known sender). Counts the reason when it is dropped.
+   */
+  async accept(
+    sender: string,
+    publicKey: Uint8Array | undefined,
+    opened: OpenedMessage,
+    now: number,
+  ): Promise<boolean> {
+    const reason = await this.#check(sender, publicKey, opened, now);
+    if (reason === null) return true;
+    this.drops[reason]++;
+    return false;
+  }
+
+  /** Forgets a sender (it was removed): its key and its highest sequence number. */
+  forget(sender: string): void {
+    this.#keys.delete(sender);
+    this.#highest.delete(sender);
+  }
+
+  async #check(
+    sender: string,
+    publicKey: Uint8Array | undefined,
+    opened: OpenedMessage,
+    now: number,
+  ): Promise<AuthDrop | null> {
+    if (publicKey === undefined) return "unknownSender";
+    if (Math.abs(opened.seq / 1000 - now) > MAX_CLOCK_SKEW_MS) return "stale";
+    if (opened.seq <= (this.#highest.get(sender) ?? 0)) return "replayed";
+    const key = await this.#keyOf(sender, publicKey);
+    if (key === undefined || !(await verifyControlMessage(opened, key))) return "badSignature";
+    // Checked again: another datagram of this sender may have been accepted meanwhile.
+    if (opened.seq <= (this.#highest.get(sender) ?? 0)) return "replayed";
+    this.#highest.set(sender, opened.seq);
+    return null;
+  }
+
+  async #keyOf(sender: string, publicKey: Uint8Array): Promise<CryptoKey | undefined> {
+    const raw = Array.from(publicKey, (b) => b.toString(16).padStart(2, "0")).join("");
+    const cached = this.#keys.get(sender);
+    if (cached?.raw === raw) return cached.key;
+    try {
+      const key = await importVerifyKey(publicKey);
+      this.#keys.set(sender, { raw, key });
+      // A new key starts its sequence afresh only if the sender re-enrolled: keep the highest.
+      return key;
+    } catch {
+      return undefined;
+    }
+  }
+}
