@@ -41,6 +41,7 @@ import { encodeControlMessage, MAX_DATAGRAM } from "../transfer/control_messages
 import { applyFile } from "../codec/applier.ts";
 import { fromHex, toHex } from "../kernel/blake3.ts";
 import { BlobServer, type BlobServerLimits } from "../transfer/blob_server.ts";
+import { type BlobCredentials, ticketHolders } from "../transfer/blob_auth.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { type BlobSource, downloadBlob, fetchSmallBlob } from "../transfer/blob_client.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
@@ -305,14 +306,21 @@ export class Agent {
       // Every datagram it sends is signed with the device key (protocol 3).
       signer: () => key.privateKey,
     });
+    // Serves only a device the pinned control plane gave a ticket for the blob (protocol version 2).
+    const self: { agent?: Agent } = {};
     const blobServer = BlobServer.start({
       hostname: options.bind,
       port: options.p2pPort ?? DEFAULT_AGENT_P2P_PORT,
       store,
       faults: options.faults?.transport,
       ...options.blobLimits,
+      authorize: ticketHolders(() => {
+        const pinned = self.agent === undefined ? undefined : self.agent.#enrollment;
+        return pinned === undefined ? undefined : publicKeyOf(pinned.controlPlaneKey);
+      }),
     });
     const agent = new Agent(options, store, blobServer, socket, trust);
+    self.agent = agent;
     agent.#deviceKey = key;
     agent.#enrollment = enrollment;
     if (enrollment === undefined) agent.#askToEnrol();
@@ -617,7 +625,13 @@ export class Agent {
       maxBytes: MAX_DOCUMENT_BYTES,
       deadlineMs: this.options.documentDeadlineMs ?? 10_000,
       signal: this.#abort.signal,
+      credentials: this.#credentials(),
     });
+  }
+
+  /** What this device signs its blob requests with (protocol version 2). */
+  #credentials(): BlobCredentials {
+    return { nodeId: this.options.nodeId, privateKey: this.deviceKey.privateKey };
   }
 
   /**
@@ -746,7 +760,7 @@ export class Agent {
             controlPlane,
           ]
           : [controlPlane];
-        await this.#download(announce, sources);
+        await this.#download(announce, sources, closed?.ticket ?? null);
         return;
       }
       case "announceLeaderReady":
@@ -892,7 +906,12 @@ export class Agent {
     }
   }
 
-  async #download(announce: Announce, sources: BlobSource[]): Promise<void> {
+  /** The blob from `sources`; `ticket` (the control plane's, from ElectionClosed) admits it at a leader. */
+  async #download(
+    announce: Announce,
+    sources: BlobSource[],
+    ticket: Uint8Array | null,
+  ): Promise<void> {
     const blob = toHex(announce.blobDigest);
     if (await this.store.has(announce.blobDigest)) {
       this.#readyBlobs.add(blob);
@@ -909,6 +928,7 @@ export class Agent {
         idleTimeoutMs: this.options.transferTimeoutMs,
         minRate: this.options.blobLimits?.minRate,
         signal: this.#abort.signal,
+        credentials: { ...this.#credentials(), ticket },
       }).then((result) => {
         this.#readyBlobs.add(blob);
         this.#log(

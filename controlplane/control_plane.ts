@@ -25,7 +25,8 @@
  * @module
  */
 
-import type { Announce, ControlMessage } from "../transfer/control_messages.ts";
+import type { Announce, ControlMessage, ElectionClosed } from "../transfer/control_messages.ts";
+import { enrolledDevices, signTicket, TICKET_TTL_MS } from "../transfer/blob_auth.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
 import {
   ConflictError,
@@ -265,6 +266,8 @@ export class ControlPlane {
     let socket: ControlSocket | undefined;
     let store: BlobStore;
     let blobServer: BlobServer;
+    // The blob server serves only enrolled devices (protocol version 2); the registry comes with the instance.
+    const registry: { enrollment?: Enrollment } = {};
     try {
       store = await BlobStore.open(`${options.dataDir}/blobs`);
       socket = ControlSocket.open(options.bind, options.udpPort ?? DEFAULT_CP_UDP_PORT, {
@@ -278,6 +281,10 @@ export class ControlPlane {
         store,
         faults: options.faults?.transport,
         ...options.blobLimits,
+        authorize: enrolledDevices((nodeId) => {
+          const device = registry.enrollment?.device(nodeId);
+          return device === undefined ? undefined : publicKeyOf(device.publicKey);
+        }),
       });
     } catch (err) {
       // A port in use, say: nothing stays open behind the error.
@@ -287,6 +294,7 @@ export class ControlPlane {
       throw err;
     }
     const cp = new ControlPlane(options, stateStore, loaded, store, blobServer, socket, lock);
+    registry.enrollment = cp.enrollment;
     cp.#receiving = cp.#receive();
     const tickMs = options.tickMs ?? 200;
     cp.#timer = setInterval(() => cp.tick(Date.now()), tickMs);
@@ -849,7 +857,42 @@ export class ControlPlane {
   #sendTo(nodeId: string, message: ControlMessage): void {
     const agent = this.agents.get(nodeId);
     if (!agent) return;
+    if (message.type === "electionClosed" && message.ticket === undefined) {
+      void this.#sendClosed(nodeId, message);
+      return;
+    }
     this.socket.send(message, { hostname: agent.host, port: agent.udpPort });
+  }
+
+  /**
+   * ElectionClosed with the member's ticket: what the leader's blob server
+   * admits it with (transfer/blob_auth.ts). The leader gets none (it
+   * downloads from this control plane), nor does a device not enrolled.
+   */
+  async #sendClosed(nodeId: string, message: ElectionClosed): Promise<void> {
+    const entry = this.#elections.get(message.manifestId);
+    const device = this.enrollment.device(nodeId);
+    const publicKey = device === undefined ? undefined : publicKeyOf(device.publicKey);
+    let ticket: Uint8Array | undefined;
+    if (entry !== undefined && publicKey !== undefined && nodeId !== message.leaderNodeId) {
+      try {
+        ticket = await signTicket({
+          manifestId: message.manifestId,
+          digest: entry.election.announce.blobDigest,
+          nodeId,
+          publicKey,
+          expires: Date.now() + TICKET_TTL_MS,
+        }, this.enrollment.key.privateKey);
+      } catch (err) {
+        this.#log(`cannot sign a blob ticket for ${nodeId}: ${describeOsError(err)}`);
+      }
+    }
+    const agent = this.agents.get(nodeId);
+    if (!agent || this.#closed) return;
+    this.socket.send(ticket === undefined ? message : { ...message, ticket }, {
+      hostname: agent.host,
+      port: agent.udpPort,
+    });
   }
 
   // --- helpers ---

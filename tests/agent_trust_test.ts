@@ -108,7 +108,13 @@ class FakeControlPlane {
 
   static async start(dir: string): Promise<FakeControlPlane> {
     const store = await BlobStore.open(`${dir}/blobs`);
-    const blobs = BlobServer.start({ hostname: CP_HOST, port: 0, store });
+    // Blob protocol version 2, as agents speak it; this fake serves anyone.
+    const blobs = BlobServer.start({
+      hostname: CP_HOST,
+      port: 0,
+      store,
+      authorize: () => Promise.resolve(true),
+    });
     const { key, socket } = await fakeControlPlane(CP_HOST);
     const cp = new FakeControlPlane(dir, socket, store, blobs, key);
     cp.#receiving = (async () => {

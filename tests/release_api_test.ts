@@ -240,6 +240,8 @@ Deno.test({
           digest: digest as Uint8Array,
           maxBytes: 64 * 1024,
           deadlineMs: 5000,
+          // Blob protocol version 2: the control plane serves only an enrolled device.
+          credentials: { nodeId: "eu-0", privateKey: deviceKeys.get("eu-0")!.privateKey },
         });
         assert.equal(new TextDecoder().decode(bytes), text);
       }

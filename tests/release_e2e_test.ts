@@ -466,7 +466,13 @@ Deno.test({
     const delegationDigest = await put(delegation);
     const target = (await store.importFile(v1.path)).digest;
     const host = fleet.options.cpHost;
-    const server = BlobServer.start({ hostname: host, port: PORTS.cpP2p, store });
+    // It speaks blob protocol version 2 as devices do, and serves anyone.
+    const server = BlobServer.start({
+      hostname: host,
+      port: PORTS.cpP2p,
+      store,
+      authorize: () => Promise.resolve(true),
+    });
     // A compromised control plane: it holds the real one's key, so devices hear it.
     const cpKey = await readSigningKey(`${dir}/cp/controlplane.key`, "controlplane");
     const socket = ControlSocket.open(host, PORTS.cpUdp, { signer: () => cpKey.privateKey });

@@ -51,11 +51,15 @@ import {
   BlobProtocolError,
   type BlobResponseHeader,
   BlobStatus,
+  decodeHello,
   decodeResponseHeader,
   encodeRequest,
+  HELLO_SIZE,
   RESPONSE_HEADER_SIZE,
+  signRequest,
   statusName,
 } from "./blob_protocol.ts";
+import type { BlobCredentials } from "./blob_auth.ts";
 import {
   closeQuietly,
   DEFAULT_MIN_RATE,
@@ -105,6 +109,12 @@ export interface DownloadOptions {
   onProgress?: (done: number, total: number) => void;
   /** Aborts the download (the partial file is kept); the promise rejects with the reason. */
   signal?: AbortSignal;
+  /**
+   * Speak protocol version 2: read the server's hello and sign each request
+   * with these (the servers of the control plane and of agents require it).
+   * Without: version 1 (servers started without `authorize`).
+   */
+  credentials?: BlobCredentials;
 }
 
 /** One connection to one source. */
@@ -155,6 +165,7 @@ export async function downloadBlob(options: DownloadOptions): Promise<DownloadRe
     signal,
     buffer: new Uint8Array(RECEIVE_BUFFER_SIZE),
     rate: undefined,
+    credentials: options.credentials,
   };
   const minRate = options.minRate ?? DEFAULT_MIN_RATE;
   signal?.throwIfAborted();
@@ -234,6 +245,8 @@ export interface FetchSmallBlobOptions {
   readonly deadlineMs: number;
   /** Aborts the fetch; the promise rejects with the reason. */
   readonly signal?: AbortSignal;
+  /** Speak protocol version 2 with these (see `DownloadOptions.credentials`). */
+  readonly credentials?: BlobCredentials;
 }
 
 /**
@@ -288,7 +301,26 @@ export async function fetchSmallBlob(options: FetchSmallBlobOptions): Promise<Ui
       if (err instanceof BlobDownloadError || signal?.aborted) throw err;
       throw fail(`cannot connect: ${describeNetError(err)}`);
     }
-    const request = encodeRequest({ digest, offset: 0 });
+    let request: Uint8Array = encodeRequest({ digest, offset: 0 });
+    const credentials = options.credentials;
+    if (credentials !== undefined) {
+      const hello = new Uint8Array(HELLO_SIZE);
+      await readExactly(conn, hello, () => fail("connection closed before the hello"), lost);
+      let nonce: Uint8Array;
+      try {
+        nonce = decodeHello(hello);
+      } catch (err) {
+        if (!(err instanceof BlobProtocolError)) throw err;
+        throw fail(`bad hello: ${err.message}`);
+      }
+      request = await signRequest(
+        { digest, offset: 0 },
+        credentials.nodeId,
+        credentials.ticket ?? null,
+        nonce,
+        credentials.privateKey,
+      );
+    }
     try {
       for (let done = 0; done < request.length;) done += await conn.write(request.subarray(done));
     } catch (err) {
@@ -383,6 +415,7 @@ interface AttemptContext {
   buffer: Uint8Array;
   /** The minimum rate of the source being tried. */
   rate: SourceRate | undefined;
+  credentials: BlobCredentials | undefined;
 }
 
 /** The rate watchdog of one source, over all its attempts; when it fires it ends the attempt under way. */
@@ -465,7 +498,37 @@ async function receive(
     }
 
     const offset = partial.length;
-    const request = encodeRequest({ digest: context.digest, offset });
+    let request: Uint8Array = encodeRequest({ digest: context.digest, offset });
+    const credentials = context.credentials;
+    if (credentials !== undefined) {
+      const hello = new Uint8Array(HELLO_SIZE);
+      for (let filled = 0; filled < hello.length;) {
+        let n: number | null;
+        try {
+          n = await conn.read(hello.subarray(filled));
+        } catch (err) {
+          throw lost(err, "before the hello");
+        }
+        if (n === null) throw new SourceFailure("connection closed before the hello", "retry");
+        filled += n;
+        watchdog.kick();
+        rate?.watchdog.count(n);
+      }
+      let nonce: Uint8Array;
+      try {
+        nonce = decodeHello(hello);
+      } catch (err) {
+        if (!(err instanceof BlobProtocolError)) throw err;
+        throw new SourceFailure(`bad hello: ${err.message}`, "next");
+      }
+      request = await signRequest(
+        { digest: context.digest, offset },
+        credentials.nodeId,
+        credentials.ticket ?? null,
+        nonce,
+        credentials.privateKey,
+      );
+    }
     try {
       for (let done = 0; done < request.length;) {
         done += await conn.write(request.subarray(done));
@@ -550,6 +613,11 @@ function checkStatus(header: BlobResponseHeader, offset: number, size: number): 
       );
     case BlobStatus.BUSY:
       throw new SourceFailure(`the source is busy (${name})`, "retry");
+    case BlobStatus.FORBIDDEN:
+      throw new SourceFailure(
+        `the source does not serve this device (${name}): not enrolled, or no valid ticket`,
+        "next",
+      );
     default:
       throw new SourceFailure(
         `the source refused the request (${name}): another protocol version?`,

@@ -11,6 +11,13 @@
  * carries no checksum: a client must verify the whole blob's BLAKE3 before it
  * uses it. Offsets and lengths above 2^53 − 1 are refused here.
  *
+ * Version 2 (issue 14: servers serve only authenticated, enrolled devices):
+ * the server first sends a 37-byte hello (magic `PBLH`, version 2, a fresh
+ * 32-byte nonce); the request is version 1's with version 2, then the asking
+ * node id, an optional ticket of the control plane, and an Ed25519 signature
+ * by the device over `REQUEST_DOMAIN ‖ nonce ‖ request`; a request not
+ * admitted is answered `FORBIDDEN`. Who is admitted: `blob_auth.ts`.
+ *
  * Specification: docs/spec/blob-protocol-v1.md (field tables, status codes,
  * server and client rules, resuming, test vectors).
  *
@@ -44,6 +51,8 @@ export const BlobStatus = {
   BAD_OFFSET: 3,
   /** Too many connections: try again later. */
   BUSY: 4,
+  /** Version 2: the request is not by an authenticated, enrolled device (or its ticket does not admit it). */
+  FORBIDDEN: 5,
 } as const;
 
 /** One of the `BlobStatus` codes. */
@@ -83,6 +92,7 @@ const STATUS_NAMES: Record<number, string> = {
   [BlobStatus.BAD_REQUEST]: "BAD_REQUEST",
   [BlobStatus.BAD_OFFSET]: "BAD_OFFSET",
   [BlobStatus.BUSY]: "BUSY",
+  [BlobStatus.FORBIDDEN]: "FORBIDDEN",
 };
 
 /** The name of a status code (`"NOT_FOUND"`), or `"status N"` for an unknown one. */
@@ -180,4 +190,157 @@ export function decodeResponseHeader(bytes: Uint8Array): BlobResponseHeader {
     throw new BlobProtocolError(`a ${statusName(status)} response announces ${length} bytes`);
   }
   return { status, length: Number(length) };
+}
+
+// --- Version 2: authenticated requests (issue 14; docs/spec/blob-protocol-v1.md, "Version 2") ---
+
+/** The version of the authenticated protocol. */
+export const VERSION_2 = 2;
+/** The hello's first four bytes: ASCII `PBLH`. */
+export const HELLO_MAGIC: Uint8Array = new Uint8Array([0x50, 0x42, 0x4c, 0x48]);
+/** Bytes of the hello's nonce. */
+export const NONCE_LENGTH = 32;
+/** Byte size of a hello: magic (4) + version (1) + nonce (32). */
+export const HELLO_SIZE = 4 + 1 + NONCE_LENGTH;
+/** Bytes of an Ed25519 signature. */
+export const REQUEST_SIGNATURE_LENGTH = 64;
+/** Longest node id in a request, in bytes. */
+export const MAX_REQUEST_NODE_ID = 128;
+/** Longest ticket in a request, in bytes. */
+export const MAX_TICKET = 512;
+/** What a version-2 request signature covers first: this tag, then the nonce, then the request's bytes before the signature. */
+export const REQUEST_DOMAIN: Uint8Array = new TextEncoder().encode("poolboy blob request v2\0");
+
+/** A version-2 request: the version-1 fields, who asks, the ticket it presents, and its signature. */
+export interface AuthenticatedBlobRequest extends BlobRequest {
+  /** The asking device's node id. */
+  nodeId: string;
+  /** A control plane's ticket (for an agent's server); null when none. */
+  ticket: Uint8Array | null;
+  /** Ed25519 by the device's key over `REQUEST_DOMAIN ‖ nonce ‖ signed`. */
+  signature: Uint8Array;
+  /** The request's bytes before the signature. */
+  signed: Uint8Array;
+}
+
+/** The 37 bytes of a hello carrying `nonce`. */
+export function encodeHello(nonce: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (nonce.length !== NONCE_LENGTH) throw new RangeError(`nonce must be ${NONCE_LENGTH} bytes`);
+  const bytes = new Uint8Array(HELLO_SIZE);
+  bytes.set(HELLO_MAGIC, 0);
+  bytes[4] = VERSION_2;
+  bytes.set(nonce, 5);
+  return bytes;
+}
+
+/** The nonce of a hello of exactly `HELLO_SIZE` bytes; throws `BlobProtocolError` on anything else. */
+export function decodeHello(bytes: Uint8Array): Uint8Array {
+  if (bytes.length !== HELLO_SIZE) throw new BlobProtocolError(`a hello is ${HELLO_SIZE} bytes`);
+  for (let i = 0; i < HELLO_MAGIC.length; i++) {
+    if (bytes[i] !== HELLO_MAGIC[i]) throw new BlobProtocolError("not a blob hello: bad magic");
+  }
+  if (bytes[4] !== VERSION_2) {
+    throw new BlobProtocolError(`unsupported blob hello version ${bytes[4]}`);
+  }
+  return bytes.slice(5);
+}
+
+/**
+ * The bytes of a version-2 request before its signature: magic, version 2,
+ * digest, offset (as version 1), a u8 node-id length and the node id (UTF-8),
+ * a u16 ticket length (0: none) and the ticket.
+ */
+export function encodeRequestBody(
+  request: BlobRequest,
+  nodeId: string,
+  ticket: Uint8Array | null,
+): Uint8Array<ArrayBuffer> {
+  const head = encodeRequest(request);
+  head[4] = VERSION_2;
+  const id = new TextEncoder().encode(nodeId);
+  if (id.length === 0 || id.length > MAX_REQUEST_NODE_ID) {
+    throw new RangeError(`node id must be 1-${MAX_REQUEST_NODE_ID} bytes`);
+  }
+  const t = ticket ?? new Uint8Array(0);
+  if (t.length > MAX_TICKET) throw new RangeError(`ticket over ${MAX_TICKET} bytes`);
+  const bytes = new Uint8Array(REQUEST_SIZE + 1 + id.length + 2 + t.length);
+  bytes.set(head, 0);
+  bytes[REQUEST_SIZE] = id.length;
+  bytes.set(id, REQUEST_SIZE + 1);
+  new DataView(bytes.buffer).setUint16(REQUEST_SIZE + 1 + id.length, t.length, false);
+  bytes.set(t, REQUEST_SIZE + 3 + id.length);
+  return bytes;
+}
+
+/** What a version-2 request's signature covers: `REQUEST_DOMAIN ‖ nonce ‖ signed`. */
+export function requestSignatureInput(
+  nonce: Uint8Array,
+  signed: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(REQUEST_DOMAIN.length + nonce.length + signed.length);
+  out.set(REQUEST_DOMAIN, 0);
+  out.set(nonce, REQUEST_DOMAIN.length);
+  out.set(signed, REQUEST_DOMAIN.length + nonce.length);
+  return out;
+}
+
+/** A whole version-2 request, signed by `privateKey` (Ed25519) for the connection whose hello carried `nonce`. */
+export async function signRequest(
+  request: BlobRequest,
+  nodeId: string,
+  ticket: Uint8Array | null,
+  nonce: Uint8Array,
+  privateKey: CryptoKey,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const body = encodeRequestBody(request, nodeId, ticket);
+  const signature = new Uint8Array(
+    await crypto.subtle.sign({ name: "Ed25519" }, privateKey, requestSignatureInput(nonce, body)),
+  );
+  const bytes = new Uint8Array(body.length + REQUEST_SIGNATURE_LENGTH);
+  bytes.set(body, 0);
+  bytes.set(signature, body.length);
+  return bytes;
+}
+
+/**
+ * Decodes the parts of a version-2 request as the server reads them: `head`
+ * (the first `REQUEST_SIZE` bytes, version 2), the node id, the ticket and the
+ * signature. Throws `BlobProtocolError` on a bad head or an empty node id.
+ */
+export function decodeAuthenticatedRequest(
+  head: Uint8Array,
+  nodeIdBytes: Uint8Array,
+  ticket: Uint8Array,
+  signature: Uint8Array,
+): AuthenticatedBlobRequest {
+  if (head.length !== REQUEST_SIZE || head[4] !== VERSION_2) {
+    throw new BlobProtocolError("not a version-2 blob request");
+  }
+  const v1 = head.slice();
+  v1[4] = VERSION;
+  const request = decodeRequest(v1);
+  let nodeId: string;
+  try {
+    nodeId = new TextDecoder("utf-8", { fatal: true }).decode(nodeIdBytes);
+  } catch {
+    throw new BlobProtocolError("node id is not UTF-8");
+  }
+  if (nodeId.length === 0) throw new BlobProtocolError("empty node id");
+  const signed = new Uint8Array(REQUEST_SIZE + 3 + nodeIdBytes.length + ticket.length);
+  signed.set(head, 0);
+  signed[REQUEST_SIZE] = nodeIdBytes.length;
+  signed.set(nodeIdBytes, REQUEST_SIZE + 1);
+  new DataView(signed.buffer).setUint16(
+    REQUEST_SIZE + 1 + nodeIdBytes.length,
+    ticket.length,
+    false,
+  );
+  signed.set(ticket, REQUEST_SIZE + 3 + nodeIdBytes.length);
+  return {
+    ...request,
+    nodeId,
+    ticket: ticket.length === 0 ? null : ticket.slice(),
+    signature: signature.slice(),
+    signed,
+  };
 }

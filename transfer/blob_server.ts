@@ -17,6 +17,11 @@
  * `minRate` over its window (a peer that requests or reads too slowly) is cut,
  * counted in `cut`.
  *
+ * With `authorize` (the control plane's and agents' servers) it speaks
+ * version 2: a hello with a fresh nonce on accept, then a signed request that
+ * `authorize` must admit (blob_auth.ts), else FORBIDDEN, counted in
+ * `forbidden`, and nothing is looked up or served.
+ *
  * @module
  */
 
@@ -28,10 +33,18 @@ import {
   type BlobRequest,
   BlobStatus,
   type BlobStatusCode,
+  decodeAuthenticatedRequest,
   decodeRequest,
+  encodeHello,
   encodeResponseHeader,
+  MAX_REQUEST_NODE_ID,
+  MAX_TICKET,
+  NONCE_LENGTH,
+  REQUEST_SIGNATURE_LENGTH,
   REQUEST_SIZE,
+  VERSION_2,
 } from "./blob_protocol.ts";
+import type { BlobAuthorizer } from "./blob_auth.ts";
 import type { BlobLookup } from "./blob_store.ts";
 import type { TransportFaults } from "./faults.ts";
 import {
@@ -72,6 +85,13 @@ export interface BlobServerOptions {
    * each response's rate (so a test can act while a download is under way).
    */
   faults?: TransportFaults;
+  /**
+   * Who is served (protocol version 2): with it the server sends a hello with
+   * a fresh nonce on accept, reads a signed request and serves it only when
+   * this says so (else FORBIDDEN, counted in `forbidden`). Without it (tests,
+   * tools) the server speaks version 1 and serves anyone.
+   */
+  authorize?: BlobAuthorizer;
 }
 
 /** A running blob server. */
@@ -88,7 +108,10 @@ export class BlobServer {
   refused = 0;
   /** Connections cut for a request not whole within `requestTimeoutMs`, or a rate below `minRate` (also in `errors`). */
   cut = 0;
+  /** Requests answered FORBIDDEN: not by an authenticated, enrolled device (version 2). */
+  forbidden = 0;
 
+  readonly #authorize: BlobAuthorizer | undefined;
   readonly #listener: Deno.TcpListener;
   readonly #store: BlobLookup;
   readonly #idleTimeoutMs: number;
@@ -117,6 +140,7 @@ export class BlobServer {
     this.#minRate = options.minRate ?? DEFAULT_MIN_RATE;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? this.#minRate.windowMs;
     this.#faults = options.faults ?? {};
+    this.#authorize = options.authorize;
     this.#acceptLoop = this.#accept();
   }
 
@@ -206,23 +230,66 @@ export class BlobServer {
       } catch {
         // Not fatal: only latency.
       }
-      const requestBytes = new Uint8Array(REQUEST_SIZE);
-      for (let filled = 0; filled < REQUEST_SIZE;) {
-        const n = await conn.read(requestBytes.subarray(filled));
-        if (n === null) throw new ProtocolError("peer closed before sending a whole request");
-        filled += n;
-        watchdog.kick();
-        rate.count(n);
+      const readExact = async (length: number): Promise<Uint8Array> => {
+        const bytes = new Uint8Array(length);
+        for (let filled = 0; filled < length;) {
+          const n = await conn.read(bytes.subarray(filled));
+          if (n === null) throw new ProtocolError("peer closed before sending a whole request");
+          filled += n;
+          watchdog.kick();
+          rate.count(n);
+        }
+        return bytes;
+      };
+      let nonce: Uint8Array | undefined;
+      if (this.#authorize !== undefined) {
+        nonce = crypto.getRandomValues(new Uint8Array(NONCE_LENGTH));
+        await this.#write(conn, watchdog, encodeHello(nonce), rate);
+      }
+      const requestBytes = await readExact(REQUEST_SIZE);
+      let authenticated: Parameters<BlobAuthorizer>[0] | undefined;
+      if (nonce !== undefined && requestBytes[4] === VERSION_2) {
+        const idLength = (await readExact(1))[0];
+        if (idLength === 0 || idLength > MAX_REQUEST_NODE_ID) {
+          clearTimeout(requestDeadline);
+          return await this.#refuse(conn, watchdog);
+        }
+        const nodeId = await readExact(idLength);
+        const ticketLength = new DataView((await readExact(2)).buffer).getUint16(0, false);
+        if (ticketLength > MAX_TICKET) {
+          clearTimeout(requestDeadline);
+          return await this.#refuse(conn, watchdog);
+        }
+        const ticket = await readExact(ticketLength);
+        const signature = await readExact(REQUEST_SIGNATURE_LENGTH);
+        try {
+          authenticated = decodeAuthenticatedRequest(requestBytes, nodeId, ticket, signature);
+        } catch (err) {
+          if (!(err instanceof BlobProtocolError)) throw err;
+          clearTimeout(requestDeadline);
+          return await this.#reply(conn, watchdog, err.status);
+        }
       }
       clearTimeout(requestDeadline);
       if (busy) return await this.#reply(conn, watchdog, BlobStatus.BUSY);
 
       let request: BlobRequest;
-      try {
-        request = decodeRequest(requestBytes);
-      } catch (err) {
-        if (!(err instanceof BlobProtocolError)) throw err;
-        return await this.#reply(conn, watchdog, err.status);
+      if (nonce !== undefined) {
+        // Version 2: nothing is served, or even looked up, before the request is admitted.
+        if (
+          authenticated === undefined ||
+          !(await this.#authorize!(authenticated, nonce, Date.now()))
+        ) {
+          return await this.#refuse(conn, watchdog);
+        }
+        request = authenticated;
+      } else {
+        try {
+          request = decodeRequest(requestBytes);
+        } catch (err) {
+          if (!(err instanceof BlobProtocolError)) throw err;
+          return await this.#reply(conn, watchdog, err.status);
+        }
       }
       const blob = await this.#store.lookup(request.digest);
       if (blob === null) return await this.#reply(conn, watchdog, BlobStatus.NOT_FOUND);
@@ -285,6 +352,12 @@ export class BlobServer {
       if (file !== undefined) closeQuietly(file);
       closeQuietly(conn);
     }
+  }
+
+  /** FORBIDDEN, counted, then the connection closes. */
+  async #refuse(conn: Deno.TcpConn, watchdog: IdleWatchdog): Promise<void> {
+    this.forbidden++;
+    await this.#reply(conn, watchdog, BlobStatus.FORBIDDEN);
   }
 
   async #reply(conn: Deno.TcpConn, watchdog: IdleWatchdog, status: BlobStatusCode): Promise<void> {

@@ -43,6 +43,8 @@ export const MAX_DATAGRAM = 1200;
 export const MAX_NAME = 128;
 /** IP address literals in hosts: v4 dotted quads or v6 (hex digits and colons). */
 const HOST_PATTERN = /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:]{2,39})$/;
+/** Longest ticket in ElectionClosed, in bytes. */
+export const MAX_TICKET_BYTES = 512;
 /** Longest status detail, in characters. */
 export const MAX_DETAIL = 256;
 
@@ -99,6 +101,12 @@ export interface ElectionClosed {
   readonly leaderNodeId: string;
   readonly leaderHost: string;
   readonly leaderP2pPort: number;
+  /**
+   * The control plane's ticket for this follower (transfer/blob_auth.ts):
+   * what the leader's blob server admits it with. Absent (null on the wire)
+   * when there is none.
+   */
+  readonly ticket?: Uint8Array;
 }
 export interface ClosedAck {
   readonly type: "closedAck";
@@ -256,7 +264,7 @@ function fieldsOf(m: ControlMessage): unknown[] {
     case "leaderReady":
       return [m.manifestId, m.nodeId, m.p2pPort];
     case "electionClosed":
-      return [m.manifestId, m.leaderNodeId, m.leaderHost, m.leaderP2pPort];
+      return [m.manifestId, m.leaderNodeId, m.leaderHost, m.leaderP2pPort, m.ticket ?? null];
     case "closedAck":
       return [m.manifestId, m.nodeId];
     case "heartbeat":
@@ -336,15 +344,18 @@ export function openControlMessage(bytes: Uint8Array): OpenedMessage {
     case 4:
       message = { type: "leaderReady", manifestId: r.name(), nodeId: r.name(), p2pPort: r.port() };
       break;
-    case 5:
-      message = {
-        type: "electionClosed",
+    case 5: {
+      const closed = {
+        type: "electionClosed" as const,
         manifestId: r.name(),
         leaderNodeId: r.name(),
         leaderHost: r.host(),
         leaderP2pPort: r.port(),
       };
+      const ticket = r.optionalBytes(MAX_TICKET_BYTES);
+      message = ticket === null ? closed : { ...closed, ticket };
       break;
+    }
     case 6:
       message = { type: "closedAck", manifestId: r.name(), nodeId: r.name() };
       break;
@@ -511,6 +522,15 @@ class FieldReader {
 
   digest(): Uint8Array {
     return FieldReader.digestOf(this.#next());
+  }
+
+  optionalBytes(max: number): Uint8Array | null {
+    const x = this.#next();
+    if (x === null) return null;
+    if (!(x instanceof Uint8Array) || x.length > max) {
+      throw new MalformedMessageError(`expected a byte string of at most ${max} bytes, or null`);
+    }
+    return x;
   }
 
   optionalDigest(): Uint8Array | null {
