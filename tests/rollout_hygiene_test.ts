@@ -362,7 +362,7 @@ Deno.test("a device silent longer than --offline-after no longer holds its rollo
   });
 });
 
-Deno.test("an admin removes a device: its registry entry and its progress go, the audit log has it, and a heartbeat brings it back", async () => {
+Deno.test("an admin removes a device: its registry entry and its progress go, the audit log has it, and it is back in the registry only when it is registered again (by enrolling anew)", async () => {
   await withApi({ controlPlane: { tickMs: 3_600_000 } }, async ({ call, cp }) => {
     await call("PUT", "/v1/models/resnet/versions/v1", randomBytes(1000, 5));
     registerDevice(cp, "eu-0");
@@ -392,7 +392,7 @@ Deno.test("an admin removes a device: its registry entry and its progress go, th
     const again = await call("DELETE", "/v1/devices/eu-0");
     assert.equal(again.status, 404);
     assert.match((await json<{ error: string }>(again)).error, /unknown device "eu-0"/);
-    registerDevice(cp, "eu-0"); // what its next heartbeat does
+    registerDevice(cp, "eu-0"); // what enrolling anew leads to (its old key was forgotten)
     cp.tick(Date.now());
     assert.deepEqual(
       (await json<DeviceList>(await call("GET", "/v1/devices"))).agents.map((a) => a.nodeId).sort(),
