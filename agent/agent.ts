@@ -90,6 +90,7 @@ import {
 import { statfs } from "node:fs/promises";
 import { formatBytes } from "../kernel/units.ts";
 import { DiskSpaceError } from "./errors.ts";
+import { KeyedMutex, type Release } from "./keyed_mutex.ts";
 
 /**
  * Which releases the agent installs: `pinned` — only those signed under a
@@ -161,6 +162,12 @@ export interface AgentHooks {
    * would leave it).
    */
   readonly afterStepPersisted?: (step: Step, target: string | null) => void;
+  /**
+   * Awaited right after the release of an update to `target` was checked
+   * again, before it is remembered and switched to (a test widens the window
+   * another update of the model must not slip into).
+   */
+  readonly afterReleaseChecked?: (target: string) => Promise<void>;
 }
 
 /** Counters of datagrams the agent refused (the authentication's reasons too). */
@@ -188,6 +195,12 @@ interface ReleaseDocuments {
 type Vetting =
   | { readonly ok: true; readonly documents: ReleaseDocuments | null }
   | { readonly ok: false; readonly refusal: Omit<RefusalRecord, "at"> };
+
+/** A job's hold on its model's switch lock (null until it reaches the release check or the switch). */
+interface SwitchLock {
+  readonly model: string;
+  release: Release | null;
+}
 
 /** A refusal remembered for repeats of its announce. */
 interface RememberedRefusal {
@@ -230,6 +243,13 @@ export class Agent {
   readonly #elections = new Map<string, ElectionState>();
   /** Updates in progress, by target digest. */
   readonly #jobs = new Map<string, Promise<void>>();
+  /**
+   * Per model: held by a job from its release check (or, without signed
+   * releases, its switch) to its end (committed, rolled back or failed), so
+   * two updates of one model never interleave "check again → remember →
+   * switch → health check": the second checks against what the first wrote.
+   */
+  readonly #switchLocks = new KeyedMutex();
   /**
    * Blobs known to be complete in the store (hex): a leader of any election
    * for one of them may say LeaderReady, whichever election fetched it.
@@ -672,17 +692,21 @@ export class Agent {
       blob: toHex(announce.blobDigest),
       isPatch: announce.baseDigest !== null,
     }, this.#policy);
-    const running = this.#runJob(election, job)
+    const lock: SwitchLock = { model: announce.model, release: null };
+    const running = this.#runJob(election, job, lock)
       .catch(async (error) => {
         if (this.#closed) return; // interrupted: the state file says where it stood
         await this.#runFailure(election, job, error);
       })
-      .finally(() => this.#jobs.delete(target));
+      .finally(() => {
+        lock.release?.(); // after the failure path: a roll-back happens under the lock
+        this.#jobs.delete(target);
+      });
     this.#jobs.set(target, running);
   }
 
   /** Gathers the facts of a job's start, then runs the machine from there. */
-  async #runJob(election: ElectionState, job: UpdateJob): Promise<void> {
+  async #runJob(election: ElectionState, job: UpdateJob, lock: SwitchLock): Promise<void> {
     const { model } = job.update;
     const facts: StartFacts = {
       state: await this.states.read(model),
@@ -692,18 +716,29 @@ export class Agent {
         ? { kind: "leader" }
         : { kind: "follower", leader: election.closed?.leaderNodeId ?? null },
     };
-    await this.#drive(election, advance(job, { type: "start", facts }));
+    await this.#drive(election, advance(job, { type: "start", facts }), lock);
   }
 
   /**
    * Performs a transition's actions, feeding the event an action answers with
    * back into the machine, until a transition ends without one.
    */
-  async #drive(election: ElectionState | undefined, transition: Transition): Promise<void> {
+  async #drive(
+    election: ElectionState | undefined,
+    transition: Transition,
+    lock?: SwitchLock,
+  ): Promise<void> {
     let t = transition;
     for (;;) {
       let event: UpdateEvent | undefined;
       for (const action of t.actions) {
+        if (
+          lock !== undefined && lock.release === null &&
+          (action.type === "checkRelease" || action.type === "switchToTarget")
+        ) {
+          lock.release = await this.#switchLocks.acquire(lock.model);
+          this.#abort.signal.throwIfAborted(); // closed while waiting: switch nothing
+        }
         event = (await this.#perform(election, t.job, action)) ?? event;
       }
       if (event === undefined) return;
@@ -785,6 +820,7 @@ export class Agent {
           target: u.target,
           targetSize: this.#announceOf(election).targetSize,
         });
+        await this.options.hooks?.afterReleaseChecked?.(u.target);
         return { type: "releaseChecked", decision, memory };
       }
       case "rememberRelease": {

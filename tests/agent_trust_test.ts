@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { fakeControlPlane, pinControlPlane } from "./support/identity.ts";
-import { Agent } from "../agent/agent.ts";
+import { Agent, type AgentHooks } from "../agent/agent.ts";
 import { readState } from "../agent/lifecycle_state.ts";
 import { currentPath, switchTo } from "../agent/model_slots.ts";
 import { writeTrustMemory } from "../agent/trust_file.ts";
@@ -131,18 +131,19 @@ class FakeControlPlane {
     return (await this.store.importFile(path)).digest;
   }
 
-  /** An announce of resnet v2 (the full file) naming these documents. */
+  /** An announce of resnet v2 (the full file; or `target` as `version`) naming these documents. */
   announce(
     manifestId: string,
     documents: { release: Uint8Array | null; delegation: Uint8Array | null },
     target: Uint8Array = V2,
+    version = "v2",
   ): Announce {
     const digest = blake3(target);
     return {
       type: "announce",
       manifestId,
       model: "resnet",
-      version: "v2",
+      version,
       targetDigest: digest,
       targetSize: target.length,
       baseDigest: null,
@@ -186,7 +187,12 @@ async function installedDevice(data: string): Promise<void> {
   });
 }
 
-async function startAgent(data: string, cp: FakeControlPlane, root: SigningKey): Promise<Agent> {
+async function startAgent(
+  data: string,
+  cp: FakeControlPlane,
+  root: SigningKey,
+  hooks?: AgentHooks,
+): Promise<Agent> {
   await pinControlPlane(data, "jetson-0", cp.key);
   return await Agent.start({
     nodeId: "jetson-0",
@@ -199,6 +205,7 @@ async function startAgent(data: string, cp: FakeControlPlane, root: SigningKey):
     heartbeatMs: 60_000,
     trust: { kind: "pinned", root },
     deviceClass: "jetson",
+    hooks,
   });
 }
 
@@ -425,6 +432,82 @@ Deno.test({
       });
       await until(() => cp.bids("r1.b1.e1") === 1, "the bid");
       assert.equal("refusal" in await readState(data, "resnet"), false);
+    } finally {
+      await agent.close();
+      await cp.close();
+    }
+  });
+});
+
+Deno.test({
+  name:
+    "two signed releases of one model applied at once: the check, trust.json and the switch are serialized per model, so the higher counter ends active and the lower is refused as a rollback",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const keys = await makeKeys();
+    await Deno.mkdir(`${dir}/cp`);
+    const cp = await FakeControlPlane.start(`${dir}/cp`);
+    const data = `${dir}/agent`;
+    await installedDevice(data); // resnet v1 active, counter 10 remembered
+    const V3 = randomBytes(4096, 1304);
+    const higher = toHex(blake3(V3)); // counter 12
+    const lower = toHex(blake3(V2)); // counter 11
+    const steps: string[] = [];
+    const agent = await startAgent(data, cp, keys.root, {
+      afterStepPersisted: (step, target) => steps.push(`${step} ${target}`),
+      // The higher release, checked again, waits until the lower one is ready to be checked
+      // too: without a per-model lock the lower one would pass (the memory still says 10)
+      // and switch after the higher one.
+      afterReleaseChecked: async (target) => {
+        if (target !== higher) return;
+        await until(() => steps.includes(`applied ${lower}`), "the lower release applied");
+        await new Promise((r) => setTimeout(r, 200));
+      },
+    });
+    const to = { hostname: AGENT_HOST, port: agent.socket.port };
+    try {
+      await until(() => cp.received.some((m) => m.type === "heartbeat"), "the first heartbeat");
+      const good = await cp.put(await signDelegation(delegation(keys), keys.root));
+      const r12 = await cp.put(
+        await signRelease(
+          release({ version: "v3", counter: 12, target: { blake3: higher, size: V3.length } }),
+          keys.release,
+        ),
+      );
+      const r11 = await cp.put(await signRelease(release({ counter: 11 }), keys.release));
+      await cp.put(V2);
+      await cp.put(V3);
+      // Both pass the check before the bid (12 and 11 are above 10).
+      await cp.socket.send(
+        cp.announce("r12.b1.e1", { release: r12, delegation: good }, V3, "v3"),
+        to,
+      );
+      await cp.socket.send(cp.announce("r11.b1.e1", { release: r11, delegation: good }, V2), to);
+      await until(
+        () => cp.bids("r12.b1.e1") === 1 && cp.bids("r11.b1.e1") === 1,
+        "the bids on both releases",
+      );
+      // The device leads both elections: it downloads both at once.
+      await cp.socket.send({ type: "leaderAck", manifestId: "r12.b1.e1" }, to);
+      await until(() => steps.includes(`applied ${higher}`), "the higher release applied");
+      await cp.socket.send({ type: "leaderAck", manifestId: "r11.b1.e1" }, to);
+      await until(
+        () =>
+          cp.statuses("r12.b1.e1").some((s) => s.state === "active") &&
+          cp.statuses("r11.b1.e1").some((s) => s.state === "failed"),
+        "both updates to end",
+      );
+      const refused = cp.statuses("r11.b1.e1").find((s) => s.state === "failed");
+      assert.match(refused?.detail ?? "", /^refused: release counter 11 of resnet is not above 12/);
+      assert.deepEqual(await Deno.readFile(currentPath(data, "resnet")), V3, "12 runs");
+      const memory = JSON.parse(await Deno.readTextFile(`${data}/trust.json`));
+      assert.equal(memory.counters.resnet.counter, 12);
+      assert.equal(memory.counters.resnet.target, higher);
+      const state = await readState(data, "resnet");
+      assert.equal(state.refusal?.kind, "rollback");
+      assert.equal(state.refusal?.manifestId, "r11.b1.e1");
     } finally {
       await agent.close();
       await cp.close();
