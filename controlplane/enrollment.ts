@@ -136,7 +136,10 @@ export class Enrollment {
     if (!record) throw new UnauthorizedError("unknown enrolment token");
     if (record.expires <= now) throw new ForbiddenError("the enrolment token has expired");
     if (record.usesLeft < 1) throw new ForbiddenError("the enrolment token is used up");
-    await this.#store.putEnrollmentToken({ ...record, usesLeft: record.usesLeft - 1 });
+    // Taken atomically: of concurrent requests on its last use, only one gets it.
+    if (!await this.#store.consumeEnrollmentToken(hash, now)) {
+      throw new ForbiddenError("the enrolment token is used up");
+    }
     await this.#admit({ nodeId, region, publicKey, enrolled: now });
     const mac = await enrollmentMac(token, {
       nodeId,

@@ -17,8 +17,10 @@ import {
   readEnrollment,
   requestEnrollment,
 } from "../agent/enrollment.ts";
-import { ENROLLMENT_TOKEN_PATTERN } from "../release/enrollment.ts";
+import { ENROLLMENT_TOKEN_PATTERN, enrollmentTokenHash } from "../release/enrollment.ts";
 import { generateKey, toBase64Url } from "../release/keys.ts";
+import { DATABASE_FILE, SqliteStore } from "../controlplane/sqlite_store.ts";
+import type { StateStore } from "../controlplane/state_store.ts";
 import { MemoryStore } from "./support/memory_store.ts";
 import { withApi } from "./support/api_harness.ts";
 import { withTempDir } from "./helpers.ts";
@@ -83,6 +85,43 @@ Deno.test("an enrolment token of one use enrols one device; a second device with
     );
   });
 });
+
+/** Each store, by name, opened in `dir` (the memory store ignores it). */
+const STORES: readonly [string, (dir: string) => Promise<StateStore>][] = [
+  ["SQLite", (dir) => SqliteStore.open(`${dir}/${DATABASE_FILE}`)],
+  ["in memory", () => Promise.resolve(new MemoryStore())],
+];
+
+for (const [kind, open] of STORES) {
+  Deno.test(`five concurrent enrolments with a token of one use enrol exactly one device; the others are refused (403) (${kind})`, async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir);
+      try {
+        const { key } = await generateKey("controlplane");
+        const enrollment = new Enrollment(store, key, []);
+        const now = Date.now();
+        const { token } = await enrollment.createToken(1, 60_000, now);
+        const bodies = await Promise.all(
+          [0, 1, 2, 3, 4].map((i) => deviceBody(`eu-${i}`, token)),
+        );
+        const results = await Promise.allSettled(bodies.map((b) => enrollment.enroll(b, now)));
+        const enrolled = results.filter((r) => r.status === "fulfilled");
+        assert.equal(enrolled.length, 1);
+        for (const r of results) {
+          if (r.status === "rejected") {
+            assert.ok(r.reason instanceof Error && "httpStatus" in r.reason);
+            assert.equal(r.reason.httpStatus, 403);
+          }
+        }
+        assert.equal(enrollment.devices().length, 1);
+        assert.equal((await store.deviceKeys()).length, 1);
+        assert.equal((await store.enrollmentToken(enrollmentTokenHash(token)))?.usesLeft, 0);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+}
 
 Deno.test("an expired enrolment token enrols nothing (403), an unknown one is refused (401)", async () => {
   const enrollment = await newEnrollment();
