@@ -10,6 +10,7 @@
  */
 
 import {
+  ConflictError,
   ForbiddenError,
   InvalidArgumentError,
   NotFoundError,
@@ -112,7 +113,8 @@ export class Enrollment {
    * (401 unknown or malformed, 403 used up or expired), the device enrolled
    * and the token's uses decremented. Without: the device is pending until an
    * admin accepts it. A device enrolled before with the same key gets its
-   * answer again; with another key, a token is needed (it replaces the key).
+   * answer again (a token's use is not taken again); with another key it is
+   * refused (409) until an admin removes the enrolled device.
    */
   async enroll(body: Record<string, unknown>, now: number): Promise<EnrollOutcome> {
     const nodeId = body.nodeId;
@@ -135,12 +137,19 @@ export class Enrollment {
     const record = await this.#store.enrollmentToken(hash);
     if (!record) throw new UnauthorizedError("unknown enrolment token");
     if (record.expires <= now) throw new ForbiddenError("the enrolment token has expired");
-    if (record.usesLeft < 1) throw new ForbiddenError("the enrolment token is used up");
-    // Taken atomically: of concurrent requests on its last use, only one gets it.
-    if (!await this.#store.consumeEnrollmentToken(hash, now)) {
-      throw new ForbiddenError("the enrolment token is used up");
+    this.#refuseTakeover(nodeId, publicKey);
+    const again = this.#devices.get(nodeId)?.publicKey === publicKey;
+    if (!again) {
+      if (record.usesLeft < 1) throw new ForbiddenError("the enrolment token is used up");
+      // Taken atomically: of concurrent requests on its last use, only one gets it.
+      if (!await this.#store.consumeEnrollmentToken(hash, now)) {
+        throw new ForbiddenError("the enrolment token is used up");
+      }
+      // Checked again, with no await before the key is set in memory: of
+      // concurrent requests for one id with different keys, one wins.
+      this.#refuseTakeover(nodeId, publicKey);
+      await this.#admit({ nodeId, region, publicKey, enrolled: now });
     }
-    await this.#admit({ nodeId, region, publicKey, enrolled: now });
     const mac = await enrollmentMac(token, {
       nodeId,
       controlPlaneKey: this.publicKey,
@@ -175,8 +184,27 @@ export class Enrollment {
   }
 
   async #admit(record: DeviceKeyRecord): Promise<void> {
-    await this.#store.putDeviceKey(record);
     this.#devices.set(record.nodeId, record);
+    try {
+      await this.#store.putDeviceKey(record);
+    } catch (err) {
+      if (this.#devices.get(record.nodeId) === record) this.#devices.delete(record.nodeId);
+      throw err;
+    }
+  }
+
+  /**
+   * A ConflictError if `nodeId` is enrolled with a key other than
+   * `publicKey`: a token enrols new ids, it does not hand over an enrolled
+   * one (an admin removes it first).
+   */
+  #refuseTakeover(nodeId: string, publicKey: string): void {
+    const enrolled = this.#devices.get(nodeId);
+    if (enrolled && enrolled.publicKey !== publicKey) {
+      throw new ConflictError(
+        `device "${nodeId}" is already enrolled with another key: an admin must \`poolboy device remove ${nodeId}\` first`,
+      );
+    }
   }
 
   #withoutToken(nodeId: string, region: string, publicKey: string, now: number): EnrollOutcome {

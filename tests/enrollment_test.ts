@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { ControlPlane } from "../controlplane/control_plane.ts";
+import { ConflictError } from "../kernel/errors.ts";
 import { Enrollment, MAX_PENDING, PENDING_TTL_MS } from "../controlplane/enrollment.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 import {
@@ -122,6 +123,47 @@ for (const [kind, open] of STORES) {
     });
   });
 }
+
+Deno.test("a token does not take over an enrolled device: another key under its id is refused (409, remove it first), the same key again is answered without using the token", async () => {
+  const enrollment = await newEnrollment();
+  const now = 10_000;
+  const { token } = await enrollment.createToken(2, 60_000, now);
+  const first = await deviceBody("eu-0", token);
+  const enrolled = await enrollment.enroll(first, now);
+  assert.equal(enrolled.kind, "enrolled");
+  const attacker = await deviceBody("eu-0", token);
+  await assert.rejects(
+    enrollment.enroll(attacker, now + 1),
+    (err: unknown) =>
+      err instanceof ConflictError && /poolboy device remove eu-0/.test(err.message),
+  );
+  assert.equal(enrollment.device("eu-0")?.publicKey, first.publicKey);
+  // The same key again (an agent that restarted before it wrote enrollment.json): the same answer.
+  assert.deepEqual(await enrollment.enroll(first, now + 2), enrolled);
+  assert.equal(enrollment.device("eu-0")?.publicKey, first.publicKey);
+  // Both refused and repeated requests left the token's second use.
+  assert.equal(
+    (await enrollment.enroll(await deviceBody("eu-1", token), now + 3)).kind,
+    "enrolled",
+  );
+  // Once an admin removes it, the id enrols with a new key (and a token with uses left).
+  const { token: next } = await enrollment.createToken(1, 60_000, now);
+  assert.ok(await enrollment.remove("eu-0"));
+  assert.equal((await enrollment.enroll({ ...attacker, token: next }, now + 4)).kind, "enrolled");
+  assert.equal(enrollment.device("eu-0")?.publicKey, attacker.publicKey);
+});
+
+Deno.test("two concurrent enrolments of one id with different keys: one is enrolled, the other refused (409)", async () => {
+  const enrollment = await newEnrollment();
+  const { token } = await enrollment.createToken(5, 60_000, 10_000);
+  const bodies = [await deviceBody("eu-0", token), await deviceBody("eu-0", token)];
+  const results = await Promise.allSettled(bodies.map((b) => enrollment.enroll(b, 10_001)));
+  assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+  const refused = results.find((r) => r.status === "rejected");
+  assert.ok(refused?.status === "rejected" && refused.reason instanceof ConflictError);
+  const winner = results[0].status === "fulfilled" ? bodies[0] : bodies[1];
+  assert.equal(enrollment.device("eu-0")?.publicKey, winner.publicKey);
+});
 
 Deno.test("an expired enrolment token enrols nothing (403), an unknown one is refused (401)", async () => {
   const enrollment = await newEnrollment();
