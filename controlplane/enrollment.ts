@@ -3,8 +3,9 @@
  * (only their hashes stored, with uses left and an expiry), the enrolled
  * devices' public keys (stored; loaded at start), and the pending requests of
  * devices that came without a token (in memory only: at most
- * `MAX_PENDING`, the oldest dropped, each forgotten after `PENDING_TTL_MS`)
- * until an admin accepts one. Only an enrolled device takes part in anything.
+ * `MAX_PENDING`, the oldest dropped, each forgotten after `PENDING_TTL_MS`;
+ * the first request under an id is kept, not replaced by a later one)
+ * until an admin accepts one, naming its key id. Only an enrolled device takes part in anything.
  *
  * @module
  */
@@ -25,7 +26,7 @@ import {
   newEnrollmentToken,
   publicKeyOf,
 } from "../release/enrollment.ts";
-import { type SigningKey, toBase64Url } from "../release/keys.ts";
+import { keyIdOf, type SigningKey, toBase64Url } from "../release/keys.ts";
 import type { DeviceKeyRecord, StateStore } from "./state_store.ts";
 
 /** Most pending (token-less) enrolment requests kept; the oldest goes first. */
@@ -40,8 +41,14 @@ export interface PendingDevice {
   readonly nodeId: string;
   readonly region: string;
   readonly publicKey: string;
+  /** `keyIdOf` its public key (hex BLAKE3): what `device list` shows and `accept` must name. */
+  readonly keyId: string;
   readonly requested: number;
 }
+
+/** Fewest leading hex digits of a pending device's key id that `accept` must be given. */
+export const MIN_ACCEPT_KEY_ID = 16;
+const KEY_ID_PREFIX = /^[0-9a-f]{16,64}$/;
 
 /** What `enroll` answers: enrolled (200), or pending an admin's acceptance (202). */
 export type EnrollOutcome =
@@ -127,7 +134,7 @@ export class Enrollment {
     if (!key) throw new InvalidArgumentError("publicKey must be 32 bytes of base64url");
     const publicKey = toBase64Url(key);
     if (body.token === undefined || body.token === null) {
-      return this.#withoutToken(nodeId, region, publicKey, now);
+      return this.#withoutToken(nodeId, region, publicKey, keyIdOf(key), now);
     }
     const token = body.token;
     if (typeof token !== "string" || !ENROLLMENT_TOKEN_PATTERN.test(token)) {
@@ -158,11 +165,30 @@ export class Enrollment {
     return { kind: "enrolled", answer: { nodeId, controlPlaneKey: this.publicKey, mac } };
   }
 
-  /** An admin accepts a pending device; NotFoundError if none is pending under that id. */
-  async accept(nodeId: string, now: number): Promise<DeviceKeyRecord> {
+  /**
+   * An admin accepts a pending device, naming the key it saw in `device list`:
+   * `keyId` is at least `MIN_ACCEPT_KEY_ID` leading hex digits of the pending
+   * key's id. NotFoundError if none is pending under that id,
+   * InvalidArgumentError for a malformed `keyId`, ConflictError if it is not
+   * the pending key's.
+   */
+  async accept(nodeId: string, keyId: unknown, now: number): Promise<DeviceKeyRecord> {
     this.#expire(now);
     const pending = this.#pending.get(nodeId);
     if (!pending) throw new NotFoundError(`no pending device "${nodeId}"`);
+    const wanted = typeof keyId === "string" ? keyId.toLowerCase() : undefined;
+    if (wanted === undefined || !KEY_ID_PREFIX.test(wanted)) {
+      throw new InvalidArgumentError(
+        `keyId must be ${MIN_ACCEPT_KEY_ID} to 64 hex digits of the pending key's id (poolboy device list shows it)`,
+      );
+    }
+    if (!pending.keyId.startsWith(wanted)) {
+      throw new ConflictError(
+        `device "${nodeId}" is pending with key ${
+          pending.keyId.slice(0, MIN_ACCEPT_KEY_ID)
+        }, not ${wanted}: check the device's key before accepting it`,
+      );
+    }
     const record = {
       nodeId,
       region: pending.region,
@@ -207,7 +233,13 @@ export class Enrollment {
     }
   }
 
-  #withoutToken(nodeId: string, region: string, publicKey: string, now: number): EnrollOutcome {
+  #withoutToken(
+    nodeId: string,
+    region: string,
+    publicKey: string,
+    keyId: string,
+    now: number,
+  ): EnrollOutcome {
     const enrolled = this.#devices.get(nodeId);
     if (enrolled && enrolled.publicKey === publicKey) {
       this.#pending.delete(nodeId);
@@ -217,11 +249,11 @@ export class Enrollment {
       };
     }
     this.#expire(now);
-    const earlier = this.#pending.get(nodeId);
-    // Another key under a pending id starts its wait again (an admin accepts what is listed).
-    if (earlier?.publicKey !== publicKey) {
-      this.#pending.delete(nodeId);
-      this.#pending.set(nodeId, { nodeId, region, publicKey, requested: now });
+    // The first request under an id is the one listed until it expires or an
+    // admin accepts or removes it: a later one (the same key or another) does
+    // not replace it, so what the admin checked is what is accepted.
+    if (!this.#pending.has(nodeId)) {
+      this.#pending.set(nodeId, { nodeId, region, publicKey, keyId, requested: now });
       while (this.#pending.size > MAX_PENDING) {
         this.#pending.delete(this.#pending.keys().next().value as string);
       }

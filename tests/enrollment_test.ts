@@ -19,7 +19,7 @@ import {
   requestEnrollment,
 } from "../agent/enrollment.ts";
 import { ENROLLMENT_TOKEN_PATTERN, enrollmentTokenHash } from "../release/enrollment.ts";
-import { generateKey, toBase64Url } from "../release/keys.ts";
+import { fromBase64Url, generateKey, keyIdOf, toBase64Url } from "../release/keys.ts";
 import { DATABASE_FILE, SqliteStore } from "../controlplane/sqlite_store.ts";
 import type { StateStore } from "../controlplane/state_store.ts";
 import { MemoryStore } from "./support/memory_store.ts";
@@ -188,9 +188,15 @@ Deno.test("a device that asks without a token is pending (202) until an admin ac
     assert.deepEqual(await asked.json(), { pending: true });
     const listed = await (await call("GET", "/v1/devices")).json();
     assert.deepEqual(listed.pending.map((p: { nodeId: string }) => p.nodeId), ["eu-0"]);
+    const keyId = keyIdOf(fromBase64Url(JSON.parse(body).publicKey)!);
+    assert.equal(listed.pending[0].keyId, keyId);
     assert.equal(cp.enrollment.device("eu-0"), undefined);
     assert.equal((await call("POST", "/v1/enroll", body)).status, 202);
-    const accepted = await call("POST", "/v1/devices/eu-0/accept");
+    const accepted = await call(
+      "POST",
+      "/v1/devices/eu-0/accept",
+      JSON.stringify({ keyId: keyId.slice(0, 16) }),
+    );
     assert.equal(accepted.status, 200);
     assert.deepEqual(await accepted.json(), { nodeId: "eu-0", accepted: true });
     const again = await call("POST", "/v1/enroll", body);
@@ -200,8 +206,53 @@ Deno.test("a device that asks without a token is pending (202) until an admin ac
       controlPlaneKey: cp.enrollment.publicKey,
       mac: null,
     });
-    assert.equal((await call("POST", "/v1/devices/nobody/accept")).status, 404);
+    assert.equal(
+      (await call("POST", "/v1/devices/nobody/accept", JSON.stringify({ keyId }))).status,
+      404,
+    );
   });
+});
+
+Deno.test("a later request under a pending id does not replace its key, and accept must name the pending key's id (409 another, 400 none or too short)", async () => {
+  await withApi({}, async ({ cp, call }) => {
+    const device = await deviceBody("eu-0");
+    const attacker = await deviceBody("eu-0");
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(device))).status, 202);
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(attacker))).status, 202);
+    const listed = await (await call("GET", "/v1/devices")).json();
+    const keyId = keyIdOf(fromBase64Url(device.publicKey as string)!);
+    const attackerKeyId = keyIdOf(fromBase64Url(attacker.publicKey as string)!);
+    assert.deepEqual(
+      listed.pending.map((p: { nodeId: string; keyId: string }) => [p.nodeId, p.keyId]),
+      [["eu-0", keyId]],
+    );
+    const accept = (body?: string) => call("POST", "/v1/devices/eu-0/accept", body);
+    assert.equal((await accept(JSON.stringify({ keyId: attackerKeyId }))).status, 409);
+    assert.equal((await accept(JSON.stringify({}))).status, 400);
+    assert.equal((await accept(JSON.stringify({ keyId: keyId.slice(0, 15) }))).status, 400);
+    assert.equal((await accept()).status, 400);
+    assert.equal(cp.enrollment.device("eu-0"), undefined);
+    // The attacker's retries are still pending, without a key; the device's is enrolled.
+    assert.equal((await accept(JSON.stringify({ keyId: keyId.toUpperCase() }))).status, 200);
+    assert.equal(cp.enrollment.device("eu-0")?.publicKey, device.publicKey);
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(attacker))).status, 202);
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(device))).status, 200);
+    assert.equal(cp.enrollment.device("eu-0")?.publicKey, device.publicKey);
+  });
+});
+
+Deno.test("a pending request expires: then a new request under its id is the one listed", async () => {
+  const enrollment = await newEnrollment();
+  const first = await deviceBody("eu-0");
+  const second = await deviceBody("eu-0");
+  await enrollment.enroll(first, 1000);
+  await enrollment.enroll(second, 2000);
+  assert.deepEqual(enrollment.pending(3000).map((p) => p.publicKey), [first.publicKey]);
+  await enrollment.enroll(second, 1001 + PENDING_TTL_MS);
+  assert.deepEqual(
+    enrollment.pending(1002 + PENDING_TTL_MS).map((p) => p.publicKey),
+    [second.publicKey],
+  );
 });
 
 Deno.test("pending enrolment requests are bounded: past the bound the oldest is dropped, and each expires", async () => {
