@@ -29,10 +29,11 @@ export const DEVICE_HELP = `poolboy device — the devices a control plane knows
 Usage: poolboy device list --control-plane URL [--token T] [--json]
        poolboy device remove --control-plane URL [--token T] [--json] ID
        poolboy device enroll-token --control-plane URL [--token T] [--uses N] [--expires T] [--json]
-       poolboy device accept --control-plane URL [--token T] [--json] ID
+       poolboy device accept --control-plane URL [--token T] --key-id HEX [--json] ID
 
 list          every device: region, online or not, how long since it was heard
-              from, then the devices pending enrolment (role viewer or above)
+              from, then the devices pending enrolment, each with its key id
+              (role viewer or above)
 remove        forgets device ID: its registry entry, its enrolled key, its progress
               in every rollout and its history; the audit log keeps the removal
               (role admin). It must enrol again to take part.
@@ -40,20 +41,24 @@ enroll-token  makes an enrolment token (printed once; the control plane keeps on
               its hash) for poolboy agent --enroll TOKEN: each device that starts
               with it is enrolled, --uses N times (default 1), until --expires
               (default 1h) (role admin)
-accept        enrols device ID, pending since it asked without a token (role admin);
-              it pins the first control-plane key it is then given
+accept        enrols device ID, pending since it asked without a token, if its key
+              is --key-id (role admin); it pins the first control-plane key it is
+              then given. The first request under an ID is the one pending: a
+              later one does not replace it (remove it to start again)
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
   --uses N              enroll-token: how many devices it enrols (default 1)
   --expires T           enroll-token: how long it works, e.g. 30m, 1h (default 1h)
+  --key-id HEX          accept: the pending key's id as device list shows it (at
+                        least its first 16 hex digits; compare it with the device's)
 ${TOKEN_OPTION_HELP}
   --json                print the answer as JSON
   -h, --help            this help
 
 Exit codes: 0 ok, 2 usage or refused (unknown device; 401: no, unknown or
-revoked token; 403: the token's role is too low), 3 the control plane cannot be
-reached.`;
+revoked token; 403: the token's role is too low; 409: accept with a key id not
+the pending key's), 3 the control plane cannot be reached.`;
 
 /** Runs `device`. */
 export async function deviceCommand(args: string[]): Promise<number> {
@@ -61,6 +66,7 @@ export async function deviceCommand(args: string[]): Promise<number> {
     "control-plane": { type: "string" },
     uses: { type: "string" },
     expires: { type: "string" },
+    "key-id": { type: "string" },
     ...tokenOptions,
   });
   if (values.help) {
@@ -82,9 +88,11 @@ export async function deviceCommand(args: string[]): Promise<number> {
       }
       for (const p of list.pending ?? []) {
         println(
-          `${p.nodeId.padEnd(16)} ${p.region.padEnd(10)} PENDING asked to enrol ${
+          `${p.nodeId.padEnd(16)} ${p.region.padEnd(10)} PENDING key ${
+            p.keyId.slice(0, 16)
+          } asked to enrol ${
             Math.round((Date.now() - p.requested) / 1000)
-          } s ago (poolboy device accept ${p.nodeId})`,
+          } s ago (poolboy device accept --key-id ${p.keyId.slice(0, 16)} ${p.nodeId})`,
         );
       }
     }
@@ -118,10 +126,17 @@ export async function deviceCommand(args: string[]): Promise<number> {
     if (rest.length !== 1) {
       throw new UsageError("device accept takes one device ID (see poolboy device --help)");
     }
+    const keyId = values["key-id"];
+    if (keyId === undefined || !/^[0-9a-fA-F]{16,64}$/.test(keyId)) {
+      throw new UsageError(
+        "device accept needs --key-id HEX: at least the first 16 hex digits of the pending key's id, as poolboy device list shows it",
+      );
+    }
     const accepted = await callApi<DeviceAccepted>(
       apiTarget("device", values),
       "POST",
       `/v1/devices/${encodeURIComponent(rest[0])}/accept`,
+      JSON.stringify({ keyId: keyId.toLowerCase() }),
     );
     if (values.json) printJson(accepted);
     else println(`device ${accepted.nodeId} enrolled`);

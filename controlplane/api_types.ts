@@ -172,6 +172,8 @@ export interface DeviceList {
 export interface PendingDeviceInfo {
   readonly nodeId: string;
   readonly region: string;
+  /** Hex BLAKE3 of its public key: `device accept --key-id` names at least its first 16 digits. */
+  readonly keyId: string;
   readonly requested: number;
 }
 

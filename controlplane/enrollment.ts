@@ -3,13 +3,15 @@
  * (only their hashes stored, with uses left and an expiry), the enrolled
  * devices' public keys (stored; loaded at start), and the pending requests of
  * devices that came without a token (in memory only: at most
- * `MAX_PENDING`, the oldest dropped, each forgotten after `PENDING_TTL_MS`)
- * until an admin accepts one. Only an enrolled device takes part in anything.
+ * `MAX_PENDING`, the oldest dropped, each forgotten after `PENDING_TTL_MS`;
+ * the first request under an id is kept, not replaced by a later one)
+ * until an admin accepts one, naming its key id. Only an enrolled device takes part in anything.
  *
  * @module
  */
 
 import {
+  ConflictError,
   ForbiddenError,
   InvalidArgumentError,
   NotFoundError,
@@ -24,7 +26,7 @@ import {
   newEnrollmentToken,
   publicKeyOf,
 } from "../release/enrollment.ts";
-import { type SigningKey, toBase64Url } from "../release/keys.ts";
+import { keyIdOf, type SigningKey, toBase64Url } from "../release/keys.ts";
 import type { DeviceKeyRecord, StateStore } from "./state_store.ts";
 
 /** Most pending (token-less) enrolment requests kept; the oldest goes first. */
@@ -39,8 +41,14 @@ export interface PendingDevice {
   readonly nodeId: string;
   readonly region: string;
   readonly publicKey: string;
+  /** `keyIdOf` its public key (hex BLAKE3): what `device list` shows and `accept` must name. */
+  readonly keyId: string;
   readonly requested: number;
 }
+
+/** Fewest leading hex digits of a pending device's key id that `accept` must be given. */
+export const MIN_ACCEPT_KEY_ID = 16;
+const KEY_ID_PREFIX = /^[0-9a-f]{16,64}$/;
 
 /** What `enroll` answers: enrolled (200), or pending an admin's acceptance (202). */
 export type EnrollOutcome =
@@ -112,7 +120,8 @@ export class Enrollment {
    * (401 unknown or malformed, 403 used up or expired), the device enrolled
    * and the token's uses decremented. Without: the device is pending until an
    * admin accepts it. A device enrolled before with the same key gets its
-   * answer again; with another key, a token is needed (it replaces the key).
+   * answer again (a token's use is not taken again); with another key it is
+   * refused (409) until an admin removes the enrolled device.
    */
   async enroll(body: Record<string, unknown>, now: number): Promise<EnrollOutcome> {
     const nodeId = body.nodeId;
@@ -125,7 +134,7 @@ export class Enrollment {
     if (!key) throw new InvalidArgumentError("publicKey must be 32 bytes of base64url");
     const publicKey = toBase64Url(key);
     if (body.token === undefined || body.token === null) {
-      return this.#withoutToken(nodeId, region, publicKey, now);
+      return this.#withoutToken(nodeId, region, publicKey, keyIdOf(key), now);
     }
     const token = body.token;
     if (typeof token !== "string" || !ENROLLMENT_TOKEN_PATTERN.test(token)) {
@@ -135,9 +144,19 @@ export class Enrollment {
     const record = await this.#store.enrollmentToken(hash);
     if (!record) throw new UnauthorizedError("unknown enrolment token");
     if (record.expires <= now) throw new ForbiddenError("the enrolment token has expired");
-    if (record.usesLeft < 1) throw new ForbiddenError("the enrolment token is used up");
-    await this.#store.putEnrollmentToken({ ...record, usesLeft: record.usesLeft - 1 });
-    await this.#admit({ nodeId, region, publicKey, enrolled: now });
+    this.#refuseTakeover(nodeId, publicKey);
+    const again = this.#devices.get(nodeId)?.publicKey === publicKey;
+    if (!again) {
+      if (record.usesLeft < 1) throw new ForbiddenError("the enrolment token is used up");
+      // Taken atomically: of concurrent requests on its last use, only one gets it.
+      if (!await this.#store.consumeEnrollmentToken(hash, now)) {
+        throw new ForbiddenError("the enrolment token is used up");
+      }
+      // Checked again, with no await before the key is set in memory: of
+      // concurrent requests for one id with different keys, one wins.
+      this.#refuseTakeover(nodeId, publicKey);
+      await this.#admit({ nodeId, region, publicKey, enrolled: now });
+    }
     const mac = await enrollmentMac(token, {
       nodeId,
       controlPlaneKey: this.publicKey,
@@ -146,11 +165,30 @@ export class Enrollment {
     return { kind: "enrolled", answer: { nodeId, controlPlaneKey: this.publicKey, mac } };
   }
 
-  /** An admin accepts a pending device; NotFoundError if none is pending under that id. */
-  async accept(nodeId: string, now: number): Promise<DeviceKeyRecord> {
+  /**
+   * An admin accepts a pending device, naming the key it saw in `device list`:
+   * `keyId` is at least `MIN_ACCEPT_KEY_ID` leading hex digits of the pending
+   * key's id. NotFoundError if none is pending under that id,
+   * InvalidArgumentError for a malformed `keyId`, ConflictError if it is not
+   * the pending key's.
+   */
+  async accept(nodeId: string, keyId: unknown, now: number): Promise<DeviceKeyRecord> {
     this.#expire(now);
     const pending = this.#pending.get(nodeId);
     if (!pending) throw new NotFoundError(`no pending device "${nodeId}"`);
+    const wanted = typeof keyId === "string" ? keyId.toLowerCase() : undefined;
+    if (wanted === undefined || !KEY_ID_PREFIX.test(wanted)) {
+      throw new InvalidArgumentError(
+        `keyId must be ${MIN_ACCEPT_KEY_ID} to 64 hex digits of the pending key's id (poolboy device list shows it)`,
+      );
+    }
+    if (!pending.keyId.startsWith(wanted)) {
+      throw new ConflictError(
+        `device "${nodeId}" is pending with key ${
+          pending.keyId.slice(0, MIN_ACCEPT_KEY_ID)
+        }, not ${wanted}: check the device's key before accepting it`,
+      );
+    }
     const record = {
       nodeId,
       region: pending.region,
@@ -172,11 +210,36 @@ export class Enrollment {
   }
 
   async #admit(record: DeviceKeyRecord): Promise<void> {
-    await this.#store.putDeviceKey(record);
     this.#devices.set(record.nodeId, record);
+    try {
+      await this.#store.putDeviceKey(record);
+    } catch (err) {
+      if (this.#devices.get(record.nodeId) === record) this.#devices.delete(record.nodeId);
+      throw err;
+    }
   }
 
-  #withoutToken(nodeId: string, region: string, publicKey: string, now: number): EnrollOutcome {
+  /**
+   * A ConflictError if `nodeId` is enrolled with a key other than
+   * `publicKey`: a token enrols new ids, it does not hand over an enrolled
+   * one (an admin removes it first).
+   */
+  #refuseTakeover(nodeId: string, publicKey: string): void {
+    const enrolled = this.#devices.get(nodeId);
+    if (enrolled && enrolled.publicKey !== publicKey) {
+      throw new ConflictError(
+        `device "${nodeId}" is already enrolled with another key: an admin must \`poolboy device remove ${nodeId}\` first`,
+      );
+    }
+  }
+
+  #withoutToken(
+    nodeId: string,
+    region: string,
+    publicKey: string,
+    keyId: string,
+    now: number,
+  ): EnrollOutcome {
     const enrolled = this.#devices.get(nodeId);
     if (enrolled && enrolled.publicKey === publicKey) {
       this.#pending.delete(nodeId);
@@ -186,11 +249,11 @@ export class Enrollment {
       };
     }
     this.#expire(now);
-    const earlier = this.#pending.get(nodeId);
-    // Another key under a pending id starts its wait again (an admin accepts what is listed).
-    if (earlier?.publicKey !== publicKey) {
-      this.#pending.delete(nodeId);
-      this.#pending.set(nodeId, { nodeId, region, publicKey, requested: now });
+    // The first request under an id is the one listed until it expires or an
+    // admin accepts or removes it: a later one (the same key or another) does
+    // not replace it, so what the admin checked is what is accepted.
+    if (!this.#pending.has(nodeId)) {
+      this.#pending.set(nodeId, { nodeId, region, publicKey, keyId, requested: now });
       while (this.#pending.size > MAX_PENDING) {
         this.#pending.delete(this.#pending.keys().next().value as string);
       }

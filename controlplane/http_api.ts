@@ -37,8 +37,8 @@
  * | DELETE | /v1/devices/{id}                       | admin    |                   | `{ nodeId, removed }` (404 unknown) |
  * | GET    | /v1/status                             | viewer   |                   | the whole status report         |
  * | POST   | /v1/enrollment-tokens                  | admin    | `{ uses?, expiresMs? }` | `{ token, uses, expires }` (201; the token is shown once) |
- * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token |
- * | POST   | /v1/devices/{id}/accept                | admin    |                   | `{ nodeId, accepted }` (404 not pending) |
+ * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token, 409 enrolled with another key |
+ * | POST   | /v1/devices/{id}/accept                | admin    | `{ keyId }`       | `{ nodeId, accepted }` (404 not pending, 409 another key) |
  * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
  *
  * @module
@@ -326,8 +326,9 @@ const ROUTES: readonly Route[] = [
     method: "POST",
     pattern: "/v1/devices/:id/accept",
     role: "admin",
-    handler: async (cp, params) => {
-      await cp.enrollment.accept(params.id, Date.now());
+    handler: async (cp, params, request) => {
+      const body = await jsonBody(request);
+      await cp.enrollment.accept(params.id, body.keyId, Date.now());
       return answer<DeviceAccepted>({ nodeId: params.id, accepted: true });
     },
   },
@@ -347,6 +348,7 @@ const ROUTES: readonly Route[] = [
         pending: cp.enrollment.pending(Date.now()).map((p) => ({
           nodeId: p.nodeId,
           region: p.region,
+          keyId: p.keyId,
           requested: p.requested,
         })),
       }),

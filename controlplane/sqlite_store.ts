@@ -418,6 +418,15 @@ export class SqliteStore implements StateStore {
     );
   }
 
+  consumeEnrollmentToken(hash: string, now: number): Promise<boolean> {
+    // One statement: SQLite checks and decrements together, so two callers
+    // (or two processes) never take the same last use.
+    const result = this.#db.prepare(
+      "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0 AND expires > ?",
+    ).run(hash, now);
+    return Promise.resolve(Number(result.changes) === 1);
+  }
+
   putDeviceKey(d: DeviceKeyRecord): Promise<void> {
     this.#db.prepare(
       "INSERT OR REPLACE INTO device_keys (node_id, region, public_key, enrolled) VALUES (?, ?, ?, ?)",

@@ -295,6 +295,12 @@ export interface StateStore {
   putEnrollmentToken(token: EnrollmentTokenRecord): Promise<void>;
   /** The enrolment token whose hash is `hash`. */
   enrollmentToken(hash: string): Promise<EnrollmentTokenRecord | undefined>;
+  /**
+   * Takes one use of the enrolment token `hash` if it has one left and has not
+   * expired at `now`, atomically (concurrent callers never take the same
+   * use); whether a use was taken.
+   */
+  consumeEnrollmentToken(hash: string, now: number): Promise<boolean>;
   /** Stores an enrolled device's key (replacing its earlier one). */
   putDeviceKey(device: DeviceKeyRecord): Promise<void>;
   /** Every enrolled device's key. */

@@ -167,6 +167,11 @@ const USAGE: [string[], RegExp][] = [
     /--poison-after: "0" is not a count/,
   ],
   [["status", "--control-plane", "http://127.0.0.1:9", "extra"], /status takes no arguments/],
+  [["device", "accept", "--control-plane", "http://127.0.0.1:9", "eu-0"], /needs --key-id HEX/],
+  [
+    ["device", "accept", "--control-plane", "http://127.0.0.1:9", "--key-id", "abc", "eu-0"],
+    /needs --key-id HEX/,
+  ],
 ];
 
 for (const [args, message] of USAGE) {

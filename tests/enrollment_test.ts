@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { ControlPlane } from "../controlplane/control_plane.ts";
+import { ConflictError } from "../kernel/errors.ts";
 import { Enrollment, MAX_PENDING, PENDING_TTL_MS } from "../controlplane/enrollment.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 import {
@@ -17,8 +18,10 @@ import {
   readEnrollment,
   requestEnrollment,
 } from "../agent/enrollment.ts";
-import { ENROLLMENT_TOKEN_PATTERN } from "../release/enrollment.ts";
-import { generateKey, toBase64Url } from "../release/keys.ts";
+import { ENROLLMENT_TOKEN_PATTERN, enrollmentTokenHash } from "../release/enrollment.ts";
+import { fromBase64Url, generateKey, keyIdOf, toBase64Url } from "../release/keys.ts";
+import { DATABASE_FILE, SqliteStore } from "../controlplane/sqlite_store.ts";
+import type { StateStore } from "../controlplane/state_store.ts";
 import { MemoryStore } from "./support/memory_store.ts";
 import { withApi } from "./support/api_harness.ts";
 import { withTempDir } from "./helpers.ts";
@@ -84,6 +87,84 @@ Deno.test("an enrolment token of one use enrols one device; a second device with
   });
 });
 
+/** Each store, by name, opened in `dir` (the memory store ignores it). */
+const STORES: readonly [string, (dir: string) => Promise<StateStore>][] = [
+  ["SQLite", (dir) => SqliteStore.open(`${dir}/${DATABASE_FILE}`)],
+  ["in memory", () => Promise.resolve(new MemoryStore())],
+];
+
+for (const [kind, open] of STORES) {
+  Deno.test(`five concurrent enrolments with a token of one use enrol exactly one device; the others are refused (403) (${kind})`, async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir);
+      try {
+        const { key } = await generateKey("controlplane");
+        const enrollment = new Enrollment(store, key, []);
+        const now = Date.now();
+        const { token } = await enrollment.createToken(1, 60_000, now);
+        const bodies = await Promise.all(
+          [0, 1, 2, 3, 4].map((i) => deviceBody(`eu-${i}`, token)),
+        );
+        const results = await Promise.allSettled(bodies.map((b) => enrollment.enroll(b, now)));
+        const enrolled = results.filter((r) => r.status === "fulfilled");
+        assert.equal(enrolled.length, 1);
+        for (const r of results) {
+          if (r.status === "rejected") {
+            assert.ok(r.reason instanceof Error && "httpStatus" in r.reason);
+            assert.equal(r.reason.httpStatus, 403);
+          }
+        }
+        assert.equal(enrollment.devices().length, 1);
+        assert.equal((await store.deviceKeys()).length, 1);
+        assert.equal((await store.enrollmentToken(enrollmentTokenHash(token)))?.usesLeft, 0);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+}
+
+Deno.test("a token does not take over an enrolled device: another key under its id is refused (409, remove it first), the same key again is answered without using the token", async () => {
+  const enrollment = await newEnrollment();
+  const now = 10_000;
+  const { token } = await enrollment.createToken(2, 60_000, now);
+  const first = await deviceBody("eu-0", token);
+  const enrolled = await enrollment.enroll(first, now);
+  assert.equal(enrolled.kind, "enrolled");
+  const attacker = await deviceBody("eu-0", token);
+  await assert.rejects(
+    enrollment.enroll(attacker, now + 1),
+    (err: unknown) =>
+      err instanceof ConflictError && /poolboy device remove eu-0/.test(err.message),
+  );
+  assert.equal(enrollment.device("eu-0")?.publicKey, first.publicKey);
+  // The same key again (an agent that restarted before it wrote enrollment.json): the same answer.
+  assert.deepEqual(await enrollment.enroll(first, now + 2), enrolled);
+  assert.equal(enrollment.device("eu-0")?.publicKey, first.publicKey);
+  // Both refused and repeated requests left the token's second use.
+  assert.equal(
+    (await enrollment.enroll(await deviceBody("eu-1", token), now + 3)).kind,
+    "enrolled",
+  );
+  // Once an admin removes it, the id enrols with a new key (and a token with uses left).
+  const { token: next } = await enrollment.createToken(1, 60_000, now);
+  assert.ok(await enrollment.remove("eu-0"));
+  assert.equal((await enrollment.enroll({ ...attacker, token: next }, now + 4)).kind, "enrolled");
+  assert.equal(enrollment.device("eu-0")?.publicKey, attacker.publicKey);
+});
+
+Deno.test("two concurrent enrolments of one id with different keys: one is enrolled, the other refused (409)", async () => {
+  const enrollment = await newEnrollment();
+  const { token } = await enrollment.createToken(5, 60_000, 10_000);
+  const bodies = [await deviceBody("eu-0", token), await deviceBody("eu-0", token)];
+  const results = await Promise.allSettled(bodies.map((b) => enrollment.enroll(b, 10_001)));
+  assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+  const refused = results.find((r) => r.status === "rejected");
+  assert.ok(refused?.status === "rejected" && refused.reason instanceof ConflictError);
+  const winner = results[0].status === "fulfilled" ? bodies[0] : bodies[1];
+  assert.equal(enrollment.device("eu-0")?.publicKey, winner.publicKey);
+});
+
 Deno.test("an expired enrolment token enrols nothing (403), an unknown one is refused (401)", async () => {
   const enrollment = await newEnrollment();
   const { token } = await enrollment.createToken(5, 1000, 10_000);
@@ -107,9 +188,15 @@ Deno.test("a device that asks without a token is pending (202) until an admin ac
     assert.deepEqual(await asked.json(), { pending: true });
     const listed = await (await call("GET", "/v1/devices")).json();
     assert.deepEqual(listed.pending.map((p: { nodeId: string }) => p.nodeId), ["eu-0"]);
+    const keyId = keyIdOf(fromBase64Url(JSON.parse(body).publicKey)!);
+    assert.equal(listed.pending[0].keyId, keyId);
     assert.equal(cp.enrollment.device("eu-0"), undefined);
     assert.equal((await call("POST", "/v1/enroll", body)).status, 202);
-    const accepted = await call("POST", "/v1/devices/eu-0/accept");
+    const accepted = await call(
+      "POST",
+      "/v1/devices/eu-0/accept",
+      JSON.stringify({ keyId: keyId.slice(0, 16) }),
+    );
     assert.equal(accepted.status, 200);
     assert.deepEqual(await accepted.json(), { nodeId: "eu-0", accepted: true });
     const again = await call("POST", "/v1/enroll", body);
@@ -119,8 +206,53 @@ Deno.test("a device that asks without a token is pending (202) until an admin ac
       controlPlaneKey: cp.enrollment.publicKey,
       mac: null,
     });
-    assert.equal((await call("POST", "/v1/devices/nobody/accept")).status, 404);
+    assert.equal(
+      (await call("POST", "/v1/devices/nobody/accept", JSON.stringify({ keyId }))).status,
+      404,
+    );
   });
+});
+
+Deno.test("a later request under a pending id does not replace its key, and accept must name the pending key's id (409 another, 400 none or too short)", async () => {
+  await withApi({}, async ({ cp, call }) => {
+    const device = await deviceBody("eu-0");
+    const attacker = await deviceBody("eu-0");
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(device))).status, 202);
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(attacker))).status, 202);
+    const listed = await (await call("GET", "/v1/devices")).json();
+    const keyId = keyIdOf(fromBase64Url(device.publicKey as string)!);
+    const attackerKeyId = keyIdOf(fromBase64Url(attacker.publicKey as string)!);
+    assert.deepEqual(
+      listed.pending.map((p: { nodeId: string; keyId: string }) => [p.nodeId, p.keyId]),
+      [["eu-0", keyId]],
+    );
+    const accept = (body?: string) => call("POST", "/v1/devices/eu-0/accept", body);
+    assert.equal((await accept(JSON.stringify({ keyId: attackerKeyId }))).status, 409);
+    assert.equal((await accept(JSON.stringify({}))).status, 400);
+    assert.equal((await accept(JSON.stringify({ keyId: keyId.slice(0, 15) }))).status, 400);
+    assert.equal((await accept()).status, 400);
+    assert.equal(cp.enrollment.device("eu-0"), undefined);
+    // The attacker's retries are still pending, without a key; the device's is enrolled.
+    assert.equal((await accept(JSON.stringify({ keyId: keyId.toUpperCase() }))).status, 200);
+    assert.equal(cp.enrollment.device("eu-0")?.publicKey, device.publicKey);
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(attacker))).status, 202);
+    assert.equal((await call("POST", "/v1/enroll", JSON.stringify(device))).status, 200);
+    assert.equal(cp.enrollment.device("eu-0")?.publicKey, device.publicKey);
+  });
+});
+
+Deno.test("a pending request expires: then a new request under its id is the one listed", async () => {
+  const enrollment = await newEnrollment();
+  const first = await deviceBody("eu-0");
+  const second = await deviceBody("eu-0");
+  await enrollment.enroll(first, 1000);
+  await enrollment.enroll(second, 2000);
+  assert.deepEqual(enrollment.pending(3000).map((p) => p.publicKey), [first.publicKey]);
+  await enrollment.enroll(second, 1001 + PENDING_TTL_MS);
+  assert.deepEqual(
+    enrollment.pending(1002 + PENDING_TTL_MS).map((p) => p.publicKey),
+    [second.publicKey],
+  );
 });
 
 Deno.test("pending enrolment requests are bounded: past the bound the oldest is dropped, and each expires", async () => {

@@ -235,6 +235,14 @@ export class MemoryStore implements StateStore {
     return Promise.resolve(found && { ...found });
   }
 
+  consumeEnrollmentToken(hash: string, now: number): Promise<boolean> {
+    // Checked and decremented with no await between: atomic in one event loop.
+    const found = this.#enrollmentTokens.get(hash);
+    if (!found || found.usesLeft < 1 || found.expires <= now) return Promise.resolve(false);
+    this.#enrollmentTokens.set(hash, { ...found, usesLeft: found.usesLeft - 1 });
+    return Promise.resolve(true);
+  }
+
   putDeviceKey(device: DeviceKeyRecord): Promise<void> {
     this.#deviceKeys.set(device.nodeId, { ...device });
     return Promise.resolve();
