@@ -37,7 +37,11 @@ import type {
   ElectionClosed,
   StatusState,
 } from "../transfer/control_messages.ts";
-import { encodeControlMessage, MAX_DATAGRAM } from "../transfer/control_messages.ts";
+import {
+  CONTROL_PLANE_RECEIVER,
+  encodeControlMessage,
+  MAX_DATAGRAM,
+} from "../transfer/control_messages.ts";
 import { applyFile } from "../codec/applier.ts";
 import { fromHex, toHex } from "../kernel/blake3.ts";
 import { BlobServer, type BlobServerLimits } from "../transfer/blob_server.ts";
@@ -238,8 +242,11 @@ export class Agent {
     wrongDirection: 0,
     ...authDropCounters(),
   };
-  /** Checks the control plane's datagrams against the key pinned at enrolment. */
-  readonly #auth = new DatagramAuthenticator(this.drops);
+  /**
+   * Checks the control plane's datagrams against the key pinned at enrolment,
+   * signed for this agent's node id.
+   */
+  readonly #auth: DatagramAuthenticator;
   readonly #elections = new Map<string, ElectionState>();
   /** Updates in progress, by target digest. */
   readonly #jobs = new Map<string, Promise<void>>();
@@ -286,6 +293,7 @@ export class Agent {
     trust: TrustMemoryFile | null,
   ) {
     this.options = options;
+    this.#auth = new DatagramAuthenticator(options.nodeId, this.drops);
     this.#trust = trust;
     this.store = store;
     this.blobServer = blobServer;
@@ -462,7 +470,7 @@ export class Agent {
       const pinned = this.#enrollment === undefined
         ? undefined
         : publicKeyOf(this.#enrollment.controlPlaneKey);
-      if (!(await this.#auth.accept("controlplane", pinned, opened, Date.now()))) continue;
+      if (!(await this.#auth.accept(CONTROL_PLANE_RECEIVER, pinned, opened, Date.now()))) continue;
       const handling = this.#handle(message).catch((err) => {
         this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
       });

@@ -25,7 +25,12 @@
  * @module
  */
 
-import type { Announce, ControlMessage, ElectionClosed } from "../transfer/control_messages.ts";
+import {
+  type Announce,
+  CONTROL_PLANE_RECEIVER,
+  type ControlMessage,
+  type ElectionClosed,
+} from "../transfer/control_messages.ts";
 import { enrolledDevices, signTicket, TICKET_TTL_MS } from "../transfer/blob_auth.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
 import {
@@ -236,7 +241,7 @@ export class ControlPlane {
       addHistory: (entry: HistoryRecord) => void this.#persist(() => stateStore.addHistory(entry)),
       log: this.#log,
     });
-    this.#auth = new DatagramAuthenticator(this.#datagrams.drops);
+    this.#auth = new DatagramAuthenticator(CONTROL_PLANE_RECEIVER, this.#datagrams.drops);
   }
 
   /** Opens the state under `dataDir` and binds the UDP and blob ports. */
@@ -861,7 +866,7 @@ export class ControlPlane {
       void this.#sendClosed(nodeId, message);
       return;
     }
-    this.socket.send(message, { hostname: agent.host, port: agent.udpPort });
+    this.socket.send(message, { hostname: agent.host, port: agent.udpPort }, nodeId);
   }
 
   /**
@@ -892,7 +897,7 @@ export class ControlPlane {
     this.socket.send(ticket === undefined ? message : { ...message, ticket }, {
       hostname: agent.host,
       port: agent.udpPort,
-    });
+    }, nodeId);
   }
 
   // --- helpers ---

@@ -313,7 +313,7 @@ Deno.test({
       ];
       for (const [i, c] of cases.entries()) {
         const manifestId = `r${i + 1}.b1.e1`;
-        await cp.socket.send(cp.announce(manifestId, c.documents, c.target), to);
+        await cp.socket.send(cp.announce(manifestId, c.documents, c.target), to, "jetson-0");
         await until(() => cp.statuses(manifestId).length === 1, `the status of ${c.kind}`);
         const [status] = cp.statuses(manifestId);
         assert.equal(status.state, "failed", c.kind);
@@ -332,7 +332,7 @@ Deno.test({
       // A repeat of a refused announce gets the same answer, without fetching again.
       const served = cp.blobs.bytesServed;
       const repeated = cp.announce("r4.b1.e1", cases[3].documents);
-      await cp.socket.send(repeated, to);
+      await cp.socket.send(repeated, to, "jetson-0");
       await until(() => cp.statuses("r4.b1.e1").length === 2, "the repeated refusal");
       assert.deepEqual(cp.statuses("r4.b1.e1")[1], cp.statuses("r4.b1.e1")[0]);
       assert.equal(cp.blobs.bytesServed, served, "no document fetched again");
@@ -340,12 +340,12 @@ Deno.test({
 
       // A valid signed release is bid on.
       const valid = cp.announce("r20.b1.e1", { release: await signed({}), delegation: good });
-      await cp.socket.send(valid, to);
+      await cp.socket.send(valid, to, "jetson-0");
       await until(() => cp.bids("r20.b1.e1") === 1, "the bid on the valid release");
       assert.deepEqual(cp.statuses("r20.b1.e1"), []);
       // Its repeat (the bid was lost) is bid on again without fetching the documents again.
       const servedBefore = cp.blobs.bytesServed;
-      await cp.socket.send(valid, to);
+      await cp.socket.send(valid, to, "jetson-0");
       await until(() => cp.bids("r20.b1.e1") === 2, "the second bid");
       assert.equal(cp.blobs.bytesServed, servedBefore);
       assert.deepEqual(
@@ -391,7 +391,11 @@ Deno.test({
         ),
       );
       const byDropped = await cp.put(await signRelease(release(), keys.release));
-      await cp.socket.send(cp.announce("r1.b1.e1", { release: byDropped, delegation: v3 }), to);
+      await cp.socket.send(
+        cp.announce("r1.b1.e1", { release: byDropped, delegation: v3 }),
+        to,
+        "jetson-0",
+      );
       await until(() => cp.statuses("r1.b1.e1").length === 1, "the refusal under delegation 3");
       assert.equal((await readState(data, "resnet")).refusal?.kind, "unknownKey");
       const memory = JSON.parse(await Deno.readTextFile(`${data}/trust.json`));
@@ -399,7 +403,11 @@ Deno.test({
       // The control plane (or anyone spoofing it) now serves delegation 2 again, which still
       // names the dropped key: refused as stale, nothing downloaded.
       const v2 = await cp.put(await signDelegation(delegation(keys), keys.root));
-      await cp.socket.send(cp.announce("r2.b1.e1", { release: byDropped, delegation: v2 }), to);
+      await cp.socket.send(
+        cp.announce("r2.b1.e1", { release: byDropped, delegation: v2 }),
+        to,
+        "jetson-0",
+      );
       await until(() => cp.statuses("r2.b1.e1").length === 1, "the refusal under delegation 2");
       assert.match(cp.statuses("r2.b1.e1")[0].detail, /^refused: delegation version 2 is older/);
       assert.equal(cp.bids("r2.b1.e1"), 0);
@@ -432,7 +440,7 @@ Deno.test({
       await cp.socket.send(cp.announce("r1.b1.e1", documents), {
         hostname: AGENT_HOST,
         port: agent.socket.port,
-      });
+      }, "jetson-0");
       await until(() => cp.bids("r1.b1.e1") === 1, "the bid");
       assert.equal("refusal" in await readState(data, "resnet"), false);
     } finally {
@@ -486,16 +494,21 @@ Deno.test({
       await cp.socket.send(
         cp.announce("r12.b1.e1", { release: r12, delegation: good }, V3, "v3"),
         to,
+        "jetson-0",
       );
-      await cp.socket.send(cp.announce("r11.b1.e1", { release: r11, delegation: good }, V2), to);
+      await cp.socket.send(
+        cp.announce("r11.b1.e1", { release: r11, delegation: good }, V2),
+        to,
+        "jetson-0",
+      );
       await until(
         () => cp.bids("r12.b1.e1") === 1 && cp.bids("r11.b1.e1") === 1,
         "the bids on both releases",
       );
       // The device leads both elections: it downloads both at once.
-      await cp.socket.send({ type: "leaderAck", manifestId: "r12.b1.e1" }, to);
+      await cp.socket.send({ type: "leaderAck", manifestId: "r12.b1.e1" }, to, "jetson-0");
       await until(() => steps.includes(`applied ${higher}`), "the higher release applied");
-      await cp.socket.send({ type: "leaderAck", manifestId: "r11.b1.e1" }, to);
+      await cp.socket.send({ type: "leaderAck", manifestId: "r11.b1.e1" }, to, "jetson-0");
       await until(
         () =>
           cp.statuses("r12.b1.e1").some((s) => s.state === "active") &&

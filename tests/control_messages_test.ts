@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { encode } from "cbor-x";
 import { generateKey } from "../release/keys.ts";
 import {
+  CONTROL_PLANE_RECEIVER,
   type ControlMessage,
   decodeControlMessage,
   encodeControlMessage,
@@ -16,6 +17,7 @@ import {
   MAX_DATAGRAM,
   openControlMessage,
   PROTOCOL,
+  signatureInput,
   signControlMessage,
   verifyControlMessage,
 } from "../transfer/control_messages.ts";
@@ -282,14 +284,31 @@ Deno.test("a signed datagram's signature covers every byte before the signature 
   const { key } = await generateKey("device");
   const { key: other } = await generateKey("device");
   const message: ControlMessage = { type: "bid", manifestId: ID, nodeId: "jetson-17" };
-  const bytes = await signControlMessage(message, 1_795_000_000_000_000, key.privateKey);
+  const bytes = await signControlMessage(
+    message,
+    1_795_000_000_000_000,
+    key.privateKey,
+    CONTROL_PLANE_RECEIVER,
+  );
   const opened = openControlMessage(bytes);
   assert.deepEqual(opened.message, message);
   assert.equal(opened.seq, 1_795_000_000_000_000);
   // The signature element is a tagged 64-byte string: 4 bytes of head, 64 of signature.
   assert.equal(opened.signed.length, bytes.length - 68);
-  assert.ok(await verifyControlMessage(opened, await importVerifyKey(key.publicKey)));
-  assert.ok(!(await verifyControlMessage(opened, await importVerifyKey(other.publicKey))));
+  assert.ok(
+    await verifyControlMessage(
+      opened,
+      await importVerifyKey(key.publicKey),
+      CONTROL_PLANE_RECEIVER,
+    ),
+  );
+  assert.ok(
+    !(await verifyControlMessage(
+      opened,
+      await importVerifyKey(other.publicKey),
+      CONTROL_PLANE_RECEIVER,
+    )),
+  );
   for (const at of [0, 5, opened.signed.length - 1, bytes.length - 1]) {
     const changed = bytes.slice();
     changed[at] ^= 1;
@@ -300,8 +319,62 @@ Deno.test("a signed datagram's signature covers every byte before the signature 
       continue; // no longer a datagram at all
     }
     assert.ok(
-      !(await verifyControlMessage(reopened, await importVerifyKey(key.publicKey))),
+      !(await verifyControlMessage(
+        reopened,
+        await importVerifyKey(key.publicKey),
+        CONTROL_PLANE_RECEIVER,
+      )),
       `byte ${at} changed`,
     );
+  }
+});
+
+Deno.test("the signature input vectors of docs/spec/control-messages-v1.md: domain tag, receiver, datagram; signed for one receiver, it verifies at no other", async () => {
+  const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  const fromHex = (h: string) => new Uint8Array(h.match(/../g)!.map((x) => parseInt(x, 16)));
+  const b64url = (b: Uint8Array) =>
+    btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  // RFC 8032, section 7.1, TEST 1.
+  const seed = fromHex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+  const pub = fromHex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+  const privateKey = await crypto.subtle.importKey(
+    "jwk",
+    { kty: "OKP", crv: "Ed25519", d: b64url(seed), x: b64url(pub) },
+    { name: "Ed25519" },
+    false,
+    ["sign"],
+  );
+  const publicKey = await importVerifyKey(pub);
+  const cases: [ControlMessage, string, string, string][] = [
+    [
+      { type: "bid", manifestId: "r1.b1795000000000.e1", nodeId: "jetson-17" },
+      CONTROL_PLANE_RECEIVER,
+      "706f6f6c626f792d636f6e74726f6c2d7633" + "6c636f6e74726f6c706c616e65" +
+      "8603027472312e62313739353030303030303030302e6531696a6574736f6e2d313701",
+      "cb2356671d88c9cf91740cd96e9e7aab295b28d1927107d1b76639b8b659f3c5" +
+      "012eb4a925af71d416611aeafc5166a56888893e5b0c5cb92581b2b65e273703",
+    ],
+    [
+      { type: "leaderAck", manifestId: "r1.b1.e1" },
+      "jetson-17",
+      "706f6f6c626f792d636f6e74726f6c2d7633" + "696a6574736f6e2d3137" +
+      "8503036872312e62312e653101",
+      "b49ced7acdc8890ad215ee5928f407cd1f0c42728cdfd8d67b6382cf3bd888bf" +
+      "4947f803dfed2ac713b71307baf64da97bcd16b9ac537df88544d485abeb8d08",
+    ],
+  ];
+  for (const [message, receiver, input, signature] of cases) {
+    const opened = openControlMessage(encodeControlMessage(message, 1));
+    assert.equal(hex(signatureInput(receiver, opened.signed)), input);
+    const bytes = await signControlMessage(message, 1, privateKey, receiver);
+    assert.equal(hex(bytes.subarray(bytes.length - 64)), signature);
+    const signed = openControlMessage(bytes);
+    assert.ok(await verifyControlMessage(signed, publicKey, receiver));
+    // The receiver is not sent: the datagram is the same length as unsigned.
+    assert.equal(bytes.length, encodeControlMessage(message, 1).length);
+    for (const other of ["jetson-18", "jetson-1", CONTROL_PLANE_RECEIVER, "jetson-17", ""]) {
+      if (other === receiver) continue;
+      assert.ok(!(await verifyControlMessage(signed, publicKey, other)), `verified at ${other}`);
+    }
   }
 });

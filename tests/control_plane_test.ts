@@ -154,14 +154,14 @@ Deno.test({
       };
       await stranger.send(announce, to);
       await until(() => agent.drops.unexpectedSender === 1, "the stranger's announce");
-      await cpSocket.send({ type: "leaderAck", manifestId: "r7.b1.e1" }, to);
+      await cpSocket.send({ type: "leaderAck", manifestId: "r7.b1.e1" }, to, "eu-0");
       await until(() => agent.drops.unknownElection === 1, "the unknown election");
-      await cpSocket.send(announce, to);
+      await cpSocket.send(announce, to, "eu-0");
       await until(() => received.some((m) => m.type === "bid"), "a bid");
       const bid = received.find((m) => m.type === "bid")!;
       assert.deepEqual(bid, { type: "bid", manifestId: "r1.b1.e1", nodeId: "eu-0" });
       // An announce repeated (our bid was lost) gets the bid again.
-      await cpSocket.send(announce, to);
+      await cpSocket.send(announce, to, "eu-0");
       await until(() => received.filter((m) => m.type === "bid").length === 2, "a second bid");
     } finally {
       await agent.close();

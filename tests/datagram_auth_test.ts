@@ -14,7 +14,13 @@ import { Agent } from "../agent/agent.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import type { StatusReport } from "../controlplane/api_types.ts";
 import { generateKey, type SigningKey } from "../release/keys.ts";
-import { type ControlMessage, signControlMessage } from "../transfer/control_messages.ts";
+import {
+  CONTROL_PLANE_RECEIVER,
+  type ControlMessage,
+  openControlMessage,
+  signControlMessage,
+} from "../transfer/control_messages.ts";
+import { DatagramAuthenticator } from "../transfer/datagram_auth.ts";
 import { ControlSocket } from "../transfer/control_socket.ts";
 import { Fleet, PORTS } from "../testkit/fleet_harness.ts";
 import { withTempDir } from "./helpers.ts";
@@ -136,13 +142,19 @@ Deno.test({
         heartbeat("eu-0", "127.0.0.2", 1),
         first,
         key.privateKey,
+        CONTROL_PLANE_RECEIVER,
       );
       await send(captured);
       await until(() => cp.agents.get("eu-0")?.served === 1, "the genuine heartbeat");
       const before = cp.agents.get("eu-0");
       // Its next heartbeat, then the captured one again.
       await send(
-        await signControlMessage(heartbeat("eu-0", "127.0.0.2", 2), first + 1, key.privateKey),
+        await signControlMessage(
+          heartbeat("eu-0", "127.0.0.2", 2),
+          first + 1,
+          key.privateKey,
+          CONTROL_PLANE_RECEIVER,
+        ),
       );
       await until(() => cp.agents.get("eu-0")?.served === 2, "the next heartbeat");
       const seen = cp.agents.get("eu-0");
@@ -155,6 +167,7 @@ Deno.test({
         heartbeat("eu-0", "127.0.0.2", 3),
         (Date.now() - 120_000) * 1000,
         key.privateKey,
+        CONTROL_PLANE_RECEIVER,
       );
       await send(stale);
       await until(() => cp.drops.stale === 1, "the stale heartbeat counted");
@@ -162,6 +175,87 @@ Deno.test({
       assert.equal(cp.drops.badSignature, 0);
     } finally {
       raw.close();
+    }
+  });
+});
+
+Deno.test("the verifier drops a control-plane datagram signed for another agent as badSignature, and its sequence number counts for nothing", async () => {
+  const { key: cp } = await generateKey("controlplane");
+  const message: ControlMessage = { type: "leaderAck", manifestId: "r1.b1.e1" };
+  const seq = Date.now() * 1000;
+  const forX = openControlMessage(await signControlMessage(message, seq, cp.privateKey, "eu-0"));
+  const atY = new DatagramAuthenticator("eu-1");
+  assert.equal(await atY.accept("controlplane", cp.publicKey, forX, Date.now()), false);
+  assert.deepEqual(atY.drops, { unknownSender: 0, badSignature: 1, replayed: 0, stale: 0 });
+  // Y's own datagram, signed before the one for X, is still accepted.
+  const forY = openControlMessage(
+    await signControlMessage(message, seq - 1, cp.privateKey, "eu-1"),
+  );
+  assert.equal(await atY.accept("controlplane", cp.publicKey, forY, Date.now()), true);
+  const atX = new DatagramAuthenticator("eu-0");
+  assert.equal(await atX.accept("controlplane", cp.publicKey, forX, Date.now()), true);
+  // Nor does a device's datagram to the control plane verify at an agent.
+  const bid = openControlMessage(
+    await signControlMessage(
+      { type: "bid", manifestId: "r1.b1.e1", nodeId: "eu-0" },
+      seq + 1,
+      cp.privateKey,
+      CONTROL_PLANE_RECEIVER,
+    ),
+  );
+  assert.equal(await atX.accept("controlplane", cp.publicKey, bid, Date.now()), false);
+  assert.equal(atX.drops.badSignature, 1);
+});
+
+Deno.test({
+  name:
+    "a genuine control-plane leaderAck for agent X replayed to agent Y is dropped by Y as badSignature and changes nothing; X handles it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const cp = await fakeControlPlane("127.0.0.1");
+    await pinControlPlane(`${dir}/x`, "eu-0", cp.key);
+    await pinControlPlane(`${dir}/y`, "eu-1", cp.key);
+    const receiving = (async () => {
+      for await (const _ of cp.socket.messages()) { /* heartbeats */ }
+    })();
+    const start = (nodeId: string, bind: string, dataDir: string) =>
+      Agent.start({
+        nodeId,
+        trust: { kind: "insecure" },
+        region: "eu",
+        bind,
+        dataDir,
+        controlPlane: { hostname: "127.0.0.1", port: cp.socket.port },
+        udpPort: 0,
+        p2pPort: 0,
+        heartbeatMs: 60_000,
+      });
+    const x = await start("eu-0", "127.0.0.4", `${dir}/x`);
+    const y = await start("eu-1", "127.0.0.5", `${dir}/y`);
+    const raw = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    try {
+      const ack: ControlMessage = { type: "leaderAck", manifestId: "r1.b1.e1" };
+      const forX = await signControlMessage(ack, Date.now() * 1000, cp.key.privateKey, "eu-0");
+      const yBefore = { ...y.drops };
+      await raw.send(forX, { transport: "udp", hostname: "127.0.0.5", port: y.socket.port });
+      await until(() => y.drops.badSignature === 1, "Y drops X's datagram");
+      assert.deepEqual(y.drops, { ...yBefore, badSignature: 1 }, "only the bad signature counted");
+      // Y still hears what is signed for it, even with a lower sequence number.
+      await cp.socket.send(ack, { hostname: "127.0.0.5", port: y.socket.port }, "eu-1");
+      await until(() => y.drops.unknownElection === yBefore.unknownElection + 1, "Y's own");
+      assert.equal(y.drops.replayed, 0);
+      // X handles it: an election it does not know.
+      await raw.send(forX, { transport: "udp", hostname: "127.0.0.4", port: x.socket.port });
+      await until(() => x.drops.unknownElection === 1, "X handles its datagram");
+      assert.equal(x.drops.badSignature, 0);
+    } finally {
+      raw.close();
+      await x.close();
+      await y.close();
+      cp.socket.close();
+      await receiving;
     }
   });
 });
@@ -195,9 +289,14 @@ Deno.test({
     const raw = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
     try {
       const announce: ControlMessage = { type: "leaderAck", manifestId: "r1.b1.e1" };
-      await impostor.socket.send(announce, to);
+      await impostor.socket.send(announce, to, "eu-0");
       await until(() => agent.drops.badSignature === 1, "the impostor's datagram");
-      const captured = await signControlMessage(announce, Date.now() * 1000, cp.key.privateKey);
+      const captured = await signControlMessage(
+        announce,
+        Date.now() * 1000,
+        cp.key.privateKey,
+        "eu-0",
+      );
       await raw.send(captured, { transport: "udp", ...to });
       await until(() => agent.drops.unknownElection === 1, "the genuine datagram handled");
       await raw.send(captured, { transport: "udp", ...to });

@@ -501,7 +501,7 @@ Deno.test({
       await fleet.waitFor(
         async () => {
           for (const spec of fleet.options.agents) {
-            await socket.send(announce, { hostname: spec.host, port: PORTS.udp });
+            await socket.send(announce, { hostname: spec.host, port: PORTS.udp }, spec.nodeId);
           }
           return ids.every((n) =>
             statuses.some((s) =>

@@ -200,33 +200,78 @@ export function encodeControlMessage(
   return bytes;
 }
 
-/** Encodes `message` with `seq`, signed by `privateKey` (Ed25519, WebCrypto). */
+/**
+ * The identity an agent names as the receiver of what it sends to the
+ * control plane (the control plane names each agent by its node id).
+ */
+export const CONTROL_PLANE_RECEIVER = "controlplane";
+
+/** Domain tag that starts every signature input: ASCII "poolboy-control-v3". */
+export const SIGNATURE_DOMAIN = new TextEncoder().encode("poolboy-control-v3");
+
+/**
+ * The bytes a signature is made over: `SIGNATURE_DOMAIN`, the receiver's
+ * identity as a CBOR text string (an agent's node id, or
+ * `CONTROL_PLANE_RECEIVER`), then the datagram up to its signature element.
+ * The receiver is not sent: each receiver puts in its own identity, so a
+ * datagram signed for one receiver does not verify at another.
+ */
+export function signatureInput(receiver: string, signed: Uint8Array): Uint8Array {
+  const name = new TextEncoder().encode(receiver);
+  const head = name.length < 24
+    ? [0x60 + name.length]
+    : name.length < 0x100
+    ? [0x78, name.length]
+    : [0x79, name.length >> 8, name.length & 0xff];
+  if (name.length > 0xffff) throw new RangeError("receiver identity over 65535 bytes");
+  const out = new Uint8Array(SIGNATURE_DOMAIN.length + head.length + name.length + signed.length);
+  out.set(SIGNATURE_DOMAIN, 0);
+  out.set(head, SIGNATURE_DOMAIN.length);
+  out.set(name, SIGNATURE_DOMAIN.length + head.length);
+  out.set(signed, SIGNATURE_DOMAIN.length + head.length + name.length);
+  return out;
+}
+
+/**
+ * Encodes `message` with `seq`, signed by `privateKey` (Ed25519, WebCrypto)
+ * for `receiver` (see `signatureInput`).
+ */
 export async function signControlMessage(
   message: ControlMessage,
   seq: number,
   privateKey: CryptoKey,
+  receiver: string,
 ): Promise<Uint8Array> {
   const bytes = encodeControlMessage(message, seq);
   const { signed } = openControlMessage(bytes);
   const signature = new Uint8Array(
-    await crypto.subtle.sign({ name: "Ed25519" }, privateKey, new Uint8Array(signed)),
+    await crypto.subtle.sign(
+      { name: "Ed25519" },
+      privateKey,
+      new Uint8Array(signatureInput(receiver, signed)),
+    ),
   );
   // The signature element's content is the datagram's last 64 bytes.
   bytes.set(signature, bytes.length - SIGNATURE_LENGTH);
   return bytes;
 }
 
-/** Whether `opened`'s signature is `publicKey`'s (an imported Ed25519 verify key). */
+/**
+ * Whether `opened`'s signature is `publicKey`'s (an imported Ed25519 verify
+ * key) over the datagram as signed for `receiver`: the identity of whoever
+ * verifies it.
+ */
 export async function verifyControlMessage(
   opened: OpenedMessage,
   publicKey: CryptoKey,
+  receiver: string,
 ): Promise<boolean> {
   try {
     return await crypto.subtle.verify(
       { name: "Ed25519" },
       publicKey,
       new Uint8Array(opened.signature),
-      new Uint8Array(opened.signed),
+      new Uint8Array(signatureInput(receiver, opened.signed)),
     );
   } catch {
     return false;

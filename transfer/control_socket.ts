@@ -16,6 +16,7 @@
  */
 
 import {
+  CONTROL_PLANE_RECEIVER,
   type ControlMessage,
   encodeControlMessage,
   MAX_DATAGRAM,
@@ -121,14 +122,23 @@ export class ControlSocket {
   /**
    * Sends one message, signed; a send error is counted, not thrown (UDP is
    * best effort anyway). Sends are queued so that they leave in sequence order.
+   * The signature is for `receiver` (an agent's node id when the control plane
+   * sends; by default the control plane, where agents send): no other
+   * receiver accepts it.
    */
-  send(message: ControlMessage, to: UdpAddress): Promise<void> {
+  send(
+    message: ControlMessage,
+    to: UdpAddress,
+    receiver: string = CONTROL_PLANE_RECEIVER,
+  ): Promise<void> {
     // Encoded now: an oversize message throws to the caller, as before.
     const key = this.#signer?.(message);
     const seq = this.nextSeq();
     const unsigned = encodeControlMessage(message, seq);
     const sent = this.#sending.then(async () => {
-      const bytes = key === undefined ? unsigned : await signControlMessage(message, seq, key);
+      const bytes = key === undefined
+        ? unsigned
+        : await signControlMessage(message, seq, key, receiver);
       await this.#sendBytes(bytes, to);
     });
     this.#sending = sent.catch(() => {});

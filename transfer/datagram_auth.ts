@@ -6,6 +6,9 @@
  * accepted from it before (a replay is dropped), and a sequence number whose
  * time part (`seq / 1000`, ms) is within `MAX_CLOCK_SKEW_MS` of now (a
  * datagram captured long ago is dropped even when nothing newer came).
+ * The signature is checked over the datagram as signed for this receiver
+ * (`receiver`: an agent's node id, or `CONTROL_PLANE_RECEIVER`), so a
+ * datagram signed for another receiver is dropped as `badSignature`.
  * Everything else is dropped and counted by reason.
  *
  * Imported keys are cached per sender (one WebCrypto import per key, one
@@ -34,10 +37,13 @@ export function authDropCounters(): AuthDropCounters {
 /** Checks senders' datagrams; counts what it drops in `drops`. */
 export class DatagramAuthenticator {
   readonly drops: AuthDropCounters;
+  /** Who this receiver is: the identity senders sign for. */
+  readonly receiver: string;
   readonly #keys = new Map<string, { readonly raw: string; readonly key: CryptoKey }>();
   readonly #highest = new Map<string, number>();
 
-  constructor(drops: AuthDropCounters = authDropCounters()) {
+  constructor(receiver: string, drops: AuthDropCounters = authDropCounters()) {
+    this.receiver = receiver;
     this.drops = drops;
   }
 
@@ -73,7 +79,9 @@ export class DatagramAuthenticator {
     if (Math.abs(opened.seq / 1000 - now) > MAX_CLOCK_SKEW_MS) return "stale";
     if (opened.seq <= (this.#highest.get(sender) ?? 0)) return "replayed";
     const key = await this.#keyOf(sender, publicKey);
-    if (key === undefined || !(await verifyControlMessage(opened, key))) return "badSignature";
+    if (key === undefined || !(await verifyControlMessage(opened, key, this.receiver))) {
+      return "badSignature";
+    }
     // Checked again: another datagram of this sender may have been accepted meanwhile.
     if (opened.seq <= (this.#highest.get(sender) ?? 0)) return "replayed";
     this.#highest.set(sender, opened.seq);
