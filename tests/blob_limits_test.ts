@@ -18,6 +18,7 @@ import { BlobStore } from "../transfer/blob_store.ts";
 import { type BlobSource, downloadBlob, type DownloadOptions } from "../transfer/blob_client.ts";
 import type { MinRate } from "../transfer/idle_watchdog.ts";
 import { randomBytes, readFile, withTempDir, writeFile } from "./helpers.ts";
+import { downloadInto } from "./support/downloads.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = 2 * MiB + 777;
@@ -39,20 +40,12 @@ function sourceOf(server: { hostname: string; port: number }, label: string): Bl
 }
 
 /** Download options for `BLOB` into a fresh store in `dir/local`. */
-async function into(
+function into(
   dir: string,
   sources: BlobSource[],
   extra: Partial<DownloadOptions> = {},
 ): Promise<DownloadOptions> {
-  const local = await BlobStore.open(`${dir}/local`);
-  return {
-    sources,
-    digest: DIGEST,
-    size: SIZE,
-    destination: local.pathOf(DIGEST),
-    partialPath: local.partialPathOf(DIGEST),
-    ...extra,
-  };
+  return downloadInto(dir, { digest: DIGEST, size: SIZE }, sources, extra);
 }
 
 async function eventually(condition: () => boolean, what: string): Promise<void> {

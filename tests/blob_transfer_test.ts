@@ -26,6 +26,7 @@ import {
   type DownloadOptions,
 } from "../transfer/blob_client.ts";
 import { concat, randomBytes, readFile, withTempDir, writeFile } from "./helpers.ts";
+import { downloadInto } from "./support/downloads.ts";
 
 const HOST = "127.0.0.1";
 const MiB = 1024 * 1024;
@@ -57,20 +58,12 @@ async function closeAll(...servers: BlobServer[]): Promise<void> {
 }
 
 /** Download options into a fresh store in `dir/local`, for `BLOB`. */
-async function into(
+function into(
   dir: string,
   sources: BlobSource[],
   extra: Partial<DownloadOptions> = {},
 ): Promise<DownloadOptions> {
-  const local = await BlobStore.open(`${dir}/local`);
-  return {
-    sources,
-    digest: DIGEST,
-    size: SIZE,
-    destination: local.pathOf(DIGEST),
-    partialPath: local.partialPathOf(DIGEST),
-    ...extra,
-  };
+  return downloadInto(dir, { digest: DIGEST, size: SIZE }, sources, extra);
 }
 
 async function exists(path: string): Promise<boolean> {
