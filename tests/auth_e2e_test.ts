@@ -20,7 +20,7 @@ import {
   SPEC_VERSION,
 } from "../release/documents.ts";
 import { generateKey } from "../release/keys.ts";
-import { decodeOutput, MOD_PATH, type RunResult } from "./cli_helpers.ts";
+import { MOD_PATH, poolboyWith, type RunResult } from "./cli_helpers.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
 import { heartbeatUntilListed } from "./support/devices.ts";
 import { DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
@@ -38,14 +38,7 @@ const PERMISSIONS = [
 ];
 
 async function poolboy(args: string[], token = ""): Promise<RunResult> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, MOD_PATH, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", POOLBOY_TOKEN: token },
-  }).output();
-  return decodeOutput(output);
+  return await poolboyWith(PERMISSIONS, Deno.cwd(), args, { POOLBOY_TOKEN: token });
 }
 
 /** Runs `fn` with a control plane process on HOST whose data dir has a token per role. */

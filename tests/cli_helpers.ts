@@ -32,11 +32,15 @@ export async function poolboy(cwd: string, ...args: string[]): Promise<RunResult
   return await poolboyWith(CODEC_PERMISSIONS, cwd, args);
 }
 
-/** Runs `poolboy ...args` in `cwd` with the given Deno permissions and waits for it. */
+/**
+ * Runs `poolboy ...args` in `cwd` with the given Deno permissions (and extra
+ * environment variables) and waits for it.
+ */
 export async function poolboyWith(
   permissions: string[],
   cwd: string,
   args: string[],
+  env: Record<string, string> = {},
 ): Promise<RunResult> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: poolboyArgs(args, permissions),
@@ -44,7 +48,7 @@ export async function poolboyWith(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).output();
   return decodeOutput(output);
 }

@@ -11,7 +11,7 @@ import { ControlPlane } from "../controlplane/control_plane.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 import { tokenHash } from "../controlplane/auth.ts";
 import { DATABASE_FILE } from "../controlplane/sqlite_store.ts";
-import { CODEC_PERMISSIONS, decodeOutput, MOD_PATH, type RunResult } from "./cli_helpers.ts";
+import { CODEC_PERMISSIONS, poolboyWith, type RunResult } from "./cli_helpers.ts";
 import { randomBytes, withTempDir } from "./helpers.ts";
 
 /** Token commands open SQLite (read/write); API commands need the loopback and POOLBOY_TOKEN. */
@@ -23,14 +23,7 @@ const PERMISSIONS = [
 
 /** Runs `poolboy ...args` with POOLBOY_TOKEN set to `token` (empty: none). */
 async function poolboy(args: string[], token = ""): Promise<RunResult> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, MOD_PATH, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", POOLBOY_TOKEN: token },
-  }).output();
-  return decodeOutput(output);
+  return await poolboyWith(PERMISSIONS, Deno.cwd(), args, { POOLBOY_TOKEN: token });
 }
 
 /** `poolboy token create`; the token it printed. */
