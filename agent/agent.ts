@@ -799,7 +799,13 @@ export class Agent {
         const closed = election?.closed;
         const sources = action.from === "leaderThenControlPlane" && closed
           ? [
-            { hostname: closed.leaderHost, port: closed.leaderP2pPort, label: closed.leaderNodeId },
+            ...closed.sources
+              .filter((source) => source.nodeId !== this.options.nodeId)
+              .map((source) => ({
+                hostname: source.host,
+                port: source.p2pPort,
+                label: source.nodeId,
+              })),
             controlPlane,
           ]
           : [controlPlane];

@@ -30,7 +30,17 @@ import {
   CONTROL_PLANE_RECEIVER,
   type ControlMessage,
   type ElectionClosed,
+  encodeControlMessage,
+  MAX_SOURCES,
+  MAX_TICKET_BYTES,
+  type SwarmSource,
 } from "../transfer/control_messages.ts";
+import {
+  buildPieceListFromFile,
+  choosePieceSize,
+  encodePieceList,
+} from "../transfer/piece_list.ts";
+import { DEFAULT_FANOUT, sourcesOf, swarmOrder } from "./swarm_plan.ts";
 import { enrolledDevices, signTicket, TICKET_TTL_MS } from "../transfer/blob_auth.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
 import {
@@ -122,6 +132,13 @@ export interface ControlPlaneOptions {
   /** Limits of the blob server (connections per address and in all, minimum rate); defaults of `BlobServer`. */
   readonly blobLimits?: BlobServerLimits;
   /**
+   * Bytes per piece of the swarm's piece lists (a power of two, 64 KiB to
+   * 64 MiB); default: `choosePieceSize` of each blob (about 64 pieces).
+   */
+  readonly pieceSize?: number;
+  /** Members whose first source a member is, in the swarm's tree. Default 4. */
+  readonly swarmFanout?: number;
+  /**
    * The durable state; default: SQLite at `dataDir/controlplane.sqlite`. The
    * control plane closes it when it closes.
    */
@@ -197,6 +214,15 @@ export class ControlPlane {
   #delegation: DelegationRecord | undefined;
   /** Blob digests of every signed document stored (kept: a device may still fetch an older one). */
   readonly #documentDigests = new Set<string>();
+  /** Piece lists by the hex digest of the blob they cut (swarm downloads). */
+  readonly #pieceLists = new Map<string, PieceListState>();
+  /** Swarm order of each closed election (`swarm_plan.ts`), by manifest id. */
+  readonly #swarmOrders = new Map<
+    string,
+    { ids: string[]; index: Map<string, number>; count: number; leader: string }
+  >();
+  readonly #pieceSize: number | undefined;
+  readonly #swarmFanout: number;
   #closed = false;
   /** The lock on the data directory, held until `close`. */
   readonly #lock: DataDirLock;
@@ -225,6 +251,8 @@ export class ControlPlane {
     for (const release of loaded.releases) this.#rememberRelease(release);
     this.#delegation = loaded.delegation;
     this.#timing = { ...DEFAULT_ELECTION_TIMING, ...options.election };
+    this.#pieceSize = options.pieceSize;
+    this.#swarmFanout = options.swarmFanout ?? DEFAULT_FANOUT;
     this.#agentTimeoutMs = options.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS;
     this.#offlineAfterMs = Math.max(
       options.offlineAfterMs ?? DEFAULT_OFFLINE_AFTER_MS,
@@ -776,6 +804,7 @@ export class ControlPlane {
       key,
     };
     this.#elections.add(entry);
+    this.#preparePieceList(announce.blobDigest, announce.blobSize);
     this.#log(
       `election ${manifestId}: ${region}, ${blob.base ? "patch" : "whole file"} ${blob.size} bytes`,
     );
@@ -894,10 +923,90 @@ export class ControlPlane {
     }
     const agent = this.agents.get(nodeId);
     if (!agent || this.#closed) return;
-    this.socket.send(ticket === undefined ? message : { ...message, ticket }, {
+    const swarmed = entry === undefined ? message : this.#swarmed(entry.election, nodeId, message);
+    this.socket.send(ticket === undefined ? swarmed : { ...swarmed, ticket }, {
       hostname: agent.host,
       port: agent.udpPort,
     }, nodeId);
+  }
+
+  /**
+   * ElectionClosed for one member of the swarm: its own sources
+   * (`swarm_plan.ts`: the leader or other members, who serve the pieces they
+   * hold) and the blob's piece list. While the piece list is not computed yet,
+   * the election's own message (the leader as the one source, the blob whole).
+   */
+  #swarmed(election: Election, nodeId: string, message: ElectionClosed): ElectionClosed {
+    const pieceList = this.#pieceLists.get(toHex(election.announce.blobDigest));
+    if (pieceList?.kind !== "ready") return message;
+    const order = this.#swarmOrderOf(election, message.leaderNodeId);
+    const usable = (id: string) => {
+      const agent = this.agents.get(id);
+      return agent !== undefined && Date.now() - agent.lastSeen <= this.#agentTimeoutMs;
+    };
+    const ids = sourcesOf(nodeId, order.ids, usable, this.#swarmFanout, order.index);
+    if (ids === undefined) return message;
+    const sources: SwarmSource[] = [];
+    for (const id of ids) {
+      if (id === message.leaderNodeId) {
+        sources.push(message.sources[0]);
+        continue;
+      }
+      const agent = this.agents.get(id);
+      if (agent !== undefined) {
+        sources.push({ nodeId: id, host: agent.host, p2pPort: agent.p2pPort });
+      }
+    }
+    if (sources.length === 0) sources.push(message.sources[0]);
+    return { ...message, sources: fitSources(message, sources), pieceListDigest: pieceList.digest };
+  }
+
+  /** The election's members in swarm order, memoized until its membership changes. */
+  #swarmOrderOf(
+    election: Election,
+    leader: string,
+  ): { ids: string[]; index: Map<string, number> } {
+    const members = election.members;
+    const cached = this.#swarmOrders.get(election.manifestId);
+    if (cached !== undefined && cached.count === members.length && cached.leader === leader) {
+      return cached;
+    }
+    // A memo, not a record: forgetting every entry now and then bounds it.
+    if (this.#swarmOrders.size >= 4096) this.#swarmOrders.clear();
+    const ids = swarmOrder(leader, members);
+    const order = {
+      ids,
+      index: new Map(ids.map((id, i) => [id, i])),
+      count: members.length,
+      leader,
+    };
+    this.#swarmOrders.set(election.manifestId, order);
+    return order;
+  }
+
+  /**
+   * Computes (once per blob) the piece list an election's members download by,
+   * stores it as a blob this control plane serves, and remembers its digest.
+   */
+  #preparePieceList(blobDigest: Uint8Array, blobSize: number): void {
+    const hex = toHex(blobDigest);
+    if (this.#pieceLists.has(hex)) return;
+    this.#pieceLists.set(hex, { kind: "building" });
+    const pieceSize = this.#pieceSize ?? choosePieceSize(blobSize);
+    void (async () => {
+      try {
+        const list = await buildPieceListFromFile(this.store.pathOf(blobDigest), pieceSize);
+        if (toHex(list.blobDigest) !== hex) {
+          throw new Error(`the stored blob's digest is ${toHex(list.blobDigest)}: it is damaged`);
+        }
+        const bytes = encodePieceList(list);
+        const imported = await this.store.importStream(ReadableStream.from([bytes]));
+        this.#pieceLists.set(hex, { kind: "ready", digest: imported.digest });
+      } catch (err) {
+        this.#pieceLists.delete(hex); // the next election of this blob tries again
+        this.#log(`cannot build the piece list of ${hex.slice(0, 16)}: ${describeOsError(err)}`);
+      }
+    })();
   }
 
   // --- helpers ---
@@ -996,6 +1105,28 @@ export class ControlPlane {
       }
     }
   }
+}
+
+/** Where the piece list of one blob stands. */
+type PieceListState = { kind: "building" } | { kind: "ready"; digest: Uint8Array };
+
+/**
+ * Drops trailing sources (never the first) until the ElectionClosed fits a
+ * datagram with the longest ticket: long names can make four sources too many.
+ */
+function fitSources(message: ElectionClosed, sources: SwarmSource[]): SwarmSource[] {
+  const kept = sources.slice(0, MAX_SOURCES);
+  const ticketRoom = new Uint8Array(MAX_TICKET_BYTES);
+  while (kept.length > 1) {
+    try {
+      encodeControlMessage({ ...message, sources: kept, ticket: ticketRoom });
+      break;
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      kept.pop();
+    }
+  }
+  return kept;
 }
 
 function releaseKey(model: string, version: string): string {

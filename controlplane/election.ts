@@ -293,8 +293,14 @@ export class Election {
       type: "electionClosed",
       manifestId: this.manifestId,
       leaderNodeId: this.#leader!,
-      leaderHost: this.#leaderAddress!.host,
-      leaderP2pPort: this.#leaderAddress!.p2pPort,
+      // The leader alone; the control plane gives each member its own swarm sources
+      // (swarm_plan.ts) and the piece list when it sends this.
+      sources: [{
+        nodeId: this.#leader!,
+        host: this.#leaderAddress!.host,
+        p2pPort: this.#leaderAddress!.p2pPort,
+      }],
+      pieceListDigest: null,
     };
   }
 }

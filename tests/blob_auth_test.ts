@@ -260,7 +260,7 @@ Deno.test("a leader's blob server answers FORBIDDEN and serves nothing without a
   });
 });
 
-Deno.test("ElectionClosed with a ticket of the longest names stays within the 1200-byte datagram limit", async () => {
+Deno.test("ElectionClosed with a ticket, a piece list and one source of the longest names stays within the 1200-byte datagram limit", async () => {
   const { key: cpKey } = await generateKey("controlplane");
   const { key: device } = await generateKey("device");
   const longest = "n".repeat(128);
@@ -275,8 +275,8 @@ Deno.test("ElectionClosed with a ticket of the longest names stays within the 12
     type: "electionClosed",
     manifestId: longest,
     leaderNodeId: longest,
-    leaderHost: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-    leaderP2pPort: 65535,
+    sources: [{ nodeId: longest, host: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", p2pPort: 65535 }],
+    pieceListDigest: DIGEST,
     ticket,
   }, Number.MAX_SAFE_INTEGER);
   assert.ok(bytes.length <= MAX_DATAGRAM, `${bytes.length} bytes`);

@@ -64,8 +64,11 @@ const EXAMPLES: ControlMessage[] = [
     type: "electionClosed",
     manifestId: ID,
     leaderNodeId: "jetson-17",
-    leaderHost: "100.64.3.4",
-    leaderP2pPort: 7402,
+    sources: [
+      { nodeId: "jetson-17", host: "100.64.3.4", p2pPort: 7402 },
+      { nodeId: "jetson-19", host: "100.64.3.6", p2pPort: 7411 },
+    ],
+    pieceListDigest: D2,
   },
   { type: "closedAck", manifestId: ID, nodeId: "jetson-18" },
   {
@@ -151,6 +154,30 @@ Deno.test("malformed datagrams are refused with MalformedMessageError", () => {
   }
 });
 
+Deno.test("an ElectionClosed with no source, more than four, or a malformed source is refused", () => {
+  const sig = new Uint8Array(64);
+  const source = ["b", "100.64.0.2", 7411];
+  const closed = (sources: unknown) => encode([PROTOCOL, 5, ID, "a", sources, null, null, 1, sig]);
+  assert.equal(decodeControlMessage(closed([source])).type, "electionClosed", "the shape is right");
+  const cases: [string, Uint8Array][] = [
+    ["no source", closed([])],
+    ["five sources", closed([source, source, source, source, source])],
+    ["a source of two fields", closed([["b", "100.64.0.2"]])],
+    ["a source of four fields", closed([[...source, 1]])],
+    ["a source's host a name", closed([["b", "example.com", 7411]])],
+    ["a source's node id a path", closed([["../x", "100.64.0.2", 7411]])],
+    ["a source's port 0", closed([["b", "100.64.0.2", 0]])],
+    ["sources not an array", closed("b")],
+    [
+      "a piece list digest of 31 bytes",
+      encode([PROTOCOL, 5, ID, "a", [source], null, new Uint8Array(31), 1, sig]),
+    ],
+  ];
+  for (const [name, bytes] of cases) {
+    assert.throws(() => decodeControlMessage(bytes), MalformedMessageError, name);
+  }
+});
+
 Deno.test("CBOR this format never uses is refused before cbor-x sees it", () => {
   const cases: [string, RegExp][] = [
     ["9f", /indefinite/], // unterminated indefinite array: cbor-x alone spins for seconds
@@ -225,12 +252,12 @@ Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the enc
   // Every datagram ends with its sender's sequence number (1 here) and a 64-byte signature
   // (zeros here: encodeControlMessage's default, which no receiver accepts).
   const tail = "01" + "d8405840" + "00".repeat(64);
-  const announceHead = "900301" + "6872312e62312e6531" + "667265736e6574" + "627632" +
+  const announceHead = "900401" + "6872312e62312e6531" + "667265736e6574" + "627632" +
     digest(2) + "1903e8" + "f6" + digest(2) + "1903e8" + "6a3130302e36342e302e31" + "191ce9";
   const vectors: [ControlMessage, string][] = [
     [
       { type: "bid", manifestId: "r1.b1795000000000.e1", nodeId: "jetson-17" },
-      "860302" + "7472312e62313739353030303030303030302e6531" + "696a6574736f6e2d3137" + tail,
+      "860402" + "7472312e62313739353030303030303030302e6531" + "696a6574736f6e2d3137" + tail,
     ],
     [
       {
@@ -240,7 +267,7 @@ Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the enc
         state: "failed",
         detail: "disk full",
       },
-      "880308" + "6872312e62312e6531" + "626e31" + "666661696c6564" + "696469736b2066756c6c" +
+      "880408" + "6872312e62312e6531" + "626e31" + "666661696c6564" + "696469736b2066756c6c" +
       tail,
     ],
     [
@@ -256,9 +283,20 @@ Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the enc
         served: 5_000_000_000,
         startedAt: 1_795_000_000_000,
       },
-      "8d0307" + "626e31" + "626575" + "6b3130302e36342e302e3137" + "191cf2" + "191cf3" +
+      "8d0407" + "626e31" + "626575" + "6b3130302e36342e302e3137" + "191cf2" + "191cf3" +
       "81" + digest(1) + "81" + "82" + "667265736e6574" + digest(1) +
       "fb41f2a05f20000000" + "fb427a1ee565e00000" + tail,
+    ],
+    [
+      {
+        type: "electionClosed",
+        manifestId: "r1.b1.e1",
+        leaderNodeId: "n1",
+        sources: [{ nodeId: "n1", host: "100.64.0.17", p2pPort: 7411 }],
+        pieceListDigest: D(5),
+      },
+      "890405" + "6872312e62312e6531" + "626e31" + "81" + "83" + "626e31" +
+      "6b3130302e36342e302e3137" + "191cf3" + "f6" + digest(5) + tail,
     ],
     [announce, announceHead + digest(3) + digest(4) + tail],
     [{ ...announce, releaseDigest: null, delegationDigest: null }, announceHead + "f6f6" + tail],
@@ -269,7 +307,11 @@ Deno.test("the test vectors of docs/spec/control-messages-v1.md are what the enc
     assert.deepEqual(decodeControlMessage(fromHex(hex)), message);
   }
   // Protocol 1 datagrams (the vectors before the release documents) are refused, and
-  // protocol 2 ones (before datagrams were signed).
+  // protocol 2 ones (before datagrams were signed), and protocol 3 ones (before the swarm).
+  assert.throws(
+    () => decodeControlMessage(fromHex("860302" + vectors[0][1].slice(6))),
+    MalformedMessageError,
+  );
   assert.throws(
     () => decodeControlMessage(fromHex("840102" + vectors[0][1].slice(6, -tail.length))),
     MalformedMessageError,
@@ -350,17 +392,17 @@ Deno.test("the signature input vectors of docs/spec/control-messages-v1.md: doma
       { type: "bid", manifestId: "r1.b1795000000000.e1", nodeId: "jetson-17" },
       CONTROL_PLANE_RECEIVER,
       "706f6f6c626f792d636f6e74726f6c2d7633" + "6c636f6e74726f6c706c616e65" +
-      "8603027472312e62313739353030303030303030302e6531696a6574736f6e2d313701",
-      "cb2356671d88c9cf91740cd96e9e7aab295b28d1927107d1b76639b8b659f3c5" +
-      "012eb4a925af71d416611aeafc5166a56888893e5b0c5cb92581b2b65e273703",
+      "8604027472312e62313739353030303030303030302e6531696a6574736f6e2d313701",
+      "db1c49010840c3cb90c599a2d537b227ba1f78a0425a1c1a3f9213c75425b09d" +
+      "a7af68bcaedfe3c5351d3b13a02b8f23b595eb723ff0e8c03c8e2d0441549c04",
     ],
     [
       { type: "leaderAck", manifestId: "r1.b1.e1" },
       "jetson-17",
       "706f6f6c626f792d636f6e74726f6c2d7633" + "696a6574736f6e2d3137" +
-      "8503036872312e62312e653101",
-      "b49ced7acdc8890ad215ee5928f407cd1f0c42728cdfd8d67b6382cf3bd888bf" +
-      "4947f803dfed2ac713b71307baf64da97bcd16b9ac537df88544d485abeb8d08",
+      "8504036872312e62312e653101",
+      "3b0135e3043a51db5c6ead7922cc6d6a840d5ccb2e1463136e3cfbce145177a7" +
+      "5885ad66e5e2ac09038f1bf0f4f397f403752312ef57376049a9a7d3c269cf07",
     ],
   ];
   for (const [message, receiver, input, signature] of cases) {

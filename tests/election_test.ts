@@ -92,8 +92,12 @@ Deno.test("LeaderReady closes the election; ElectionClosed goes to every followe
   const message = closed[0].message;
   assert.ok(message.type === "electionClosed");
   assert.equal(message.leaderNodeId, "a");
-  assert.equal(message.leaderHost, ADDRESS.host);
-  assert.equal(message.leaderP2pPort, ADDRESS.p2pPort);
+  assert.deepEqual(
+    message.sources,
+    [{ nodeId: "a", ...ADDRESS }],
+    "the leader, until the control plane swarms it",
+  );
+  assert.equal(message.pieceListDigest, null);
   // A repeated LeaderReady (our ElectionClosed to the leader was lost) is answered again.
   assert.deepEqual(types(e.onLeaderReady("a", ADDRESS, 20)), ["electionClosed>a"]);
   e.onDone("b");

@@ -3,8 +3,9 @@
  *
  * Wire format: one CBOR array per datagram (cbor-x),
  * `[PROTOCOL, type, ...fields, senderSeq, signature]`, at most `MAX_DATAGRAM`
- * (1200) bytes — under Tailscale's 1280-byte MTU. `PROTOCOL` is 3 (2 added
- * the release documents' digests to Announce and the name rule; 3 made every
+ * (1200) bytes — under Tailscale's 1280-byte MTU. `PROTOCOL` is 4 (2 added
+ * the release documents' digests to Announce and the name rule; 4 gave
+ * ElectionClosed its swarm sources and piece list; 3 made every
  * datagram authenticated: `senderSeq`, an unsigned integer that strictly grows
  * per sender, `Date.now() * 1000 + n`, and `signature`, 64 bytes of Ed25519
  * by the sender over every byte of the datagram before the signature element
@@ -34,7 +35,7 @@ import { ProtocolError } from "../kernel/errors.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";
 
 /** Version of this message format (first element of every datagram). */
-export const PROTOCOL = 3;
+export const PROTOCOL = 4;
 /** Bytes of an Ed25519 signature, the last element of every datagram. */
 export const SIGNATURE_LENGTH = 64;
 /** Largest datagram sent or accepted. */
@@ -43,6 +44,8 @@ export const MAX_DATAGRAM = 1200;
 export const MAX_NAME = 128;
 /** IP address literals in hosts: v4 dotted quads or v6 (hex digits and colons). */
 const HOST_PATTERN = /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:]{2,39})$/;
+/** Most sources in one ElectionClosed. */
+export const MAX_SOURCES = 4;
 /** Longest ticket in ElectionClosed, in bytes. */
 export const MAX_TICKET_BYTES = 512;
 /** Longest status detail, in characters. */
@@ -95,12 +98,29 @@ export interface LeaderReady {
   readonly nodeId: string;
   readonly p2pPort: number;
 }
+/** A member of an election that may serve its blob: where its blob server listens. */
+export interface SwarmSource {
+  readonly nodeId: string;
+  readonly host: string;
+  readonly p2pPort: number;
+}
+
 export interface ElectionClosed {
   readonly type: "electionClosed";
   readonly manifestId: string;
+  /** The election's leader (it holds the whole verified blob). */
   readonly leaderNodeId: string;
-  readonly leaderHost: string;
-  readonly leaderP2pPort: number;
+  /**
+   * Where this member downloads the blob's pieces from, in order of
+   * preference: 1 to `MAX_SOURCES` members of the election (the leader or
+   * other members, each of which serves the pieces it has verified).
+   */
+  readonly sources: readonly SwarmSource[];
+  /**
+   * BLAKE3 of the blob's piece list (transfer/piece_list.ts), a blob the
+   * control plane serves; null when the blob is fetched whole.
+   */
+  readonly pieceListDigest: Uint8Array | null;
   /**
    * The control plane's ticket for this follower (transfer/blob_auth.ts):
    * what the leader's blob server admits it with. Absent (null on the wire)
@@ -309,7 +329,13 @@ function fieldsOf(m: ControlMessage): unknown[] {
     case "leaderReady":
       return [m.manifestId, m.nodeId, m.p2pPort];
     case "electionClosed":
-      return [m.manifestId, m.leaderNodeId, m.leaderHost, m.leaderP2pPort, m.ticket ?? null];
+      return [
+        m.manifestId,
+        m.leaderNodeId,
+        m.sources.map((source) => [source.nodeId, source.host, source.p2pPort]),
+        m.ticket ?? null,
+        m.pieceListDigest,
+      ];
     case "closedAck":
       return [m.manifestId, m.nodeId];
     case "heartbeat":
@@ -390,14 +416,29 @@ export function openControlMessage(bytes: Uint8Array): OpenedMessage {
       message = { type: "leaderReady", manifestId: r.name(), nodeId: r.name(), p2pPort: r.port() };
       break;
     case 5: {
+      const manifestId = r.name();
+      const leaderNodeId = r.name();
+      const sources = r.array((x): SwarmSource => {
+        if (!Array.isArray(x) || x.length !== 3) {
+          throw new MalformedMessageError("source entry is not [nodeId, host, p2pPort]");
+        }
+        const entry = new FieldReader(x);
+        const source = { nodeId: entry.name(), host: entry.host(), p2pPort: entry.port() };
+        entry.end();
+        return source;
+      });
+      if (sources.length < 1 || sources.length > MAX_SOURCES) {
+        throw new MalformedMessageError(`expected 1 to ${MAX_SOURCES} sources`);
+      }
+      const ticket = r.optionalBytes(MAX_TICKET_BYTES);
+      const pieceListDigest = r.optionalDigest();
       const closed = {
         type: "electionClosed" as const,
-        manifestId: r.name(),
-        leaderNodeId: r.name(),
-        leaderHost: r.host(),
-        leaderP2pPort: r.port(),
+        manifestId,
+        leaderNodeId,
+        sources,
+        pieceListDigest,
       };
-      const ticket = r.optionalBytes(MAX_TICKET_BYTES);
       message = ticket === null ? closed : { ...closed, ticket };
       break;
     }
