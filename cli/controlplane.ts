@@ -25,6 +25,7 @@ import {
 import { UsageError } from "../kernel/errors.ts";
 import { logLine, println } from "./output.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
+import { MAX_PIECE_SIZE_LOG2, MIN_PIECE_SIZE_LOG2 } from "../transfer/piece_list.ts";
 
 export const CONTROLPLANE_HELP =
   `poolboy controlplane — model store, elections and operator API for a fleet
@@ -58,6 +59,11 @@ Options:
                            window this long, else 408 and closed (default 30s)
   --max-upload SIZE        largest version file a PUT may upload: over it 413, nothing kept
                            (default 64GiB; JSON bodies and signed documents: 64 KiB)
+  --piece-size SIZE        pieces the devices of a region trade a blob in, each checked by
+                           BLAKE3 (a power of two, 64KiB to 64MiB; default: about 64 pieces
+                           per blob, 64KiB to 16MiB)
+  --swarm-fanout N         devices whose first source one device is (default 4); each device
+                           also trades pieces with two neighbours
   --connections-per-address N
                            open HTTP connections allowed from one address (default 16)
 ${blobLimitHelp("whichever side is slow (a leader that requests or reads too slowly)")}
@@ -94,6 +100,8 @@ export async function controlplaneCommand(
     "body-timeout": { type: "string" },
     "max-upload": { type: "string" },
     "connections-per-address": { type: "string" },
+    "piece-size": { type: "string" },
+    "swarm-fanout": { type: "string" },
     ...blobLimitOptions,
   });
   if (values.help) {
@@ -117,6 +125,19 @@ export async function controlplaneCommand(
     ),
   };
   const maxUploadBytes = sizeOption("max-upload", values["max-upload"], 64 * 1024 ** 3);
+  const pieceSize = values["piece-size"] === undefined
+    ? undefined
+    : sizeOption("piece-size", values["piece-size"], 0);
+  if (
+    pieceSize !== undefined &&
+    !(Number.isInteger(Math.log2(pieceSize)) &&
+      Math.log2(pieceSize) >= MIN_PIECE_SIZE_LOG2 && Math.log2(pieceSize) <= MAX_PIECE_SIZE_LOG2)
+  ) {
+    throw new UsageError(
+      `--piece-size: ${values["piece-size"]} is not a power of two from 64KiB to 64MiB`,
+    );
+  }
+  const swarmFanout = countOption("swarm-fanout", values["swarm-fanout"], 4);
   // Loaded here, not above: the codec commands need not load the fleet's modules (cbor-x reads env).
   const { ControlPlane } = await import("../controlplane/control_plane.ts");
   const { apiHandler } = await import("../controlplane/http_api.ts");
@@ -134,6 +155,8 @@ export async function controlplaneCommand(
     log,
     faults: injected?.faults,
     blobLimits: blobLimitsFrom(values),
+    pieceSize,
+    swarmFanout,
   });
   if ((await cp.stateStore.tokens()).every((t) => t.revoked !== null)) {
     log?.(
