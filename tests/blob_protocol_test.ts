@@ -44,7 +44,7 @@ Deno.test("the format constants are those of docs/spec/blob-protocol-v1.md", () 
   assert.equal(RESPONSE_HEADER_SIZE, 9);
   assert.deepEqual(
     { ...BlobStatus },
-    { OK: 0, NOT_FOUND: 1, BAD_REQUEST: 2, BAD_OFFSET: 3, BUSY: 4, FORBIDDEN: 5 },
+    { OK: 0, NOT_FOUND: 1, BAD_REQUEST: 2, BAD_OFFSET: 3, BUSY: 4, FORBIDDEN: 5, NOT_YET: 6 },
   );
 });
 
@@ -132,8 +132,8 @@ Deno.test("a request for an offset beyond 2^53 − 1 is BAD_OFFSET, not a wrong 
 
 Deno.test("a response header that is short, of an unknown status or a body with an error is refused", () => {
   assert.throws(() => decodeResponseHeader(fromHex("0000000000000010")), BlobProtocolError);
-  // 5 is FORBIDDEN since version 2; 6 is the first unknown status.
-  assert.throws(() => decodeResponseHeader(fromHex("060000000000000000")), BlobProtocolError);
+  // 5 is FORBIDDEN since version 2, 6 NOT_YET since version 3; 7 is the first unknown status.
+  assert.throws(() => decodeResponseHeader(fromHex("070000000000000000")), BlobProtocolError);
   assert.throws(() => decodeResponseHeader(fromHex("ff0000000000000000")), BlobProtocolError);
   assert.throws(() => decodeResponseHeader(fromHex("010000000000000001")), BlobProtocolError);
   assert.throws(() => decodeResponseHeader(fromHex("00000000000000000000")), BlobProtocolError);
@@ -158,5 +158,6 @@ Deno.test("statusName names every status and says so for an unknown one", () => 
   assert.equal(statusName(BlobStatus.BAD_OFFSET), "BAD_OFFSET");
   assert.equal(statusName(BlobStatus.BUSY), "BUSY");
   assert.equal(statusName(BlobStatus.FORBIDDEN), "FORBIDDEN");
+  assert.equal(statusName(BlobStatus.NOT_YET), "NOT_YET");
   assert.equal(statusName(77), "status 77");
 });

@@ -169,7 +169,7 @@ export async function verifyRequest(
   return await verifyWith(
     publicKey,
     request.signature,
-    requestSignatureInput(nonce, request.signed),
+    requestSignatureInput(nonce, request.signed, request.version),
   );
 }
 

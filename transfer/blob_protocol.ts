@@ -18,6 +18,12 @@
  * by the device over `REQUEST_DOMAIN ‖ nonce ‖ request`; a request not
  * admitted is answered `FORBIDDEN`. Who is admitted: `blob_auth.ts`.
  *
+ * Version 3 (issue 15: swarms): version 2's request with a u64 `length` after
+ * the offset (0: to the end), signed under its own domain tag, so a client
+ * asks for one piece of a blob; a server that holds the blob only in part
+ * (it is downloading it, `BlobServer.sharePartial`) answers `NOT_YET` for a
+ * range it has not verified every piece of.
+ *
  * Specification: docs/spec/blob-protocol-v1.md (field tables, status codes,
  * server and client rules, resuming, test vectors).
  *
@@ -53,17 +59,21 @@ export const BlobStatus = {
   BUSY: 4,
   /** Version 2: the request is not by an authenticated, enrolled device (or its ticket does not admit it). */
   FORBIDDEN: 5,
+  /** Version 3: the server holds the blob only in part and has not verified the whole range yet: ask later, or elsewhere. */
+  NOT_YET: 6,
 } as const;
 
 /** One of the `BlobStatus` codes. */
 export type BlobStatusCode = (typeof BlobStatus)[keyof typeof BlobStatus];
 
-/** A request for a blob, from `offset` to its end. */
+/** A request for a blob, from `offset` to its end (or `length` bytes of it, version 3). */
 export interface BlobRequest {
   /** BLAKE3 digest of the whole blob (32 bytes). */
   digest: Uint8Array;
   /** First byte wanted; 0 for the whole blob. */
   offset: number;
+  /** Version 3 only: bytes wanted from `offset`; 0 or absent: to the end. */
+  length?: number;
 }
 
 /** A response header. */
@@ -93,6 +103,7 @@ const STATUS_NAMES: Record<number, string> = {
   [BlobStatus.BAD_OFFSET]: "BAD_OFFSET",
   [BlobStatus.BUSY]: "BUSY",
   [BlobStatus.FORBIDDEN]: "FORBIDDEN",
+  [BlobStatus.NOT_YET]: "NOT_YET",
 };
 
 /** The name of a status code (`"NOT_FOUND"`), or `"status N"` for an unknown one. */
@@ -211,13 +222,27 @@ export const MAX_TICKET = 512;
 /** What a version-2 request signature covers first: this tag, then the nonce, then the request's bytes before the signature. */
 export const REQUEST_DOMAIN: Uint8Array = new TextEncoder().encode("poolboy blob request v2\0");
 
-/** A version-2 request: the version-1 fields, who asks, the ticket it presents, and its signature. */
+/** The version of the ranged protocol (issue 15). */
+export const VERSION_3 = 3;
+/** Byte size of a version-3 request head: version 2's 45 bytes + length (8). */
+export const REQUEST_V3_SIZE = REQUEST_SIZE + 8;
+/** What a version-3 request signature covers first. */
+export const REQUEST_DOMAIN_V3: Uint8Array = new TextEncoder().encode("poolboy blob request v3\0");
+
+/** The authenticated versions. */
+export type AuthenticatedVersion = typeof VERSION_2 | typeof VERSION_3;
+
+/** A version-2 or -3 request: the version-1 fields, who asks, the ticket it presents, and its signature. */
 export interface AuthenticatedBlobRequest extends BlobRequest {
+  /** 2 or 3 (3 carries `length`). */
+  version: AuthenticatedVersion;
+  /** Bytes wanted from `offset`; 0: to the end (always 0 in version 2). */
+  length: number;
   /** The asking device's node id. */
   nodeId: string;
   /** A control plane's ticket (for an agent's server); null when none. */
   ticket: Uint8Array | null;
-  /** Ed25519 by the device's key over `REQUEST_DOMAIN ‖ nonce ‖ signed`. */
+  /** Ed25519 by the device's key over `REQUEST_DOMAIN ‖ nonce ‖ signed` (`REQUEST_DOMAIN_V3` in version 3). */
   signature: Uint8Array;
   /** The request's bytes before the signature. */
   signed: Uint8Array;
@@ -248,53 +273,85 @@ export function decodeHello(bytes: Uint8Array): Uint8Array {
 /**
  * The bytes of a version-2 request before its signature: magic, version 2,
  * digest, offset (as version 1), a u8 node-id length and the node id (UTF-8),
- * a u16 ticket length (0: none) and the ticket.
+ * a u16 ticket length (0: none) and the ticket. Version 3: a u64 `length`
+ * (0: to the end) after the offset.
  */
 export function encodeRequestBody(
   request: BlobRequest,
   nodeId: string,
   ticket: Uint8Array | null,
+  version: AuthenticatedVersion = VERSION_2,
 ): Uint8Array<ArrayBuffer> {
-  const head = encodeRequest(request);
-  head[4] = VERSION_2;
+  const head = encodeRequestHead(request, version);
   const id = new TextEncoder().encode(nodeId);
   if (id.length === 0 || id.length > MAX_REQUEST_NODE_ID) {
     throw new RangeError(`node id must be 1-${MAX_REQUEST_NODE_ID} bytes`);
   }
   const t = ticket ?? new Uint8Array(0);
   if (t.length > MAX_TICKET) throw new RangeError(`ticket over ${MAX_TICKET} bytes`);
-  const bytes = new Uint8Array(REQUEST_SIZE + 1 + id.length + 2 + t.length);
+  const h = head.length;
+  const bytes = new Uint8Array(h + 1 + id.length + 2 + t.length);
   bytes.set(head, 0);
-  bytes[REQUEST_SIZE] = id.length;
-  bytes.set(id, REQUEST_SIZE + 1);
-  new DataView(bytes.buffer).setUint16(REQUEST_SIZE + 1 + id.length, t.length, false);
-  bytes.set(t, REQUEST_SIZE + 3 + id.length);
+  bytes[h] = id.length;
+  bytes.set(id, h + 1);
+  new DataView(bytes.buffer).setUint16(h + 1 + id.length, t.length, false);
+  bytes.set(t, h + 3 + id.length);
   return bytes;
 }
 
-/** What a version-2 request's signature covers: `REQUEST_DOMAIN ‖ nonce ‖ signed`. */
+/** The head of an authenticated request: 45 bytes (version 2) or 53 with the length (version 3). */
+export function encodeRequestHead(
+  request: BlobRequest,
+  version: AuthenticatedVersion,
+): Uint8Array<ArrayBuffer> {
+  const v1 = encodeRequest(request);
+  if (version === VERSION_2) {
+    if ((request.length ?? 0) !== 0) throw new RangeError("a version-2 request has no length");
+    v1[4] = VERSION_2;
+    return v1;
+  }
+  const length = request.length ?? 0;
+  checkUint(length, "length");
+  const head = new Uint8Array(REQUEST_V3_SIZE);
+  head.set(v1, 0);
+  head[4] = VERSION_3;
+  new DataView(head.buffer).setBigUint64(REQUEST_SIZE, BigInt(length), false);
+  return head;
+}
+
+/** What a request's signature covers: `REQUEST_DOMAIN ‖ nonce ‖ signed` (`REQUEST_DOMAIN_V3` for version 3). */
 export function requestSignatureInput(
   nonce: Uint8Array,
   signed: Uint8Array,
+  version: AuthenticatedVersion = VERSION_2,
 ): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(REQUEST_DOMAIN.length + nonce.length + signed.length);
-  out.set(REQUEST_DOMAIN, 0);
-  out.set(nonce, REQUEST_DOMAIN.length);
-  out.set(signed, REQUEST_DOMAIN.length + nonce.length);
+  const domain = version === VERSION_3 ? REQUEST_DOMAIN_V3 : REQUEST_DOMAIN;
+  const out = new Uint8Array(domain.length + nonce.length + signed.length);
+  out.set(domain, 0);
+  out.set(nonce, domain.length);
+  out.set(signed, domain.length + nonce.length);
   return out;
 }
 
-/** A whole version-2 request, signed by `privateKey` (Ed25519) for the connection whose hello carried `nonce`. */
+/**
+ * A whole version-2 (or, with `version` 3, ranged) request, signed by
+ * `privateKey` (Ed25519) for the connection whose hello carried `nonce`.
+ */
 export async function signRequest(
   request: BlobRequest,
   nodeId: string,
   ticket: Uint8Array | null,
   nonce: Uint8Array,
   privateKey: CryptoKey,
+  version: AuthenticatedVersion = VERSION_2,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const body = encodeRequestBody(request, nodeId, ticket);
+  const body = encodeRequestBody(request, nodeId, ticket, version);
   const signature = new Uint8Array(
-    await crypto.subtle.sign({ name: "Ed25519" }, privateKey, requestSignatureInput(nonce, body)),
+    await crypto.subtle.sign(
+      { name: "Ed25519" },
+      privateKey,
+      requestSignatureInput(nonce, body, version),
+    ),
   );
   const bytes = new Uint8Array(body.length + REQUEST_SIGNATURE_LENGTH);
   bytes.set(body, 0);
@@ -303,9 +360,11 @@ export async function signRequest(
 }
 
 /**
- * Decodes the parts of a version-2 request as the server reads them: `head`
- * (the first `REQUEST_SIZE` bytes, version 2), the node id, the ticket and the
- * signature. Throws `BlobProtocolError` on a bad head or an empty node id.
+ * Decodes the parts of a version-2 or -3 request as the server reads them:
+ * `head` (the first `REQUEST_SIZE` bytes of version 2, or `REQUEST_V3_SIZE`
+ * of version 3), the node id, the ticket and the signature. Throws
+ * `BlobProtocolError` on a bad head, an offset or length beyond 2^53 − 1
+ * (status `BAD_OFFSET`) or an empty node id.
  */
 export function decodeAuthenticatedRequest(
   head: Uint8Array,
@@ -313,12 +372,25 @@ export function decodeAuthenticatedRequest(
   ticket: Uint8Array,
   signature: Uint8Array,
 ): AuthenticatedBlobRequest {
-  if (head.length !== REQUEST_SIZE || head[4] !== VERSION_2) {
-    throw new BlobProtocolError("not a version-2 blob request");
+  const version = head[4];
+  if (
+    !(head.length === REQUEST_SIZE && version === VERSION_2) &&
+    !(head.length === REQUEST_V3_SIZE && version === VERSION_3)
+  ) {
+    throw new BlobProtocolError("not a version-2 or version-3 blob request");
   }
-  const v1 = head.slice();
+  const v1 = head.slice(0, REQUEST_SIZE);
   v1[4] = VERSION;
   const request = decodeRequest(v1);
+  let length = 0;
+  if (version === VERSION_3) {
+    const big = new DataView(head.buffer, head.byteOffset, head.byteLength)
+      .getBigUint64(REQUEST_SIZE, false);
+    if (big > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new BlobProtocolError(`length ${big} is out of range`, BlobStatus.BAD_OFFSET);
+    }
+    length = Number(big);
+  }
   let nodeId: string;
   try {
     nodeId = new TextDecoder("utf-8", { fatal: true }).decode(nodeIdBytes);
@@ -326,18 +398,17 @@ export function decodeAuthenticatedRequest(
     throw new BlobProtocolError("node id is not UTF-8");
   }
   if (nodeId.length === 0) throw new BlobProtocolError("empty node id");
-  const signed = new Uint8Array(REQUEST_SIZE + 3 + nodeIdBytes.length + ticket.length);
+  const h = head.length;
+  const signed = new Uint8Array(h + 3 + nodeIdBytes.length + ticket.length);
   signed.set(head, 0);
-  signed[REQUEST_SIZE] = nodeIdBytes.length;
-  signed.set(nodeIdBytes, REQUEST_SIZE + 1);
-  new DataView(signed.buffer).setUint16(
-    REQUEST_SIZE + 1 + nodeIdBytes.length,
-    ticket.length,
-    false,
-  );
-  signed.set(ticket, REQUEST_SIZE + 3 + nodeIdBytes.length);
+  signed[h] = nodeIdBytes.length;
+  signed.set(nodeIdBytes, h + 1);
+  new DataView(signed.buffer).setUint16(h + 1 + nodeIdBytes.length, ticket.length, false);
+  signed.set(ticket, h + 3 + nodeIdBytes.length);
   return {
     ...request,
+    version: version === VERSION_3 ? VERSION_3 : VERSION_2,
+    length,
     nodeId,
     ticket: ticket.length === 0 ? null : ticket.slice(),
     signature: signature.slice(),

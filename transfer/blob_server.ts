@@ -22,6 +22,14 @@
  * `authorize` must admit (blob_auth.ts), else FORBIDDEN, counted in
  * `forbidden`, and nothing is looked up or served.
  *
+ * Swarms (issue 15, protocol version 3): a version-3 request asks for a byte
+ * range (`length`). Besides complete blobs the server serves blobs it is
+ * still downloading (`sharePartial`): a range only when every piece it
+ * touches is verified (`PartialBlob.has`), else `NOT_YET`; version-1/2
+ * requests never see a partial blob (NOT_FOUND). Upload caps: at most
+ * `maxUploads` responses with a body in flight at once (more get BUSY), and
+ * all bodies together at most `uploadBytesPerSecond` (a token bucket).
+ *
  * @module
  */
 
@@ -42,8 +50,11 @@ import {
   NONCE_LENGTH,
   REQUEST_SIGNATURE_LENGTH,
   REQUEST_SIZE,
+  REQUEST_V3_SIZE,
   VERSION_2,
+  VERSION_3,
 } from "./blob_protocol.ts";
+import { TokenBucket } from "./token_bucket.ts";
 import type { BlobAuthorizer } from "./blob_auth.ts";
 import type { BlobLookup } from "./blob_store.ts";
 import type { TransportFaults } from "./faults.ts";
@@ -57,6 +68,23 @@ import {
 
 /** Bytes read from a blob file and written to the socket at a time, per connection. */
 export const SERVE_BUFFER_SIZE = 256 * 1024;
+
+/** Default `maxUploads`: responses with a body in flight at once. */
+export const DEFAULT_MAX_UPLOADS = 4;
+
+/**
+ * A blob the server holds only in part (it is downloading it piece by piece,
+ * issue 15): served to version-3 requests, a range only when `has` says every
+ * byte of it is verified.
+ */
+export interface PartialBlob {
+  /** Bytes of the whole blob. */
+  readonly size: number;
+  /** Whether every piece touching `[offset, offset + length)` is held and verified. */
+  has(offset: number, length: number): boolean;
+  /** Reads verified bytes at `offset` into `buffer`; returns how many (fewer only at the blob's end). */
+  read(offset: number, buffer: Uint8Array): Promise<number>;
+}
 
 /** Options of `BlobServer.start`. */
 export interface BlobServerOptions {
@@ -92,6 +120,10 @@ export interface BlobServerOptions {
    * tools) the server speaks version 1 and serves anyone.
    */
   authorize?: BlobAuthorizer;
+  /** Responses with a body in flight at once; beyond, BUSY. Default `DEFAULT_MAX_UPLOADS` (4). */
+  maxUploads?: number;
+  /** All bodies together at most this many bytes per second (a shared token bucket); 0 (default): no cap. */
+  uploadBytesPerSecond?: number;
 }
 
 /** A running blob server. */
@@ -110,6 +142,12 @@ export class BlobServer {
   cut = 0;
   /** Requests answered FORBIDDEN: not by an authenticated, enrolled device (version 2). */
   forbidden = 0;
+  /** Requests answered NOT_YET: a range of a partial blob not wholly verified yet. */
+  notYet = 0;
+  /** Requests answered BUSY (too many connections, or `maxUploads` bodies in flight). */
+  busy = 0;
+  /** Most bodies in flight at once so far (never above `maxUploads`). */
+  peakUploads = 0;
 
   readonly #authorize: BlobAuthorizer | undefined;
   readonly #listener: Deno.TcpListener;
@@ -125,6 +163,10 @@ export class BlobServer {
   readonly #handlers = new Set<Promise<void>>();
   readonly #served = new Map<string, number>();
   readonly #acceptLoop: Promise<void>;
+  readonly #partials = new Map<string, PartialBlob>();
+  readonly #maxUploads: number;
+  readonly #bucket: TokenBucket | undefined;
+  #uploads = 0;
   #closing = false;
   #dropsDone = 0;
   #corruptionsDone = 0;
@@ -141,6 +183,9 @@ export class BlobServer {
     this.#requestTimeoutMs = options.requestTimeoutMs ?? this.#minRate.windowMs;
     this.#faults = options.faults ?? {};
     this.#authorize = options.authorize;
+    this.#maxUploads = Math.max(1, options.maxUploads ?? DEFAULT_MAX_UPLOADS);
+    const rate = options.uploadBytesPerSecond ?? 0;
+    this.#bucket = rate > 0 ? new TokenBucket(rate) : undefined;
     this.#acceptLoop = this.#accept();
   }
 
@@ -157,6 +202,30 @@ export class BlobServer {
   /** Connections open right now. */
   get connections(): number {
     return this.#conns.size;
+  }
+
+  /** Bodies being sent right now. */
+  get uploadsInFlight(): number {
+    return this.#uploads;
+  }
+
+  /** The token bucket's capacity (bytes that may pass at once), or 0 without `uploadBytesPerSecond`. */
+  get uploadBurstBytes(): number {
+    return this.#bucket?.capacity ?? 0;
+  }
+
+  /**
+   * Serves `partial` for `digest` to version-3 requests while it is being
+   * downloaded (a complete blob in the store takes precedence). Replaces any
+   * earlier partial of that digest.
+   */
+  sharePartial(digest: Uint8Array, partial: PartialBlob): void {
+    this.#partials.set(toHex(digest), partial);
+  }
+
+  /** Stops serving the partial blob of `digest` (a no-op if none). */
+  unsharePartial(digest: Uint8Array): void {
+    this.#partials.delete(toHex(digest));
   }
 
   /** Body bytes served so far per blob, by lower-case hex digest. */
@@ -224,6 +293,7 @@ export class BlobServer {
     const rate = new RateWatchdog(this.#minRate, cut);
     const requestDeadline = setTimeout(cut, this.#requestTimeoutMs);
     let file: Deno.FsFile | undefined;
+    let uploading = false;
     try {
       try {
         conn.setNoDelay(true);
@@ -248,7 +318,15 @@ export class BlobServer {
       }
       const requestBytes = await readExact(REQUEST_SIZE);
       let authenticated: Parameters<BlobAuthorizer>[0] | undefined;
-      if (nonce !== undefined && requestBytes[4] === VERSION_2) {
+      if (
+        nonce !== undefined && (requestBytes[4] === VERSION_2 || requestBytes[4] === VERSION_3)
+      ) {
+        let head = requestBytes;
+        if (requestBytes[4] === VERSION_3) {
+          head = new Uint8Array(REQUEST_V3_SIZE);
+          head.set(requestBytes, 0);
+          head.set(await readExact(REQUEST_V3_SIZE - REQUEST_SIZE), REQUEST_SIZE);
+        }
         const idLength = (await readExact(1))[0];
         if (idLength === 0 || idLength > MAX_REQUEST_NODE_ID) {
           clearTimeout(requestDeadline);
@@ -263,7 +341,7 @@ export class BlobServer {
         const ticket = await readExact(ticketLength);
         const signature = await readExact(REQUEST_SIGNATURE_LENGTH);
         try {
-          authenticated = decodeAuthenticatedRequest(requestBytes, nodeId, ticket, signature);
+          authenticated = decodeAuthenticatedRequest(head, nodeId, ticket, signature);
         } catch (err) {
           if (!(err instanceof BlobProtocolError)) throw err;
           clearTimeout(requestDeadline);
@@ -271,7 +349,7 @@ export class BlobServer {
         }
       }
       clearTimeout(requestDeadline);
-      if (busy) return await this.#reply(conn, watchdog, BlobStatus.BUSY);
+      if (busy) return await this.#replyBusy(conn, watchdog);
 
       let request: BlobRequest;
       if (nonce !== undefined) {
@@ -291,15 +369,36 @@ export class BlobServer {
           return await this.#reply(conn, watchdog, err.status);
         }
       }
+      const ranged = authenticated?.version === VERSION_3;
+      const hex = toHex(request.digest);
       const blob = await this.#store.lookup(request.digest);
-      if (blob === null) return await this.#reply(conn, watchdog, BlobStatus.NOT_FOUND);
-      if (request.offset > blob.size) {
+      const partial = blob === null && ranged ? this.#partials.get(hex) : undefined;
+      const size = blob?.size ?? partial?.size;
+      if (size === undefined) return await this.#reply(conn, watchdog, BlobStatus.NOT_FOUND);
+      if (request.offset > size) {
         return await this.#reply(conn, watchdog, BlobStatus.BAD_OFFSET);
       }
+      const wanted = request.length ?? 0;
+      const length = wanted === 0 ? size - request.offset : Math.min(wanted, size - request.offset);
+      if (partial !== undefined && !partial.has(request.offset, length)) {
+        this.notYet++;
+        return await this.#reply(conn, watchdog, BlobStatus.NOT_YET);
+      }
+      if (this.#uploads >= this.#maxUploads) return await this.#replyBusy(conn, watchdog);
+      this.#uploads++;
+      uploading = true;
+      this.peakUploads = Math.max(this.peakUploads, this.#uploads);
 
-      file = await Deno.open(blob.path, { read: true });
-      const length = blob.size - request.offset;
-      if (request.offset > 0) await file.seek(request.offset, Deno.SeekMode.Start);
+      let readBody: (into: Uint8Array, at: number) => Promise<number>;
+      if (blob !== null) {
+        const opened = await Deno.open(blob.path, { read: true });
+        file = opened;
+        if (request.offset > 0) await opened.seek(request.offset, Deno.SeekMode.Start);
+        readBody = (into) => readFull(opened, into);
+      } else {
+        readBody = (into, at) => partial!.read(at, into);
+      }
+      const origin = blob?.path ?? `partial blob ${hex}`;
 
       // Faults are decided when the response starts, so concurrent responses count them in order.
       let bodyLimit = length;
@@ -321,14 +420,18 @@ export class BlobServer {
         encodeResponseHeader({ status: BlobStatus.OK, length }),
         rate,
       );
-      const hex = toHex(request.digest);
       const buf = new Uint8Array(SERVE_BUFFER_SIZE);
       let sent = 0;
       const throttle = this.#faults.serveBytesPerSecond;
       const started = performance.now();
       while (sent < bodyLimit) {
-        const n = await readFull(file, buf.subarray(0, Math.min(buf.length, bodyLimit - sent)));
-        if (n === 0) throw new IoError(`blob file ${blob.path} ends before its size ${blob.size}`);
+        let want = Math.min(buf.length, bodyLimit - sent);
+        if (this.#bucket !== undefined) {
+          want = await this.#bucket.take(want);
+          watchdog.kick();
+        }
+        const n = await readBody(buf.subarray(0, want), request.offset + sent);
+        if (n === 0) throw new IoError(`${origin} ends before its size ${size}`);
         const piece = buf.subarray(0, n);
         if (corrupt && sent === 0) piece[0] ^= 0xff;
         await this.#write(conn, watchdog, piece, rate);
@@ -346,6 +449,7 @@ export class BlobServer {
         if (tooSlow) this.cut++;
       }
     } finally {
+      if (uploading) this.#uploads--;
       clearTimeout(requestDeadline);
       rate.stop();
       watchdog.stop();
@@ -358,6 +462,12 @@ export class BlobServer {
   async #refuse(conn: Deno.TcpConn, watchdog: IdleWatchdog): Promise<void> {
     this.forbidden++;
     await this.#reply(conn, watchdog, BlobStatus.FORBIDDEN);
+  }
+
+  /** BUSY, counted. */
+  async #replyBusy(conn: Deno.TcpConn, watchdog: IdleWatchdog): Promise<void> {
+    this.busy++;
+    await this.#reply(conn, watchdog, BlobStatus.BUSY);
   }
 
   async #reply(conn: Deno.TcpConn, watchdog: IdleWatchdog, status: BlobStatusCode): Promise<void> {

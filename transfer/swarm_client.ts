@@ -1,0 +1,526 @@
+/**
+ * The swarm client (issue 15): downloads a blob piece by piece from several
+ * peers at once (blob protocol version 3 ranged requests), each piece verified
+ * against a piece list before it is kept, with the control plane as a
+ * fallback only when the peers cannot deliver.
+ *
+ * - Up to `parallel` requests at once, at most one per source. The walk over
+ *   the pieces starts at `startPiece` (default random) so that peers ask
+ *   their sources for different pieces.
+ * - NOT_YET (a partial holder lacks the piece): another missing piece is asked
+ *   there; when it has none of them, the source is backed off (100 ms doubling
+ *   to 1 s) and asked again. BUSY: the source is backed off, others go on.
+ *   A peer's NOT_FOUND (it has not started yet) is a refusal like BUSY.
+ * - A piece whose length or BLAKE3 differs from the list is discarded, its
+ *   source dropped for this download (it is corrupt), the piece fetched
+ *   elsewhere. A failed request (cannot connect, reset mid-piece, silent for
+ *   `idleTimeoutMs`, below `minRate`) costs that piece only; `maxFailures`
+ *   consecutive failures drop the source. FORBIDDEN, BAD_REQUEST,
+ *   BAD_OFFSET, a malformed answer: dropped at once.
+ * - The fallback is used only when no peer source is left, or when no peer
+ *   delivered a byte for `stallMs` while pieces are missing (so a region's
+ *   control-plane egress stays about one blob). Without a fallback, the same
+ *   conditions end the download with a `SwarmDownloadError`.
+ * - At the end the store checks the whole blob's BLAKE3 (`PieceStore.complete`).
+ *
+ * Memory: one buffer per request in flight (≤ `parallel` × pieceSize).
+ *
+ * @module
+ */
+
+import { DIGEST_LENGTH } from "../kernel/blake3.ts";
+import { ExitCode, PoolboyError } from "../kernel/errors.ts";
+import type { BlobCredentials } from "./blob_auth.ts";
+import type { BlobSource } from "./blob_client.ts";
+import {
+  BlobProtocolError,
+  type BlobResponseHeader,
+  BlobStatus,
+  type BlobStatusCode,
+  decodeHello,
+  decodeResponseHeader,
+  HELLO_SIZE,
+  RESPONSE_HEADER_SIZE,
+  signRequest,
+  statusName,
+  VERSION_3,
+} from "./blob_protocol.ts";
+import {
+  closeQuietly,
+  DEFAULT_MIN_RATE,
+  IdleWatchdog,
+  type MinRate,
+  RateWatchdog,
+} from "./idle_watchdog.ts";
+import { pieceRange, verifyPiece } from "./piece_list.ts";
+import type { PieceStore } from "./piece_store.ts";
+
+/** Default requests in flight at once. */
+export const DEFAULT_PARALLEL = 4;
+/** Default consecutive failures before a source is dropped. */
+export const DEFAULT_MAX_FAILURES = 3;
+/** First and longest back-off of a source that answered NOT_YET (for every piece) or BUSY. */
+export const BACKOFF_MIN_MS = 100;
+export const BACKOFF_MAX_MS = 1000;
+/** The scheduler looks again at least this often. */
+const MAX_SLEEP_MS = 1000;
+
+/** Options of `downloadPieces`. */
+export interface DownloadPiecesOptions {
+  /** Where pieces go; its piece list says what to fetch (and what is already held). */
+  readonly store: PieceStore;
+  /** Peers that may hold the blob (whole or in part), in order of preference. */
+  readonly sources: readonly BlobSource[];
+  /** A holder of the whole blob (the control plane), used only as described above. */
+  readonly fallback?: BlobSource;
+  /** Signs each (version-3) request; the ticket admits us at agents' servers. */
+  readonly credentials: BlobCredentials;
+  /** Requests in flight at once (at most one per source). Default 4. */
+  readonly parallel?: number;
+  /** First piece of the walk; default random. */
+  readonly startPiece?: number;
+  /** A request silent this long (connect, hello, header, body) fails. Default 10 000 ms. */
+  readonly idleTimeoutMs?: number;
+  /** A request moving fewer bytes than this over its window fails. Default 64 KiB/s over 10 s. */
+  readonly minRate?: MinRate;
+  /** No peer byte for this long while pieces are missing: the fallback is used. Default `minRate.windowMs`. */
+  readonly stallMs?: number;
+  /** Consecutive failures that drop a source. Default 3. */
+  readonly maxFailures?: number;
+  /** Aborts the download (the store keeps its pieces); rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
+  /** Called after piece `index` is verified and kept (e.g. the agent shares it). */
+  readonly onPiece?: (index: number) => void;
+}
+
+/** What one source did for a download. */
+export interface SwarmSourceStats {
+  readonly label: string;
+  /** Whether it is the fallback. */
+  readonly fallback: boolean;
+  /** Body bytes received from it (verified or not). */
+  bytes: number;
+  /** Pieces it delivered that verified. */
+  pieces: number;
+  /** NOT_YET, BUSY and (peers) NOT_FOUND answers. */
+  refusals: number;
+  /** Requests that failed (connect, reset, timeout, rate). */
+  failures: number;
+  /** Why it was dropped for this download; null if it was not. */
+  dropped: string | null;
+}
+
+/** What a finished download did. */
+export interface DownloadPiecesResult {
+  readonly pieceCount: number;
+  /** Pieces held before this call (a resume). */
+  readonly piecesResumed: number;
+  /** Pieces fetched and verified in this call. */
+  readonly piecesFetched: number;
+  /** Body bytes received, all sources. */
+  readonly bytesReceived: number;
+  /** Body bytes received from the fallback. */
+  readonly fallbackBytes: number;
+  /** Per source, peers first (in the order given), then the fallback if any. */
+  readonly sources: readonly SwarmSourceStats[];
+}
+
+/** The swarm could not deliver the blob: every source dropped, or stalled without a fallback. */
+export class SwarmDownloadError extends PoolboyError {
+  readonly sources: readonly SwarmSourceStats[];
+  constructor(message: string, sources: readonly SwarmSourceStats[]) {
+    super(message, ExitCode.io);
+    this.sources = sources;
+  }
+}
+
+/** The answer to one ranged request. */
+type Outcome =
+  | { readonly kind: "piece"; readonly bytes: Uint8Array }
+  | { readonly kind: "status"; readonly status: BlobStatusCode }
+  | { readonly kind: "failed"; readonly reason: string }
+  | { readonly kind: "malformed"; readonly reason: string };
+
+interface SourceState {
+  readonly source: BlobSource;
+  readonly stats: SwarmSourceStats;
+  busy: boolean;
+  readyAt: number;
+  backoffMs: number;
+  consecutiveFailures: number;
+  /** Pieces it answered NOT_YET for since its last back-off. */
+  readonly notYet: Set<number>;
+}
+
+/** Wakes the scheduler: `notify` ends the current (or next) `wait`. */
+class Wake {
+  #pending = false;
+  #resolve: (() => void) | undefined;
+
+  notify(): void {
+    if (this.#resolve !== undefined) {
+      const resolve = this.#resolve;
+      this.#resolve = undefined;
+      resolve();
+    } else {
+      this.#pending = true;
+    }
+  }
+
+  wait(ms: number): Promise<void> {
+    if (this.#pending) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#resolve = undefined;
+        resolve();
+      }, ms);
+      this.#resolve = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}
+
+/** Downloads every missing piece of `options.store`'s list, then completes the store (whole-blob check). */
+export async function downloadPieces(
+  options: DownloadPiecesOptions,
+): Promise<DownloadPiecesResult> {
+  const { store, signal, credentials } = options;
+  const list = store.list;
+  const count = list.pieceCount;
+  const parallel = Math.max(1, options.parallel ?? DEFAULT_PARALLEL);
+  const idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
+  const minRate = options.minRate ?? DEFAULT_MIN_RATE;
+  const stallMs = options.stallMs ?? minRate.windowMs;
+  const maxFailures = Math.max(1, options.maxFailures ?? DEFAULT_MAX_FAILURES);
+  signal?.throwIfAborted();
+
+  const state = (source: BlobSource, fallback: boolean): SourceState => ({
+    source,
+    stats: {
+      label: source.label,
+      fallback,
+      bytes: 0,
+      pieces: 0,
+      refusals: 0,
+      failures: 0,
+      dropped: null,
+    },
+    busy: false,
+    readyAt: 0,
+    backoffMs: BACKOFF_MIN_MS,
+    consecutiveFailures: 0,
+    notYet: new Set(),
+  });
+  const peers = options.sources.map((s) => state(s, false));
+  const fallback = options.fallback === undefined ? undefined : state(options.fallback, true);
+  const everyone = fallback === undefined ? peers : [...peers, fallback];
+  const stats = everyone.map((s) => s.stats);
+
+  const piecesResumed = store.heldCount;
+  let piecesFetched = 0;
+  const start = count === 0
+    ? 0
+    : (options.startPiece ?? crypto.getRandomValues(new Uint32Array(1))[0]) % count;
+  /** Missing pieces in walk order; held ones are dropped lazily. */
+  let order: number[] = [];
+  for (let k = 0; k < count; k++) {
+    const i = (start + k) % count;
+    if (!store.hasPiece(i)) order.push(i);
+  }
+  const inFlight = new Set<number>();
+  const tasks = new Set<Promise<void>>();
+  const wake = new Wake();
+  const stop = new AbortController();
+  const onAbort = () => {
+    stop.abort(signal?.reason);
+    wake.notify();
+  };
+  signal?.addEventListener("abort", onAbort);
+  let fatal: unknown = undefined;
+  let lastPeerByteAt = performance.now();
+
+  const pick = (src: SourceState): number | undefined => {
+    order = order.filter((i) => !store.hasPiece(i));
+    return order.find((i) => !inFlight.has(i) && !src.notYet.has(i));
+  };
+  const backOff = (src: SourceState) => {
+    src.readyAt = performance.now() + src.backoffMs;
+    src.backoffMs = Math.min(BACKOFF_MAX_MS, src.backoffMs * 2);
+  };
+  const drop = (src: SourceState, why: string) => {
+    if (src.stats.dropped === null) src.stats.dropped = why;
+  };
+
+  const settle = async (src: SourceState, index: number, outcome: Outcome): Promise<void> => {
+    const isPeer = src !== fallback;
+    switch (outcome.kind) {
+      case "piece": {
+        if (!verifyPiece(list, index, outcome.bytes)) {
+          drop(src, `piece ${index} does not match its digest in the piece list (corrupt source)`);
+          return;
+        }
+        await store.putPiece(index, outcome.bytes);
+        piecesFetched++;
+        src.stats.pieces++;
+        src.consecutiveFailures = 0;
+        src.backoffMs = BACKOFF_MIN_MS;
+        options.onPiece?.(index);
+        return;
+      }
+      case "status": {
+        const s = outcome.status;
+        if (s === BlobStatus.NOT_YET) {
+          src.stats.refusals++;
+          src.notYet.add(index);
+        } else if (s === BlobStatus.BUSY || (s === BlobStatus.NOT_FOUND && isPeer)) {
+          src.stats.refusals++;
+          backOff(src);
+        } else {
+          drop(src, `answered ${statusName(s)}`);
+        }
+        return;
+      }
+      case "failed": {
+        src.stats.failures++;
+        src.consecutiveFailures++;
+        if (src.consecutiveFailures >= maxFailures) {
+          drop(src, `${src.consecutiveFailures} failures in a row, the last: ${outcome.reason}`);
+        } else {
+          src.readyAt = performance.now() + BACKOFF_MIN_MS * src.consecutiveFailures;
+        }
+        return;
+      }
+      case "malformed":
+        drop(src, outcome.reason);
+        return;
+    }
+  };
+
+  const launch = (src: SourceState, index: number) => {
+    src.busy = true;
+    inFlight.add(index);
+    const { offset, length } = pieceRange(list, index);
+    const isPeer = src !== fallback;
+    const task = fetchRange(src.source, {
+      digest: list.blobDigest,
+      offset,
+      length,
+      credentials,
+      idleTimeoutMs,
+      minRate,
+      signal: stop.signal,
+      onBytes: (n) => {
+        src.stats.bytes += n;
+        if (isPeer) lastPeerByteAt = performance.now();
+      },
+    })
+      .then((outcome) => stop.signal.aborted ? undefined : settle(src, index, outcome))
+      .catch((err) => {
+        fatal ??= err;
+      })
+      .finally(() => {
+        src.busy = false;
+        inFlight.delete(index);
+        tasks.delete(task);
+        wake.notify();
+      });
+    tasks.add(task);
+  };
+
+  try {
+    while (store.heldCount < count) {
+      signal?.throwIfAborted();
+      if (fatal !== undefined) throw fatal;
+      const now = performance.now();
+      const livePeers = peers.filter((p) => p.stats.dropped === null);
+      const stalled = now - lastPeerByteAt >= stallMs;
+      const fallbackOn = fallback !== undefined && fallback.stats.dropped === null &&
+        (livePeers.length === 0 || stalled);
+      const candidates = fallbackOn ? [...livePeers, fallback] : livePeers;
+      for (const src of candidates) {
+        if (inFlight.size >= parallel) break;
+        if (src.busy || src.readyAt > now) continue;
+        const index = pick(src);
+        if (index === undefined) {
+          if (src.notYet.size > 0 && order.length > 0) {
+            src.notYet.clear();
+            backOff(src);
+          }
+          continue;
+        }
+        launch(src, index);
+      }
+      if (inFlight.size === 0 && store.heldCount < count) {
+        const fallbackLeft = fallback !== undefined && fallback.stats.dropped === null;
+        if (livePeers.length === 0 && !fallbackLeft) {
+          throw new SwarmDownloadError(failureMessage("every source failed", stats), stats);
+        }
+        if (!fallbackLeft && stalled) {
+          throw new SwarmDownloadError(
+            failureMessage(`no source delivered a byte for ${stallMs} ms`, stats),
+            stats,
+          );
+        }
+      }
+      let next = now + MAX_SLEEP_MS;
+      for (const src of candidates) if (src.readyAt > now) next = Math.min(next, src.readyAt);
+      if (!fallbackOn) next = Math.min(next, lastPeerByteAt + stallMs);
+      await wake.wait(Math.max(1, Math.ceil(next - now)));
+    }
+    signal?.throwIfAborted();
+    await store.complete();
+    const fallbackBytes = fallback?.stats.bytes ?? 0;
+    return {
+      pieceCount: count,
+      piecesResumed,
+      piecesFetched,
+      bytesReceived: stats.reduce((sum, s) => sum + s.bytes, 0),
+      fallbackBytes,
+      sources: stats,
+    };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    if (!stop.signal.aborted) stop.abort(new Error("download over"));
+    while (tasks.size > 0) await Promise.allSettled([...tasks]);
+  }
+}
+
+function failureMessage(why: string, stats: readonly SwarmSourceStats[]): string {
+  const each = stats.map((s) =>
+    `${s.label}: ${
+      s.dropped ?? `${s.pieces} pieces, ${s.refusals} refusals, ${s.failures} failures`
+    }`
+  );
+  return `cannot download the blob from the swarm: ${why}${
+    each.length > 0 ? ` (${each.join("; ")})` : ""
+  }`;
+}
+
+/** One ranged request. */
+interface RangeRequest {
+  readonly digest: Uint8Array;
+  readonly offset: number;
+  readonly length: number;
+  readonly credentials: BlobCredentials;
+  readonly idleTimeoutMs: number;
+  readonly minRate: MinRate;
+  readonly signal: AbortSignal;
+  readonly onBytes: (n: number) => void;
+}
+
+/** Asks `source` for one range (protocol version 3); never throws. */
+async function fetchRange(source: BlobSource, request: RangeRequest): Promise<Outcome> {
+  if (request.digest.length !== DIGEST_LENGTH) throw new RangeError("bad digest");
+  let conn: Deno.TcpConn | undefined;
+  let why: string | undefined;
+  let stopNow: (reason: Error) => void = () => {};
+  const stopped = new Promise<never>((_, reject) => {
+    stopNow = reject;
+  });
+  stopped.catch(() => {});
+  const cut = (reason: string) => {
+    why ??= reason;
+    if (conn !== undefined) closeQuietly(conn);
+    stopNow(new Error(reason));
+  };
+  const idle = new IdleWatchdog(
+    request.idleTimeoutMs,
+    () => cut(`silent for ${request.idleTimeoutMs} ms`),
+  );
+  const rate = new RateWatchdog(
+    request.minRate,
+    () => cut(`below ${request.minRate.bytesPerSecond} B/s over ${request.minRate.windowMs} ms`),
+  );
+  const onAbort = () => cut("aborted");
+  request.signal.addEventListener("abort", onAbort);
+  const failed = (err: unknown): Outcome => ({
+    kind: "failed",
+    reason: why ?? (err instanceof Error ? err.message : String(err)),
+  });
+  try {
+    if (request.signal.aborted) return failed(new Error("aborted"));
+    const connecting = Deno.connect({
+      hostname: source.hostname,
+      port: source.port,
+      transport: "tcp",
+    });
+    try {
+      conn = await Promise.race([connecting, stopped]);
+    } catch (err) {
+      connecting.then(closeQuietly, () => {});
+      return failed(err);
+    }
+    idle.kick();
+    const readExact = async (length: number): Promise<Uint8Array | null> => {
+      const out = new Uint8Array(length);
+      for (let filled = 0; filled < length;) {
+        const n = await conn!.read(out.subarray(filled));
+        if (n === null) return null;
+        filled += n;
+        idle.kick();
+      }
+      return out;
+    };
+    try {
+      const hello = await readExact(HELLO_SIZE);
+      if (hello === null) return failed(new Error("closed before the hello"));
+      let nonce: Uint8Array;
+      try {
+        nonce = decodeHello(hello);
+      } catch (err) {
+        if (!(err instanceof BlobProtocolError)) throw err;
+        return { kind: "malformed", reason: `bad hello: ${err.message}` };
+      }
+      const bytes = await signRequest(
+        { digest: request.digest, offset: request.offset, length: request.length },
+        request.credentials.nodeId,
+        request.credentials.ticket ?? null,
+        nonce,
+        request.credentials.privateKey,
+        VERSION_3,
+      );
+      for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+      idle.kick();
+      const head = await readExact(RESPONSE_HEADER_SIZE);
+      if (head === null) return failed(new Error("closed before the response"));
+      let header: BlobResponseHeader;
+      try {
+        header = decodeResponseHeader(head);
+      } catch (err) {
+        if (!(err instanceof BlobProtocolError)) throw err;
+        return { kind: "malformed", reason: `bad response: ${err.message}` };
+      }
+      if (header.status !== BlobStatus.OK) return { kind: "status", status: header.status };
+      if (header.length !== request.length) {
+        return {
+          kind: "malformed",
+          reason: `announced ${header.length} bytes for a range of ${request.length}`,
+        };
+      }
+      const body = new Uint8Array(request.length);
+      for (let filled = 0; filled < body.length;) {
+        const n = await conn.read(body.subarray(filled));
+        if (n === null) {
+          return failed(new Error(`closed after ${filled} of ${body.length} bytes`));
+        }
+        filled += n;
+        idle.kick();
+        rate.count(n);
+        request.onBytes(n);
+      }
+      return { kind: "piece", bytes: body };
+    } catch (err) {
+      return failed(err);
+    }
+  } finally {
+    idle.stop();
+    rate.stop();
+    request.signal.removeEventListener("abort", onAbort);
+    if (conn !== undefined) closeQuietly(conn);
+  }
+}
