@@ -48,6 +48,9 @@ import { BlobServer, type BlobServerLimits } from "../transfer/blob_server.ts";
 import { type BlobCredentials, ticketHolders } from "../transfer/blob_auth.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
 import { type BlobSource, downloadBlob, fetchSmallBlob } from "../transfer/blob_client.ts";
+import { decodePieceListFor, MAX_PIECE_LIST_SIZE } from "../transfer/piece_list.ts";
+import { FilePieceStore } from "../transfer/piece_store.ts";
+import { downloadPieces } from "../transfer/swarm_client.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
 import type { PublicKeyInfo, SigningKey } from "../release/keys.ts";
 import {
@@ -797,6 +800,10 @@ export class Agent {
           label: "control-plane",
         };
         const closed = election?.closed;
+        if (action.from === "leaderThenControlPlane" && closed?.pieceListDigest) {
+          await this.#downloadSwarm(announce, closed, controlPlane);
+          return;
+        }
         const sources = action.from === "leaderThenControlPlane" && closed
           ? [
             ...closed.sources
@@ -993,6 +1000,90 @@ export class Agent {
       this.#downloads.set(blob, running);
     }
     await running;
+  }
+
+  /**
+   * The blob piece by piece from the election's swarm (issue 15): the piece
+   * list from the control plane (its digest from the signed ElectionClosed,
+   * checked to describe the announced blob), then every piece from the
+   * sources, each checked against the list, the control plane last. Pieces
+   * verified so far are served to the members that name this device as a
+   * source; the partial file and its bitmap stay for a resume.
+   */
+  async #downloadSwarm(
+    announce: Announce,
+    closed: ElectionClosed,
+    controlPlane: BlobSource,
+  ): Promise<void> {
+    const blob = toHex(announce.blobDigest);
+    if (await this.store.has(announce.blobDigest)) {
+      this.#readyBlobs.add(blob);
+      return;
+    }
+    let running = this.#downloads.get(blob);
+    if (!running) {
+      running = this.#swarm(announce, closed, controlPlane).finally(() =>
+        this.#downloads.delete(blob)
+      );
+      this.#downloads.set(blob, running);
+    }
+    await running;
+  }
+
+  async #swarm(
+    announce: Announce,
+    closed: ElectionClosed,
+    controlPlane: BlobSource,
+  ): Promise<void> {
+    const digest = announce.blobDigest;
+    const blob = toHex(digest);
+    const listBytes = await fetchSmallBlob({
+      source: controlPlane,
+      digest: closed.pieceListDigest!,
+      maxBytes: MAX_PIECE_LIST_SIZE,
+      deadlineMs: this.options.documentDeadlineMs ?? 10_000,
+      signal: this.#abort.signal,
+      credentials: this.#credentials(),
+    });
+    const list = decodePieceListFor(listBytes, digest, announce.blobSize);
+    const { store, resumedPieces } = await FilePieceStore.open(list, {
+      partialPath: this.store.swarmPathOf(digest),
+      destination: this.store.pathOf(digest),
+    });
+    this.blobServer.sharePartial(digest, store);
+    try {
+      const result = await downloadPieces({
+        store,
+        sources: closed.sources
+          .filter((source) => source.nodeId !== this.options.nodeId)
+          .map((source) => ({ hostname: source.host, port: source.p2pPort, label: source.nodeId })),
+        fallback: controlPlane,
+        credentials: { ...this.#credentials(), ticket: closed.ticket ?? null },
+        idleTimeoutMs: this.options.transferTimeoutMs,
+        minRate: this.options.blobLimits?.minRate,
+        signal: this.#abort.signal,
+      });
+      this.#readyBlobs.add(blob);
+      const from = result.sources
+        .filter((source) => source.pieces > 0)
+        .map((source) => `${source.label} ${source.pieces}`)
+        .join(", ");
+      this.#log(
+        `downloaded ${
+          blob.slice(0, 16)
+        } in ${result.pieceCount} pieces (${resumedPieces} kept from before; from ${
+          from || "none"
+        }), ${result.bytesReceived} bytes received, ${result.fallbackBytes} from the control plane`,
+      );
+      for (const source of result.sources) {
+        if (source.dropped !== null) {
+          this.#log(`  source ${source.label} dropped: ${source.dropped}`);
+        }
+      }
+    } finally {
+      this.blobServer.unsharePartial(digest);
+      await store.close();
+    }
   }
 
   async #sendLeaderReady(election: ElectionState): Promise<void> {

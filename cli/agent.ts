@@ -24,6 +24,9 @@ import {
   nameOption,
   portOption,
   required,
+  UPLOAD_CAP_HELP,
+  uploadCapOptions,
+  uploadCapsFrom,
 } from "./fleet_args.ts";
 import { logLine, println } from "./output.ts";
 import type { AgentHooks, AgentTrust } from "../agent/agent.ts";
@@ -106,6 +109,7 @@ Options:
                                DIR's filesystem, checked before downloading (default 64MiB)
   --keep-backups N             earlier versions kept per model for a local rollback (default 1)
 ${blobLimitHelp("and so is a download from a peer that slow: the next source is tried")}
+${UPLOAD_CAP_HELP}
   -q, --quiet                  no log lines on stderr (the --insecure warning is still printed)
   -h, --help                   this help
 
@@ -154,6 +158,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     insecure: { type: "boolean" },
     "device-class": { type: "string" },
     ...blobLimitOptions,
+    ...uploadCapOptions,
     enroll: { type: "string" },
     "control-plane-http": { type: "string" },
   });
@@ -180,7 +185,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     p2pPort: portOption("p2p-port", values["p2p-port"], DEFAULT_AGENT_P2P_PORT),
     heartbeatMs: durationOption("heartbeat-interval", values["heartbeat-interval"], 2000),
     transferTimeoutMs: durationOption("transfer-timeout", values["transfer-timeout"], 10_000),
-    blobLimits: blobLimitsFrom(values),
+    blobLimits: { ...blobLimitsFrom(values), ...uploadCapsFrom(values) },
     healthCmd: values["health-cmd"],
     healthTimeoutMs: durationOption("health-timeout", values["health-timeout"], 60_000),
     poisonAfter: countOption("poison-after", values["poison-after"], 3),

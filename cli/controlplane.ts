@@ -137,6 +137,7 @@ export async function controlplaneCommand(
       `--piece-size: ${values["piece-size"]} is not a power of two from 64KiB to 64MiB`,
     );
   }
+  const blobLimits = blobLimitsFrom(values);
   const swarmFanout = countOption("swarm-fanout", values["swarm-fanout"], 4);
   // Loaded here, not above: the codec commands need not load the fleet's modules (cbor-x reads env).
   const { ControlPlane } = await import("../controlplane/control_plane.ts");
@@ -154,7 +155,7 @@ export async function controlplaneCommand(
     },
     log,
     faults: injected?.faults,
-    blobLimits: blobLimitsFrom(values),
+    blobLimits,
     pieceSize,
     swarmFanout,
   });

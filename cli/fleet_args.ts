@@ -70,7 +70,7 @@ export function blobLimitsFrom(values: {
   "blob-connections-per-address"?: string;
   "min-transfer-rate"?: string;
   "min-rate-window"?: string;
-}): Required<BlobServerLimits> {
+}): Required<Pick<BlobServerLimits, "maxConnections" | "maxConnectionsPerAddress" | "minRate">> {
   return {
     maxConnections: countOption("blob-connections", values["blob-connections"], 64),
     maxConnectionsPerAddress: countOption(
@@ -82,6 +82,30 @@ export function blobLimitsFrom(values: {
       bytesPerSecond: rateOption("min-transfer-rate", values["min-transfer-rate"], 64 * 1024),
       windowMs: durationOption("min-rate-window", values["min-rate-window"], 10_000),
     },
+  };
+}
+
+/** An agent's upload caps: what its blob server gives the devices that download from it. */
+export const uploadCapOptions = {
+  "upload-slots": { type: "string" },
+  "upload-rate": { type: "string" },
+} as const;
+
+/** Help lines of `uploadCapOptions`. */
+export const UPLOAD_CAP_HELP =
+  `  --upload-slots N         blob bodies this device sends at once to other devices of its
+                           region; more get BUSY and ask elsewhere (default 4)
+  --upload-rate RATE       all of them together at most this fast, e.g. 2MB/s (default 0:
+                           no cap)`;
+
+/** The upload caps the `uploadCapOptions` say. */
+export function uploadCapsFrom(values: {
+  "upload-slots"?: string;
+  "upload-rate"?: string;
+}): { maxUploads: number; uploadBytesPerSecond: number } {
+  return {
+    maxUploads: countOption("upload-slots", values["upload-slots"], 4),
+    uploadBytesPerSecond: rateOption("upload-rate", values["upload-rate"], 0),
   };
 }
 

@@ -314,6 +314,8 @@ export class ControlPlane {
         store,
         faults: options.faults?.transport,
         ...options.blobLimits,
+        // Leaders of every region download from here at once: no cap below the connections'.
+        maxUploads: options.blobLimits?.maxUploads ?? options.blobLimits?.maxConnections ?? 64,
         authorize: enrolledDevices((nodeId) => {
           const device = registry.enrollment?.device(nodeId);
           return device === undefined ? undefined : publicKeyOf(device.publicKey);

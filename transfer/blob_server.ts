@@ -493,5 +493,5 @@ export class BlobServer {
 /** The limits of a blob server that its command sets (agent and controlplane `--blob-…` flags). */
 export type BlobServerLimits = Pick<
   BlobServerOptions,
-  "maxConnections" | "maxConnectionsPerAddress" | "minRate"
+  "maxConnections" | "maxConnectionsPerAddress" | "minRate" | "maxUploads" | "uploadBytesPerSecond"
 >;

@@ -77,6 +77,15 @@ export class BlobStore implements BlobLookup {
     return `${this.dir}/.partial/${hexOf(digest)}.part`;
   }
 
+  /**
+   * Where a piece-by-piece (swarm) download of the blob is built: apart from
+   * `partialPathOf`, whose bytes grow from the start; its bitmap of verified
+   * pieces is this path + `.pieces` (transfer/piece_store.ts).
+   */
+  swarmPathOf(digest: Uint8Array): string {
+    return `${this.dir}/.partial/${hexOf(digest)}.swarm`;
+  }
+
   /** Whether the complete blob is held. */
   async has(digest: Uint8Array): Promise<boolean> {
     return (await this.sizeOf(digest)) !== null;
@@ -189,7 +198,10 @@ export class BlobStore implements BlobLookup {
 
   /** Deletes the blob (and any partial download of it); nothing happens if it is absent. */
   async remove(digest: Uint8Array): Promise<void> {
-    for (const path of [this.pathOf(digest), this.partialPathOf(digest)]) {
+    const swarm = this.swarmPathOf(digest);
+    for (
+      const path of [this.pathOf(digest), this.partialPathOf(digest), swarm, `${swarm}.pieces`]
+    ) {
       try {
         await Deno.remove(path);
       } catch (err) {
