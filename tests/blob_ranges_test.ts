@@ -277,3 +277,27 @@ Deno.test("with uploadBytesPerSecond, the bytes served to three clients at once 
     }
   });
 });
+
+Deno.test("an upload held back by the server's own uploadBytesPerSecond below its minimum rate is not cut as a slow peer", async () => {
+  await withTempDir(async (dir) => {
+    const id = await swarmIdentity();
+    const server = BlobServer.start({
+      hostname: HOST,
+      store: await storeWith(`${dir}/s`, BLOB),
+      ...id.serverAuth,
+      // The cap (32 KiB/s) is below the minimum rate the server asks of its peers (64 KiB/s).
+      uploadBytesPerSecond: 32 * KiB,
+      minRate: { bytesPerSecond: 64 * KiB, windowMs: 400 },
+    });
+    try {
+      const me = await id.credentials("node-a", DIGEST);
+      const answer = await ask(server, me, { offset: 0, length: 40 * KiB });
+      assert.equal(answer.status, BlobStatus.OK);
+      assert.deepEqual(answer.body, BLOB.subarray(0, 40 * KiB));
+      assert.equal(server.cut, 0);
+      assert.equal(server.errors, 0);
+    } finally {
+      await server.close();
+    }
+  });
+});

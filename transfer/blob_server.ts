@@ -427,7 +427,12 @@ export class BlobServer {
       while (sent < bodyLimit) {
         let want = Math.min(buf.length, bodyLimit - sent);
         if (this.#bucket !== undefined) {
+          // Time spent waiting for our own upload cap is not the peer's slowness: it is
+          // credited to the connection's rate watchdog as if moved at the minimum rate.
+          const waitFrom = performance.now();
           want = await this.#bucket.take(want);
+          const waited = performance.now() - waitFrom;
+          rate.count(Math.ceil(this.#minRate.bytesPerSecond * waited / 1000));
           watchdog.kick();
         }
         const n = await readBody(buf.subarray(0, want), request.offset + sent);
