@@ -1076,9 +1076,11 @@ export class Agent {
         }), ${result.bytesReceived} bytes received, ${result.fallbackBytes} from the control plane`,
       );
       for (const source of result.sources) {
-        if (source.dropped !== null) {
-          this.#log(`  source ${source.label} dropped: ${source.dropped}`);
-        }
+        this.#log(
+          `  source ${source.label}: ${source.pieces} pieces, ${source.bytes} bytes, ${source.refusals} refusals, ${source.failures} failures${
+            source.dropped === null ? "" : `, dropped: ${source.dropped}`
+          }`,
+        );
       }
     } finally {
       this.blobServer.unsharePartial(digest);
