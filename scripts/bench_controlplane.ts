@@ -1,7 +1,8 @@
 /**
  * `deno task bench:cp --devices N [--json]`: how the real control plane holds
- * a large fleet. Starts the control plane process (testkit/fleet_harness.ts,
- * as `deno task fleet` does) on 127.179.0.1, then 1–2 load processes
+ * a large fleet. Starts the control plane process on 127.179.0.1 as
+ * `deno task controlplane` runs it (the same V8 flags; its admin token made
+ * with `poolboy token create` through testkit/fleet_harness.ts), then 1–2 load processes
  * (scripts/cp_load.ts) that enrol N device keys (`POST /v1/enroll`, one
  * token with N uses) and send authenticated Heartbeats from N distinct
  * loopback addresses (127.180.0.1 onwards), one per device every
@@ -28,7 +29,7 @@
 
 import { parseArgs } from "node:util";
 import type { StatusReport } from "../controlplane/api_types.ts";
-import { Fleet, PORTS } from "../testkit/fleet_harness.ts";
+import { PORTS, runPoolboy } from "../testkit/fleet_harness.ts";
 import type { LoadConfig, LoadStats } from "./cp_load.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -192,6 +193,106 @@ function startLoad(config: LoadConfig): Load {
   return load;
 }
 
+// --- the control plane process ---
+
+/** The control plane under test: a child process, its API and its admin token. */
+interface ControlPlaneProcess {
+  readonly child: Deno.ChildProcess;
+  readonly url: string;
+  readonly token: string;
+  api<T>(method: string, path: string, body?: BodyInit): Promise<T>;
+  stop(): Promise<void>;
+}
+
+/** `poolboy ARGS`; its stdout, or throws with its stderr. */
+async function poolboy(args: string[], env: Record<string, string> = {}): Promise<string> {
+  const r = await runPoolboy(args, env);
+  if (r.code !== 0) throw new Error(`poolboy ${args[0]} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/**
+ * Starts `poolboy controlplane` on `data` with the V8 flags and permissions of
+ * `deno task controlplane` (stderr to `data.log`) and waits for its API.
+ */
+async function startControlPlane(data: string, args: string[]): Promise<ControlPlaneProcess> {
+  await Deno.mkdir(data, { recursive: true });
+  const { token } = JSON.parse(
+    await poolboy([
+      "token",
+      "create",
+      "--data",
+      data,
+      "--role",
+      "admin",
+      "--name",
+      "bench",
+      "--json",
+      "--quiet",
+    ]),
+  ) as { token: string };
+  const log = await Deno.open(`${data}.log`, { write: true, create: true, append: true });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      `--config=${ROOT}deno.json`,
+      "--v8-flags=--max-semi-space-size=1",
+      "--allow-read",
+      "--allow-write",
+      "--allow-net=127.0.0.0/8",
+      "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
+      `${ROOT}mod.ts`,
+      "controlplane",
+      "--bind",
+      CP_HOST,
+      "--data",
+      data,
+      ...args,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const logged = child.stderr.pipeTo(log.writable).catch(() => {});
+  const url = `http://${CP_HOST}:${PORTS.cpHttp}`;
+  const api = async <T>(method: string, path: string, body?: BodyInit): Promise<T> => {
+    const r = await fetch(`${url}${path}`, {
+      method,
+      body,
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${text}`);
+    return JSON.parse(text) as T;
+  };
+  const deadline = Date.now() + 30_000;
+  while (true) {
+    const up = await fetch(`${url}/health`).then(async (r) => {
+      await r.body?.cancel();
+      return r.ok;
+    }, () => false);
+    if (up) break;
+    if (Date.now() > deadline) throw new Error("the control plane's API did not answer in 30 s");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    child,
+    url,
+    token,
+    api,
+    stop: async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      await child.status;
+      await logged;
+    },
+  };
+}
+
 // --- the run ---
 
 interface PhaseStats {
@@ -229,19 +330,16 @@ function tickOf(report: StatusReport): TickInfo | undefined {
 const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
 
 const dir = await Deno.makeTempDir({ prefix: "poolboy-bench-cp-" });
-let fleet: Fleet | undefined;
+let cp: ControlPlaneProcess | undefined;
 const started: Load[] = [];
 try {
   progress(`control plane on ${CP_HOST} (data in ${dir})`);
-  fleet = await Fleet.start({
-    dir,
-    cpHost: CP_HOST,
-    agents: [],
-    trust: "insecure",
-    cpArgs: ["--agent-timeout", `${Math.max(30, (3 * intervalMs) / 1000)}s`, "--quiet"],
-  });
-  const f = fleet;
-  const pid = f.cp!.child.pid;
+  cp = await startControlPlane(`${dir}/cp`, [
+    "--agent-timeout",
+    `${Math.max(30, (3 * intervalMs) / 1000)}s`,
+  ]);
+  const f = cp;
+  const pid = f.child.pid;
   const { token } = await f.api<{ token: string }>(
     "POST",
     "/v1/enrollment-tokens",
@@ -352,8 +450,25 @@ try {
     crypto.getRandomValues(bytes.subarray(i, i + 65_536));
   }
   await Deno.writeFile(model, bytes);
-  await f.publish("bench", "v1", model, { unsigned: true });
-  const rollout = await f.rollout("bench", "v1");
+  await poolboy(
+    [
+      "publish",
+      "--control-plane",
+      f.url,
+      "--model",
+      "bench",
+      "--version",
+      "v1",
+      "--unsigned",
+      model,
+    ],
+    { POOLBOY_TOKEN: f.token },
+  );
+  const rollout = await f.api<{ id: number }>(
+    "POST",
+    "/v1/rollouts",
+    JSON.stringify({ model: "bench", version: "v1" }),
+  );
   const created = Date.now();
   const rolled = await phase("rollout", (report, elapsed) => {
     const r = report.rollouts.find((x) => x.id === rollout.id);
@@ -427,7 +542,7 @@ try {
     }
     await l.child.status;
   }
-  await fleet?.stop();
+  await cp?.stop();
   if (values.keep) progress(`kept ${dir}`);
   else await Deno.remove(dir, { recursive: true });
 }
