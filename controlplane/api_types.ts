@@ -214,13 +214,28 @@ export interface HistoryList {
 }
 
 /** The status report (`GET /v1/status`). */
+/** How long the control loop's ticks took (ms). */
+export interface TickStats {
+  readonly count: number;
+  readonly totalMs: number;
+  readonly maxMs: number;
+  readonly lastMs: number;
+}
+
 export interface StatusReport {
   readonly boot: number;
   readonly versions: VersionInfo[];
   readonly patches: PatchInfo[];
   readonly agents: DeviceInfo[];
   readonly rollouts: RolloutReport[];
-  readonly controlPlane: { served: number; servedByDigest: Record<string, number> };
+  readonly controlPlane: {
+    served: number;
+    servedByDigest: Record<string, number>;
+    /** The reconcile loop's ticks since start: how many, and how long they took. */
+    tick: TickStats;
+    /** Datagrams received and waiting to be verified and handled, now. */
+    datagramBacklog: number;
+  };
   /** Datagrams refused or lost, by reason, and the socket's counters. */
   readonly drops: Record<string, number>;
   /** Patches that could not be computed ("base>target" → why). */

@@ -57,14 +57,19 @@ import { ControlSocket } from "../transfer/control_socket.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
 import { DEFAULT_CP_P2P_PORT, DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
 import { type AgentProgress, progressDetail } from "./agent_progress.ts";
-import type { StatusReport } from "./api_types.ts";
+import type { StatusReport, TickStats } from "./api_types.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
 import { Enrollment } from "./enrollment.ts";
 import { loadOrCreateKey, publicKeyOf } from "../release/enrollment.ts";
 import { DatagramAuthenticator } from "../transfer/datagram_auth.ts";
 import type { SigningKey } from "../release/keys.ts";
 import { DatagramHandler, type DropCounters } from "./datagrams.ts";
-import { DEFAULT_ELECTION_TIMING, Election, type ElectionTiming } from "./election.ts";
+import {
+  DEFAULT_ELECTION_TIMING,
+  Election,
+  type ElectionTiming,
+  type Outgoing,
+} from "./election.ts";
 import { ElectionBook, type ElectionEntry } from "./election_book.ts";
 import { PatchCache } from "./patch_cache.ts";
 import {
@@ -85,6 +90,7 @@ import {
 } from "./rollout_policy.ts";
 import { DATABASE_FILE, SqliteStore } from "./sqlite_store.ts";
 import { buildStatusReport } from "./status_report.ts";
+import { StatusCache } from "./status_cache.ts";
 import {
   type AgentRecord,
   DEFAULT_PLAN,
@@ -93,6 +99,7 @@ import {
   type HistoryRecord,
   type PatchRecord,
   type ReleaseRecord,
+  type RolloutAgentRecord,
   type RolloutPlan,
   type RolloutRecord,
   type RolloutState,
@@ -106,6 +113,21 @@ export type { DropCounters } from "./datagrams.ts";
 export const DEFAULT_AGENT_TIMEOUT_MS = 10_000;
 /** An agent silent this long no longer holds a rollout (`--offline-after`). */
 export const DEFAULT_OFFLINE_AFTER_MS = 120_000;
+
+/**
+ * Most datagrams received and waiting for verification and handling; past it
+ * one is dropped and counted, as a full socket buffer would drop it.
+ */
+export const MAX_DATAGRAM_BACKLOG = 8192;
+
+/**
+ * Heartbeats' changes to the agent registry are written to the store in one
+ * batch this often (and at close), not one write per heartbeat.
+ */
+export const AGENT_FLUSH_MS = 1000;
+
+/** Records per batched write (agents, progress); the event loop runs between batches. */
+export const WRITE_CHUNK = 500;
 
 /** Options of `ControlPlane.start`. */
 export interface ControlPlaneOptions {
@@ -166,6 +188,12 @@ interface Loaded {
   readonly deviceKeys: DeviceKeyRecord[];
 }
 
+/** The status report as the API serves it, and its JSON text (what `GET /v1/status` answers). */
+export interface ApiStatus {
+  readonly report: StatusReport;
+  readonly bytes: Uint8Array;
+}
+
 /** What `putDelegation` or `putRelease` did: the record, and whether it is new. */
 export interface StoredDocument<T> {
   readonly record: T;
@@ -224,6 +252,25 @@ export class ControlPlane {
   readonly #pieceSize: number | undefined;
   readonly #swarmFanout: number;
   #closed = false;
+  /** The status report as the API serves it (status_cache.ts). */
+  readonly #statusCache = new StatusCache<ApiStatus>(async () => {
+    const report = await this.status();
+    return { report, bytes: new TextEncoder().encode(JSON.stringify(report, null, 2) + "\n") };
+  });
+  /** The control loop's ticks: how many, how long. */
+  #tickStats: TickStats = { count: 0, totalMs: 0, maxMs: 0, lastMs: 0 };
+  /** Agents changed since they were last written; written together every `AGENT_FLUSH_MS`. */
+  readonly #dirtyAgents = new Map<string, AgentRecord>();
+  #agentsFlushedAt = 0;
+  /**
+   * Agents' progress recorded since the last write, by node id and rollout:
+   * written in one batch at the end of every tick (and before the store is read).
+   */
+  readonly #dirtyProgress = new Map<string, Map<number, RolloutAgentRecord>>();
+  /** Datagrams received, not yet handled (`#receive`). */
+  #backlog = 0;
+  /** Enrolled devices' decoded public keys, per enrolment record. */
+  readonly #deviceKeys = new WeakMap<DeviceKeyRecord, Uint8Array>();
   /** The lock on the data directory, held until `close`. */
   readonly #lock: DataDirLock;
 
@@ -265,7 +312,7 @@ export class ControlPlane {
       timing: this.#timing,
       send: (nodeId, message) => this.#sendTo(nodeId, message),
       setProgress: (rolloutId, nodeId, progress) => this.#setProgress(rolloutId, nodeId, progress),
-      putAgent: (agent) => void this.#persist(() => stateStore.putAgent(agent)),
+      putAgent: (agent) => void this.#dirtyAgents.set(agent.nodeId, agent),
       addHistory: (entry: HistoryRecord) => void this.#persist(() => stateStore.addHistory(entry)),
       log: this.#log,
     });
@@ -353,6 +400,8 @@ export class ControlPlane {
     this.#closed = true;
     clearInterval(this.#timer);
     this.#flushServed();
+    this.#flushAgents();
+    this.#flushProgress();
     this.socket.close();
     await this.#receiving;
     await this.blobServer.close();
@@ -612,6 +661,8 @@ export class ControlPlane {
       throw new NotFoundError(`unknown device "${nodeId}"`);
     }
     this.agents.delete(nodeId);
+    this.#dirtyAgents.delete(nodeId);
+    this.#dirtyProgress.delete(nodeId);
     for (const { election } of this.#elections.live()) {
       if (!election.isMember(nodeId)) continue;
       if (election.leader === nodeId) election.fail(`leader ${nodeId} was removed`);
@@ -643,6 +694,7 @@ export class ControlPlane {
   /** Everything an operator wants to see, as JSON-ready data. */
   async status(now = Date.now()): Promise<StatusReport> {
     this.#flushServed();
+    this.#flushProgress();
     await this.#writes;
     const rollouts = await this.stateStore.rollouts();
     return buildStatusReport({
@@ -663,7 +715,22 @@ export class ControlPlane {
       served: await this.stateStore.served(),
       drops: { ...this.drops, ...this.socket.counters },
       patchErrors: Object.fromEntries(this.#patchErrors),
+      tick: this.#tickStats,
+      datagramBacklog: this.#backlog,
     });
+  }
+
+  /**
+   * The status report for the API: `status()`, but reused for a short while
+   * once building it is expensive (status_cache.ts), with its JSON.
+   */
+  apiStatus(): Promise<ApiStatus> {
+    return this.#statusCache.get();
+  }
+
+  /** An operator changed something: the API's next status report is built anew. */
+  invalidateStatus(): void {
+    this.#statusCache.invalidate();
   }
 
   // --- the control loop ---
@@ -671,6 +738,21 @@ export class ControlPlane {
   /** Reconciles rollouts and sends what is due. Called every `tickMs`; public for tests. */
   tick(now: number): void {
     if (this.#closed) return;
+    const started = performance.now();
+    this.#reconcileAll(now);
+    this.#flushProgress();
+    const ms = performance.now() - started;
+    const t = this.#tickStats;
+    this.#tickStats = {
+      count: t.count + 1,
+      totalMs: t.totalMs + ms,
+      maxMs: Math.max(t.maxMs, ms),
+      lastMs: ms,
+    };
+  }
+
+  #reconcileAll(now: number): void {
+    if (now - this.#agentsFlushedAt >= AGENT_FLUSH_MS) this.#flushAgents();
     this.#expireLeaders(now);
     const running = new Set<number>();
     for (const rollout of [...this.#rollouts.values()]) {
@@ -678,21 +760,26 @@ export class ControlPlane {
       running.add(rollout.id);
       this.#reconcile(rollout, now);
     }
+    const due: Outgoing[][] = [];
     for (const entry of [...this.#elections.live()]) {
       if (!running.has(entry.rolloutId)) continue; // paused: nothing is sent
-      for (const out of entry.election.tick(now)) this.#sendTo(out.nodeId, out.message);
+      due.push(entry.election.tick(now));
       if (entry.election.state === "failed") {
         this.#log(`election ${entry.election.manifestId} failed: ${entry.election.failure}`);
         this.#elections.retire(entry);
       }
     }
+    for (const out of interleave(due)) this.#sendTo(out.nodeId, out.message);
   }
 
   #reconcile(rollout: RolloutRecord, now: number): void {
     const { live: scope, gone } = scopeOf(rollout, this.agents.values(), now, this.#offlineAfterMs);
+    // Which live election each agent is in: one pass, kept up to date below.
+    const members = this.#elections.membersOf(rollout.id);
     for (const agent of gone) {
       // It no longer holds the rollout; heard from again, it is back in `scope`.
-      this.#elections.memberOf(rollout.id, agent.nodeId)?.election.removeMember(agent.nodeId);
+      members.get(agent.nodeId)?.election.removeMember(agent.nodeId);
+      members.delete(agent.nodeId);
       if (!runsTarget(rollout, agent)) {
         this.#setProgress(rollout.id, agent.nodeId, { kind: "offline", excluded: true });
       }
@@ -711,7 +798,7 @@ export class ControlPlane {
     }
     const admittedIds = new Set(admitted.map((a) => a.nodeId));
     for (const agent of scope) {
-      const current = this.#elections.memberOf(rollout.id, agent.nodeId);
+      const current = members.get(agent.nodeId);
       const step = stepFor(
         rollout,
         agent,
@@ -729,14 +816,17 @@ export class ControlPlane {
           break;
         case "offline":
           current?.election.removeMember(agent.nodeId);
+          members.delete(agent.nodeId);
           this.#setProgress(rollout.id, agent.nodeId, { kind: "offline", excluded: false });
           break;
         case "join": {
           if (current && current.key === step.key) break;
           current?.election.removeMember(agent.nodeId); // its base changed
+          members.delete(agent.nodeId);
           const entry = this.#electionFor(rollout, agent.region, step.key, step.base);
           if (!entry) break; // the patch is still being computed
           entry.election.addMember(agent.nodeId, now);
+          members.set(agent.nodeId, entry);
           this.#setProgress(rollout.id, agent.nodeId, {
             kind: "pending",
             manifestId: entry.election.manifestId,
@@ -838,7 +928,9 @@ export class ControlPlane {
       detail: progressDetail(progress),
       updated: Date.now(),
     };
-    void this.#persist(() => this.stateStore.setRolloutAgent(record));
+    let dirty = this.#dirtyProgress.get(nodeId);
+    if (!dirty) this.#dirtyProgress.set(nodeId, dirty = new Map());
+    dirty.set(rolloutId, record);
     if (progress.kind === "active") this.#log(`agent ${nodeId} done (rollout ${rolloutId})`);
   }
 
@@ -851,6 +943,10 @@ export class ControlPlane {
   ): RolloutRecord {
     const updated = { ...rollout, state, reason, finished: isFinished(state) ? now : null };
     this.#rollouts.set(rollout.id, updated);
+    // Over for good: its agents' progress is in the store, and nothing reads it here again.
+    if (state === "done" || state === "aborted" || state === "superseded") {
+      this.#progress.delete(rollout.id);
+    }
     void this.#persist(() =>
       this.stateStore.setRolloutState(rollout.id, state, reason, updated.finished)
     );
@@ -872,27 +968,70 @@ export class ControlPlane {
 
   // --- datagrams ---
 
+  /**
+   * Receives datagrams and handles them in the order they came. Their
+   * signatures are verified concurrently (`DatagramAuthenticator.verify`)
+   * while later ones are received, so the socket is drained at the rate it
+   * can be read, not one verification at a time; the replay rule and the
+   * handling run in arrival order. At most `MAX_DATAGRAM_BACKLOG` datagrams
+   * wait: past that one is dropped and counted (`drops.backlogFull`).
+   */
   async #receive(): Promise<void> {
+    let handled: Promise<void> = Promise.resolve();
     for await (const { message, from, opened } of this.socket.messages()) {
       const now = Date.now();
+      if (this.#backlog >= MAX_DATAGRAM_BACKLOG) {
+        this.#datagrams.drops.backlogFull++;
+        continue;
+      }
       // A device's datagram counts only if it is enrolled, signed by its key and new:
       // nothing of an unauthenticated one is kept (no row, no state).
-      if ("nodeId" in message) {
-        const device = this.enrollment.device(message.nodeId);
-        const key = device === undefined ? undefined : publicKeyOf(device.publicKey);
-        if (!(await this.#auth.accept(message.nodeId, key, opened, now))) continue;
-      }
-      try {
-        this.#datagrams.handle(message, from, now);
-      } catch (err) {
-        this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
-      }
+      const nodeId = "nodeId" in message ? message.nodeId : undefined;
+      const verdict = nodeId === undefined
+        ? undefined
+        : this.#auth.verify(nodeId, this.#deviceKey(nodeId), opened, now);
+      this.#backlog++;
+      handled = handled.then(async () => {
+        try {
+          if (nodeId !== undefined) {
+            const reason = await verdict!;
+            // Removed meanwhile: its datagrams count as from an unknown sender.
+            const known = this.enrollment.device(nodeId) !== undefined;
+            if (!this.#auth.commit(nodeId, opened, known ? reason : "unknownSender")) return;
+          }
+          this.#datagrams.handle(message, from, now);
+        } catch (err) {
+          this.#log(`error handling ${message.type}: ${err instanceof Error ? err.message : err}`);
+        } finally {
+          this.#backlog--;
+        }
+      });
     }
+    await handled;
+  }
+
+  /** An enrolled device's raw public key (decoded once per enrolment record). */
+  #deviceKey(nodeId: string): Uint8Array | undefined {
+    const device = this.enrollment.device(nodeId);
+    if (device === undefined) return undefined;
+    let key = this.#deviceKeys.get(device);
+    if (key === undefined) {
+      key = publicKeyOf(device.publicKey);
+      if (key !== undefined) this.#deviceKeys.set(device, key);
+    }
+    return key;
+  }
+
+  /** Datagrams received and waiting for their verification or handling. */
+  get datagramBacklog(): number {
+    return this.#backlog;
   }
 
   #sendTo(nodeId: string, message: ControlMessage): void {
     const agent = this.agents.get(nodeId);
     if (!agent) return;
+    // A full send queue would drop it: no ticket is signed for nothing.
+    if (this.socket.dropIfFull()) return;
     if (message.type === "electionClosed" && message.ticket === undefined) {
       void this.#sendClosed(nodeId, message);
       return;
@@ -1098,6 +1237,38 @@ export class ControlPlane {
     return out;
   }
 
+  /** Writes the progress recorded since the last flush, in one batch. */
+  #flushProgress(): void {
+    if (this.#dirtyProgress.size === 0) return;
+    const batch = [...this.#dirtyProgress.values()].flatMap((m) => [...m.values()]);
+    this.#dirtyProgress.clear();
+    this.#persistInChunks(batch, (chunk) => this.stateStore.setRolloutAgents(chunk));
+  }
+
+  /**
+   * Writes `items` in chunks of `WRITE_CHUNK`, in order after every earlier
+   * write, letting the event loop run (datagrams, API calls) between chunks:
+   * a store such as SQLite writes synchronously.
+   */
+  #persistInChunks<T>(items: readonly T[], write: (chunk: readonly T[]) => Promise<void>): void {
+    for (let i = 0; i < items.length; i += WRITE_CHUNK) {
+      const chunk = items.slice(i, i + WRITE_CHUNK);
+      void this.#persist(async () => {
+        if (i > 0) await new Promise((resolve) => setTimeout(resolve, 0));
+        await write(chunk);
+      });
+    }
+  }
+
+  /** Writes the agents changed since the last flush, in one batch. */
+  #flushAgents(): void {
+    this.#agentsFlushedAt = Date.now();
+    if (this.#dirtyAgents.size === 0) return;
+    const batch = [...this.#dirtyAgents.values()];
+    this.#dirtyAgents.clear();
+    this.#persistInChunks(batch, (chunk) => this.stateStore.putAgents(chunk));
+  }
+
   #flushServed(): void {
     for (const [digest, bytes] of this.blobServer.servedByDigest()) {
       const before = this.#servedFlushed.get(digest) ?? 0;
@@ -1129,6 +1300,19 @@ function fitSources(message: ElectionClosed, sources: SwarmSource[]): SwarmSourc
     }
   }
   return kept;
+}
+
+/**
+ * The elections' datagrams taken in turn, one of each election's at a time,
+ * each election's in its own order: when the socket's send queue is full
+ * (transfer/control_socket.ts `MAX_SEND_QUEUE`), every election loses some of
+ * its datagrams (retransmitted later), not the last elections all of theirs.
+ */
+export function* interleave<T>(lists: readonly (readonly T[])[]): Generator<T> {
+  const longest = Math.max(0, ...lists.map((l) => l.length));
+  for (let i = 0; i < longest; i++) {
+    for (const list of lists) if (i < list.length) yield list[i];
+  }
 }
 
 function releaseKey(model: string, version: string): string {

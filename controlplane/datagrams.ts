@@ -31,10 +31,16 @@ export interface DropCounters extends AuthDropCounters {
   unknownElection: number;
   /** A message type the control plane never receives (e.g. an Announce). */
   wrongDirection: number;
+  /** Received while `MAX_DATAGRAM_BACKLOG` datagrams waited to be verified and handled. */
+  backlogFull: number;
 }
 
-/** An agent re-heartbeating with nothing new is written to the store at most this often. */
-const AGENT_WRITE_INTERVAL_MS = 5_000;
+/**
+ * An agent re-heartbeating with nothing new is written to the store at most
+ * this often (its `lastSeen` on disk is at most this old; the control plane
+ * writes changed agents in batches).
+ */
+const AGENT_WRITE_INTERVAL_MS = 30_000;
 
 /** What the datagram handler works on: the control plane's state and I/O. */
 export interface DatagramHost {
@@ -76,6 +82,7 @@ export class DatagramHandler {
     unexpectedSender: 0,
     unknownElection: 0,
     wrongDirection: 0,
+    backlogFull: 0,
     ...authDropCounters(),
   };
   readonly #host: DatagramHost;

@@ -1,6 +1,6 @@
 /**
  * The control plane's elections: the live ones by manifest id, the finished
- * ones kept for the status report, and the leaders of failed elections, which
+ * ones kept for the status report (the newest `MAX_PAST_ELECTIONS`), and the leaders of failed elections, which
  * do not lead the next election of the same (rollout, region, base) again.
  * In memory only: after a restart, elections are run again from the rollouts.
  *
@@ -16,6 +16,9 @@ export interface ElectionEntry {
   /** `region|base`, `region|none` (whole file) or `region|held` (switch locally). */
   readonly key: string;
 }
+
+/** Most past elections kept for the status report; the oldest are forgotten first. */
+export const MAX_PAST_ELECTIONS = 1000;
 
 /** Every election of this control plane's run. */
 export class ElectionBook {
@@ -72,6 +75,20 @@ export class ElectionBook {
     return undefined;
   }
 
+  /**
+   * Every member of a rollout's live elections, with the election that
+   * `memberOf` would give for it: one pass over the members, for a caller
+   * that asks about every agent.
+   */
+  membersOf(rolloutId: number): Map<string, ElectionEntry> {
+    const out = new Map<string, ElectionEntry>();
+    for (const entry of this.#live.values()) {
+      if (entry.rolloutId !== rolloutId) continue;
+      for (const nodeId of entry.election.members) if (!out.has(nodeId)) out.set(nodeId, entry);
+    }
+    return out;
+  }
+
   /** The live election of a rollout that `nodeId` is a member of. */
   memberOf(rolloutId: number, nodeId: string): ElectionEntry | undefined {
     for (const entry of this.#live.values()) {
@@ -84,7 +101,7 @@ export class ElectionBook {
   endRollout(rolloutId: number): void {
     for (const [manifestId, entry] of this.#live) {
       if (entry.rolloutId === rolloutId) {
-        this.#past.push(entry);
+        this.#remember(entry);
         this.#live.delete(manifestId);
       }
     }
@@ -100,6 +117,13 @@ export class ElectionBook {
       this.#excluded.set(key, excluded);
     }
     this.#live.delete(election.manifestId);
+    this.#remember(entry);
+  }
+
+  #remember(entry: ElectionEntry): void {
     this.#past.push(entry);
+    if (this.#past.length > MAX_PAST_ELECTIONS) {
+      this.#past.splice(0, this.#past.length - MAX_PAST_ELECTIONS);
+    }
   }
 }

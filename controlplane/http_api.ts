@@ -67,7 +67,6 @@ import type {
   RolloutInfo,
   RolloutList,
   RolloutReport,
-  StatusReport,
   VersionList,
 } from "./api_types.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";
@@ -240,7 +239,7 @@ const ROUTES: readonly Route[] = [
     role: "viewer",
     handler: async (cp, params) => {
       const id = rolloutId(params.id);
-      const rollout = (await cp.status()).rollouts.find((r) => r.id === id);
+      const rollout = (await cp.apiStatus()).report.rollouts.find((r) => r.id === id);
       if (!rollout) throw new NotFoundError(`unknown rollout "${params.id}"`);
       return answer<RolloutReport>(rollout);
     },
@@ -336,7 +335,7 @@ const ROUTES: readonly Route[] = [
     method: "GET",
     pattern: "/v1/agents",
     role: "viewer",
-    handler: async (cp) => answer<DeviceList>({ agents: (await cp.status()).agents }),
+    handler: async (cp) => answer<DeviceList>({ agents: (await cp.apiStatus()).report.agents }),
   },
   {
     method: "GET",
@@ -344,7 +343,7 @@ const ROUTES: readonly Route[] = [
     role: "viewer",
     handler: async (cp) =>
       answer<DeviceList>({
-        agents: (await cp.status()).agents,
+        agents: (await cp.apiStatus()).report.agents,
         pending: cp.enrollment.pending(Date.now()).map((p) => ({
           nodeId: p.nodeId,
           region: p.region,
@@ -357,7 +356,8 @@ const ROUTES: readonly Route[] = [
     method: "GET",
     pattern: "/v1/status",
     role: "viewer",
-    handler: async (cp) => answer<StatusReport>(await cp.status()),
+    // The report's JSON as built (status_cache.ts): the same text `json` would make of it.
+    handler: async (cp) => ({ document: (await cp.apiStatus()).bytes }),
   },
   {
     method: "GET",
@@ -422,6 +422,8 @@ export function apiHandler(
       }
       if (found.route === undefined) throw found.error;
       const answered = await found.route.handler(cp, found.params, request, note, bodyLimits);
+      // Whatever an operator's call changed shows in the next status report.
+      if (request.method !== "GET") cp.invalidateStatus();
       if (answered.document !== undefined) {
         // A signed document is answered byte for byte: its digest is what devices check.
         response = new Response(new Uint8Array(answered.document), {

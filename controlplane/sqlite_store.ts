@@ -6,12 +6,14 @@
  * version are added at open.
  *
  * node:sqlite is synchronous; the methods return settled Promises so the
- * control plane is written against the asynchronous interface.
+ * control plane is written against the asynchronous interface. Statements are
+ * prepared once and kept (one per SQL text, a fixed set); `putAgents` writes
+ * a batch of agents in one transaction.
  *
  * @module
  */
 
-import { DatabaseSync } from "node:sqlite";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { AgentProgressKind } from "./agent_progress.ts";
 import {
   AUDIT_KEEP,
@@ -105,6 +107,8 @@ type Row = Record<string, unknown>;
 export class SqliteStore implements StateStore {
   readonly #db: DatabaseSync;
   readonly #auditKeep: number;
+  /** Prepared statements by SQL text (the SQL texts are this file's constants: a bounded set). */
+  readonly #statements = new Map<string, StatementSync>();
 
   private constructor(db: DatabaseSync, auditKeep: number) {
     this.#db = db;
@@ -133,17 +137,28 @@ export class SqliteStore implements StateStore {
     return Promise.resolve(new SqliteStore(db, options.auditKeep ?? AUDIT_KEEP));
   }
 
+  /** The statement for `sql`, prepared at its first use. */
+  #prepared(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
   close(): Promise<void> {
+    this.#statements.clear();
     this.#db.close();
     return Promise.resolve();
   }
 
   nextBoot(): Promise<number> {
-    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'boot'").get() as
+    const row = this.#prepared("SELECT value FROM meta WHERE key = 'boot'").get() as
       | Row
       | undefined;
     const boot = row ? Number(row.value) + 1 : 1;
-    this.#db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)").run(
+    this.#prepared("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)").run(
       String(boot),
     );
     return Promise.resolve(boot);
@@ -152,14 +167,14 @@ export class SqliteStore implements StateStore {
   // --- versions ---
 
   putVersion(v: VersionRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT OR REPLACE INTO versions (model, version, digest, size, created) VALUES (?, ?, ?, ?, ?)",
     ).run(v.model, v.version, v.digest, v.size, v.created);
     return Promise.resolve();
   }
 
   version(model: string, version: string): Promise<VersionRecord | undefined> {
-    const row = this.#db.prepare("SELECT * FROM versions WHERE model = ? AND version = ?").get(
+    const row = this.#prepared("SELECT * FROM versions WHERE model = ? AND version = ?").get(
       model,
       version,
     ) as Row | undefined;
@@ -167,21 +182,21 @@ export class SqliteStore implements StateStore {
   }
 
   versions(): Promise<VersionRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM versions ORDER BY model, created").all() as Row[];
+    const rows = this.#prepared("SELECT * FROM versions ORDER BY model, created").all() as Row[];
     return Promise.resolve(rows.map(versionOf));
   }
 
   // --- patches ---
 
   putPatch(p: PatchRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT OR REPLACE INTO patches (base, target, digest, size) VALUES (?, ?, ?, ?)",
     ).run(p.base, p.target, p.digest, p.size);
     return Promise.resolve();
   }
 
   patches(): Promise<PatchRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM patches").all() as Row[];
+    const rows = this.#prepared("SELECT * FROM patches").all() as Row[];
     return Promise.resolve(rows.map((r) => ({
       base: String(r.base),
       target: String(r.target),
@@ -193,7 +208,7 @@ export class SqliteStore implements StateStore {
   // --- agents ---
 
   putAgent(a: AgentRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       `INSERT OR REPLACE INTO agents (node_id, region, host, udp_port, p2p_port, active, held, served,
        started_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
@@ -211,8 +226,27 @@ export class SqliteStore implements StateStore {
     return Promise.resolve();
   }
 
+  putAgents(agents: readonly AgentRecord[]): Promise<void> {
+    return this.#transaction(() => {
+      for (const a of agents) void this.putAgent(a);
+    });
+  }
+
+  /** Runs `writes` (synchronous statements) in one transaction. */
+  #transaction(writes: () => void): Promise<void> {
+    this.#db.exec("BEGIN");
+    try {
+      writes();
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      return Promise.reject(err);
+    }
+    return Promise.resolve();
+  }
+
   agents(): Promise<AgentRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM agents ORDER BY node_id").all() as Row[];
+    const rows = this.#prepared("SELECT * FROM agents ORDER BY node_id").all() as Row[];
     return Promise.resolve(rows.map((r) => ({
       nodeId: String(r.node_id),
       region: String(r.region),
@@ -228,10 +262,10 @@ export class SqliteStore implements StateStore {
   }
 
   removeAgent(nodeId: string): Promise<boolean> {
-    const result = this.#db.prepare("DELETE FROM agents WHERE node_id = ?").run(nodeId);
+    const result = this.#prepared("DELETE FROM agents WHERE node_id = ?").run(nodeId);
     if (Number(result.changes) === 0) return Promise.resolve(false);
-    this.#db.prepare("DELETE FROM rollout_agents WHERE node_id = ?").run(nodeId);
-    this.#db.prepare("DELETE FROM history WHERE node_id = ?").run(nodeId);
+    this.#prepared("DELETE FROM rollout_agents WHERE node_id = ?").run(nodeId);
+    this.#prepared("DELETE FROM history WHERE node_id = ?").run(nodeId);
     return Promise.resolve(true);
   }
 
@@ -239,7 +273,7 @@ export class SqliteStore implements StateStore {
 
   async createRollout(r: NewRollout): Promise<RolloutRecord> {
     const { plan } = r;
-    const result = this.#db.prepare(
+    const result = this.#prepared(
       `INSERT INTO rollouts (model, version, digest, region, state, created, strategy, canary,
        canary_percent, batch, max_failures, rollback) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
@@ -264,7 +298,7 @@ export class SqliteStore implements StateStore {
     reason: string,
     finished: number | null,
   ): Promise<void> {
-    this.#db.prepare("UPDATE rollouts SET state = ?, reason = ?, finished = ? WHERE id = ?").run(
+    this.#prepared("UPDATE rollouts SET state = ?, reason = ?, finished = ? WHERE id = ?").run(
       state,
       reason,
       finished,
@@ -274,24 +308,30 @@ export class SqliteStore implements StateStore {
   }
 
   rollouts(): Promise<RolloutRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM rollouts ORDER BY id").all() as Row[];
+    const rows = this.#prepared("SELECT * FROM rollouts ORDER BY id").all() as Row[];
     return Promise.resolve(rows.map(rolloutOf));
   }
 
   rollout(id: number): Promise<RolloutRecord | undefined> {
-    const row = this.#db.prepare("SELECT * FROM rollouts WHERE id = ?").get(id) as Row | undefined;
+    const row = this.#prepared("SELECT * FROM rollouts WHERE id = ?").get(id) as Row | undefined;
     return Promise.resolve(row ? rolloutOf(row) : undefined);
   }
 
   setRolloutAgent(p: RolloutAgentRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT OR REPLACE INTO rollout_agents (rollout_id, node_id, state, detail, updated) VALUES (?, ?, ?, ?, ?)",
     ).run(p.rolloutId, p.nodeId, p.state, p.detail, p.updated);
     return Promise.resolve();
   }
 
+  setRolloutAgents(progress: readonly RolloutAgentRecord[]): Promise<void> {
+    return this.#transaction(() => {
+      for (const p of progress) void this.setRolloutAgent(p);
+    });
+  }
+
   rolloutAgents(rolloutId: number): Promise<RolloutAgentRecord[]> {
-    const rows = this.#db.prepare(
+    const rows = this.#prepared(
       "SELECT * FROM rollout_agents WHERE rollout_id = ? ORDER BY node_id",
     ).all(rolloutId) as Row[];
     return Promise.resolve(rows.map((r) => ({
@@ -306,7 +346,7 @@ export class SqliteStore implements StateStore {
   // --- device history ---
 
   addHistory(h: HistoryRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT INTO history (node_id, model, at, event, digest, detail) VALUES (?, ?, ?, ?, ?, ?)",
     ).run(h.nodeId, h.model, h.at, h.event, h.digest, h.detail);
     return Promise.resolve();
@@ -315,8 +355,8 @@ export class SqliteStore implements StateStore {
   history(nodeId?: string): Promise<HistoryRecord[]> {
     const rows =
       (nodeId === undefined
-        ? this.#db.prepare("SELECT * FROM history ORDER BY at").all()
-        : this.#db.prepare("SELECT * FROM history WHERE node_id = ? ORDER BY at").all(
+        ? this.#prepared("SELECT * FROM history ORDER BY at").all()
+        : this.#prepared("SELECT * FROM history WHERE node_id = ? ORDER BY at").all(
           nodeId,
         )) as Row[];
     return Promise.resolve(rows.map((r) => ({
@@ -332,14 +372,14 @@ export class SqliteStore implements StateStore {
   // --- signed release documents ---
 
   putRelease(r: ReleaseRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT INTO releases (model, version, counter, digest, created) VALUES (?, ?, ?, ?, ?)",
     ).run(r.model, r.version, r.counter, r.digest, r.created);
     return Promise.resolve();
   }
 
   releases(): Promise<ReleaseRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM releases ORDER BY seq").all() as Row[];
+    const rows = this.#prepared("SELECT * FROM releases ORDER BY seq").all() as Row[];
     return Promise.resolve(rows.map((r) => ({
       model: String(r.model),
       version: String(r.version),
@@ -350,14 +390,14 @@ export class SqliteStore implements StateStore {
   }
 
   putDelegation(d: DelegationRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT OR REPLACE INTO delegation (id, version, digest, created) VALUES (1, ?, ?, ?)",
     ).run(d.version, d.digest, d.created);
     return Promise.resolve();
   }
 
   delegation(): Promise<DelegationRecord | undefined> {
-    const r = this.#db.prepare("SELECT * FROM delegation WHERE id = 1").get() as Row | undefined;
+    const r = this.#prepared("SELECT * FROM delegation WHERE id = 1").get() as Row | undefined;
     return Promise.resolve(
       r && { version: Number(r.version), digest: String(r.digest), created: Number(r.created) },
     );
@@ -366,28 +406,28 @@ export class SqliteStore implements StateStore {
   // --- operators' tokens and the audit log ---
 
   addToken(t: TokenRecord): Promise<void> {
-    const exists = this.#db.prepare("SELECT 1 FROM tokens WHERE name = ?").get(t.name);
+    const exists = this.#prepared("SELECT 1 FROM tokens WHERE name = ?").get(t.name);
     if (exists) return Promise.reject(duplicateToken(t.name));
-    this.#db.prepare(
+    this.#prepared(
       "INSERT INTO tokens (name, role, hash, created, revoked) VALUES (?, ?, ?, ?, ?)",
     ).run(t.name, t.role, t.hash, t.created, t.revoked);
     return Promise.resolve();
   }
 
   tokenByHash(hash: string): Promise<TokenRecord | undefined> {
-    const row = this.#db.prepare("SELECT * FROM tokens WHERE hash = ?").get(hash) as
+    const row = this.#prepared("SELECT * FROM tokens WHERE hash = ?").get(hash) as
       | Row
       | undefined;
     return Promise.resolve(row ? tokenOf(row) : undefined);
   }
 
   tokens(): Promise<TokenRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM tokens ORDER BY created, name").all() as Row[];
+    const rows = this.#prepared("SELECT * FROM tokens ORDER BY created, name").all() as Row[];
     return Promise.resolve(rows.map(tokenOf));
   }
 
   revokeToken(name: string, at: number): Promise<boolean> {
-    const result = this.#db.prepare(
+    const result = this.#prepared(
       "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL",
     ).run(at, name);
     return Promise.resolve(Number(result.changes) === 1);
@@ -396,14 +436,14 @@ export class SqliteStore implements StateStore {
   // --- device enrolment ---
 
   putEnrollmentToken(t: EnrollmentTokenRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT OR REPLACE INTO enrollment_tokens (hash, uses_left, expires, created) VALUES (?, ?, ?, ?)",
     ).run(t.hash, t.usesLeft, t.expires, t.created);
     return Promise.resolve();
   }
 
   enrollmentToken(hash: string): Promise<EnrollmentTokenRecord | undefined> {
-    const row = this.#db.prepare("SELECT * FROM enrollment_tokens WHERE hash = ?").get(hash) as
+    const row = this.#prepared("SELECT * FROM enrollment_tokens WHERE hash = ?").get(hash) as
       | Row
       | undefined;
     return Promise.resolve(
@@ -421,21 +461,21 @@ export class SqliteStore implements StateStore {
   consumeEnrollmentToken(hash: string, now: number): Promise<boolean> {
     // One statement: SQLite checks and decrements together, so two callers
     // (or two processes) never take the same last use.
-    const result = this.#db.prepare(
+    const result = this.#prepared(
       "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0 AND expires > ?",
     ).run(hash, now);
     return Promise.resolve(Number(result.changes) === 1);
   }
 
   putDeviceKey(d: DeviceKeyRecord): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT OR REPLACE INTO device_keys (node_id, region, public_key, enrolled) VALUES (?, ?, ?, ?)",
     ).run(d.nodeId, d.region, d.publicKey, d.enrolled);
     return Promise.resolve();
   }
 
   deviceKeys(): Promise<DeviceKeyRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM device_keys ORDER BY node_id").all() as Row[];
+    const rows = this.#prepared("SELECT * FROM device_keys ORDER BY node_id").all() as Row[];
     return Promise.resolve(rows.map((row) => ({
       nodeId: row.node_id as string,
       region: row.region as string,
@@ -445,23 +485,23 @@ export class SqliteStore implements StateStore {
   }
 
   removeDeviceKey(nodeId: string): Promise<boolean> {
-    const result = this.#db.prepare("DELETE FROM device_keys WHERE node_id = ?").run(nodeId);
+    const result = this.#prepared("DELETE FROM device_keys WHERE node_id = ?").run(nodeId);
     return Promise.resolve(Number(result.changes) === 1);
   }
 
   addAudit(a: AuditRecord): Promise<void> {
-    const result = this.#db.prepare(
+    const result = this.#prepared(
       "INSERT INTO audit (at, token, role, action, target, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
     ).run(a.at, a.token, a.role, a.action, a.target, a.status, a.reason);
     // Ids only grow (AUTOINCREMENT): everything older than the newest `keep` goes.
-    this.#db.prepare("DELETE FROM audit WHERE id <= ?").run(
+    this.#prepared("DELETE FROM audit WHERE id <= ?").run(
       Number(result.lastInsertRowid) - this.#auditKeep,
     );
     return Promise.resolve();
   }
 
   audit(limit: number): Promise<AuditRecord[]> {
-    const rows = this.#db.prepare("SELECT * FROM audit ORDER BY id DESC LIMIT ?").all(
+    const rows = this.#prepared("SELECT * FROM audit ORDER BY id DESC LIMIT ?").all(
       limit,
     ) as Row[];
     return Promise.resolve(rows.map((r) => ({
@@ -478,7 +518,7 @@ export class SqliteStore implements StateStore {
   // --- bytes served by the control plane ---
 
   addServed(digest: string, bytes: number): Promise<void> {
-    this.#db.prepare(
+    this.#prepared(
       "INSERT INTO served (digest, bytes) VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET bytes = bytes + excluded.bytes",
     ).run(digest, bytes);
     return Promise.resolve();
@@ -486,7 +526,7 @@ export class SqliteStore implements StateStore {
 
   served(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    for (const r of this.#db.prepare("SELECT * FROM served").all() as Row[]) {
+    for (const r of this.#prepared("SELECT * FROM served").all() as Row[]) {
       out[String(r.digest)] = Number(r.bytes);
     }
     return Promise.resolve(out);

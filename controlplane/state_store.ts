@@ -243,6 +243,8 @@ export interface StateStore {
 
   /** Stores an agent (replacing one of the same node id). */
   putAgent(agent: AgentRecord): Promise<void>;
+  /** Inserts or replaces several agents at once (one transaction where the store has them). */
+  putAgents(agents: readonly AgentRecord[]): Promise<void>;
   /** Every agent, by node id. */
   agents(): Promise<AgentRecord[]>;
   /**
@@ -266,6 +268,8 @@ export interface StateStore {
 
   /** Stores an agent's progress in a rollout (replacing the previous one). */
   setRolloutAgent(progress: RolloutAgentRecord): Promise<void>;
+  /** `setRolloutAgent` for several records at once, in order (one transaction where the store has them). */
+  setRolloutAgents(progress: readonly RolloutAgentRecord[]): Promise<void>;
   /** A rollout's agents, by node id. */
   rolloutAgents(rolloutId: number): Promise<RolloutAgentRecord[]>;
 

@@ -15,6 +15,7 @@ import type {
   RolloutAgentInfo,
   RolloutInfo,
   StatusReport,
+  TickStats,
   VersionInfo,
 } from "./api_types.ts";
 import type { ElectionEntry } from "./election_book.ts";
@@ -140,6 +141,8 @@ export interface StatusInput {
   readonly served: Readonly<Record<string, number>>;
   readonly drops: Readonly<Record<string, number>>;
   readonly patchErrors: Readonly<Record<string, string>>;
+  readonly tick: TickStats;
+  readonly datagramBacklog: number;
 }
 
 /** The whole status report. */
@@ -158,6 +161,8 @@ export function buildStatusReport(input: StatusInput): StatusReport {
     controlPlane: {
       served: Object.values(input.served).reduce((a, b) => a + b, 0),
       servedByDigest: { ...input.served },
+      tick: { ...input.tick },
+      datagramBacklog: input.datagramBacklog,
     },
     drops: { ...input.drops },
     patchErrors: { ...input.patchErrors },

@@ -272,7 +272,12 @@ Deno.test("status prints versions, agents, rollouts with their elections and byt
         controlPlaneServedForBlob: 100,
       }],
     }],
-    controlPlane: { served: 100, servedByDigest: {} },
+    controlPlane: {
+      served: 100,
+      servedByDigest: {},
+      tick: { count: 0, totalMs: 0, maxMs: 0, lastMs: 0 },
+      datagramBacklog: 0,
+    },
     drops: {},
     patchErrors: {},
   }).join("\n");

@@ -153,6 +153,36 @@ contract("patches, agents, history and served bytes come back as stored", async 
 });
 
 contract(
+  "agents and rollout progress written in batches come back as if written one by one, the last of each winning",
+  async (store) => {
+    const many = Array.from({ length: 1200 }, (_, i) => ({
+      ...AGENT,
+      nodeId: `d${String(i).padStart(4, "0")}`,
+    }));
+    await store.putAgents(many);
+    await store.putAgents([{ ...many[5], lastSeen: 999 }]);
+    const agents = await store.agents();
+    assert.equal(agents.length, 1200);
+    assert.deepEqual(agents[0], many[0]);
+    assert.equal(agents[5].lastSeen, 999, "a batch replaces an agent too");
+    await store.setRolloutAgents([
+      PROGRESS,
+      { ...PROGRESS, nodeId: "eu-1", state: "pending", detail: "" },
+      { ...PROGRESS, rolloutId: 2 },
+    ]);
+    await store.setRolloutAgents([{ ...PROGRESS, state: "active", detail: "", updated: 444 }]);
+    assert.deepEqual(await store.rolloutAgents(1), [
+      { ...PROGRESS, state: "active", detail: "", updated: 444 },
+      { ...PROGRESS, nodeId: "eu-1", state: "pending", detail: "" },
+    ]);
+    assert.deepEqual(await store.rolloutAgents(2), [{ ...PROGRESS, rolloutId: 2 }]);
+    await store.putAgents([]);
+    await store.setRolloutAgents([]);
+    assert.equal((await store.agents()).length, 1200, "an empty batch changes nothing");
+  },
+);
+
+contract(
   "rollouts get growing ids, start running, and keep their plan, state, reason and finish time",
   async (store) => {
     const plan = {

@@ -6,7 +6,11 @@
  * network is not trusted. Every datagram sent is signed (control messages
  * protocol 3) with the key `signer` gives for it, with a sequence number that
  * strictly grows (`Date.now() * 1000` or one more than the last, whichever is
- * larger), one datagram at a time so that they leave in that order; received
+ * larger); datagrams are signed concurrently but leave one at a time in
+ * sequence order. At most `MAX_SEND_QUEUE` datagrams wait to be signed and
+ * sent: past it a send is dropped and counted (`sendQueueFull`), as the
+ * network would drop it, and never queued without bound (every sender of the
+ * protocol retransmits); received
  * datagrams come with their sequence number and signature, which the owner
  * (control plane or agent) checks against the sender it expects. A test can pass a `FaultInjector`
  * (transfer/faults.ts) that drops a share of datagrams in both directions;
@@ -22,8 +26,12 @@ import {
   MAX_DATAGRAM,
   openControlMessage,
   type OpenedMessage,
-  signControlMessage,
+  SIGNATURE_LENGTH,
+  signatureInput,
 } from "./control_messages.ts";
+
+/** Most datagrams waiting to be signed and sent; past it a send is dropped and counted. */
+export const MAX_SEND_QUEUE = 512;
 import type { FaultInjector } from "./faults.ts";
 
 /** Where a datagram came from or goes to. */
@@ -57,6 +65,8 @@ export interface SocketCounters {
   faultDropped: number;
   /** Sends that failed (e.g. unreachable host). */
   sendErrors: number;
+  /** Sends dropped because `MAX_SEND_QUEUE` datagrams were already waiting. */
+  sendQueueFull: number;
 }
 
 /** Options of `ControlSocket.open`. */
@@ -79,7 +89,10 @@ export class ControlSocket {
     malformed: 0,
     faultDropped: 0,
     sendErrors: 0,
+    sendQueueFull: 0,
   };
+  /** Datagrams waiting to be signed and sent. */
+  #queued = 0;
   #closed = false;
   #signer: Signer | undefined;
   #lastSeq = 0;
@@ -120,26 +133,44 @@ export class ControlSocket {
   }
 
   /**
+   * Whether the send queue is full (`MAX_SEND_QUEUE`); if so, a send is
+   * counted as dropped (`sendQueueFull`): for a caller that would do costly
+   * work (e.g. sign a ticket) for a datagram `send` would drop anyway.
+   */
+  dropIfFull(): boolean {
+    if (this.#queued < MAX_SEND_QUEUE) return false;
+    this.counters.sendQueueFull++;
+    return true;
+  }
+
+  /**
    * Sends one message, signed; a send error is counted, not thrown (UDP is
-   * best effort anyway). Sends are queued so that they leave in sequence order.
-   * The signature is for `receiver` (an agent's node id when the control plane
-   * sends; by default the control plane, where agents send): no other
-   * receiver accepts it.
+   * best effort anyway), and so is a send past `MAX_SEND_QUEUE` waiting ones
+   * (dropped before it is even encoded). Signatures are made concurrently; the datagrams leave one at a
+   * time, in sequence order. The signature is for `receiver` (an agent's node
+   * id when the control plane sends; by default the control plane, where
+   * agents send): no other receiver accepts it.
    */
   send(
     message: ControlMessage,
     to: UdpAddress,
     receiver: string = CONTROL_PLANE_RECEIVER,
   ): Promise<void> {
+    if (this.dropIfFull()) return Promise.resolve();
     // Encoded now: an oversize message throws to the caller, as before.
     const key = this.#signer?.(message);
     const seq = this.nextSeq();
     const unsigned = encodeControlMessage(message, seq);
+    this.#queued++;
+    const bytes = key === undefined
+      ? Promise.resolve(unsigned)
+      : signEncoded(unsigned, key, receiver);
     const sent = this.#sending.then(async () => {
-      const bytes = key === undefined
-        ? unsigned
-        : await signControlMessage(message, seq, key, receiver);
-      await this.#sendBytes(bytes, to);
+      try {
+        await this.#sendBytes(await bytes, to);
+      } finally {
+        this.#queued--;
+      }
     });
     this.#sending = sent.catch(() => {});
     return sent;
@@ -205,4 +236,23 @@ export class ControlSocket {
       // Already closed.
     }
   }
+}
+
+/** Signs an encoded datagram (its 64 zero signature bytes) in place for `receiver`. */
+async function signEncoded(
+  bytes: Uint8Array,
+  privateKey: CryptoKey,
+  receiver: string,
+): Promise<Uint8Array> {
+  // The signed part: the datagram up to its signature element.
+  const { signed } = openControlMessage(bytes);
+  const signature = new Uint8Array(
+    await crypto.subtle.sign(
+      { name: "Ed25519" },
+      privateKey,
+      new Uint8Array(signatureInput(receiver, signed)),
+    ),
+  );
+  bytes.set(signature, bytes.length - SIGNATURE_LENGTH);
+  return bytes;
 }

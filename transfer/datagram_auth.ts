@@ -15,6 +15,11 @@
  * verification per datagram); state is kept only for senders that are known,
  * so unauthenticated datagrams cost nothing that stays.
  *
+ * `accept` checks one datagram. A receiver that verifies many datagrams at
+ * once (the control plane) uses `verify` — which changes nothing but the key
+ * cache, so verifications may run concurrently — and then `commit`, called in
+ * the order the datagrams arrived, which applies the replay rule.
+ *
  * @module
  */
 
@@ -39,7 +44,7 @@ export class DatagramAuthenticator {
   readonly drops: AuthDropCounters;
   /** Who this receiver is: the identity senders sign for. */
   readonly receiver: string;
-  readonly #keys = new Map<string, { readonly raw: string; readonly key: CryptoKey }>();
+  readonly #keys = new Map<string, { readonly raw: Uint8Array; readonly key: CryptoKey }>();
   readonly #highest = new Map<string, number>();
 
   constructor(receiver: string, drops: AuthDropCounters = authDropCounters()) {
@@ -57,19 +62,16 @@ export class DatagramAuthenticator {
     opened: OpenedMessage,
     now: number,
   ): Promise<boolean> {
-    const reason = await this.#check(sender, publicKey, opened, now);
-    if (reason === null) return true;
-    this.drops[reason]++;
-    return false;
+    return this.commit(sender, opened, await this.verify(sender, publicKey, opened, now));
   }
 
-  /** Forgets a sender (it was removed): its key and its highest sequence number. */
-  forget(sender: string): void {
-    this.#keys.delete(sender);
-    this.#highest.delete(sender);
-  }
-
-  async #check(
+  /**
+   * The first half of `accept`: why `opened` is to be dropped as far as its
+   * sender, time and signature tell (a sequence number not above the highest
+   * accepted so far counts as "replayed"), or null. Counts nothing and
+   * records no sequence number: `commit` does.
+   */
+  async verify(
     sender: string,
     publicKey: Uint8Array | undefined,
     opened: OpenedMessage,
@@ -82,16 +84,36 @@ export class DatagramAuthenticator {
     if (key === undefined || !(await verifyControlMessage(opened, key, this.receiver))) {
       return "badSignature";
     }
-    // Checked again: another datagram of this sender may have been accepted meanwhile.
-    if (opened.seq <= (this.#highest.get(sender) ?? 0)) return "replayed";
-    this.#highest.set(sender, opened.seq);
     return null;
   }
 
+  /**
+   * The second half of `accept`, called in arrival order: `verdict` (from
+   * `verify`) is counted if it drops the datagram; otherwise the datagram is
+   * accepted if its sequence number is above every one accepted from its
+   * sender (another may have been accepted since `verify`), and becomes the
+   * highest.
+   */
+  commit(sender: string, opened: OpenedMessage, verdict: AuthDrop | null): boolean {
+    const reason = verdict ?? (opened.seq <= (this.#highest.get(sender) ?? 0) ? "replayed" : null);
+    if (reason !== null) {
+      this.drops[reason]++;
+      return false;
+    }
+    this.#highest.set(sender, opened.seq);
+    return true;
+  }
+
+  /** Forgets a sender (it was removed): its key and its highest sequence number. */
+  forget(sender: string): void {
+    this.#keys.delete(sender);
+    this.#highest.delete(sender);
+  }
+
   async #keyOf(sender: string, publicKey: Uint8Array): Promise<CryptoKey | undefined> {
-    const raw = Array.from(publicKey, (b) => b.toString(16).padStart(2, "0")).join("");
     const cached = this.#keys.get(sender);
-    if (cached?.raw === raw) return cached.key;
+    if (cached !== undefined && sameBytes(cached.raw, publicKey)) return cached.key;
+    const raw = publicKey.slice();
     try {
       const key = await importVerifyKey(publicKey);
       this.#keys.set(sender, { raw, key });
@@ -101,4 +123,10 @@ export class DatagramAuthenticator {
       return undefined;
     }
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -96,6 +96,11 @@ export class MemoryStore implements StateStore {
     return Promise.resolve();
   }
 
+  putAgents(agents: readonly AgentRecord[]): Promise<void> {
+    for (const agent of agents) this.#agents.set(agent.nodeId, structuredClone(agent));
+    return Promise.resolve();
+  }
+
   agents(): Promise<AgentRecord[]> {
     const sorted = [...this.#agents.values()].sort((a, b) => a.nodeId < b.nodeId ? -1 : 1);
     return Promise.resolve(sorted.map((a) => structuredClone(a)));
@@ -152,6 +157,11 @@ export class MemoryStore implements StateStore {
 
   setRolloutAgent(progress: RolloutAgentRecord): Promise<void> {
     this.#rolloutAgents.set(`${progress.rolloutId}|${progress.nodeId}`, { ...progress });
+    return Promise.resolve();
+  }
+
+  setRolloutAgents(progress: readonly RolloutAgentRecord[]): Promise<void> {
+    for (const p of progress) this.#rolloutAgents.set(`${p.rolloutId}|${p.nodeId}`, { ...p });
     return Promise.resolve();
   }
 
