@@ -121,7 +121,7 @@ export const MAX_OUTBOX = 2048;
 /** Datagrams the outbox hands to the socket before it lets the event loop run. */
 export const PUMP_BATCH = 32;
 
-/** Records per batched write (agents, progress); the event loop runs between batches. */
+/** Records per batched write (agents, progress): one transaction each. */
 export const WRITE_CHUNK = 500;
 
 /** Options of `ControlPlane.start`. */
@@ -1187,17 +1187,15 @@ export class ControlPlane {
   }
 
   /**
-   * Writes `items` in chunks of `WRITE_CHUNK`, in order after every earlier
-   * write, letting the event loop run (datagrams, API calls) between chunks:
-   * a store such as SQLite writes synchronously.
+   * Writes `items` in chunks of `WRITE_CHUNK` (one transaction each in
+   * SQLite), in order after every earlier write. They are not spread over
+   * event-loop turns: `status` waits for every queued write, and would then
+   * wait for those turns too.
    */
   #persistInChunks<T>(items: readonly T[], write: (chunk: readonly T[]) => Promise<void>): void {
     for (let i = 0; i < items.length; i += WRITE_CHUNK) {
       const chunk = items.slice(i, i + WRITE_CHUNK);
-      void this.#persist(async () => {
-        if (i > 0) await new Promise((resolve) => setTimeout(resolve, 0));
-        await write(chunk);
-      });
+      void this.#persist(() => write(chunk));
     }
   }
 
