@@ -126,7 +126,12 @@ export const MAX_DATAGRAM_BACKLOG = 8192;
  */
 export const AGENT_FLUSH_MS = 1000;
 
-/** Records per batched write (agents, progress); the event loop runs between batches. */
+/** Most datagrams waiting in the control plane's outbox; past it one is dropped and counted. */
+export const MAX_OUTBOX = 2048;
+/** Datagrams the outbox hands to the socket before it lets the event loop run. */
+export const PUMP_BATCH = 32;
+
+/** Records per batched write (agents, progress): one transaction each. */
 export const WRITE_CHUNK = 500;
 
 /** Options of `ControlPlane.start`. */
@@ -267,6 +272,10 @@ export class ControlPlane {
    * written in one batch at the end of every tick (and before the store is read).
    */
   readonly #dirtyProgress = new Map<string, Map<number, RolloutAgentRecord>>();
+  /** Datagrams to send (`#sendTo`), from `#outboxHead` on; `#pump` sends them. */
+  readonly #outbox: Outgoing[] = [];
+  #outboxHead = 0;
+  #pumping = false;
   /** Datagrams received, not yet handled (`#receive`). */
   #backlog = 0;
   /** Enrolled devices' decoded public keys, per enrolment record. */
@@ -796,13 +805,16 @@ export class ControlPlane {
       this.#log(`rollout ${rollout.id} halted: ${halt}`);
       return;
     }
-    const admittedIds = new Set(admitted.map((a) => a.nodeId));
+    // Everyone admitted (strategy all, or the canaries are done): no set of 10,000 ids per tick.
+    const admittedIds = admitted.length === scope.length
+      ? undefined
+      : new Set(admitted.map((a) => a.nodeId));
     for (const agent of scope) {
       const current = members.get(agent.nodeId);
       const step = stepFor(
         rollout,
         agent,
-        admittedIds.has(agent.nodeId),
+        admittedIds?.has(agent.nodeId) ?? true,
         now,
         this.#agentTimeoutMs,
       );
@@ -1027,7 +1039,47 @@ export class ControlPlane {
     return this.#backlog;
   }
 
+  /**
+   * Queues a datagram for `nodeId` in the outbox, which `#pump` empties a
+   * few at a time, letting the event loop run in between: what a tick or a
+   * handler sends never holds up receiving and the API for long (each
+   * datagram is signed, an ElectionClosed also gets a signed ticket). Past
+   * `MAX_OUTBOX` waiting datagrams one is dropped and counted
+   * (`drops.outboxFull`): retransmitted later, like a lost datagram.
+   */
   #sendTo(nodeId: string, message: ControlMessage): void {
+    if (this.#outbox.length - this.#outboxHead >= MAX_OUTBOX) {
+      this.#datagrams.drops.outboxFull++;
+      return;
+    }
+    this.#outbox.push({ nodeId, message });
+    if (!this.#pumping) void this.#pump();
+  }
+
+  /** Sends the outbox's datagrams, `PUMP_BATCH` at a time, yielding to the event loop between. */
+  async #pump(): Promise<void> {
+    this.#pumping = true;
+    try {
+      while (this.#outboxHead < this.#outbox.length && !this.#closed) {
+        const end = Math.min(this.#outbox.length, this.#outboxHead + PUMP_BATCH);
+        for (; this.#outboxHead < end; this.#outboxHead++) {
+          const { nodeId, message } = this.#outbox[this.#outboxHead];
+          this.#dispatch(nodeId, message);
+        }
+        if (this.#outboxHead > 4096) {
+          this.#outbox.splice(0, this.#outboxHead);
+          this.#outboxHead = 0;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    } finally {
+      this.#outbox.length = 0;
+      this.#outboxHead = 0;
+      this.#pumping = false;
+    }
+  }
+
+  #dispatch(nodeId: string, message: ControlMessage): void {
     const agent = this.agents.get(nodeId);
     if (!agent) return;
     // A full send queue would drop it: no ticket is signed for nothing.
@@ -1246,17 +1298,15 @@ export class ControlPlane {
   }
 
   /**
-   * Writes `items` in chunks of `WRITE_CHUNK`, in order after every earlier
-   * write, letting the event loop run (datagrams, API calls) between chunks:
-   * a store such as SQLite writes synchronously.
+   * Writes `items` in chunks of `WRITE_CHUNK` (one transaction each in
+   * SQLite), in order after every earlier write. They are not spread over
+   * event-loop turns: `status` waits for every queued write, and would then
+   * wait for those turns too.
    */
   #persistInChunks<T>(items: readonly T[], write: (chunk: readonly T[]) => Promise<void>): void {
     for (let i = 0; i < items.length; i += WRITE_CHUNK) {
       const chunk = items.slice(i, i + WRITE_CHUNK);
-      void this.#persist(async () => {
-        if (i > 0) await new Promise((resolve) => setTimeout(resolve, 0));
-        await write(chunk);
-      });
+      void this.#persist(() => write(chunk));
     }
   }
 

@@ -33,6 +33,8 @@ export interface DropCounters extends AuthDropCounters {
   wrongDirection: number;
   /** Received while `MAX_DATAGRAM_BACKLOG` datagrams waited to be verified and handled. */
   backlogFull: number;
+  /** Not sent: `MAX_OUTBOX` datagrams were already waiting to be sent (retransmitted later). */
+  outboxFull: number;
 }
 
 /**
@@ -83,6 +85,7 @@ export class DatagramHandler {
     unknownElection: 0,
     wrongDirection: 0,
     backlogFull: 0,
+    outboxFull: 0,
     ...authDropCounters(),
   };
   readonly #host: DatagramHost;

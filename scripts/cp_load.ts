@@ -6,8 +6,8 @@
  * and sends an authenticated Heartbeat every `intervalMs`, spread evenly over
  * the interval. It answers elections the shortest way the protocol allows:
  * Announce → Bid; LeaderAck → Status "downloading" then LeaderReady (it
- * downloads nothing) then Status "active"; ElectionClosed → ClosedAck then
- * Status "active". From then on its heartbeats report the target as running.
+ * downloads nothing), repeated every second until ElectionClosed answers it,
+ * then Status "active"; ElectionClosed → ClosedAck then Status "active". From then on its heartbeats report the target as running.
  * It does not verify what the control plane sends (the bench measures the
  * control plane, not the device).
  *
@@ -131,6 +131,10 @@ async function main(): Promise<void> {
     if (d.active.get(target.model) !== target.digest) done++;
     d.active.set(target.model, target.digest);
   };
+  /** Leaders by election, until their LeaderReady is answered (as a real leader, they repeat it). */
+  const leading = new Map<string, Device>();
+  const sendReady = (d: Device, manifestId: string) =>
+    send(d, { type: "leaderReady", manifestId, nodeId: d.nodeId, p2pPort: 9 });
   const onMessage = (d: Device, message: ControlMessage) => {
     received++;
     switch (message.type) {
@@ -147,16 +151,13 @@ async function main(): Promise<void> {
           state: "downloading",
           detail: "leader",
         });
-        send(d, {
-          type: "leaderReady",
-          manifestId: message.manifestId,
-          nodeId: d.nodeId,
-          p2pPort: 9,
-        });
-        becomeActive(d, message.manifestId);
+        leading.set(message.manifestId, d);
+        sendReady(d, message.manifestId);
         return;
       case "electionClosed":
-        send(d, { type: "closedAck", manifestId: message.manifestId, nodeId: d.nodeId });
+        // The leader hears it in answer to LeaderReady: it stops repeating it.
+        if (leading.get(message.manifestId) === d) leading.delete(message.manifestId);
+        else send(d, { type: "closedAck", manifestId: message.manifestId, nodeId: d.nodeId });
         becomeActive(d, message.manifestId);
         return;
     }
@@ -199,6 +200,9 @@ async function main(): Promise<void> {
       cursor = (cursor + 1) % devices.length;
     }
   }, 20);
+  const repeatReady = setInterval(() => {
+    for (const [manifestId, d] of leading) sendReady(d, manifestId);
+  }, 1000);
   const report = setInterval(() => {
     const stats: LoadStats = { heartbeats, received, sent, lagMaxMs, done };
     out({ stats });
@@ -209,6 +213,7 @@ async function main(): Promise<void> {
     stopped = true;
     clearInterval(pump);
     clearInterval(report);
+    clearInterval(repeatReady);
     for (const d of devices) d.socket?.close();
   };
   Deno.addSignalListener("SIGTERM", stop);

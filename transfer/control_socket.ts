@@ -6,8 +6,8 @@
  * network is not trusted. Every datagram sent is signed (control messages
  * protocol 3) with the key `signer` gives for it, with a sequence number that
  * strictly grows (`Date.now() * 1000` or one more than the last, whichever is
- * larger); datagrams are signed concurrently but leave one at a time in
- * sequence order. At most `MAX_SEND_QUEUE` datagrams wait to be signed and
+ * larger), one datagram at a time, each signed when its turn comes, so that
+ * they leave in that order. At most `MAX_SEND_QUEUE` datagrams wait to be signed and
  * sent: past it a send is dropped and counted (`sendQueueFull`), as the
  * network would drop it, and never queued without bound (every sender of the
  * protocol retransmits); received
@@ -146,8 +146,8 @@ export class ControlSocket {
   /**
    * Sends one message, signed; a send error is counted, not thrown (UDP is
    * best effort anyway), and so is a send past `MAX_SEND_QUEUE` waiting ones
-   * (dropped before it is even encoded). Signatures are made concurrently; the datagrams leave one at a
-   * time, in sequence order. The signature is for `receiver` (an agent's node
+   * (dropped before it is even encoded). The datagrams are signed and leave
+   * one at a time, in sequence order. The signature is for `receiver` (an agent's node
    * id when the control plane sends; by default the control plane, where
    * agents send): no other receiver accepts it.
    */
@@ -162,12 +162,12 @@ export class ControlSocket {
     const seq = this.nextSeq();
     const unsigned = encodeControlMessage(message, seq);
     this.#queued++;
-    const bytes = key === undefined
-      ? Promise.resolve(unsigned)
-      : signEncoded(unsigned, key, receiver);
+    // Signed when its turn comes: each send yields to the event loop, so a long
+    // queue does not hold up receiving (signing is synchronous work).
     const sent = this.#sending.then(async () => {
       try {
-        await this.#sendBytes(await bytes, to);
+        const bytes = key === undefined ? unsigned : await signEncoded(unsigned, key, receiver);
+        await this.#sendBytes(bytes, to);
       } finally {
         this.#queued--;
       }
