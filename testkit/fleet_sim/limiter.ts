@@ -6,15 +6,24 @@
  * @module
  */
 
+/**
+ * Who gets a freed slot: the longest waiter, or any waiter at random — as
+ * independent devices contending for one server would be served, rather than
+ * in the order their datagrams reached this process.
+ */
+export type WaitOrder = "fifo" | "random";
+
 /** At most `slots` holders at once; waiters beyond `maxWaiters` are refused. */
 export class Semaphore {
   readonly slots: number;
   readonly maxWaiters: number;
+  readonly order: WaitOrder;
   #held = 0;
   readonly #waiters: (() => void)[] = [];
 
-  constructor(slots: number, maxWaiters = 100_000) {
+  constructor(slots: number, order: WaitOrder = "fifo", maxWaiters = 100_000) {
     this.slots = slots;
+    this.order = order;
     this.maxWaiters = maxWaiters;
   }
 
@@ -40,7 +49,14 @@ export class Semaphore {
   }
 
   #release(): void {
-    const next = this.#waiters.shift();
+    let next: (() => void) | undefined;
+    if (this.order === "fifo" || this.#waiters.length < 2) next = this.#waiters.shift();
+    else {
+      const i = Math.floor(Math.random() * this.#waiters.length);
+      next = this.#waiters[i];
+      this.#waiters[i] = this.#waiters[this.#waiters.length - 1];
+      this.#waiters.pop();
+    }
     if (next) next(); // the slot passes on
     else this.#held--;
   }

@@ -51,6 +51,9 @@ export interface ElectionSummary {
   readonly state: string;
   readonly leader: string | null;
   readonly members: number;
+  /** Rollout creation → first Announce sent, → first Bid (the leader), seconds. */
+  readonly announcedS: number | null;
+  readonly firstBidS: number | null;
   /** Rollout creation → LeaderReady (election closed), seconds; null if it did not close. */
   readonly closedS: number | null;
 }
@@ -114,6 +117,8 @@ export function buildReport(input: ReportInput): SimReport {
     state: e.state,
     leader: e.leader,
     members: e.members.length,
+    announcedS: e.timeline.announced === undefined ? null : round(rel(e.timeline.announced)),
+    firstBidS: e.timeline.firstBid === undefined ? null : round(rel(e.timeline.firstBid)),
     closedS: e.timeline.leaderReady === undefined ? null : round(rel(e.timeline.leaderReady)),
   }));
   const closedTimes = elections.map((e) => e.closedS);
