@@ -77,6 +77,8 @@ type Transfer =
 interface SimElection {
   readonly announce: Announce;
   vetting: Vetting;
+  /** When its download started (ms since the epoch). */
+  started: number | null;
   leader: boolean;
   closed: ElectionClosed | undefined;
   transfer: Transfer;
@@ -104,6 +106,8 @@ export class SimDevice {
   readonly #active = new Map<string, string>();
   readonly #held = new Map<string, Uint8Array>();
   readonly #elections = new Map<string, SimElection>();
+  /** When it first heard of and first bid for each target (hex), for the done event. */
+  readonly #firstSeen = new Map<string, { announced: number; bid: number | null }>();
   #server: BlobServer | undefined;
   #receiving: Promise<void> | undefined;
   #closed = false;
@@ -209,6 +213,12 @@ export class SimDevice {
       void this.#status(announce.manifestId, "failed", "the patch's base is not what runs here");
       return;
     }
+    if (!this.#firstSeen.has(target)) {
+      this.#firstSeen.set(target, { announced: Date.now(), bid: null });
+      while (this.#firstSeen.size > MAX_ELECTIONS) {
+        this.#firstSeen.delete(this.#firstSeen.keys().next().value!);
+      }
+    }
     const known = this.#elections.get(announce.manifestId);
     if (known) {
       if (known.vetting === "ok") void this.#bid(announce.manifestId);
@@ -217,6 +227,7 @@ export class SimDevice {
     const election: SimElection = {
       announce,
       vetting: "pending",
+      started: null,
       leader: false,
       closed: undefined,
       transfer: { kind: "idle" },
@@ -253,6 +264,8 @@ export class SimDevice {
       return;
     }
     election.vetting = "ok";
+    const seen = this.#firstSeen.get(toHex(announce.targetDigest));
+    if (seen && seen.bid === null) seen.bid = Date.now();
     await this.#bid(announce.manifestId);
     if (election.closed && !election.leader) this.#follow(election);
   }
@@ -311,6 +324,7 @@ export class SimDevice {
   async #lead(election: SimElection): Promise<void> {
     const { announce } = election;
     election.transfer = { kind: "fetching" };
+    election.started = Date.now();
     try {
       const fetched = await fetchBlob({
         digest: announce.blobDigest,
@@ -358,6 +372,7 @@ export class SimDevice {
     const closed = election.closed;
     if (!closed || election.transfer.kind !== "idle") return;
     election.transfer = { kind: "fetching" };
+    election.started = Date.now();
     const { announce } = election;
     void (async () => {
       await this.#status(announce.manifestId, "downloading", `from ${closed.leaderNodeId}`);
@@ -421,10 +436,15 @@ export class SimDevice {
     const target = toHex(announce.targetDigest);
     this.#active.set(announce.model, target);
     await this.#status(announce.manifestId, "active", "");
+    const now = Date.now();
+    const seen = this.#firstSeen.get(target);
     this.#ctx.emit({
       t: "done",
       id: this.plan.nodeId,
-      at: Date.now(),
+      at: now,
+      announced: seen?.announced ?? now,
+      bid: seen?.bid ?? now,
+      started: election.started ?? now,
       blob: toHex(announce.blobDigest),
       target,
       leader: election.leader,

@@ -42,6 +42,24 @@ export async function cpuSeconds(pid: number): Promise<number | null> {
   return Number.isFinite(utime + stime) ? (utime + stime) / TICKS_PER_SECOND : null;
 }
 
+/**
+ * Datagrams the kernel dropped at the UDP socket bound to `host:port` (IPv4;
+ * the `drops` column of /proc/net/udp in this network namespace), or null.
+ */
+export async function udpSocketDrops(host: string, port: number): Promise<number | null> {
+  const text = await procFile("/proc/net/udp");
+  if (text === null) return null;
+  const octets = host.split(".").map(Number);
+  // /proc/net/udp writes the address as the hex of the 32-bit word in host (little-endian) order.
+  const hex = (n: number, width: number) => n.toString(16).toUpperCase().padStart(width, "0");
+  const local = `${octets.reverse().map((o) => hex(o, 2)).join("")}:${hex(port, 4)}`;
+  for (const line of text.split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] === local) return Number(fields[fields.length - 1]);
+  }
+  return null;
+}
+
 /** Bytes of the regular files under `dir` (bounded depth). */
 export async function treeBytes(dir: string, depth = 8): Promise<number> {
   let total = 0;

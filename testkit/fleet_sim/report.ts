@@ -43,6 +43,7 @@ export interface ReportInput {
   readonly workers: number;
   readonly heartbeatMs: number;
   readonly realAgentIds: readonly string[];
+  readonly cpUdpKernelDrops: number | null;
 }
 
 /** One election of the measured rollout. */
@@ -103,6 +104,29 @@ export interface SimReport {
   readonly cpDatagrams: Record<string, number>;
   readonly workerTotals: WorkerStats | null;
   readonly elections: ElectionSummary[];
+  /**
+   * Where the simulated devices' time went, seconds (p50 / p99 / max): rollout → first Announce
+   * heard, → bid (the signed documents fetched and checked), bid → download started
+   * (LeaderAck or ElectionClosed heard), download → done.
+   */
+  readonly phases: Record<"announce" | "vet" | "wait" | "download", Spread>;
+  /** Datagrams the kernel dropped at the control plane's UDP socket (its receive queue full). */
+  readonly cpUdpKernelDrops: number | null;
+}
+
+/** p50 / p99 / max of some durations, seconds. */
+export interface Spread {
+  readonly p50: number | null;
+  readonly p99: number | null;
+  readonly max: number | null;
+}
+
+function spread(values: readonly number[]): Spread {
+  return {
+    p50: roundOrNull(percentile(values, 50)),
+    p99: roundOrNull(percentile(values, 99)),
+    max: roundOrNull(values.length === 0 ? null : Math.max(...values)),
+  };
 }
 
 const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -176,6 +200,13 @@ export function buildReport(input: ReportInput): SimReport {
     cpDatagrams,
     workerTotals: totals,
     elections,
+    phases: {
+      announce: spread(verifiedDone.map((d) => rel(d.announced))),
+      vet: spread(verifiedDone.map((d) => (d.bid - d.announced) / 1000)),
+      wait: spread(verifiedDone.map((d) => (d.started - d.bid) / 1000)),
+      download: spread(verifiedDone.map((d) => (d.at - d.started) / 1000)),
+    },
+    cpUdpKernelDrops: input.cpUdpKernelDrops,
   };
 }
 
@@ -196,5 +227,8 @@ export function formatReport(r: SimReport): string {
     } over ${r.statusCalls} calls (${r.statusFailures} failed)`,
     `  egress: ${r.egressRatio} × (patch × regions) of model bytes, plus ${r.documentBytes} bytes of signed documents; ${r.devicesFromControlPlane} devices got the blob from the control plane`,
     `  verified blobs: ${r.verified}/${r.devices}; failures reported: ${r.failures}`,
+    `  device phases p50/p99/max (s): ${
+      Object.entries(r.phases).map(([k, v]) => `${k} ${v.p50}/${v.p99}/${v.max}`).join(", ")
+    }; kernel drops at the control plane's UDP socket: ${r.cpUdpKernelDrops ?? "-"}`,
   ].join("\n");
 }

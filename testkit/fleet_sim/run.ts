@@ -25,7 +25,7 @@ import { IoError } from "../../kernel/errors.ts";
 import { type AgentSpec, Fleet } from "../fleet_harness.ts";
 import { writeModelVersions } from "./model.ts";
 import { CP_HOST, CP_PORTS, MAX_DEVICES, MAX_REAL_AGENTS, realAgentPlan } from "./plan.ts";
-import { cpuSeconds, peakRssBytes, treeBytes } from "./proc_stats.ts";
+import { cpuSeconds, peakRssBytes, treeBytes, udpSocketDrops } from "./proc_stats.ts";
 import { buildReport, type SimReport } from "./report.ts";
 import { StatusPoller } from "./status_poller.ts";
 import type { DoneEvent, WorkerConfig, WorkerEvent, WorkerStats } from "./wire.ts";
@@ -282,6 +282,7 @@ export class FleetSimulation {
     const cpuAfter = (await cpuSeconds(cpPid)) ?? 0;
     const peak = (await peakRssBytes(cpPid)) ?? 0;
     const storeBytes = await treeBytes(`${dir}/cp`);
+    const udpDrops = await udpSocketDrops(CP_HOST, CP_PORTS.udp);
     const latencies = this.#poller.latenciesMs;
     const statusFailures = this.#poller.failures;
     await Promise.allSettled(this.#workers.map((w) => w.stop()));
@@ -314,6 +315,7 @@ export class FleetSimulation {
       workers: workerCount,
       heartbeatMs,
       realAgentIds: realSpecs.map((a) => a.nodeId),
+      cpUdpKernelDrops: udpDrops,
     });
     return { report, done: [...this.#done.values()], blob, target, dir };
   }

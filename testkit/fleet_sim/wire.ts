@@ -42,8 +42,12 @@ export interface WorkerConfig {
 export interface DoneEvent {
   readonly t: "done";
   readonly id: string;
-  /** When (ms since the epoch). */
+  /** When (ms since the epoch) it was done. */
   readonly at: number;
+  /** When it first heard an Announce for the target, first bid, and started its download. */
+  readonly announced: number;
+  readonly bid: number;
+  readonly started: number;
   /** The blob's digest (hex), as verified. */
   readonly blob: string;
   readonly target: string;
@@ -91,7 +95,8 @@ export function parseEvent(line: string): WorkerEvent | null {
     case "ready":
       return num("n") ? (o as unknown as WorkerEvent) : null;
     case "done":
-      return str("id") && num("at") && str("blob") && str("target") &&
+      return str("id") && num("at") && num("announced") && num("bid") && num("started") &&
+          str("blob") && str("target") &&
           typeof o.leader === "boolean" && (o.from === "peer" || o.from === "controlPlane") &&
           num("attempts")
         ? (o as unknown as DoneEvent)
