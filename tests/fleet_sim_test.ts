@@ -30,6 +30,7 @@ Deno.test({
     });
     const { report, done, blob, target } = await simulation.run();
 
+    assert.ok(report.completed, "every device was done before the rollout's deadline");
     assert.equal(report.done, DEVICES + REAL, "every device and the agent run v2");
     const ids = new Set(done.map((d) => d.id));
     assert.equal(ids.size, DEVICES, "every simulated device reported done once");

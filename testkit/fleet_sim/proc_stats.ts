@@ -60,6 +60,13 @@ export async function udpSocketDrops(host: string, port: number): Promise<number
   return null;
 }
 
+/** The machine's 1-minute load average (/proc/loadavg), or null: other users' load shows here. */
+export async function loadAverage(): Promise<number | null> {
+  const text = await procFile("/proc/loadavg");
+  const one = text === null ? NaN : Number(text.split(" ")[0]);
+  return Number.isFinite(one) ? one : null;
+}
+
 /** Bytes of the regular files under `dir` (bounded depth). */
 export async function treeBytes(dir: string, depth = 8): Promise<number> {
   let total = 0;

@@ -44,6 +44,9 @@ export interface ReportInput {
   readonly heartbeatMs: number;
   readonly realAgentIds: readonly string[];
   readonly cpUdpKernelDrops: number | null;
+  readonly workersCpuS: number;
+  readonly loadAverage: readonly [number | null, number | null];
+  readonly completed: boolean;
 }
 
 /** One election of the measured rollout. */
@@ -112,6 +115,10 @@ export interface SimReport {
   readonly phases: Record<"announce" | "vet" | "wait" | "download", Spread>;
   /** Datagrams the kernel dropped at the control plane's UDP socket (its receive queue full). */
   readonly cpUdpKernelDrops: number | null;
+  /** CPU seconds of the simulator's worker processes (the simulator's own cost). */
+  readonly workersCpuS: number;
+  readonly loadAverage: readonly [number | null, number | null];
+  readonly completed: boolean;
 }
 
 /** p50 / p99 / max of some durations, seconds. */
@@ -207,6 +214,9 @@ export function buildReport(input: ReportInput): SimReport {
       download: spread(verifiedDone.map((d) => (d.at - d.started) / 1000)),
     },
     cpUdpKernelDrops: input.cpUdpKernelDrops,
+    workersCpuS: round(input.workersCpuS),
+    loadAverage: input.loadAverage,
+    completed: input.completed,
   };
 }
 
@@ -214,6 +224,9 @@ export function buildReport(input: ReportInput): SimReport {
 export function formatReport(r: SimReport): string {
   const s = (x: number | null, unit = " s") => (x === null ? "-" : `${x}${unit}`);
   return [
+    ...(r.completed
+      ? []
+      : ["fleet:sim: THE ROLLOUT'S DEADLINE PASSED before every device was done"]),
     `fleet:sim: ${r.devices} simulated devices + ${r.realAgents} real agents in ${r.regions} regions (${r.workers} worker processes, heartbeat ${r.heartbeatS} s)`,
     `  enrolled in ${r.enrolS} s, all online at ${r.registeredS} s`,
     `  rollout of a ${r.blobBytes}-byte patch: ${r.done}/${
@@ -226,7 +239,9 @@ export function formatReport(r: SimReport): string {
       s(r.statusP99Ms, " ms")
     } over ${r.statusCalls} calls (${r.statusFailures} failed)`,
     `  egress: ${r.egressRatio} × (patch × regions) of model bytes, plus ${r.documentBytes} bytes of signed documents; ${r.devicesFromControlPlane} devices got the blob from the control plane`,
-    `  verified blobs: ${r.verified}/${r.devices}; failures reported: ${r.failures}`,
+    `  verified blobs: ${r.verified}/${r.devices}; failures reported: ${r.failures}; simulator workers used ${r.workersCpuS} s of CPU; load average ${
+      r.loadAverage.join(" → ")
+    }`,
     `  device phases p50/p99/max (s): ${
       Object.entries(r.phases).map(([k, v]) => `${k} ${v.p50}/${v.p99}/${v.max}`).join(", ")
     }; kernel drops at the control plane's UDP socket: ${r.cpUdpKernelDrops ?? "-"}`,
