@@ -8,7 +8,8 @@
  * is stopped at the end, on failure and on Ctrl-C.
  *
  * Usage: deno task fleet:sim --devices N --regions R [--real-agents K]
- *        [--heartbeat 10s] [--size 4MiB] [--per-worker 2500] [--timeout T] [--keep] [--json]
+ *        [--heartbeat 10s] [--size 4MiB] [--per-worker 2500] [--timeout T]
+ *        [--status-period 250ms] [--keep] [--json]
  *
  * @module
  */
@@ -39,7 +40,9 @@ Options:
                      the control plane runs with --agent-timeout 3 × T
   --size SIZE        model file size (default 4MiB; the patch is ~3/64 of it)
   --per-worker N     simulated devices per worker process (default 2500)
-  --timeout T        deadline of the measured rollout (default 120s + 20ms per device)
+  --timeout T        deadline of the measured rollout (default 120s + 20ms per device);
+                     past it the report is still printed (completed: false), exit 1
+  --status-period T  period of the measured GET /v1/status calls (default 250ms)
   --keep             keep the directory (logs: cp.log, worker-*.log)
   --json             the report as JSON on stdout (progress on stderr)
   -h, --help         this help`;
@@ -75,6 +78,7 @@ const { values } = parseArgs({
     size: { type: "string" },
     "per-worker": { type: "string" },
     timeout: { type: "string" },
+    "status-period": { type: "string" },
     keep: { type: "boolean" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -98,6 +102,7 @@ try {
     size,
     devicesPerWorker: count("per-worker", values["per-worker"], 2500) || fail("--per-worker: 0"),
     rolloutTimeoutMs: duration("timeout", values.timeout),
+    statusPeriodMs: duration("status-period", values["status-period"]),
     keep: values.keep,
     progress: (line) => console.error(`fleet:sim: ${line}`),
   });

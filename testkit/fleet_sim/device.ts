@@ -136,11 +136,25 @@ export class SimDevice {
     return this.heartbeat();
   }
 
-  /** Datagrams sent, received (decoded) and dropped (malformed or not authenticated). */
-  get datagrams(): { sent: number; received: number; dropped: number } {
+  /** Datagrams sent, received (decoded), and dropped: malformed, or refused by the authentication by reason. */
+  get datagrams(): {
+    sent: number;
+    received: number;
+    malformed: number;
+    stale: number;
+    replayed: number;
+    badSignature: number;
+  } {
     const c = this.#socket.counters;
-    const auth = Object.values(this.#auth.drops).reduce((a, b) => a + b, 0);
-    return { sent: c.sent, received: c.received, dropped: c.malformed + auth };
+    const d = this.#auth.drops;
+    return {
+      sent: c.sent,
+      received: c.received,
+      malformed: c.malformed,
+      stale: d.stale,
+      replayed: d.replayed,
+      badSignature: d.badSignature + d.unknownSender,
+    };
   }
 
   /** Bytes its blob server sent. */

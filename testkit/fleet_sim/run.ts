@@ -48,6 +48,8 @@ export interface SimOptions {
   readonly devicesPerWorker?: number;
   /** Deadline of the v2 rollout (default 120 s + 20 ms per device). */
   readonly rolloutTimeoutMs?: number;
+  /** Period of the measured `GET /v1/status` calls during the rollout (default 250 ms). */
+  readonly statusPeriodMs?: number;
   /** Keep the directory (printed in the progress). */
   readonly keep?: boolean;
   /** Progress lines (default: none). */
@@ -215,6 +217,8 @@ export class FleetSimulation {
       },
       30_000 + 2 * heartbeatMs + 5 * devices,
       () => `every device to be online (${online}/${devices + realCount})`,
+      true,
+      1_000, // the status of thousands of devices is not free to build
     );
     const registeredMs = Date.now() - started;
     this.#log(`all ${devices + realCount} online after ${(registeredMs / 1000).toFixed(1)} s`);
@@ -236,7 +240,7 @@ export class FleetSimulation {
     const before = await fleet.status();
     const loadBefore = await loadAverage();
     const cpuBefore = (await cpuSeconds(cpPid)) ?? 0;
-    this.#poller = new StatusPoller(fleet.url, token);
+    this.#poller = new StatusPoller(fleet.url, token, o.statusPeriodMs ?? 250);
     const t0 = Date.now();
     const rollout = await fleet.rollout(MODEL, "v2");
     const created = (await fleet.api<RolloutReport>("GET", `/v1/rollouts/${rollout.id}`)).created;
@@ -379,7 +383,7 @@ export class FleetSimulation {
   }
 
   /**
-   * Polls `ready` every 100 ms until it holds (true); at the deadline throws, or returns false
+   * Polls `ready` every `periodMs` until it holds (true); at the deadline throws, or returns false
    * when `throwAtDeadline` is false; throws when a worker dies.
    */
   async #until(
@@ -387,6 +391,7 @@ export class FleetSimulation {
     timeoutMs: number,
     what: () => string,
     throwAtDeadline = true,
+    periodMs = 100,
   ): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -405,7 +410,7 @@ export class FleetSimulation {
           }`,
         );
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, periodMs));
     }
   }
 }

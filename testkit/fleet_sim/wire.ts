@@ -62,7 +62,11 @@ export interface WorkerStats {
   readonly devices: number;
   readonly datagramsSent: number;
   readonly datagramsReceived: number;
-  readonly datagramsDropped: number;
+  /** Datagrams from the control plane dropped: malformed, stale (sent over 60 s ago by its clock), replayed, bad signature. */
+  readonly droppedMalformed: number;
+  readonly droppedStale: number;
+  readonly droppedReplayed: number;
+  readonly droppedBadSignature: number;
   readonly documentFetches: number;
   readonly bytesFromControlPlane: number;
   readonly bytesFromPeers: number;

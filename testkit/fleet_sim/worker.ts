@@ -57,12 +57,23 @@ async function main(): Promise<void> {
     stopping ??= (async () => {
       clearInterval(heartbeats.timer);
       abort.abort(new Error("the worker is stopping"));
-      const sum = { sent: 0, received: 0, dropped: 0, served: 0 };
+      const sum = {
+        sent: 0,
+        received: 0,
+        malformed: 0,
+        stale: 0,
+        replayed: 0,
+        badSignature: 0,
+        served: 0,
+      };
       for (const d of devices) {
         const g = d.datagrams;
         sum.sent += g.sent;
         sum.received += g.received;
-        sum.dropped += g.dropped;
+        sum.malformed += g.malformed;
+        sum.stale += g.stale;
+        sum.replayed += g.replayed;
+        sum.badSignature += g.badSignature;
         sum.served += d.served;
       }
       emit({
@@ -71,7 +82,10 @@ async function main(): Promise<void> {
           devices: devices.length,
           datagramsSent: sum.sent,
           datagramsReceived: sum.received,
-          datagramsDropped: sum.dropped,
+          droppedMalformed: sum.malformed,
+          droppedStale: sum.stale,
+          droppedReplayed: sum.replayed,
+          droppedBadSignature: sum.badSignature,
           documentFetches: counters.documentFetches,
           bytesFromControlPlane: counters.bytesFromControlPlane,
           bytesFromPeers: counters.bytesFromPeers,
