@@ -42,7 +42,6 @@ import type { WorkerEvent } from "./wire.ts";
 /** What every device of a process shares. */
 export interface DeviceContext {
   readonly cp: UdpAddress;
-  readonly cpP2pPort: number;
   readonly checks: ReleaseChecks;
   readonly shelf: BlobShelf;
   /** Connections to the control plane for signed documents and fallbacks. */

@@ -17,7 +17,7 @@ import { type DeviceContext, type DeviceCounters, SimDevice } from "./device.ts"
 import { ReleaseChecks } from "./documents.ts";
 import { enrol, newDeviceKey } from "./enrol.ts";
 import { Semaphore } from "./limiter.ts";
-import { CP_PORTS, devicePlan } from "./plan.ts";
+import { devicePlan } from "./plan.ts";
 import type { WorkerConfig, WorkerEvent } from "./wire.ts";
 
 /** Heartbeat scheduler resolution. */
@@ -114,7 +114,6 @@ async function main(): Promise<void> {
   const root = await readPublicKey(config.rootPub, "root");
   const ctx: DeviceContext = {
     cp: { hostname: config.cpHost, port: config.cpUdpPort },
-    cpP2pPort: CP_PORTS.p2p,
     checks: new ReleaseChecks(root),
     shelf: new BlobShelf(config.workDir),
     cpSlots: new Semaphore(config.cpSlots, "random"),
