@@ -1,0 +1,492 @@
+/**
+ * One simulated device: the real control protocol (protocol 3,
+ * transfer/control_messages.ts) from its own loopback address and UDP
+ * socket, with its own Ed25519 key — authenticated Heartbeats, Announce
+ * answered by fetching the release documents and checking them
+ * (documents.ts) then bidding, leading (the blob from the control plane,
+ * verified, its own blob server for followers with tickets, LeaderReady
+ * repeated until ElectionClosed) or following (the blob from the leader with
+ * the ticket of ElectionClosed, the control plane as last resort), Status
+ * reports, then the target reported active. Every datagram it accepts is
+ * signed by the control plane's pinned key for this device, never replayed
+ * (transfer/datagram_auth.ts). It writes no model: a verified blob goes to
+ * the process's shelf (blob_shelf.ts); the download step is download.ts.
+ *
+ * States are typed records; every map is bounded (elections per device).
+ *
+ * @module
+ */
+
+import { fromHex, toHex } from "../../kernel/blake3.ts";
+import type { SigningKey } from "../../release/keys.ts";
+import { BlobServer } from "../../transfer/blob_server.ts";
+import { ticketHolders } from "../../transfer/blob_auth.ts";
+import { BlobDownloadError, fetchSmallBlob } from "../../transfer/blob_client.ts";
+import { MAX_DOCUMENT_BYTES } from "../../release/documents.ts";
+import {
+  type Announce,
+  CONTROL_PLANE_RECEIVER,
+  type ControlMessage,
+  type ElectionClosed,
+  type StatusState,
+} from "../../transfer/control_messages.ts";
+import { ControlSocket, type UdpAddress } from "../../transfer/control_socket.ts";
+import { DatagramAuthenticator } from "../../transfer/datagram_auth.ts";
+import type { BlobShelf } from "./blob_shelf.ts";
+import type { ReleaseChecks } from "./documents.ts";
+import { fetchBlob, type FetchSource } from "./download.ts";
+import { backoff, type Semaphore, sleep } from "./limiter.ts";
+import { DEVICE_PORTS, type DevicePlan } from "./plan.ts";
+import type { WorkerEvent } from "./wire.ts";
+
+/** What every device of a process shares. */
+export interface DeviceContext {
+  readonly cp: UdpAddress;
+  readonly checks: ReleaseChecks;
+  readonly shelf: BlobShelf;
+  /** Connections to the control plane for signed documents and fallbacks. */
+  readonly cpSlots: Semaphore;
+  /** Connections of leaders to the control plane (apart: documents never delay a leader). */
+  readonly leadSlots: Semaphore;
+  readonly peerSlots: Semaphore;
+  readonly serverConnections: number;
+  readonly emit: (event: WorkerEvent) => void;
+  readonly signal: AbortSignal;
+  readonly counters: DeviceCounters;
+}
+
+/** Counters shared by the devices of a process. */
+export interface DeviceCounters {
+  documentFetches: number;
+  bytesFromControlPlane: number;
+  bytesFromPeers: number;
+}
+
+/** How far a device's release check got for one election. */
+type Vetting = "pending" | "ok" | "refused";
+
+/** What happens with the blob of one election. */
+type Transfer =
+  | { readonly kind: "idle" }
+  | { readonly kind: "fetching" }
+  | { readonly kind: "ready" }
+  | { readonly kind: "done" };
+
+/** One election as this device sees it. */
+interface SimElection {
+  readonly announce: Announce;
+  vetting: Vetting;
+  /** When its download started (ms since the epoch). */
+  started: number | null;
+  leader: boolean;
+  closed: ElectionClosed | undefined;
+  transfer: Transfer;
+  readyTimer: ReturnType<typeof setInterval> | undefined;
+}
+
+/** Elections one device remembers (the oldest forgotten first). */
+const MAX_ELECTIONS = 16;
+/** Most held blobs listed in a heartbeat. */
+const MAX_HELD = 20;
+/** LeaderReady repeat period until ElectionClosed. */
+const READY_RETRY_MS = 500;
+/** Attempts at fetching one signed document. */
+const DOCUMENT_ATTEMPTS = 12;
+
+/** A simulated device. */
+export class SimDevice {
+  readonly plan: DevicePlan;
+  readonly #ctx: DeviceContext;
+  readonly #key: SigningKey;
+  readonly #controlPlaneKey: Uint8Array;
+  readonly #socket: ControlSocket;
+  readonly #auth: DatagramAuthenticator;
+  readonly #startedAt = Date.now();
+  readonly #active = new Map<string, string>();
+  readonly #held = new Map<string, Uint8Array>();
+  readonly #elections = new Map<string, SimElection>();
+  /** When it first heard of and first bid for each target (hex), for the done event. */
+  readonly #firstSeen = new Map<string, { announced: number; bid: number | null }>();
+  #server: BlobServer | undefined;
+  #receiving: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(
+    plan: DevicePlan,
+    ctx: DeviceContext,
+    key: SigningKey,
+    controlPlaneKey: Uint8Array,
+    active: { model: string; digest: string },
+  ) {
+    this.plan = plan;
+    this.#ctx = ctx;
+    this.#key = key;
+    this.#controlPlaneKey = controlPlaneKey;
+    this.#auth = new DatagramAuthenticator(plan.nodeId);
+    this.#active.set(active.model, active.digest);
+    this.#socket = ControlSocket.open(plan.host, DEVICE_PORTS.udp, {
+      signer: () => key.privateKey,
+    });
+  }
+
+  /** Starts answering the control plane and sends the first heartbeat. */
+  start(): Promise<void> {
+    this.#receiving = this.#receive();
+    return this.heartbeat();
+  }
+
+  /** Datagrams sent, received (decoded), and dropped: malformed, or refused by the authentication by reason. */
+  get datagrams(): {
+    sent: number;
+    received: number;
+    malformed: number;
+    stale: number;
+    replayed: number;
+    badSignature: number;
+  } {
+    const c = this.#socket.counters;
+    const d = this.#auth.drops;
+    return {
+      sent: c.sent,
+      received: c.received,
+      malformed: c.malformed,
+      stale: d.stale,
+      replayed: d.replayed,
+      badSignature: d.badSignature + d.unknownSender,
+    };
+  }
+
+  /** Bytes its blob server sent. */
+  get served(): number {
+    return this.#server?.bytesServed ?? 0;
+  }
+
+  /** Sends a heartbeat: what it runs and holds, its ports. */
+  heartbeat(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return this.#send({
+      type: "heartbeat",
+      nodeId: this.plan.nodeId,
+      region: this.plan.region,
+      host: this.plan.host,
+      udpPort: this.#socket.port,
+      p2pPort: this.#server?.port ?? DEVICE_PORTS.p2p,
+      held: [...this.#held.values()].slice(-MAX_HELD),
+      active: [...this.#active].map(([model, digest]) => [model, fromHex(digest)] as const),
+      served: this.served,
+      startedAt: this.#startedAt,
+    });
+  }
+
+  /** Stops: the socket, the timers, the blob server. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const e of this.#elections.values()) clearInterval(e.readyTimer);
+    this.#socket.close();
+    await this.#receiving;
+    await this.#server?.close();
+  }
+
+  async #receive(): Promise<void> {
+    for await (const { message, from, opened } of this.#socket.messages()) {
+      if (from.hostname !== this.#ctx.cp.hostname) continue;
+      const ok = await this.#auth.accept(
+        CONTROL_PLANE_RECEIVER,
+        this.#controlPlaneKey,
+        opened,
+        Date.now(),
+      );
+      if (!ok || this.#closed) continue;
+      this.#handle(message);
+    }
+  }
+
+  #handle(message: ControlMessage): void {
+    switch (message.type) {
+      case "announce":
+        return this.#onAnnounce(message);
+      case "leaderAck":
+        return this.#onLeaderAck(message.manifestId);
+      case "electionClosed":
+        return this.#onClosed(message);
+      default:
+        return; // not for a device
+    }
+  }
+
+  #onAnnounce(announce: Announce): void {
+    const running = this.#active.get(announce.model);
+    const target = toHex(announce.targetDigest);
+    if (running === target) {
+      void this.#status(announce.manifestId, "up-to-date", "");
+      return;
+    }
+    if (announce.baseDigest !== null && running !== toHex(announce.baseDigest)) {
+      void this.#status(announce.manifestId, "failed", "the patch's base is not what runs here");
+      return;
+    }
+    if (!this.#firstSeen.has(target)) {
+      this.#firstSeen.set(target, { announced: Date.now(), bid: null });
+      while (this.#firstSeen.size > MAX_ELECTIONS) {
+        this.#firstSeen.delete(this.#firstSeen.keys().next().value!);
+      }
+    }
+    const known = this.#elections.get(announce.manifestId);
+    if (known) {
+      if (known.vetting === "ok") void this.#bid(announce.manifestId);
+      return;
+    }
+    const election: SimElection = {
+      announce,
+      vetting: "pending",
+      started: null,
+      leader: false,
+      closed: undefined,
+      transfer: { kind: "idle" },
+      readyTimer: undefined,
+    };
+    this.#elections.set(announce.manifestId, election);
+    while (this.#elections.size > MAX_ELECTIONS) {
+      const [id, old] = this.#elections.entries().next().value!;
+      clearInterval(old.readyTimer);
+      this.#elections.delete(id);
+    }
+    void this.#vet(election);
+  }
+
+  /** Fetches the announce's documents, checks them, then bids (and follows if already closed). */
+  async #vet(election: SimElection): Promise<void> {
+    const { announce } = election;
+    try {
+      const delegation = await this.#document(announce, announce.delegationDigest);
+      const release = await this.#document(announce, announce.releaseDigest);
+      const decision = await this.#ctx.checks.decide(announce, delegation, release);
+      if (!decision.ok) {
+        election.vetting = "refused";
+        await this.#status(announce.manifestId, "failed", decision.reason.slice(0, 256));
+        this.#ctx.emit({ t: "failed", id: this.plan.nodeId, reason: decision.reason });
+        return;
+      }
+    } catch (err) {
+      if (this.#closed) return;
+      // Unavailable documents refuse this announce only: a repeat asks again.
+      this.#elections.delete(announce.manifestId);
+      const reason = `cannot fetch the signed documents: ${messageOf(err)}`;
+      await this.#status(announce.manifestId, "failed", reason.slice(0, 256));
+      return;
+    }
+    election.vetting = "ok";
+    const seen = this.#firstSeen.get(toHex(announce.targetDigest));
+    if (seen && seen.bid === null) seen.bid = Date.now();
+    await this.#bid(announce.manifestId);
+    if (election.closed && !election.leader) this.#follow(election);
+  }
+
+  /** A signed document from the control plane's blob server (its digest checked), patiently. */
+  async #document(announce: Announce, digest: Uint8Array | null): Promise<Uint8Array | null> {
+    if (digest === null) return null;
+    for (let attempt = 1;; attempt++) {
+      try {
+        this.#ctx.counters.documentFetches++;
+        return await this.#ctx.cpSlots.run(() =>
+          fetchSmallBlob({
+            source: { hostname: announce.cpHost, port: announce.cpP2pPort, label: "control-plane" },
+            digest,
+            maxBytes: MAX_DOCUMENT_BYTES,
+            deadlineMs: 10_000,
+            signal: this.#ctx.signal,
+            credentials: { nodeId: this.plan.nodeId, privateKey: this.#key.privateKey },
+          })
+        );
+      } catch (err) {
+        if (!(err instanceof BlobDownloadError) || attempt >= DOCUMENT_ATTEMPTS) throw err;
+        await sleep(backoff(attempt, 100, 2000), this.#ctx.signal);
+      }
+    }
+  }
+
+  #onLeaderAck(manifestId: string): void {
+    const election = this.#elections.get(manifestId);
+    if (!election || election.vetting !== "ok") return;
+    if (election.transfer.kind === "idle" && !election.leader) {
+      election.leader = true;
+      void this.#status(manifestId, "downloading", "leader");
+      void this.#lead(election);
+    } else if (election.transfer.kind === "fetching") {
+      void this.#status(manifestId, "downloading", "leader");
+    }
+  }
+
+  #onClosed(closed: ElectionClosed): void {
+    const election = this.#elections.get(closed.manifestId);
+    if (!election) return;
+    election.closed = closed;
+    void this.#send({ type: "closedAck", manifestId: closed.manifestId, nodeId: this.plan.nodeId });
+    if (election.leader) {
+      clearInterval(election.readyTimer);
+      election.readyTimer = undefined;
+      return;
+    }
+    if (election.transfer.kind === "done") {
+      void this.#status(closed.manifestId, "active", "");
+    } else if (election.vetting === "ok") this.#follow(election);
+  }
+
+  /** Leads: the blob from the control plane, verified, served; LeaderReady until ElectionClosed. */
+  async #lead(election: SimElection): Promise<void> {
+    const { announce } = election;
+    election.transfer = { kind: "fetching" };
+    election.started = Date.now();
+    try {
+      const fetched = await fetchBlob({
+        digest: announce.blobDigest,
+        size: announce.blobSize,
+        sources: [this.#controlPlaneSource(announce)],
+        credentials: { nodeId: this.plan.nodeId, privateKey: this.#key.privateKey },
+        slots: this.#ctx.leadSlots,
+        signal: this.#ctx.signal,
+      });
+      this.#ctx.counters.bytesFromControlPlane += fetched.bytes.length;
+      await this.#keep(announce.blobDigest, fetched.bytes);
+      this.#server ??= BlobServer.start({
+        hostname: this.plan.host,
+        port: DEVICE_PORTS.p2p,
+        store: this.#ctx.shelf.lookupFor((hex) => this.#held.has(hex)),
+        maxConnections: this.#ctx.serverConnections,
+        // On loopback every peer connects from 127.0.0.1.
+        maxConnectionsPerAddress: this.#ctx.serverConnections,
+        authorize: ticketHolders(() => this.#controlPlaneKey),
+      });
+      election.transfer = { kind: "ready" };
+      const port = this.#server.port;
+      const ready = () => {
+        if (election.closed || this.#closed) return clearInterval(election.readyTimer);
+        void this.#send({
+          type: "leaderReady",
+          manifestId: announce.manifestId,
+          nodeId: this.plan.nodeId,
+          p2pPort: port,
+        });
+      };
+      ready();
+      election.readyTimer = setInterval(ready, READY_RETRY_MS);
+      await this.#finish(election, "controlPlane", fetched.attempts);
+    } catch (err) {
+      if (this.#closed) return;
+      election.transfer = { kind: "idle" };
+      election.leader = false;
+      await this.#fail(election, err);
+    }
+  }
+
+  /** Follows: the blob from the leader with the ticket (the control plane last), verified. */
+  #follow(election: SimElection): void {
+    const closed = election.closed;
+    if (!closed || election.transfer.kind !== "idle") return;
+    election.transfer = { kind: "fetching" };
+    election.started = Date.now();
+    const { announce } = election;
+    void (async () => {
+      await this.#status(announce.manifestId, "downloading", `from ${closed.leaderNodeId}`);
+      const sources: FetchSource[] = [
+        {
+          kind: "peer",
+          hostname: closed.leaderHost,
+          port: closed.leaderP2pPort,
+          label: closed.leaderNodeId,
+        },
+        this.#controlPlaneSource(announce),
+      ];
+      const fetched = await fetchBlob({
+        digest: announce.blobDigest,
+        size: announce.blobSize,
+        sources,
+        credentials: {
+          nodeId: this.plan.nodeId,
+          privateKey: this.#key.privateKey,
+          ticket: closed.ticket ?? null,
+        },
+        slots: this.#ctx.peerSlots,
+        signal: this.#ctx.signal,
+      });
+      if (fetched.kind === "peer") this.#ctx.counters.bytesFromPeers += fetched.bytes.length;
+      else this.#ctx.counters.bytesFromControlPlane += fetched.bytes.length;
+      await this.#keep(announce.blobDigest, fetched.bytes);
+      await this.#finish(election, fetched.kind, fetched.attempts);
+    })().catch(async (err) => {
+      if (this.#closed) return;
+      election.transfer = { kind: "idle" };
+      await this.#fail(election, err);
+    });
+  }
+
+  #controlPlaneSource(announce: Announce): FetchSource {
+    return {
+      kind: "controlPlane",
+      hostname: announce.cpHost,
+      port: announce.cpP2pPort,
+      label: "control-plane",
+    };
+  }
+
+  /** Holds a verified blob (fetchBlob returned only bytes whose BLAKE3 is the digest). */
+  async #keep(digest: Uint8Array, bytes: Uint8Array): Promise<void> {
+    await this.#ctx.shelf.put(digest, bytes);
+    this.#held.delete(toHex(digest));
+    this.#held.set(toHex(digest), digest);
+    while (this.#held.size > MAX_HELD) this.#held.delete(this.#held.keys().next().value!);
+  }
+
+  /** The update is done: the target runs (reported active, in status and heartbeats). */
+  async #finish(
+    election: SimElection,
+    from: "peer" | "controlPlane",
+    attempts: number,
+  ): Promise<void> {
+    const { announce } = election;
+    election.transfer = { kind: "done" };
+    const target = toHex(announce.targetDigest);
+    this.#active.set(announce.model, target);
+    await this.#status(announce.manifestId, "active", "");
+    const now = Date.now();
+    const seen = this.#firstSeen.get(target);
+    this.#ctx.emit({
+      t: "done",
+      id: this.plan.nodeId,
+      at: now,
+      announced: seen?.announced ?? now,
+      bid: seen?.bid ?? now,
+      started: election.started ?? now,
+      blob: toHex(announce.blobDigest),
+      target,
+      leader: election.leader,
+      from,
+      attempts,
+    });
+    await this.heartbeat();
+  }
+
+  async #fail(election: SimElection, err: unknown): Promise<void> {
+    const reason = messageOf(err).slice(0, 256);
+    this.#ctx.emit({ t: "failed", id: this.plan.nodeId, reason });
+    await this.#status(election.announce.manifestId, "failed", reason);
+  }
+
+  #bid(manifestId: string): Promise<void> {
+    return this.#send({ type: "bid", manifestId, nodeId: this.plan.nodeId });
+  }
+
+  #status(manifestId: string, state: StatusState, detail: string): Promise<void> {
+    return this.#send({ type: "status", manifestId, nodeId: this.plan.nodeId, state, detail });
+  }
+
+  #send(message: ControlMessage): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return this.#socket.send(message, this.#ctx.cp);
+  }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,122 @@
+/**
+ * What the fleet simulator's parent process and its worker processes say to
+ * each other: the worker's configuration (one JSON argument) and the events
+ * it prints, one JSON object per stdout line. The parent parses each line
+ * with `parseEvent`, which admits only these shapes (a worker is our own
+ * child, but a malformed line is still refused, not trusted).
+ *
+ * @module
+ */
+
+/** A worker's configuration: which devices it simulates and where the control plane is. */
+export interface WorkerConfig {
+  /** Index of its first device (testkit/fleet_sim/plan.ts). */
+  readonly first: number;
+  readonly count: number;
+  readonly regions: number;
+  readonly cpHost: string;
+  readonly cpUdpPort: number;
+  /** The control plane's HTTP API, `http://host:port`. */
+  readonly cpUrl: string;
+  /** An enrolment token good for every device. */
+  readonly token: string;
+  /** The fleet's root public key file (what agents pin with --trust-root). */
+  readonly rootPub: string;
+  readonly model: string;
+  /** The digest every device runs at start (hex). */
+  readonly activeDigest: string;
+  readonly heartbeatMs: number;
+  /** A directory of its own (verified blob files). */
+  readonly workDir: string;
+  /** Enrolments in flight at once. */
+  readonly enrolSlots: number;
+  /** Connections to the control plane's blob server at once (documents, leaders' blobs). */
+  readonly cpSlots: number;
+  /** Downloads from peers at once. */
+  readonly peerSlots: number;
+  /** Connections a leader's blob server takes at once (more get BUSY). */
+  readonly serverConnections: number;
+}
+
+/** A device's update finished: it verified the blob and reports the target active. */
+export interface DoneEvent {
+  readonly t: "done";
+  readonly id: string;
+  /** When (ms since the epoch) it was done. */
+  readonly at: number;
+  /** When it first heard an Announce for the target, first bid, and started its download. */
+  readonly announced: number;
+  readonly bid: number;
+  readonly started: number;
+  /** The blob's digest (hex), as verified. */
+  readonly blob: string;
+  readonly target: string;
+  readonly leader: boolean;
+  /** Where the blob came from. */
+  readonly from: "peer" | "controlPlane";
+  readonly attempts: number;
+}
+
+/** Counters of a worker at its end. */
+export interface WorkerStats {
+  readonly devices: number;
+  readonly datagramsSent: number;
+  readonly datagramsReceived: number;
+  /** Datagrams from the control plane dropped: malformed, stale (sent over 60 s ago by its clock), replayed, bad signature. */
+  readonly droppedMalformed: number;
+  readonly droppedStale: number;
+  readonly droppedReplayed: number;
+  readonly droppedBadSignature: number;
+  readonly documentFetches: number;
+  readonly bytesFromControlPlane: number;
+  readonly bytesFromPeers: number;
+  readonly bytesServed: number;
+}
+
+/** Every event a worker prints. */
+export type WorkerEvent =
+  | { readonly t: "enrolled"; readonly n: number }
+  | { readonly t: "ready"; readonly n: number }
+  | DoneEvent
+  | { readonly t: "failed"; readonly id: string; readonly reason: string }
+  | { readonly t: "stats"; readonly stats: WorkerStats }
+  | { readonly t: "fatal"; readonly message: string };
+
+/** One event from one line, or null when the line is not one. */
+export function parseEvent(line: string): WorkerEvent | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return null;
+  }
+  if (typeof v !== "object" || v === null) return null;
+  const o = v as Record<string, unknown>;
+  const str = (k: string) => typeof o[k] === "string";
+  const num = (k: string) => typeof o[k] === "number" && Number.isFinite(o[k]);
+  switch (o.t) {
+    case "enrolled":
+    case "ready":
+      return num("n") ? (o as unknown as WorkerEvent) : null;
+    case "done":
+      return str("id") && num("at") && num("announced") && num("bid") && num("started") &&
+          str("blob") && str("target") &&
+          typeof o.leader === "boolean" && (o.from === "peer" || o.from === "controlPlane") &&
+          num("attempts")
+        ? (o as unknown as DoneEvent)
+        : null;
+    case "failed":
+      return str("id") && str("reason") ? (o as unknown as WorkerEvent) : null;
+    case "stats": {
+      const s = o.stats as Record<string, unknown> | null;
+      if (typeof s !== "object" || s === null) return null;
+      return Object.values(s).every((x) => typeof x === "number")
+        ? (o as unknown as WorkerEvent)
+        : null;
+    }
+    case "fatal":
+      return str("message") ? (o as unknown as WorkerEvent) : null;
+    default:
+      return null;
+  }
+}
