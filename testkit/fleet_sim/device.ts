@@ -392,8 +392,8 @@ export class SimDevice {
       const sources: FetchSource[] = [
         {
           kind: "peer",
-          hostname: closed.leaderHost,
-          port: closed.leaderP2pPort,
+          hostname: closed.sources[0].host,
+          port: closed.sources[0].p2pPort,
           label: closed.leaderNodeId,
         },
         this.#controlPlaneSource(announce),
