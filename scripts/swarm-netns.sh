@@ -17,19 +17,20 @@
 # has sch_netem (else the delay is reported as not applied). The control plane's
 # link is shaped the same unless --cp-unshaped; the operator's link never is (it
 # only watches). Shaping is switched on after v1 is everywhere, so the unmeasured
-# first install runs at veth speed.
+# first install and the upload of v2 to the control plane run at veth speed.
 #
 # Scenario: v1 = (BLOB_MIB + 4) MiB of random bytes, published and rolled out to
-# every device (unshaped); then the links are shaped, v2 = v1 with BLOB_MIB MiB
-# rewritten is published (its patch from v1 is about BLOB_MIB MiB) and rolled out
-# to the region (--region r0). scripts/swarm_status.ts watches GET /v1/status
+# every device (unshaped); v2 = v1 with BLOB_MIB MiB rewritten is published (its
+# patch from v1 is about BLOB_MIB MiB); then the links are shaped and v2 is rolled
+# out to the region (--region r0). scripts/swarm_status.ts watches GET /v1/status
 # from the operator's namespace, one poll every 500 ms, until every device runs
 # v2; each device's done time is its rollout row's `updated` (the control plane's
 # clock when it reported v2 active) minus the rollout's `created`. Between the
 # rollout and the end it also counts the control plane's served blob bytes (the
 # status report's controlPlane.served), each device's served bytes (uploads to
 # peers), the bytes the control plane's eth0 sent, and CPU: the machine's busy
-# share (from /proc/stat) and the CPU seconds of the control plane and agents.
+# share (from /proc/stat: other users of the machine count too) and the CPU
+# seconds of the control plane and agents (their share of all cores).
 #
 # Output: human lines "swarm-netns: ..." and, last, one line
 # "swarm-netns: result {JSON}" (fields: see scripts/swarm_status.ts, SwarmResult).
@@ -394,7 +395,13 @@ watch wait-done --url "$CP_URL" --model "$MODEL" --digest "$DIGEST" --devices "$
   fail "v1 did not reach every device: $(tail -n 1 "$TMP/logs/op.log")"
 say "v1 ($SIZE bytes, whole file, links unshaped) on $DEVICES/$DEVICES devices in $(secs $(($(now_ms) - t1)))"
 
-# ---------------------------------------------------------------- shape, then v2
+# ---------------------------------------------------------------- v2 published, shape, roll out
+# Published before the links are shaped: the upload of v2 to the control plane is not measured.
+t2=$(now_ms)
+publish v2 "$V2" v1
+[ "$PATCH" != "-" ] || fail "publish v2 prepared no patch from v1"
+say "v2 published in $(secs $(($(now_ms) - t2))): patch from v1 $PATCH bytes (v2 is $SIZE bytes); one patch at $RATE takes ~$PATCH_S s"
+
 for ((i = 0; i < DEVICES; i++)); do shape_link "${DEV_NS[i]}" "p-d$i"; done
 CP_LINK="control plane link unshaped (--cp-unshaped)"
 if [ "$CP_SHAPED" = 1 ]; then
@@ -402,11 +409,6 @@ if [ "$CP_SHAPED" = 1 ]; then
   CP_LINK="control plane link shaped like a device's"
 fi
 say "links: every device $RATE each way, $DELAY_NOTE; $CP_LINK; operator link unshaped"
-
-t2=$(now_ms)
-publish v2 "$V2" v1
-[ "$PATCH" != "-" ] || fail "publish v2 prepared no patch from v1"
-say "v2 published in $(secs $(($(now_ms) - t2))): patch from v1 $PATCH bytes (v2 is $SIZE bytes); one patch at $RATE takes ~$PATCH_S s"
 
 watch snapshot --url "$CP_URL" >"$TMP/before.json" 2>>"$TMP/logs/op.log" ||
   fail "status before v2: $(tail -n 1 "$TMP/logs/op.log")"
@@ -427,12 +429,14 @@ proc_ticks() { # the utime+stime clock ticks of PIDs still alive
 cp_ticks_before=$(proc_ticks "$CP_PID")
 agent_ticks_before=$(proc_ticks "${AGENT_PIDS[@]}")
 
+window_start=$(now_ms)
 rollout v2
 say "v2 rolled out to region $REGION (rollout $ROLLOUT_ID); waiting up to $TIMEOUT_S s"
 watch wait-done --url "$CP_URL" --model "$MODEL" --digest "$DIGEST" --devices "$DEVICES" \
   --rollout "$ROLLOUT_ID" --timeout "$TIMEOUT_S" --progress >"$TMP/after.json" ||
   fail "v2 did not reach every device within $TIMEOUT_S s"
 
+window_ms=$(($(now_ms) - window_start))
 read -r _ u n s idle io irq sirq _ <<<"$(head -n 1 /proc/stat)"
 busy=$((u + n + s + irq + sirq - busy_before))
 total=$((u + n + s + idle + io + irq + sirq - total_before))
@@ -448,7 +452,7 @@ watch snapshot --url "$CP_URL" >"$TMP/end.json" 2>>"$TMP/logs/op.log" ||
 result=$(local_json result --before "$TMP/before.json" --after "$TMP/after.json" --end "$TMP/end.json" \
   --devices "$DEVICES" --patch-bytes "$PATCH" --rate "$RATE" --delay "$DELAY" --netem "$NETEM" \
   --cp-shaped "$CP_SHAPED" --cp-tx-bytes "$cp_tx" --busy-ticks "$busy" --total-ticks "$total" \
-  --cpus "$(nproc)" --cp-cpu-ms "$cp_cpu_ms" --agents-cpu-ms "$agent_cpu_ms" \
+  --cpus "$(nproc)" --window-ms "$window_ms" --cp-cpu-ms "$cp_cpu_ms" --agents-cpu-ms "$agent_cpu_ms" \
   2>>"$TMP/logs/op.log") || fail "could not build the result: $(tail -n 1 "$TMP/logs/op.log")"
 say "v2 on $DEVICES/$DEVICES devices; total $(secs $(($(now_ms) - t0)))"
 say "result $result"

@@ -221,6 +221,7 @@ export interface SwarmRow {
   readonly maxUploadMiB: number;
   readonly uploaders: number;
   readonly cpuBusyShare: number;
+  readonly cpuFleetShare: number;
   readonly cpCpuS: number;
   readonly agentsCpuS: number;
   readonly wallS: number;
@@ -244,6 +245,7 @@ export function rowsOf(outcomes: readonly SizeOutcome[]): SwarmRow[] {
       maxUploadMiB: r.maxUploadBytes / 1048576,
       uploaders: r.uploaders,
       cpuBusyShare: r.cpu.busyShare,
+      cpuFleetShare: r.cpu.fleetShare ?? 0,
       cpCpuS: r.cpu.cpCpuS,
       agentsCpuS: r.cpu.agentsCpuS,
       wallS: o.wallS,
@@ -264,6 +266,7 @@ export function formatTable(rows: readonly SwarmRow[]): string {
     "max upload MiB",
     "uploaders",
     "CPU busy",
+    "fleet CPU",
     "CP cpu s",
     "agents cpu s",
     "run s",
@@ -278,6 +281,7 @@ export function formatTable(rows: readonly SwarmRow[]): string {
     r.maxUploadMiB.toFixed(1),
     String(r.uploaders),
     `${(r.cpuBusyShare * 100).toFixed(0)}%`,
+    `${(r.cpuFleetShare * 100).toFixed(0)}%`,
     r.cpCpuS.toFixed(1),
     r.agentsCpuS.toFixed(1),
     r.wallS.toFixed(0),

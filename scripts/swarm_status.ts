@@ -62,8 +62,12 @@ export interface SwarmResult {
   readonly elections: { leader: string | null; state: string; failure: string | null }[];
   readonly cpu: {
     readonly cpus: number;
-    /** Share of all CPUs busy between rollout and done (1.0 = every core saturated). */
+    /** Share of all CPUs busy between rollout and done, whoever used them (1.0 = saturated). */
     readonly busyShare: number;
+    /** The control plane's and agents' CPU seconds ÷ (window × cpus): this fleet's share. */
+    readonly fleetShare: number;
+    /** Rollout → every device seen done, seconds (the CPU window). */
+    readonly windowS: number;
     readonly cpCpuS: number;
     readonly agentsCpuS: number;
   };
@@ -180,6 +184,8 @@ export function buildResult(
   for (const a of end.agents) uploads[a.nodeId] = a.served - (servedBefore.get(a.nodeId) ?? 0);
   const uploadValues = Object.values(uploads);
   const cpServedBytes = end.controlPlane.served - before.controlPlane.served;
+  // Optional (0: unknown), so that a result is built from an older helper's counters too.
+  const windowMs = Number(n["window-ms"] ?? "0") || 0;
   const busy = num("busy-ticks");
   const total = num("total-ticks");
   return {
@@ -207,6 +213,10 @@ export function buildResult(
     cpu: {
       cpus: num("cpus"),
       busyShare: total > 0 ? busy / total : 0,
+      fleetShare: windowMs > 0 && num("cpus") > 0
+        ? (num("cp-cpu-ms") + num("agents-cpu-ms")) / (windowMs * num("cpus"))
+        : 0,
+      windowS: windowMs / 1000,
       cpCpuS: num("cp-cpu-ms") / 1000,
       agentsCpuS: num("agents-cpu-ms") / 1000,
     },
@@ -246,6 +256,7 @@ async function main(args: string[]): Promise<number> {
       "busy-ticks": { type: "string" },
       "total-ticks": { type: "string" },
       cpus: { type: "string" },
+      "window-ms": { type: "string" },
       "cp-cpu-ms": { type: "string" },
       "agents-cpu-ms": { type: "string" },
     },
@@ -291,12 +302,14 @@ async function main(args: string[]): Promise<number> {
       let lastLine = 0;
       let last: StatusReport | null = null;
       let lastError = "";
+      let servedAtStart: number | null = null;
       const status = await pollUntil(
         url,
         timeoutS,
         (s) => doneRows(s, model, digest, id) >= devices,
         (s, error) => {
           if (s) last = s;
+          if (s && servedAtStart === null) servedAtStart = s.controlPlane.served;
           lastError = error;
           if (values.progress && Date.now() - lastLine >= PROGRESS_EVERY_MS && s) {
             lastLine = Date.now();
@@ -304,7 +317,7 @@ async function main(args: string[]): Promise<number> {
             console.error(
               `swarm-netns:   ${t} s: ${doneRows(s, model, digest, id)}/${devices} done; ${
                 stateCounts(rolloutOf(s, id))
-              }; control plane served ${s.controlPlane.served} bytes`,
+              }; control plane served ${s.controlPlane.served - (servedAtStart ?? 0)} bytes since`,
             );
           }
         },

@@ -176,6 +176,7 @@ Deno.test("a run's result counts done times from the rollout's creation, and onl
     cpus: "2",
     "cp-cpu-ms": "1500",
     "agents-cpu-ms": "3000",
+    "window-ms": "9000",
   });
   assert.deepEqual(r.doneMs, [2000, 4000, 9000]);
   assert.deepEqual([r.doneP50S, r.doneMaxS], [4, 9]);
@@ -183,7 +184,14 @@ Deno.test("a run's result counts done times from the rollout's creation, and onl
   assert.deepEqual(r.uploads, { a: 4000, b: 0 });
   assert.deepEqual([r.maxUploadBytes, r.uploaders], [4000, 1]);
   assert.deepEqual([r.delayApplied, r.cpShaped], [false, true]);
-  assert.deepEqual(r.cpu, { cpus: 2, busyShare: 0.25, cpCpuS: 1.5, agentsCpuS: 3 });
+  assert.deepEqual(r.cpu, {
+    cpus: 2,
+    busyShare: 0.25,
+    fleetShare: 4500 / 18000,
+    windowS: 9,
+    cpCpuS: 1.5,
+    agentsCpuS: 3,
+  });
   assert.deepEqual(quantile([1, 2, 3, 4], 0.5), 2);
 });
 
@@ -206,7 +214,7 @@ Deno.test("the table takes the 1-device region's time as the unit of every other
     maxUploadBytes: 0,
     uploaders: 0,
     elections: [],
-    cpu: { cpus: 2, busyShare: 0.5, cpCpuS: 1, agentsCpuS: 2 },
+    cpu: { cpus: 2, busyShare: 0.5, fleetShare: 0.03, windowS: 50, cpCpuS: 1, agentsCpuS: 2 },
   });
   const outcomes: SizeOutcome[] = [
     { kind: "measured", size: 1, wallS: 60, result: result(1, 25) },
