@@ -42,10 +42,11 @@
 # removed at start.
 #
 # Usage: scripts/swarm-netns.sh [--devices N] [--rate RATE] [--delay DELAY] [--blob-mib M]
-#                               [--cp-unshaped] [--timeout SECONDS]
+#                               [--cp-unshaped] [--timeout SECONDS] [--agent-args 'ARGS']
 # Defaults: 1 device, 20mbit, 50ms, 60 MiB; RATE as tc writes it (20mbit, 512kbit), DELAY
-# as tc (50ms, 0ms); timeout: 120 s + 2 x DEVICES x (patch at RATE). Environment: DENO,
-# TMPDIR.
+# as tc (50ms, 0ms); timeout: 120 s + 2 x DEVICES x (patch at RATE); --agent-args: extra
+# words for every `mod.ts agent` (split on spaces, e.g. '--upload-slots 4'). Environment:
+# DENO, TMPDIR.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,6 +56,7 @@ DELAY=50ms
 BLOB_MIB=60
 CP_SHAPED=1
 TIMEOUT_S=""
+AGENT_ARGS=()
 MODEL=swarm-model
 REGION=r0
 CP_IP=100.64.0.1
@@ -68,7 +70,7 @@ skip() {
   say "skipped: $*"
   exit 0
 }
-usage() { sed -n '/^# Usage:/,/^# TMPDIR\./p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '/^# Usage:/,/^# DENO, TMPDIR\./p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -78,6 +80,7 @@ while [ $# -gt 0 ]; do
     --blob-mib) BLOB_MIB=${2:?--blob-mib needs a value}; shift 2 ;;
     --timeout) TIMEOUT_S=${2:?--timeout needs a value}; shift 2 ;;
     --cp-unshaped) CP_SHAPED=0; shift ;;
+    --agent-args) read -r -a AGENT_ARGS <<<"${2?--agent-args needs a value}"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "swarm-netns: unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -355,7 +358,7 @@ for ((i = 0; i < DEVICES; i++)); do
   run_poolboy "${DEV_NS[i]}" "$TMP/logs/${DEV_ID[i]}.log" "$data,$TRUST" "$data" \
     agent --control-plane "$CP_IP" --bind "${DEV_IP[i]}" --node-id "${DEV_ID[i]}" \
     --region "$REGION" --data "$data" --heartbeat-interval 1s \
-    --trust-root "$TRUST/root.pub" --enroll "$ENROLL_TOKEN"
+    --trust-root "$TRUST/root.pub" --enroll "$ENROLL_TOKEN" ${AGENT_ARGS[@]+"${AGENT_ARGS[@]}"}
   AGENT_PIDS+=("${PIDS[-1]}")
 done
 watch wait-online --url "$CP_URL" --devices "$DEVICES" --timeout "$START_TIMEOUT_S" \

@@ -12,7 +12,8 @@
  * cannot run, the helper's "skipped" line is printed and the exit code is 0.
  *
  * Usage: deno task bench:swarm [--sizes 1,8,32,64] [--rate 20mbit] [--delay 50ms]
- *                              [--blob-mib 60] [--cp-unshaped] [--timeout S] [--json]
+ *                              [--blob-mib 60] [--cp-unshaped] [--timeout S]
+ *                              [--agent-args '--upload-slots 4'] [--json]
  *
  * @module
  */
@@ -35,6 +36,8 @@ export interface SwarmBenchOptions {
   readonly cpUnshaped: boolean;
   /** Per size: seconds the rollout may take (default: the helper's, from size and rate). */
   readonly timeoutS: number | null;
+  /** Extra words for every agent's command line (split on spaces), e.g. swarm upload caps. */
+  readonly agentArgs: string[];
   readonly json: boolean;
   readonly help: boolean;
 }
@@ -51,7 +54,7 @@ export const DEFAULT_BLOB_MIB = 60;
 
 export const USAGE =
   `deno task bench:swarm [--sizes 1,8,32,64] [--rate 20mbit] [--delay 50ms] [--blob-mib ${DEFAULT_BLOB_MIB}]
-                       [--cp-unshaped] [--timeout S] [--json]
+                       [--cp-unshaped] [--timeout S] [--agent-args 'ARGS'] [--json]
 
 For each region size, a fresh fleet over network namespaces (scripts/swarm-netns.sh;
 root and iproute2 needed): a control plane, an operator and SIZE devices, each a real
@@ -62,6 +65,7 @@ goes to every device unshaped, then v2 (--blob-mib MiB rewritten: a patch) is pu
 signed and rolled out to the region. Per size: p50 and max of rollout start -> device
 done, max / T1 (T1: the 1-device region's time, the unit), the control plane's blob
 egress / patch size, its eth0 bytes / patch size, the devices' uploads, CPU.
+--agent-args: extra words for every \`mod.ts agent\` (e.g. '--upload-slots 4').
 Goal (issue 15): 64 devices within ${GOAL_MAX_OVER_T1}x T1, egress <= ${GOAL_EGRESS_RATIO} patch per region.`;
 
 /** Parses the command line; throws UsageError on anything it does not accept. */
@@ -77,6 +81,7 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
         "blob-mib": { type: "string", default: String(DEFAULT_BLOB_MIB) },
         "cp-unshaped": { type: "boolean", default: false },
         timeout: { type: "string" },
+        "agent-args": { type: "string", default: "" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -116,6 +121,14 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
     }
     timeoutS = Number(v.timeout);
   }
+  const agentArgs = v["agent-args"].split(" ").filter((w) => w !== "");
+  if (agentArgs.length > 32 || agentArgs.some((w) => !/^[A-Za-z0-9_./:=,-]+$/.test(w))) {
+    throw new UsageError(
+      `--agent-args: at most 32 words of letters, digits and _ . / : = , - (got "${
+        v["agent-args"]
+      }")`,
+    );
+  }
   return {
     sizes,
     rate: v.rate,
@@ -123,6 +136,7 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
     blobMib: Number(v["blob-mib"]),
     cpUnshaped: v["cp-unshaped"],
     timeoutS,
+    agentArgs,
     json: v.json,
     help: v.help,
   };
@@ -141,6 +155,7 @@ export function helperArgs(options: SwarmBenchOptions, size: number): string[] {
     String(options.blobMib),
     ...(options.cpUnshaped ? ["--cp-unshaped"] : []),
     ...(options.timeoutS !== null ? ["--timeout", String(options.timeoutS)] : []),
+    ...(options.agentArgs.length > 0 ? ["--agent-args", options.agentArgs.join(" ")] : []),
   ];
 }
 

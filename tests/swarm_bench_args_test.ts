@@ -23,12 +23,13 @@ const HELPER = new URL("../scripts/swarm-netns.sh", import.meta.url).pathname;
 Deno.test("bench:swarm with no arguments measures regions of 1, 8, 32 and 64 devices at 20mbit and 50ms with a 60 MiB patch, the control plane's link shaped", () => {
   const o = parseSwarmBenchArgs([]);
   assert.deepEqual(o.sizes, [1, 8, 32, 64]);
-  assert.deepEqual([o.rate, o.delay, o.blobMib, o.cpUnshaped, o.timeoutS, o.json], [
+  assert.deepEqual([o.rate, o.delay, o.blobMib, o.cpUnshaped, o.timeoutS, o.agentArgs, o.json], [
     "20mbit",
     "50ms",
     60,
     false,
     null,
+    [],
     false,
   ]);
 });
@@ -46,6 +47,8 @@ Deno.test("bench:swarm runs each requested size once, smallest first, and passes
     "--cp-unshaped",
     "--timeout",
     "600",
+    "--agent-args",
+    " --upload-slots 4  --upload-rate 1MiB",
     "--json",
   ]);
   assert.deepEqual(o.sizes, [1, 8, 32]);
@@ -62,6 +65,8 @@ Deno.test("bench:swarm runs each requested size once, smallest first, and passes
     "--cp-unshaped",
     "--timeout",
     "600",
+    "--agent-args",
+    "--upload-slots 4 --upload-rate 1MiB",
   ]);
 });
 
@@ -78,6 +83,7 @@ Deno.test("bench:swarm refuses sizes, rates, delays and patch sizes it cannot bu
       ["--blob-mib", "0"],
       ["--blob-mib", "2048"],
       ["--timeout", "-1"],
+      ["--agent-args", "--x $(reboot)"],
       ["--bogus"],
     ]
   ) {
