@@ -43,10 +43,12 @@
 #
 # Usage: scripts/swarm-netns.sh [--devices N] [--rate RATE] [--delay DELAY] [--blob-mib M]
 #                               [--cp-unshaped] [--timeout SECONDS] [--agent-args 'ARGS']
+#                               [--max-failures P%]
 # Defaults: 1 device, 20mbit, 50ms, 60 MiB; RATE as tc writes it (20mbit, 512kbit), DELAY
 # as tc (50ms, 0ms); timeout: 120 s + 2 x DEVICES x (patch at RATE); --agent-args: extra
-# words for every `mod.ts agent` (split on spaces, e.g. '--upload-slots 4'). Environment:
-# DENO, TMPDIR.
+# words for every `mod.ts agent` (split on spaces, e.g. '--upload-slots 4'); --max-failures:
+# v2's rollout halts when more than P% of the region failed (default: poolboy rollout's,
+# 20%; a halted rollout ends the run at once, as a failure). Environment: DENO, TMPDIR.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +59,7 @@ BLOB_MIB=60
 CP_SHAPED=1
 TIMEOUT_S=""
 AGENT_ARGS=()
+MAX_FAILURES=""
 MODEL=swarm-model
 REGION=r0
 CP_IP=100.64.0.1
@@ -80,6 +83,7 @@ while [ $# -gt 0 ]; do
     --blob-mib) BLOB_MIB=${2:?--blob-mib needs a value}; shift 2 ;;
     --timeout) TIMEOUT_S=${2:?--timeout needs a value}; shift 2 ;;
     --cp-unshaped) CP_SHAPED=0; shift ;;
+    --max-failures) MAX_FAILURES=${2:?--max-failures needs a value}; shift 2 ;;
     --agent-args) read -r -a AGENT_ARGS <<<"${2?--agent-args needs a value}"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "swarm-netns: unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -93,6 +97,10 @@ done
   { echo "swarm-netns: --delay must look like 50ms or 0ms, got '$DELAY'" >&2; exit 2; }
 [[ "$BLOB_MIB" =~ ^[0-9]+$ ]] && [ "$BLOB_MIB" -ge 1 ] && [ "$BLOB_MIB" -le 1024 ] ||
   { echo "swarm-netns: --blob-mib must be 1..1024, got '$BLOB_MIB'" >&2; exit 2; }
+if [ -n "$MAX_FAILURES" ] && ! [[ "$MAX_FAILURES" =~ ^[0-9]{1,3}%$ ]]; then
+  echo "swarm-netns: --max-failures must look like 20% or 100%, got '$MAX_FAILURES'" >&2
+  exit 2
+fi
 if [ -n "$TIMEOUT_S" ] && ! [[ "$TIMEOUT_S" =~ ^[1-9][0-9]*$ ]]; then
   echo "swarm-netns: --timeout must be a whole number of seconds, got '$TIMEOUT_S'" >&2
   exit 2
@@ -325,11 +333,16 @@ op() {
     --allow-net=100.64.0.0/10 --allow-read="$OP_READ" --allow-env=POOLBOY_TOKEN \
     "$REPO/mod.ts" "$@"
 }
-# watch ARGS...: scripts/swarm_status.ts in the operator's namespace (network: the fleet only).
+# watch ARGS...: scripts/swarm_status.ts in the operator's namespace (network: the fleet only),
+# run in the background and waited for, so that a signal to this script interrupts the wait
+# (bash runs a trap only once a foreground command has ended) and cleanup stops it.
 watch() {
   ip netns exec "$OP_NS" "$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
     --allow-net=100.64.0.0/10 --allow-env=POOLBOY_TOKEN --allow-read="$TMP" \
-    "$REPO/scripts/swarm_status.ts" "$@"
+    "$REPO/scripts/swarm_status.ts" "$@" &
+  local pid=$!
+  PIDS+=("$pid")
+  wait "$pid"
 }
 # local_json ARGS...: swarm_status.ts's pure modes (stdin to stdout), no permission at all.
 local_json() {
@@ -381,11 +394,13 @@ publish() {
   read -r DIGEST SIZE PATCH <<<"$(local_json publish "$3" <<<"$out")"
   [[ "$DIGEST" =~ ^[0-9a-f]{64}$ ]] || fail "publish $1: unexpected answer: ${out:0:200}"
 }
-# rollout VERSION: sets ROLLOUT_ID.
+# rollout VERSION [ARGS...]: sets ROLLOUT_ID.
 rollout() {
-  local out
-  out=$(op rollout --control-plane "$CP_URL" --model "$MODEL" --version "$1" --region "$REGION" \
-    --json 2>>"$TMP/logs/op.log") || fail "rollout $1: $(tail -n 1 "$TMP/logs/op.log")"
+  local out version=$1
+  shift
+  out=$(op rollout --control-plane "$CP_URL" --model "$MODEL" --version "$version" \
+    --region "$REGION" "$@" --json 2>>"$TMP/logs/op.log") ||
+    fail "rollout $version: $(tail -n 1 "$TMP/logs/op.log")"
   ROLLOUT_ID=$(local_json rollout <<<"$out")
 }
 
@@ -433,11 +448,11 @@ cp_ticks_before=$(proc_ticks "$CP_PID")
 agent_ticks_before=$(proc_ticks "${AGENT_PIDS[@]}")
 
 window_start=$(now_ms)
-rollout v2
-say "v2 rolled out to region $REGION (rollout $ROLLOUT_ID); waiting up to $TIMEOUT_S s"
+rollout v2 ${MAX_FAILURES:+--max-failures "$MAX_FAILURES"}
+say "v2 rolled out to region $REGION (rollout $ROLLOUT_ID${MAX_FAILURES:+, --max-failures $MAX_FAILURES}); waiting up to $TIMEOUT_S s"
 watch wait-done --url "$CP_URL" --model "$MODEL" --digest "$DIGEST" --devices "$DEVICES" \
   --rollout "$ROLLOUT_ID" --timeout "$TIMEOUT_S" --progress >"$TMP/after.json" ||
-  fail "v2 did not reach every device within $TIMEOUT_S s"
+  fail "v2 did not reach every device ($(($(now_ms) - window_start)) ms after the rollout): $(tail -n 1 "$TMP/after.json")"
 
 window_ms=$(($(now_ms) - window_start))
 read -r _ u n s idle io irq sirq _ <<<"$(head -n 1 /proc/stat)"

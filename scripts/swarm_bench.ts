@@ -13,7 +13,7 @@
  *
  * Usage: deno task bench:swarm [--sizes 1,8,32,64] [--rate 20mbit] [--delay 50ms]
  *                              [--blob-mib 60] [--cp-unshaped] [--timeout S]
- *                              [--agent-args '--upload-slots 4'] [--json]
+ *                              [--agent-args '--upload-slots 4'] [--max-failures P%] [--json]
  *
  * @module
  */
@@ -38,6 +38,8 @@ export interface SwarmBenchOptions {
   readonly timeoutS: number | null;
   /** Extra words for every agent's command line (split on spaces), e.g. swarm upload caps. */
   readonly agentArgs: string[];
+  /** v2's rollout --max-failures (null: poolboy rollout's default, 20%). */
+  readonly maxFailures: string | null;
   readonly json: boolean;
   readonly help: boolean;
 }
@@ -54,7 +56,8 @@ export const DEFAULT_BLOB_MIB = 60;
 
 export const USAGE =
   `deno task bench:swarm [--sizes 1,8,32,64] [--rate 20mbit] [--delay 50ms] [--blob-mib ${DEFAULT_BLOB_MIB}]
-                       [--cp-unshaped] [--timeout S] [--agent-args 'ARGS'] [--json]
+                       [--cp-unshaped] [--timeout S] [--agent-args 'ARGS'] [--max-failures P%]
+                       [--json]
 
 For each region size, a fresh fleet over network namespaces (scripts/swarm-netns.sh;
 root and iproute2 needed): a control plane, an operator and SIZE devices, each a real
@@ -66,6 +69,8 @@ signed and rolled out to the region. Per size: p50 and max of rollout start -> d
 done, max / T1 (T1: the 1-device region's time, the unit), the control plane's blob
 egress / patch size, its eth0 bytes / patch size, the devices' uploads, CPU.
 --agent-args: extra words for every \`mod.ts agent\` (e.g. '--upload-slots 4').
+--max-failures: v2's rollout halts when more than P% of the region failed (default 20%,
+poolboy rollout's); a halted rollout ends that size's run as a failure, with the reason.
 Goal (issue 15): 64 devices within ${GOAL_MAX_OVER_T1}x T1, egress <= ${GOAL_EGRESS_RATIO} patch per region.`;
 
 /** Parses the command line; throws UsageError on anything it does not accept. */
@@ -82,6 +87,7 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
         "cp-unshaped": { type: "boolean", default: false },
         timeout: { type: "string" },
         "agent-args": { type: "string", default: "" },
+        "max-failures": { type: "string" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -129,6 +135,10 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
       }")`,
     );
   }
+  const maxFailures = v["max-failures"] ?? null;
+  if (maxFailures !== null && !/^(100|[1-9]?[0-9])%$/.test(maxFailures)) {
+    throw new UsageError(`--max-failures: "${maxFailures}" is not a percentage like 20% (0..100%)`);
+  }
   return {
     sizes,
     rate: v.rate,
@@ -137,6 +147,7 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
     cpUnshaped: v["cp-unshaped"],
     timeoutS,
     agentArgs,
+    maxFailures,
     json: v.json,
     help: v.help,
   };
@@ -156,6 +167,7 @@ export function helperArgs(options: SwarmBenchOptions, size: number): string[] {
     ...(options.cpUnshaped ? ["--cp-unshaped"] : []),
     ...(options.timeoutS !== null ? ["--timeout", String(options.timeoutS)] : []),
     ...(options.agentArgs.length > 0 ? ["--agent-args", options.agentArgs.join(" ")] : []),
+    ...(options.maxFailures !== null ? ["--max-failures", options.maxFailures] : []),
   ];
 }
 
@@ -180,6 +192,9 @@ const MAX_KEPT_LINES = 400;
 /** Longest line read from the helper. */
 const MAX_LINE_CHARS = 1 << 20;
 
+/** Set by SIGINT/SIGTERM: no further size is started. */
+let interrupted = false;
+
 /** Runs the helper for one size, echoing its lines to stderr. */
 async function runSize(options: SwarmBenchOptions, size: number): Promise<SizeOutcome> {
   const script = new URL("./swarm-netns.sh", import.meta.url).pathname;
@@ -191,6 +206,17 @@ async function runSize(options: SwarmBenchOptions, size: number): Promise<SizeOu
     stderr: "inherit",
     env: { DENO: Deno.execPath() },
   }).spawn();
+  // A signal to this script stops the helper, whose trap tears its fleet down.
+  const stop = () => {
+    interrupted = true;
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
   const kept: string[] = [];
   let result: SwarmResult | null = null;
   let skipped: string | null = null;
@@ -216,6 +242,8 @@ async function runSize(options: SwarmBenchOptions, size: number): Promise<SizeOu
   }
   if (buffer) take(buffer);
   const status = await child.status;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
   const wallS = (performance.now() - started) / 1000;
   if (skipped !== null) return { kind: "skipped", size, reason: skipped };
   if (status.code === 0 && result !== null) return { kind: "measured", size, wallS, result };
@@ -324,7 +352,7 @@ async function main(): Promise<number> {
     console.error(`bench:swarm: region of ${size} device(s) ...`);
     const outcome = await runSize(options, size);
     outcomes.push(outcome);
-    if (outcome.kind === "skipped") break;
+    if (outcome.kind === "skipped" || interrupted) break;
   }
   const skipped = outcomes.find((o) => o.kind === "skipped");
   const rows = rowsOf(outcomes);
@@ -370,7 +398,7 @@ async function main(): Promise<number> {
       }
     }
   }
-  return failures.length > 0 ? 1 : 0;
+  return interrupted ? 130 : failures.length > 0 ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main());

@@ -10,7 +10,8 @@
  * - `wait-online --url URL --devices N --timeout S`: polls until N devices are online.
  * - `wait-done --url URL --model M --digest D --devices N --rollout ID --timeout S
  *   [--progress]`: polls until N devices are `active` in rollout ID and run D; prints
- *   the last status report as JSON.
+ *   the last status report as JSON. A rollout that halts, is aborted or superseded ends
+ *   the wait at once; then, as on a timeout, it prints one line saying why and exits 1.
  * - `snapshot --url URL`: prints one status report as JSON.
  * - `result --before F --after F --end F ...`: the `SwarmResult` JSON of one run.
  *
@@ -137,6 +138,9 @@ async function pollUntil(
 function rolloutOf(status: StatusReport, id: number): RolloutReport | undefined {
   return status.rollouts.find((r) => r.id === id);
 }
+
+/** Rollout states that end a wait for it: it will not finish by itself. */
+const STOPPED_STATES: ReadonlySet<string> = new Set(["halted", "aborted", "superseded"]);
 
 /** Rollout rows of devices that run `digest` of `model` and are `active`. */
 function doneRows(status: StatusReport, model: string, digest: string, id: number): number {
@@ -306,7 +310,9 @@ async function main(args: string[]): Promise<number> {
       const status = await pollUntil(
         url,
         timeoutS,
-        (s) => doneRows(s, model, digest, id) >= devices,
+        (s) =>
+          doneRows(s, model, digest, id) >= devices ||
+          STOPPED_STATES.has(rolloutOf(s, id)?.state ?? ""),
         (s, error) => {
           if (s) last = s;
           if (s && servedAtStart === null) servedAtStart = s.controlPlane.served;
@@ -322,19 +328,26 @@ async function main(args: string[]): Promise<number> {
           }
         },
       );
-      if (!status) {
+      const stopped = status !== null && doneRows(status, model, digest, id) < devices;
+      if (!status || stopped) {
         const s: StatusReport | null = last;
         const rollout = s ? rolloutOf(s, id) : undefined;
+        const created = rollout?.created ?? 0;
+        const doneMs = (rollout?.agents ?? []).filter((a) => a.state === "active")
+          .map((a) => a.updated - created).sort((a, b) => a - b);
         const elections = (rollout?.elections ?? []).map((e) =>
           `${e.state}${e.failure ? ` (${e.failure})` : ""} leader ${e.leader}`
         );
-        console.error(
-          `wait-done: ${
-            s ? doneRows(s, model, digest, id) : 0
-          }/${devices} done after ${timeoutS} s; ${stateCounts(rollout)}; elections: ${
-            elections.join("; ") || "none"
-          }${lastError ? `; last error ${lastError}` : ""}`,
-        );
+        const why = stopped
+          ? `rollout ${rollout?.state}: ${rollout?.reason}`
+          : `timeout after ${timeoutS} s`;
+        const line = `${why}; ${s ? doneRows(s, model, digest, id) : 0}/${devices} done (at ${
+          doneMs.map((ms) => (ms / 1000).toFixed(1)).join(", ") || "-"
+        } s); ${stateCounts(rollout)}; elections: ${elections.join("; ") || "none"}${
+          lastError ? `; last error ${lastError}` : ""
+        }`;
+        console.error(`wait-done: ${line}`);
+        console.log(line);
         return 1;
       }
       console.log(JSON.stringify(status));

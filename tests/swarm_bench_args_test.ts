@@ -23,15 +23,10 @@ const HELPER = new URL("../scripts/swarm-netns.sh", import.meta.url).pathname;
 Deno.test("bench:swarm with no arguments measures regions of 1, 8, 32 and 64 devices at 20mbit and 50ms with a 60 MiB patch, the control plane's link shaped", () => {
   const o = parseSwarmBenchArgs([]);
   assert.deepEqual(o.sizes, [1, 8, 32, 64]);
-  assert.deepEqual([o.rate, o.delay, o.blobMib, o.cpUnshaped, o.timeoutS, o.agentArgs, o.json], [
-    "20mbit",
-    "50ms",
-    60,
-    false,
-    null,
-    [],
-    false,
-  ]);
+  assert.deepEqual(
+    [o.rate, o.delay, o.blobMib, o.cpUnshaped, o.timeoutS, o.agentArgs, o.maxFailures, o.json],
+    ["20mbit", "50ms", 60, false, null, [], null, false],
+  );
 });
 
 Deno.test("bench:swarm runs each requested size once, smallest first, and passes its flags to the helper", () => {
@@ -49,6 +44,8 @@ Deno.test("bench:swarm runs each requested size once, smallest first, and passes
     "600",
     "--agent-args",
     " --upload-slots 4  --upload-rate 1MiB",
+    "--max-failures",
+    "100%",
     "--json",
   ]);
   assert.deepEqual(o.sizes, [1, 8, 32]);
@@ -67,6 +64,8 @@ Deno.test("bench:swarm runs each requested size once, smallest first, and passes
     "600",
     "--agent-args",
     "--upload-slots 4 --upload-rate 1MiB",
+    "--max-failures",
+    "100%",
   ]);
 });
 
@@ -84,6 +83,8 @@ Deno.test("bench:swarm refuses sizes, rates, delays and patch sizes it cannot bu
       ["--blob-mib", "2048"],
       ["--timeout", "-1"],
       ["--agent-args", "--x $(reboot)"],
+      ["--max-failures", "120%"],
+      ["--max-failures", "20"],
       ["--bogus"],
     ]
   ) {
@@ -104,6 +105,9 @@ Deno.test("the netns helper prints its usage for --help and exits 2 on a bad arg
   assert(help.text.includes("--blob-mib"), help.text);
   for (
     const args of [["--devices", "0"], ["--rate", "fast"], ["--delay", "1s"], ["--blob-mib", "x"], [
+      "--max-failures",
+      "most",
+    ], [
       "--timeout",
       "0",
     ], ["--nope"]]
