@@ -48,7 +48,8 @@
 # as tc (50ms, 0ms); timeout: 120 s + 2 x DEVICES x (patch at RATE); --agent-args: extra
 # words for every `mod.ts agent` (split on spaces, e.g. '--upload-slots 4'); --max-failures:
 # v2's rollout halts when more than P% of the region failed (default: poolboy rollout's,
-# 20%; a halted rollout ends the run at once, as a failure). Environment: DENO, TMPDIR.
+# 20%; a halted rollout, or one with no progress for 90 s, ends the run at once, as a
+# failure that says why and which devices were done when). Environment: DENO, TMPDIR.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -11,7 +11,9 @@
  * - `wait-done --url URL --model M --digest D --devices N --rollout ID --timeout S
  *   [--progress]`: polls until N devices are `active` in rollout ID and run D; prints
  *   the last status report as JSON. A rollout that halts, is aborted or superseded ends
- *   the wait at once; then, as on a timeout, it prints one line saying why and exits 1.
+ *   the wait at once, and so does a stall (STALL_MS without a new done device nor a byte
+ *   served by the control plane or any device: e.g. every device left has failed for
+ *   good); then, as on a timeout, it prints one line saying why and exits 1.
  * - `snapshot --url URL`: prints one status report as JSON.
  * - `result --before F --after F --end F ...`: the `SwarmResult` JSON of one run.
  *
@@ -31,6 +33,8 @@ const POLL_TIMEOUT_MS = 5_000;
 const POLL_INTERVAL_MS = 500;
 /** Between progress lines of `wait-done --progress`. */
 const PROGRESS_EVERY_MS = 10_000;
+/** No progress for this long ends `wait-done` (rows, control-plane and device served bytes). */
+const STALL_MS = 90_000;
 /** Largest status answer read (a few hundred devices fit many times over). */
 const MAX_STATUS_BYTES = 32 * 1024 * 1024;
 
@@ -141,6 +145,12 @@ function rolloutOf(status: StatusReport, id: number): RolloutReport | undefined 
 
 /** Rollout states that end a wait for it: it will not finish by itself. */
 const STOPPED_STATES: ReadonlySet<string> = new Set(["halted", "aborted", "superseded"]);
+
+/** What changes while a rollout makes progress: done rows and bytes served by anyone. */
+function progressKey(s: StatusReport, model: string, digest: string, id: number): string {
+  const served = s.agents.reduce((sum, a) => sum + a.served, 0);
+  return `${doneRows(s, model, digest, id)} ${s.controlPlane.served} ${served}`;
+}
 
 /** Rollout rows of devices that run `digest` of `model` and are `active`. */
 function doneRows(status: StatusReport, model: string, digest: string, id: number): number {
@@ -307,12 +317,19 @@ async function main(args: string[]): Promise<number> {
       let last: StatusReport | null = null;
       let lastError = "";
       let servedAtStart: number | null = null;
+      let key = "";
+      let keySince = Date.now();
+      let stalled = false;
       const status = await pollUntil(
         url,
         timeoutS,
-        (s) =>
-          doneRows(s, model, digest, id) >= devices ||
-          STOPPED_STATES.has(rolloutOf(s, id)?.state ?? ""),
+        (s) => {
+          const k = progressKey(s, model, digest, id);
+          if (k !== key) [key, keySince] = [k, Date.now()];
+          stalled = Date.now() - keySince >= STALL_MS;
+          return doneRows(s, model, digest, id) >= devices ||
+            STOPPED_STATES.has(rolloutOf(s, id)?.state ?? "") || stalled;
+        },
         (s, error) => {
           if (s) last = s;
           if (s && servedAtStart === null) servedAtStart = s.controlPlane.served;
@@ -338,9 +355,11 @@ async function main(args: string[]): Promise<number> {
         const elections = (rollout?.elections ?? []).map((e) =>
           `${e.state}${e.failure ? ` (${e.failure})` : ""} leader ${e.leader}`
         );
-        const why = stopped
+        const why = !stopped
+          ? `timeout after ${timeoutS} s`
+          : STOPPED_STATES.has(rollout?.state ?? "")
           ? `rollout ${rollout?.state}: ${rollout?.reason}`
-          : `timeout after ${timeoutS} s`;
+          : `stalled: no device done and no byte served for ${STALL_MS / 1000} s`;
         const line = `${why}; ${s ? doneRows(s, model, digest, id) : 0}/${devices} done (at ${
           doneMs.map((ms) => (ms / 1000).toFixed(1)).join(", ") || "-"
         } s); ${stateCounts(rollout)}; elections: ${elections.join("; ") || "none"}${
