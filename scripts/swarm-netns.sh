@@ -74,7 +74,7 @@ skip() {
   say "skipped: $*"
   exit 0
 }
-usage() { sed -n '/^# Usage:/,/^# DENO, TMPDIR\./p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '/^# Usage:/,/Environment: DENO, TMPDIR\./p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in

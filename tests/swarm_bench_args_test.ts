@@ -102,7 +102,8 @@ Deno.test("the netns helper prints its usage for --help and exits 2 on a bad arg
   };
   const help = await run(["--help"]);
   assert.deepEqual(help.code, 0);
-  assert(help.text.includes("--blob-mib"), help.text);
+  assert(help.text.includes("--blob-mib") && help.text.includes("--max-failures"), help.text);
+  assert(!help.text.includes("set -euo"), `--help printed more than the usage:\n${help.text}`);
   for (
     const args of [["--devices", "0"], ["--rate", "fast"], ["--delay", "1s"], ["--blob-mib", "x"], [
       "--max-failures",
