@@ -15,15 +15,16 @@
 # egress is its upload, the bridge-side end's egress its download): RATE with a
 # token bucket (tbf), plus DELAY one way per direction with netem when the kernel
 # has sch_netem (else the delay is reported as not applied). The control plane's
-# link is shaped the same unless --cp-unshaped; the operator's link never is (it
-# only watches). Shaping is switched on after v1 is everywhere, so the unmeasured
+# link is shaped the same unless --cp-unshaped, with htb so that its traffic with
+# the operator (publish, the status polls) is exempt and does not eat the rate the
+# devices share; the operator's own link is never shaped. Shaping is switched on after v1 is everywhere, so the unmeasured
 # first install and the upload of v2 to the control plane run at veth speed.
 #
 # Scenario: v1 = (BLOB_MIB + 4) MiB of random bytes, published and rolled out to
 # every device (unshaped); v2 = v1 with BLOB_MIB MiB rewritten is published (its
 # patch from v1 is about BLOB_MIB MiB); then the links are shaped and v2 is rolled
 # out to the region (--region r0). scripts/swarm_status.ts watches GET /v1/status
-# from the operator's namespace, one poll every 500 ms, until every device runs
+# from the operator's namespace, one poll a second, until every device runs
 # v2; each device's done time is its rollout row's `updated` (the control plane's
 # clock when it reported v2 active) minus the rollout's `created`. Between the
 # rollout and the end it also counts the control plane's served blob bytes (the
@@ -274,6 +275,20 @@ shape_link() {
   shape "$1" eth0 || fail "tc on $1 eth0 failed"
   shape "$BR" "$2" || fail "tc on $BR $2 failed"
 }
+# shape_exempt NS DEV MATCH: like shape, with htb: packets matching MATCH (u32, e.g.
+# "ip dst 100.64.0.2/32") in an unshaped class, everything else at RATE (+ DELAY).
+shape_exempt() {
+  local ns=$1 dev=$2
+  shift 2
+  tc -n "$ns" qdisc replace dev "$dev" root handle 1: htb default 10 &&
+    tc -n "$ns" class add dev "$dev" parent 1: classid 1:10 htb rate "$RATE" ceil "$RATE" \
+      burst 64kb cburst 64kb quantum 60000 &&
+    tc -n "$ns" class add dev "$dev" parent 1: classid 1:20 htb rate 10gbit quantum 60000 &&
+    tc -n "$ns" filter add dev "$dev" parent 1: protocol ip prio 1 u32 match "$@" flowid 1:20 ||
+    return 1
+  [ "$NETEM" = 1 ] && tc -n "$ns" qdisc add dev "$dev" parent 1:10 handle 10: netem delay "$DELAY" limit 100000
+  return 0
+}
 
 add_host "$CP_NS" p-cp "$CP_IP"
 add_host "$OP_NS" p-op "$OP_IP"
@@ -424,8 +439,9 @@ say "v2 published in $(secs $(($(now_ms) - t2))): patch from v1 $PATCH bytes (v2
 for ((i = 0; i < DEVICES; i++)); do shape_link "${DEV_NS[i]}" "p-d$i"; done
 CP_LINK="control plane link unshaped (--cp-unshaped)"
 if [ "$CP_SHAPED" = 1 ]; then
-  shape_link "$CP_NS" p-cp
-  CP_LINK="control plane link shaped like a device's"
+  shape_exempt "$CP_NS" eth0 ip dst "$OP_IP/32" || fail "tc (htb) on $CP_NS eth0 failed"
+  shape_exempt "$BR" p-cp ip src "$OP_IP/32" || fail "tc (htb) on $BR p-cp failed"
+  CP_LINK="control plane link shaped like a device's (its traffic with the operator exempt)"
 fi
 say "links: every device $RATE each way, $DELAY_NOTE; $CP_LINK; operator link unshaped"
 

@@ -29,8 +29,8 @@ import { InvalidArgumentError, UsageError } from "../kernel/errors.ts";
 
 /** One poll's deadline. */
 const POLL_TIMEOUT_MS = 5_000;
-/** Between polls. */
-const POLL_INTERVAL_MS = 500;
+/** Between polls (done times come from the control plane's clock, not from the polls). */
+const POLL_INTERVAL_MS = 1_000;
 /** Between progress lines of `wait-done --progress`. */
 const PROGRESS_EVERY_MS = 10_000;
 /** No progress for this long ends `wait-done` (rows, control-plane and device served bytes). */
