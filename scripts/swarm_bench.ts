@@ -187,8 +187,6 @@ export type SizeOutcome =
   }
   | { readonly kind: "skipped"; readonly size: number; readonly reason: string };
 
-/** Most output lines kept from one helper run (for the failure reason). */
-const MAX_KEPT_LINES = 400;
 /** Longest line read from the helper. */
 const MAX_LINE_CHARS = 1 << 20;
 
@@ -217,19 +215,19 @@ async function runSize(options: SwarmBenchOptions, size: number): Promise<SizeOu
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  const kept: string[] = [];
   let result: SwarmResult | null = null;
   let skipped: string | null = null;
+  // The failure's first line (log tails follow it).
+  let failedLine: string | null = null;
   let buffer = "";
   const decoder = new TextDecoder();
   const take = (line: string) => {
     console.error(line);
-    kept.push(line);
-    if (kept.length > MAX_KEPT_LINES) kept.shift();
     const r = /^swarm-netns: result (\{.*\})$/.exec(line);
     if (r) result = JSON.parse(r[1]) as SwarmResult;
     const s = /^swarm-netns: skipped: (.*)$/.exec(line);
     if (s) skipped = s[1];
+    if (failedLine === null && line.startsWith("swarm-netns: FAILED")) failedLine = line;
   };
   for await (const chunk of child.stdout) {
     buffer += decoder.decode(chunk, { stream: true });
@@ -247,8 +245,7 @@ async function runSize(options: SwarmBenchOptions, size: number): Promise<SizeOu
   const wallS = (performance.now() - started) / 1000;
   if (skipped !== null) return { kind: "skipped", size, reason: skipped };
   if (status.code === 0 && result !== null) return { kind: "measured", size, wallS, result };
-  const failure = kept.filter((l) => l.startsWith("swarm-netns: FAILED")).at(-1) ??
-    `the helper exited ${status.code} without a result`;
+  const failure = failedLine ?? `the helper exited ${status.code} without a result`;
   return { kind: "failed", size, wallS, reason: failure.replace(/^swarm-netns: /, "") };
 }
 
