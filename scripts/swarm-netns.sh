@@ -61,6 +61,7 @@ BLOB_MIB=60
 CP_SHAPED=1
 TIMEOUT_S=""
 AGENT_ARGS=()
+CP_ARGS=()
 MAX_FAILURES=""
 MODEL=swarm-model
 REGION=r0
@@ -87,6 +88,7 @@ while [ $# -gt 0 ]; do
     --cp-unshaped) CP_SHAPED=0; shift ;;
     --max-failures) MAX_FAILURES=${2:?--max-failures needs a value}; shift 2 ;;
     --agent-args) read -r -a AGENT_ARGS <<<"${2?--agent-args needs a value}"; shift 2 ;;
+    --cp-args) read -r -a CP_ARGS <<<"${2?--cp-args needs a value}"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "swarm-netns: unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -369,7 +371,7 @@ LOGS+=("$TMP/logs/op.log")
 
 t0=$(now_ms)
 run_poolboy "$CP_NS" "$TMP/logs/cp.log" "$TMP/cp,$REPO/codec,$REPO/kernel" "$TMP/cp" \
-  controlplane --bind "$CP_IP" --data "$TMP/cp"
+  controlplane --bind "$CP_IP" --data "$TMP/cp" ${CP_ARGS[@]+"${CP_ARGS[@]}"}
 CP_PID=${PIDS[-1]}
 watch wait-online --url "$CP_URL" --devices 0 --timeout "$START_TIMEOUT_S" 2>>"$TMP/logs/op.log" ||
   fail "the control plane's API did not answer within ${START_TIMEOUT_S} s"

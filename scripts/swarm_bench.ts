@@ -13,7 +13,8 @@
  *
  * Usage: deno task bench:swarm [--sizes 1,8,32,64] [--rate 20mbit] [--delay 50ms]
  *                              [--blob-mib 60] [--cp-unshaped] [--timeout S]
- *                              [--agent-args '--upload-slots 4'] [--max-failures P%] [--json]
+ *                              [--agent-args '--upload-slots 4'] [--cp-args '--swarm-fanout 1']
+ *                              [--max-failures P%] [--json]
  *
  * @module
  */
@@ -38,6 +39,8 @@ export interface SwarmBenchOptions {
   readonly timeoutS: number | null;
   /** Extra words for every agent's command line (split on spaces), e.g. swarm upload caps. */
   readonly agentArgs: string[];
+  /** Extra words for the control plane's command line, e.g. the swarm's piece size. */
+  readonly cpArgs: string[];
   /** v2's rollout --max-failures (null: poolboy rollout's default, 20%). */
   readonly maxFailures: string | null;
   readonly json: boolean;
@@ -56,7 +59,8 @@ export const DEFAULT_BLOB_MIB = 60;
 
 export const USAGE =
   `deno task bench:swarm [--sizes 1,8,32,64] [--rate 20mbit] [--delay 50ms] [--blob-mib ${DEFAULT_BLOB_MIB}]
-                       [--cp-unshaped] [--timeout S] [--agent-args 'ARGS'] [--max-failures P%]
+                       [--cp-unshaped] [--timeout S] [--agent-args 'ARGS'] [--cp-args 'ARGS']
+                       [--max-failures P%]
                        [--json]
 
 For each region size, a fresh fleet over network namespaces (scripts/swarm-netns.sh;
@@ -69,6 +73,7 @@ signed and rolled out to the region. Per size: p50 and max of rollout start -> d
 done, max / T1 (T1: the 1-device region's time, the unit), the control plane's blob
 egress / patch size, its eth0 bytes / patch size, the devices' uploads, CPU.
 --agent-args: extra words for every \`mod.ts agent\` (e.g. '--upload-slots 4').
+--cp-args: extra words for \`mod.ts controlplane\` (e.g. '--piece-size 256KiB --swarm-fanout 1').
 --max-failures: v2's rollout halts when more than P% of the region failed (default 20%,
 poolboy rollout's); a halted rollout ends that size's run as a failure, with the reason.
 Goal (issue 15): 64 devices within ${GOAL_MAX_OVER_T1}x T1, egress <= ${GOAL_EGRESS_RATIO} patch per region.`;
@@ -87,6 +92,7 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
         "cp-unshaped": { type: "boolean", default: false },
         timeout: { type: "string" },
         "agent-args": { type: "string", default: "" },
+        "cp-args": { type: "string", default: "" },
         "max-failures": { type: "string" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -135,6 +141,12 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
       }")`,
     );
   }
+  const cpArgs = v["cp-args"].split(" ").filter((w) => w !== "");
+  if (cpArgs.length > 32 || cpArgs.some((w) => !/^[A-Za-z0-9_./:=,-]+$/.test(w))) {
+    throw new UsageError(
+      `--cp-args: at most 32 words of letters, digits and _ . / : = , - (got "${v["cp-args"]}")`,
+    );
+  }
   const maxFailures = v["max-failures"] ?? null;
   if (maxFailures !== null && !/^(100|[1-9]?[0-9])%$/.test(maxFailures)) {
     throw new UsageError(`--max-failures: "${maxFailures}" is not a percentage like 20% (0..100%)`);
@@ -147,6 +159,7 @@ export function parseSwarmBenchArgs(args: readonly string[]): SwarmBenchOptions 
     cpUnshaped: v["cp-unshaped"],
     timeoutS,
     agentArgs,
+    cpArgs,
     maxFailures,
     json: v.json,
     help: v.help,
@@ -167,6 +180,7 @@ export function helperArgs(options: SwarmBenchOptions, size: number): string[] {
     ...(options.cpUnshaped ? ["--cp-unshaped"] : []),
     ...(options.timeoutS !== null ? ["--timeout", String(options.timeoutS)] : []),
     ...(options.agentArgs.length > 0 ? ["--agent-args", options.agentArgs.join(" ")] : []),
+    ...(options.cpArgs.length > 0 ? ["--cp-args", options.cpArgs.join(" ")] : []),
     ...(options.maxFailures !== null ? ["--max-failures", options.maxFailures] : []),
   ];
 }

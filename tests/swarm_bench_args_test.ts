@@ -164,7 +164,12 @@ function status(
         elections: [],
       }]
       : [],
-    controlPlane: { served, servedByDigest: {} },
+    controlPlane: {
+      served,
+      servedByDigest: {},
+      tick: { count: 0, totalMs: 0, maxMs: 0, lastMs: 0 },
+      datagramBacklog: 0,
+    },
     drops: {},
     patchErrors: {},
   };
