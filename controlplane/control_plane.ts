@@ -131,6 +131,12 @@ export const MAX_OUTBOX = 2048;
 /** Datagrams the outbox hands to the socket before it lets the event loop run. */
 export const PUMP_BATCH = 32;
 
+/**
+ * Most agents one rollout's reconcile adds to elections per tick; the others
+ * join at the next ticks (10,000 agents: within 2 s).
+ */
+export const MAX_JOINS_PER_TICK = 1000;
+
 /** Records per batched write (agents, progress): one transaction each. */
 export const WRITE_CHUNK = 500;
 
@@ -809,6 +815,7 @@ export class ControlPlane {
     const admittedIds = admitted.length === scope.length
       ? undefined
       : new Set(admitted.map((a) => a.nodeId));
+    let joins = 0;
     for (const agent of scope) {
       const current = members.get(agent.nodeId);
       const step = stepFor(
@@ -833,6 +840,9 @@ export class ControlPlane {
           break;
         case "join": {
           if (current && current.key === step.key) break;
+          // Thousands joining at once would hold the loop in one tick: the rest join next tick.
+          if (joins >= MAX_JOINS_PER_TICK) break;
+          joins++;
           current?.election.removeMember(agent.nodeId); // its base changed
           members.delete(agent.nodeId);
           const entry = this.#electionFor(rollout, agent.region, step.key, step.base);
