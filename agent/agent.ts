@@ -1058,6 +1058,8 @@ export class Agent {
           .filter((source) => source.nodeId !== this.options.nodeId)
           .map((source) => ({ hostname: source.host, port: source.p2pPort, label: source.nodeId })),
         fallback: controlPlane,
+        // In order: each piece is passed on down the line as soon as it is verified.
+        startPiece: 0,
         credentials: { ...this.#credentials(), ticket: closed.ticket ?? null },
         idleTimeoutMs: this.options.transferTimeoutMs,
         minRate: this.options.blobLimits?.minRate,

@@ -59,11 +59,9 @@ Options:
                            window this long, else 408 and closed (default 30s)
   --max-upload SIZE        largest version file a PUT may upload: over it 413, nothing kept
                            (default 64GiB; JSON bodies and signed documents: 64 KiB)
-  --piece-size SIZE        pieces the devices of a region trade a blob in, each checked by
-                           BLAKE3 (a power of two, 64KiB to 64MiB; default: about 64 pieces
+  --piece-size SIZE        pieces the devices of a region pass the blob on in, each checked by
+                           BLAKE3 (a power of two, 64KiB to 64MiB; default: about 256 pieces
                            per blob, 64KiB to 16MiB)
-  --swarm-fanout N         devices whose first source one device is (default 4); each device
-                           also trades pieces with two neighbours
   --connections-per-address N
                            open HTTP connections allowed from one address (default 16)
 ${blobLimitHelp("whichever side is slow (a leader that requests or reads too slowly)")}
@@ -101,7 +99,6 @@ export async function controlplaneCommand(
     "max-upload": { type: "string" },
     "connections-per-address": { type: "string" },
     "piece-size": { type: "string" },
-    "swarm-fanout": { type: "string" },
     ...blobLimitOptions,
   });
   if (values.help) {
@@ -138,7 +135,6 @@ export async function controlplaneCommand(
     );
   }
   const blobLimits = blobLimitsFrom(values);
-  const swarmFanout = countOption("swarm-fanout", values["swarm-fanout"], 4);
   // Loaded here, not above: the codec commands need not load the fleet's modules (cbor-x reads env).
   const { ControlPlane } = await import("../controlplane/control_plane.ts");
   const { apiHandler } = await import("../controlplane/http_api.ts");
@@ -157,7 +153,6 @@ export async function controlplaneCommand(
     faults: injected?.faults,
     blobLimits,
     pieceSize,
-    swarmFanout,
   });
   if ((await cp.stateStore.tokens()).every((t) => t.revoked !== null)) {
     log?.(

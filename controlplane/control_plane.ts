@@ -40,7 +40,7 @@ import {
   choosePieceSize,
   encodePieceList,
 } from "../transfer/piece_list.ts";
-import { DEFAULT_FANOUT, sourcesOf, swarmOrder } from "./swarm_plan.ts";
+import { sourcesOf, swarmOrder } from "./swarm_plan.ts";
 import { enrolledDevices, signTicket, TICKET_TTL_MS } from "../transfer/blob_auth.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
 import {
@@ -166,11 +166,9 @@ export interface ControlPlaneOptions {
   readonly blobLimits?: BlobServerLimits;
   /**
    * Bytes per piece of the swarm's piece lists (a power of two, 64 KiB to
-   * 64 MiB); default: `choosePieceSize` of each blob (about 64 pieces).
+   * 64 MiB); default: `choosePieceSize` of each blob (about 256 pieces).
    */
   readonly pieceSize?: number;
-  /** Members whose first source a member is, in the swarm's tree. Default 4. */
-  readonly swarmFanout?: number;
   /**
    * The durable state; default: SQLite at `dataDir/controlplane.sqlite`. The
    * control plane closes it when it closes.
@@ -261,7 +259,6 @@ export class ControlPlane {
     { ids: string[]; index: Map<string, number>; count: number; leader: string }
   >();
   readonly #pieceSize: number | undefined;
-  readonly #swarmFanout: number;
   #closed = false;
   /** The status report as the API serves it (status_cache.ts). */
   readonly #statusCache = new StatusCache<ApiStatus>(async () => {
@@ -314,7 +311,6 @@ export class ControlPlane {
     this.#delegation = loaded.delegation;
     this.#timing = { ...DEFAULT_ELECTION_TIMING, ...options.election };
     this.#pieceSize = options.pieceSize;
-    this.#swarmFanout = options.swarmFanout ?? DEFAULT_FANOUT;
     this.#agentTimeoutMs = options.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS;
     this.#offlineAfterMs = Math.max(
       options.offlineAfterMs ?? DEFAULT_OFFLINE_AFTER_MS,
@@ -1147,7 +1143,7 @@ export class ControlPlane {
       const agent = this.agents.get(id);
       return agent !== undefined && Date.now() - agent.lastSeen <= this.#agentTimeoutMs;
     };
-    const ids = sourcesOf(nodeId, order.ids, usable, this.#swarmFanout, order.index);
+    const ids = sourcesOf(nodeId, order.ids, usable, order.index);
     if (ids === undefined) return message;
     const sources: SwarmSource[] = [];
     for (const id of ids) {

@@ -48,13 +48,14 @@ Deno.test("the spec's test vectors are what the writer produces and what the rea
   assert.equal(decodePieceList(fromHex(EMPTY_VECTOR)).pieceCount, 0);
 });
 
-Deno.test("the default piece size is the smallest power of two giving at most 64 pieces, within 64 KiB .. 16 MiB", () => {
+Deno.test("the default piece size is the smallest power of two giving at most 256 pieces, within 64 KiB .. 16 MiB", () => {
   assert.equal(choosePieceSize(0), 64 * KiB);
   assert.equal(choosePieceSize(1), 64 * KiB);
-  assert.equal(choosePieceSize(4 * MiB), 64 * KiB);
-  assert.equal(choosePieceSize(4 * MiB + 1), 128 * KiB);
-  assert.equal(choosePieceSize(100 * MiB), 2 * MiB);
-  assert.equal(choosePieceSize(1024 * MiB), 16 * MiB);
+  assert.equal(choosePieceSize(16 * MiB), 64 * KiB);
+  assert.equal(choosePieceSize(16 * MiB + 1), 128 * KiB);
+  assert.equal(choosePieceSize(100 * MiB), 512 * KiB);
+  assert.equal(choosePieceSize(1024 * MiB), 4 * MiB);
+  assert.equal(choosePieceSize(4096 * MiB), 16 * MiB);
   assert.equal(choosePieceSize(8 * 1024 * MiB), 16 * MiB);
 });
 

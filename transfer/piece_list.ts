@@ -36,7 +36,7 @@ export const MAX_PIECE_LIST_SIZE = PIECE_LIST_HEADER_SIZE + MAX_PIECES * DIGEST_
 export const CHOSEN_PIECE_SIZE_MIN = 1 << 16;
 export const CHOSEN_PIECE_SIZE_MAX = 1 << 24;
 /** `choosePieceSize` aims at about this many pieces. */
-export const TARGET_PIECES = 64;
+export const TARGET_PIECES = 256;
 
 /** Bytes read from a file at a time while building a list. */
 const READ_BUFFER_SIZE = 256 * 1024;

@@ -7,9 +7,13 @@
  * - Up to `parallel` requests at once, at most one per source. The walk over
  *   the pieces starts at `startPiece` (default random) so that peers ask
  *   their sources for different pieces.
- * - NOT_YET (a partial holder lacks the piece): another missing piece is asked
- *   there; when it has none of them, the source is backed off (100 ms doubling
- *   to 1 s) and asked again. BUSY: the source is backed off, others go on.
+ * - NOT_YET (a partial holder lacks the piece): the next missing piece is asked
+ *   there; after `NOT_YET_RUN` (2) NOT_YETs in a row (no piece between) the
+ *   source is backed off
+ *   (50 ms doubling to 400 ms, back to 50 ms after a piece) and asked again from
+ *   the first missing piece — pieces travel down a region in order
+ *   (controlplane/swarm_plan.ts), so a source that lacks one mostly lacks the
+ *   later ones too. BUSY: the source is backed off, others go on.
  *   A peer's NOT_FOUND (it has not started yet) is a refusal like BUSY.
  * - A piece whose length or BLAKE3 differs from the list is discarded, its
  *   source dropped for this download (it is corrupt), the piece fetched
@@ -60,8 +64,10 @@ export const DEFAULT_PARALLEL = 4;
 /** Default consecutive failures before a source is dropped. */
 export const DEFAULT_MAX_FAILURES = 3;
 /** First and longest back-off of a source that answered NOT_YET (for every piece) or BUSY. */
-export const BACKOFF_MIN_MS = 100;
-export const BACKOFF_MAX_MS = 1000;
+export const BACKOFF_MIN_MS = 50;
+export const BACKOFF_MAX_MS = 400;
+/** NOT_YET answers in a row from one source (for different pieces) before it is backed off. */
+export const NOT_YET_RUN = 2;
 /** The scheduler looks again at least this often. */
 const MAX_SLEEP_MS = 1000;
 
@@ -150,6 +156,8 @@ interface SourceState {
   consecutiveFailures: number;
   /** Pieces it answered NOT_YET for since its last back-off. */
   readonly notYet: Set<number>;
+  /** NOT_YET answers in a row (a piece delivered resets it). */
+  notYetRun: number;
 }
 
 /** Wakes the scheduler: `notify` ends the current (or next) `wait`. */
@@ -215,6 +223,7 @@ export async function downloadPieces(
     backoffMs: BACKOFF_MIN_MS,
     consecutiveFailures: 0,
     notYet: new Set(),
+    notYetRun: 0,
   });
   const peers = options.sources.map((s) => state(s, false));
   const fallback = options.fallback === undefined ? undefined : state(options.fallback, true);
@@ -269,17 +278,30 @@ export async function downloadPieces(
         src.stats.pieces++;
         src.consecutiveFailures = 0;
         src.backoffMs = BACKOFF_MIN_MS;
+        src.notYetRun = 0;
         options.onPiece?.(index);
         return;
       }
       case "status": {
         const s = outcome.status;
         if (s === BlobStatus.NOT_YET) {
+          // It is downloading the blob itself and has not got this piece yet: pieces
+          // travel in order, so it lacks the later ones too; ask it again soon.
           src.stats.refusals++;
           src.notYet.add(index);
+          if (++src.notYetRun >= NOT_YET_RUN) {
+            src.notYetRun = 0;
+            src.notYet.clear();
+            backOff(src);
+          }
         } else if (s === BlobStatus.BUSY || (s === BlobStatus.NOT_FOUND && isPeer)) {
           src.stats.refusals++;
-          backOff(src);
+          src.notYet.add(index);
+          if (++src.notYetRun >= NOT_YET_RUN) {
+            src.notYetRun = 0;
+            src.notYet.clear();
+            backOff(src);
+          }
         } else {
           drop(src, `answered ${statusName(s)}`);
         }
