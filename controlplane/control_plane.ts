@@ -1144,7 +1144,8 @@ export class ControlPlane {
       return agent !== undefined && Date.now() - agent.lastSeen <= this.#agentTimeoutMs;
     };
     const ids = sourcesOf(nodeId, order.ids, usable, order.index);
-    if (ids === undefined) return message;
+    // Not heard from yet (its ElectionClosed goes with the Announce): the leader, until it answers.
+    if (ids === undefined) return { ...message, pieceListDigest: pieceList.digest };
     const sources: SwarmSource[] = [];
     for (const id of ids) {
       if (id === message.leaderNodeId) {
@@ -1165,7 +1166,8 @@ export class ControlPlane {
     election: Election,
     leader: string,
   ): { ids: string[]; index: Map<string, number> } {
-    const members = election.members;
+    // Only members that answered: one never heard from may not run, and could not serve.
+    const members = election.answeredMembers;
     const cached = this.#swarmOrders.get(election.manifestId);
     if (cached !== undefined && cached.count === members.length && cached.leader === leader) {
       return cached;

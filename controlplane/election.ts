@@ -113,6 +113,14 @@ export class Election {
   get members(): string[] {
     return [...this.#members.keys()];
   }
+  /**
+   * Members that have answered this election (a Bid, an acknowledgement, a
+   * report) or run its target, in the order they joined: the ones that can
+   * take part in its swarm.
+   */
+  get answeredMembers(): string[] {
+    return [...this.#members].filter(([, m]) => m.answered || m.done).map(([id]) => id);
+  }
   /** Members not done yet. */
   get pending(): string[] {
     return [...this.#members].filter(([, m]) => !m.done).map(([id]) => id);

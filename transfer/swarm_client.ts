@@ -4,9 +4,12 @@
  * against a piece list before it is kept, with the control plane as a
  * fallback only when the peers cannot deliver.
  *
- * - Up to `parallel` requests at once, at most one per source. The walk over
- *   the pieces starts at `startPiece` (default random) so that peers ask
- *   their sources for different pieces.
+ * - Sources in order of preference: only the first one that is doing well is
+ *   asked (up to `PER_SOURCE` requests at once), and the ones before it that
+ *   failed or answered BUSY since their last piece (they get their retries):
+ *   in a region's line each device passes every piece on once. Up to
+ *   `parallel` requests at once in all. The walk over the pieces starts at
+ *   `startPiece` (default random; agents start at 0: pieces in order).
  * - NOT_YET (a partial holder lacks the piece): the next missing piece is asked
  *   there; after `NOT_YET_RUN` (2) NOT_YETs in a row (no piece between) the
  *   source is backed off
@@ -22,7 +25,9 @@
  *   consecutive failures drop the source. FORBIDDEN, BAD_REQUEST,
  *   BAD_OFFSET, a malformed answer: dropped at once.
  * - The fallback is used only when no peer source is left, or when no peer
- *   delivered a byte for `stallMs` while pieces are missing (so a region's
+ *   delivered a byte for `stallMs` while pieces are missing — or for
+ *   `patienceMs` (12 × stallMs) while peers keep answering NOT_YET (alive, the
+ *   pieces on their way down the line) — (so a region's
  *   control-plane egress stays about one blob). Without a fallback, the same
  *   conditions end the download with a `SwarmDownloadError`.
  * - At the end the store checks the whole blob's BLAKE3 (`PieceStore.complete`).
@@ -66,6 +71,10 @@ export const DEFAULT_MAX_FAILURES = 3;
 /** First and longest back-off of a source that answered NOT_YET (for every piece) or BUSY. */
 export const BACKOFF_MIN_MS = 50;
 export const BACKOFF_MAX_MS = 400;
+/** Default `patienceMs` as a multiple of `stallMs`. */
+export const PATIENCE_FACTOR = 12;
+/** Requests in flight at once to one source (one: a device's uplink serves its successors in turn). */
+export const PER_SOURCE = 1;
 /** NOT_YET answers in a row from one source (for different pieces) before it is backed off. */
 export const NOT_YET_RUN = 2;
 /** The scheduler looks again at least this often. */
@@ -91,6 +100,11 @@ export interface DownloadPiecesOptions {
   readonly minRate?: MinRate;
   /** No peer byte for this long while pieces are missing: the fallback is used. Default `minRate.windowMs`. */
   readonly stallMs?: number;
+  /**
+   * No peer byte for this long, though peers answer NOT_YET: the fallback is used.
+   * Default 12 × `stallMs`.
+   */
+  readonly patienceMs?: number;
   /** Consecutive failures that drop a source. Default 3. */
   readonly maxFailures?: number;
   /** Aborts the download (the store keeps its pieces); rejects with the signal's reason. */
@@ -150,7 +164,10 @@ type Outcome =
 interface SourceState {
   readonly source: BlobSource;
   readonly stats: SwarmSourceStats;
-  busy: boolean;
+  /** Its requests in flight. */
+  requests: number;
+  /** It failed or answered BUSY since its last piece: the next source is used beside it. */
+  troubled: boolean;
   readyAt: number;
   backoffMs: number;
   consecutiveFailures: number;
@@ -204,6 +221,7 @@ export async function downloadPieces(
   const idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
   const minRate = options.minRate ?? DEFAULT_MIN_RATE;
   const stallMs = options.stallMs ?? minRate.windowMs;
+  const patienceMs = Math.max(stallMs, options.patienceMs ?? PATIENCE_FACTOR * stallMs);
   const maxFailures = Math.max(1, options.maxFailures ?? DEFAULT_MAX_FAILURES);
   signal?.throwIfAborted();
 
@@ -218,7 +236,8 @@ export async function downloadPieces(
       failures: 0,
       dropped: null,
     },
-    busy: false,
+    requests: 0,
+    troubled: false,
     readyAt: 0,
     backoffMs: BACKOFF_MIN_MS,
     consecutiveFailures: 0,
@@ -252,6 +271,8 @@ export async function downloadPieces(
   signal?.addEventListener("abort", onAbort);
   let fatal: unknown = undefined;
   let lastPeerByteAt = performance.now();
+  /** When a peer last answered NOT_YET: it is alive and downloading, the line has not reached it. */
+  let lastPeerWaitingAt = -Infinity;
 
   const pick = (src: SourceState): number | undefined => {
     order = order.filter((i) => !store.hasPiece(i));
@@ -279,12 +300,14 @@ export async function downloadPieces(
         src.consecutiveFailures = 0;
         src.backoffMs = BACKOFF_MIN_MS;
         src.notYetRun = 0;
+        src.troubled = false;
         options.onPiece?.(index);
         return;
       }
       case "status": {
         const s = outcome.status;
         if (s === BlobStatus.NOT_YET) {
+          if (isPeer) lastPeerWaitingAt = performance.now();
           // It is downloading the blob itself and has not got this piece yet: pieces
           // travel in order, so it lacks the later ones too; ask it again soon.
           src.stats.refusals++;
@@ -296,12 +319,8 @@ export async function downloadPieces(
           }
         } else if (s === BlobStatus.BUSY || (s === BlobStatus.NOT_FOUND && isPeer)) {
           src.stats.refusals++;
-          src.notYet.add(index);
-          if (++src.notYetRun >= NOT_YET_RUN) {
-            src.notYetRun = 0;
-            src.notYet.clear();
-            backOff(src);
-          }
+          src.troubled = true;
+          backOff(src);
         } else {
           drop(src, `answered ${statusName(s)}`);
         }
@@ -309,6 +328,7 @@ export async function downloadPieces(
       }
       case "failed": {
         src.stats.failures++;
+        src.troubled = true;
         src.consecutiveFailures++;
         if (src.consecutiveFailures >= maxFailures) {
           drop(src, `${src.consecutiveFailures} failures in a row, the last: ${outcome.reason}`);
@@ -324,7 +344,7 @@ export async function downloadPieces(
   };
 
   const launch = (src: SourceState, index: number) => {
-    src.busy = true;
+    src.requests++;
     inFlight.add(index);
     const { offset, length } = pieceRange(list, index);
     const isPeer = src !== fallback;
@@ -346,7 +366,7 @@ export async function downloadPieces(
         fatal ??= err;
       })
       .finally(() => {
-        src.busy = false;
+        src.requests--;
         inFlight.delete(index);
         tasks.delete(task);
         wake.notify();
@@ -360,22 +380,34 @@ export async function downloadPieces(
       if (fatal !== undefined) throw fatal;
       const now = performance.now();
       const livePeers = peers.filter((p) => p.stats.dropped === null);
-      const stalled = now - lastPeerByteAt >= stallMs;
+      // Stalled: no peer byte for stallMs — unless peers keep saying NOT_YET (the pieces are on
+      // their way down a long line), then only after patienceMs.
+      const silentMs = now - lastPeerByteAt;
+      const stalled = silentMs >= stallMs &&
+        (now - lastPeerWaitingAt >= stallMs || silentMs >= patienceMs);
       const fallbackOn = fallback !== undefined && fallback.stats.dropped === null &&
         (livePeers.length === 0 || stalled);
-      const candidates = fallbackOn ? [...livePeers, fallback] : livePeers;
+      // The first peer that is doing well, and those before it that are not: each device
+      // passes every piece on once (a second source only while the first is in trouble).
+      const active: SourceState[] = [];
+      for (const peer of livePeers) {
+        active.push(peer);
+        if (!peer.troubled) break;
+      }
+      const candidates = fallbackOn ? [...active, fallback] : active;
       for (const src of candidates) {
         if (inFlight.size >= parallel) break;
-        if (src.busy || src.readyAt > now) continue;
-        const index = pick(src);
-        if (index === undefined) {
-          if (src.notYet.size > 0 && order.length > 0) {
-            src.notYet.clear();
-            backOff(src);
+        while (inFlight.size < parallel && src.requests < PER_SOURCE && src.readyAt <= now) {
+          const index = pick(src);
+          if (index === undefined) {
+            if (src.notYet.size > 0 && order.length > 0) {
+              src.notYet.clear();
+              backOff(src);
+            }
+            break;
           }
-          continue;
+          launch(src, index);
         }
-        launch(src, index);
       }
       if (inFlight.size === 0 && store.heldCount < count) {
         const fallbackLeft = fallback !== undefined && fallback.stats.dropped === null;
@@ -391,7 +423,15 @@ export async function downloadPieces(
       }
       let next = now + MAX_SLEEP_MS;
       for (const src of candidates) if (src.readyAt > now) next = Math.min(next, src.readyAt);
-      if (!fallbackOn) next = Math.min(next, lastPeerByteAt + stallMs);
+      if (!fallbackOn) {
+        const waiting = now - lastPeerWaitingAt < stallMs;
+        next = Math.min(
+          next,
+          waiting
+            ? Math.min(lastPeerWaitingAt + stallMs, lastPeerByteAt + patienceMs)
+            : lastPeerByteAt + stallMs,
+        );
+      }
       await wake.wait(Math.max(1, Math.ceil(next - now)));
     }
     signal?.throwIfAborted();
