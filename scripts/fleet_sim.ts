@@ -8,8 +8,9 @@
  * is stopped at the end, on failure and on Ctrl-C.
  *
  * Usage: deno task fleet:sim --devices N --regions R [--real-agents K]
- *        [--heartbeat 10s] [--size 4MiB] [--per-worker 2500] [--timeout T]
- *        [--status-period 250ms] [--keep] [--json]
+ *        [--heartbeat 10s] [--size 4MiB] [--per-worker 250] [--timeout T]
+ *        [--status-period 250ms] [--upload-slots 4] [--piece-size SIZE] [--stall T]
+ *        [--keep] [--json]
  *
  * @module
  */
@@ -29,8 +30,10 @@ heartbeating every --heartbeat. Devices run v1 of a synthetic model from the
 start (real agents get it by a first rollout); v2 is published signed and
 rolled out to every device; each answers the announce by checking the signed
 release, bids, leads (blob from the control plane, its own blob server) or
-follows (blob from its leader with its ticket), verifies the blob's BLAKE3 and
-reports v2 active. Then prints what it measured.
+follows (the swarm: the piece list from the control plane, then pieces from
+the sources ElectionClosed names with its ticket, each verified, served to the
+others as they arrive; the control plane as fallback), verifies the blob's
+BLAKE3 and reports v2 active. Then prints what it measured.
 
 Options:
   --devices N        simulated devices (required)
@@ -39,10 +42,15 @@ Options:
   --heartbeat T      heartbeat period of every device and agent (default 10s);
                      the control plane runs with --agent-timeout 3 × T
   --size SIZE        model file size (default 4MiB; the patch is ~3/64 of it)
-  --per-worker N     simulated devices per worker process (default 2500)
+  --per-worker N     simulated devices per worker process (default 250: a process
+                     holding more swarming devices falls behind its own event loop)
   --timeout T        deadline of the measured rollout (default 120s + 20ms per device);
                      past it the report is still printed (completed: false), exit 1
   --status-period T  period of the measured GET /v1/status calls (default 250ms)
+  --upload-slots N   bodies each device's blob server sends at once (default 4, as agents)
+  --piece-size SIZE  the control plane's --piece-size (default: its choice, ~64 pieces)
+  --stall T          a device's swarm download turns to the control plane after T
+                     without a peer byte (default 10s, as agents)
   --keep             keep the directory (logs: cp.log, worker-*.log)
   --json             the report as JSON on stdout (progress on stderr)
   -h, --help         this help`;
@@ -79,6 +87,9 @@ const { values } = parseArgs({
     "per-worker": { type: "string" },
     timeout: { type: "string" },
     "status-period": { type: "string" },
+    "upload-slots": { type: "string" },
+    "piece-size": { type: "string" },
+    stall: { type: "string" },
     keep: { type: "boolean" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -92,6 +103,11 @@ const size = values.size === undefined ? undefined : parseSize(values.size);
 if (values.size !== undefined && (size === undefined || size < 64 * 1024)) {
   fail(`--size: "${values.size}" is not a size of at least 64KiB`);
 }
+const pieceSize = values["piece-size"] === undefined ? undefined : parseSize(values["piece-size"]);
+if (values["piece-size"] !== undefined && pieceSize === undefined) {
+  fail(`--piece-size: "${values["piece-size"]}" is not a size`);
+}
+
 let simulation: FleetSimulation;
 try {
   simulation = new FleetSimulation({
@@ -100,9 +116,12 @@ try {
     realAgents: count("real-agents", values["real-agents"], 0),
     heartbeatMs: duration("heartbeat", values.heartbeat),
     size,
-    devicesPerWorker: count("per-worker", values["per-worker"], 2500) || fail("--per-worker: 0"),
+    devicesPerWorker: count("per-worker", values["per-worker"], 250) || fail("--per-worker: 0"),
     rolloutTimeoutMs: duration("timeout", values.timeout),
     statusPeriodMs: duration("status-period", values["status-period"]),
+    uploadSlots: count("upload-slots", values["upload-slots"], 4),
+    pieceSize,
+    stallMs: duration("stall", values.stall),
     keep: values.keep,
     progress: (line) => console.error(`fleet:sim: ${line}`),
   });

@@ -1,16 +1,37 @@
 /**
- * One simulated device: the real control protocol (protocol 3,
+ * One simulated device: the real control protocol (protocol 4,
  * transfer/control_messages.ts) from its own loopback address and UDP
  * socket, with its own Ed25519 key — authenticated Heartbeats, Announce
  * answered by fetching the release documents and checking them
  * (documents.ts) then bidding, leading (the blob from the control plane,
- * verified, its own blob server for followers with tickets, LeaderReady
- * repeated until ElectionClosed) or following (the blob from the leader with
- * the ticket of ElectionClosed, the control plane as last resort), Status
- * reports, then the target reported active. Every datagram it accepts is
- * signed by the control plane's pinned key for this device, never replayed
- * (transfer/datagram_auth.ts). It writes no model: a verified blob goes to
- * the process's shelf (blob_shelf.ts); the download step is download.ts.
+ * verified, served to followers with tickets, LeaderReady repeated until
+ * ElectionClosed) or following, Status reports, then the target reported
+ * active. Every datagram it accepts is signed by the control plane's pinned
+ * key for this device, never replayed (transfer/datagram_auth.ts).
+ *
+ * Following speaks the swarm as agent/agent.ts does (issue 15): with a
+ * `pieceListDigest` in ElectionClosed, the piece list from the control plane
+ * (its digest checked by `fetchSmallBlob`, `decodePieceListFor` the announced
+ * blob), then `downloadPieces` from `closed.sources` (minus itself) with the
+ * control plane as fallback and the ticket, into a `SharedPieceStore`
+ * (shared_piece_store.ts: one buffer per blob per process, a bitmap per
+ * device), shared on the device's own blob server (`sharePartial`) from the
+ * start so that other devices take verified pieces from it. Without a piece
+ * list, the whole blob from the sources then the control plane (download.ts).
+ *
+ * Blob servers (file descriptors; 250 devices per process by default, up to
+ * 2,500 with `--per-worker`): a device's
+ * server, on its own address and fixed port with `maxUploads` =
+ * `--upload-slots`, is started lazily when it joins an election (its first
+ * Announce of it: the control plane counts it a member, and may name it a
+ * source, from then on), and closed
+ * `SERVER_GRACE_MS` after its last download is done, when no election of it
+ * is still transferring (started again if it joins another). A device that
+ * never joins an election never listens. At most `swarmSlots` swarm
+ * downloads of a process run at once (each up to 4 connections).
+ *
+ * It writes no model: a verified blob goes to the process's shelf
+ * (blob_shelf.ts).
  *
  * States are typed records; every map is bounded (elections per device).
  *
@@ -20,6 +41,8 @@
 import { fromHex, toHex } from "../../kernel/blake3.ts";
 import type { SigningKey } from "../../release/keys.ts";
 import { BlobServer } from "../../transfer/blob_server.ts";
+import { decodePieceListFor, MAX_PIECE_LIST_SIZE } from "../../transfer/piece_list.ts";
+import { downloadPieces } from "../../transfer/swarm_client.ts";
 import { ticketHolders } from "../../transfer/blob_auth.ts";
 import { BlobDownloadError, fetchSmallBlob } from "../../transfer/blob_client.ts";
 import { MAX_DOCUMENT_BYTES } from "../../release/documents.ts";
@@ -34,6 +57,7 @@ import { ControlSocket, type UdpAddress } from "../../transfer/control_socket.ts
 import { DatagramAuthenticator } from "../../transfer/datagram_auth.ts";
 import type { BlobShelf } from "./blob_shelf.ts";
 import type { ReleaseChecks } from "./documents.ts";
+import type { SharedBlobs } from "./shared_piece_store.ts";
 import { fetchBlob, type FetchSource } from "./download.ts";
 import { backoff, type Semaphore, sleep } from "./limiter.ts";
 import { DEVICE_PORTS, type DevicePlan } from "./plan.ts";
@@ -50,6 +74,14 @@ export interface DeviceContext {
   readonly leadSlots: Semaphore;
   readonly peerSlots: Semaphore;
   readonly serverConnections: number;
+  /** `maxUploads` of every device's blob server (`--upload-slots`). */
+  readonly uploadSlots: number;
+  /** `downloadPieces`'s `stallMs` (undefined: its default, as agents, 10 s). */
+  readonly stallMs: number | undefined;
+  /** Swarm downloads of this process at once. */
+  readonly swarmSlots: Semaphore;
+  /** The process's shared blob buffers (one per blob). */
+  readonly pieces: SharedBlobs;
   readonly emit: (event: WorkerEvent) => void;
   readonly signal: AbortSignal;
   readonly counters: DeviceCounters;
@@ -60,6 +92,12 @@ export interface DeviceCounters {
   documentFetches: number;
   bytesFromControlPlane: number;
   bytesFromPeers: number;
+  /** Pieces fetched and verified by swarm downloads. */
+  piecesVerified: number;
+  /** Bytes of piece lists fetched from the control plane. */
+  pieceListBytes: number;
+  /** Blob servers started (a device's server may start more than once). */
+  serversStarted: number;
 }
 
 /** How far a device's release check got for one election. */
@@ -92,6 +130,17 @@ const MAX_HELD = 20;
 const READY_RETRY_MS = 500;
 /** Attempts at fetching one signed document. */
 const DOCUMENT_ATTEMPTS = 12;
+/** A device's blob server stays up this long after its last download is done. */
+export const SERVER_GRACE_MS = 60_000;
+
+/** How a download went, for the done event. */
+interface Fetched {
+  readonly from: "peer" | "controlPlane";
+  readonly attempts: number;
+  /** Pieces verified (swarm downloads; 0 otherwise) of `pieceCount` (0: not a swarm download). */
+  readonly pieces: number;
+  readonly pieceCount: number;
+}
 
 /** A simulated device. */
 export class SimDevice {
@@ -108,6 +157,11 @@ export class SimDevice {
   /** When it first heard of and first bid for each target (hex), for the done event. */
   readonly #firstSeen = new Map<string, { announced: number; bid: number | null }>();
   #server: BlobServer | undefined;
+  #serverStop: ReturnType<typeof setTimeout> | undefined;
+  /** Bytes served and peak uploads of servers already closed. */
+  #servedBefore = 0;
+  #peakBefore = 0;
+  readonly #answersBefore = { notYet: 0, busy: 0, errors: 0 };
   #receiving: Promise<void> | undefined;
   #closed = false;
 
@@ -156,9 +210,65 @@ export class SimDevice {
     };
   }
 
-  /** Bytes its blob server sent. */
+  /** Bytes its blob servers sent. */
   get served(): number {
-    return this.#server?.bytesServed ?? 0;
+    return this.#servedBefore + (this.#server?.bytesServed ?? 0);
+  }
+
+  /** NOT_YET and BUSY answers and failed connections of its blob servers. */
+  get serverAnswers(): { notYet: number; busy: number; errors: number } {
+    const b = this.#answersBefore;
+    const s = this.#server;
+    return {
+      notYet: b.notYet + (s?.notYet ?? 0),
+      busy: b.busy + (s?.busy ?? 0),
+      errors: b.errors + (s?.errors ?? 0),
+    };
+  }
+
+  /** Most bodies its blob servers sent at once. */
+  get peakUploads(): number {
+    return Math.max(this.#peakBefore, this.#server?.peakUploads ?? 0);
+  }
+
+  /** Its blob server, started if it is not running (and its stop timer cancelled). */
+  #ensureServer(): BlobServer {
+    clearTimeout(this.#serverStop);
+    this.#serverStop = undefined;
+    if (this.#server === undefined) {
+      this.#server = BlobServer.start({
+        hostname: this.plan.host,
+        port: DEVICE_PORTS.p2p,
+        store: this.#ctx.shelf.lookupFor((hex) => this.#held.has(hex)),
+        maxConnections: this.#ctx.serverConnections,
+        // On loopback every peer connects from 127.0.0.1.
+        maxConnectionsPerAddress: this.#ctx.serverConnections,
+        maxUploads: this.#ctx.uploadSlots,
+        authorize: ticketHolders(() => this.#controlPlaneKey),
+      });
+      this.#ctx.counters.serversStarted++;
+    }
+    return this.#server;
+  }
+
+  /** Closes its server `SERVER_GRACE_MS` from now unless an election of it is still transferring. */
+  #scheduleServerStop(): void {
+    clearTimeout(this.#serverStop);
+    this.#serverStop = setTimeout(() => {
+      this.#serverStop = undefined;
+      const busy = [...this.#elections.values()].some((e) =>
+        e.vetting !== "refused" && e.transfer.kind !== "done"
+      );
+      const server = this.#server;
+      if (busy || server === undefined || this.#closed) return;
+      this.#server = undefined;
+      this.#servedBefore += server.bytesServed;
+      this.#answersBefore.notYet += server.notYet;
+      this.#answersBefore.busy += server.busy;
+      this.#answersBefore.errors += server.errors;
+      this.#peakBefore = Math.max(this.#peakBefore, server.peakUploads);
+      void server.close();
+    }, SERVER_GRACE_MS);
   }
 
   /** Sends a heartbeat: what it runs and holds, its ports. */
@@ -183,6 +293,7 @@ export class SimDevice {
     if (this.#closed) return;
     this.#closed = true;
     for (const e of this.#elections.values()) clearInterval(e.readyTimer);
+    clearTimeout(this.#serverStop);
     this.#socket.close();
     await this.#receiving;
     await this.#server?.close();
@@ -247,6 +358,8 @@ export class SimDevice {
       readyTimer: undefined,
     };
     this.#elections.set(announce.manifestId, election);
+    // Announced, it is a member: the control plane may name it a source from now on.
+    this.#ensureServer();
     while (this.#elections.size > MAX_ELECTIONS) {
       const [id, old] = this.#elections.entries().next().value!;
       clearInterval(old.readyTimer);
@@ -264,6 +377,7 @@ export class SimDevice {
       const decision = await this.#ctx.checks.decide(announce, delegation, release);
       if (!decision.ok) {
         election.vetting = "refused";
+        this.#scheduleServerStop();
         await this.#status(announce.manifestId, "failed", decision.reason.slice(0, 256));
         this.#ctx.emit({ t: "failed", id: this.plan.nodeId, reason: decision.reason });
         return;
@@ -272,6 +386,7 @@ export class SimDevice {
       if (this.#closed) return;
       // Unavailable documents refuse this announce only: a repeat asks again.
       this.#elections.delete(announce.manifestId);
+      this.#scheduleServerStop();
       const reason = `cannot fetch the signed documents: ${messageOf(err)}`;
       await this.#status(announce.manifestId, "failed", reason.slice(0, 256));
       return;
@@ -284,16 +399,31 @@ export class SimDevice {
   }
 
   /** A signed document from the control plane's blob server (its digest checked), patiently. */
-  async #document(announce: Announce, digest: Uint8Array | null): Promise<Uint8Array | null> {
-    if (digest === null) return null;
+  #document(announce: Announce, digest: Uint8Array | null): Promise<Uint8Array | null> {
+    if (digest === null) return Promise.resolve(null);
+    return this.#fetchFromControlPlane(
+      digest,
+      this.#controlPlaneSource(announce),
+      MAX_DOCUMENT_BYTES,
+      () => this.#ctx.counters.documentFetches++,
+    );
+  }
+
+  /** A small blob from the control plane (its digest checked by `fetchSmallBlob`), patiently. */
+  async #fetchFromControlPlane(
+    digest: Uint8Array,
+    source: FetchSource,
+    maxBytes: number,
+    onAttempt?: () => void,
+  ): Promise<Uint8Array> {
     for (let attempt = 1;; attempt++) {
       try {
-        this.#ctx.counters.documentFetches++;
+        onAttempt?.();
         return await this.#ctx.cpSlots.run(() =>
           fetchSmallBlob({
-            source: { hostname: announce.cpHost, port: announce.cpP2pPort, label: "control-plane" },
+            source,
             digest,
-            maxBytes: MAX_DOCUMENT_BYTES,
+            maxBytes,
             deadlineMs: 10_000,
             signal: this.#ctx.signal,
             credentials: { nodeId: this.plan.nodeId, privateKey: this.#key.privateKey },
@@ -349,17 +479,8 @@ export class SimDevice {
       });
       this.#ctx.counters.bytesFromControlPlane += fetched.bytes.length;
       await this.#keep(announce.blobDigest, fetched.bytes);
-      this.#server ??= BlobServer.start({
-        hostname: this.plan.host,
-        port: DEVICE_PORTS.p2p,
-        store: this.#ctx.shelf.lookupFor((hex) => this.#held.has(hex)),
-        maxConnections: this.#ctx.serverConnections,
-        // On loopback every peer connects from 127.0.0.1.
-        maxConnectionsPerAddress: this.#ctx.serverConnections,
-        authorize: ticketHolders(() => this.#controlPlaneKey),
-      });
+      const port = this.#ensureServer().port;
       election.transfer = { kind: "ready" };
-      const port = this.#server.port;
       const ready = () => {
         if (election.closed || this.#closed) return clearInterval(election.readyTimer);
         void this.#send({
@@ -371,16 +492,22 @@ export class SimDevice {
       };
       ready();
       election.readyTimer = setInterval(ready, READY_RETRY_MS);
-      await this.#finish(election, "controlPlane", fetched.attempts);
+      await this.#finish(election, {
+        from: "controlPlane",
+        attempts: fetched.attempts,
+        pieces: 0,
+        pieceCount: 0,
+      });
     } catch (err) {
       if (this.#closed) return;
       election.transfer = { kind: "idle" };
       election.leader = false;
       await this.#fail(election, err);
     }
+    this.#scheduleServerStop();
   }
 
-  /** Follows: the blob from the leader with the ticket (the control plane last), verified. */
+  /** Follows: the swarm with a piece list, else the whole blob from the sources (the control plane last). */
   #follow(election: SimElection): void {
     const closed = election.closed;
     if (!closed || election.transfer.kind !== "idle") return;
@@ -389,36 +516,101 @@ export class SimDevice {
     const { announce } = election;
     void (async () => {
       await this.#status(announce.manifestId, "downloading", `from ${closed.leaderNodeId}`);
-      const sources: FetchSource[] = [
-        {
-          kind: "peer",
-          hostname: closed.sources[0].host,
-          port: closed.sources[0].p2pPort,
-          label: closed.leaderNodeId,
-        },
-        this.#controlPlaneSource(announce),
-      ];
-      const fetched = await fetchBlob({
-        digest: announce.blobDigest,
-        size: announce.blobSize,
-        sources,
-        credentials: {
-          nodeId: this.plan.nodeId,
-          privateKey: this.#key.privateKey,
-          ticket: closed.ticket ?? null,
-        },
-        slots: this.#ctx.peerSlots,
-        signal: this.#ctx.signal,
-      });
-      if (fetched.kind === "peer") this.#ctx.counters.bytesFromPeers += fetched.bytes.length;
-      else this.#ctx.counters.bytesFromControlPlane += fetched.bytes.length;
-      await this.#keep(announce.blobDigest, fetched.bytes);
-      await this.#finish(election, fetched.kind, fetched.attempts);
+      const fetched = closed.pieceListDigest
+        ? await this.#swarm(announce, closed, closed.pieceListDigest)
+        : await this.#whole(announce, closed);
+      await this.#finish(election, fetched);
     })().catch(async (err) => {
       if (this.#closed) return;
       election.transfer = { kind: "idle" };
       await this.#fail(election, err);
+    }).finally(() => this.#scheduleServerStop());
+  }
+
+  /** The sources ElectionClosed names, minus this device. */
+  #peersOf(closed: ElectionClosed): { hostname: string; port: number; label: string }[] {
+    return closed.sources
+      .filter((source) => source.nodeId !== this.plan.nodeId)
+      .map((source) => ({ hostname: source.host, port: source.p2pPort, label: source.nodeId }));
+  }
+
+  /**
+   * The blob piece by piece (agent/agent.ts #swarm): the piece list from the
+   * control plane, then every piece from the sources, each verified, the
+   * control plane as fallback; verified pieces served from the start.
+   */
+  async #swarm(
+    announce: Announce,
+    closed: ElectionClosed,
+    pieceListDigest: Uint8Array,
+  ): Promise<Fetched> {
+    const digest = announce.blobDigest;
+    const controlPlane = this.#controlPlaneSource(announce);
+    const listBytes = await this.#fetchFromControlPlane(
+      pieceListDigest,
+      controlPlane,
+      MAX_PIECE_LIST_SIZE,
+    );
+    this.#ctx.counters.pieceListBytes += listBytes.length;
+    const list = decodePieceListFor(listBytes, digest, announce.blobSize);
+    const store = this.#ctx.pieces.storeFor(list);
+    const server = this.#ensureServer();
+    server.sharePartial(digest, store);
+    try {
+      const result = await this.#ctx.swarmSlots.run(() =>
+        downloadPieces({
+          store,
+          sources: this.#peersOf(closed),
+          fallback: controlPlane,
+          stallMs: this.#ctx.stallMs,
+          credentials: {
+            nodeId: this.plan.nodeId,
+            privateKey: this.#key.privateKey,
+            ticket: closed.ticket ?? null,
+          },
+          signal: this.#ctx.signal,
+        })
+      );
+      this.#ctx.counters.piecesVerified += result.piecesFetched;
+      this.#ctx.counters.bytesFromControlPlane += result.fallbackBytes;
+      this.#ctx.counters.bytesFromPeers += result.bytesReceived - result.fallbackBytes;
+      await this.#keep(digest, store.bytes());
+      const fromPeers = result.sources.some((source) => !source.fallback && source.pieces > 0);
+      return {
+        from: fromPeers ? "peer" : "controlPlane",
+        attempts: result.sources.reduce((n, source) => n + source.pieces + source.failures, 0),
+        pieces: result.piecesFetched,
+        pieceCount: result.pieceCount,
+      };
+    } finally {
+      // Held whole now (or failed): the shelf serves it from here on.
+      this.#server?.unsharePartial(digest);
+      await store.close();
+    }
+  }
+
+  /** The whole blob from the sources, then the control plane (no piece list yet). */
+  async #whole(announce: Announce, closed: ElectionClosed): Promise<Fetched> {
+    const sources: FetchSource[] = [
+      ...this.#peersOf(closed).map((peer) => ({ ...peer, kind: "peer" as const })),
+      this.#controlPlaneSource(announce),
+    ];
+    const fetched = await fetchBlob({
+      digest: announce.blobDigest,
+      size: announce.blobSize,
+      sources,
+      credentials: {
+        nodeId: this.plan.nodeId,
+        privateKey: this.#key.privateKey,
+        ticket: closed.ticket ?? null,
+      },
+      slots: this.#ctx.peerSlots,
+      signal: this.#ctx.signal,
     });
+    if (fetched.kind === "peer") this.#ctx.counters.bytesFromPeers += fetched.bytes.length;
+    else this.#ctx.counters.bytesFromControlPlane += fetched.bytes.length;
+    await this.#keep(announce.blobDigest, fetched.bytes);
+    return { from: fetched.kind, attempts: fetched.attempts, pieces: 0, pieceCount: 0 };
   }
 
   #controlPlaneSource(announce: Announce): FetchSource {
@@ -439,11 +631,7 @@ export class SimDevice {
   }
 
   /** The update is done: the target runs (reported active, in status and heartbeats). */
-  async #finish(
-    election: SimElection,
-    from: "peer" | "controlPlane",
-    attempts: number,
-  ): Promise<void> {
+  async #finish(election: SimElection, fetched: Fetched): Promise<void> {
     const { announce } = election;
     election.transfer = { kind: "done" };
     const target = toHex(announce.targetDigest);
@@ -461,8 +649,10 @@ export class SimDevice {
       blob: toHex(announce.blobDigest),
       target,
       leader: election.leader,
-      from,
-      attempts,
+      from: fetched.from,
+      attempts: fetched.attempts,
+      pieces: fetched.pieces,
+      pieceCount: fetched.pieceCount,
     });
     await this.heartbeat();
   }

@@ -10,7 +10,7 @@
 
 import type { StatusReport } from "../../controlplane/api_types.ts";
 import { percentile } from "./status_poller.ts";
-import type { DoneEvent, WorkerStats } from "./wire.ts";
+import type { DeviceServed, DoneEvent, WorkerStats } from "./wire.ts";
 
 /** What `buildReport` is computed from. */
 export interface ReportInput {
@@ -32,6 +32,10 @@ export interface ReportInput {
   readonly done: readonly DoneEvent[];
   readonly failures: number;
   readonly workerStats: readonly WorkerStats[];
+  /** Every simulated device's blob servers over the run. */
+  readonly served: readonly DeviceServed[];
+  /** `maxUploads` of every simulated device's blob server. */
+  readonly uploadSlots: number;
   readonly cpPeakRssBytes: number;
   readonly cpCpuS: number;
   readonly cpCpuRolloutS: number;
@@ -106,6 +110,8 @@ export interface SimReport {
   /** Control plane drops and socket counters during the rollout (differences). */
   readonly cpDatagrams: Record<string, number>;
   readonly workerTotals: WorkerStats | null;
+  /** The swarm (issue 15), over the simulated devices. */
+  readonly swarm: SwarmSummary;
   readonly elections: ElectionSummary[];
   /**
    * Where the simulated devices' time went, seconds (p50 / p99 / max): rollout → first Announce
@@ -119,6 +125,33 @@ export interface SimReport {
   readonly workersCpuS: number;
   readonly loadAverage: readonly [number | null, number | null];
   readonly completed: boolean;
+}
+
+/** What the swarm did: pieces, where the bytes came from, who served how much and how many at once. */
+export interface SwarmSummary {
+  /** Pieces of the rollout's blob (from the devices' downloads; 0 if none was by pieces). */
+  readonly pieceCount: number;
+  /** Pieces fetched and verified by simulated devices' swarm downloads, all together. */
+  readonly piecesVerified: number;
+  /** Simulated devices that downloaded by pieces, and those that fetched every piece. */
+  readonly swarmDownloads: number;
+  readonly swarmDownloadsComplete: number;
+  /** Body bytes the simulated devices received from peers, and from the control plane. */
+  readonly bytesFromPeers: number;
+  readonly bytesFromControlPlane: number;
+  /** Bytes of piece lists the devices fetched from the control plane (also in `documentBytes`). */
+  readonly pieceListBytes: number;
+  /** Bytes served per simulated device: most, median (every device counted, 0 included). */
+  readonly servedMaxBytes: number;
+  readonly servedP50Bytes: number;
+  /** Simulated devices that served any byte, all regions and per region. */
+  readonly servingDevices: number;
+  readonly servingDevicesByRegion: Record<string, number>;
+  /** Most bodies any simulated device's blob server sent at once, and the cap (`--upload-slots`). */
+  readonly maxConcurrentUploads: number;
+  readonly uploadSlots: number;
+  /** Blob servers the devices started (lazily, on joining an election). */
+  readonly serversStarted: number;
 }
 
 /** p50 / p99 / max of some durations, seconds. */
@@ -176,6 +209,28 @@ export function buildReport(input: ReportInput): SimReport {
     for (const k of Object.keys(a) as (keyof WorkerStats)[]) out[k] = a[k] + b[k];
     return out as unknown as WorkerStats;
   });
+  const servedBytes = input.served.map((d) => d[2]);
+  const servingDevicesByRegion: Record<string, number> = {};
+  for (const [, region, bytes] of input.served) {
+    if (bytes > 0) servingDevicesByRegion[region] = (servingDevicesByRegion[region] ?? 0) + 1;
+  }
+  const swarmDone = verifiedDone.filter((d) => d.pieceCount > 0);
+  const swarm: SwarmSummary = {
+    pieceCount: swarmDone.reduce((m, d) => Math.max(m, d.pieceCount), 0),
+    piecesVerified: totals?.piecesVerified ?? 0,
+    swarmDownloads: swarmDone.length,
+    swarmDownloadsComplete: swarmDone.filter((d) => d.pieces === d.pieceCount).length,
+    bytesFromPeers: totals?.bytesFromPeers ?? 0,
+    bytesFromControlPlane: totals?.bytesFromControlPlane ?? 0,
+    pieceListBytes: totals?.pieceListBytes ?? 0,
+    servedMaxBytes: servedBytes.length === 0 ? 0 : Math.max(...servedBytes),
+    servedP50Bytes: percentile(servedBytes, 50) ?? 0,
+    servingDevices: servedBytes.filter((b) => b > 0).length,
+    servingDevicesByRegion,
+    maxConcurrentUploads: input.served.reduce((m, d) => Math.max(m, d[3]), 0),
+    uploadSlots: input.uploadSlots,
+    serversStarted: totals?.serversStarted ?? 0,
+  };
   return {
     devices: input.devices,
     regions: input.regions,
@@ -206,6 +261,7 @@ export function buildReport(input: ReportInput): SimReport {
     registeredS: round(input.registeredMs / 1000, 1),
     cpDatagrams,
     workerTotals: totals,
+    swarm,
     elections,
     phases: {
       announce: spread(verifiedDone.map((d) => rel(d.announced))),
@@ -239,6 +295,7 @@ export function formatReport(r: SimReport): string {
       s(r.statusP99Ms, " ms")
     } over ${r.statusCalls} calls (${r.statusFailures} failed)`,
     `  egress: ${r.egressRatio} × (patch × regions) of model bytes, plus ${r.documentBytes} bytes of signed documents; ${r.devicesFromControlPlane} devices got the blob from the control plane`,
+    `  swarm: ${r.swarm.piecesVerified} pieces verified (${r.swarm.pieceCount} per blob, ${r.swarm.swarmDownloadsComplete}/${r.swarm.swarmDownloads} downloads by pieces whole); ${r.swarm.bytesFromPeers} bytes from peers, ${r.swarm.bytesFromControlPlane} from the control plane, ${r.swarm.pieceListBytes} of piece lists; served per device max ${r.swarm.servedMaxBytes}, p50 ${r.swarm.servedP50Bytes} bytes by ${r.swarm.servingDevices} devices; at most ${r.swarm.maxConcurrentUploads} uploads at once (cap ${r.swarm.uploadSlots})`,
     `  verified blobs: ${r.verified}/${r.devices}; failures reported: ${r.failures}; simulator workers used ${r.workersCpuS} s of CPU; load average ${
       r.loadAverage.join(" → ")
     }`,

@@ -28,7 +28,7 @@ import { CP_HOST, CP_PORTS, MAX_DEVICES, MAX_REAL_AGENTS, realAgentPlan } from "
 import { cpuSeconds, loadAverage, peakRssBytes, treeBytes, udpSocketDrops } from "./proc_stats.ts";
 import { buildReport, type SimReport } from "./report.ts";
 import { StatusPoller } from "./status_poller.ts";
-import type { DoneEvent, WorkerConfig, WorkerEvent, WorkerStats } from "./wire.ts";
+import type { DeviceServed, DoneEvent, WorkerConfig, WorkerEvent, WorkerStats } from "./wire.ts";
 import { WorkerProcess } from "./workers.ts";
 
 /** The model every run rolls out. */
@@ -44,12 +44,30 @@ export interface SimOptions {
   readonly heartbeatMs?: number;
   /** Model file size (default 4 MiB; the patch is about 3/64 of it). */
   readonly size?: number;
-  /** Simulated devices per worker process (default 2,500). */
+  /**
+   * Simulated devices per worker process (default 250: one process holding
+   * 1,000 swarming devices fell behind its own event loop, its requests timed
+   * out and its devices fell back to the control plane).
+   */
   readonly devicesPerWorker?: number;
   /** Deadline of the v2 rollout (default 120 s + 20 ms per device). */
   readonly rolloutTimeoutMs?: number;
   /** Period of the measured `GET /v1/status` calls during the rollout (default 250 ms). */
   readonly statusPeriodMs?: number;
+  /** Bodies each simulated device's blob server sends at once (default 4, as agents). */
+  readonly uploadSlots?: number;
+  /** The control plane's `--piece-size` (bytes; default: its own choice, ~64 pieces per blob). */
+  readonly pieceSize?: number;
+  /**
+   * A simulated device's swarm download turns to the control plane after this
+   * long without a peer byte (default: agents' default, 10 s). Many devices
+   * share a few cores here, so under load a peer can be slow for reasons no
+   * real device would have: a correctness test sets it long, so that the
+   * control plane's egress does not depend on the machine's load.
+   */
+  readonly stallMs?: number;
+  /** Swarm downloads of one worker process at once (default 1,000: bounds its sockets). */
+  readonly swarmSlotsPerWorker?: number;
   /** Keep the directory (printed in the progress). */
   readonly keep?: boolean;
   /** Progress lines (default: none). */
@@ -81,6 +99,7 @@ export class FleetSimulation {
   readonly #done = new Map<string, DoneEvent>();
   readonly #failures: string[] = [];
   readonly #stats: WorkerStats[] = [];
+  readonly #served: DeviceServed[] = [];
   #fatal: string | undefined;
   /** Devices enrolled so far, per worker. */
   readonly #enrolled: number[] = [];
@@ -97,6 +116,10 @@ export class FleetSimulation {
     }
     if (!Number.isSafeInteger(regions) || regions < 1 || regions > devices) {
       throw new RangeError(`regions: 1 to the number of devices`);
+    }
+    const slots = options.uploadSlots ?? 4;
+    if (!Number.isSafeInteger(slots) || slots < 1 || slots > 1024) {
+      throw new RangeError(`upload slots: 1 to 1024`);
     }
     this.options = options;
     this.#log = options.progress ?? (() => {});
@@ -131,7 +154,8 @@ export class FleetSimulation {
     const regions = o.regions;
     const realCount = o.realAgents ?? 0;
     const heartbeatMs = o.heartbeatMs ?? 10_000;
-    const perWorker = o.devicesPerWorker ?? 2_500;
+    const perWorker = o.devicesPerWorker ?? 250;
+    const uploadSlots = o.uploadSlots ?? 4;
     const dir = await Deno.makeTempDir({ prefix: "poolboy-fleet-sim-" });
     this.#dir = dir;
     const realSpecs: AgentSpec[] = Array.from({ length: realCount }, (_, k) => {
@@ -151,6 +175,7 @@ export class FleetSimulation {
         // in a real fleet): the per-address cap is lifted as the harness lifts the blob server's.
         "--connections-per-address",
         "128",
+        ...(o.pieceSize === undefined ? [] : ["--piece-size", String(o.pieceSize)]),
       ],
       agentArgs: ["--heartbeat-interval", `${heartbeatMs}ms`],
     });
@@ -189,6 +214,9 @@ export class FleetSimulation {
         cpSlots: Math.max(2, Math.floor(32 / workerCount)),
         peerSlots: 32,
         serverConnections: 64,
+        uploadSlots,
+        swarmSlots: o.swarmSlotsPerWorker ?? 1_000,
+        stallMs: o.stallMs ?? null,
       };
       this.#workers.push(
         WorkerProcess.spawn(config, `${dir}/worker-${w}.log`, (e) => this.#onEvent(w, e)),
@@ -318,6 +346,8 @@ export class FleetSimulation {
       done: [...this.#done.values()],
       failures: this.#failures.length,
       workerStats: this.#stats,
+      served: this.#served,
+      uploadSlots,
       cpPeakRssBytes: peak,
       cpCpuS: cpuAfter,
       cpCpuRolloutS: cpuAfter - cpuBefore,
@@ -359,6 +389,9 @@ export class FleetSimulation {
         return;
       case "stats":
         this.#stats.push(event.stats);
+        return;
+      case "served":
+        this.#served.push(...event.devices);
         return;
       case "fatal":
         this.#fatal ??= event.message;

@@ -34,8 +34,14 @@ export interface WorkerConfig {
   readonly cpSlots: number;
   /** Downloads from peers at once. */
   readonly peerSlots: number;
-  /** Connections a leader's blob server takes at once (more get BUSY). */
+  /** Connections a device's blob server takes at once (more get BUSY). */
   readonly serverConnections: number;
+  /** Bodies a device's blob server sends at once (`maxUploads`, `--upload-slots`). */
+  readonly uploadSlots: number;
+  /** Swarm downloads of the process at once (bounds its sockets). */
+  readonly swarmSlots: number;
+  /** No peer byte for this long: a swarm download turns to the control plane (null: agents' default). */
+  readonly stallMs: number | null;
 }
 
 /** A device's update finished: it verified the blob and reports the target active. */
@@ -55,7 +61,16 @@ export interface DoneEvent {
   /** Where the blob came from. */
   readonly from: "peer" | "controlPlane";
   readonly attempts: number;
+  /** Pieces it fetched and verified (a swarm download), of `pieceCount` (0: no swarm download). */
+  readonly pieces: number;
+  readonly pieceCount: number;
 }
+
+/** What one device's blob server did over the run: [node id, region, bytes served, peak uploads]. */
+export type DeviceServed = readonly [string, string, number, number];
+
+/** Most devices in one `served` event (a worker's devices). */
+export const MAX_SERVED_ENTRIES = 100_000;
 
 /** Counters of a worker at its end. */
 export interface WorkerStats {
@@ -71,6 +86,16 @@ export interface WorkerStats {
   readonly bytesFromControlPlane: number;
   readonly bytesFromPeers: number;
   readonly bytesServed: number;
+  /** Pieces fetched and verified by swarm downloads. */
+  readonly piecesVerified: number;
+  /** Bytes of piece lists fetched from the control plane. */
+  readonly pieceListBytes: number;
+  /** Device blob servers started (lazily, on joining an election). */
+  readonly serversStarted: number;
+  /** Answers of the devices' blob servers: NOT_YET, BUSY; connections that failed (timeouts, resets). */
+  readonly serverNotYet: number;
+  readonly serverBusy: number;
+  readonly serverErrors: number;
 }
 
 /** Every event a worker prints. */
@@ -80,6 +105,7 @@ export type WorkerEvent =
   | DoneEvent
   | { readonly t: "failed"; readonly id: string; readonly reason: string }
   | { readonly t: "stats"; readonly stats: WorkerStats }
+  | { readonly t: "served"; readonly devices: readonly DeviceServed[] }
   | { readonly t: "fatal"; readonly message: string };
 
 /** One event from one line, or null when the line is not one. */
@@ -102,7 +128,7 @@ export function parseEvent(line: string): WorkerEvent | null {
       return str("id") && num("at") && num("announced") && num("bid") && num("started") &&
           str("blob") && str("target") &&
           typeof o.leader === "boolean" && (o.from === "peer" || o.from === "controlPlane") &&
-          num("attempts")
+          num("attempts") && num("pieces") && num("pieceCount")
         ? (o as unknown as DoneEvent)
         : null;
     case "failed":
@@ -113,6 +139,15 @@ export function parseEvent(line: string): WorkerEvent | null {
       return Object.values(s).every((x) => typeof x === "number")
         ? (o as unknown as WorkerEvent)
         : null;
+    }
+    case "served": {
+      const d = o.devices;
+      if (!Array.isArray(d) || d.length > MAX_SERVED_ENTRIES) return null;
+      const ok = d.every((e) =>
+        Array.isArray(e) && e.length === 4 && typeof e[0] === "string" &&
+        typeof e[1] === "string" && Number.isFinite(e[2]) && Number.isFinite(e[3])
+      );
+      return ok ? (o as unknown as WorkerEvent) : null;
     }
     case "fatal":
       return str("message") ? (o as unknown as WorkerEvent) : null;

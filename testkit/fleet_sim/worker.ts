@@ -17,6 +17,7 @@ import { type DeviceContext, type DeviceCounters, SimDevice } from "./device.ts"
 import { ReleaseChecks } from "./documents.ts";
 import { enrol, newDeviceKey } from "./enrol.ts";
 import { Semaphore } from "./limiter.ts";
+import { SharedBlobs } from "./shared_piece_store.ts";
 import { devicePlan } from "./plan.ts";
 import type { WorkerConfig, WorkerEvent } from "./wire.ts";
 
@@ -35,9 +36,24 @@ function emit(event: WorkerEvent): void {
 function parseConfig(text: string | undefined): WorkerConfig {
   if (text === undefined) throw new RangeError("usage: worker.ts CONFIG_JSON");
   const c = JSON.parse(text) as WorkerConfig;
-  const counts = [c.first, c.count, c.regions, c.heartbeatMs, c.enrolSlots, c.cpSlots];
-  if (!counts.every((n) => Number.isSafeInteger(n) && n >= 0) || c.count < 1 || c.regions < 1) {
+  const counts = [
+    c.first,
+    c.count,
+    c.regions,
+    c.heartbeatMs,
+    c.enrolSlots,
+    c.cpSlots,
+    c.uploadSlots,
+    c.swarmSlots,
+  ];
+  if (
+    !counts.every((n) => Number.isSafeInteger(n) && n >= 0) || c.count < 1 || c.regions < 1 ||
+    c.uploadSlots < 1 || c.swarmSlots < 1
+  ) {
     throw new RangeError("worker config: bad counts");
+  }
+  if (c.stallMs !== null && !(Number.isSafeInteger(c.stallMs) && c.stallMs > 0)) {
+    throw new RangeError("worker config: bad stallMs");
   }
   return c;
 }
@@ -50,6 +66,9 @@ async function main(): Promise<void> {
     documentFetches: 0,
     bytesFromControlPlane: 0,
     bytesFromPeers: 0,
+    piecesVerified: 0,
+    pieceListBytes: 0,
+    serversStarted: 0,
   };
   let stopping: Promise<void> | undefined;
   const heartbeats: { timer?: ReturnType<typeof setInterval> } = {};
@@ -65,6 +84,9 @@ async function main(): Promise<void> {
         replayed: 0,
         badSignature: 0,
         served: 0,
+        notYet: 0,
+        busy: 0,
+        errors: 0,
       };
       for (const d of devices) {
         const g = d.datagrams;
@@ -75,7 +97,15 @@ async function main(): Promise<void> {
         sum.replayed += g.replayed;
         sum.badSignature += g.badSignature;
         sum.served += d.served;
+        const a = d.serverAnswers;
+        sum.notYet += a.notYet;
+        sum.busy += a.busy;
+        sum.errors += a.errors;
       }
+      emit({
+        t: "served",
+        devices: devices.map((d) => [d.plan.nodeId, d.plan.region, d.served, d.peakUploads]),
+      });
       emit({
         t: "stats",
         stats: {
@@ -90,6 +120,12 @@ async function main(): Promise<void> {
           bytesFromControlPlane: counters.bytesFromControlPlane,
           bytesFromPeers: counters.bytesFromPeers,
           bytesServed: sum.served,
+          piecesVerified: counters.piecesVerified,
+          pieceListBytes: counters.pieceListBytes,
+          serversStarted: counters.serversStarted,
+          serverNotYet: sum.notYet,
+          serverBusy: sum.busy,
+          serverErrors: sum.errors,
         },
       });
       await Promise.race([
@@ -120,6 +156,10 @@ async function main(): Promise<void> {
     leadSlots: new Semaphore(4),
     peerSlots: new Semaphore(config.peerSlots, "random"),
     serverConnections: config.serverConnections,
+    uploadSlots: config.uploadSlots,
+    stallMs: config.stallMs ?? undefined,
+    swarmSlots: new Semaphore(config.swarmSlots, "random"),
+    pieces: new SharedBlobs(),
     emit,
     signal: abort.signal,
     counters,
