@@ -562,6 +562,8 @@ export class SimDevice {
           store,
           sources: this.#peersOf(closed),
           fallback: controlPlane,
+          // In order, as agents do: each piece passed down the line once verified.
+          startPiece: 0,
           stallMs: this.#ctx.stallMs,
           credentials: {
             nodeId: this.plan.nodeId,
