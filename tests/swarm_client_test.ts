@@ -39,7 +39,7 @@ interface Swarm {
   /** A server holding the whole blob. */
   holder(name: string, extra?: Partial<BlobServerOptions>): Promise<BlobServer>;
   /** A server holding only what `partial` holds. */
-  partialHolder(partial: PieceStore): Promise<BlobServer>;
+  partialHolder(partial: PieceStore, notYetHoldMs?: number): Promise<BlobServer>;
   /** A store for the downloaded blob at `dir/<name>/blob`. */
   fileStore(name: string): Promise<{ store: FilePieceStore; destination: string; resumed: number }>;
   /** Options downloading into `store` as node `me`. */
@@ -63,11 +63,12 @@ async function withSwarm(fn: (swarm: Swarm) => Promise<void>): Promise<void> {
         servers.push(server);
         return server;
       },
-      async partialHolder(partial) {
+      async partialHolder(partial, notYetHoldMs) {
         const server = BlobServer.start({
           hostname: HOST,
           store: await BlobStore.open(`${dir}/empty-${servers.length}`),
           ...id.serverAuth,
+          notYetHoldMs,
         });
         server.sharePartial(DIGEST, partial);
         servers.push(server);
@@ -208,7 +209,7 @@ Deno.test("a partial holder answers NOT_YET for the pieces it lacks and serves t
     // The holder is half way down the blob (pieces travel in order down a region's line).
     const half = Math.ceil(LIST.pieceCount / 2);
     for (let i = 0; i < half; i++) await put(i);
-    const partial = await swarm.partialHolder(holderPieces);
+    const partial = await swarm.partialHolder(holderPieces, 0); // NOT_YET at once
     const store = new MemoryPieceStore(LIST);
     let got = 0;
     const result = await downloadPieces(
@@ -233,6 +234,29 @@ Deno.test("a partial holder answers NOT_YET for the pieces it lacks and serves t
     assert.equal(p.failures, 0);
     assert.equal(p.dropped, null);
     assert.equal(partial.bytesServed, BLOB.length);
+    assert.deepEqual(store.bytes(), BLOB);
+  });
+});
+
+Deno.test("a request for a piece a partial holder is about to get waits for it (the hold) and is served without a NOT_YET", async () => {
+  await withSwarm(async (swarm) => {
+    const holderPieces = new MemoryPieceStore(LIST);
+    const partial = await swarm.partialHolder(holderPieces, 5_000);
+    const store = new MemoryPieceStore(LIST);
+    // The holder gets its pieces one by one, 20 ms apart, while we download from it.
+    const feeding = (async () => {
+      for (let i = 0; i < LIST.pieceCount; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        const { offset, length } = pieceRange(LIST, i);
+        await holderPieces.putPiece(i, BLOB.subarray(offset, offset + length));
+      }
+    })();
+    const result = await downloadPieces(
+      await swarm.options(store, { sources: [sourceOf(partial, "partial")], startPiece: 0 }),
+    );
+    await feeding;
+    assert.equal(statsOf(result.sources, "partial").pieces, LIST.pieceCount);
+    assert.equal(partial.notYet, 0, "every request was held until its piece came");
     assert.deepEqual(store.bytes(), BLOB);
   });
 });

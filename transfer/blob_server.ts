@@ -69,6 +69,11 @@ import {
 /** Bytes read from a blob file and written to the socket at a time, per connection. */
 export const SERVE_BUFFER_SIZE = 256 * 1024;
 
+/** Default `notYetHoldMs`: how long a request for a range a partial blob lacks waits for it. */
+export const DEFAULT_NOT_YET_HOLD_MS = 1000;
+/** How often a held request checks its range again. */
+const NOT_YET_POLL_MS = 10;
+
 /** Default `maxUploads`: responses with a body in flight at once. */
 export const DEFAULT_MAX_UPLOADS = 4;
 
@@ -124,6 +129,11 @@ export interface BlobServerOptions {
   maxUploads?: number;
   /** All bodies together at most this many bytes per second (a shared token bucket); 0 (default): no cap. */
   uploadBytesPerSecond?: number;
+  /**
+   * A version-3 request for a range a partial blob lacks waits this long for it before the
+   * answer is NOT_YET. Default `DEFAULT_NOT_YET_HOLD_MS` (1 s); 0 answers at once.
+   */
+  notYetHoldMs?: number;
 }
 
 /** A running blob server. */
@@ -165,6 +175,7 @@ export class BlobServer {
   readonly #acceptLoop: Promise<void>;
   readonly #partials = new Map<string, PartialBlob>();
   readonly #maxUploads: number;
+  readonly #notYetHoldMs: number;
   readonly #bucket: TokenBucket | undefined;
   #uploads = 0;
   #closing = false;
@@ -184,6 +195,7 @@ export class BlobServer {
     this.#faults = options.faults ?? {};
     this.#authorize = options.authorize;
     this.#maxUploads = Math.max(1, options.maxUploads ?? DEFAULT_MAX_UPLOADS);
+    this.#notYetHoldMs = Math.max(0, options.notYetHoldMs ?? DEFAULT_NOT_YET_HOLD_MS);
     const rate = options.uploadBytesPerSecond ?? 0;
     this.#bucket = rate > 0 ? new TokenBucket(rate) : undefined;
     this.#acceptLoop = this.#accept();
@@ -221,6 +233,21 @@ export class BlobServer {
    */
   sharePartial(digest: Uint8Array, partial: PartialBlob): void {
     this.#partials.set(toHex(digest), partial);
+  }
+
+  /**
+   * Whether `partial` holds the range, waiting up to `notYetHoldMs` for it (checked every
+   * `NOT_YET_POLL_MS`): the piece a follower asks for next is usually the one arriving here, and
+   * handing it over the moment it is verified keeps a region's line one piece deep, where a
+   * NOT_YET and a retry would cost a round trip and a back-off at every device.
+   */
+  async #held(partial: PartialBlob, offset: number, length: number): Promise<boolean> {
+    const until = performance.now() + this.#notYetHoldMs;
+    while (!partial.has(offset, length)) {
+      if (this.#closing || performance.now() >= until) return false;
+      await new Promise((resolve) => setTimeout(resolve, NOT_YET_POLL_MS));
+    }
+    return true;
   }
 
   /** Stops serving the partial blob of `digest` (a no-op if none). */
@@ -380,7 +407,7 @@ export class BlobServer {
       }
       const wanted = request.length ?? 0;
       const length = wanted === 0 ? size - request.offset : Math.min(wanted, size - request.offset);
-      if (partial !== undefined && !partial.has(request.offset, length)) {
+      if (partial !== undefined && !(await this.#held(partial, request.offset, length))) {
         this.notYet++;
         return await this.#reply(conn, watchdog, BlobStatus.NOT_YET);
       }
