@@ -12,6 +12,7 @@
  */
 
 import assert from "node:assert/strict";
+import { PER_SOURCE } from "../transfer/swarm_client.ts";
 import { blake3 } from "../kernel/blake3.ts";
 import { BlobServer, type BlobServerOptions } from "../transfer/blob_server.ts";
 import { BlobStore } from "../transfer/blob_store.ts";
@@ -273,7 +274,8 @@ Deno.test("the fallback is used when every peer is gone, and without a fallback 
     assert.equal(result.fallbackBytes, BLOB.length);
     assert.equal(statsOf(result.sources, "control plane").pieces, LIST.pieceCount);
     for (const s of result.sources.filter((s) => !s.fallback)) {
-      assert.equal(s.failures, 3);
+      // 3 failures in a row drop a source; requests already on their way to it may add one each.
+      assert.ok(s.failures >= 3 && s.failures <= 3 + PER_SOURCE - 1, `${s.failures} failures`);
       assert.notEqual(s.dropped, null);
     }
     assert.deepEqual(store.bytes(), BLOB);
