@@ -113,6 +113,16 @@ export class Election {
   get members(): string[] {
     return [...this.#members.keys()];
   }
+  /** How many members (without copying their ids). */
+  get memberCount(): number {
+    return this.#members.size;
+  }
+  /** How many members are not done yet (without copying their ids). */
+  get pendingCount(): number {
+    let n = 0;
+    for (const m of this.#members.values()) if (!m.done) n++;
+    return n;
+  }
   /** Members not done yet. */
   get pending(): string[] {
     return [...this.#members].filter(([, m]) => !m.done).map(([id]) => id);
