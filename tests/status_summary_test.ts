@@ -268,3 +268,28 @@ Deno.test("page parameters that are not whole numbers in range are refused with 
     assert.equal(largest.limit, 1000);
   });
 });
+
+Deno.test("poolboy status's summary shows the devices counted by region, each rollout's agents by state and each election's members counted", async () => {
+  const { formatSummary } = await import("../cli/status.ts");
+  await smallFleet(undefined, async ({ call }) => {
+    const summary = await json<StatusSummary>(await call("GET", "/v1/status?view=summary"));
+    const lines = formatSummary(summary);
+    assert.ok(lines.includes("agents (13): 11 online, 2 offline, in 3 regions"), lines.join("\n"));
+    assert.ok(lines.includes("  us         4: 2 online, 2 offline"), lines.join("\n"));
+    const running = summary.rollouts.find((r) => r.state === "running")!;
+    assert.ok(
+      lines.some((l) => l.startsWith(`  #${running.id} resnet v2 → all regions: running, `)),
+      lines.join("\n"),
+    );
+    for (const e of running.elections) {
+      assert.ok(
+        lines.some((l) =>
+          l.startsWith(`    election ${e.manifestId} ${e.region}: `) &&
+          l.includes(`${e.pending}/${e.members} pending`)
+        ),
+        e.manifestId,
+      );
+    }
+    assert.ok(!lines.some((l) => l.includes("eu-00:")), "no line per device");
+  });
+});
