@@ -418,6 +418,7 @@ try {
   }
   await Promise.all(started.map((l) => l.ready));
   const enrolS = (Date.now() - enrolStart) / 1000;
+  const afterEnrol = await procSample(pid);
   progress(
     `${devices} devices enrolled in ${round(enrolS)} s; heartbeating every ${intervalMs / 1000} s`,
   );
@@ -497,6 +498,7 @@ try {
   };
 
   const steady = await phase("steady", (_r, elapsed) => elapsed < steadyMs);
+  const afterSteady = await procSample(pid);
   const online = steady.last.online;
 
   // A rollout to every region: one election per region (nothing installed: the whole file).
@@ -545,6 +547,9 @@ try {
     enrolS: round(enrolS),
     online,
     cpPeakRssMB: round(peak.hwmMB),
+    /** The peak so far once every device had enrolled, and after the steady phase. */
+    cpPeakRssAfterEnrolMB: round(afterEnrol.hwmMB),
+    cpPeakRssAfterSteadyMB: round(afterSteady.hwmMB),
     cpRssMB: round(peak.rssMB),
     cpCpuS: round(peak.cpuS, 1),
     statusView,
@@ -576,7 +581,7 @@ try {
       } s; enrolment ${result.enrolS} s`,
     );
     console.log(
-      `control plane: peak RSS ${result.cpPeakRssMB} MB, CPU ${result.cpCpuS} s in all; status polled: ${statusView}`,
+      `control plane: peak RSS ${result.cpPeakRssMB} MB (${result.cpPeakRssAfterEnrolMB} after enrolment, ${result.cpPeakRssAfterSteadyMB} after steady), CPU ${result.cpCpuS} s in all; status polled: ${statusView}`,
     );
     console.log(
       "phase       CPU  st.p50ms st.p99ms  dgram/s rxq.max B  drops tick.ms tick.max  st.kB",
