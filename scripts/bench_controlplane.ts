@@ -47,6 +47,7 @@ const { values } = parseArgs({
     "rollout-timeout": { type: "string", default: "120" },
     loads: { type: "string", default: "2" },
     "status-view": { type: "string", default: "summary" },
+    "cp-v8-flags": { type: "string", default: "--max-semi-space-size=1" },
     json: { type: "boolean" },
     keep: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -55,7 +56,7 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`deno task bench:cp [--devices 1000] [--regions 20] [--interval 10] [--steady 20]
                     [--rollout-timeout 120] [--loads 2] [--status-view summary|full]
-                    [--json] [--keep]
+                    [--cp-v8-flags F] [--json] [--keep]
 
 Starts the real control plane and --loads load processes simulating --devices
 devices (own key, own 127.180.x.y address, enrolled with POST /v1/enroll,
@@ -63,7 +64,9 @@ authenticated heartbeats every --interval seconds) over --regions regions;
 measures a steady phase of --steady seconds, then a rollout to every region
 until it is done. Prints the control plane's peak RSS, CPU, UDP backlog and
 drops, status API latency (p50/p99, polled every 250 ms: GET /v1/status?view=summary,
-or the whole report with --status-view full) and election/rollout times. Run it in a private network namespace:
+or the whole report with --status-view full) and election/rollout times.
+--cp-v8-flags: the control plane's V8 flags (default that of deno task controlplane,
+--max-semi-space-size=1). Run it in a private network namespace:
   unshare -n bash -c 'ip link set lo up; deno task bench:cp --devices 10000'`);
   Deno.exit(0);
 }
@@ -84,6 +87,11 @@ const steadyMs = positive("steady", values.steady) * 1000;
 const rolloutTimeoutMs = positive("rollout-timeout", values["rollout-timeout"]) * 1000;
 const loads = Math.min(Math.floor(positive("loads", values.loads)), devices);
 const statusView = values["status-view"];
+const cpV8Flags = values["cp-v8-flags"];
+if (!/^--[a-z0-9-]+(=[0-9]+)?(,--[a-z0-9-]+(=[0-9]+)?)*$/.test(cpV8Flags)) {
+  console.error(`bench:cp: --cp-v8-flags "${cpV8Flags}": --flag[=N],...`);
+  Deno.exit(2);
+}
 if (statusView !== "summary" && statusView !== "full") {
   console.error(`bench:cp: --status-view "${statusView}": summary or full`);
   Deno.exit(2);
@@ -245,7 +253,7 @@ async function startControlPlane(data: string, args: string[]): Promise<ControlP
       "run",
       "--quiet",
       `--config=${ROOT}deno.json`,
-      "--v8-flags=--max-semi-space-size=1",
+      `--v8-flags=${cpV8Flags}`,
       "--allow-read",
       "--allow-write",
       "--allow-net=127.0.0.0/8",
@@ -553,6 +561,7 @@ try {
     cpRssMB: round(peak.rssMB),
     cpCpuS: round(peak.cpuS, 1),
     statusView,
+    cpV8Flags,
     steady: steady.stats,
     rollout: {
       ...rolled.stats,
