@@ -113,6 +113,10 @@ export class Election {
   get members(): string[] {
     return [...this.#members.keys()];
   }
+  /** Node ids of the members, without copying them (do not change members while iterating). */
+  memberIds(): IterableIterator<string> {
+    return this.#members.keys();
+  }
   /** How many members (without copying their ids). */
   get memberCount(): number {
     return this.#members.size;
