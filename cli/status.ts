@@ -1,29 +1,43 @@
 /**
- * `poolboy status`: the fleet as the control plane sees it.
+ * `poolboy status`: the fleet as the control plane sees it. It asks for the
+ * summary first (`GET /v1/status?view=summary`, small whatever the fleet's
+ * size); a fleet of at most `FULL_REPORT_UP_TO` devices is then shown in full
+ * (`GET /v1/status`) as it always was, a larger one as counts (`--full` asks
+ * for the whole report anyway, `--summary` for the counts).
  *
  * @module
  */
 
 import { UsageError } from "../kernel/errors.ts";
 import { formatBytes } from "../kernel/units.ts";
-import type { StatusReport } from "../controlplane/api_types.ts";
+import type { StatusReport, StatusSummary } from "../controlplane/api_types.ts";
 import { parseCommand } from "./args.ts";
 import { callApi } from "./api_client.ts";
 import { apiTarget, TOKEN_OPTION_HELP, tokenOptions } from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
 
+/** Fleets of at most this many devices are shown in full unless `--summary`. */
+export const FULL_REPORT_UP_TO = 200;
+const FULL_REPORT_UP_TO_TEXT = String(FULL_REPORT_UP_TO);
+
 export const STATUS_HELP = `poolboy status — agents, versions and rollouts of a fleet
 
-Usage: poolboy status --control-plane URL [--token T] [--json]
+Usage: poolboy status --control-plane URL [--token T] [--json] [--summary | --full]
 
 Shows each agent (region, online, the version it runs, bytes it served to
 peers), each rollout with every agent's state in it and each election (leader,
-blob, state), and the bytes the control plane itself served.
+blob, state), and the bytes the control plane itself served. A fleet of more
+than ${FULL_REPORT_UP_TO_TEXT} devices is shown as counts: devices online and offline by region,
+each rollout's agents by state, each election's members (GET /v1/status?view=summary;
+GET /v1/devices?offset=N&limit=M lists the devices page by page).
 
 Options:
   --control-plane URL   e.g. http://100.64.0.1:7402
 ${TOKEN_OPTION_HELP} (role viewer or above)
-  --json                the whole report as JSON (GET /v1/status)
+  --json                the whole report as JSON (GET /v1/status); with --summary
+                        the summary's JSON
+  --summary             counts only, whatever the fleet's size
+  --full                the whole report, whatever the fleet's size
   -h, --help            this help
 
 Exit codes: 0 ok, 2 usage or refused (401: no, unknown or revoked token; 403: the
@@ -33,6 +47,8 @@ token's role is too low), 3 the control plane cannot be reached.`;
 export async function statusCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("status", args, {
     "control-plane": { type: "string" },
+    summary: { type: "boolean" },
+    full: { type: "boolean" },
     ...tokenOptions,
   });
   if (values.help) {
@@ -42,11 +58,95 @@ export async function statusCommand(args: string[]): Promise<number> {
   if (positionals.length > 0) {
     throw new UsageError(`status takes no arguments, got "${positionals[0]}"`);
   }
+  if (values.summary && values.full) throw new UsageError("status: --summary or --full, not both");
   const api = apiTarget("status", values);
-  const report = await callApi<StatusReport>(api, "GET", "/v1/status");
-  if (values.json) printJson(report);
+  if (values.full || (values.json && !values.summary)) {
+    return printReport(await callApi<StatusReport>(api, "GET", "/v1/status"), values.json);
+  }
+  const answer = await callApi<StatusSummary | StatusReport>(api, "GET", "/v1/status?view=summary");
+  // A control plane without the summary answers with the whole report.
+  if (!isSummary(answer)) return printReport(answer, values.json);
+  if (!values.summary && answer.devices.total <= FULL_REPORT_UP_TO) {
+    return printReport(await callApi<StatusReport>(api, "GET", "/v1/status"), values.json);
+  }
+  if (values.json) printJson(answer);
+  else for (const line of formatSummary(answer)) println(line);
+  return 0;
+}
+
+function isSummary(answer: StatusSummary | StatusReport): answer is StatusSummary {
+  return "view" in answer && answer.view === "summary";
+}
+
+function printReport(report: StatusReport, json: boolean | undefined): number {
+  if (json) printJson(report);
   else for (const line of formatStatus(report)) println(line);
   return 0;
+}
+
+/** Regions listed one by one in the summary; more are counted. */
+const SUMMARY_REGIONS = 50;
+
+/** The human-readable summary: counts instead of lists. */
+export function formatSummary(summary: StatusSummary): string[] {
+  const lines = [
+    `control plane (boot ${summary.boot}): served ${formatBytes(summary.controlPlane.served)}`,
+  ];
+  lines.push(...formatVersions(summary.versions, summary.patches));
+  const d = summary.devices;
+  const regions = Object.entries(d.byRegion);
+  lines.push(
+    "",
+    `agents (${d.total}): ${d.online} online, ${d.offline} offline, in ${regions.length} regions`,
+  );
+  for (const [region, c] of regions.slice(0, SUMMARY_REGIONS)) {
+    lines.push(`  ${region.padEnd(10)} ${c.total}: ${c.online} online, ${c.offline} offline`);
+  }
+  if (regions.length > SUMMARY_REGIONS) {
+    lines.push(`  ... and ${regions.length - SUMMARY_REGIONS} more regions`);
+  }
+  lines.push("", `rollouts (${summary.rollouts.length}):`);
+  for (const r of summary.rollouts) {
+    const states = Object.entries(r.agentStates).map(([state, n]) => `${state} ${n}`).join(", ");
+    lines.push(
+      `  #${r.id} ${r.model} ${r.version} → ${r.region ?? "all regions"}: ${r.state}, ${
+        r.agentStates.active ?? 0
+      }/${r.agents} agents active [${r.strategy}${r.rollback ? ", rollback" : ""}]${
+        r.reason ? ` (${r.reason})` : ""
+      }`,
+    );
+    if (states) lines.push(`    agents: ${states}`);
+    for (const e of r.elections) {
+      lines.push(
+        `    election ${e.manifestId} ${e.region}: ${e.state}${
+          e.leader ? `, leader ${e.leader}` : ""
+        }, ${e.base ? "patch" : "whole file"} ${
+          formatBytes(e.blobSize)
+        }, ${e.pending}/${e.members} pending${e.failure ? ` (${e.failure})` : ""}`,
+      );
+    }
+  }
+  return lines;
+}
+
+/** The versions and patches part of both views. */
+function formatVersions(
+  versions: StatusReport["versions"],
+  patches: StatusReport["patches"],
+): string[] {
+  const versionName = new Map(versions.map((v) => [v.digest, `${v.model} ${v.version}`]));
+  const name = (digest: string) => versionName.get(digest) ?? digest.slice(0, 16);
+  const lines = ["", `versions (${versions.length}):`];
+  for (const v of versions) {
+    const release = v.signed ? `signed, counter ${v.counter}` : "unsigned";
+    lines.push(
+      `  ${v.model} ${v.version}: ${formatBytes(v.size)}, blake3 ${v.digest}, ${release}`,
+    );
+  }
+  for (const p of patches) {
+    lines.push(`  patch ${name(p.base)} → ${name(p.target)}: ${formatBytes(p.size)}`);
+  }
+  return lines;
 }
 
 /** The human-readable status report. */
@@ -56,16 +156,7 @@ export function formatStatus(report: StatusReport): string[] {
   const lines = [
     `control plane (boot ${report.boot}): served ${formatBytes(report.controlPlane.served)}`,
   ];
-  lines.push("", `versions (${report.versions.length}):`);
-  for (const v of report.versions) {
-    const release = v.signed ? `signed, counter ${v.counter}` : "unsigned";
-    lines.push(
-      `  ${v.model} ${v.version}: ${formatBytes(v.size)}, blake3 ${v.digest}, ${release}`,
-    );
-  }
-  for (const p of report.patches) {
-    lines.push(`  patch ${name(p.base)} → ${name(p.target)}: ${formatBytes(p.size)}`);
-  }
+  lines.push(...formatVersions(report.versions, report.patches));
   lines.push("", `agents (${report.agents.length}):`);
   for (const a of report.agents) {
     const models = Object.values(a.active).map(name).join(", ") || "no model";

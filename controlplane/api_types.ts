@@ -168,6 +168,28 @@ export interface DeviceList {
   readonly pending?: PendingDeviceInfo[];
 }
 
+/**
+ * `GET /v1/devices?offset=N&limit=M`: one page of the devices, ordered by
+ * node id (offset 0 and up, limit 1 to 1000, default 100).
+ */
+export interface DevicePage {
+  readonly agents: DeviceInfo[];
+  /** Devices in all (the page is `agents`, from `offset` on). */
+  readonly total: number;
+  readonly offset: number;
+  readonly limit: number;
+}
+
+/** `GET /v1/rollouts/{id}/devices?offset=N&limit=M`: one page of a rollout's agents, by node id. */
+export interface RolloutAgentPage {
+  readonly rolloutId: number;
+  readonly agents: RolloutAgentInfo[];
+  /** The rollout's agents in all. */
+  readonly total: number;
+  readonly offset: number;
+  readonly limit: number;
+}
+
 /** A device waiting for an admin's `device accept`. */
 export interface PendingDeviceInfo {
   readonly nodeId: string;
@@ -213,7 +235,6 @@ export interface HistoryList {
   readonly history: HistoryEntry[];
 }
 
-/** The status report (`GET /v1/status`). */
 /** How long the control loop's ticks took (ms). */
 export interface TickStats {
   readonly count: number;
@@ -222,6 +243,7 @@ export interface TickStats {
   readonly lastMs: number;
 }
 
+/** The status report (`GET /v1/status`). */
 export interface StatusReport {
   readonly boot: number;
   readonly versions: VersionInfo[];
@@ -262,4 +284,44 @@ export interface AuditEntry {
 /** `GET /v1/audit`: newest first. */
 export interface AuditList {
   readonly entries: AuditEntry[];
+}
+
+/** Devices counted: in all, heard from within the agent timeout, and not. */
+export interface DeviceCounts {
+  readonly total: number;
+  readonly online: number;
+  readonly offline: number;
+}
+
+/** An election in the summary: the report's fields, its members and pending ones counted. */
+export interface ElectionSummary extends Omit<ElectionReport, "members" | "pending"> {
+  readonly members: number;
+  readonly pending: number;
+}
+
+/** A rollout in the summary: its agents counted by state, its elections without member lists. */
+export interface RolloutSummary extends RolloutInfo {
+  /** The rollout's agents in all (`GET /v1/rollouts/{id}/devices` lists them). */
+  readonly agents: number;
+  /** How many of its agents are in each state (states with none are absent). */
+  readonly agentStates: Partial<Record<RolloutAgentStateName, number>>;
+  readonly elections: ElectionSummary[];
+}
+
+/**
+ * `GET /v1/status?view=summary`: the status report without per-device lists,
+ * cheap to build and small whatever the fleet's size. Every count equals the
+ * one made from the whole report at the same moment.
+ */
+export interface StatusSummary {
+  readonly view: "summary";
+  readonly boot: number;
+  readonly versions: VersionInfo[];
+  readonly patches: PatchInfo[];
+  /** Every device, and by region. */
+  readonly devices: DeviceCounts & { readonly byRegion: Record<string, DeviceCounts> };
+  readonly rollouts: RolloutSummary[];
+  readonly controlPlane: StatusReport["controlPlane"];
+  readonly drops: Record<string, number>;
+  readonly patchErrors: Record<string, string>;
 }

@@ -57,7 +57,13 @@ import { ControlSocket } from "../transfer/control_socket.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
 import { DEFAULT_CP_P2P_PORT, DEFAULT_CP_UDP_PORT } from "../transfer/default_ports.ts";
 import { type AgentProgress, progressDetail } from "./agent_progress.ts";
-import type { StatusReport, TickStats } from "./api_types.ts";
+import type {
+  DevicePage,
+  RolloutAgentPage,
+  StatusReport,
+  StatusSummary,
+  TickStats,
+} from "./api_types.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
 import { Enrollment } from "./enrollment.ts";
 import { loadOrCreateKey, publicKeyOf } from "../release/enrollment.ts";
@@ -89,7 +95,12 @@ import {
   transition,
 } from "./rollout_policy.ts";
 import { DATABASE_FILE, SqliteStore } from "./sqlite_store.ts";
-import { buildStatusReport } from "./status_report.ts";
+import {
+  buildStatusReport,
+  buildStatusSummary,
+  deviceInfo,
+  rolloutAgentInfo,
+} from "./status_report.ts";
 import { StatusCache } from "./status_cache.ts";
 import {
   type AgentRecord,
@@ -203,6 +214,12 @@ export interface ApiStatus {
   readonly bytes: Uint8Array;
 }
 
+/** The status summary as the API serves it, and its JSON text. */
+export interface ApiSummary {
+  readonly summary: StatusSummary;
+  readonly bytes: Uint8Array;
+}
+
 /** What `putDelegation` or `putRelease` did: the record, and whether it is new. */
 export interface StoredDocument<T> {
   readonly record: T;
@@ -253,6 +270,8 @@ export class ControlPlane {
   readonly #documentDigests = new Set<string>();
   /** Piece lists by the hex digest of the blob they cut (swarm downloads). */
   readonly #pieceLists = new Map<string, PieceListState>();
+  /** Piece lists being built (at most one per blob of a live election); `close` waits for them. */
+  readonly #background = new Set<Promise<void>>();
   /** Swarm order of each closed election (`swarm_plan.ts`), by manifest id. */
   readonly #swarmOrders = new Map<
     string,
@@ -264,6 +283,11 @@ export class ControlPlane {
   readonly #statusCache = new StatusCache<ApiStatus>(async () => {
     const report = await this.status();
     return { report, bytes: new TextEncoder().encode(JSON.stringify(report, null, 2) + "\n") };
+  });
+  /** The summary as the API serves it, and its JSON (`GET /v1/status?view=summary`). */
+  readonly #summaryCache = new StatusCache<ApiSummary>(async () => {
+    const summary = await this.statusSummary();
+    return { summary, bytes: new TextEncoder().encode(JSON.stringify(summary, null, 2) + "\n") };
   });
   /** The control loop's ticks: how many, how long. */
   #tickStats: TickStats = { count: 0, totalMs: 0, maxMs: 0, lastMs: 0 };
@@ -416,6 +440,7 @@ export class ControlPlane {
     this.socket.close();
     await this.#receiving;
     await this.blobServer.close();
+    await Promise.all(this.#background);
     await this.#writes;
     await this.stateStore.close();
     this.#lock.release();
@@ -732,6 +757,68 @@ export class ControlPlane {
   }
 
   /**
+   * The status report without per-device lists (counts instead): no copy of
+   * any device's record, one counting pass over the registry, the rollouts'
+   * agents counted by the store.
+   */
+  async statusSummary(now = Date.now()): Promise<StatusSummary> {
+    this.#flushServed();
+    this.#flushProgress();
+    await this.#writes;
+    const rollouts = await this.stateStore.rollouts();
+    return buildStatusSummary({
+      boot: this.boot,
+      now,
+      agentTimeoutMs: this.#agentTimeoutMs,
+      versions: await this.stateStore.versions(),
+      releaseOf: (model, version) => this.release(model, version),
+      patches: await this.stateStore.patches(),
+      agents: this.agents.values(),
+      rollouts: await Promise.all(
+        rollouts.map(async (rollout) => ({
+          rollout,
+          agentStates: await this.stateStore.rolloutAgentStates(rollout.id),
+        })),
+      ),
+      elections: this.#elections.all(),
+      served: await this.stateStore.served(),
+      drops: { ...this.drops, ...this.socket.counters },
+      patchErrors: Object.fromEntries(this.#patchErrors),
+      tick: this.#tickStats,
+      datagramBacklog: this.#backlog,
+    });
+  }
+
+  /** The summary for the API: `statusSummary()`, reused as the status report is, with its JSON. */
+  apiSummary(): Promise<ApiSummary> {
+    return this.#summaryCache.get();
+  }
+
+  /** Devices ordered by node id, from `offset` on, at most `limit`; and how many in all. */
+  devicePage(offset: number, limit: number, now = Date.now()): DevicePage {
+    const ids = [...this.agents.keys()].sort();
+    const agents = ids.slice(offset, offset + limit).map((id) =>
+      deviceInfo(this.agents.get(id)!, now, this.#agentTimeoutMs)
+    );
+    return { agents, total: ids.length, offset, limit };
+  }
+
+  /** A rollout's agents by node id, from `offset` on, at most `limit`. NotFoundError: no such rollout. */
+  async rolloutAgentPage(id: number, offset: number, limit: number): Promise<RolloutAgentPage> {
+    if (!this.#rollouts.has(id)) throw new NotFoundError(`unknown rollout "${id}"`);
+    this.#flushProgress();
+    await this.#writes;
+    const page = await this.stateStore.rolloutAgentPage(id, offset, limit);
+    return {
+      rolloutId: id,
+      agents: page.agents.map(rolloutAgentInfo),
+      total: page.total,
+      offset,
+      limit,
+    };
+  }
+
+  /**
    * The status report for the API: `status()`, but reused for a short while
    * once building it is expensive (status_cache.ts), with its JSON.
    */
@@ -742,6 +829,7 @@ export class ControlPlane {
   /** An operator changed something: the API's next status report is built anew. */
   invalidateStatus(): void {
     this.#statusCache.invalidate();
+    this.#summaryCache.invalidate();
   }
 
   // --- the control loop ---
@@ -1194,7 +1282,7 @@ export class ControlPlane {
     if (this.#pieceLists.has(hex)) return;
     this.#pieceLists.set(hex, { kind: "building" });
     const pieceSize = this.#pieceSize ?? choosePieceSize(blobSize);
-    void (async () => {
+    const building = (async () => {
       try {
         const list = await buildPieceListFromFile(this.store.pathOf(blobDigest), pieceSize);
         if (toHex(list.blobDigest) !== hex) {
@@ -1208,6 +1296,9 @@ export class ControlPlane {
         this.#log(`cannot build the piece list of ${hex.slice(0, 16)}: ${describeOsError(err)}`);
       }
     })();
+    // `close` waits for it: no blob is half-written when the store's directory goes.
+    this.#background.add(building);
+    void building.finally(() => this.#background.delete(building));
   }
 
   // --- helpers ---

@@ -121,6 +121,20 @@ export class Election {
   get answeredMembers(): string[] {
     return [...this.#members].filter(([, m]) => m.answered || m.done).map(([id]) => id);
   }
+  /** Node ids of the members, without copying them (do not change members while iterating). */
+  memberIds(): IterableIterator<string> {
+    return this.#members.keys();
+  }
+  /** How many members (without copying their ids). */
+  get memberCount(): number {
+    return this.#members.size;
+  }
+  /** How many members are not done yet (without copying their ids). */
+  get pendingCount(): number {
+    let n = 0;
+    for (const m of this.#members.values()) if (!m.done) n++;
+    return n;
+  }
   /** Members not done yet. */
   get pending(): string[] {
     return [...this.#members].filter(([, m]) => !m.done).map(([id]) => id);

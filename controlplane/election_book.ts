@@ -84,7 +84,9 @@ export class ElectionBook {
     const out = new Map<string, ElectionEntry>();
     for (const entry of this.#live.values()) {
       if (entry.rolloutId !== rolloutId) continue;
-      for (const nodeId of entry.election.members) if (!out.has(nodeId)) out.set(nodeId, entry);
+      for (const nodeId of entry.election.memberIds()) {
+        if (!out.has(nodeId)) out.set(nodeId, entry);
+      }
     }
     return out;
   }

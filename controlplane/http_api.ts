@@ -30,12 +30,15 @@
  * | POST   | /v1/rollouts                           | deployer | `{ model, version, region?, strategy?, canary?, batch?, maxFailures? }` | the rollout (201) |
  * | GET    | /v1/rollouts                           | viewer   |                   | `{ rollouts }`                  |
  * | GET    | /v1/rollouts/{id}                      | viewer   |                   | the rollout with its agents and elections |
+ * | GET    | /v1/rollouts/{id}/devices?offset=N&limit=M | viewer |                 | `{ rolloutId, agents, total, offset, limit }`: its agents by node id (N ≥ 0, default 0; M: 1-1000, default 100) |
  * | POST   | /v1/rollouts/{id}/{pause,resume,abort} | deployer |                   | the rollout (409 if it cannot)  |
  * | POST   | /v1/rollback                           | deployer | `{ model, to? }`  | the rollback's rollout (201)    |
- * | GET    | /v1/agents, /v1/devices                | viewer   |                   | `{ agents }`                    |
+ * | GET    | /v1/agents, /v1/devices                | viewer   |                   | `{ agents }` (every device; /v1/devices also `pending`) |
+ * | GET    | /v1/devices?offset=N&limit=M           | viewer   |                   | `{ agents, total, offset, limit }`: one page, by node id (N ≥ 0, default 0; M: 1-1000, default 100) |
  * | GET    | /v1/devices/{id}/history               | viewer   |                   | `{ history }`                   |
  * | DELETE | /v1/devices/{id}                       | admin    |                   | `{ nodeId, removed }` (404 unknown) |
- * | GET    | /v1/status                             | viewer   |                   | the whole status report         |
+ * | GET    | /v1/status                             | viewer   |                   | the whole status report (also `?view=full`) |
+ * | GET    | /v1/status?view=summary                | viewer   |                   | the summary: the report with counts instead of device lists (`StatusSummary`) |
  * | POST   | /v1/enrollment-tokens                  | admin    | `{ uses?, expiresMs? }` | `{ token, uses, expires }` (201; the token is shown once) |
  * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token, 409 enrolled with another key |
  * | POST   | /v1/devices/{id}/accept                | admin    | `{ keyId }`       | `{ nodeId, accepted }` (404 not pending, 409 another key) |
@@ -56,6 +59,7 @@ import type {
   AuditList,
   DeviceAccepted,
   DeviceList,
+  DevicePage,
   DeviceRemoved,
   DocumentStored,
   EnrollmentTokenInfo,
@@ -64,6 +68,7 @@ import type {
   HistoryList,
   PublishResult,
   ReleaseCounters,
+  RolloutAgentPage,
   RolloutInfo,
   RolloutList,
   RolloutReport,
@@ -245,6 +250,16 @@ const ROUTES: readonly Route[] = [
     },
   },
   {
+    method: "GET",
+    pattern: "/v1/rollouts/:id/devices",
+    role: "viewer",
+    handler: async (cp, params, request) => {
+      const id = rolloutId(params.id);
+      const { offset, limit } = pageOf(new URL(request.url).searchParams);
+      return answer<RolloutAgentPage>(await cp.rolloutAgentPage(id, offset, limit));
+    },
+  },
+  {
     method: "POST",
     pattern: "/v1/rollouts/:id/:action",
     role: "deployer",
@@ -341,8 +356,13 @@ const ROUTES: readonly Route[] = [
     method: "GET",
     pattern: "/v1/devices",
     role: "viewer",
-    handler: async (cp) =>
-      answer<DeviceList>({
+    handler: async (cp, _params, request) => {
+      const query = new URL(request.url).searchParams;
+      if (query.has("offset") || query.has("limit")) {
+        const { offset, limit } = pageOf(query);
+        return answer<DevicePage>(cp.devicePage(offset, limit));
+      }
+      return answer<DeviceList>({
         agents: (await cp.apiStatus()).report.agents,
         pending: cp.enrollment.pending(Date.now()).map((p) => ({
           nodeId: p.nodeId,
@@ -350,14 +370,24 @@ const ROUTES: readonly Route[] = [
           keyId: p.keyId,
           requested: p.requested,
         })),
-      }),
+      });
+    },
   },
   {
     method: "GET",
     pattern: "/v1/status",
     role: "viewer",
     // The report's JSON as built (status_cache.ts): the same text `json` would make of it.
-    handler: async (cp) => ({ document: (await cp.apiStatus()).bytes }),
+    handler: async (cp, _params, request) => {
+      const view = new URL(request.url).searchParams.get("view");
+      if (view === "summary") return { document: (await cp.apiSummary()).bytes };
+      if (view !== null && view !== "full") {
+        throw new InvalidArgumentError(
+          `view must be "summary" or "full" (got ${JSON.stringify(view.slice(0, 20))})`,
+        );
+      }
+      return { document: (await cp.apiStatus()).bytes };
+    },
   },
   {
     method: "GET",
@@ -533,6 +563,34 @@ function auditLimit(text: string | null): number {
     );
   }
   return n;
+}
+
+/** The pages of device lists: default and largest `limit`. */
+export const PAGE_DEFAULT_LIMIT = 100;
+export const PAGE_MAX_LIMIT = 1000;
+
+/** The largest `offset` accepted (no fleet is bigger). */
+const PAGE_MAX_OFFSET = 10_000_000;
+
+/** `?offset=N&limit=M` of a listing: N from 0 (default 0), M from 1 to `PAGE_MAX_LIMIT` (default 100). */
+function pageOf(query: URLSearchParams): { offset: number; limit: number } {
+  const whole = (key: string, fallback: number, min: number, max: number): number => {
+    const text = query.get(key);
+    if (text === null) return fallback;
+    const n = /^[0-9]{1,8}$/.test(text) ? Number(text) : NaN;
+    if (!(n >= min && n <= max)) {
+      throw new InvalidArgumentError(
+        `${key} must be a whole number from ${min} to ${max} (got ${
+          JSON.stringify(text.slice(0, 20))
+        })`,
+      );
+    }
+    return n;
+  };
+  return {
+    offset: whole("offset", 0, 0, PAGE_MAX_OFFSET),
+    limit: whole("limit", PAGE_DEFAULT_LIMIT, 1, PAGE_MAX_LIMIT),
+  };
 }
 
 /** The parameters of `pattern` in `parts`, or undefined if it does not match. */

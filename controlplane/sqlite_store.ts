@@ -334,13 +334,29 @@ export class SqliteStore implements StateStore {
     const rows = this.#prepared(
       "SELECT * FROM rollout_agents WHERE rollout_id = ? ORDER BY node_id",
     ).all(rolloutId) as Row[];
-    return Promise.resolve(rows.map((r) => ({
-      rolloutId: Number(r.rollout_id),
-      nodeId: String(r.node_id),
-      state: String(r.state) as AgentProgressKind,
-      detail: String(r.detail),
-      updated: Number(r.updated),
-    })));
+    return Promise.resolve(rows.map(rolloutAgentOf));
+  }
+
+  rolloutAgentPage(
+    rolloutId: number,
+    offset: number,
+    limit: number,
+  ): Promise<{ total: number; agents: RolloutAgentRecord[] }> {
+    const total = this.#prepared("SELECT COUNT(*) AS n FROM rollout_agents WHERE rollout_id = ?")
+      .get(rolloutId) as Row;
+    const rows = this.#prepared(
+      "SELECT * FROM rollout_agents WHERE rollout_id = ? ORDER BY node_id LIMIT ? OFFSET ?",
+    ).all(rolloutId, limit, offset) as Row[];
+    return Promise.resolve({ total: Number(total.n), agents: rows.map(rolloutAgentOf) });
+  }
+
+  rolloutAgentStates(rolloutId: number): Promise<Partial<Record<AgentProgressKind, number>>> {
+    const rows = this.#prepared(
+      "SELECT state, COUNT(*) AS n FROM rollout_agents WHERE rollout_id = ? GROUP BY state ORDER BY state",
+    ).all(rolloutId) as Row[];
+    const counts: Partial<Record<AgentProgressKind, number>> = {};
+    for (const r of rows) counts[String(r.state) as AgentProgressKind] = Number(r.n);
+    return Promise.resolve(counts);
   }
 
   // --- device history ---
@@ -570,5 +586,16 @@ function tokenOf(r: Row): TokenRecord {
     hash: String(r.hash),
     created: Number(r.created),
     revoked: r.revoked === null ? null : Number(r.revoked),
+  };
+}
+
+/** A `rollout_agents` row as its record. */
+function rolloutAgentOf(r: Row): RolloutAgentRecord {
+  return {
+    rolloutId: Number(r.rollout_id),
+    nodeId: String(r.node_id),
+    state: String(r.state) as AgentProgressKind,
+    detail: String(r.detail),
+    updated: Number(r.updated),
   };
 }

@@ -272,6 +272,14 @@ export interface StateStore {
   setRolloutAgents(progress: readonly RolloutAgentRecord[]): Promise<void>;
   /** A rollout's agents, by node id. */
   rolloutAgents(rolloutId: number): Promise<RolloutAgentRecord[]>;
+  /** `rolloutAgents` from `offset` on, at most `limit` of them, and how many there are in all. */
+  rolloutAgentPage(
+    rolloutId: number,
+    offset: number,
+    limit: number,
+  ): Promise<{ total: number; agents: RolloutAgentRecord[] }>;
+  /** How many of a rollout's agents are in each state (states with none absent). */
+  rolloutAgentStates(rolloutId: number): Promise<Partial<Record<AgentProgressKind, number>>>;
 
   addHistory(entry: HistoryRecord): Promise<void>;
   /** A device's history, oldest first (all devices when `nodeId` is undefined). */

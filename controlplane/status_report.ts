@@ -1,20 +1,25 @@
 /**
  * From the control plane's records to the API's JSON (api_types.ts): each
  * storage record's view, an election's report, and the whole status report.
- * Pure: the control plane gathers the inputs.
+ * The summary (`GET /v1/status?view=summary`) is the same report with every
+ * per-device list replaced by counts. Pure: the control plane gathers the inputs.
  *
  * @module
  */
 
 import { toHex } from "../kernel/blake3.ts";
 import type {
+  DeviceCounts,
   DeviceInfo,
   ElectionReport,
+  ElectionSummary,
   HistoryEntry,
   PatchInfo,
   RolloutAgentInfo,
+  RolloutAgentStateName,
   RolloutInfo,
   StatusReport,
+  StatusSummary,
   TickStats,
   VersionInfo,
 } from "./api_types.ts";
@@ -156,6 +161,101 @@ export function buildStatusReport(input: StatusInput): StatusReport {
     rollouts: input.rollouts.map(({ rollout, agents }) => ({
       ...rolloutInfo(rollout),
       agents: agents.map(rolloutAgentInfo),
+      elections: elections.filter((e) => e.rolloutId === rollout.id),
+    })),
+    controlPlane: {
+      served: Object.values(input.served).reduce((a, b) => a + b, 0),
+      servedByDigest: { ...input.served },
+      tick: { ...input.tick },
+      datagramBacklog: input.datagramBacklog,
+    },
+    drops: { ...input.drops },
+    patchErrors: { ...input.patchErrors },
+  };
+}
+
+/** One election's summary: its report without the member lists (counted, not copied). */
+export function electionSummary(
+  entry: ElectionEntry,
+  served: Readonly<Record<string, number>>,
+): ElectionSummary {
+  const { election } = entry;
+  const blob = toHex(election.announce.blobDigest);
+  return {
+    manifestId: election.manifestId,
+    rolloutId: entry.rolloutId,
+    region: election.region,
+    base: election.announce.baseDigest ? toHex(election.announce.baseDigest) : null,
+    blob,
+    blobSize: election.announce.blobSize,
+    state: election.state,
+    failure: election.failure ?? null,
+    leader: election.leader ?? null,
+    members: election.memberCount,
+    pending: election.pendingCount,
+    timeline: { ...election.timeline },
+    controlPlaneServedForBlob: served[blob] ?? 0,
+  };
+}
+
+/** A mutable count of devices. */
+interface Counting {
+  total: number;
+  online: number;
+  offline: number;
+}
+
+/**
+ * Counts devices, online or not, in all and by region: one pass over the
+ * registry that allocates one record per region, nothing per device.
+ */
+export function countDevices(
+  agents: Iterable<AgentRecord>,
+  now: number,
+  agentTimeoutMs: number,
+): DeviceCounts & { byRegion: Record<string, DeviceCounts> } {
+  const all: Counting = { total: 0, online: 0, offline: 0 };
+  const byRegion = new Map<string, Counting>();
+  for (const a of agents) {
+    let region = byRegion.get(a.region);
+    if (region === undefined) byRegion.set(a.region, region = { total: 0, online: 0, offline: 0 });
+    const online = isOnline(a, now, agentTimeoutMs);
+    all.total++;
+    region.total++;
+    if (online) {
+      all.online++;
+      region.online++;
+    } else {
+      all.offline++;
+      region.offline++;
+    }
+  }
+  const regions = [...byRegion.keys()].sort();
+  return { ...all, byRegion: Object.fromEntries(regions.map((r) => [r, byRegion.get(r)!])) };
+}
+
+/** What the summary is made of: the status report's inputs, with rollouts' agents counted. */
+export interface SummaryInput extends Omit<StatusInput, "rollouts"> {
+  /** Every rollout with how many of its agents are in each state. */
+  readonly rollouts: readonly {
+    rollout: RolloutRecord;
+    agentStates: Partial<Record<RolloutAgentStateName, number>>;
+  }[];
+}
+
+/** The summary (`GET /v1/status?view=summary`). */
+export function buildStatusSummary(input: SummaryInput): StatusSummary {
+  const elections = input.elections.map((e) => electionSummary(e, input.served));
+  return {
+    view: "summary",
+    boot: input.boot,
+    versions: input.versions.map((v) => versionInfo(v, input.releaseOf(v.model, v.version))),
+    patches: input.patches.map(patchInfo),
+    devices: countDevices(input.agents, input.now, input.agentTimeoutMs),
+    rollouts: input.rollouts.map(({ rollout, agentStates }) => ({
+      ...rolloutInfo(rollout),
+      agents: Object.values(agentStates).reduce((a, b) => a + (b ?? 0), 0),
+      agentStates: { ...agentStates },
       elections: elections.filter((e) => e.rolloutId === rollout.id),
     })),
     controlPlane: {

@@ -17,7 +17,8 @@
  * (/proc), its UDP socket's kernel receive queue and kernel drops
  * (/proc/PID/net/udp: a growing backlog shows here), its own datagram
  * counters, the latency of `GET /v1/status` polled every 250 ms (p50/p99 per
- * phase), the reconcile tick's duration if the status report has it
+ * phase; `--status-view summary`, the default, polls `?view=summary`, `full`
+ * the whole report as before), the reconcile tick's duration if the status report has it
  * (`controlPlane.tick`), how long after the rollout every election of every
  * region had closed, and when the rollout was done.
  *
@@ -28,7 +29,7 @@
  */
 
 import { parseArgs } from "node:util";
-import type { StatusReport } from "../controlplane/api_types.ts";
+import type { StatusReport, StatusSummary } from "../controlplane/api_types.ts";
 import { PORTS, runPoolboy } from "../testkit/fleet_harness.ts";
 import type { LoadConfig, LoadStats } from "./cp_load.ts";
 
@@ -45,6 +46,8 @@ const { values } = parseArgs({
     steady: { type: "string", default: "20" },
     "rollout-timeout": { type: "string", default: "120" },
     loads: { type: "string", default: "2" },
+    "status-view": { type: "string", default: "summary" },
+    "cp-v8-flags": { type: "string", default: "--max-semi-space-size=1" },
     json: { type: "boolean" },
     keep: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -52,15 +55,18 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(`deno task bench:cp [--devices 1000] [--regions 20] [--interval 10] [--steady 20]
-                    [--rollout-timeout 120] [--loads 2] [--json] [--keep]
+                    [--rollout-timeout 120] [--loads 2] [--status-view summary|full]
+                    [--cp-v8-flags F] [--json] [--keep]
 
 Starts the real control plane and --loads load processes simulating --devices
 devices (own key, own 127.180.x.y address, enrolled with POST /v1/enroll,
 authenticated heartbeats every --interval seconds) over --regions regions;
 measures a steady phase of --steady seconds, then a rollout to every region
 until it is done. Prints the control plane's peak RSS, CPU, UDP backlog and
-drops, status API latency (p50/p99, polled every 250 ms) and election/rollout
-times. Run it in a private network namespace:
+drops, status API latency (p50/p99, polled every 250 ms: GET /v1/status?view=summary,
+or the whole report with --status-view full) and election/rollout times.
+--cp-v8-flags: the control plane's V8 flags (default that of deno task controlplane,
+--max-semi-space-size=1). Run it in a private network namespace:
   unshare -n bash -c 'ip link set lo up; deno task bench:cp --devices 10000'`);
   Deno.exit(0);
 }
@@ -80,6 +86,16 @@ const intervalMs = positive("interval", values.interval) * 1000;
 const steadyMs = positive("steady", values.steady) * 1000;
 const rolloutTimeoutMs = positive("rollout-timeout", values["rollout-timeout"]) * 1000;
 const loads = Math.min(Math.floor(positive("loads", values.loads)), devices);
+const statusView = values["status-view"];
+const cpV8Flags = values["cp-v8-flags"];
+if (!/^--[a-z0-9-]+(=[0-9]+)?(,--[a-z0-9-]+(=[0-9]+)?)*$/.test(cpV8Flags)) {
+  console.error(`bench:cp: --cp-v8-flags "${cpV8Flags}": --flag[=N],...`);
+  Deno.exit(2);
+}
+if (statusView !== "summary" && statusView !== "full") {
+  console.error(`bench:cp: --status-view "${statusView}": summary or full`);
+  Deno.exit(2);
+}
 if (devices > 60_000) {
   console.error("bench:cp: --devices: at most 60000");
   Deno.exit(2);
@@ -237,7 +253,7 @@ async function startControlPlane(data: string, args: string[]): Promise<ControlP
       "run",
       "--quiet",
       `--config=${ROOT}deno.json`,
-      "--v8-flags=--max-semi-space-size=1",
+      `--v8-flags=${cpV8Flags}`,
       "--allow-read",
       "--allow-write",
       "--allow-net=127.0.0.0/8",
@@ -323,8 +339,53 @@ interface TickInfo {
   readonly maxMs: number;
 }
 
-function tickOf(report: StatusReport): TickInfo | undefined {
-  return (report.controlPlane as { tick?: TickInfo }).tick;
+/** What the bench reads of a status answer, whichever view it polled. */
+interface Polled {
+  readonly received: number;
+  readonly tick: TickInfo | undefined;
+  readonly online: number;
+  readonly rollouts: readonly {
+    readonly id: number;
+    readonly state: string;
+    readonly created: number;
+    readonly finished: number | null;
+    /** Each election's LeaderReady time (undefined: not yet). */
+    readonly leaderReady: readonly (number | undefined)[];
+    /** Agents on the target. */
+    readonly done: number;
+  }[];
+}
+
+function fromFull(report: StatusReport): Polled {
+  return {
+    received: report.drops.received ?? 0,
+    tick: (report.controlPlane as { tick?: TickInfo }).tick,
+    online: report.agents.filter((a) => a.online).length,
+    rollouts: report.rollouts.map((r) => ({
+      id: r.id,
+      state: r.state,
+      created: r.created,
+      finished: r.finished,
+      leaderReady: r.elections.map((e) => e.timeline.leaderReady),
+      done: r.agents.filter((a) => a.state === "active").length,
+    })),
+  };
+}
+
+function fromSummary(summary: StatusSummary): Polled {
+  return {
+    received: summary.drops.received ?? 0,
+    tick: summary.controlPlane.tick,
+    online: summary.devices.online,
+    rollouts: summary.rollouts.map((r) => ({
+      id: r.id,
+      state: r.state,
+      created: r.created,
+      finished: r.finished,
+      leaderReady: r.elections.map((e) => e.timeline.leaderReady),
+      done: r.agentStates.active ?? 0,
+    })),
+  };
 }
 
 const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -365,34 +426,38 @@ try {
   }
   await Promise.all(started.map((l) => l.ready));
   const enrolS = (Date.now() - enrolStart) / 1000;
+  const afterEnrol = await procSample(pid);
   progress(
     `${devices} devices enrolled in ${round(enrolS)} s; heartbeating every ${intervalMs / 1000} s`,
   );
   // Everyone heard from at least once before the steady phase.
   await new Promise((r) => setTimeout(r, intervalMs + 2000));
 
-  const get = async (): Promise<{ ms: number; bytes: number; report: StatusReport }> => {
+  const get = async (): Promise<{ ms: number; bytes: number; report: Polled }> => {
     const t0 = performance.now();
-    const r = await fetch(`${f.url}/v1/status`, {
+    const r = await fetch(`${f.url}/v1/status${statusView === "summary" ? "?view=summary" : ""}`, {
       headers: { authorization: `Bearer ${f.token}` },
     });
     const text = await r.text();
     const ms = performance.now() - t0;
     if (!r.ok) throw new Error(`GET /v1/status: HTTP ${r.status} ${text.slice(0, 200)}`);
-    return { ms, bytes: text.length, report: JSON.parse(text) as StatusReport };
+    const report = statusView === "summary"
+      ? fromSummary(JSON.parse(text) as StatusSummary)
+      : fromFull(JSON.parse(text) as StatusReport);
+    return { ms, bytes: text.length, report };
   };
 
   /** Polls status every 250 ms while `until` says go on; the phase's numbers. */
   const phase = async (
     name: string,
-    until: (report: StatusReport, elapsedMs: number) => boolean,
-  ): Promise<{ stats: PhaseStats; last: StatusReport }> => {
+    until: (report: Polled, elapsedMs: number) => boolean,
+  ): Promise<{ stats: PhaseStats; last: Polled }> => {
     progress(`phase ${name}`);
     const begin = Date.now();
     const before = await procSample(pid);
     const first = await get();
-    const received0 = first.report.drops.received ?? 0;
-    const tick0 = tickOf(first.report);
+    const received0 = first.report.received;
+    const tick0 = first.report.tick;
     const latencies: number[] = [];
     let last = first.report;
     let bytes = first.bytes;
@@ -415,7 +480,7 @@ try {
     const after = await procSample(pid);
     const seconds = (Date.now() - begin) / 1000;
     const sorted = latencies.sort((a, b) => a - b);
-    const tick1 = tickOf(last);
+    const tick1 = last.tick;
     const ticks = tick0 && tick1 ? tick1.count - tick0.count : 0;
     return {
       last,
@@ -428,7 +493,7 @@ try {
         statusMaxMs: round(sorted.at(-1) ?? NaN),
         statusRequests: sorted.length,
         statusBytes: bytes,
-        datagramsPerS: round(((last.drops.received ?? 0) - received0) / seconds),
+        datagramsPerS: round((last.received - received0) / seconds),
         rxQueueMaxBytes: rxQueueMax,
         kernelDrops: kernelDrops - before.kernelDrops,
         tickMaxMs: tick1 ? round(tick1.maxMs, 2) : null,
@@ -441,7 +506,8 @@ try {
   };
 
   const steady = await phase("steady", (_r, elapsed) => elapsed < steadyMs);
-  const online = steady.last.agents.filter((a) => a.online).length;
+  const afterSteady = await procSample(pid);
+  const online = steady.last.online;
 
   // A rollout to every region: one election per region (nothing installed: the whole file).
   const model = `${dir}/model.bin`;
@@ -475,12 +541,12 @@ try {
     return r?.state === "running" && elapsed < rolloutTimeoutMs;
   });
   const r = rolled.last.rollouts.find((x) => x.id === rollout.id)!;
-  const closedAt = r.elections.map((e) => e.timeline.leaderReady);
+  const closedAt = r.leaderReady;
   const allClosed = closedAt.length > 0 && closedAt.every((t) => t !== undefined);
   const electionsClosedS = allClosed
     ? round((Math.max(...(closedAt as number[])) - r.created) / 1000, 2)
     : null;
-  const done = r.agents.filter((a) => a.state === "active").length;
+  const done = r.done;
   const peak = await procSample(pid);
   const result = {
     devices,
@@ -489,13 +555,18 @@ try {
     enrolS: round(enrolS),
     online,
     cpPeakRssMB: round(peak.hwmMB),
+    /** The peak so far once every device had enrolled, and after the steady phase. */
+    cpPeakRssAfterEnrolMB: round(afterEnrol.hwmMB),
+    cpPeakRssAfterSteadyMB: round(afterSteady.hwmMB),
     cpRssMB: round(peak.rssMB),
     cpCpuS: round(peak.cpuS, 1),
+    statusView,
+    cpV8Flags,
     steady: steady.stats,
     rollout: {
       ...rolled.stats,
       state: r.state,
-      elections: r.elections.length,
+      elections: r.leaderReady.length,
       electionsClosedS,
       doneS: r.finished === null ? null : round((r.finished - r.created) / 1000, 2),
       wallS: round((Date.now() - created) / 1000, 1),
@@ -519,7 +590,7 @@ try {
       } s; enrolment ${result.enrolS} s`,
     );
     console.log(
-      `control plane: peak RSS ${result.cpPeakRssMB} MB, CPU ${result.cpCpuS} s in all`,
+      `control plane: peak RSS ${result.cpPeakRssMB} MB (${result.cpPeakRssAfterEnrolMB} after enrolment, ${result.cpPeakRssAfterSteadyMB} after steady), CPU ${result.cpCpuS} s in all; status polled: ${statusView}`,
     );
     console.log(
       "phase       CPU  st.p50ms st.p99ms  dgram/s rxq.max B  drops tick.ms tick.max  st.kB",
@@ -527,7 +598,7 @@ try {
     console.log(row("steady", steady.stats));
     console.log(row("rollout", rolled.stats));
     console.log(
-      `rollout: ${r.state}, ${r.elections.length} elections, all closed after ${
+      `rollout: ${r.state}, ${r.leaderReady.length} elections, all closed after ${
         electionsClosedS ?? "-"
       } s, done after ${result.rollout.doneS ?? "-"} s (${done}/${devices} active)`,
     );

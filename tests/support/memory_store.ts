@@ -6,6 +6,7 @@
  * are copied in and out.
  */
 
+import type { AgentProgressKind } from "../../controlplane/agent_progress.ts";
 import type {
   AgentRecord,
   DelegationRecord,
@@ -169,6 +170,23 @@ export class MemoryStore implements StateStore {
     const rows = [...this.#rolloutAgents.values()].filter((a) => a.rolloutId === rolloutId);
     rows.sort((a, b) => a.nodeId < b.nodeId ? -1 : 1);
     return Promise.resolve(rows.map((a) => ({ ...a })));
+  }
+
+  async rolloutAgentPage(
+    rolloutId: number,
+    offset: number,
+    limit: number,
+  ): Promise<{ total: number; agents: RolloutAgentRecord[] }> {
+    const all = await this.rolloutAgents(rolloutId);
+    return { total: all.length, agents: all.slice(offset, offset + limit) };
+  }
+
+  rolloutAgentStates(rolloutId: number): Promise<Partial<Record<AgentProgressKind, number>>> {
+    const counts: Partial<Record<AgentProgressKind, number>> = {};
+    for (const a of this.#rolloutAgents.values()) {
+      if (a.rolloutId === rolloutId) counts[a.state] = (counts[a.state] ?? 0) + 1;
+    }
+    return Promise.resolve(counts);
   }
 
   addHistory(entry: HistoryRecord): Promise<void> {
