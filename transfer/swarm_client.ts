@@ -73,8 +73,8 @@ export const BACKOFF_MIN_MS = 50;
 export const BACKOFF_MAX_MS = 400;
 /** Default `patienceMs` as a multiple of `stallMs`. */
 export const PATIENCE_FACTOR = 12;
-/** Requests in flight at once to one source: two, so that the next piece is asked while one arrives. */
-export const PER_SOURCE = 2;
+/** Requests in flight at once to one source (one: measured faster than two on shaped links, docs/measurements.md). */
+export const PER_SOURCE = 1;
 /** NOT_YET answers in a row from one source (for different pieces) before it is backed off. */
 export const NOT_YET_RUN = 2;
 /** The scheduler looks again at least this often. */
