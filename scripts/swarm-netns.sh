@@ -161,6 +161,8 @@ cleanup() {
   local left
   left=$(ip netns list 2>/dev/null | awk -v p="$PREFIX-" 'index($1, p) == 1 { print $1 }')
   [ -n "$left" ] && echo "swarm-netns: warning: namespaces left behind: $left" >&2
+  # SWARM_NETNS_KEEP=DIR keeps every process's log there (to read a run afterwards).
+  [ -n "${SWARM_NETNS_KEEP:-}" ] && [ -n "$TMP" ] && cp -r "$TMP/logs" "$SWARM_NETNS_KEEP" 2>/dev/null
   [ -n "$TMP" ] && rm -rf "$TMP"
   return "$status"
 }

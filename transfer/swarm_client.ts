@@ -17,7 +17,8 @@
  *   the first missing piece — pieces travel down a region in order
  *   (controlplane/swarm_plan.ts), so a source that lacks one mostly lacks the
  *   later ones too. BUSY: the source is backed off, others go on.
- *   A peer's NOT_FOUND (it has not started yet) is a refusal like BUSY.
+ *   A peer's NOT_FOUND (it has not started yet): backed off and asked again; after
+ *   `NOT_FOUND_RUN` (8) of them the next source is used beside it.
  * - A piece whose length or BLAKE3 differs from the list is discarded, its
  *   source dropped for this download (it is corrupt), the piece fetched
  *   elsewhere. A failed request (cannot connect, reset mid-piece, silent for
@@ -71,6 +72,8 @@ export const DEFAULT_MAX_FAILURES = 3;
 /** First and longest back-off of a source that answered NOT_YET (for every piece) or BUSY. */
 export const BACKOFF_MIN_MS = 50;
 export const BACKOFF_MAX_MS = 400;
+/** A peer's NOT_FOUND answers (it has not started) before the next source is used beside it. */
+export const NOT_FOUND_RUN = 8;
 /** Default `patienceMs` as a multiple of `stallMs`. */
 export const PATIENCE_FACTOR = 12;
 /** Requests in flight at once to one source (one: measured faster than two on shaped links, docs/measurements.md). */
@@ -175,6 +178,8 @@ interface SourceState {
   readonly notYet: Set<number>;
   /** NOT_YET answers in a row (a piece delivered resets it). */
   notYetRun: number;
+  /** A peer's NOT_FOUND answers since its last piece. */
+  notFoundRun: number;
 }
 
 /** Wakes the scheduler: `notify` ends the current (or next) `wait`. */
@@ -243,6 +248,7 @@ export async function downloadPieces(
     consecutiveFailures: 0,
     notYet: new Set(),
     notYetRun: 0,
+    notFoundRun: 0,
   });
   const peers = options.sources.map((s) => state(s, false));
   const fallback = options.fallback === undefined ? undefined : state(options.fallback, true);
@@ -300,6 +306,7 @@ export async function downloadPieces(
         src.consecutiveFailures = 0;
         src.backoffMs = BACKOFF_MIN_MS;
         src.notYetRun = 0;
+        src.notFoundRun = 0;
         src.troubled = false;
         options.onPiece?.(index);
         return;
@@ -317,7 +324,14 @@ export async function downloadPieces(
             src.notYet.clear();
             backOff(src);
           }
-        } else if (s === BlobStatus.BUSY || (s === BlobStatus.NOT_FOUND && isPeer)) {
+        } else if (s === BlobStatus.NOT_FOUND && isPeer) {
+          // Most often it has not started its own download yet (its ElectionClosed came a
+          // moment after ours): ask again soon, and use the next source beside it only if it
+          // keeps saying so.
+          src.stats.refusals++;
+          if (++src.notFoundRun >= NOT_FOUND_RUN) src.troubled = true;
+          backOff(src);
+        } else if (s === BlobStatus.BUSY) {
           src.stats.refusals++;
           src.troubled = true;
           backOff(src);
