@@ -729,30 +729,15 @@ export class ControlPlane {
 
   /** Everything an operator wants to see, as JSON-ready data. */
   async status(now = Date.now()): Promise<StatusReport> {
-    this.#flushServed();
-    this.#flushProgress();
-    await this.#writes;
-    const rollouts = await this.stateStore.rollouts();
+    const base = await this.#reportBase(now);
     return buildStatusReport({
-      boot: this.boot,
-      now,
-      agentTimeoutMs: this.#agentTimeoutMs,
-      versions: await this.stateStore.versions(),
-      releaseOf: (model, version) => this.release(model, version),
-      patches: await this.stateStore.patches(),
-      agents: this.agents.values(),
+      ...base,
       rollouts: await Promise.all(
-        rollouts.map(async (rollout) => ({
+        base.rolloutRecords.map(async (rollout) => ({
           rollout,
           agents: await this.stateStore.rolloutAgents(rollout.id),
         })),
       ),
-      elections: this.#elections.all(),
-      served: await this.stateStore.served(),
-      drops: { ...this.drops, ...this.socket.counters },
-      patchErrors: Object.fromEntries(this.#patchErrors),
-      tick: this.#tickStats,
-      datagramBacklog: this.#backlog,
     });
   }
 
@@ -762,31 +747,39 @@ export class ControlPlane {
    * agents counted by the store.
    */
   async statusSummary(now = Date.now()): Promise<StatusSummary> {
-    this.#flushServed();
-    this.#flushProgress();
-    await this.#writes;
-    const rollouts = await this.stateStore.rollouts();
+    const base = await this.#reportBase(now);
     return buildStatusSummary({
-      boot: this.boot,
-      now,
-      agentTimeoutMs: this.#agentTimeoutMs,
-      versions: await this.stateStore.versions(),
-      releaseOf: (model, version) => this.release(model, version),
-      patches: await this.stateStore.patches(),
-      agents: this.agents.values(),
+      ...base,
       rollouts: await Promise.all(
-        rollouts.map(async (rollout) => ({
+        base.rolloutRecords.map(async (rollout) => ({
           rollout,
           agentStates: await this.stateStore.rolloutAgentStates(rollout.id),
         })),
       ),
+    });
+  }
+
+  /** What the whole report and the summary share, after every pending write. */
+  async #reportBase(now: number) {
+    this.#flushServed();
+    this.#flushProgress();
+    await this.#writes;
+    return {
+      boot: this.boot,
+      now,
+      agentTimeoutMs: this.#agentTimeoutMs,
+      versions: await this.stateStore.versions(),
+      releaseOf: (model: string, version: string) => this.release(model, version),
+      patches: await this.stateStore.patches(),
+      agents: this.agents.values(),
+      rolloutRecords: await this.stateStore.rollouts(),
       elections: this.#elections.all(),
       served: await this.stateStore.served(),
       drops: { ...this.drops, ...this.socket.counters },
       patchErrors: Object.fromEntries(this.#patchErrors),
       tick: this.#tickStats,
       datagramBacklog: this.#backlog,
-    });
+    };
   }
 
   /** The summary for the API: `statusSummary()`, reused as the status report is, with its JSON. */
