@@ -969,14 +969,9 @@ export class Agent {
     sources: BlobSource[],
     ticket: Uint8Array | null,
   ): Promise<void> {
-    const blob = toHex(announce.blobDigest);
-    if (await this.store.has(announce.blobDigest)) {
-      this.#readyBlobs.add(blob);
-      return;
-    }
-    let running = this.#downloads.get(blob);
-    if (!running) {
-      running = downloadBlob({
+    await this.#fetchOnce(announce, async () => {
+      const blob = toHex(announce.blobDigest);
+      const result = await downloadBlob({
         sources,
         digest: announce.blobDigest,
         size: announce.blobSize,
@@ -986,20 +981,17 @@ export class Agent {
         minRate: this.options.blobLimits?.minRate,
         signal: this.#abort.signal,
         credentials: { ...this.#credentials(), ticket },
-      }).then((result) => {
-        this.#readyBlobs.add(blob);
-        this.#log(
-          `downloaded ${
-            blob.slice(0, 16)
-          } from ${result.source}: ${result.bytesReceived} bytes received in ${result.attempts.length} attempt(s), resumed from ${result.resumedFrom}`,
-        );
-        for (const attempt of result.attempts) {
-          if (attempt.error) this.#log(`  attempt at ${attempt.label} failed: ${attempt.error}`);
-        }
-      }).finally(() => this.#downloads.delete(blob));
-      this.#downloads.set(blob, running);
-    }
-    await running;
+      });
+      this.#readyBlobs.add(blob);
+      this.#log(
+        `downloaded ${
+          blob.slice(0, 16)
+        } from ${result.source}: ${result.bytesReceived} bytes received in ${result.attempts.length} attempt(s), resumed from ${result.resumedFrom}`,
+      );
+      for (const attempt of result.attempts) {
+        if (attempt.error) this.#log(`  attempt at ${attempt.label} failed: ${attempt.error}`);
+      }
+    });
   }
 
   /**
@@ -1015,6 +1007,11 @@ export class Agent {
     closed: ElectionClosed,
     controlPlane: BlobSource,
   ): Promise<void> {
+    await this.#fetchOnce(announce, () => this.#swarm(announce, closed, controlPlane));
+  }
+
+  /** Runs `fetch` for the announce's blob unless it is held, once at a time per blob. */
+  async #fetchOnce(announce: Announce, fetch: () => Promise<void>): Promise<void> {
     const blob = toHex(announce.blobDigest);
     if (await this.store.has(announce.blobDigest)) {
       this.#readyBlobs.add(blob);
@@ -1022,9 +1019,7 @@ export class Agent {
     }
     let running = this.#downloads.get(blob);
     if (!running) {
-      running = this.#swarm(announce, closed, controlPlane).finally(() =>
-        this.#downloads.delete(blob)
-      );
+      running = fetch().finally(() => this.#downloads.delete(blob));
       this.#downloads.set(blob, running);
     }
     await running;
