@@ -47,7 +47,7 @@ const { values } = parseArgs({
     "rollout-timeout": { type: "string", default: "120" },
     loads: { type: "string", default: "2" },
     "status-view": { type: "string", default: "summary" },
-    "cp-v8-flags": { type: "string", default: "--max-semi-space-size=1" },
+    "cp-v8-flags": { type: "string", default: "--max-semi-space-size=1,--max-old-space-size=160" },
     json: { type: "boolean" },
     keep: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -65,8 +65,8 @@ measures a steady phase of --steady seconds, then a rollout to every region
 until it is done. Prints the control plane's peak RSS, CPU, UDP backlog and
 drops, status API latency (p50/p99, polled every 250 ms: GET /v1/status?view=summary,
 or the whole report with --status-view full) and election/rollout times.
---cp-v8-flags: the control plane's V8 flags (default that of deno task controlplane,
---max-semi-space-size=1). Run it in a private network namespace:
+--cp-v8-flags: the control plane's V8 flags (default those of deno task controlplane,
+--max-semi-space-size=1,--max-old-space-size=160). Run it in a private network namespace:
   unshare -n bash -c 'ip link set lo up; deno task bench:cp --devices 10000'`);
   Deno.exit(0);
 }
