@@ -111,6 +111,16 @@ export function electionReport(
   served: Readonly<Record<string, number>>,
 ): ElectionReport {
   const { election } = entry;
+  return {
+    ...electionFacts(entry, served),
+    members: election.members,
+    pending: election.pending,
+  };
+}
+
+/** What an election's report and its summary share: all but the members. */
+function electionFacts(entry: ElectionEntry, served: Readonly<Record<string, number>>) {
+  const { election } = entry;
   const blob = toHex(election.announce.blobDigest);
   return {
     manifestId: election.manifestId,
@@ -122,8 +132,6 @@ export function electionReport(
     state: election.state,
     failure: election.failure ?? null,
     leader: election.leader ?? null,
-    members: election.members,
-    pending: election.pending,
     timeline: { ...election.timeline },
     controlPlaneServedForBlob: served[blob] ?? 0,
   };
@@ -180,21 +188,10 @@ export function electionSummary(
   served: Readonly<Record<string, number>>,
 ): ElectionSummary {
   const { election } = entry;
-  const blob = toHex(election.announce.blobDigest);
   return {
-    manifestId: election.manifestId,
-    rolloutId: entry.rolloutId,
-    region: election.region,
-    base: election.announce.baseDigest ? toHex(election.announce.baseDigest) : null,
-    blob,
-    blobSize: election.announce.blobSize,
-    state: election.state,
-    failure: election.failure ?? null,
-    leader: election.leader ?? null,
+    ...electionFacts(entry, served),
     members: election.memberCount,
     pending: election.pendingCount,
-    timeline: { ...election.timeline },
-    controlPlaneServedForBlob: served[blob] ?? 0,
   };
 }
 
