@@ -41,6 +41,7 @@ import {
   CONTROL_PLANE_RECEIVER,
   encodeControlMessage,
   MAX_DATAGRAM,
+  SWARM_STRIPES,
 } from "../transfer/control_messages.ts";
 import { applyFile } from "../codec/applier.ts";
 import { fromHex, toHex } from "../kernel/blake3.ts";
@@ -1055,6 +1056,8 @@ export class Agent {
         fallback: controlPlane,
         // In order: each piece is passed on down the line as soon as it is verified.
         startPiece: 0,
+        // Even pieces from the first source, odd from the second (two trees: swarm_plan.ts).
+        stripes: SWARM_STRIPES,
         credentials: { ...this.#credentials(), ticket: closed.ticket ?? null },
         idleTimeoutMs: this.options.transferTimeoutMs,
         minRate: this.options.blobLimits?.minRate,

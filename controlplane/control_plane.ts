@@ -40,7 +40,7 @@ import {
   choosePieceSize,
   encodePieceList,
 } from "../transfer/piece_list.ts";
-import { sourcesOf, swarmOrder } from "./swarm_plan.ts";
+import { extendPlan, planSwarm, sourcesOf, type SwarmPlan } from "./swarm_plan.ts";
 import { enrolledDevices, signTicket, TICKET_TTL_MS } from "../transfer/blob_auth.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
 import {
@@ -272,10 +272,10 @@ export class ControlPlane {
   readonly #pieceLists = new Map<string, PieceListState>();
   /** Piece lists being built (at most one per blob of a live election); `close` waits for them. */
   readonly #background = new Set<Promise<void>>();
-  /** Swarm order of each closed election (`swarm_plan.ts`), by manifest id. */
-  readonly #swarmOrders = new Map<
+  /** Swarm plan of each closed election (`swarm_plan.ts`), by manifest id. */
+  readonly #swarmPlans = new Map<
     string,
-    { ids: string[]; index: Map<string, number>; count: number; leader: string }
+    { plan: SwarmPlan; count: number; leader: string }
   >();
   readonly #pieceSize: number | undefined;
   #closed = false;
@@ -1219,12 +1219,12 @@ export class ControlPlane {
   #swarmed(election: Election, nodeId: string, message: ElectionClosed): ElectionClosed {
     const pieceList = this.#pieceLists.get(toHex(election.announce.blobDigest));
     if (pieceList?.kind !== "ready") return message;
-    const order = this.#swarmOrderOf(election, message.leaderNodeId);
+    const plan = this.#swarmPlanOf(election, message.leaderNodeId);
     const usable = (id: string) => {
       const agent = this.agents.get(id);
       return agent !== undefined && Date.now() - agent.lastSeen <= this.#agentTimeoutMs;
     };
-    const ids = sourcesOf(nodeId, order.ids, usable, order.index);
+    const ids = sourcesOf(nodeId, plan, usable);
     // Not heard from yet (its ElectionClosed goes with the Announce): the leader, until it answers.
     if (ids === undefined) return { ...message, pieceListDigest: pieceList.digest };
     const sources: SwarmSource[] = [];
@@ -1242,28 +1242,33 @@ export class ControlPlane {
     return { ...message, sources: fitSources(message, sources), pieceListDigest: pieceList.digest };
   }
 
-  /** The election's members in swarm order, memoized until its membership changes. */
-  #swarmOrderOf(
-    election: Election,
-    leader: string,
-  ): { ids: string[]; index: Map<string, number> } {
+  /**
+   * The election's swarm plan (`swarm_plan.ts`): made the first time a member's sources are
+   * needed (the election has just closed: its members have bid), then extended as members
+   * join, remade when one leaves or the leader changes.
+   */
+  #swarmPlanOf(election: Election, leader: string): SwarmPlan {
     // Only members that answered: one never heard from may not run, and could not serve.
     const members = election.answeredMembers;
-    const cached = this.#swarmOrders.get(election.manifestId);
-    if (cached !== undefined && cached.count === members.length && cached.leader === leader) {
-      return cached;
+    const cached = this.#swarmPlans.get(election.manifestId);
+    if (cached !== undefined && cached.leader === leader) {
+      if (cached.count === members.length) return cached.plan;
+      const extended = extendPlan(cached.plan, members);
+      if (extended !== undefined) {
+        this.#swarmPlans.set(election.manifestId, {
+          plan: extended,
+          count: members.length,
+          leader,
+        });
+        return extended;
+      }
     }
-    // A memo, not a record: forgetting every entry now and then bounds it.
-    if (this.#swarmOrders.size >= 4096) this.#swarmOrders.clear();
-    const ids = swarmOrder(leader, members);
-    const order = {
-      ids,
-      index: new Map(ids.map((id, i) => [id, i])),
-      count: members.length,
-      leader,
-    };
-    this.#swarmOrders.set(election.manifestId, order);
-    return order;
+    // A memo of plans: forgetting every entry now and then bounds it (a closed election's
+    // members keep the sources they were sent; only later ones get a new plan's).
+    if (this.#swarmPlans.size >= 4096) this.#swarmPlans.clear();
+    const plan = planSwarm(leader, members);
+    this.#swarmPlans.set(election.manifestId, { plan, count: members.length, leader });
+    return plan;
   }
 
   /**

@@ -42,7 +42,9 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T
   try {
     return await fn(dir);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    if (Deno.env.get("POOLBOY_KEEP_TEST_DIRS") === undefined) {
+      await Deno.remove(dir, { recursive: true });
+    }
   }
 }
 

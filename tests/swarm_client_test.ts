@@ -145,6 +145,50 @@ Deno.test("a blob downloaded from three holders arrives whole, every piece verif
   });
 });
 
+Deno.test("with two stripes, the even pieces come from the first source and the odd ones from the second, in order, both at once", async () => {
+  await withSwarm(async (swarm) => {
+    const even = await swarm.holder("even");
+    const odd = await swarm.holder("odd");
+    const store = new MemoryPieceStore(LIST);
+    const seen: number[] = [];
+    const result = await downloadPieces(
+      await swarm.options(store, {
+        sources: [sourceOf(even, "even"), sourceOf(odd, "odd")],
+        stripes: 2,
+        startPiece: 0,
+        onPiece: (i) => seen.push(i),
+      }),
+    );
+    assert.equal(statsOf(result.sources, "even").pieces, Math.ceil(LIST.pieceCount / 2));
+    assert.equal(statsOf(result.sources, "odd").pieces, Math.floor(LIST.pieceCount / 2));
+    for (const parity of [0, 1]) {
+      const stripe = seen.filter((i) => i % 2 === parity);
+      assert.deepEqual(stripe, [...stripe].sort((x, y) => x - y), "each stripe in order");
+    }
+    assert.deepEqual(store.bytes(), BLOB);
+  });
+});
+
+Deno.test("with two stripes, a stripe whose source is gone is taken from the other source", async () => {
+  await withSwarm(async (swarm) => {
+    const good = await swarm.holder("good");
+    const store = new MemoryPieceStore(LIST);
+    const result = await downloadPieces(
+      await swarm.options(store, {
+        sources: [
+          { hostname: HOST, port: await deadPort(), label: "gone" },
+          sourceOf(good, "good"),
+        ],
+        stripes: 2,
+        startPiece: 0,
+      }),
+    );
+    assert.equal(statsOf(result.sources, "good").pieces, LIST.pieceCount);
+    assert.equal(statsOf(result.sources, "gone").pieces, 0);
+    assert.deepEqual(store.bytes(), BLOB);
+  });
+});
+
 Deno.test("a piece from a corrupt source is refused, the source dropped, and the piece fetched from another source", async () => {
   await withSwarm(async (swarm) => {
     const corrupt = await swarm.holder("bad", { faults: { serveCorrupt: true } });

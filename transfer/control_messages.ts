@@ -46,6 +46,12 @@ export const MAX_NAME = 128;
 const HOST_PATTERN = /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:]{2,39})$/;
 /** Most sources in one ElectionClosed. */
 export const MAX_SOURCES = 4;
+/**
+ * Stripes of a swarm download: piece i is in stripe s = i mod 2. A member with two or more
+ * sources asks `sources[s]` for it first, then `sources[2]`, `sources[3]`, … in order, and the
+ * other stripe's first source last; with one source, it asks that one for every piece.
+ */
+export const SWARM_STRIPES = 2;
 /** Longest ticket in ElectionClosed, in bytes. */
 export const MAX_TICKET_BYTES = 512;
 /** Longest status detail, in characters. */
@@ -111,9 +117,11 @@ export interface ElectionClosed {
   /** The election's leader (it holds the whole verified blob). */
   readonly leaderNodeId: string;
   /**
-   * Where this member downloads the blob's pieces from, in order of
-   * preference: 1 to `MAX_SOURCES` members of the election (the leader or
-   * other members, each of which serves the pieces it has verified).
+   * Where this member downloads the blob's pieces from: 1 to `MAX_SOURCES`
+   * members of the election (the leader or other members, each of which
+   * serves the pieces it has verified). Piece i is asked of
+   * `sources[i mod SWARM_STRIPES]` first, then of the sources after the first
+   * `SWARM_STRIPES`, then of the others (see `SWARM_STRIPES`).
    */
   readonly sources: readonly SwarmSource[];
   /**

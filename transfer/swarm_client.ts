@@ -7,9 +7,18 @@
  * - Sources in order of preference: only the first one that is doing well is
  *   asked (up to `PER_SOURCE` requests at once), and the ones before it that
  *   failed or answered BUSY since their last piece (they get their retries):
- *   in a region's line each device passes every piece on once. Up to
+ *   in a region's swarm each device passes every piece on once. Up to
  *   `parallel` requests at once in all. The walk over the pieces starts at
  *   `startPiece` (default random; agents start at 0: pieces in order).
+ * - Stripes (`stripes`, default 1; agents use `SWARM_STRIPES`): piece i is in
+ *   stripe s = i mod `stripes`, and each stripe has its own order of
+ *   preference: `sources[s]`, then the sources after the first `stripes`, then
+ *   the other stripes' first sources — a member of two interleaved trees
+ *   (controlplane/swarm_plan.ts) takes the even pieces from one parent and the
+ *   odd ones from the other, both at once, and a stripe whose parent fails
+ *   goes upstream (the leader), not to the other parent, which may be waiting
+ *   for the same pieces from below. With fewer sources than stripes, one
+ *   order for all pieces.
  * - NOT_YET (a partial holder lacks the piece): the next missing piece is asked
  *   there; after `NOT_YET_RUN` (2) NOT_YETs in a row (no piece between) the
  *   source is backed off
@@ -97,6 +106,8 @@ export interface DownloadPiecesOptions {
   readonly parallel?: number;
   /** First piece of the walk; default random. */
   readonly startPiece?: number;
+  /** Stripes: piece i is asked of `sources[i mod stripes]` first (see above). Default 1. */
+  readonly stripes?: number;
   /** A request silent this long (connect, hello, header, body) fails. Default 10 000 ms. */
   readonly idleTimeoutMs?: number;
   /** A request moving fewer bytes than this over its window fails. Default 64 KiB/s over 10 s. */
@@ -280,9 +291,26 @@ export async function downloadPieces(
   /** When a peer last answered NOT_YET: it is alive and downloading, the line has not reached it. */
   let lastPeerWaitingAt = -Infinity;
 
-  const pick = (src: SourceState): number | undefined => {
+  /** Each stripe's sources in order of preference: its own, the shared ones, the other stripes'. */
+  const stripeCount = Math.max(1, Math.min(options.stripes ?? 1, peers.length));
+  const preference = peers.length === 0 ? [[]] : Array.from(
+    { length: stripeCount },
+    (_, s) => [
+      peers[s],
+      ...peers.slice(stripeCount),
+      ...peers.slice(0, stripeCount).filter((_, i) => i !== s),
+    ],
+  );
+  /** The stripe scheduled first, in turn: no stripe starves another of a shared source. */
+  let turn = 0;
+
+  /** The next piece to ask `src` for: of `stripe` (any stripe when undefined). */
+  const pick = (src: SourceState, stripe: number | undefined): number | undefined => {
     order = order.filter((i) => !store.hasPiece(i));
-    return order.find((i) => !inFlight.has(i) && !src.notYet.has(i));
+    return order.find((i) =>
+      (stripe === undefined || i % stripeCount === stripe) && !inFlight.has(i) &&
+      !src.notYet.has(i)
+    );
   };
   const backOff = (src: SourceState) => {
     src.readyAt = performance.now() + src.backoffMs;
@@ -401,18 +429,23 @@ export async function downloadPieces(
         (now - lastPeerWaitingAt >= stallMs || silentMs >= patienceMs);
       const fallbackOn = fallback !== undefined && fallback.stats.dropped === null &&
         (livePeers.length === 0 || stalled);
-      // The first peer that is doing well, and those before it that are not: each device
-      // passes every piece on once (a second source only while the first is in trouble).
-      const active: SourceState[] = [];
-      for (const peer of livePeers) {
-        active.push(peer);
-        if (!peer.troubled) break;
+      // Per stripe, the first peer that is doing well, and those before it that are not: each
+      // device passes every piece on once (a second source only while the first is in trouble).
+      const candidates: { src: SourceState; stripe: number | undefined }[] = [];
+      for (let t = 0; t < stripeCount; t++) {
+        const stripe = (turn + t) % stripeCount;
+        for (const peer of preference[stripe]) {
+          if (peer.stats.dropped !== null) continue;
+          candidates.push({ src: peer, stripe });
+          if (!peer.troubled) break;
+        }
       }
-      const candidates = fallbackOn ? [...active, fallback] : active;
-      for (const src of candidates) {
+      turn++;
+      if (fallbackOn) candidates.push({ src: fallback, stripe: undefined });
+      for (const { src, stripe } of candidates) {
         if (inFlight.size >= parallel) break;
         while (inFlight.size < parallel && src.requests < PER_SOURCE && src.readyAt <= now) {
-          const index = pick(src);
+          const index = pick(src, stripe);
           if (index === undefined) {
             if (src.notYet.size > 0 && order.length > 0) {
               src.notYet.clear();
@@ -436,7 +469,7 @@ export async function downloadPieces(
         }
       }
       let next = now + MAX_SLEEP_MS;
-      for (const src of candidates) if (src.readyAt > now) next = Math.min(next, src.readyAt);
+      for (const { src } of candidates) if (src.readyAt > now) next = Math.min(next, src.readyAt);
       if (!fallbackOn) {
         const waiting = now - lastPeerWaitingAt < stallMs;
         next = Math.min(

@@ -52,6 +52,7 @@ import {
   type ControlMessage,
   type ElectionClosed,
   type StatusState,
+  SWARM_STRIPES,
 } from "../../transfer/control_messages.ts";
 import { ControlSocket, type UdpAddress } from "../../transfer/control_socket.ts";
 import { DatagramAuthenticator } from "../../transfer/datagram_auth.ts";
@@ -564,6 +565,8 @@ export class SimDevice {
           fallback: controlPlane,
           // In order, as agents do: each piece passed down the line once verified.
           startPiece: 0,
+          // Even pieces from the first source, odd from the second (two trees: swarm_plan.ts).
+          stripes: SWARM_STRIPES,
           stallMs: this.#ctx.stallMs,
           credentials: {
             nodeId: this.plan.nodeId,
