@@ -1243,9 +1243,9 @@ export class ControlPlane {
   }
 
   /**
-   * The election's swarm plan (`swarm_plan.ts`): made the first time a member's sources are
-   * needed (the election has just closed: its members have bid), then extended as members
-   * join, remade when one leaves or the leader changes.
+   * The election's swarm plan (`swarm_plan.ts`): its members' positions, made the first time a
+   * member's sources are needed, extended as members join (no position changes), made anew
+   * when one leaves or the leader changes.
    */
   #swarmPlanOf(election: Election, leader: string): SwarmPlan {
     // Only members that answered: one never heard from may not run, and could not serve.
@@ -1263,8 +1263,8 @@ export class ControlPlane {
         return extended;
       }
     }
-    // A memo of plans: forgetting every entry now and then bounds it (a closed election's
-    // members keep the sources they were sent; only later ones get a new plan's).
+    // A memo of plans: forgetting every entry now and then bounds it (members keep the
+    // sources they were sent; only later ones get a new plan's).
     if (this.#swarmPlans.size >= 4096) this.#swarmPlans.clear();
     const plan = planSwarm(leader, members);
     this.#swarmPlans.set(election.manifestId, { plan, count: members.length, leader });

@@ -5,9 +5,9 @@
  * logarithm of its size.
  *
  * **Two interleaved trees.** A blob's pieces form `SWARM_STRIPES` (2) stripes: the even pieces and
- * the odd ones (transfer/control_messages.ts). When the control plane first needs an election's
- * sources it makes a plan: the leader is position 0, the members it has heard from are positions
- * 1 … m in the order they joined. Stripe 0 flows down a binary heap over 1 … m (the parent of
+ * the odd ones (transfer/control_messages.ts). The control plane numbers an election's members:
+ * the leader is position 0, the members it has heard from are positions 1 … m in the order they
+ * joined (a member heard from later gets the next position; no position ever changes). Stripe 0 flows down a binary heap over 1 … m (the parent of
  * position k is ⌊k/2⌋, position 1's is the leader); stripe 1 down the same heap over the reversed
  * numbering j = m + 1 − k (the parent of j is ⌊j/2⌋, j = 1's is the leader). A position with
  * children in one tree (k ≤ m/2 in stripe 0's, k ≥ m/2 + 1 in stripe 1's) is a leaf in the other,
@@ -23,34 +23,35 @@
  * first, then the sources after the first two, and the other stripe's source last
  * (transfer/control_messages.ts `SWARM_STRIPES`): so a stripe's fallback is always upstream of
  * it in its tree (the leader), never a member that waits for the same pieces from below — a
- * device that dies costs its children a stripe from the leader, not a wait. Members heard from
- * after the plan was made are appended behind it as a line: each takes its three nearest usable
- * predecessors, then the leader (all upstream). The plan's positions never change (members that
- * joined earlier keep their sources); when a member leaves the election the control plane makes
- * a new plan.
+ * device that dies costs its children a stripe from the leader, not a wait.
+ *
+ * **Members who join late.** A member's sources are computed with the m known when its
+ * ElectionClosed is sent, and it keeps them; members heard from later are computed with a larger
+ * m. Stripe 0's heap does not depend on m; stripe 1's does, but in every m a parent in stripe 1's
+ * tree has a higher position than its child (and in stripe 0's a lower one), so sources computed
+ * with different m never form a cycle: each stripe still flows from the leader. What a late m
+ * costs is balance: a member may be an inner node of stripe 1's tree for the members sent early
+ * and of stripe 0's for the ones sent late, passing on up to four halves (two blobs) instead of
+ * two; its upload slots (agent `--upload-slots`) bound that, the excess asking the leader. When a
+ * member leaves the election the control plane numbers the members again.
  *
  * @module
  */
 
-import { MAX_SOURCES, SWARM_STRIPES } from "../transfer/control_messages.ts";
+import { SWARM_STRIPES } from "../transfer/control_messages.ts";
 
-/** Most sources a member is given (the protocol's limit): a line member's 3 predecessors and the leader. */
-export const SOURCES_PER_MEMBER = MAX_SOURCES;
+/** Most sources a member is given: its parent in each stripe's tree and the leader (≤ `MAX_SOURCES`). */
+export const SOURCES_PER_MEMBER = SWARM_STRIPES + 1;
 
-/** Predecessors a member appended behind the plan (a line) downloads from. */
-export const LINE_SOURCES = 3;
-
-/** How far up a tree, or back along the line, a usable source is looked for. */
+/** How far up a tree a usable source is looked for. */
 export const MAX_LOOKBACK = 64;
 
-/** An election's swarm plan: positions, and how many of them form the two trees. */
+/** An election's swarm plan: its members' positions. */
 export interface SwarmPlan {
   /** Node ids by position: the leader first. */
   readonly ids: readonly string[];
   /** Positions by node id. */
   readonly index: ReadonlyMap<string, number>;
-  /** Positions 1 … `treeSize` form the trees; the ones after them the line behind. */
-  readonly treeSize: number;
 }
 
 /**
@@ -61,15 +62,15 @@ export function swarmOrder(leader: string, members: readonly string[]): string[]
   return [leader, ...members.filter((id) => id !== leader)];
 }
 
-/** A new plan: `leader` at position 0, every other member of `members` in the trees. */
+/** A new plan: `leader` at position 0, the other members of `members` after it in their order. */
 export function planSwarm(leader: string, members: readonly string[]): SwarmPlan {
   const ids = swarmOrder(leader, members);
-  return { ids, index: new Map(ids.map((id, i) => [id, i])), treeSize: ids.length - 1 };
+  return { ids, index: new Map(ids.map((id, i) => [id, i])) };
 }
 
 /**
- * `plan` with the members of `members` it lacks appended behind it (in the order given), the
- * positions of the others unchanged; undefined when a member of the plan is no longer in
+ * `plan` with the members of `members` it lacks given the next positions (in the order given),
+ * the positions of the others unchanged; undefined when a member of the plan is no longer in
  * `members` (it left: make a new plan). The leader need not be in `members`.
  */
 export function extendPlan(plan: SwarmPlan, members: readonly string[]): SwarmPlan | undefined {
@@ -80,7 +81,7 @@ export function extendPlan(plan: SwarmPlan, members: readonly string[]): SwarmPl
   const ids = [...plan.ids, ...added];
   const index = new Map(plan.index);
   for (let p = plan.ids.length; p < ids.length; p++) index.set(ids[p], p);
-  return { ids, index, treeSize: plan.treeSize };
+  return { ids, index };
 }
 
 /**
@@ -105,22 +106,22 @@ export function parentPosition(position: number, treeSize: number, stripe: numbe
 
 /**
  * Positions member `position` downloads from when every member is usable, in order of
- * preference, among `count` members of which `treeSize` (≤ count − 1) are in the trees.
- * Throws `RangeError` on a position outside the election.
+ * preference, among `count` members (positions 0 … count − 1). Throws `RangeError` on a
+ * position outside the election.
  */
-export function sourcePositions(position: number, count: number, treeSize = count - 1): number[] {
+export function sourcePositions(position: number, count: number): number[] {
   if (!Number.isSafeInteger(count) || count < 1) throw new RangeError(`bad member count ${count}`);
   if (!Number.isSafeInteger(position) || position < 0 || position >= count) {
     throw new RangeError(`position ${position} is not one of ${count} members`);
   }
-  return positionsOf(position, treeSize, () => true);
+  return positionsOf(position, count - 1, () => true);
 }
 
 /**
  * The node ids `nodeId` downloads from under `plan` (see the module's description), with
  * members that `usable` refuses (offline, or no known address) replaced by their nearest usable
- * ancestor — or, behind the trees, the next predecessor back; the leader is always usable.
- * Undefined for a node that is not in the plan; the leader's list is itself.
+ * ancestor; the leader is always usable. Undefined for a node that is not in the plan; the
+ * leader's list is itself.
  */
 export function sourcesOf(
   nodeId: string,
@@ -129,7 +130,8 @@ export function sourcesOf(
 ): string[] | undefined {
   const position = plan.index.get(nodeId);
   if (position === undefined) return undefined;
-  return positionsOf(position, plan.treeSize, (p) => usable(plan.ids[p])).map((p) => plan.ids[p]);
+  return positionsOf(position, plan.ids.length - 1, (p) => usable(plan.ids[p]))
+    .map((p) => plan.ids[p]);
 }
 
 function positionsOf(
@@ -138,28 +140,20 @@ function positionsOf(
   usable: (position: number) => boolean,
 ): number[] {
   if (position === 0) return [0];
-  const picked: number[] = [];
-  const add = (p: number) => {
-    if (!picked.includes(p) && picked.length < SOURCES_PER_MEMBER) picked.push(p);
-  };
-  if (position <= treeSize) {
-    /** The nearest usable ancestor of tree position `p` in `stripe`'s tree. */
-    const up = (p: number, stripe: number): number => {
-      let q = parentPosition(p, treeSize, stripe);
-      for (let steps = 1; q !== 0 && !usable(q); steps++) {
-        q = steps >= MAX_LOOKBACK ? 0 : parentPosition(q, treeSize, stripe);
-      }
-      return q;
-    };
-    // Slot i serves stripe i: the leader fills the second slot when both parents are one member.
-    const parents = Array.from({ length: SWARM_STRIPES }, (_, stripe) => up(position, stripe));
-    for (const p of parents) add(p);
-  } else {
-    const last = Math.max(1, position - MAX_LOOKBACK);
-    for (let p = position - 1; p >= last && picked.length < LINE_SOURCES; p--) {
-      if (usable(p)) add(p);
+  /** The nearest usable ancestor of `position` in `stripe`'s tree. */
+  const up = (stripe: number): number => {
+    let q = parentPosition(position, treeSize, stripe);
+    for (let steps = 1; q !== 0 && !usable(q); steps++) {
+      q = steps >= MAX_LOOKBACK ? 0 : parentPosition(q, treeSize, stripe);
     }
+    return q;
+  };
+  // Slot i serves stripe i; the leader comes last, or second when both parents are one member.
+  const picked: number[] = [];
+  for (let stripe = 0; stripe < SWARM_STRIPES; stripe++) {
+    const parent = up(stripe);
+    if (!picked.includes(parent)) picked.push(parent);
   }
-  add(0);
+  if (!picked.includes(0)) picked.push(0);
   return picked;
 }
