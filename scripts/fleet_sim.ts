@@ -9,7 +9,8 @@
  *
  * Usage: deno task fleet:sim --devices N --regions R [--real-agents K]
  *        [--heartbeat 10s] [--size 4MiB] [--per-worker 250] [--timeout T]
- *        [--status-period 250ms] [--upload-slots 4] [--piece-size SIZE] [--stall T]
+ *        [--status-period 250ms] [--upload-slots 4] [--upload-rate RATE] [--piece-size SIZE]
+ *        [--stall T]
  *        [--keep] [--json]
  *
  * @module
@@ -48,6 +49,8 @@ Options:
                      past it the report is still printed (completed: false), exit 1
   --status-period T  period of the measured GET /v1/status calls (default 250ms)
   --upload-slots N   bodies each device's blob server sends at once (default 4, as agents)
+  --upload-rate RATE each device's blob server sends at most this fast, all bodies together,
+                     e.g. 2MB/s (default 0: unlimited; agents' --upload-rate)
   --piece-size SIZE  the control plane's --piece-size (default: its choice, ~64 pieces)
   --stall T          a device's swarm download turns to the control plane after T
                      without a peer byte (default 10s, as agents)
@@ -69,6 +72,13 @@ function count(name: string, text: string | undefined, fallback?: number): numbe
   return Number(text);
 }
 
+function rate(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = parseSize(text.trim().replace(/\/s$/i, ""));
+  if (n === undefined) fail(`--${name}: "${text}" is not a rate (2MB/s, 512KiB/s, 0)`);
+  return n;
+}
+
 function duration(name: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m)$/.exec(text);
@@ -88,6 +98,7 @@ const { values } = parseArgs({
     timeout: { type: "string" },
     "status-period": { type: "string" },
     "upload-slots": { type: "string" },
+    "upload-rate": { type: "string" },
     "piece-size": { type: "string" },
     stall: { type: "string" },
     keep: { type: "boolean" },
@@ -120,6 +131,7 @@ try {
     rolloutTimeoutMs: duration("timeout", values.timeout),
     statusPeriodMs: duration("status-period", values["status-period"]),
     uploadSlots: count("upload-slots", values["upload-slots"], 4),
+    uploadBytesPerSecond: rate("upload-rate", values["upload-rate"]),
     pieceSize,
     stallMs: duration("stall", values.stall),
     keep: values.keep,

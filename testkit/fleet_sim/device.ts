@@ -77,6 +77,8 @@ export interface DeviceContext {
   readonly serverConnections: number;
   /** `maxUploads` of every device's blob server (`--upload-slots`). */
   readonly uploadSlots: number;
+  /** `uploadBytesPerSecond` of every device's blob server (`--upload-rate`; 0: unlimited). */
+  readonly uploadBytesPerSecond: number;
   /** `downloadPieces`'s `stallMs` (undefined: its default, as agents, 10 s). */
   readonly stallMs: number | undefined;
   /** Swarm downloads of this process at once. */
@@ -245,6 +247,7 @@ export class SimDevice {
         // On loopback every peer connects from 127.0.0.1.
         maxConnectionsPerAddress: this.#ctx.serverConnections,
         maxUploads: this.#ctx.uploadSlots,
+        uploadBytesPerSecond: this.#ctx.uploadBytesPerSecond,
         authorize: ticketHolders(() => this.#controlPlaneKey),
       });
       this.#ctx.counters.serversStarted++;

@@ -56,6 +56,8 @@ export interface SimOptions {
   readonly statusPeriodMs?: number;
   /** Bodies each simulated device's blob server sends at once (default 4, as agents). */
   readonly uploadSlots?: number;
+  /** Bytes per second each device's blob server sends, all bodies together (0: unlimited). */
+  readonly uploadBytesPerSecond?: number;
   /** The control plane's `--piece-size` (bytes; default: its own choice, ~64 pieces per blob). */
   readonly pieceSize?: number;
   /**
@@ -215,6 +217,7 @@ export class FleetSimulation {
         peerSlots: 32,
         serverConnections: 64,
         uploadSlots,
+        uploadBytesPerSecond: o.uploadBytesPerSecond ?? 0,
         swarmSlots: o.swarmSlotsPerWorker ?? 1_000,
         stallMs: o.stallMs ?? null,
       };

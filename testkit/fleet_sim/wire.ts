@@ -38,6 +38,8 @@ export interface WorkerConfig {
   readonly serverConnections: number;
   /** Bodies a device's blob server sends at once (`maxUploads`, `--upload-slots`). */
   readonly uploadSlots: number;
+  /** Bytes per second a device's blob server sends, all bodies together (0: unlimited). */
+  readonly uploadBytesPerSecond: number;
   /** Swarm downloads of the process at once (bounds its sockets). */
   readonly swarmSlots: number;
   /** No peer byte for this long: a swarm download turns to the control plane (null: agents' default). */

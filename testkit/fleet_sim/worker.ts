@@ -44,6 +44,7 @@ function parseConfig(text: string | undefined): WorkerConfig {
     c.enrolSlots,
     c.cpSlots,
     c.uploadSlots,
+    c.uploadBytesPerSecond,
     c.swarmSlots,
   ];
   if (
@@ -157,6 +158,7 @@ async function main(): Promise<void> {
     peerSlots: new Semaphore(config.peerSlots, "random"),
     serverConnections: config.serverConnections,
     uploadSlots: config.uploadSlots,
+    uploadBytesPerSecond: config.uploadBytesPerSecond,
     stallMs: config.stallMs ?? undefined,
     swarmSlots: new Semaphore(config.swarmSlots, "random"),
     pieces: new SharedBlobs(),
