@@ -904,7 +904,7 @@ export class ControlPlane {
       );
       switch (step.kind) {
         case "active":
-          current?.election.onDone(agent.nodeId);
+          current?.election.onDone(agent.nodeId, now);
           this.#setProgress(rollout.id, agent.nodeId, { kind: "active", detail: "" });
           break;
         case "waiting":

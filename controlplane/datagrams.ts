@@ -144,7 +144,7 @@ export class DatagramHandler {
         return;
       }
       case "closedAck":
-        election.onClosedAck(message.nodeId);
+        election.onClosedAck(message.nodeId, now);
         return;
       case "status":
         return this.#onStatus(entry, message, now);
@@ -155,12 +155,12 @@ export class DatagramHandler {
     const { election } = entry;
     const host = this.#host;
     election.onLeaderAlive(message.nodeId);
-    election.onAnswered(message.nodeId);
+    election.onAnswered(message.nodeId, now);
     const progress = progressOfStatus(message);
     const model = election.announce.model;
     const digest = toHex(election.announce.targetDigest);
     if (progress.kind === "active") {
-      election.onDone(message.nodeId);
+      election.onDone(message.nodeId, now);
       const agent = host.agents.get(message.nodeId)!;
       if (agent.active[model] !== digest) {
         host.agents.set(agent.nodeId, { ...agent, active: { ...agent.active, [model]: digest } });

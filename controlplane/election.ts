@@ -13,6 +13,15 @@
  * election without it). Every handler is idempotent; retransmissions back off
  * exponentially from `retryMs` up to `maxRetryMs`.
  *
+ * **Settling.** A closed election holds the other members' ElectionClosed
+ * until the region has settled: every member has answered, or none answered
+ * for `settleQuietMs`, or `settleMaxMs` passed since it closed. The swarm
+ * numbers members as they answer and computes each one's sources when its
+ * ElectionClosed is sent (swarm_plan.ts): a leader that holds the blob at once
+ * (a small patch, a fast link) would otherwise close the election while most
+ * members are still being announced to, and every late member would get the
+ * leader as a parent. Members never heard from still get the Announce.
+ *
  * @module
  */
 
@@ -26,7 +35,15 @@ export interface ElectionTiming {
   readonly maxRetryMs: number;
   /** How long the leader may take from LeaderAck to LeaderReady before the election fails. */
   readonly leaderTimeoutMs: number;
+  /** Closed: the region has settled when no member answered for this long (default 1 s). */
+  readonly settleQuietMs?: number;
+  /** Closed: the region has settled at the latest this long after closing (default 10 s). */
+  readonly settleMaxMs?: number;
 }
+
+/** Defaults of `ElectionTiming.settleQuietMs` and `settleMaxMs`. */
+export const DEFAULT_SETTLE_QUIET_MS = 1_000;
+export const DEFAULT_SETTLE_MAX_MS = 10_000;
 
 /** Defaults: retry after 0.5 s doubling to 4 s; a leader has 10 min to fetch the blob. */
 export const DEFAULT_ELECTION_TIMING: ElectionTiming = {
@@ -75,7 +92,17 @@ export class Election {
   #leaderAckDelay: number;
   #members = new Map<string, Member>();
   /** Timeline of the election's milestones (ms since epoch). */
-  readonly timeline: { announced?: number; firstBid?: number; leaderReady?: number } = {};
+  readonly timeline: {
+    announced?: number;
+    firstBid?: number;
+    leaderReady?: number;
+    /** Closed and settled: the members' ElectionClosed goes out. */
+    settled?: number;
+  } = {};
+  /** When a member last answered for the first time (settling). */
+  #lastAnsweredAt = -Infinity;
+  /** Members with `answered` set. */
+  #answeredCount = 0;
   #failure: string | undefined;
   /** Members whose bids do not count (leaders of earlier, failed elections). */
   readonly #excluded: ReadonlySet<string>;
@@ -157,6 +184,7 @@ export class Election {
 
   /** Removes a member (it left the scope or another election covers it). */
   removeMember(nodeId: string): void {
+    if (this.#members.get(nodeId)?.answered) this.#answeredCount--;
     this.#members.delete(nodeId);
   }
 
@@ -164,7 +192,7 @@ export class Election {
   onBid(nodeId: string, now: number): Outgoing[] {
     const member = this.#members.get(nodeId);
     if (!member) return [];
-    member.answered = true;
+    this.#answer(member, now);
     if (this.#state === "announcing" && this.#eligible(nodeId)) {
       this.#state = "leading";
       this.#leader = nodeId;
@@ -177,7 +205,7 @@ export class Election {
       // The leader bid again: our LeaderAck was lost.
       return [{ nodeId, message: { type: "leaderAck", manifestId: this.manifestId } }];
     }
-    if (this.#state === "closed" && !member.done) {
+    if (this.#state === "closed" && !member.done && this.#settle(now)) {
       // A late bidder (its ElectionClosed was lost): tell it now.
       return [{ nodeId, message: this.#closedMessage() }];
     }
@@ -208,28 +236,28 @@ export class Election {
   }
 
   /** ClosedAck from a member. */
-  onClosedAck(nodeId: string): void {
+  onClosedAck(nodeId: string, now: number): void {
     const member = this.#members.get(nodeId);
     if (member) {
-      member.answered = true;
+      this.#answer(member, now);
       member.closedAcked = true;
     }
   }
 
   /** The member runs the target (from its status report or heartbeat). */
-  onDone(nodeId: string): void {
+  onDone(nodeId: string, now: number): void {
     const member = this.#members.get(nodeId);
     if (member) {
-      member.answered = true;
+      this.#answer(member, now);
       member.done = true;
     }
     if (nodeId === this.#leader) this.#leaderSeen = true;
   }
 
   /** The member answered the announce without bidding (e.g. it is busy or already up to date). */
-  onAnswered(nodeId: string): void {
+  onAnswered(nodeId: string, now: number): void {
     const member = this.#members.get(nodeId);
-    if (member) member.answered = true;
+    if (member) this.#answer(member, now);
   }
 
   /** Marks the election failed (e.g. the leader went silent); the caller elects again. */
@@ -270,14 +298,18 @@ export class Election {
         this.#leaderNextAck = now + this.#leaderAckDelay;
       }
     } else if (this.#state === "closed") {
+      const settled = this.#settle(now);
       for (const [nodeId, member] of this.#members) {
         // The leader has the blob; it is told again only if it restarted or failed (rewind).
         if (member.done || (nodeId === this.#leader && member.answered)) continue;
         if (now < member.nextSendAt) continue;
+        // Until the region settles, the others' ElectionClosed waits (see the module).
+        const held = !settled && nodeId !== this.#leader;
+        if (held && member.answered) continue;
         // A member never heard from may not know the election (it restarted, or every
-        // announce was lost): it gets the Announce with the ElectionClosed.
+        // announce was lost): it gets the Announce (with the ElectionClosed once settled).
         if (!member.answered) out.push({ nodeId, message: this.announce });
-        out.push({ nodeId, message: this.#closedMessage() });
+        if (!held) out.push({ nodeId, message: this.#closedMessage() });
         this.#backOff(member, now, member.closedAcked ? 2 : 1);
       }
     }
@@ -293,10 +325,35 @@ export class Election {
   rewind(nodeId: string, now: number, delayMs = 0): void {
     const member = this.#members.get(nodeId);
     if (!member || member.done) return;
+    if (member.answered) this.#answeredCount--;
     member.answered = false;
     member.closedAcked = false;
     member.nextSendAt = now + delayMs;
     member.delay = this.timing.retryMs;
+  }
+
+  /** Whether the closed election has settled (and from then on it has). */
+  #settle(now: number): boolean {
+    if (this.timeline.settled !== undefined) return true;
+    if (this.#state !== "closed") return false;
+    const closedAt = this.timeline.leaderReady ?? now;
+    const quietMs = this.timing.settleQuietMs ?? DEFAULT_SETTLE_QUIET_MS;
+    const maxMs = this.timing.settleMaxMs ?? DEFAULT_SETTLE_MAX_MS;
+    const everyone = this.#answeredCount >= this.#members.size;
+    if (everyone || now - this.#lastAnsweredAt >= quietMs || now - closedAt >= maxMs) {
+      this.timeline.settled = now;
+      return true;
+    }
+    return false;
+  }
+
+  #answer(member: Member, now: number): void {
+    if (!member.answered) {
+      member.answered = true;
+      this.#answeredCount++;
+      this.#lastAnsweredAt = now;
+      if (this.#answeredCount >= this.#members.size) this.#settle(now);
+    }
   }
 
   /** Excluded members may still lead when no one else pending could. */

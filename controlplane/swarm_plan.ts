@@ -20,10 +20,11 @@
  * A member's sources, in order: its parent in stripe 0's tree (it serves the even pieces), its
  * parent in stripe 1's (the odd ones), then the leader. A parent that is not usable (offline) is
  * replaced by its nearest usable ancestor in that tree. A member asks each stripe's own source
- * first, then the sources after the first two, and the other stripe's source last
+ * first, then the sources after the first two, never the other stripe's
  * (transfer/control_messages.ts `SWARM_STRIPES`): so a stripe's fallback is always upstream of
- * it in its tree (the leader), never a member that waits for the same pieces from below — a
- * device that dies costs its children a stripe from the leader, not a wait.
+ * it in its tree (the leader, then the control plane), never a member that waits for the same
+ * pieces from below — a device that dies costs its children a stripe from the leader, not a
+ * wait.
  *
  * **Members who join late.** A member's sources are computed with the m known when its
  * ElectionClosed is sent, and it keeps them; members heard from later are computed with a larger

@@ -100,10 +100,10 @@ Deno.test("LeaderReady closes the election; ElectionClosed goes to every followe
   assert.equal(message.pieceListDigest, null);
   // A repeated LeaderReady (our ElectionClosed to the leader was lost) is answered again.
   assert.deepEqual(types(e.onLeaderReady("a", ADDRESS, 20)), ["electionClosed>a"]);
-  e.onDone("b");
+  e.onDone("b", 100);
   assert.deepEqual(types(e.tick(110)), ["electionClosed>c"]);
-  e.onDone("c");
-  e.onDone("a");
+  e.onDone("c", 200);
+  e.onDone("a", 200);
   assert.deepEqual(e.tick(10_000), []);
   assert.ok(e.complete);
 });
@@ -113,17 +113,59 @@ Deno.test("a member that acknowledged ElectionClosed is reminded less often unti
   e.onBid("a", 0);
   e.onLeaderReady("a", ADDRESS, 0);
   e.tick(0);
-  e.onClosedAck("b");
+  e.onClosedAck("b", 0);
   const sentAt: number[] = [];
   for (let t = 1; t <= 3000; t++) if (e.tick(t).length > 0) sentAt.push(t);
   assert.ok(sentAt.length > 0 && sentAt.length <= 6, `reminders at ${sentAt}`);
 });
 
-Deno.test("a late bid after the election closed is answered with ElectionClosed", () => {
+Deno.test("a late bid after the election settled is answered with ElectionClosed", () => {
   const e = election();
   e.onBid("a", 0);
   e.onLeaderReady("a", ADDRESS, 0);
-  assert.deepEqual(types(e.onBid("c", 50)), ["electionClosed>c"]);
+  e.tick(1000); // no one answered for 1 s: settled
+  assert.deepEqual(types(e.onBid("c", 1050)), ["electionClosed>c"]);
+});
+
+Deno.test("a closed election holds the others' ElectionClosed until every member answered", () => {
+  const e = election();
+  e.onBid("a", 0);
+  assert.deepEqual(
+    types(e.onLeaderReady("a", ADDRESS, 10)),
+    ["electionClosed>a"],
+    "the leader at once",
+  );
+  e.onBid("b", 20);
+  assert.deepEqual(
+    types(e.tick(30)),
+    ["announce>c"],
+    "b waits; c, never heard from, is announced to",
+  );
+  assert.deepEqual(types(e.onBid("c", 40)), ["electionClosed>c"], "the last one: settled");
+  assert.deepEqual(types(e.tick(40)), ["electionClosed>b"]);
+  assert.equal(e.timeline.settled, 40);
+});
+
+Deno.test("a closed election settles when no member answered for settleQuietMs, or at settleMaxMs", () => {
+  const quiet = new Election(ANNOUNCE, "eu", { ...TIMING, settleQuietMs: 500, settleMaxMs: 3000 });
+  for (const m of ["a", "b", "c"]) quiet.addMember(m, 0);
+  quiet.onBid("a", 0);
+  quiet.onLeaderReady("a", ADDRESS, 0);
+  quiet.onBid("b", 100);
+  assert.deepEqual(types(quiet.tick(599)), ["announce>c"]);
+  assert.deepEqual(types(quiet.tick(600)), ["electionClosed>b"], "quiet for 500 ms");
+  // Members keep answering, one every 400 ms: settled 3 s after closing.
+  const busy = new Election(ANNOUNCE, "eu", { ...TIMING, settleQuietMs: 500, settleMaxMs: 3000 });
+  const ids = Array.from({ length: 12 }, (_, i) => `m${i}`);
+  for (const m of ids) busy.addMember(m, 0);
+  busy.onBid("m0", 0);
+  busy.onLeaderReady("m0", ADDRESS, 0);
+  for (let i = 1; i < 8; i++) busy.onBid(ids[i], i * 400);
+  assert.equal(busy.timeline.settled, undefined);
+  busy.tick(2999);
+  assert.equal(busy.timeline.settled, undefined);
+  busy.tick(3000);
+  assert.equal(busy.timeline.settled, 3000);
 });
 
 Deno.test("a leader that never says ready fails the election at its deadline", () => {
@@ -154,17 +196,17 @@ Deno.test("rewind restarts a restarted member's messages from the beginning", ()
   e.onBid("a", 0);
   e.onLeaderReady("a", ADDRESS, 0);
   e.tick(0);
-  e.onClosedAck("b");
+  e.onClosedAck("b", 0);
   e.rewind("b", 1);
-  assert.deepEqual(types(e.tick(1)), ["announce>b", "electionClosed>b"]);
+  assert.deepEqual(types(e.tick(1)), ["announce>b", "electionClosed>b"], "settled already");
 });
 
-Deno.test("members never heard from get the Announce along with ElectionClosed", () => {
+Deno.test("members never heard from get the Announce along with ElectionClosed once settled", () => {
   const e = election(["a", "b"]);
   e.onBid("a", 0);
   e.onLeaderReady("a", ADDRESS, 0);
-  assert.deepEqual(types(e.tick(0)), ["announce>b", "electionClosed>b"]);
-  e.onClosedAck("b");
+  assert.deepEqual(types(e.tick(1000)), ["announce>b", "electionClosed>b"]);
+  e.onClosedAck("b", 1000);
   assert.deepEqual(types(e.tick(10_000)), ["electionClosed>b"]);
 });
 
@@ -178,8 +220,8 @@ Deno.test("every handler is idempotent: replaying all messages twice changes not
       e.onBid("a", 2);
       e.onLeaderAlive("c");
       e.onLeaderReady("c", ADDRESS, 3);
-      e.onClosedAck("a");
-      e.onDone("b");
+      e.onClosedAck("a", 4);
+      e.onDone("b", 5);
     }
   }
   for (const key of ["state", "leader", "pending", "members"] as const) {

@@ -169,23 +169,66 @@ Deno.test("with two stripes, the even pieces come from the first source and the 
   });
 });
 
-Deno.test("with two stripes, a stripe whose source is gone is taken from the other source", async () => {
+Deno.test("with two stripes, a stripe whose source is gone goes on from the sources after the first two, never from the other stripe's", async () => {
   await withSwarm(async (swarm) => {
-    const good = await swarm.holder("good");
+    const odd = await swarm.holder("odd");
+    const leader = await swarm.holder("leader");
     const store = new MemoryPieceStore(LIST);
     const result = await downloadPieces(
       await swarm.options(store, {
         sources: [
           { hostname: HOST, port: await deadPort(), label: "gone" },
-          sourceOf(good, "good"),
+          sourceOf(odd, "odd"),
+          sourceOf(leader, "leader"),
         ],
         stripes: 2,
         startPiece: 0,
       }),
     );
-    assert.equal(statsOf(result.sources, "good").pieces, LIST.pieceCount);
     assert.equal(statsOf(result.sources, "gone").pieces, 0);
+    assert.equal(statsOf(result.sources, "leader").pieces, Math.ceil(LIST.pieceCount / 2));
+    assert.equal(statsOf(result.sources, "odd").pieces, Math.floor(LIST.pieceCount / 2));
     assert.deepEqual(store.bytes(), BLOB);
+  });
+});
+
+Deno.test("with two stripes, a stripe left without a source is taken from the fallback while the other stripe's source goes on", async () => {
+  await withSwarm(async (swarm) => {
+    const odd = await swarm.holder("odd");
+    const cp = await swarm.holder("cp");
+    const store = new MemoryPieceStore(LIST);
+    const result = await downloadPieces(
+      await swarm.options(store, {
+        sources: [{ hostname: HOST, port: await deadPort(), label: "gone" }, sourceOf(odd, "odd")],
+        fallback: sourceOf(cp, "control plane"),
+        stripes: 2,
+        startPiece: 0,
+      }),
+    );
+    assert.notEqual(statsOf(result.sources, "gone").dropped, null);
+    assert.equal(statsOf(result.sources, "odd").pieces, Math.floor(LIST.pieceCount / 2));
+    assert.equal(statsOf(result.sources, "control plane").pieces, Math.ceil(LIST.pieceCount / 2));
+    assert.deepEqual(store.bytes(), BLOB);
+  });
+});
+
+Deno.test("with two stripes and no fallback, a stripe left without a source fails the download, saying so", async () => {
+  await withSwarm(async (swarm) => {
+    const odd = await swarm.holder("odd");
+    const store = new MemoryPieceStore(LIST);
+    await assert.rejects(
+      downloadPieces(
+        await swarm.options(store, {
+          sources: [
+            { hostname: HOST, port: await deadPort(), label: "gone" },
+            sourceOf(odd, "odd"),
+          ],
+          stripes: 2,
+          startPiece: 0,
+        }),
+      ),
+      (err) => err instanceof SwarmDownloadError && /every source failed/.test(err.message),
+    );
   });
 });
 

@@ -48,8 +48,8 @@ const HOST_PATTERN = /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:]{2,39})$/;
 export const MAX_SOURCES = 4;
 /**
  * Stripes of a swarm download: piece i is in stripe s = i mod 2. A member with two or more
- * sources asks `sources[s]` for it first, then `sources[2]`, `sources[3]`, … in order, and the
- * other stripe's first source last; with one source, it asks that one for every piece.
+ * sources asks `sources[s]` for it first, then `sources[2]`, `sources[3]`, … in order, never the
+ * other stripe's first source; with one source, it asks that one for every piece.
  */
 export const SWARM_STRIPES = 2;
 /** Longest ticket in ElectionClosed, in bytes. */
@@ -121,7 +121,7 @@ export interface ElectionClosed {
    * members of the election (the leader or other members, each of which
    * serves the pieces it has verified). Piece i is asked of
    * `sources[i mod SWARM_STRIPES]` first, then of the sources after the first
-   * `SWARM_STRIPES`, then of the others (see `SWARM_STRIPES`).
+   * `SWARM_STRIPES` (see `SWARM_STRIPES`).
    */
   readonly sources: readonly SwarmSource[];
   /**

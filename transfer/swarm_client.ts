@@ -11,14 +11,15 @@
  *   `parallel` requests at once in all. The walk over the pieces starts at
  *   `startPiece` (default random; agents start at 0: pieces in order).
  * - Stripes (`stripes`, default 1; agents use `SWARM_STRIPES`): piece i is in
- *   stripe s = i mod `stripes`, and each stripe has its own order of
- *   preference: `sources[s]`, then the sources after the first `stripes`, then
- *   the other stripes' first sources — a member of two interleaved trees
+ *   stripe s = i mod `stripes`, and each stripe has its own sources:
+ *   `sources[s]`, then the sources after the first `stripes` — never another
+ *   stripe's first source. A member of two interleaved trees
  *   (controlplane/swarm_plan.ts) takes the even pieces from one parent and the
  *   odd ones from the other, both at once, and a stripe whose parent fails
- *   goes upstream (the leader), not to the other parent, which may be waiting
- *   for the same pieces from below. With fewer sources than stripes, one
- *   order for all pieces.
+ *   goes upstream (the leader, then the fallback), not to the other parent,
+ *   which may be waiting for the same pieces from below. With fewer sources
+ *   than stripes, one stripe: every source for every piece. Stalls (below)
+ *   are judged per stripe.
  * - NOT_YET (a partial holder lacks the piece): the next missing piece is asked
  *   there; after `NOT_YET_RUN` (2) NOT_YETs in a row (no piece between) the
  *   source is backed off
@@ -287,20 +288,16 @@ export async function downloadPieces(
   };
   signal?.addEventListener("abort", onAbort);
   let fatal: unknown = undefined;
-  let lastPeerByteAt = performance.now();
-  /** When a peer last answered NOT_YET: it is alive and downloading, the line has not reached it. */
-  let lastPeerWaitingAt = -Infinity;
 
-  /** Each stripe's sources in order of preference: its own, the shared ones, the other stripes'. */
+  /** Each stripe's sources in order of preference: its own, then the shared ones. */
   const stripeCount = Math.max(1, Math.min(options.stripes ?? 1, peers.length));
-  const preference = peers.length === 0 ? [[]] : Array.from(
-    { length: stripeCount },
-    (_, s) => [
-      peers[s],
-      ...peers.slice(stripeCount),
-      ...peers.slice(0, stripeCount).filter((_, i) => i !== s),
-    ],
-  );
+  const preference = peers.length === 0
+    ? [[]]
+    : Array.from({ length: stripeCount }, (_, s) => [peers[s], ...peers.slice(stripeCount)]);
+  /** Per stripe: when a peer last delivered a byte of it, and last answered NOT_YET for it. */
+  const lastPeerByteAt = new Array<number>(stripeCount).fill(performance.now());
+  /** A peer answering NOT_YET is alive and downloading: the pieces have not reached it yet. */
+  const lastPeerWaitingAt = new Array<number>(stripeCount).fill(-Infinity);
   /** The stripe scheduled first, in turn: no stripe starves another of a shared source. */
   let turn = 0;
 
@@ -342,7 +339,7 @@ export async function downloadPieces(
       case "status": {
         const s = outcome.status;
         if (s === BlobStatus.NOT_YET) {
-          if (isPeer) lastPeerWaitingAt = performance.now();
+          if (isPeer) lastPeerWaitingAt[index % stripeCount] = performance.now();
           // It is downloading the blob itself and has not got this piece yet: pieces
           // travel in order, so it lacks the later ones too; ask it again soon.
           src.stats.refusals++;
@@ -400,7 +397,7 @@ export async function downloadPieces(
       signal: stop.signal,
       onBytes: (n) => {
         src.stats.bytes += n;
-        if (isPeer) lastPeerByteAt = performance.now();
+        if (isPeer) lastPeerByteAt[index % stripeCount] = performance.now();
       },
     })
       .then((outcome) => stop.signal.aborted ? undefined : settle(src, index, outcome))
@@ -421,14 +418,23 @@ export async function downloadPieces(
       signal?.throwIfAborted();
       if (fatal !== undefined) throw fatal;
       const now = performance.now();
-      const livePeers = peers.filter((p) => p.stats.dropped === null);
-      // Stalled: no peer byte for stallMs — unless peers keep saying NOT_YET (the pieces are on
-      // their way down a long line), then only after patienceMs.
-      const silentMs = now - lastPeerByteAt;
-      const stalled = silentMs >= stallMs &&
-        (now - lastPeerWaitingAt >= stallMs || silentMs >= patienceMs);
-      const fallbackOn = fallback !== undefined && fallback.stats.dropped === null &&
-        (livePeers.length === 0 || stalled);
+      order = order.filter((i) => !store.hasPiece(i));
+      const fallbackLeft = fallback !== undefined && fallback.stats.dropped === null;
+      // Per stripe with pieces missing: stalled when no peer delivered a byte of it for stallMs —
+      // unless peers keep saying NOT_YET (the pieces are on their way down), then only after
+      // patienceMs; orphaned when none of its sources is left.
+      const missing = new Set(order.map((i) => i % stripeCount));
+      const stalled: number[] = [];
+      const orphaned: number[] = [];
+      for (const stripe of missing) {
+        const silentMs = now - lastPeerByteAt[stripe];
+        if (
+          silentMs >= stallMs &&
+          (now - lastPeerWaitingAt[stripe] >= stallMs || silentMs >= patienceMs)
+        ) stalled.push(stripe);
+        if (preference[stripe].every((p) => p.stats.dropped !== null)) orphaned.push(stripe);
+      }
+      const fallbackFor = fallbackLeft ? new Set([...stalled, ...orphaned]) : new Set<number>();
       // Per stripe, the first peer that is doing well, and those before it that are not: each
       // device passes every piece on once (a second source only while the first is in trouble).
       const candidates: { src: SourceState; stripe: number | undefined }[] = [];
@@ -441,7 +447,7 @@ export async function downloadPieces(
         }
       }
       turn++;
-      if (fallbackOn) candidates.push({ src: fallback, stripe: undefined });
+      for (const stripe of fallbackFor) candidates.push({ src: fallback!, stripe });
       for (const { src, stripe } of candidates) {
         if (inFlight.size >= parallel) break;
         while (inFlight.size < parallel && src.requests < PER_SOURCE && src.readyAt <= now) {
@@ -457,11 +463,10 @@ export async function downloadPieces(
         }
       }
       if (inFlight.size === 0 && store.heldCount < count) {
-        const fallbackLeft = fallback !== undefined && fallback.stats.dropped === null;
-        if (livePeers.length === 0 && !fallbackLeft) {
+        if (orphaned.length > 0 && !fallbackLeft) {
           throw new SwarmDownloadError(failureMessage("every source failed", stats), stats);
         }
-        if (!fallbackLeft && stalled) {
+        if (!fallbackLeft && stalled.length > 0) {
           throw new SwarmDownloadError(
             failureMessage(`no source delivered a byte for ${stallMs} ms`, stats),
             stats,
@@ -470,13 +475,14 @@ export async function downloadPieces(
       }
       let next = now + MAX_SLEEP_MS;
       for (const { src } of candidates) if (src.readyAt > now) next = Math.min(next, src.readyAt);
-      if (!fallbackOn) {
-        const waiting = now - lastPeerWaitingAt < stallMs;
+      for (const stripe of missing) {
+        if (fallbackFor.has(stripe)) continue;
+        const waiting = now - lastPeerWaitingAt[stripe] < stallMs;
         next = Math.min(
           next,
           waiting
-            ? Math.min(lastPeerWaitingAt + stallMs, lastPeerByteAt + patienceMs)
-            : lastPeerByteAt + stallMs,
+            ? Math.min(lastPeerWaitingAt[stripe] + stallMs, lastPeerByteAt[stripe] + patienceMs)
+            : lastPeerByteAt[stripe] + stallMs,
         );
       }
       await wake.wait(Math.max(1, Math.ceil(next - now)));
