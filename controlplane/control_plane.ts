@@ -1249,10 +1249,11 @@ export class ControlPlane {
    */
   #swarmPlanOf(election: Election, leader: string): SwarmPlan {
     // Only members that answered: one never heard from may not run, and could not serve.
-    const members = election.answeredMembers;
     const cached = this.#swarmPlans.get(election.manifestId);
+    // Unchanged membership: no copy of the members per ElectionClosed sent.
+    if (cached?.leader === leader && cached.count === election.answeredCount) return cached.plan;
+    const members = election.answeredMembers;
     if (cached !== undefined && cached.leader === leader) {
-      if (cached.count === members.length) return cached.plan;
       const extended = extendPlan(cached.plan, members);
       if (extended !== undefined) {
         this.#swarmPlans.set(election.manifestId, {

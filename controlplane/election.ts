@@ -148,6 +148,10 @@ export class Election {
   get answeredMembers(): string[] {
     return [...this.#members].filter(([, m]) => m.answered || m.done).map(([id]) => id);
   }
+  /** How many members have answered (`answeredMembers.length`, without copying them). */
+  get answeredCount(): number {
+    return this.#answeredCount;
+  }
   /** Node ids of the members, without copying them (do not change members while iterating). */
   memberIds(): IterableIterator<string> {
     return this.#members.keys();

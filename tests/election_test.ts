@@ -244,3 +244,20 @@ Deno.test("a rewound leader of a closed election is told again (it restarted or 
     "electionClosed>a",
   ]);
 });
+
+Deno.test("answeredCount follows answers, rewinds and removals without copying the members", () => {
+  const e = election(["a", "b", "c"]);
+  assert.equal(e.answeredCount, 0);
+  e.onBid("a", 0);
+  e.onAnswered("b", 1);
+  e.onAnswered("b", 2);
+  assert.equal(e.answeredCount, 2);
+  assert.equal(e.answeredCount, e.answeredMembers.length);
+  e.rewind("b", 3);
+  assert.equal(e.answeredCount, 1);
+  e.removeMember("a");
+  assert.equal(e.answeredCount, 0);
+  e.onDone("c", 4);
+  assert.deepEqual(e.answeredMembers, ["c"]);
+  assert.equal(e.answeredCount, 1);
+});
