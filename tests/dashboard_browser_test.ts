@@ -177,6 +177,12 @@ Deno.test({
             /failed.*v2.*health check failed/,
           );
 
+          // Nothing the Content-Security-Policy blocked, no script error in any page so far
+          // (the refused fetches' 401s are logged as network errors: those are expected).
+          const problems = page.problems().filter((p) => !/status of 401/.test(p));
+          assert.deepEqual(problems.filter((p) => /Content.Security.Policy/i.test(p)), []);
+          assert.deepEqual(problems.filter((p) => p.startsWith("exception")), []);
+
           // Without the cookie the browser is refused again.
           await page.send("Network.clearBrowserCookies");
           await page.goto(`${base}/ui`);

@@ -4,7 +4,13 @@
  * with `--remote-debugging-port=0` on a fresh profile, reads the port it
  * chose from the profile's `DevToolsActivePort`, and attaches to its first
  * page. Only what the dashboard test needs: navigate, evaluate, wait for a
- * condition (with a deadline), cookies cleared, a screenshot. Test code only.
+ * condition (with a deadline), cookies cleared, a screenshot, and the
+ * page's log entries and uncaught exceptions (the newest 1,000). Test code only.
+ *
+ * Not playwright-core: npm:playwright-core@1.65.1 under Deno 2.9 cannot load
+ * with the test task's permissions (at import it asks for sys "homedir", then
+ * reads /proc/sys/fs/binfmt_misc/WSLInterop, which Deno grants only to
+ * --allow-all).
  *
  * @module
  */
@@ -27,6 +33,26 @@ export const CHROMIUM_ARGS = [
 /** How long any one step may take before the test fails (a deadline, not a measurement). */
 const STEP_DEADLINE_MS = 60_000;
 
+/** How many log entries and exceptions a page keeps. */
+const MAX_PROBLEMS = 1000;
+
+/** A log entry's or an uncaught exception's text, from a CDP event; undefined for other events. */
+function problemOf(
+  event: { method?: string; params?: Record<string, unknown> },
+): string | undefined {
+  if (event.method === "Log.entryAdded") {
+    const entry = event.params?.entry as { level?: string; text?: string } | undefined;
+    return `log ${entry?.level ?? "?"}: ${entry?.text ?? ""}`;
+  }
+  if (event.method === "Runtime.exceptionThrown") {
+    const details = event.params?.exceptionDetails as
+      | { text?: string; exception?: { description?: string } }
+      | undefined;
+    return `exception: ${details?.exception?.description ?? details?.text ?? ""}`;
+  }
+  return undefined;
+}
+
 /** Whether Chromium is installed here. */
 export function chromiumInstalled(): boolean {
   try {
@@ -46,6 +72,8 @@ export interface BrowserPage {
   evaluate<T>(expression: string): Promise<T>;
   /** Evaluates `expression` until it is truthy; fails with `what` past the deadline. */
   waitFor(expression: string, what: string): Promise<void>;
+  /** The page's log entries and uncaught exceptions so far, as text (the newest 1,000). */
+  problems(): readonly string[];
   /** A PNG of the viewport. */
   screenshot(): Promise<Uint8Array>;
   /** Kills the browser and removes its profile. */
@@ -112,6 +140,7 @@ async function attach(wsUrl: string, cleanup: () => Promise<void>): Promise<Brow
     socket.onerror = () => reject(new Error(`cannot connect to ${wsUrl}`));
   });
   let nextId = 1;
+  const problems: string[] = [];
   const waiting = new Map<
     number,
     { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }
@@ -122,7 +151,14 @@ async function attach(wsUrl: string, cleanup: () => Promise<void>): Promise<Brow
       result?: Record<string, unknown>;
       error?: { message: string };
     };
-    if (message.id === undefined) return;
+    if (message.id === undefined) {
+      const text = problemOf(message as { method?: string; params?: Record<string, unknown> });
+      if (text !== undefined) {
+        problems.push(text);
+        if (problems.length > MAX_PROBLEMS) problems.shift();
+      }
+      return;
+    }
     const w = waiting.get(message.id);
     if (!w) return;
     waiting.delete(message.id);
@@ -166,6 +202,7 @@ async function attach(wsUrl: string, cleanup: () => Promise<void>): Promise<Brow
   await send("Page.enable");
   await send("Runtime.enable");
   await send("Network.enable");
+  await send("Log.enable");
   await send("Emulation.setDeviceMetricsOverride", {
     width: 1280,
     height: 1000,
@@ -185,6 +222,7 @@ async function attach(wsUrl: string, cleanup: () => Promise<void>): Promise<Brow
         return ok ? true : undefined;
       }, what);
     },
+    problems: () => [...problems],
     screenshot: async () => {
       const result = await send("Page.captureScreenshot", { format: "png" });
       return Uint8Array.from(atob(String(result.data)), (c) => c.charCodeAt(0));
