@@ -5,7 +5,8 @@
  * two regions, a rolling rollout in batches of two with one failed device).
  * Without a token the page is the login form and the JSON is refused; with a
  * viewer's token the overview shows the rollout, and its page shows the
- * progress per batch and region and the failed device's reason. A screenshot
+ * progress per batch and region and the failed device's reason, and follows
+ * a change without a reload (it polls every 2 s). A screenshot
  * is kept as test-artifacts/dashboard.png. Skipped, with one line saying so,
  * where Chromium is not installed (`.ci/run` installs it).
  */
@@ -168,6 +169,16 @@ Deno.test({
           const png = await page.screenshot();
           assert.deepEqual([...png.slice(1, 4)], [0x50, 0x4e, 0x47], "a PNG");
           await Deno.writeFile(`${ARTIFACT_DIR}dashboard.png`, png);
+
+          // It refreshes by itself: eu-3 finishes, and the open page shows it without a reload.
+          await page.evaluate(`window.notReloaded = true`);
+          await cp.stateStore.setRolloutAgents([progress("eu-3", "active")]);
+          cp.invalidateStatus();
+          await page.waitFor(
+            `[...document.querySelectorAll("#batches tbody tr")][1]?.cells[2].textContent === "1"`,
+            "the page's next refresh",
+          );
+          assert.equal(await page.evaluate<boolean>(`window.notReloaded === true`), true);
 
           // The failed device's page: its history.
           await page.goto(`${base}/ui/devices/eu-2`);
