@@ -7,7 +7,7 @@
  * viewer's token the overview shows the rollout, and its page shows the
  * progress per batch and region and the failed device's reason, and follows
  * a change without a reload (it polls every 2 s). A screenshot
- * is kept as test-artifacts/dashboard.png. Skipped, with one line saying so,
+ * is kept as test-artifacts/dashboard.png (the overview's as dashboard-overview.png). Skipped, with one line saying so,
  * where Chromium is not installed (`.ci/run` installs it).
  */
 
@@ -143,6 +143,10 @@ Deno.test({
             false,
             "the session cookie is HttpOnly",
           );
+
+          await page.waitFor(`document.querySelector("#versions tbody tr")`, "the versions");
+          await Deno.mkdir(ARTIFACT_DIR, { recursive: true });
+          await Deno.writeFile(`${ARTIFACT_DIR}dashboard-overview.png`, await page.screenshot());
 
           // The rollout's page: progress per batch and region, and the failure's reason.
           await page.goto(`${base}/ui/rollouts/${rollout.id}`);
