@@ -43,6 +43,7 @@
  * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token, 409 enrolled with another key |
  * | POST   | /v1/devices/{id}/accept                | admin    | `{ keyId }`       | `{ nodeId, accepted }` (404 not pending, 409 another key) |
  * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
+ * | GET, POST | /ui, /ui/...                        | a session (viewer) | | the web dashboard (ui/routes.ts: its own table, login and cookie) |
  *
  * @module
  */
@@ -80,6 +81,7 @@ import { MAX_ENROLL_BODY } from "../release/enrollment.ts";
 import { auditEntry, authenticate } from "./auth.ts";
 import type { ControlPlane } from "./control_plane.ts";
 import { historyEntry, rolloutInfo, versionInfo } from "./status_report.ts";
+import { isUiPath, uiHandler } from "./ui/routes.ts";
 import { DEFAULT_PLAN, type Role, type RolloutPlan, type TokenRecord } from "./state_store.ts";
 
 /** Largest JSON request body accepted. */
@@ -420,7 +422,7 @@ export function apiHandler(
   limits: Partial<ApiLimits> = {},
 ): (request: Request) => Promise<Response> {
   const bodyLimits: ApiLimits = { maxUploadBytes: limits.maxUploadBytes ?? DEFAULT_MAX_UPLOAD };
-  return async (request) => {
+  const api = async (request: Request): Promise<Response> => {
     const url = new URL(request.url);
     const action = `${request.method} ${url.pathname}`;
     const found = findRoute(request.method, url.pathname);
@@ -490,6 +492,9 @@ export function apiHandler(
     }
     return response;
   };
+  // The web dashboard (ui/routes.ts): its pages read through this same API with the session's token.
+  const ui = uiHandler({ stateStore: cp.stateStore, api });
+  return (request) => isUiPath(new URL(request.url).pathname) ? ui(request) : api(request);
 }
 
 /** The route of a request, or the 404/405 error it gets. */
