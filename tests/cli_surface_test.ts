@@ -30,7 +30,7 @@ import { blake3, toHex } from "../kernel/blake3.ts";
 import { VERSION } from "../kernel/version.ts";
 import { applyFile } from "../codec/applier.ts";
 import { inspectPatch } from "../codec/inspect.ts";
-import { MalformedPatchError } from "../kernel/errors.ts";
+import { ExitCode, MalformedPatchError, osErrorToPoolboy } from "../kernel/errors.ts";
 
 const KiB = 1024;
 const SMALL_CHUNKS = ["--min-chunk", "4KiB", "--avg-chunk", "16KiB", "--max-chunk", "64KiB"];
@@ -155,6 +155,20 @@ Deno.test("controlplane bound outside the allowed network (--allow-net): exit 3,
     ]);
     assertUserError(run, EXIT.io, "10.9.8.7", "--allow-net", "--bind");
   });
+});
+
+Deno.test("every Deno OS error class that escapes a command is an I/O error (exit 3) with a one-line message; other errors stay bugs", () => {
+  for (const [name, OsError] of Object.entries(Deno.errors)) {
+    const mapped = osErrorToPoolboy(new OsError(`${name} (os error 1): open '/x/y'`));
+    assert.ok(mapped !== undefined, name);
+    assert.equal(mapped.exitCode, ExitCode.io, name);
+    assert.doesNotMatch(mapped.message, /\n/, name);
+  }
+  const denied = osErrorToPoolboy(
+    new Deno.errors.NotCapable(`Requires net access to "10.1.2.3:80", run again with --allow-net`),
+  );
+  assert.match(denied?.message ?? "", /10\.1\.2\.3:80.*--allow-net/);
+  assert.equal(osErrorToPoolboy(new TypeError("x is undefined")), undefined);
 });
 
 // ---------------------------------------------------------------------------
