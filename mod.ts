@@ -1,15 +1,19 @@
 /**
  * The poolboy command line: parses the command name and dispatches to it.
- * User-facing failures (`PoolboyError`) print one line on stderr and exit with
- * their code; anything else is a bug, reported as such with exit code 1.
+ * User-facing failures (`PoolboyError`, and OS errors such as a port in use,
+ * mapped by class to one) print one line on stderr and exit with their code;
+ * anything else is a bug, reported as such with exit code 1. `--version` (alone,
+ * or after any command) prints `poolboy VERSION (deno V, OS-ARCH)`.
  * Ctrl-C or SIGTERM deletes any temporary output before exiting.
  *
  * @module
  */
 
 import { removeAllPending } from "./kernel/atomic_file.ts";
-import { ExitCode, PoolboyError, UsageError } from "./kernel/errors.ts";
+import { ExitCode, osErrorToPoolboy, UsageError } from "./kernel/errors.ts";
+import { versionLine } from "./kernel/version.ts";
 import { println } from "./cli/output.ts";
+import { VersionRequested } from "./cli/args.ts";
 
 /** A command: its entry point and its `--help` text. */
 interface Command {
@@ -140,6 +144,7 @@ Fleet:
   audit, device) take --token T or the environment variable POOLBOY_TOKEN.
 
   help [COMMAND]                           this help, or a command's
+  --version                                poolboy's version, Deno's, the OS and architecture
 
 Run "poolboy <command> --help" for a command's options and exit codes.`;
 
@@ -151,6 +156,16 @@ export async function main(args: string[]): Promise<number> {
       throw new UsageError(
         `no command given; commands: ${Object.keys(COMMANDS).join(", ")} (see poolboy --help)`,
       );
+    }
+    if (name === "--version" || (rest.length === 1 && rest[0] === "--version")) {
+      // `poolboy --version`, and `poolboy COMMAND --version` for every command
+      // (publish, rollout and rollback, whose --version takes a value, too).
+      if (name !== "--version") rejectRenamed(name);
+      if (name !== "--version" && !Object.hasOwn(COMMANDS, name)) {
+        throw new UsageError(`unknown command "${name}" (try poolboy --help)`);
+      }
+      println(versionLine());
+      return ExitCode.ok;
     }
     if (name === "--help" || name === "-h" || name === "help") {
       const topic = name === "help" ? rest[0] : undefined;
@@ -175,9 +190,16 @@ export async function main(args: string[]): Promise<number> {
  * a `PoolboyError`, an internal error (exit 1) for anything else.
  */
 export function reportError(err: unknown): number {
-  if (err instanceof PoolboyError) {
-    console.error(`poolboy: error: ${err.message}`);
-    return err.exitCode;
+  if (err instanceof VersionRequested) {
+    println(versionLine());
+    return ExitCode.ok;
+  }
+  // An OS error (a port in use, an address outside --allow-net, a vanished
+  // file) that no command turned into a PoolboyError is still an I/O error.
+  const known = osErrorToPoolboy(err);
+  if (known) {
+    console.error(`poolboy: error: ${known.message}`);
+    return known.exitCode;
   }
   const message = err instanceof Error ? err.message : String(err);
   console.error(`poolboy: internal error (a bug; please report it): ${message}`);

@@ -12,6 +12,7 @@ import {
   DEFAULT_CP_UDP_PORT,
 } from "../transfer/default_ports.ts";
 import { UsageError } from "../kernel/errors.ts";
+import { explainBindFailure, type ListenPort } from "./bind_errors.ts";
 import { parseCommand, sizeOption } from "./args.ts";
 import {
   addressOption,
@@ -24,7 +25,7 @@ import {
   nameOption,
   portOption,
   required,
-  UPLOAD_CAP_HELP,
+  uploadCapHelp,
   uploadCapOptions,
   uploadCapsFrom,
 } from "./fleet_args.ts";
@@ -108,8 +109,8 @@ Options:
   --min-free SIZE              refuse an update that would leave less free space than this on
                                DIR's filesystem, checked before downloading (default 64MiB)
   --keep-backups N             earlier versions kept per model for a local rollback (default 1)
-${blobLimitHelp("and so is a download from a peer that slow: the next source is tried")}
-${UPLOAD_CAP_HELP}
+${blobLimitHelp("and so is a download from a peer that slow: the next source is tried", 31)}
+${uploadCapHelp(31)}
   -q, --quiet                  no log lines on stderr (the --insecure warning is still printed)
   -h, --help                   this help
 
@@ -227,7 +228,13 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     );
   }
   const { Agent } = await import("../agent/agent.ts");
-  const agent = await Agent.start({ ...options, trust });
+  const ports: ListenPort[] = [
+    { flag: "udp-port", port: options.udpPort, transport: "udp", purpose: "control messages" },
+    { flag: "p2p-port", port: options.p2pPort, transport: "tcp", purpose: "blob server for peers" },
+  ];
+  const agent = await Agent.start({ ...options, trust }).catch((err) => {
+    throw explainBindFailure(err, options.bind, "bind", ports);
+  });
   // Runs until a signal ends the process (mod.ts removes temporary files then).
   await new Promise<void>(() => {});
   await agent.close();

@@ -8,7 +8,8 @@ import { applyFile, type ApplySummary } from "../codec/applier.ts";
 import { UsageError } from "../kernel/errors.ts";
 import { ProgressLine } from "./progress_line.ts";
 import { countOf, formatBytes, megabytesPerSecond } from "../kernel/units.ts";
-import { parseCommand, requirePositionals, sameFile } from "./args.ts";
+import { parseCommand, requirePositionals, sameFile, samePath } from "./args.ts";
+import { removeStaleTemporaries } from "../kernel/atomic_file.ts";
 import { printJson, println } from "./output.ts";
 
 export const APPLY_HELP = `poolboy apply — rebuild TARGET from BASE and a patch, verified
@@ -21,7 +22,9 @@ if the output's BLAKE3 equals the one in the patch; otherwise the temporary file
 is deleted and OUT, if it existed, is left exactly as it was.
 
 Options:
-  -o, --output OUT   where the rebuilt file goes (required; may not be BASE)
+  -o, --output OUT   where the rebuilt file goes (required; may not be BASE or
+                     PATCH). A temporary file of OUT left by a killed earlier
+                     apply is deleted first (and said so on stderr)
   --threads N        0 (default): hash in the main thread, peak memory ~60 MB;
                      1: hash on a Worker while reading and writing, ~25%
                      faster when the disk keeps up, ~18 MB more memory
@@ -48,15 +51,27 @@ export async function applyCommand(args: string[]): Promise<number> {
     throw new UsageError(`apply: --threads: "${threads}" must be 0 (main thread) or 1 (a Worker)`);
   }
   if (!values.output) throw new UsageError("apply: -o OUT is required (see poolboy apply --help)");
-  if (await sameFile(base, values.output)) {
+  const out = values.output;
+  if (samePath(base, out) || await sameFile(base, out)) {
     throw new UsageError(
       "apply: OUT must not be BASE (the base is read while OUT is written); write elsewhere, then move",
     );
   }
+  if (samePath(patch, out) || await sameFile(patch, out)) {
+    throw new UsageError(
+      "apply: OUT must not be PATCH (the patch is read while OUT is written, and would be lost); write elsewhere",
+    );
+  }
+  // A killed earlier apply (SIGKILL, power loss) may have left its temporary
+  // file beside OUT; only files named as this OUT's temporaries, held by no
+  // running apply, are deleted.
+  for (const stale of await removeStaleTemporaries(out)) {
+    console.error(`poolboy: apply: removed ${stale}, the temporary file of an interrupted apply`);
+  }
   const progress = new ProgressLine("apply", { quiet: values.quiet || values.json });
   let summary: ApplySummary;
   try {
-    summary = await applyFile(base, patch, values.output, {
+    summary = await applyFile(base, patch, out, {
       onProgress: progress.callback,
       threads: threads === "1" ? 1 : 0,
     });

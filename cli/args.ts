@@ -21,19 +21,57 @@ export const COMMON_OPTIONS = {
   json: { type: "boolean" },
 } as const satisfies OptionSpecs;
 
-/** Parses `args` for `command`; unknown flags and missing values are `UsageError`s. */
+/**
+ * Thrown by `parseCommand` when the arguments ask for `--version`: `main`
+ * prints the version line and exits 0. Not an error.
+ */
+export class VersionRequested {
+  readonly command: string;
+  constructor(command: string) {
+    this.command = command;
+  }
+}
+
+/**
+ * Parses `args` for `command`; unknown flags and missing values are
+ * `UsageError`s. A command whose own options have no `--version V` also takes
+ * `--version` (throws `VersionRequested`).
+ */
 export function parseCommand<T extends OptionSpecs>(command: string, args: string[], options: T) {
+  let parsed;
   try {
-    return parseArgs({
+    parsed = parseArgs({
       args,
-      options: { ...COMMON_OPTIONS, ...options },
+      // A command's own `--version V` (publish, rollout, rollback) replaces the flag.
+      options: { ...COMMON_OPTIONS, version: { type: "boolean" as const }, ...options },
       allowPositionals: true,
       strict: true,
     });
   } catch (err) {
-    const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
-    throw new UsageError(`${command}: ${message} (see poolboy ${command} --help)`);
+    throw new UsageError(`${command}: ${parseFailure(err)} (see poolboy ${command} --help)`);
   }
+  if ((parsed.values as { version?: unknown }).version === true) {
+    throw new VersionRequested(command);
+  }
+  return parsed;
+}
+
+/** `node:util` parseArgs's error as one short sentence (its own text has unbalanced quotes). */
+function parseFailure(err: unknown): string {
+  const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
+  const code = (err as { code?: unknown }).code;
+  const option = /'([^']*)'/.exec(message)?.[1];
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" && option !== undefined) {
+    return `unknown option ${option}`;
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && option !== undefined) {
+    const name = option.replace(/ <value>$/, "");
+    return /does not take/.test(message)
+      ? `option ${name} takes no value`
+      : `option ${name} needs a value`;
+  }
+  if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") return "unexpected argument";
+  return message.replaceAll("'", "");
 }
 
 /** Requires exactly `names.length` positional arguments, named in the error. */
@@ -96,6 +134,22 @@ export function sizeOption(name: string, value: string | undefined, fallback: nu
     throw new UsageError(`--${name}: "${value}" is not a size (examples: 65536, 256KiB, 1MiB)`);
   }
   return size;
+}
+
+/** Whether two paths are the same once resolved against the current directory (`a` and `./a`). */
+export function samePath(a: string, b: string): boolean {
+  return absolutePath(a) === absolutePath(b);
+}
+
+/** `path` made absolute against the current directory, with `.`, `..` and `//` resolved. */
+function absolutePath(path: string): string {
+  const parts: string[] = [];
+  for (const part of (path.startsWith("/") ? path : `${Deno.cwd()}/${path}`).split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join("/")}`;
 }
 
 /** Whether two paths name the same existing file (hard links and symlinks included). */

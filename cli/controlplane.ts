@@ -23,6 +23,7 @@ import {
   required,
 } from "./fleet_args.ts";
 import { UsageError } from "../kernel/errors.ts";
+import { explainBindFailure, type ListenPort } from "./bind_errors.ts";
 import { logLine, println } from "./output.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
 import { MAX_PIECE_SIZE_LOG2, MIN_PIECE_SIZE_LOG2 } from "../transfer/piece_list.ts";
@@ -139,11 +140,18 @@ export async function controlplaneCommand(
   const { ControlPlane } = await import("../controlplane/control_plane.ts");
   const { apiHandler } = await import("../controlplane/http_api.ts");
   const { serveHttp } = await import("../controlplane/http_server.ts");
+  const udpPort = portOption("udp-port", values["udp-port"], DEFAULT_CP_UDP_PORT);
+  const p2pPort = portOption("p2p-port", values["p2p-port"], DEFAULT_CP_P2P_PORT);
+  const ports: ListenPort[] = [
+    { flag: "udp-port", port: udpPort, transport: "udp", purpose: "control messages" },
+    { flag: "p2p-port", port: p2pPort, transport: "tcp", purpose: "blob downloads" },
+    { flag: "http-port", port: httpPort, transport: "tcp", purpose: "operator HTTP API" },
+  ];
   const cp = await ControlPlane.start({
     bind,
     dataDir,
-    udpPort: portOption("udp-port", values["udp-port"], DEFAULT_CP_UDP_PORT),
-    p2pPort: portOption("p2p-port", values["p2p-port"], DEFAULT_CP_P2P_PORT),
+    udpPort,
+    p2pPort,
     agentTimeoutMs: durationOption("agent-timeout", values["agent-timeout"], 10_000),
     offlineAfterMs: durationOption("offline-after", values["offline-after"], 120_000),
     election: {
@@ -153,6 +161,8 @@ export async function controlplaneCommand(
     faults: injected?.faults,
     blobLimits,
     pieceSize,
+  }).catch((err) => {
+    throw explainBindFailure(err, bind, "bind", ports);
   });
   if ((await cp.stateStore.tokens()).every((t) => t.revoked !== null)) {
     log?.(
@@ -168,7 +178,7 @@ export async function controlplaneCommand(
     );
   } catch (err) {
     await cp.close();
-    throw err;
+    throw explainBindFailure(err, bind, "bind", ports);
   }
   await server.finished;
   await cp.close();

@@ -53,15 +53,61 @@ export const blobLimitOptions = {
   "min-rate-window": { type: "string" },
 } as const;
 
-/** Help lines of `blobLimitOptions` (`who`: whose transfers the minimum rate also cuts). */
-export function blobLimitHelp(who: string): string {
-  return `  --blob-connections N     blob connections open at once; more get BUSY (default 64)
-  --blob-connections-per-address N
-                           blob connections open from one address; more are closed (default 4)
-  --min-transfer-rate RATE a blob transfer slower than this over --min-rate-window is cut,
-                           ${who} (default 64KiB/s; 0 turns it off)
-  --min-rate-window T      the window of --min-transfer-rate (default 10s); a blob request
-                           must also arrive whole within it`;
+/**
+ * Option lines of a command's help: each option at 2 spaces, its text from
+ * `column` on, wrapped at `width` characters; an option too long for the gap
+ * gets a line of its own. Commands align their options at different columns.
+ */
+export function optionHelp(
+  entries: readonly (readonly [option: string, text: string])[],
+  column: number,
+  width = 100,
+): string {
+  const indent = " ".repeat(column);
+  const lines: string[] = [];
+  for (const [option, text] of entries) {
+    let line = `  ${option}`;
+    if (line.length > column - 1) {
+      lines.push(line);
+      line = indent;
+    } else {
+      line = line.padEnd(column);
+    }
+    let empty = true;
+    for (const word of text.split(/\s+/).filter((w) => w !== "")) {
+      if (!empty && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = indent;
+        empty = true;
+      }
+      line += empty ? word : ` ${word}`;
+      empty = false;
+    }
+    lines.push(line);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Help lines of `blobLimitOptions` (`who`: whose transfers the minimum rate
+ * also cuts), aligned at `column`.
+ */
+export function blobLimitHelp(who: string, column = 27): string {
+  return optionHelp([
+    ["--blob-connections N", "blob connections open at once; more get BUSY (default 64)"],
+    [
+      "--blob-connections-per-address N",
+      "blob connections open from one address; more are closed (default 4)",
+    ],
+    [
+      "--min-transfer-rate RATE",
+      `a blob transfer slower than this over --min-rate-window is cut, ${who} (default 64KiB/s; 0 turns it off)`,
+    ],
+    [
+      "--min-rate-window T",
+      "the window of --min-transfer-rate (default 10s); a blob request must also arrive whole within it",
+    ],
+  ], column);
 }
 
 /** The blob limits the `blobLimitOptions` say. */
@@ -91,12 +137,19 @@ export const uploadCapOptions = {
   "upload-rate": { type: "string" },
 } as const;
 
-/** Help lines of `uploadCapOptions`. */
-export const UPLOAD_CAP_HELP =
-  `  --upload-slots N         blob bodies this device sends at once to other devices of its
-                           region; more get BUSY and ask elsewhere (default 4)
-  --upload-rate RATE       all of them together at most this fast, e.g. 2MB/s (default 0:
-                           no cap)`;
+/** Help lines of `uploadCapOptions`, aligned at `column`. */
+export function uploadCapHelp(column = 27): string {
+  return optionHelp([
+    [
+      "--upload-slots N",
+      "blob bodies this device sends at once to other devices of its region; more get BUSY and ask elsewhere (default 4)",
+    ],
+    [
+      "--upload-rate RATE",
+      "all of them together at most this fast, e.g. 2MB/s (default 0: no cap)",
+    ],
+  ], column);
+}
 
 /** The upload caps the `uploadCapOptions` say. */
 export function uploadCapsFrom(values: {

@@ -14,9 +14,14 @@ export const INSPECT_HELP = `poolboy inspect — show what a patch holds, withou
 
 Usage: poolboy inspect PATCH [--json]
 
-Prints the header (version, base and target sizes, target BLAKE3) and the op
-counts and bytes. Reads and validates the whole patch: a damaged patch fails
-here exactly as it would in apply.
+Prints the header (version, base and target sizes, the target's BLAKE3 and,
+for a v2 patch, the base's) and the op counts and bytes. Reads the whole patch
+in fixed memory and checks it as apply does, without a base: every op's bounds,
+the sizes adding up to the target's, and every compressed op decompressed (whole
+zstd frames giving exactly its length, a valid filter). A patch refused here is
+refused by apply with the same exit code. What needs the base or the output is
+left to apply: the base's BLAKE3, and the output's (a change inside compressed
+data that still decodes to the right length shows only there).
 
 Options:
   --json        print as JSON on stdout
@@ -44,6 +49,7 @@ export async function inspectCommand(args: string[]): Promise<number> {
   println(`version      ${d.version}`);
   println(`base size    ${d.baseSize} (${formatBytes(d.baseSize)})`);
   println(`target size  ${d.targetSize} (${formatBytes(d.targetSize)})`);
+  if (d.baseBlake3 !== undefined) println(`base         BLAKE3 ${d.baseBlake3}`);
   println(`target       BLAKE3 ${d.targetBlake3}`);
   println(
     `COPY         ${countOf(d.copyOps, "op")}, ${d.copyBytes} bytes (${formatBytes(d.copyBytes)})`,

@@ -78,7 +78,7 @@ export async function applyFile(
   let base: Awaited<ReturnType<typeof openInput>> | undefined;
   let out: AtomicFile | undefined;
   let pool: HashPool | undefined;
-  let expanded: ExpandedOps | undefined;
+  let expanded: CompressedOps | undefined;
   try {
     // Op heads go through the reader's buffer; literal and compressed bytes are
     // read straight into their destinations, so a small one does.
@@ -95,7 +95,7 @@ export async function applyFile(
     }
     if (header.baseDigest) {
       // v2: refuse a wrong base before any output exists.
-      expanded = new ExpandedOps(base.file, basePath);
+      expanded = new CompressedOps(base.file, basePath);
       const actual = hashWholeFile(base.file, basePath, expanded.scratch());
       if (!digestsEqual(actual, header.baseDigest)) {
         throw new VerificationError(
@@ -110,7 +110,7 @@ export async function applyFile(
     pool = threads === 1 ? await HashPool.start(1) : undefined;
     const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
     const stats: OpStats = emptyStats();
-    expanded ??= new ExpandedOps(base.file, basePath);
+    expanded ??= new CompressedOps(base.file, basePath);
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
       if (op === null) break;
@@ -295,15 +295,19 @@ function hashWholeFile(file: Deno.FsFile, path: string, buf: Uint8Array): Uint8A
  * the compressed payload is read into A (< 1 MiB) and decompressed into B
  * (1 MiB + 1 byte); unshuffled planes go back into A (free by then), and a
  * DELTA's base range is read into whichever buffer does not hold the residue.
+ *
+ * Without a base (`inspect`), `residue` does every check but the base's: the
+ * payload is whole zstd frames that decompress to exactly the op's length.
  */
-class ExpandedOps {
-  readonly #base: Deno.FsFile;
+export class CompressedOps {
+  readonly #base: Deno.FsFile | undefined;
   readonly #basePath: string;
   #a: Uint8Array | undefined;
   #b: Uint8Array | undefined;
   #zstd: ZstdDecompressor | undefined;
 
-  constructor(base: Deno.FsFile, basePath: string) {
+  /** With the base `expand` reads DELTA ranges from; none for `residue` only. */
+  constructor(base?: Deno.FsFile, basePath = "") {
     this.#base = base;
     this.#basePath = basePath;
   }
@@ -313,10 +317,17 @@ class ExpandedOps {
     return this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
   }
 
-  async expand(
+  /**
+   * Reads the op's payload through `read` and decodes it: checks that it is
+   * whole zstd frames producing exactly `op.length` bytes, and undoes the
+   * filter's shuffle. Returns the residue (for a ZLITERAL, its bytes) and the
+   * buffer not holding it; both are valid until the next call. Throws
+   * `MalformedPatchError` for data that does not decode so.
+   */
+  async residue(
     op: Extract<PatchOp, { kind: "zliteral" | "delta" }>,
     read: (dest: Uint8Array) => Promise<number>,
-  ): Promise<Uint8Array> {
+  ): Promise<{ residue: Uint8Array; spare: Uint8Array }> {
     const name = op.kind.toUpperCase();
     const a = this.#a ??= new Uint8Array(MAX_OP_RAW);
     const b = this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
@@ -350,14 +361,19 @@ class ExpandedOps {
         `${name} data decompresses to ${produced} bytes, not the ${op.length} it claims`,
       );
     }
-    let residue = b.subarray(0, op.length);
-    let spare = a;
-    if (op.filter.shuffle !== "none") {
-      unshuffle(residue, op.filter, a.subarray(0, op.length));
-      residue = a.subarray(0, op.length);
-      spare = b;
-    }
+    if (op.filter.shuffle === "none") return { residue: b.subarray(0, op.length), spare: a };
+    unshuffle(b.subarray(0, op.length), op.filter, a.subarray(0, op.length));
+    return { residue: a.subarray(0, op.length), spare: b };
+  }
+
+  /** The op's target bytes: `residue`, combined with the base's range for a DELTA. */
+  async expand(
+    op: Extract<PatchOp, { kind: "zliteral" | "delta" }>,
+    read: (dest: Uint8Array) => Promise<number>,
+  ): Promise<Uint8Array> {
+    const { residue, spare } = await this.residue(op, read);
     if (op.kind === "delta") {
+      if (this.#base === undefined) throw new Error("CompressedOps.expand needs the base");
       const range = spare.subarray(0, op.length);
       let n: number;
       try {

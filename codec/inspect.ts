@@ -1,7 +1,12 @@
 /**
  * Describes a patch without applying it: header fields, op counts and bytes.
- * Reads the whole patch once through `PatchReader`, so a malformed patch is
- * reported exactly as `apply` would report it (no base is needed).
+ * Reads the whole patch once through `PatchReader` and decodes every v2
+ * compressed op with apply's own decoder (`CompressedOps.residue`: whole zstd
+ * frames, exactly the op's length, a valid filter), so a malformed patch is
+ * refused exactly as `apply` would refuse it. Without a base it cannot check
+ * what needs one: the base's BLAKE3, and the output's (a change inside
+ * compressed data that still decodes to the right length shows only there).
+ * Memory is fixed: one op at a time through apply's buffers.
  *
  * @module
  */
@@ -11,6 +16,7 @@ import { ioError, PoolboyError } from "../kernel/errors.ts";
 import { openInput } from "../kernel/file_io.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { PatchReader } from "./patch_reader.ts";
+import { CompressedOps, PATCH_READ_BUFFER } from "./applier.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
 
 /** What `inspectPatch` found. */
@@ -19,6 +25,8 @@ export interface PatchDescription extends OpStats {
   readonly baseSize: number;
   readonly targetSize: number;
   readonly targetBlake3: string;
+  /** The base's BLAKE3 a v2 patch names (v1 patches do not name it). */
+  readonly baseBlake3?: string;
   readonly patchSize: number;
 }
 
@@ -28,26 +36,29 @@ export async function inspectPatch(
   onProgress?: ProgressCallback,
 ): Promise<PatchDescription> {
   const patch = await openInput(path, "patch");
+  const compressed = new CompressedOps();
   try {
-    const reader = await PatchReader.open(patch.file);
+    const reader = await PatchReader.open(patch.file, PATCH_READ_BUFFER);
     const stats: OpStats = emptyStats();
-    const scratch = new Uint8Array(1 << 20);
+    const scratch = new Uint8Array(PATCH_READ_BUFFER);
+    const read = (dest: Uint8Array) => reader.readLiteral(dest);
     for (let op = await reader.next(); op !== null; op = await reader.next()) {
       if (op.kind === "copy") {
         stats.copyOps++;
         stats.copyBytes += op.length;
+      } else if (op.kind === "literal") {
+        stats.literalOps++;
+        stats.literalBytes += op.length;
+        await reader.skipLiteral(scratch);
       } else {
-        if (op.kind === "literal") {
-          stats.literalOps++;
-          stats.literalBytes += op.length;
-        } else if (op.kind === "zliteral") {
+        if (op.kind === "zliteral") {
           stats.zliteralOps++;
           stats.zliteralBytes += op.length;
         } else {
           stats.deltaOps++;
           stats.deltaBytes += op.length;
         }
-        await reader.skipLiteral(scratch);
+        await compressed.residue(op, read);
       }
       onProgress?.(reader.position, patch.size);
     }
@@ -57,6 +68,7 @@ export async function inspectPatch(
       baseSize: header.baseSize,
       targetSize: header.targetSize,
       targetBlake3: toHex(header.targetDigest),
+      ...(header.baseDigest ? { baseBlake3: toHex(header.baseDigest) } : {}),
       patchSize: reader.position,
       ...stats,
     };
@@ -64,6 +76,7 @@ export async function inspectPatch(
     if (err instanceof PoolboyError) throw err;
     throw ioError("read patch", path, err);
   } finally {
+    compressed.close();
     patch.file.close();
   }
 }

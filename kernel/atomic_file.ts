@@ -55,15 +55,76 @@ export function prefixWithinBytes(name: string, bytes: number): string {
   return out;
 }
 
-/** The temporary-file name used beside `destination`. */
-export function temporaryPathFor(destination: string): string {
-  const base = prefixWithinBytes(
+/** The part of `destination`'s name that its temporary names keep. */
+function temporaryStem(destination: string): string {
+  return prefixWithinBytes(
     destination.replace(/\/+$/, "").split("/").pop() || "output",
     TEMPORARY_NAME_KEEP,
   );
-  const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
+}
+
+/** The directory prefix of a temporary path beside `destination` (`DIR/`, or `/`). */
+function temporaryDirPrefix(destination: string): string {
   const dir = directoryOf(destination);
-  return `${dir === "/" ? "" : dir}/.${base}.poolboy-${random}.tmp`;
+  return `${dir === "/" ? "" : dir}/`;
+}
+
+/** The temporary-file name used beside `destination`. */
+export function temporaryPathFor(destination: string): string {
+  const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
+  return `${temporaryDirPrefix(destination)}.${temporaryStem(destination)}.poolboy-${random}.tmp`;
+}
+
+/** Whether `name` (a bare file name) is one of `destination`'s temporary names. */
+export function isTemporaryNameOf(destination: string, name: string): boolean {
+  const prefix = `.${temporaryStem(destination)}.poolboy-`;
+  return name.length === prefix.length + 12 && name.startsWith(prefix) &&
+    /^[0-9a-f]{8}\.tmp$/.test(name.slice(prefix.length));
+}
+
+/** Most directory entries `removeStaleTemporaries` looks at (a bounded scan). */
+export const STALE_SCAN_LIMIT = 100_000;
+
+/**
+ * Deletes the temporary files of `destination` that an earlier writer left
+ * behind when it was killed (SIGKILL, power loss): regular files beside it
+ * named exactly as `temporaryPathFor(destination)` names them, that no live
+ * writer holds (an `AtomicFile` keeps an exclusive lock on its temporary file
+ * until it is finished). Returns the paths it deleted. Other files, and
+ * temporaries of other destinations, are never touched. Best effort: an entry
+ * it cannot check or delete is left.
+ */
+export async function removeStaleTemporaries(destination: string): Promise<string[]> {
+  if (destination.endsWith("/")) return [];
+  const dir = directoryOf(destination);
+  const removed: string[] = [];
+  let seen = 0;
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (++seen > STALE_SCAN_LIMIT) break;
+      if (!entry.isFile || !isTemporaryNameOf(destination, entry.name)) continue;
+      const path = `${temporaryDirPrefix(destination)}${entry.name}`;
+      if (pending.has(path)) continue; // this process's own
+      let file: Deno.FsFile;
+      try {
+        file = await Deno.open(path, { read: true });
+      } catch {
+        continue;
+      }
+      try {
+        if (!file.tryLockSync(true)) continue; // a running writer holds it
+        await Deno.remove(path);
+        removed.push(path);
+      } catch {
+        // Gone meanwhile, or not ours to remove.
+      } finally {
+        file.close();
+      }
+    }
+  } catch {
+    // An unreadable directory: creating the temporary file will say why.
+  }
+  return removed;
 }
 
 /** A file being written beside its destination. */
@@ -111,6 +172,13 @@ export class AtomicFile {
       throw ioError(`write ${role} in the directory of`, destination, err);
     }
     pending.add(temporaryPath);
+    try {
+      // Held until the file is closed: tells a later removeStaleTemporaries that
+      // a writer is alive (best effort where the filesystem has no locks).
+      file.tryLockSync(true);
+    } catch {
+      // No advisory locks here.
+    }
     return new AtomicFile(destination, temporaryPath, file);
   }
 

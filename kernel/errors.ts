@@ -156,10 +156,57 @@ export function describeOsError(err: unknown): string {
   if (err instanceof Deno.errors.NotCapable) {
     return "not allowed by this process's Deno permissions (--allow-read/--allow-write)";
   }
+  if (err instanceof Deno.errors.AddrInUse) return "address already in use";
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return "address not available (not an address of this machine)";
+  }
+  if (err instanceof Deno.errors.ConnectionRefused) return "connection refused";
+  if (err instanceof Deno.errors.ConnectionReset) return "connection reset";
+  if (err instanceof Deno.errors.TimedOut) return "timed out";
   const message = err instanceof Error ? err.message : String(err);
   if (/No space left on device|os error 28/i.test(message)) return "no space left on device";
   if (/Read-only file system|os error 30/i.test(message)) return "read-only file system";
   if (/Is a directory|os error 21/i.test(message)) return "is a directory";
   // Deno appends ": open '/path'" style context; keep only the OS reason.
   return message.replace(/\s*\(os error \d+\).*$/s, "").replace(/:\s*\w+ '.*'$/s, "");
+}
+
+/**
+ * The `PoolboyError` for an operating-system error that escaped a command
+ * (`Deno.errors.*`: a port in use, an address outside `--allow-net`, a refused
+ * connection, a file that vanished), or undefined for anything else. These are
+ * I/O failures (exit code 3), not bugs: the message says what happened and,
+ * for the network ones, what to do.
+ */
+export function osErrorToPoolboy(err: unknown): PoolboyError | undefined {
+  if (err instanceof PoolboyError) return err;
+  if (!isOsError(err)) return undefined;
+  if (err instanceof Deno.errors.NotCapable) {
+    const address = /net access to "([^"]+)"/.exec(err.message)?.[1];
+    if (address !== undefined) {
+      return new IoError(
+        `cannot use the network address ${address}: this process's Deno permissions (--allow-net) do not include it; use an address inside them (the tasks allow 127.0.0.0/8 and the tailnet 100.64.0.0/10) or run with a wider --allow-net`,
+        { cause: err },
+      );
+    }
+  }
+  if (err instanceof Deno.errors.AddrInUse) {
+    return new IoError(
+      "cannot listen: address already in use (another process holds the port); stop it or choose other ports",
+      { cause: err },
+    );
+  }
+  // Deno's message ends with the call and path (": mkdir '/x'"); keep them.
+  const context = /:\s*(\w+) '(.*)'$/s.exec(err.message);
+  return new IoError(
+    context
+      ? `cannot ${context[1]} "${context[2]}": ${describeOsError(err)}`
+      : describeOsError(err),
+    { cause: err },
+  );
+}
+
+/** Whether `err` is one of Deno's operating-system error classes. */
+function isOsError(err: unknown): err is Error {
+  return Object.values(Deno.errors).some((cls) => err instanceof cls);
 }

@@ -93,6 +93,7 @@ export const CHECKED_DIRS: readonly string[] = [
 export const CLI_HELPERS: readonly string[] = [
   "cli/args.ts",
   "cli/fleet_args.ts",
+  "cli/bind_errors.ts",
   "cli/api_client.ts",
   "cli/output.ts",
   "cli/progress_line.ts",
