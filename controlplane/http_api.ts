@@ -43,6 +43,7 @@
  * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token, 409 enrolled with another key |
  * | POST   | /v1/devices/{id}/accept                | admin    | `{ keyId }`       | `{ nodeId, accepted }` (404 not pending, 409 another key) |
  * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
+ * | GET    | /metrics                               | viewer   |                   | Prometheus text format 0.0.4 (metrics.ts, docs/metrics.md) |
  *
  * @module
  */
@@ -78,6 +79,8 @@ import { isName, NAME_RULE } from "../kernel/names.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
 import { MAX_ENROLL_BODY } from "../release/enrollment.ts";
 import { auditEntry, authenticate } from "./auth.ts";
+import { renderMetrics } from "./metrics.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../kernel/prometheus.ts";
 import type { ControlPlane } from "./control_plane.ts";
 import { historyEntry, rolloutInfo, versionInfo } from "./status_report.ts";
 import { DEFAULT_PLAN, type Role, type RolloutPlan, type TokenRecord } from "./state_store.ts";
@@ -100,7 +103,13 @@ export interface ApiLimits {
 /** A handler's answer: a JSON value and its status, or a stored JSON document's exact bytes. */
 type Answer =
   | { readonly body: unknown; readonly status?: number; readonly document?: undefined }
-  | { readonly document: Uint8Array; readonly body?: undefined; readonly status?: undefined };
+  | {
+    readonly document: Uint8Array;
+    /** Default `application/json`. */
+    readonly contentType?: string;
+    readonly body?: undefined;
+    readonly status?: undefined;
+  };
 
 /** What a call was about, for the audit log; a handler may set it once it has read the body. */
 interface AuditNote {
@@ -407,6 +416,16 @@ const ROUTES: readonly Route[] = [
       return answer<AuditList>({ entries });
     },
   },
+  {
+    method: "GET",
+    pattern: "/metrics",
+    role: "viewer",
+    handler: (cp) =>
+      Promise.resolve({
+        document: new TextEncoder().encode(renderMetrics(cp.metrics())),
+        contentType: PROMETHEUS_CONTENT_TYPE,
+      }),
+  },
 ];
 
 /** Every endpoint's method, path pattern and the role it needs (null: none), as the table says. */
@@ -458,7 +477,7 @@ export function apiHandler(
         // A signed document is answered byte for byte: its digest is what devices check.
         response = new Response(new Uint8Array(answered.document), {
           status: 200,
-          headers: { "content-type": "application/json" },
+          headers: { "content-type": answered.contentType ?? "application/json" },
         });
       } else {
         response = json(answered.body, answered.status);
