@@ -8,11 +8,14 @@
  *
  * `gatherAgentMetrics` reads the agent's counters and each model's active
  * digest and `state.json` (at most `MAX_MODELS_SHOWN` models); scrapes that
- * arrive while one is gathered share it.
+ * arrive while one is gathered share it. Served with `node:http` (not
+ * `Deno.serve`) for its header deadline and connection cap: a client that
+ * trickles its headers or opens connections by the hundred cannot hold it.
  *
  * @module
  */
 
+import http from "node:http";
 import { IoError } from "../kernel/errors.ts";
 import {
   type MetricFamily,
@@ -201,14 +204,22 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** A scraper's request line and headers must arrive within this, and the whole request too. */
+export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+
+/** Most connections open at once (a scraper needs one). */
+export const METRICS_MAX_CONNECTIONS = 8;
+
 /**
- * Serves `GET /metrics` on `hostname:port` (port 0: any free port). Any other
- * path is 404, another method 405. IoError: the address cannot be bound.
+ * Serves `GET /metrics` on `hostname:port` (port 0: any free port) with
+ * `node:http`, for its header deadline (`METRICS_REQUEST_TIMEOUT_MS`) and its
+ * connection cap (`METRICS_MAX_CONNECTIONS`). Any other path is 404, another
+ * method 405; a request body is never read. IoError: the address cannot be bound.
  */
-export function serveAgentMetrics(
+export async function serveAgentMetrics(
   agent: Agent,
   address: { readonly hostname: string; readonly port: number },
-): MetricsServer {
+): Promise<MetricsServer> {
   let gathering: Promise<string> | undefined;
   const render = (): Promise<string> => {
     if (gathering === undefined) {
@@ -223,46 +234,59 @@ export function serveAgentMetrics(
     }
     return gathering;
   };
-  const handler = async (request: Request): Promise<Response> => {
-    const path = new URL(request.url).pathname;
-    if (path !== "/metrics") return new Response("not found: only GET /metrics\n", { status: 404 });
-    if (request.method !== "GET" && request.method !== "HEAD") {
-      return new Response("method not allowed: only GET /metrics\n", {
-        status: 405,
-        headers: { allow: "GET, HEAD" },
-      });
+  const answer = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path !== "/metrics") {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found: only GET /metrics\n");
+      return;
     }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { "content-type": "text/plain", allow: "GET, HEAD" })
+        .end("method not allowed: only GET /metrics\n");
+      return;
+    }
+    let text: string;
     try {
-      return new Response(request.method === "HEAD" ? null : await render(), {
-        headers: { "content-type": PROMETHEUS_CONTENT_TYPE },
-      });
+      text = await render();
     } catch (err) {
-      return new Response(`cannot gather metrics: ${err instanceof Error ? err.message : err}\n`, {
-        status: 500,
-      });
+      res.writeHead(500, { "content-type": "text/plain" })
+        .end(`cannot gather metrics: ${err instanceof Error ? err.message : err}\n`);
+      return;
     }
+    res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE });
+    res.end(req.method === "HEAD" ? undefined : text);
   };
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = Deno.serve({
-      hostname: address.hostname,
-      port: address.port,
-      onListen: () => {},
-      handler,
+  const server = http.createServer({
+    headersTimeout: METRICS_REQUEST_TIMEOUT_MS,
+    requestTimeout: METRICS_REQUEST_TIMEOUT_MS,
+  }, (req, res) => {
+    // Whatever the client sent as a body is not read: the connection closes after the answer.
+    res.shouldKeepAlive = false;
+    answer(req, res).catch(() => req.socket.destroy());
+  });
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
+  await new Promise<void>((resolve, reject) => {
+    const failed = (err: Error) =>
+      reject(
+        new IoError(
+          `cannot serve metrics on ${address.hostname}:${address.port}: ${err.message}`,
+          { cause: err },
+        ),
+      );
+    server.once("error", failed);
+    server.listen(address.port, address.hostname, () => {
+      server.off("error", failed);
+      resolve();
     });
-  } catch (err) {
-    throw new IoError(
-      `cannot serve metrics on ${address.hostname}:${address.port}: ${
-        err instanceof Error ? err.message : err
-      }`,
-      { cause: err },
-    );
-  }
+  });
+  const bound = server.address();
   return {
-    hostname: server.addr.hostname,
-    port: server.addr.port,
+    hostname: address.hostname,
+    port: typeof bound === "object" && bound !== null ? bound.port : address.port,
     close: async () => {
-      await server.shutdown();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
     },
   };
 }

@@ -244,7 +244,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
   if (metricsAddress !== undefined) {
     const { serveAgentMetrics } = await import("../agent/metrics_server.ts");
     try {
-      const served = serveAgentMetrics(agent, metricsAddress);
+      const served = await serveAgentMetrics(agent, metricsAddress);
       if (!values.quiet) logLine(`metrics on http://${served.hostname}:${served.port}/metrics`);
     } catch (err) {
       await agent.close();
