@@ -79,9 +79,11 @@ Deno.test("the control plane's GET /metrics parses as the text format, with its 
     await second.body?.cancel();
     cp.tick(now + 1);
 
+    // The status first: datagrams the ticks queued may still be going out (counters only grow).
+    const summary = await (await call("GET", "/v1/status?view=summary")).json() as StatusSummary;
+    const report = await cp.status();
     const parsed = await metricsOf(call);
     const v = (name: string, labels: Record<string, string> = {}) => valueOf(parsed, name, labels);
-    const summary = await (await call("GET", "/v1/status?view=summary")).json() as StatusSummary;
     for (const [region, counts] of Object.entries(summary.devices.byRegion)) {
       assert.equal(v("poolboy_devices", { region, state: "online" }), counts.online, region);
       assert.equal(v("poolboy_devices", { region, state: "offline" }), counts.offline, region);
@@ -95,7 +97,6 @@ Deno.test("the control plane's GET /metrics parses as the text format, with its 
     assert.equal(v("poolboy_rollouts", { state: "done" }), 0);
     assert.equal(v("poolboy_rollout_duration_seconds_count", { state: "aborted" }), 1);
     assert.equal(v("poolboy_rollout_duration_seconds_count", { state: "done" }), 0);
-    const report = await cp.status();
     const live = report.rollouts.filter((r) => r.state === "running").flatMap((r) => r.elections);
     for (const state of ["announcing", "leading", "closed", "failed"] as const) {
       assert.equal(
@@ -105,11 +106,16 @@ Deno.test("the control plane's GET /metrics parses as the text format, with its 
       );
     }
     assert.ok(live.length > 0, "the running rollout has elections");
+    const socketCounters = ["malformed", "faultDropped", "sendErrors", "sendQueueFull"];
     for (const [reason, n] of Object.entries(report.drops)) {
       if (reason === "sent" || reason === "received") continue;
-      assert.equal(v("poolboy_datagrams_dropped_total", { reason }), n, reason);
+      const shown = v("poolboy_datagrams_dropped_total", { reason });
+      // No datagram comes in: the refusals stand still; the socket's own counters may grow.
+      if (socketCounters.includes(reason)) assert.ok(shown >= n, reason);
+      else assert.equal(shown, n, reason);
     }
-    assert.equal(v("poolboy_datagrams_sent_total"), report.drops.sent);
+    assert.ok(v("poolboy_datagrams_sent_total") >= report.drops.sent);
+    assert.equal(v("poolboy_datagrams_received_total"), report.drops.received);
     assert.ok(v("poolboy_process_resident_memory_bytes") > 0);
     assert.ok(v("poolboy_uptime_seconds") >= 0);
     const text = await (await call("GET", "/metrics")).text();
