@@ -42,8 +42,8 @@
  * | POST   | /v1/enrollment-tokens                  | admin    | `{ uses?, expiresMs? }` | `{ token, uses, expires }` (201; the token is shown once) |
  * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token, 409 enrolled with another key |
  * | POST   | /v1/devices/{id}/accept                | admin    | `{ keyId }`       | `{ nodeId, accepted }` (404 not pending, 409 another key) |
- * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
  * | GET    | /metrics                               | viewer   |                   | Prometheus text format 0.0.4 (metrics.ts, docs/metrics.md) |
+ * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
  *
  * @module
  */
@@ -400,6 +400,16 @@ const ROUTES: readonly Route[] = [
   },
   {
     method: "GET",
+    pattern: "/metrics",
+    role: "viewer",
+    handler: (cp) =>
+      Promise.resolve({
+        document: new TextEncoder().encode(renderMetrics(cp.metrics())),
+        contentType: PROMETHEUS_CONTENT_TYPE,
+      }),
+  },
+  {
+    method: "GET",
     pattern: "/v1/audit",
     role: "admin",
     handler: async (cp, _params, request) => {
@@ -415,16 +425,6 @@ const ROUTES: readonly Route[] = [
       }));
       return answer<AuditList>({ entries });
     },
-  },
-  {
-    method: "GET",
-    pattern: "/metrics",
-    role: "viewer",
-    handler: (cp) =>
-      Promise.resolve({
-        document: new TextEncoder().encode(renderMetrics(cp.metrics())),
-        contentType: PROMETHEUS_CONTENT_TYPE,
-      }),
   },
 ];
 
