@@ -86,6 +86,7 @@ import {
   applyChange,
   blobsToKeep,
   newJob,
+  type Outcome,
   recover,
   reportedVersion,
   type StartFacts,
@@ -178,6 +179,21 @@ export interface AgentHooks {
   readonly afterReleaseChecked?: (target: string) => Promise<void>;
 }
 
+/** Where downloaded bytes came from: a peer of the region, or the control plane. */
+export type SourceKind = "peer" | "controlPlane";
+
+/** Counters since start, for the metrics (agent/metrics_server.ts). */
+export interface AgentCounters {
+  /** Updates that finished, by how they ended. */
+  readonly updates: Partial<Record<Outcome, number>>;
+  /** Blob body bytes received (whole-blob and piece downloads), by source. */
+  readonly downloadedBytes: Record<SourceKind, number>;
+  /** Swarm pieces received that verified, by source. */
+  readonly piecesVerified: Record<SourceKind, number>;
+  /** Swarm piece requests refused (not yet, busy, not found), by source. */
+  readonly pieceRefusals: Record<SourceKind, number>;
+}
+
 /** Counters of datagrams the agent refused (the authentication's reasons too). */
 export interface AgentDrops extends AuthDropCounters {
   unexpectedSender: number;
@@ -246,6 +262,15 @@ export class Agent {
     wrongDirection: 0,
     ...authDropCounters(),
   };
+  /** Counters since start, for the metrics. */
+  readonly counters: AgentCounters = {
+    updates: {},
+    downloadedBytes: { peer: 0, controlPlane: 0 },
+    piecesVerified: { peer: 0, controlPlane: 0 },
+    pieceRefusals: { peer: 0, controlPlane: 0 },
+  };
+  /** The version name of each model's active digest, as its last update named it (since start). */
+  readonly #versionNames = new Map<string, { readonly digest: string; readonly version: string }>();
   /**
    * Checks the control plane's datagrams against the key pinned at enrolment,
    * signed for this agent's node id.
@@ -391,6 +416,31 @@ export class Agent {
   /** The enrolment (DATA/enrollment.json), or undefined while the device is not enrolled. */
   get enrollment(): EnrollmentFile | undefined {
     return this.#enrollment;
+  }
+
+  /** Updates running now. */
+  get updatesInProgress(): number {
+    return this.#jobs.size;
+  }
+
+  /** The version name a finished update gave `digest` of `model` since start, if any. */
+  versionName(model: string, digest: string): string | undefined {
+    const known = this.#versionNames.get(model);
+    return known?.digest === digest ? known.version : undefined;
+  }
+
+  /** Counts a finished job (metrics), and remembers the name of the version it left active. */
+  #finished(job: UpdateJob): void {
+    if (job.phase.name !== "finished") return;
+    const outcome = job.phase.outcome;
+    this.counters.updates[outcome] = (this.counters.updates[outcome] ?? 0) + 1;
+    if (outcome === "committed" || outcome === "alreadyActive") {
+      // Bounded: one entry per model directory.
+      this.#versionNames.set(job.update.model, {
+        digest: job.update.target,
+        version: job.update.version,
+      });
+    }
   }
 
   /** This device's key (DATA/device.key). */
@@ -753,7 +803,10 @@ export class Agent {
         }
         event = (await this.#perform(election, t.job, action)) ?? event;
       }
-      if (event === undefined) return;
+      if (event === undefined) {
+        this.#finished(t.job);
+        return;
+      }
       t = advance(t.job, event);
     }
   }
@@ -767,6 +820,7 @@ export class Agent {
     } catch {
       // The failure is reported all the same.
     }
+    this.#finished(t.job);
     for (const action of t.always ?? []) await this.#perform(election, t.job, action);
   }
 
@@ -983,6 +1037,11 @@ export class Agent {
         signal: this.#abort.signal,
         credentials: { ...this.#credentials(), ticket },
       });
+      for (const attempt of result.attempts) {
+        this.counters
+          .downloadedBytes[attempt.label === "control-plane" ? "controlPlane" : "peer"] +=
+            attempt.bytes;
+      }
       this.#readyBlobs.add(blob);
       this.#log(
         `downloaded ${
@@ -1063,6 +1122,12 @@ export class Agent {
         minRate: this.options.blobLimits?.minRate,
         signal: this.#abort.signal,
       });
+      for (const source of result.sources) {
+        const kind: SourceKind = source.fallback ? "controlPlane" : "peer";
+        this.counters.downloadedBytes[kind] += source.bytes;
+        this.counters.piecesVerified[kind] += source.pieces;
+        this.counters.pieceRefusals[kind] += source.refusals;
+      }
       this.#readyBlobs.add(blob);
       const from = result.sources
         .filter((source) => source.pieces > 0)

@@ -111,6 +111,9 @@ Options:
   --keep-backups N             earlier versions kept per model for a local rollback (default 1)
 ${blobLimitHelp("and so is a download from a peer that slow: the next source is tried", 31)}
 ${uploadCapHelp(31)}
+  --metrics ADDR:PORT          serve GET /metrics (Prometheus text format) there; off by
+                               default. No authentication: bind it to 127.0.0.1 or a
+                               private address only the scraper reaches (docs/metrics.md)
   -q, --quiet                  no log lines on stderr (the --insecure warning is still printed)
   -h, --help                   this help
 
@@ -128,6 +131,14 @@ Exit codes: 0 stopped, 2 usage (e.g. neither --trust-root nor --insecure),
 export interface AgentInjection {
   readonly faults?: FaultInjector;
   readonly hooks?: AgentHooks;
+}
+
+/** `--metrics ADDR:PORT`: the port is required (no default: the endpoint is off unless asked for). */
+function metricsOption(value: string): { hostname: string; port: number } {
+  if (!/:[0-9]+$/.test(value)) {
+    throw new UsageError(`--metrics: "${value}" is not ADDR:PORT (e.g. 127.0.0.1:9464)`);
+  }
+  return hostPortOption("metrics", value, 0);
 }
 
 /** POOLBOY_ENROLL_TOKEN, when the process may read it and it is set. */
@@ -162,6 +173,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     ...uploadCapOptions,
     enroll: { type: "string" },
     "control-plane-http": { type: "string" },
+    metrics: { type: "string" },
   });
   if (values.help) {
     println(AGENT_HELP);
@@ -228,6 +240,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     );
   }
   const { Agent } = await import("../agent/agent.ts");
+  const metricsAddress = values.metrics === undefined ? undefined : metricsOption(values.metrics);
   const ports: ListenPort[] = [
     { flag: "udp-port", port: options.udpPort, transport: "udp", purpose: "control messages" },
     { flag: "p2p-port", port: options.p2pPort, transport: "tcp", purpose: "blob server for peers" },
@@ -235,6 +248,16 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
   const agent = await Agent.start({ ...options, trust }).catch((err) => {
     throw explainBindFailure(err, options.bind, "bind", ports);
   });
+  if (metricsAddress !== undefined) {
+    const { serveAgentMetrics } = await import("../agent/metrics_server.ts");
+    try {
+      const served = await serveAgentMetrics(agent, metricsAddress);
+      if (!values.quiet) logLine(`metrics on http://${served.hostname}:${served.port}/metrics`);
+    } catch (err) {
+      await agent.close();
+      throw err;
+    }
+  }
   // Runs until a signal ends the process (mod.ts removes temporary files then).
   await new Promise<void>(() => {});
   await agent.close();

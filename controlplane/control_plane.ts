@@ -6,7 +6,7 @@
  * A shell around pure parts: rollout_policy.ts decides (admission, halting,
  * done, superseding, operator transitions, retries), election.ts runs each
  * election, datagrams.ts reads the agents' datagrams, status_report.ts builds
- * the report; this class holds the timers, the sockets, the blob server and
+ * the report, metrics.ts the metrics; this class holds the timers, the sockets, the blob server and
  * the state store (state_store.ts; SQLite by default). What the hot path
  * reads — agents, versions, rollouts, each agent's progress — is kept in
  * memory, loaded at start, and written through to the store in the
@@ -77,6 +77,8 @@ import {
   type Outgoing,
 } from "./election.ts";
 import { ElectionBook, type ElectionEntry } from "./election_book.ts";
+import { Histogram } from "../kernel/prometheus.ts";
+import { type ControlPlaneMetrics, ELECTION_BUCKETS, gatherMetrics } from "./metrics.ts";
 import { PatchCache } from "./patch_cache.ts";
 import {
   admit,
@@ -309,6 +311,12 @@ export class ControlPlane {
   readonly #deviceKeys = new WeakMap<DeviceKeyRecord, Uint8Array>();
   /** The lock on the data directory, held until `close`. */
   readonly #lock: DataDirLock;
+  /** When this control plane started (ms since the epoch): its uptime in the metrics. */
+  readonly #startedAt = Date.now();
+  /** Closed elections' durations since start, seconds (metrics.ts). */
+  readonly #electionDurations = new Histogram(ELECTION_BUCKETS);
+  /** Elections that failed since start. */
+  #electionsFailed = 0;
 
   private constructor(
     options: ControlPlaneOptions,
@@ -350,6 +358,10 @@ export class ControlPlane {
       putAgent: (agent) => void this.#dirtyAgents.set(agent.nodeId, agent),
       addHistory: (entry: HistoryRecord) => void this.#persist(() => stateStore.addHistory(entry)),
       log: this.#log,
+      electionClosed: (election, now) => {
+        const from = election.timeline.announced ?? election.timeline.firstBid ?? now;
+        this.#electionDurations.observe(Math.max(0, now - from) / 1000);
+      },
     });
     this.#auth = new DatagramAuthenticator(CONTROL_PLANE_RECEIVER, this.#datagrams.drops);
   }
@@ -782,6 +794,34 @@ export class ControlPlane {
     };
   }
 
+  /**
+   * The metrics (`GET /metrics`, metrics.ts): from memory only, one pass over
+   * the devices and the live rollouts' progress; nothing is read from the store.
+   */
+  metrics(now = Date.now()): ControlPlaneMetrics {
+    let blobServedBytes = 0;
+    for (const bytes of this.blobServer.servedByDigest().values()) blobServedBytes += bytes;
+    return gatherMetrics({
+      boot: this.boot,
+      now,
+      startedAt: this.#startedAt,
+      residentBytes: Deno.memoryUsage().rss,
+      agentTimeoutMs: this.#agentTimeoutMs,
+      agents: this.agents.values(),
+      rollouts: this.#rollouts.values(),
+      progress: this.#progress.entries(),
+      liveElections: [...this.#elections.live()].map((e) => e.election.state),
+      electionsFailed: this.#electionsFailed,
+      electionDurations: this.#electionDurations.snapshot(),
+      drops: this.drops,
+      socket: this.socket.counters,
+      datagramBacklog: this.#backlog,
+      outboxQueued: this.#outbox.length - this.#outboxHead,
+      blobServedBytes,
+      tick: this.#tickStats,
+    });
+  }
+
   /** The summary for the API: `statusSummary()`, reused as the status report is, with its JSON. */
   apiSummary(): Promise<ApiSummary> {
     return this.#summaryCache.get();
@@ -858,6 +898,7 @@ export class ControlPlane {
       due.push(entry.election.tick(now));
       if (entry.election.state === "failed") {
         this.#log(`election ${entry.election.manifestId} failed: ${entry.election.failure}`);
+        this.#electionsFailed++;
         this.#elections.retire(entry);
       }
     }

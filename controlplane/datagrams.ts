@@ -15,7 +15,7 @@ import type { UdpAddress } from "../transfer/control_socket.ts";
 import { type AuthDropCounters, authDropCounters } from "../transfer/datagram_auth.ts";
 import type { AgentProgress } from "./agent_progress.ts";
 import type { ElectionBook, ElectionEntry } from "./election_book.ts";
-import type { ElectionTiming } from "./election.ts";
+import type { Election, ElectionTiming } from "./election.ts";
 import { retryDelay } from "./rollout_policy.ts";
 import type { AgentRecord, HistoryRecord } from "./state_store.ts";
 
@@ -55,6 +55,8 @@ export interface DatagramHost {
   putAgent(agent: AgentRecord): void;
   addHistory(entry: HistoryRecord): void;
   log(line: string): void;
+  /** An election closed (its leader said LeaderReady) at `now`: for the metrics. */
+  electionClosed(election: Election, now: number): void;
 }
 
 /**
@@ -140,6 +142,7 @@ export class DatagramHandler {
         for (const out of sends) this.#host.send(out.nodeId, out.message);
         if (wasLeading && (election.state as string) === "closed") {
           this.#host.log(`election ${election.manifestId}: leader ${message.nodeId} ready, closed`);
+          this.#host.electionClosed(election, now);
         }
         return;
       }

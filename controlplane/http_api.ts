@@ -42,6 +42,7 @@
  * | POST   | /v1/enrollment-tokens                  | admin    | `{ uses?, expiresMs? }` | `{ token, uses, expires }` (201; the token is shown once) |
  * | POST   | /v1/enroll                             | none     | `{ nodeId, region, publicKey, token? }` (≤ 4 KiB) | `{ nodeId, controlPlaneKey, mac }` (200), `{ pending: true }` (202), 401/403 refused token, 409 enrolled with another key |
  * | POST   | /v1/devices/{id}/accept                | admin    | `{ keyId }`       | `{ nodeId, accepted }` (404 not pending, 409 another key) |
+ * | GET    | /metrics                               | viewer   |                   | Prometheus text format 0.0.4 (metrics.ts, docs/metrics.md) |
  * | GET    | /v1/audit?limit=N                      | admin    |                   | `{ entries }`, newest first (N: 1-1000, default 100) |
  * | GET, POST | /ui, /ui/...                        | a session (viewer) | | the web dashboard (ui/routes.ts: its own table, login and cookie) |
  *
@@ -79,6 +80,8 @@ import { isName, NAME_RULE } from "../kernel/names.ts";
 import { MAX_DOCUMENT_BYTES } from "../release/documents.ts";
 import { MAX_ENROLL_BODY } from "../release/enrollment.ts";
 import { auditEntry, authenticate } from "./auth.ts";
+import { renderMetrics } from "./metrics.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../kernel/prometheus.ts";
 import type { ControlPlane } from "./control_plane.ts";
 import { historyEntry, rolloutInfo, versionInfo } from "./status_report.ts";
 import { isUiPath, uiHandler } from "./ui/routes.ts";
@@ -102,7 +105,13 @@ export interface ApiLimits {
 /** A handler's answer: a JSON value and its status, or a stored JSON document's exact bytes. */
 type Answer =
   | { readonly body: unknown; readonly status?: number; readonly document?: undefined }
-  | { readonly document: Uint8Array; readonly body?: undefined; readonly status?: undefined };
+  | {
+    readonly document: Uint8Array;
+    /** Default `application/json`. */
+    readonly contentType?: string;
+    readonly body?: undefined;
+    readonly status?: undefined;
+  };
 
 /** What a call was about, for the audit log; a handler may set it once it has read the body. */
 interface AuditNote {
@@ -393,6 +402,16 @@ const ROUTES: readonly Route[] = [
   },
   {
     method: "GET",
+    pattern: "/metrics",
+    role: "viewer",
+    handler: (cp) =>
+      Promise.resolve({
+        document: new TextEncoder().encode(renderMetrics(cp.metrics())),
+        contentType: PROMETHEUS_CONTENT_TYPE,
+      }),
+  },
+  {
+    method: "GET",
     pattern: "/v1/audit",
     role: "admin",
     handler: async (cp, _params, request) => {
@@ -460,7 +479,7 @@ export function apiHandler(
         // A signed document is answered byte for byte: its digest is what devices check.
         response = new Response(new Uint8Array(answered.document), {
           status: 200,
-          headers: { "content-type": "application/json" },
+          headers: { "content-type": answered.contentType ?? "application/json" },
         });
       } else {
         response = json(answered.body, answered.status);
