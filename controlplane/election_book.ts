@@ -109,6 +109,17 @@ export class ElectionBook {
     }
   }
 
+  /**
+   * Forgets a rollout's live elections that nobody is in and nobody bid for
+   * (their members moved to another election, went offline or were removed):
+   * they moved nothing, so they are neither kept nor shown.
+   */
+  forgetEmpty(rolloutId: number): void {
+    for (const [manifestId, entry] of this.#live) {
+      if (entry.rolloutId === rolloutId && entry.election.empty) this.#live.delete(manifestId);
+    }
+  }
+
   /** A failed election: its leader is excluded next time, and the next reconcile elects again. */
   retire(entry: ElectionEntry): void {
     const { election } = entry;
@@ -123,6 +134,7 @@ export class ElectionBook {
   }
 
   #remember(entry: ElectionEntry): void {
+    if (entry.election.empty) return; // it moved nothing: nothing to show
     this.#past.push(entry);
     if (this.#past.length > MAX_PAST_ELECTIONS) {
       this.#past.splice(0, this.#past.length - MAX_PAST_ELECTIONS);
