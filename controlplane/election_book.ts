@@ -134,7 +134,6 @@ export class ElectionBook {
   }
 
   #remember(entry: ElectionEntry): void {
-    if (entry.election.empty) return; // it moved nothing: nothing to show
     this.#past.push(entry);
     if (this.#past.length > MAX_PAST_ELECTIONS) {
       this.#past.splice(0, this.#past.length - MAX_PAST_ELECTIONS);

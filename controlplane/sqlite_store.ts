@@ -227,7 +227,7 @@ export class SqliteStore implements StateStore {
       JSON.stringify(a.active),
       JSON.stringify(a.held),
       a.served,
-      a.servedReported ?? a.served,
+      a.servedReported ?? null,
       a.startedAt,
       a.lastSeen,
     );
@@ -264,9 +264,10 @@ export class SqliteStore implements StateStore {
       active: JSON.parse(String(r.active)) as Record<string, string>,
       held: JSON.parse(String(r.held)) as string[],
       served: Number(r.served),
-      servedReported: r.served_reported === null || r.served_reported === undefined
-        ? Number(r.served)
-        : Number(r.served_reported),
+      // Absent as written (records from before issue 16, and those without it).
+      ...(r.served_reported === null || r.served_reported === undefined
+        ? {}
+        : { servedReported: Number(r.served_reported) }),
       startedAt: Number(r.started_at),
       lastSeen: Number(r.last_seen),
     })));
