@@ -14,6 +14,7 @@ import { ExitCode, osErrorToPoolboy, UsageError } from "./kernel/errors.ts";
 import { versionLine } from "./kernel/version.ts";
 import { println } from "./cli/output.ts";
 import { VersionRequested } from "./cli/args.ts";
+import { enterCallerFolder } from "./cli/caller_folder.ts";
 
 /** A command: its entry point and its `--help` text. */
 interface Command {
@@ -213,5 +214,7 @@ if (import.meta.main) {
   };
   Deno.addSignalListener("SIGINT", interrupted(130));
   Deno.addSignalListener("SIGTERM", interrupted(143));
+  // `deno task X` runs in the repository: relative paths mean the caller's folder (INIT_CWD).
+  enterCallerFolder(decodeURIComponent(new URL(".", import.meta.url).pathname));
   Deno.exit(await main(Deno.args));
 }

@@ -14,6 +14,7 @@ import {
 import { UsageError } from "../kernel/errors.ts";
 import { explainBindFailure, type ListenPort } from "./bind_errors.ts";
 import { parseCommand, sizeOption } from "./args.ts";
+import { agentControlPlane } from "./control_plane_address.ts";
 import {
   addressOption,
   blobLimitHelp,
@@ -21,7 +22,6 @@ import {
   blobLimitsFrom,
   countOption,
   durationOption,
-  hostPortOption,
   nameOption,
   portOption,
   required,
@@ -75,7 +75,8 @@ saves the highest counter installed per model in DIR/trust.json (written
 atomically; a damaged trust.json stops the agent instead of being reset).
 
 Options:
-  --control-plane ADDR[:PORT]  the control plane's address and UDP port (default port ${DEFAULT_CP_UDP_PORT})
+  --control-plane ADDR[:PORT]  the control plane: its IP (UDP port ${DEFAULT_CP_UDP_PORT}), IP:UDPPORT, or the
+                               operators' http://IP:PORT (its IP, UDP ${DEFAULT_CP_UDP_PORT}, HTTP port PORT)
   --control-plane-http PORT    the control plane's HTTP API port on that address, for
                                enrolment (default ${DEFAULT_CP_HTTP_PORT})
   --enroll TOKEN               enrol this device with a token of poolboy device enroll-token
@@ -184,12 +185,11 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
   }
   const enrollToken = values.enroll ?? envToken();
   const { checkEnrollToken } = await import("../agent/enrollment.ts");
+  const controlPlane = agentControlPlane(
+    required("agent", "control-plane", values["control-plane"]),
+  );
   const options = {
-    controlPlane: hostPortOption(
-      "control-plane",
-      required("agent", "control-plane", values["control-plane"]),
-      DEFAULT_CP_UDP_PORT,
-    ),
+    controlPlane: { hostname: controlPlane.hostname, port: controlPlane.port },
     bind: addressOption("bind", required("agent", "bind", values.bind)),
     nodeId: nameOption("node-id", required("agent", "node-id", values["node-id"])),
     region: nameOption("region", values.region ?? "default"),
@@ -212,7 +212,7 @@ export async function agentCommand(args: string[], injected?: AgentInjection): P
     controlPlaneHttpPort: portOption(
       "control-plane-http",
       values["control-plane-http"],
-      DEFAULT_CP_HTTP_PORT,
+      controlPlane.httpPort ?? DEFAULT_CP_HTTP_PORT,
     ),
     log: values.quiet ? undefined : logLine,
     faults: injected?.faults,

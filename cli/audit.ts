@@ -14,7 +14,7 @@ import { printJson, println } from "./output.ts";
 
 export const AUDIT_HELP = `poolboy audit — who did what on the control plane
 
-Usage: poolboy audit --control-plane URL [--limit N] [--token T] [--json]
+Usage: poolboy audit --control-plane ADDR [--limit N] [--token T] [--json]
 
 Prints the control plane's audit log, newest first: every call that changes
 something (publish, rollout, pause/resume/abort, rollback, release documents)
@@ -24,7 +24,7 @@ unknown or revoked; 403: too low a role). Each line: time, token name and role
 reason. The log keeps its newest 100,000 entries.
 
 Options:
-  --control-plane URL   e.g. http://100.64.0.1:7402
+  --control-plane ADDR  the control plane: 100.64.0.1 (API port 7402), IP:PORT or http://IP:PORT
   --limit N             how many entries (1-1000, default 100)
 ${TOKEN_OPTION_HELP} (role admin)
   --json                { entries: [{ at, token, role, action, target, status, reason }] }

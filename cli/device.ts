@@ -26,10 +26,10 @@ import { printJson, println } from "./output.ts";
 
 export const DEVICE_HELP = `poolboy device — the devices a control plane knows
 
-Usage: poolboy device list --control-plane URL [--token T] [--json]
-       poolboy device remove --control-plane URL [--token T] [--json] ID
-       poolboy device enroll-token --control-plane URL [--token T] [--uses N] [--expires T] [--json]
-       poolboy device accept --control-plane URL [--token T] --key-id HEX [--json] ID
+Usage: poolboy device list --control-plane ADDR [--token T] [--json]
+       poolboy device remove --control-plane ADDR [--token T] [--json] ID
+       poolboy device enroll-token --control-plane ADDR [--token T] [--uses N] [--expires T] [--json]
+       poolboy device accept --control-plane ADDR [--token T] --key-id HEX [--json] ID
 
 list          every device: region, online or not, how long since it was heard
               from, then the devices pending enrolment, each with its key id
@@ -47,7 +47,7 @@ accept        enrols device ID, pending since it asked without a token, if its k
               later one does not replace it (remove it to start again)
 
 Options:
-  --control-plane URL   e.g. http://100.64.0.1:7402
+  --control-plane ADDR  the control plane: 100.64.0.1 (API port 7402), IP:PORT or http://IP:PORT
   --uses N              enroll-token: how many devices it enrols (default 1)
   --expires T           enroll-token: how long it works, e.g. 30m, 1h (default 1h)
   --key-id HEX          accept: the pending key's id as device list shows it (at

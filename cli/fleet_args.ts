@@ -10,6 +10,7 @@
 import { UsageError } from "../kernel/errors.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";
 import type { ApiTarget } from "./api_client.ts";
+import { operatorApiUrl } from "./control_plane_address.ts";
 import { parseSize } from "../kernel/units.ts";
 import type { BlobServerLimits } from "../transfer/blob_server.ts";
 
@@ -210,21 +211,12 @@ export function nameOption(name: string, value: string): string {
   return value;
 }
 
-/** The control plane's HTTP base URL (`http://HOST:PORT`), from `--control-plane`. */
+/**
+ * The control plane's HTTP base URL (`http://HOST:PORT`), from `--control-plane`
+ * in any of its forms (cli/control_plane_address.ts: `HOST`, `HOST:PORT`, a URL).
+ */
 export function controlPlaneUrl(command: string, value: string | undefined): string {
-  const text = required(command, "control-plane", value);
-  let url: URL;
-  try {
-    url = new URL(/^[a-z]+:\/\//.test(text) ? text : `http://${text}`);
-  } catch {
-    throw new UsageError(
-      `--control-plane: "${text}" is not a URL (example: http://100.64.0.1:7402)`,
-    );
-  }
-  if (url.protocol !== "http:") {
-    throw new UsageError(`--control-plane: only http:// URLs are supported (got ${url.protocol})`);
-  }
-  return url.origin;
+  return operatorApiUrl(required(command, "control-plane", value));
 }
 
 /** The environment variable an operator's token may come from. */

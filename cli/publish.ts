@@ -29,10 +29,10 @@ import { printJson, println } from "./output.ts";
 
 export const PUBLISH_HELP = `poolboy publish — store a model version on the control plane
 
-Usage: poolboy publish --control-plane URL --model NAME --version V FILE
+Usage: poolboy publish --control-plane ADDR --model NAME --version V FILE
                        --key release.key --keys keys.json [--counter N]
                        [--expires 90d] [--device-class C] [--json]
-       poolboy publish --control-plane URL --model NAME --version V FILE --unsigned
+       poolboy publish --control-plane ADDR --model NAME --version V FILE --unsigned
 
 Streams FILE to the control plane, which stores it by its BLAKE3 and computes
 the patches to it from every version its agents run now (printed), so that a
@@ -48,7 +48,7 @@ devices refuse a counter lower than one they have installed. --unsigned
 publishes no manifest: only agents started with --insecure install it.
 
 Options:
-  --control-plane URL   e.g. http://100.64.0.1:7402
+  --control-plane ADDR  the control plane: 100.64.0.1 (API port 7402), IP:PORT or http://IP:PORT
 ${TOKEN_OPTION_HELP} (role deployer or above)
   --model NAME          model name (letters, digits, . _ -; not starting with . or -)
   --version V           version name (same characters)

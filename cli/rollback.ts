@@ -33,9 +33,9 @@ import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLBACK_HELP = `poolboy rollback — put the fleet back on an earlier version of a model
 
-Usage: poolboy rollback --control-plane URL --model NAME [--to V]
+Usage: poolboy rollback --control-plane ADDR --model NAME [--to V]
                         --key release.key --keys keys.json [--expires 90d] [--json]
-       poolboy rollback --control-plane URL --model NAME [--to V] --unsigned
+       poolboy rollback --control-plane ADDR --model NAME [--to V] --unsigned
 
 Starts a rollout of V (default: the version rolled out before the newest
 rollout) to every device, superseding the current rollout. A device that still
@@ -50,7 +50,7 @@ highest stored for the model, sends it, then starts the rollout. --unsigned
 skips all that (only agents started with --insecure follow).
 
 Options:
-  --control-plane URL   e.g. http://100.64.0.1:7402
+  --control-plane ADDR  the control plane: 100.64.0.1 (API port 7402), IP:PORT or http://IP:PORT
 ${TOKEN_OPTION_HELP} (role deployer or above)
   --model NAME          the model
   --to V                the version to go back to

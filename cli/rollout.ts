@@ -14,10 +14,10 @@ import { describeRollout, printJson, println } from "./output.ts";
 
 export const ROLLOUT_HELP = `poolboy rollout — roll a published version out to the fleet
 
-Usage: poolboy rollout --control-plane URL --model NAME --version V [--region R]
+Usage: poolboy rollout --control-plane ADDR --model NAME --version V [--region R]
                        [--strategy all|canary|rolling] [--canary N|N%] [--batch K]
                        [--max-failures P%] [--token T] [--json]
-       poolboy rollout pause|resume|abort --control-plane URL [--token T] ID
+       poolboy rollout pause|resume|abort --control-plane ADDR [--token T] ID
 
 Every agent (or every agent of region R) that does not run V gets it: per
 region and base version one agent is elected to fetch the patch from the
@@ -38,7 +38,7 @@ A rollout halts by itself when more than --max-failures of the current batch
 "abort" ends it. Devices that failed keep (or went back to) their version.
 
 Options:
-  --control-plane URL   e.g. http://100.64.0.1:7402
+  --control-plane ADDR  the control plane: 100.64.0.1 (API port 7402), IP:PORT or http://IP:PORT
   --model NAME          a published model
   --version V           a published version of it
   --region R            only this region (default: every region)

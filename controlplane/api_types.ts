@@ -137,10 +137,33 @@ export interface ElectionReport {
   readonly leader: string | null;
   readonly members: string[];
   readonly pending: string[];
-  readonly timeline: { announced?: number; firstBid?: number; leaderReady?: number };
+  /**
+   * Milestones (ms since the epoch): first announce sent, first bid (the
+   * leader), LeaderReady (closed), settled (ElectionClosed sent), failed.
+   */
+  readonly timeline: {
+    announced?: number;
+    firstBid?: number;
+    leaderReady?: number;
+    settled?: number;
+    failed?: number;
+  };
   /** Bytes of this election's blob the control plane has served (all elections that share it). */
   readonly controlPlaneServedForBlob: number;
+  /**
+   * What moves: a patch from `base`, the whole file, or nothing (`localSwitch`:
+   * every member still holds the target and switches to it, as in a rollback).
+   * Absent from control planes before issue 16.
+   */
+  readonly transfer?: ElectionTransfer;
+  /** When it started (its first announce), or null before that. */
+  readonly started?: number | null;
+  /** When it ended: closed (LeaderReady) or failed; null while it runs. */
+  readonly finished?: number | null;
 }
+
+/** What an election moves to its members. */
+export type ElectionTransfer = "patch" | "wholeFile" | "localSwitch";
 
 /** A rollout with its agents and elections (`GET /v1/rollouts/{id}`, and in the status report). */
 export interface RolloutReport extends RolloutInfo {
@@ -155,9 +178,14 @@ export interface DeviceInfo {
   readonly host: string;
   readonly online: boolean;
   readonly lastSeenMsAgo: number;
+  /** When it was last heard from (ms since the epoch; absent before issue 16). */
+  readonly lastSeen?: number;
   /** Active model digests by model name. */
   readonly active: Record<string, string>;
-  /** Bytes its blob server sent to peers. */
+  /**
+   * Bytes its blob server sent to peers, in all: kept by the control plane
+   * across the agent's restarts (each restart's counter is added on).
+   */
   readonly served: number;
 }
 
@@ -246,6 +274,8 @@ export interface TickStats {
 /** The status report (`GET /v1/status`). */
 export interface StatusReport {
   readonly boot: number;
+  /** When the report was made (ms since the epoch; absent before issue 16). */
+  readonly now?: number;
   readonly versions: VersionInfo[];
   readonly patches: PatchInfo[];
   readonly agents: DeviceInfo[];
@@ -316,6 +346,8 @@ export interface RolloutSummary extends RolloutInfo {
 export interface StatusSummary {
   readonly view: "summary";
   readonly boot: number;
+  /** When the summary was made (ms since the epoch; absent before issue 16). */
+  readonly now?: number;
   readonly versions: VersionInfo[];
   readonly patches: PatchInfo[];
   /** Every device, and by region. */

@@ -958,6 +958,9 @@ export class ControlPlane {
           break;
         case "join": {
           if (current && current.key === step.key) break;
+          // Holding the target because this election brought it (downloaded, not switched yet):
+          // it finishes there. A "held" election is for devices that had it before (a rollback).
+          if (current && step.key === `${agent.region}|held`) break;
           // Thousands joining at once would hold the loop in one tick: the rest join next tick.
           if (joins >= MAX_JOINS_PER_TICK) break;
           joins++;
@@ -975,6 +978,7 @@ export class ControlPlane {
         }
       }
     }
+    this.#elections.forgetEmpty(rollout.id);
     if (isDone(rollout, scope, gone)) {
       this.#setRolloutState(rollout, "done", "", now);
       this.#log(`rollout ${rollout.id} done`);
@@ -1050,7 +1054,10 @@ export class ControlPlane {
       if (election.state !== "leading" || leader === undefined) continue;
       const agent = this.agents.get(leader);
       if (!agent || now - agent.lastSeen > this.#agentTimeoutMs) {
-        election.fail(`leader ${leader} went silent (no heartbeat for ${this.#agentTimeoutMs} ms)`);
+        election.fail(
+          `leader ${leader} went silent (no heartbeat for ${this.#agentTimeoutMs} ms)`,
+          now,
+        );
       }
     }
   }

@@ -17,7 +17,7 @@ import type { AgentProgress } from "./agent_progress.ts";
 import type { ElectionBook, ElectionEntry } from "./election_book.ts";
 import type { Election, ElectionTiming } from "./election.ts";
 import { retryDelay } from "./rollout_policy.ts";
-import type { AgentRecord, HistoryRecord } from "./state_store.ts";
+import { type AgentRecord, type HistoryRecord, servedTotal } from "./state_store.ts";
 
 /**
  * Counters of datagrams the control plane refused; the authentication's
@@ -209,7 +209,7 @@ export class DatagramHandler {
       p2pPort: message.p2pPort,
       active: Object.fromEntries(message.active.map(([model, d]) => [model, toHex(d)])),
       held: message.held.map(toHex),
-      served: message.served,
+      ...servedTotal(previous, message.served, message.startedAt),
       startedAt: message.startedAt,
       lastSeen: now,
     };
@@ -239,7 +239,7 @@ export class DatagramHandler {
       for (const { election } of host.elections.live()) {
         if (!election.isMember(agent.nodeId)) continue;
         if (election.state === "leading" && election.leader === agent.nodeId) {
-          election.fail(`leader ${agent.nodeId} restarted before LeaderReady`);
+          election.fail(`leader ${agent.nodeId} restarted before LeaderReady`, now);
         } else election.rewind(agent.nodeId, now);
       }
     }

@@ -98,6 +98,8 @@ export class Election {
     leaderReady?: number;
     /** Closed and settled: the members' ElectionClosed goes out. */
     settled?: number;
+    /** When it failed. */
+    failed?: number;
   } = {};
   /** When a member last answered for the first time (settling). */
   #lastAnsweredAt = -Infinity;
@@ -265,10 +267,16 @@ export class Election {
   }
 
   /** Marks the election failed (e.g. the leader went silent); the caller elects again. */
-  fail(reason: string): void {
+  fail(reason: string, now: number = Date.now()): void {
     if (this.#state === "closed" || this.#state === "failed") return;
     this.#state = "failed";
     this.#failure = reason;
+    this.timeline.failed = now;
+  }
+
+  /** Nobody is in it and nobody bid: it started nothing (a phantom once its members moved on). */
+  get empty(): boolean {
+    return this.#members.size === 0 && this.#state === "announcing";
   }
 
   /** Whether every member is done. */
@@ -290,6 +298,7 @@ export class Election {
       if (now >= this.#leaderDeadline) {
         this.fail(
           `leader ${this.#leader} sent no LeaderReady within ${this.timing.leaderTimeoutMs} ms`,
+          now,
         );
         return out;
       }

@@ -109,6 +109,17 @@ export class ElectionBook {
     }
   }
 
+  /**
+   * Forgets a rollout's live elections that nobody is in and nobody bid for
+   * (their members moved to another election, went offline or were removed):
+   * they moved nothing, so they are neither kept nor shown.
+   */
+  forgetEmpty(rolloutId: number): void {
+    for (const [manifestId, entry] of this.#live) {
+      if (entry.rolloutId === rolloutId && entry.election.empty) this.#live.delete(manifestId);
+    }
+  }
+
   /** A failed election: its leader is excluded next time, and the next reconcile elects again. */
   retire(entry: ElectionEntry): void {
     const { election } = entry;

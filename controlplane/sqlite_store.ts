@@ -134,6 +134,13 @@ export class SqliteStore implements StateStore {
     for (const column of ROLLOUT_COLUMNS) {
       if (!have.has(column.split(" ")[0])) db.exec(`ALTER TABLE rollouts ADD COLUMN ${column}`);
     }
+    const agentColumns = new Set(
+      (db.prepare("PRAGMA table_info(agents)").all() as Row[]).map((r) => String(r.name)),
+    );
+    // Issue 16: the agent's last reported counter, beside the running total in `served`.
+    if (!agentColumns.has("served_reported")) {
+      db.exec("ALTER TABLE agents ADD COLUMN served_reported INTEGER");
+    }
     return Promise.resolve(new SqliteStore(db, options.auditKeep ?? AUDIT_KEEP));
   }
 
@@ -210,7 +217,7 @@ export class SqliteStore implements StateStore {
   putAgent(a: AgentRecord): Promise<void> {
     this.#prepared(
       `INSERT OR REPLACE INTO agents (node_id, region, host, udp_port, p2p_port, active, held, served,
-       started_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       served_reported, started_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       a.nodeId,
       a.region,
@@ -220,6 +227,7 @@ export class SqliteStore implements StateStore {
       JSON.stringify(a.active),
       JSON.stringify(a.held),
       a.served,
+      a.servedReported ?? null,
       a.startedAt,
       a.lastSeen,
     );
@@ -256,6 +264,10 @@ export class SqliteStore implements StateStore {
       active: JSON.parse(String(r.active)) as Record<string, string>,
       held: JSON.parse(String(r.held)) as string[],
       served: Number(r.served),
+      // Absent as written (records from before issue 16, and those without it).
+      ...(r.served_reported === null || r.served_reported === undefined
+        ? {}
+        : { servedReported: Number(r.served_reported) }),
       startedAt: Number(r.started_at),
       lastSeen: Number(r.last_seen),
     })));

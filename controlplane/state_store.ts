@@ -49,10 +49,35 @@ export interface AgentRecord {
   /** Active model digests by model name. */
   readonly active: Readonly<Record<string, string>>;
   readonly held: readonly string[];
-  /** Bytes its blob server reports having sent. */
+  /**
+   * Bytes its blob server sent, in all: the control plane adds each reported
+   * increase of the agent's counter, and the whole counter after a restart
+   * (`servedTotal`), so the total survives the agent's restarts.
+   */
   readonly served: number;
+  /** The counter the agent last reported (absent in older records: equal to `served`). */
+  readonly servedReported?: number;
   readonly startedAt: number;
   readonly lastSeen: number;
+}
+
+/**
+ * An agent's running total of bytes served after a heartbeat reports
+ * `reported` (its blob server's counter since it started at `startedAt`): the
+ * kept total plus the counter's increase; after a restart (another
+ * `startedAt`, or a counter that went down) the whole new counter is added.
+ */
+export function servedTotal(
+  previous: Pick<AgentRecord, "served" | "servedReported" | "startedAt"> | undefined,
+  reported: number,
+  startedAt: number,
+): { served: number; servedReported: number } {
+  const counter = Number.isSafeInteger(reported) && reported >= 0 ? reported : 0;
+  if (previous === undefined) return { served: counter, servedReported: counter };
+  const last = previous.servedReported ?? previous.served;
+  const restarted = previous.startedAt !== startedAt || counter < last;
+  const added = restarted ? counter : counter - last;
+  return { served: previous.served + added, servedReported: counter };
 }
 
 /** States of a rollout: only a running one admits devices and runs elections. */

@@ -13,6 +13,7 @@ import type {
   DeviceInfo,
   ElectionReport,
   ElectionSummary,
+  ElectionTransfer,
   HistoryEntry,
   PatchInfo,
   RolloutAgentInfo,
@@ -100,6 +101,7 @@ export function deviceInfo(a: AgentRecord, now: number, agentTimeoutMs: number):
     host: a.host,
     online: isOnline(a, now, agentTimeoutMs),
     lastSeenMsAgo: now - a.lastSeen,
+    lastSeen: a.lastSeen,
     active: { ...a.active },
     served: a.served,
   };
@@ -134,7 +136,37 @@ function electionFacts(entry: ElectionEntry, served: Readonly<Record<string, num
     leader: election.leader ?? null,
     timeline: { ...election.timeline },
     controlPlaneServedForBlob: served[blob] ?? 0,
+    transfer: electionTransfer(entry),
+    started: election.timeline.announced ?? null,
+    finished: election.state === "closed"
+      ? election.timeline.leaderReady ?? null
+      : election.state === "failed"
+      ? election.timeline.failed ?? null
+      : null,
   };
+}
+
+/**
+ * What an election moves: its key says `region|held` when every member holds
+ * the target and switches to it locally (nothing is downloaded, although the
+ * announce names the whole file as its blob); else a patch when it has a base.
+ */
+export function electionTransfer(entry: ElectionEntry): ElectionTransfer {
+  if (entry.key.endsWith("|held")) return "localSwitch";
+  return entry.election.announce.baseDigest ? "patch" : "wholeFile";
+}
+
+/** Devices in the order the status shows them: by region, then node id. */
+export function byRegionThenNode(a: AgentRecord, b: AgentRecord): number {
+  return a.region < b.region
+    ? -1
+    : a.region > b.region
+    ? 1
+    : a.nodeId < b.nodeId
+    ? -1
+    : a.nodeId > b.nodeId
+    ? 1
+    : 0;
 }
 
 /** What the status report is made of. */
@@ -163,9 +195,12 @@ export function buildStatusReport(input: StatusInput): StatusReport {
   const elections = input.elections.map((e) => electionReport(e, input.served));
   return {
     boot: input.boot,
+    now: input.now,
     versions: input.versions.map((v) => versionInfo(v, input.releaseOf(v.model, v.version))),
     patches: input.patches.map(patchInfo),
-    agents: [...input.agents].map((a) => deviceInfo(a, input.now, input.agentTimeoutMs)),
+    agents: [...input.agents].sort(byRegionThenNode).map((a) =>
+      deviceInfo(a, input.now, input.agentTimeoutMs)
+    ),
     rollouts: input.rollouts.map(({ rollout, agents }) => ({
       ...rolloutInfo(rollout),
       agents: agents.map(rolloutAgentInfo),
@@ -246,6 +281,7 @@ export function buildStatusSummary(input: SummaryInput): StatusSummary {
   return {
     view: "summary",
     boot: input.boot,
+    now: input.now,
     versions: input.versions.map((v) => versionInfo(v, input.releaseOf(v.model, v.version))),
     patches: input.patches.map(patchInfo),
     devices: countDevices(input.agents, input.now, input.agentTimeoutMs),

@@ -167,7 +167,7 @@ interface ElectionSummary {
   readonly region: string;
   readonly state: string;
   readonly failure: string | null;
-  readonly kind: "patch" | "whole file";
+  readonly kind: "patch" | "whole file" | "local switch";
   readonly blobSize: number;
   readonly leader: string | null;
   /** Bytes the leader's blob server sent during the rollout. */
@@ -228,7 +228,12 @@ function summarize(
         timeline.push({ at: at - t0, region: e.region, event, election: e.manifestId, nodeId });
       }
     };
-    const kind = e.base === null ? "whole file" : "patch";
+    const transfer = e.transfer ?? (e.base === null ? "wholeFile" : "patch");
+    const kind = transfer === "patch"
+      ? "patch"
+      : transfer === "wholeFile"
+      ? "whole file"
+      : "local switch";
     add(t.announced, `announce ${e.manifestId}: ${kind}, ${formatBytes(e.blobSize)}`);
     add(t.firstBid, "first bid", e.leader ?? undefined);
     add(t.firstBid, "leader ack", e.leader ?? undefined);

@@ -98,6 +98,8 @@ export const CLI_HELPERS: readonly string[] = [
   "cli/output.ts",
   "cli/progress_line.ts",
   "cli/release_files.ts",
+  "cli/control_plane_address.ts",
+  "cli/caller_folder.ts",
 ];
 
 /** Calls that open sockets, which the pure codec must not make. */
