@@ -22,6 +22,7 @@ import {
   blobLimitsFrom,
   countOption,
   durationOption,
+  hostPortOption,
   nameOption,
   portOption,
   required,
