@@ -240,7 +240,18 @@ async function fleetDemo(dir: string): Promise<void> {
     );
     const last: StatusReport = await fleet.status();
     console.log(
-      `   the fleet's state: \`poolboy status --control-plane ${fleet.url}\` (${last.agents.length} devices, ${last.rollouts.length} rollouts); there is no dashboard yet (a later issue).`,
+      `   the fleet's state: \`poolboy status --control-plane ${fleet.url}\` (${last.agents.length} devices, ${last.rollouts.length} rollouts)`,
+    );
+    // The dashboard opens a session for the operator's token (as a browser would with ?token=).
+    const login = await fetch(`${fleet.url}/ui?token=${encodeURIComponent(fleet.token ?? "")}`, {
+      redirect: "manual",
+    });
+    await login.body?.cancel();
+    const session = login.status === 303 && login.headers.has("set-cookie");
+    console.log(
+      `   the dashboard: ${fleet.url}/ui (log in with a token; ${
+        session ? "it opened a session for the operator's token" : `it answered ${login.status}`
+      }); \`deno task fleet --stay\` keeps a fleet and its dashboard up until Ctrl-C`,
     );
   } finally {
     await fleet.stop();

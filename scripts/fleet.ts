@@ -15,7 +15,7 @@
  * agent's active file against the published digest. The fleet is always
  * stopped, on Ctrl-C too.
  *
- * Usage: deno task fleet [--agents 12] [--regions 3] [--size 64MiB] [--keep] [--json]
+ * Usage: deno task fleet [--agents 12] [--regions 3] [--size 64MiB] [--keep] [--stay] [--json]
  *
  * @module
  */
@@ -34,12 +34,13 @@ const { values } = parseArgs({
     regions: { type: "string", default: "3" },
     size: { type: "string", default: "64MiB" },
     keep: { type: "boolean" },
+    stay: { type: "boolean" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
 });
 if (values.help) {
-  console.log(`deno task fleet [--agents 12] [--regions 3] [--size 64MiB] [--keep] [--json]
+  console.log(`deno task fleet [--agents 12] [--regions 3] [--size 64MiB] [--keep] [--stay] [--json]
 
 Starts a control plane and --agents agents (real processes, one per 127.0.50.x
 address) spread round-robin over --regions regions r0, r1, ... (agent ids
@@ -58,6 +59,8 @@ ratio to one blob per region (ideal: 1.00) and to one blob per agent (naive).
 Finally checks every agent's DIR/<agent>/models/<model>/current against the
 published digest: exits 1 if one differs.
 --keep leaves the directory (data dirs, cp.log, <agent>.log) and prints its path.
+--stay keeps the fleet running after the rollouts and prints the dashboard's
+address (with a one-time login for the operator's token) until Ctrl-C.
 --json prints the same as one JSON document (progress goes to stderr).
 Timings: control plane --agent-timeout 1500ms; agents --heartbeat-interval
 250ms (as in the e2e tests) and the default --transfer-timeout (10s): with
@@ -544,6 +547,14 @@ try {
       if (wrong.length === 0) {
         console.log(`\nverified: all ${agentCount} agents' ${MODEL}/current hash to v2 ${v2}`);
       }
+    }
+    if (values.stay) {
+      console.error(
+        `fleet: dashboard at ${fleet.url}/ui?token=${
+          encodeURIComponent(fleet.token ?? "")
+        } (opens a session, then ${fleet.url}/ui); poolboy status --control-plane ${fleet.url}; Ctrl-C stops the fleet`,
+      );
+      await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", resolve));
     }
     if (wrong.length > 0) {
       console.error(
