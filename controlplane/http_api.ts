@@ -56,6 +56,7 @@ import {
   PayloadTooLargeError,
   PoolboyError,
 } from "../kernel/errors.ts";
+import { boundedBody } from "./http_body.ts";
 import type {
   AuditEntry,
   AuditList,
@@ -700,36 +701,6 @@ async function documentBody(request: Request): Promise<Uint8Array> {
     MAX_DOCUMENT_BYTES,
     `a signed document is at most ${MAX_DOCUMENT_BYTES} bytes`,
   );
-}
-
-/**
- * A request body of at most `max` bytes, counted while it streams (chunked
- * too): past `max` it is cancelled and 413 thrown, the rest never read.
- */
-async function boundedBody(request: Request, max: number, tooLarge: string): Promise<Uint8Array> {
-  const length = Number(request.headers.get("content-length") ?? "0");
-  if (length > max) throw new PayloadTooLargeError(tooLarge);
-  if (!request.body) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > max) {
-      await reader.cancel().catch(() => {});
-      throw new PayloadTooLargeError(tooLarge);
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  return bytes;
 }
 
 /**

@@ -31,6 +31,7 @@
 
 import { InvalidArgumentError, PayloadTooLargeError, PoolboyError } from "../../kernel/errors.ts";
 import { auditEntry, authenticate } from "../auth.ts";
+import { boundedBody } from "../http_body.ts";
 import type { StateStore } from "../state_store.ts";
 import { type DashboardPage, dashboardPage, loginPage } from "./pages.ts";
 import { type Session, SessionStore } from "./sessions.ts";
@@ -295,27 +296,11 @@ async function formBody(request: Request): Promise<URLSearchParams> {
   if (Number(request.headers.get("content-length") ?? "0") > MAX_FORM_BYTES) {
     throw new PayloadTooLargeError(`a form is at most ${MAX_FORM_BYTES} bytes`);
   }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  if (request.body) {
-    const reader = request.body.getReader();
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > MAX_FORM_BYTES) {
-        await reader.cancel().catch(() => {});
-        throw new PayloadTooLargeError(`a form is at most ${MAX_FORM_BYTES} bytes`);
-      }
-      chunks.push(value);
-    }
-  }
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
+  const bytes = await boundedBody(
+    request,
+    MAX_FORM_BYTES,
+    `a form is at most ${MAX_FORM_BYTES} bytes`,
+  );
   return new URLSearchParams(new TextDecoder().decode(bytes));
 }
 
