@@ -206,14 +206,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
       agents: agents.map(rolloutAgentInfo),
       elections: elections.filter((e) => e.rolloutId === rollout.id),
     })),
-    controlPlane: {
-      served: Object.values(input.served).reduce((a, b) => a + b, 0),
-      servedByDigest: { ...input.served },
-      tick: { ...input.tick },
-      datagramBacklog: input.datagramBacklog,
-    },
-    drops: { ...input.drops },
-    patchErrors: { ...input.patchErrors },
+    ...controlPlaneParts(input),
   };
 }
 
@@ -291,6 +284,19 @@ export function buildStatusSummary(input: SummaryInput): StatusSummary {
       agentStates: { ...agentStates },
       elections: elections.filter((e) => e.rolloutId === rollout.id),
     })),
+    ...controlPlaneParts(input),
+  };
+}
+
+/** The control plane's own part of a report and of its summary: served bytes, tick, drops. */
+function controlPlaneParts(input: {
+  readonly served: Readonly<Record<string, number>>;
+  readonly tick: StatusReport["controlPlane"]["tick"];
+  readonly datagramBacklog: number;
+  readonly drops: StatusReport["drops"];
+  readonly patchErrors: StatusReport["patchErrors"];
+}): Pick<StatusReport, "controlPlane" | "drops" | "patchErrors"> {
+  return {
     controlPlane: {
       served: Object.values(input.served).reduce((a, b) => a + b, 0),
       servedByDigest: { ...input.served },
