@@ -8,9 +8,9 @@
  */
 
 import { IoError, ioError, UsageError } from "../kernel/errors.ts";
-import { isRole, newToken, tokenHash } from "../controlplane/auth.ts";
+import { createToken, isRole } from "../controlplane/auth.ts";
 import { DATABASE_FILE, SqliteStore } from "../controlplane/sqlite_store.ts";
-import { ROLES, type TokenRecord } from "../controlplane/state_store.ts";
+import { ROLES } from "../controlplane/state_store.ts";
 import { parseCommand } from "./args.ts";
 import { nameOption, required } from "./fleet_args.ts";
 import { printJson, println } from "./output.ts";
@@ -75,15 +75,7 @@ export async function tokenCommand(args: string[]): Promise<number> {
       throw new UsageError(`--role: "${role}" is not a role (${ROLES.join(", ")})`);
     }
     const name = nameOption("name", required("token create", "name", values.name));
-    const token = newToken();
-    const record: TokenRecord = {
-      name,
-      role,
-      hash: tokenHash(token),
-      created: Date.now(),
-      revoked: null,
-    };
-    await withStore(dir, true, (store) => store.addToken(record));
+    const { token, record } = await withStore(dir, true, (store) => createToken(store, role, name));
     if (values.json) {
       printJson({ name, role, created: record.created, token });
     } else {

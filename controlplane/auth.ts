@@ -48,6 +48,22 @@ export function tokenHash(token: string): string {
   return toHex(blake3(new TextEncoder().encode(token)));
 }
 
+/**
+ * Makes a token of `role` named `name` and stores its hash in `store` (a `ConflictError` if the
+ * name is taken); returns the token, which nothing keeps, and its record.
+ */
+export async function createToken(
+  store: { addToken(token: TokenRecord): Promise<void> },
+  role: Role,
+  name: string,
+  created = Date.now(),
+): Promise<{ token: string; record: TokenRecord }> {
+  const token = newToken();
+  const record: TokenRecord = { name, role, hash: tokenHash(token), created, revoked: null };
+  await store.addToken(record);
+  return { token, record };
+}
+
 /** Whether `value` names a role. */
 export function isRole(value: unknown): value is Role {
   return typeof value === "string" && (ROLES as readonly string[]).includes(value);

@@ -11,7 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { newToken, tokenHash } from "../controlplane/auth.ts";
+import { createToken } from "../controlplane/auth.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 
@@ -39,14 +39,7 @@ const cp = await ControlPlane.start({
   tickMs: 3_600_000,
 });
 try {
-  const token = newToken();
-  await cp.stateStore.addToken({
-    name: "m",
-    role: "admin",
-    hash: tokenHash(token),
-    created: 0,
-    revoked: null,
-  });
+  const { token } = await createToken(cp.stateStore, "admin", "m", 0);
   const handler = apiHandler(cp);
   const call = (method: string, path: string, body?: BodyInit) =>
     handler(

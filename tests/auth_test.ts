@@ -14,6 +14,7 @@ import { ENDPOINTS } from "../controlplane/http_api.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 import {
   allows,
+  createToken,
   decide,
   MAX_AUDIT_FIELD,
   newToken,
@@ -113,14 +114,8 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
       const handler = apiHandler(cp);
       const tokens = {} as Record<Who, string>;
       for (const who of [...ROLES, "revoked"] as const) {
-        tokens[who] = newToken();
-        await cp.stateStore.addToken({
-          name: who,
-          role: who === "revoked" ? "admin" : who,
-          hash: tokenHash(tokens[who]),
-          created: 1,
-          revoked: null,
-        });
+        const role = who === "revoked" ? "admin" : who;
+        tokens[who] = (await createToken(cp.stateStore, role, who, 1)).token;
       }
       await cp.stateStore.revokeToken("revoked", 2);
       const raw = (method: string, path: string, authorization?: string, body?: BodyInit) =>

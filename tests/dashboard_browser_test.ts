@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { newToken, tokenHash } from "../controlplane/auth.ts";
+import { createToken } from "../controlplane/auth.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 import { serveHttp } from "../controlplane/http_server.ts";
@@ -48,14 +48,7 @@ Deno.test({
       const server = await serveHttp({ hostname: "127.0.0.1", port: 0 }, apiHandler(cp));
       const base = `http://127.0.0.1:${server.port}`;
       try {
-        const token = newToken();
-        await cp.stateStore.addToken({
-          name: "ops-viewer",
-          role: "viewer",
-          hash: tokenHash(token),
-          created: 0,
-          revoked: null,
-        });
+        const { token } = await createToken(cp.stateStore, "viewer", "ops-viewer", 0);
         // The fleet: v1 everywhere, v2 rolled out in batches of two; eu-2 failed.
         const v1 = randomBytes(4000, 1);
         const v2 = randomBytes(4000, 2);

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { newToken, tokenHash } from "../controlplane/auth.ts";
+import { createToken, newToken } from "../controlplane/auth.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 import { serveHttp } from "../controlplane/http_server.ts";
@@ -91,17 +91,7 @@ async function withDashboard(fn: (d: Dashboard) => Promise<void>): Promise<void>
       await fn({
         cp,
         handle: (path, init) => handler(new Request(`${BASE}${path}`, init)),
-        token: async (role, name) => {
-          const token = newToken();
-          await cp.stateStore.addToken({
-            name,
-            role,
-            hash: tokenHash(token),
-            created: 0,
-            revoked: null,
-          });
-          return token;
-        },
+        token: async (role, name) => (await createToken(cp.stateStore, role, name, 0)).token,
       });
     } finally {
       await cp.close();

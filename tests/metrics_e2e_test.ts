@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { newToken, tokenHash } from "../controlplane/auth.ts";
+import { createToken, newToken } from "../controlplane/auth.ts";
 import type { RolloutInfo, StatusSummary } from "../controlplane/api_types.ts";
 import { ControlPlane } from "../controlplane/control_plane.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
@@ -126,14 +126,7 @@ Deno.test("the control plane's GET /metrics parses as the text format, with its 
 Deno.test("over HTTP, GET /metrics without a token, with an unknown one or a malformed header is 401 and says why; Prometheus's Authorization: Bearer with a viewer's token gets the metrics", async () => {
   await withTempDir(async (dir) => {
     const cp = await ControlPlane.start({ bind: CP_HOST, dataDir: dir, udpPort: 0, p2pPort: 0 });
-    const viewer = newToken();
-    await cp.stateStore.addToken({
-      name: "prometheus",
-      role: "viewer",
-      hash: tokenHash(viewer),
-      created: 0,
-      revoked: null,
-    });
+    const { token: viewer } = await createToken(cp.stateStore, "viewer", "prometheus", 0);
     const server = await serveHttp({ hostname: CP_HOST, port: 0 }, apiHandler(cp));
     const url = `http://${CP_HOST}:${server.port}/metrics`;
     try {

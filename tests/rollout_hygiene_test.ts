@@ -19,7 +19,7 @@ import type {
   StatusReport,
 } from "../controlplane/api_types.ts";
 import { OFFLINE_EXCLUDED } from "../controlplane/agent_progress.ts";
-import { newToken, tokenHash } from "../controlplane/auth.ts";
+import { createToken } from "../controlplane/auth.ts";
 import { apiHandler } from "../controlplane/http_api.ts";
 import { poolboyArgs, poolboyWith } from "./cli_helpers.ts";
 import { registerDevice } from "./support/devices.ts";
@@ -410,14 +410,7 @@ Deno.test({
     registerDevice(cp, "eu-0");
     const tokens: Record<string, string> = {};
     for (const role of ["deployer", "admin"] as const) {
-      tokens[role] = newToken();
-      await cp.stateStore.addToken({
-        name: `cli-${role}`,
-        role,
-        hash: tokenHash(tokens[role]),
-        created: 0,
-        revoked: null,
-      });
+      tokens[role] = (await createToken(cp.stateStore, role, `cli-${role}`, 0)).token;
     }
     const server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { newToken, tokenHash } from "../../controlplane/auth.ts";
+import { createToken } from "../../controlplane/auth.ts";
 import { ControlPlane, type ControlPlaneOptions } from "../../controlplane/control_plane.ts";
 import { apiHandler } from "../../controlplane/http_api.ts";
 import type { Role } from "../../controlplane/state_store.ts";
@@ -38,14 +38,7 @@ export async function withApi(options: ApiOptions, fn: (api: Api) => Promise<voi
     });
     const handler = apiHandler(cp);
     const role = options.role ?? "admin";
-    const token = newToken();
-    await cp.stateStore.addToken({
-      name: role,
-      role,
-      hash: tokenHash(token),
-      created: 0,
-      revoked: null,
-    });
+    const { token } = await createToken(cp.stateStore, role, role, 0);
     const headers = { authorization: `Bearer ${token}` };
     try {
       await fn({
