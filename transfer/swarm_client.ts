@@ -301,9 +301,12 @@ export async function downloadPieces(
   /** The stripe scheduled first, in turn: no stripe starves another of a shared source. */
   let turn = 0;
 
-  /** The next piece to ask `src` for: of `stripe` (any stripe when undefined). */
+  /**
+   * The next piece to ask `src` for: of `stripe` (any stripe when undefined). `order` is pruned
+   * of held pieces at the top of each round of the scheduler; no piece is stored during a round
+   * (pieces are stored by the requests' continuations, between rounds).
+   */
   const pick = (src: SourceState, stripe: number | undefined): number | undefined => {
-    order = order.filter((i) => !store.hasPiece(i));
     return order.find((i) =>
       (stripe === undefined || i % stripeCount === stripe) && !inFlight.has(i) &&
       !src.notYet.has(i)
