@@ -6,6 +6,9 @@
 
 import { UsageError } from "../kernel/errors.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
+import { externalDataLayout } from "../codec/onnx_layout.ts";
+import type { TensorRange } from "../codec/tensor_layout.ts";
+import { ioError } from "../kernel/errors.ts";
 import { ProgressLine } from "./progress_line.ts";
 import { countOf, formatBytes, megabytesPerSecond } from "../kernel/units.ts";
 import {
@@ -48,6 +51,18 @@ Options:
                        TARGET, format 2 also the BASE ranges where TARGET
                        differs. IDX must match BASE's size and modification
                        time; chunk sizes come from IDX
+  --base-onnx MODEL    BASE is a side file of ONNX external data and MODEL the
+  --target-onnx MODEL  .onnx that names it (TARGET likewise): its tensors are
+                       laid out from MODEL's external_data entries (location,
+                       offset, length), so that each is a DELTA against the
+                       same-named tensor of BASE. Only tensors whose location,
+                       relative to MODEL's directory, names this file are
+                       used; a MODEL with any location that is absolute or
+                       climbs out of its directory (..) is refused, and so is
+                       one with no tensor in the file or a range past its end.
+                       Format 2 only; each side may be given alone (the other
+                       is read as usual). The .onnx files themselves are
+                       encoded as any other file, in their own patch
   --json               print the summary as JSON on stdout
   -q, --quiet          no progress line
   -h, --help           this help
@@ -68,6 +83,8 @@ export async function encodeCommand(args: string[]): Promise<number> {
     output: { type: "string", short: "o" },
     "base-index": { type: "string" },
     format: { type: "string" },
+    "base-onnx": { type: "string" },
+    "target-onnx": { type: "string" },
     ...chunkOptions,
     ...threadsOption,
   });
@@ -94,6 +111,10 @@ export async function encodeCommand(args: string[]): Promise<number> {
   if (format !== "1" && format !== "2") {
     throw new UsageError(`encode: --format must be 1 or 2, got "${format}"`);
   }
+  const layouts = await sideFileLayouts(format, [
+    ["BASE", base, values["base-onnx"]],
+    ["TARGET", target, values["target-onnx"]],
+  ]);
   const chunk = chunkParamsFrom(values);
   const progress = new ProgressLine("encode", { quiet: values.quiet || values.json });
   let summary: EncodeSummary;
@@ -104,6 +125,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
       onProgress: progress.callback,
       threads: threadsFrom(values),
       format: format === "2" ? 2 : 1,
+      ...(layouts && { layouts }),
     });
   } finally {
     progress.done();
@@ -114,6 +136,33 @@ export async function encodeCommand(args: string[]): Promise<number> {
     printEncodeSummary(base, target, values.output, summary);
   }
   return 0;
+}
+
+/**
+ * The layouts of BASE and TARGET as side files of ONNX external data, from the
+ * models given with --base-onnx and --target-onnx, or undefined if neither is.
+ */
+async function sideFileLayouts(
+  format: string,
+  sides: [role: string, path: string, model: string | undefined][],
+): Promise<{ base?: TensorRange[]; target?: TensorRange[] } | undefined> {
+  if (sides.every(([, , model]) => model === undefined)) return undefined;
+  if (format !== "2") {
+    throw new UsageError(
+      "encode: --base-onnx and --target-onnx lay out tensors for format 2's DELTA ops; drop them or use --format 2",
+    );
+  }
+  const [base, target] = await Promise.all(sides.map(async ([role, path, model]) => {
+    if (model === undefined) return undefined;
+    let size: number;
+    try {
+      size = (await Deno.stat(path)).size;
+    } catch (err) {
+      throw ioError(`read ${role}`, path, err);
+    }
+    return await externalDataLayout(model, path, size);
+  }));
+  return { ...(base && { base }), ...(target && { target }) };
 }
 
 /**

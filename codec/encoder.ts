@@ -51,6 +51,12 @@ export interface EncodeOptions {
   readonly bufferCount?: number;
   /** Patch format to write (default 2). */
   readonly format?: 1 | 2;
+  /**
+   * Tensor layouts to use instead of reading them from the files (format 2):
+   * e.g. a side file of ONNX external data, laid out by its model
+   * (`externalDataLayout` in onnx_layout.ts). A side left out is read as usual.
+   */
+  readonly layouts?: { readonly base?: TensorRange[]; readonly target?: TensorRange[] };
 }
 
 /** What an encode produced. */
@@ -148,7 +154,7 @@ export async function encodeFile(
     const ops = new OpWriter(writer);
     literals = format === 2
       ? new LiteralCoder(base.file, base.size, {
-        ...tensorLayouts(base.file, base.size, target),
+        ...tensorLayouts(base.file, base.size, target, options.layouts),
         maxChunk: params.max,
       })
       : undefined;
@@ -251,15 +257,16 @@ async function indexFileOfBase(
 /**
  * The target's tensors (for element widths and piece edges) and the same-named
  * tensors of base and target (for DELTA alignment), where poolboy reads the
- * files' layouts.
+ * files' layouts or they are `given`.
  */
 function tensorLayouts(
   base: Deno.FsFile,
   baseSize: number,
   target: { file: Deno.FsFile; size: number },
+  given: EncodeOptions["layouts"] = {},
 ): { tensors: TensorRange[]; alignments: Alignment[] } {
-  const baseLayout = modelLayout(base, baseSize);
-  const targetLayout = modelLayout(target.file, target.size);
+  const baseLayout = given.base ?? modelLayout(base, baseSize);
+  const targetLayout = given.target ?? modelLayout(target.file, target.size);
   target.file.seekSync(0, Deno.SeekMode.Start); // the target pass reads from the start
   return {
     tensors: targetLayout ?? [],

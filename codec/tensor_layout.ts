@@ -11,14 +11,19 @@
  * name, n_dims u32, dims u64[n], type u32, offset u64 relative to the data
  * section, which starts at the next multiple of `general.alignment`, default
  * 32; a tensor's bytes run to the next tensor's offset, the last to the end of
- * the file) and ONNX (initializers' inline raw_data, by a protobuf walk:
- * `onnxLayout`). Other files have no layout here; the encoder then infers
+ * the file) and ONNX (every tensor whose bytes are in the file: initializers,
+ * sparse initializers, Constant nodes, subgraphs and functions, by a protobuf
+ * walk: `onnxLayout` in onnx_layout.ts, which also lays out ONNX side files of
+ * external data). Other files have no layout here; the encoder then infers
  * alignment from its COPY matches.
  *
  * @module
  */
 
 import { readAtSync } from "../kernel/file_io.ts";
+import { onnxLayout } from "./onnx_layout.ts";
+
+export { onnxLayout };
 
 /** Bytes per element of a tensor's dtype, where planes of that width make sense. */
 export type ElementWidth = 1 | 2 | 4;
@@ -137,102 +142,6 @@ export function ggufLayout(file: Deno.FsFile, fileSize: number): TensorRange[] |
     if (err instanceof LayoutError) return null;
     throw err;
   }
-}
-
-/** Element widths of ONNX TensorProto data types (8-byte types are left to the encoder). */
-const ONNX_WIDTH: Readonly<Record<number, ElementWidth>> = {
-  1: 4, // FLOAT
-  2: 1, // UINT8
-  3: 1, // INT8
-  4: 2, // UINT16
-  5: 2, // INT16
-  6: 4, // INT32
-  9: 1, // BOOL
-  10: 2, // FLOAT16
-  12: 4, // UINT32
-  16: 2, // BFLOAT16
-  17: 1, // FLOAT8E4M3FN
-  18: 1, // FLOAT8E4M3FNUZ
-  19: 1, // FLOAT8E5M2
-  20: 1, // FLOAT8E5M2FNUZ
-};
-
-/** Most protobuf fields an ONNX walk reads before giving up (a guard against odd files). */
-const MAX_PROTOBUF_FIELDS = 10_000_000;
-
-/**
- * The initializers of an ONNX model whose bytes are inline (`raw_data`), or
- * null if the file is not a ModelProto with any. Walks the protobuf wire
- * format: ModelProto field 7 (graph) -> GraphProto field 5 (initializer,
- * repeated TensorProto) -> fields 8 (name), 2 (data_type) and 9 (raw_data);
- * every other field is skipped by its length, so only the tags are read. The
- * whole file must parse as fields that end exactly at its end.
- */
-export function onnxLayout(file: Deno.FsFile, fileSize: number): TensorRange[] | null {
-  const r = new FileCursor(file, fileSize);
-  const out: TensorRange[] = [];
-  let fields = 0;
-  let sawGraph = false;
-  /** Calls `onField(field, wireType, end)` for each field of the message ending at `end`. */
-  const walk = (end: number, onField: (field: number, wire: number, end: number) => boolean) => {
-    while (r.position < end) {
-      if (++fields > MAX_PROTOBUF_FIELDS) throw new LayoutError("too many fields");
-      const tag = r.varint();
-      const field = Math.floor(tag / 8);
-      const wire = tag % 8;
-      if (field === 0) throw new LayoutError("field 0");
-      let fieldEnd: number;
-      if (wire === 0) {
-        const start = r.position;
-        r.varint();
-        fieldEnd = r.position;
-        r.position = start;
-      } else if (wire === 1) fieldEnd = r.position + 8;
-      else if (wire === 5) fieldEnd = r.position + 4;
-      else if (wire === 2) {
-        const length = r.varint();
-        fieldEnd = r.position + length;
-      } else throw new LayoutError(`wire type ${wire}`);
-      if (fieldEnd > end) throw new LayoutError("field past its message");
-      if (!onField(field, wire, fieldEnd)) r.position = fieldEnd;
-      if (r.position !== fieldEnd) throw new LayoutError("field misread");
-    }
-    if (r.position !== end) throw new LayoutError("message past its end");
-  };
-  const tensor = (end: number) => {
-    let name: string | undefined;
-    let dataType = 0;
-    let raw: { start: number; end: number } | undefined;
-    walk(end, (field, wire, fieldEnd) => {
-      if (field === 8 && wire === 2) name = r.utf8(fieldEnd - r.position);
-      else if (field === 2 && wire === 0) dataType = r.varint();
-      else if (field === 9 && wire === 2) raw = { start: r.position, end: fieldEnd };
-      else return false;
-      r.position = fieldEnd;
-      return true;
-    });
-    if (name !== undefined && raw && raw.end > raw.start) {
-      const width = ONNX_WIDTH[dataType];
-      out.push({ name, start: raw.start, end: raw.end, ...(width && { width }) });
-    }
-  };
-  try {
-    walk(fileSize, (field, wire, end) => {
-      if (field !== 7 || wire !== 2) return false;
-      sawGraph = true;
-      walk(end, (f, w, e) => {
-        if (f !== 5 || w !== 2) return false;
-        tensor(e);
-        return true;
-      });
-      return true;
-    });
-  } catch (err) {
-    if (err instanceof LayoutError) return null;
-    throw err;
-  }
-  if (!sawGraph || out.length === 0) return null;
-  return out.sort((a, b) => a.start - b.start);
 }
 
 /** The layout of a model file in a format poolboy reads (SafeTensors, GGUF, ONNX), or null. */
