@@ -685,7 +685,7 @@ Deno.test("poolboy encode --base-onnx --target-onnx: a fine-tuned, reordered sid
   });
 });
 
-Deno.test("poolboy encode refuses a model whose external data location leaves its directory, and --base-onnx with --format 1, each in one line with exit code 2", async () => {
+Deno.test("poolboy encode refuses a model whose external data location leaves its directory and --base-onnx with --format 1 (exit 2), and a missing model (exit 3), each in one line", async () => {
   await withTempDir(async (dir) => {
     await writeExternalModel(`${dir}/v1`, { a: floats(100, 1) }, ["a"], "../secret.bin");
     await Deno.writeFile(`${dir}/t.data`, new Uint8Array(400));
@@ -713,6 +713,17 @@ Deno.test("poolboy encode refuses a model whose external data location leaves it
       "p",
     );
     assertUserError(format1, EXIT.usage, "--format 2");
+    const missing = await poolboy(
+      dir,
+      "encode",
+      "v1/model.onnx.data",
+      "t.data",
+      "--base-onnx",
+      "v1/nothing.onnx",
+      "-o",
+      "p",
+    );
+    assertUserError(missing, EXIT.io, "v1/nothing.onnx", "no such file");
     const help = await poolboy(dir, "encode", "--help");
     assert.match(help.stdout, /--base-onnx MODEL/);
     assert.match(help.stdout, /--target-onnx MODEL/);
