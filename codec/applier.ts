@@ -27,10 +27,11 @@ import { openInput, readAtSync, writeAll } from "../kernel/file_io.ts";
 import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
+import { checkSamples } from "./base_samples.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
 import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
-import { MAX_OP_RAW } from "./patch_format.ts";
+import { MAX_OP_RAW, type PatchHeader } from "./patch_format.ts";
 import { MalformedPatchError } from "../kernel/errors.ts";
 
 /** Default size of the patch buffer and of each output buffer. */
@@ -56,6 +57,11 @@ export interface ApplySummary extends OpStats {
   readonly baseSize: number;
   readonly targetSize: number;
   readonly patchSize: number;
+  /**
+   * Base bytes read: in v3 the samples and the ranges the ops use (each once),
+   * in v2 also the whole base before the ops, in v1 only the ranges.
+   */
+  readonly baseBytesRead: number;
   readonly targetBlake3: string;
   /** Hashing Workers used. */
   readonly threads: number;
@@ -93,10 +99,15 @@ export async function applyFile(
         `wrong base: "${basePath}" is ${base.size} bytes, the patch was made from a ${header.baseSize}-byte base`,
       );
     }
-    if (header.baseDigest) {
-      // v2: refuse a wrong base before any output exists.
-      expanded = new CompressedOps(base.file, basePath);
+    expanded = new CompressedOps(base.file, basePath);
+    if (header.samples !== undefined) {
+      // v3: refuse a base that differs in a sampled range before any output
+      // exists; the ops then read the base once, and the output's BLAKE3 decides.
+      expanded.countBaseRead(checkSamples(base.file, basePath, header.samples, expanded.scratch()));
+    } else if (header.baseDigest) {
+      // v2: refuse a wrong base before any output exists, by hashing all of it.
       const actual = hashWholeFile(base.file, basePath, expanded.scratch());
+      expanded.countBaseRead(base.size);
       if (!digestsEqual(actual, header.baseDigest)) {
         throw new VerificationError(
           `wrong base: "${basePath}" has BLAKE3 ${toHex(actual)}, the patch was made from ${
@@ -110,7 +121,6 @@ export async function applyFile(
     pool = threads === 1 ? await HashPool.start(1) : undefined;
     const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
     const stats: OpStats = emptyStats();
-    expanded ??= new CompressedOps(base.file, basePath);
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
       if (op === null) break;
@@ -127,6 +137,7 @@ export async function applyFile(
             throw ioError("read base", basePath, err);
           }
           if (n < want) throw ioError("read base", basePath, new Error("file shrank while read"));
+          expanded.countBaseRead(n);
           output.advance(n);
           done += n;
         }
@@ -163,6 +174,10 @@ export async function applyFile(
     }
     const digest = await output.finish();
     if (!digestsEqual(digest, header.targetDigest)) {
+      if (header.samples !== undefined && header.baseDigest !== undefined) {
+        await out.abort();
+        throw explainFailure(base.file, basePath, header, digest, outPath, expanded.scratch());
+      }
       throw new VerificationError(
         `output does not verify: BLAKE3 ${toHex(digest)} differs from the patch's ${
           toHex(header.targetDigest)
@@ -175,6 +190,7 @@ export async function applyFile(
       baseSize: header.baseSize,
       targetSize: header.targetSize,
       patchSize: reader.position,
+      baseBytesRead: expanded.baseBytesRead,
       targetBlake3: toHex(digest),
       threads: pool ? 1 : 0,
       elapsedMs: performance.now() - started,
@@ -272,6 +288,39 @@ async function readPatch<T>(patchPath: string, read: () => Promise<T>): Promise<
   }
 }
 
+/**
+ * The error for a v3 output whose BLAKE3 differs: hashes the whole base (only
+ * now, on failure) to tell a wrong base that passed the samples from corrupt
+ * patch data.
+ */
+function explainFailure(
+  base: Deno.FsFile,
+  basePath: string,
+  header: PatchHeader,
+  digest: Uint8Array,
+  outPath: string,
+  scratch: Uint8Array,
+): VerificationError {
+  const actual = hashWholeFile(base, basePath, scratch);
+  const sampled = `${header.samples?.length ?? 0} sampled ranges`;
+  if (header.baseDigest !== undefined && !digestsEqual(actual, header.baseDigest)) {
+    return new VerificationError(
+      `wrong base: "${basePath}" has BLAKE3 ${toHex(actual)}, the patch was made from ${
+        toHex(header.baseDigest)
+      } (it matches the patch's ${sampled} but differs elsewhere); the output's BLAKE3 ${
+        toHex(digest)
+      } differs from the patch's ${toHex(header.targetDigest)}; "${outPath}" was not written`,
+    );
+  }
+  return new VerificationError(
+    `corrupt patch data: the output's BLAKE3 ${toHex(digest)} differs from the patch's ${
+      toHex(header.targetDigest)
+    }, and the base is the right one (its BLAKE3 is the patch's base_blake3 ${
+      toHex(actual)
+    }), so the patch is damaged; "${outPath}" was not written`,
+  );
+}
+
 /** BLAKE3 of a whole open file, read with positional reads in this thread. */
 function hashWholeFile(file: Deno.FsFile, path: string, buf: Uint8Array): Uint8Array {
   const hasher = createHasher();
@@ -305,11 +354,22 @@ export class CompressedOps {
   #a: Uint8Array | undefined;
   #b: Uint8Array | undefined;
   #zstd: ZstdDecompressor | undefined;
+  #baseBytesRead = 0;
 
   /** With the base `expand` reads DELTA ranges from; none for `residue` only. */
   constructor(base?: Deno.FsFile, basePath = "") {
     this.#base = base;
     this.#basePath = basePath;
+  }
+
+  /** Base bytes read so far: by `expand`, and those the caller counts. */
+  get baseBytesRead(): number {
+    return this.#baseBytesRead;
+  }
+
+  /** Adds base bytes read by the caller (COPYs, samples, the base's BLAKE3) to `baseBytesRead`. */
+  countBaseRead(bytes: number): void {
+    this.#baseBytesRead += bytes;
   }
 
   /** One of the op buffers, for the base's BLAKE3 before any op (it is needed for them anyway). */
@@ -384,6 +444,7 @@ export class CompressedOps {
       if (n < range.length) {
         throw ioError("read base", this.#basePath, new Error("file shrank while read"));
       }
+      this.#baseBytesRead += n;
       uncombine(residue, range, op.filter, residue);
     }
     return residue;
