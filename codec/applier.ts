@@ -1,20 +1,29 @@
 /**
  * Applies a patch to a base, streaming, verified or refused.
  *
- * Ops are read once through `PatchReader` (which validates every bound first);
- * COPY reads the base at its offset, LITERAL streams from the patch, both
- * straight into an output buffer. A full output buffer is written to a
- * temporary file beside the destination and added to the output's BLAKE3:
+ * A v3 patch's base samples are checked first (`base_samples.ts`), before
+ * the output file exists (v2: the whole base's BLAKE3); then ops are read
+ * once through `PatchReader` (which validates every bound first), each base
+ * range they use read once: COPY reads the base at its offset, LITERAL streams
+ * from the patch, both straight into an output buffer; a ZLITERAL's or
+ * DELTA's bytes are written from the decoder's buffer. A full output buffer
+ * is written (synchronously) to a temporary file beside the destination and
+ * added to the output's BLAKE3:
  * in the main thread by default, or with `threads: 1` on a Worker
  * (`hash_pool.ts`) while the main thread fills the next buffer, so that
  * reading, writing and hashing overlap. The file is fsynced and renamed over
- * the destination only if its BLAKE3 equals the header's. On any failure the
- * temporary file is deleted and the destination is untouched.
+ * the destination only if its BLAKE3 equals the header's (when it does not, a
+ * v3 apply hashes the whole base to tell a wrong base from corrupt patch
+ * data). On any failure the temporary file is deleted and the destination is
+ * untouched.
  *
- * Memory: a patch buffer and output buffers of `bufferSize` (1 MiB) each — one
- * in the main thread, `APPLY_OUTPUT_BUFFERS` with a Worker — whatever the file
- * sizes. The Worker costs about 18 MB more (measured: ~60 MB peak without,
- * ~79 MB with), which is why it is not the default: apply must fit in 64 MB.
+ * Memory: the decoder's two 1 MiB buffers (`CompressedOps`, also used for the
+ * samples and for large COPYs and LITERALs), a patch buffer of up to 64 KiB,
+ * and output buffers: one of up to 64 KiB in the main thread,
+ * `APPLY_OUTPUT_BUFFERS` of `bufferSize` (1 MiB) with a Worker — whatever the
+ * file sizes. The Worker costs about 18 MB more (measured: ~64 MB peak
+ * without, ~79 MB with), which is why it is not the default: apply must fit
+ * in 64 MB.
  *
  * @module
  */
@@ -23,7 +32,8 @@ import { AtomicFile } from "../kernel/atomic_file.ts";
 import { createHasher, digestsEqual, type Hasher, toHex } from "../kernel/blake3.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { ioError, PoolboyError, VerificationError } from "../kernel/errors.ts";
-import { openInput, readAtSync, writeAll } from "../kernel/file_io.ts";
+import { openInput, readAtSync } from "../kernel/file_io.ts";
+import type { ByteSource } from "./chunk_stream.ts";
 import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
@@ -40,6 +50,11 @@ export const APPLY_BUFFER_SIZE = 1024 * 1024;
 export const MIN_APPLY_BUFFER_SIZE = 64;
 /** Largest buffer for reading the patch's op heads. */
 export const PATCH_READ_BUFFER = 64 * 1024;
+/**
+ * The output buffer without a Worker: it only gathers small pieces (COPYs and
+ * LITERALs under half of it); larger ones are written from the decoder's buffers.
+ */
+export const MAIN_THREAD_OUTPUT_BUFFER = 64 * 1024;
 /** Output buffers with a hashing Worker: one filling, one writing, the rest hashing. */
 export const APPLY_OUTPUT_BUFFERS = 4;
 
@@ -90,7 +105,7 @@ export async function applyFile(
     // read straight into their destinations, so a small one does.
     const reader = await readPatch(
       patchPath,
-      () => PatchReader.open(patch.file, Math.min(bufferSize, PATCH_READ_BUFFER)),
+      () => PatchReader.open(syncSource(patch.file), Math.min(bufferSize, PATCH_READ_BUFFER)),
     );
     const { header } = reader;
     base = await openInput(basePath, "base");
@@ -100,13 +115,18 @@ export async function applyFile(
       );
     }
     expanded = new CompressedOps(base.file, basePath);
+    // One hasher for the samples, the v2 base digest and the output (each new
+    // one is a WebAssembly instance: ~0.4 MB of RSS until collected).
+    const hasher = createHasher();
     if (header.samples !== undefined) {
       // v3: refuse a base that differs in a sampled range before any output
       // exists; the ops then read the base once, and the output's BLAKE3 decides.
-      expanded.countBaseRead(checkSamples(base.file, basePath, header.samples, expanded.scratch()));
+      expanded.countBaseRead(
+        checkSamples(base.file, basePath, header.samples, expanded.scratch(), hasher),
+      );
     } else if (header.baseDigest) {
       // v2: refuse a wrong base before any output exists, by hashing all of it.
-      const actual = hashWholeFile(base.file, basePath, expanded.scratch());
+      const actual = hashWholeFile(base.file, basePath, expanded.scratch(), hasher);
       expanded.countBaseRead(base.size);
       if (!digestsEqual(actual, header.baseDigest)) {
         throw new VerificationError(
@@ -119,7 +139,12 @@ export async function applyFile(
     out = await AtomicFile.create(outPath, "output");
     const threads = options.threads ?? 0;
     pool = threads === 1 ? await HashPool.start(1) : undefined;
-    const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
+    const output = new OutputStream(
+      out.file,
+      outPath,
+      pool ?? hasher.init(),
+      pool ? bufferSize : Math.min(bufferSize, MAIN_THREAD_OUTPUT_BUFFER),
+    );
     const stats: OpStats = emptyStats();
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
@@ -128,7 +153,9 @@ export async function applyFile(
         stats.copyOps++;
         stats.copyBytes += op.length;
         for (let done = 0; done < op.length;) {
-          const room = await output.room();
+          // A large piece goes through the decoder's spare buffer, written from there.
+          const direct = output.direct && op.length - done >= output.directMinimum;
+          const room = direct ? expanded.scratch().subarray(0, MAX_OP_RAW) : await output.room();
           const want = Math.min(room.length, op.length - done);
           let n: number;
           try {
@@ -138,7 +165,8 @@ export async function applyFile(
           }
           if (n < want) throw ioError("read base", basePath, new Error("file shrank while read"));
           expanded.countBaseRead(n);
-          output.advance(n);
+          if (direct) await output.put(room.subarray(0, n));
+          else output.advance(n);
           done += n;
         }
       } else if (op.kind === "zliteral" || op.kind === "delta") {
@@ -153,21 +181,17 @@ export async function applyFile(
           stats.zliteralOps++;
           stats.zliteralBytes += op.length;
         }
-        for (let done = 0; done < bytes.length;) {
-          const room = await output.room();
-          const n = Math.min(room.length, bytes.length - done);
-          room.set(bytes.subarray(done, done + n));
-          output.advance(n);
-          done += n;
-        }
+        await output.put(bytes);
       } else {
         stats.literalOps++;
         stats.literalBytes += op.length;
-        while (true) {
-          const room = await output.room();
+        for (let left = op.length; left > 0;) {
+          const direct = output.direct && left >= output.directMinimum;
+          const room = direct ? expanded.scratch().subarray(0, MAX_OP_RAW) : await output.room();
           const n = await readPatch(patchPath, () => reader.readLiteral(room));
-          if (n === 0) break;
-          output.advance(n);
+          if (direct) await output.put(room.subarray(0, n));
+          else output.advance(n);
+          left -= n;
         }
       }
       options.onProgress?.(reader.produced, header.targetSize);
@@ -176,7 +200,15 @@ export async function applyFile(
     if (!digestsEqual(digest, header.targetDigest)) {
       if (header.samples !== undefined && header.baseDigest !== undefined) {
         await out.abort();
-        throw explainFailure(base.file, basePath, header, digest, outPath, expanded.scratch());
+        throw explainFailure(
+          base.file,
+          basePath,
+          header,
+          digest,
+          outPath,
+          expanded.scratch(),
+          hasher,
+        );
       }
       throw new VerificationError(
         `output does not verify: BLAKE3 ${toHex(digest)} differs from the patch's ${
@@ -208,7 +240,8 @@ export async function applyFile(
 
 /**
  * The output side of apply: bytes go into an output buffer; a full buffer is
- * written, then hashed, on a Worker while the next one fills if there is one.
+ * written (synchronously, see `syncSource`), then hashed, on a Worker while
+ * the next one fills if there is one.
  */
 class OutputStream {
   readonly #file: Deno.FsFile;
@@ -244,6 +277,45 @@ class OutputStream {
     this.#filled += n;
   }
 
+  /** Whether large pieces are written where they are (`put`), not copied: in the main thread. */
+  get direct(): boolean {
+    return !(this.#hasher instanceof HashPool);
+  }
+
+  /** The smallest piece `put` writes where it is. */
+  get directMinimum(): number {
+    return Math.ceil(this.#buffers.size / 2);
+  }
+
+  /**
+   * Appends `bytes`. In the main thread a piece of half a buffer or more is
+   * written and hashed where it is, after what is buffered (no copy); other
+   * pieces are copied into the buffer.
+   */
+  async put(bytes: Uint8Array): Promise<void> {
+    if (!(this.#hasher instanceof HashPool) && bytes.length >= this.directMinimum) {
+      if (this.#current && this.#filled > 0) await this.#ship();
+      this.#writeAndHash(this.#hasher, bytes);
+      return;
+    }
+    for (let done = 0; done < bytes.length;) {
+      const room = await this.room();
+      const n = Math.min(room.length, bytes.length - done);
+      room.set(bytes.subarray(done, done + n));
+      this.advance(n);
+      done += n;
+    }
+  }
+
+  #writeAndHash(hasher: Hasher | undefined, bytes: Uint8Array): void {
+    try {
+      writeAllSync(this.#file, bytes);
+    } catch (err) {
+      throw ioError("write output beside", this.#path, err);
+    }
+    hasher?.update(bytes);
+  }
+
   /** Writes what is left and returns the BLAKE3 of everything written. */
   async finish(): Promise<Uint8Array> {
     if (this.#current && this.#filled > 0) await this.#ship();
@@ -258,16 +330,12 @@ class OutputStream {
     const length = this.#filled;
     this.#current = undefined;
     this.#filled = 0;
-    try {
-      await writeAll(this.#file, buffer.subarray(0, length));
-    } catch (err) {
-      throw ioError("write output beside", this.#path, err);
-    }
     if (!(this.#hasher instanceof HashPool)) {
-      this.#hasher.update(buffer.subarray(0, length));
+      this.#writeAndHash(this.#hasher, buffer.subarray(0, length));
       this.#buffers.release(buffer.buffer);
       return;
     }
+    this.#writeAndHash(undefined, buffer.subarray(0, length));
     this.#hasher.streamUpdate(buffer.buffer, length).then(
       (back) => this.#buffers.release(back),
       (err) => {
@@ -276,6 +344,24 @@ class OutputStream {
       },
     );
   }
+}
+
+/**
+ * The patch read with synchronous reads: the kernel reads ahead of sequential
+ * reads, so they are mostly copies from the page cache, where an async read's
+ * round trip through Deno's I/O threads (the main thread idle meanwhile) costs
+ * more than the copy (profiled at 1 GiB: 43% of apply's time idle with async
+ * patch reads and output writes). Async writes kept in flight while hashing
+ * measured faster but ~6 MB more RSS (Deno copies each write's bytes), over
+ * apply's 64 MB budget.
+ */
+function syncSource(file: Deno.FsFile): ByteSource {
+  return { read: (buf) => Promise.resolve(file.readSync(buf)) };
+}
+
+/** Writes all of `data` with synchronous writes (see `syncSource`). */
+function writeAllSync(file: Deno.FsFile, data: Uint8Array): void {
+  for (let done = 0; done < data.length;) done += file.writeSync(data.subarray(done));
 }
 
 /** Runs a patch read, turning OS errors into an I/O error naming the patch. */
@@ -300,8 +386,9 @@ function explainFailure(
   digest: Uint8Array,
   outPath: string,
   scratch: Uint8Array,
+  hasher: Hasher,
 ): VerificationError {
-  const actual = hashWholeFile(base, basePath, scratch);
+  const actual = hashWholeFile(base, basePath, scratch, hasher);
   const sampled = `${header.samples?.length ?? 0} sampled ranges`;
   if (header.baseDigest !== undefined && !digestsEqual(actual, header.baseDigest)) {
     return new VerificationError(
@@ -322,8 +409,13 @@ function explainFailure(
 }
 
 /** BLAKE3 of a whole open file, read with positional reads in this thread. */
-function hashWholeFile(file: Deno.FsFile, path: string, buf: Uint8Array): Uint8Array {
-  const hasher = createHasher();
+function hashWholeFile(
+  file: Deno.FsFile,
+  path: string,
+  buf: Uint8Array,
+  hasher: Hasher,
+): Uint8Array {
+  hasher.init();
   for (let at = 0;;) {
     let n: number;
     try {

@@ -68,20 +68,32 @@ async function leftovers(dir: string): Promise<string[]> {
   return names.sort();
 }
 
-/** Base bytes read with `readSync` (the applier's positional base reads) while `fn` runs. */
+/**
+ * Bytes read from files named `base` or `wrong-base` while `fn` runs: a spy on
+ * `Deno.open` marks those files, one on `readSync` (the applier's positional
+ * reads) counts what is read from them.
+ */
 async function countingBaseReads<T>(fn: () => Promise<T>): Promise<{ result: T; bytes: number }> {
-  const original = Deno.FsFile.prototype.readSync;
+  const open = Deno.open;
+  const readSync = Deno.FsFile.prototype.readSync;
+  const bases = new WeakSet<Deno.FsFile>();
   let bytes = 0;
+  Deno.open = async (path: string | URL, options?: Deno.OpenOptions): Promise<Deno.FsFile> => {
+    const file = await open(path, options);
+    if (/\/(wrong-)?base$/.test(String(path))) bases.add(file);
+    return file;
+  };
   Deno.FsFile.prototype.readSync = function (this: Deno.FsFile, p: Uint8Array): number | null {
-    const n = original.call(this, p);
-    if (n !== null) bytes += n;
+    const n = readSync.call(this, p);
+    if (n !== null && bases.has(this)) bytes += n;
     return n;
   };
   try {
     const result = await fn();
     return { result, bytes };
   } finally {
-    Deno.FsFile.prototype.readSync = original;
+    Deno.open = open;
+    Deno.FsFile.prototype.readSync = readSync;
   }
 }
 
