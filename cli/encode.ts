@@ -26,14 +26,17 @@ export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into
 
 Usage: poolboy encode BASE TARGET -o PATCH [options]
 
-Writes a patch (docs/spec/patch-v2.md): COPY ops for the chunks of TARGET
-found in BASE, and for the rest (format 2, the default) runs of BASE's bytes
+Writes a patch (docs/spec/patch-v3.md): COPY ops for the chunks of TARGET
+found in BASE, and for the rest (formats 3, the default, and 2) runs of BASE's bytes
 found nearby as COPYs and the remaining bytes as the smallest of a LITERAL, a
 zstd-compressed ZLITERAL or a DELTA against the aligned BASE range (the
 same-named tensor in SafeTensors, GGUF and ONNX files; float planes and
 differences filtered before zstd). The header carries TARGET's and BASE's
-BLAKE3, so that apply refuses a wrong BASE and verifies its output. PATCH
-appears only when complete. --format 1 writes COPY and LITERAL ops only.
+BLAKE3 and (format 3) the BLAKE3 of 18 sampled 64 KiB ranges of BASE, so that
+apply refuses a wrong BASE before writing (format 3: from the samples, reading
+BASE only once) and verifies its output. PATCH appears only when complete.
+--format 2 writes the same ops with a v2 header (apply hashes all of BASE
+first); --format 1 writes COPY and LITERAL ops only.
 
 Options:
   -o, --output PATCH   where to write the patch (required)
@@ -43,13 +46,15 @@ Options:
   --threads N          Workers hashing chunks (default: one per core but one,
                        at least 1); the main thread reads and cuts. Each adds
                        about 7-18 MB and one buffer of 1.25 × max chunk
-  --format 1|2         patch format (default 2; 1 is the plain COPY/LITERAL
-                       format, docs/spec/patch-v1.md; much larger on updates)
+  --format 1|2|3       patch format (default 3; 2 for appliers older than
+                       format 3, docs/spec/patch-v2.md; 1 is the plain
+                       COPY/LITERAL format, docs/spec/patch-v1.md; much larger
+                       on updates)
   --base-index IDX     take BASE's chunks from its index file (poolboy index;
                        a .sig file of the old signature command works too)
                        instead of reading BASE whole: format 1 then reads only
-                       TARGET, format 2 also the BASE ranges where TARGET
-                       differs. IDX must match BASE's size and modification
+                       TARGET, formats 2 and 3 also the BASE ranges where
+                       TARGET differs (format 3 also BASE's samples). IDX must match BASE's size and modification
                        time; chunk sizes come from IDX
   --base-onnx MODEL    BASE is a side file of ONNX external data and MODEL the
   --target-onnx MODEL  .onnx that names it (TARGET likewise): its tensors are
@@ -60,7 +65,7 @@ Options:
                        used; a MODEL with any location that is absolute or
                        climbs out of its directory (..) is refused, and so is
                        one with no tensor in the file or a range past its end.
-                       Format 2 only; each side may be given alone (the other
+                       Formats 2 and 3; each side may be given alone (the other
                        is read as usual). The .onnx files themselves are
                        encoded as any other file, in their own patch
   --json               print the summary as JSON on stdout
@@ -72,6 +77,9 @@ edits at the cost of more ops and a larger index.
 
 Exit codes: 0 ok, 2 usage, 3 I/O error, 4 malformed index file,
 5 index file does not match BASE.`;
+
+/** The values of `--format`. */
+const FORMATS = new Map<string, 1 | 2 | 3>([["1", 1], ["2", 2], ["3", 3]]);
 
 /** The option `--base-index` had before index files were renamed from signatures. */
 const OLD_BASE_INDEX_OPTION = "--base-sig";
@@ -107,9 +115,9 @@ export async function encodeCommand(args: string[]): Promise<number> {
       "encode: with --base-index the chunk sizes come from the index file; drop --min/--avg/--max-chunk",
     );
   }
-  const format = values.format ?? "2";
-  if (format !== "1" && format !== "2") {
-    throw new UsageError(`encode: --format must be 1 or 2, got "${format}"`);
+  const format = FORMATS.get(values.format ?? "3");
+  if (format === undefined) {
+    throw new UsageError(`encode: --format must be 1, 2 or 3, got "${values.format}"`);
   }
   const layouts = await sideFileLayouts(format, [
     ["BASE", base, values["base-onnx"]],
@@ -124,7 +132,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
       baseIndex,
       onProgress: progress.callback,
       threads: threadsFrom(values),
-      format: format === "2" ? 2 : 1,
+      format,
       ...(layouts && { layouts }),
     });
   } finally {
@@ -143,13 +151,13 @@ export async function encodeCommand(args: string[]): Promise<number> {
  * models given with --base-onnx and --target-onnx, or undefined if neither is.
  */
 async function sideFileLayouts(
-  format: string,
+  format: 1 | 2 | 3,
   sides: [role: string, path: string, model: string | undefined][],
 ): Promise<{ base?: TensorRange[]; target?: TensorRange[] } | undefined> {
   if (sides.every(([, , model]) => model === undefined)) return undefined;
-  if (format !== "2") {
+  if (format === 1) {
     throw new UsageError(
-      "encode: --base-onnx and --target-onnx lay out tensors for format 2's DELTA ops; drop them or use --format 2",
+      "encode: --base-onnx and --target-onnx lay out tensors for the DELTA ops of formats 2 and 3; drop them or use --format 3",
     );
   }
   const [base, target] = await Promise.all(sides.map(async ([role, path, model]) => {

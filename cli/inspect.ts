@@ -15,12 +15,13 @@ export const INSPECT_HELP = `poolboy inspect — show what a patch holds, withou
 Usage: poolboy inspect PATCH [--json]
 
 Prints the header (version, base and target sizes, the target's BLAKE3 and,
-for a v2 patch, the base's) and the op counts and bytes. Reads the whole patch
+for a v2 or v3 patch, the base's; for v3 the sampled base ranges and their
+BLAKE3) and the op counts and bytes. Reads the whole patch
 in fixed memory and checks it as apply does, without a base: every op's bounds,
 the sizes adding up to the target's, and every compressed op decompressed (whole
 zstd frames giving exactly its length, a valid filter). A patch refused here is
 refused by apply with the same exit code. What needs the base or the output is
-left to apply: the base's BLAKE3, and the output's (a change inside compressed
+left to apply: the base's samples and BLAKE3, and the output's (a change inside compressed
 data that still decodes to the right length shows only there).
 
 Options:
@@ -50,6 +51,14 @@ export async function inspectCommand(args: string[]): Promise<number> {
   println(`base size    ${d.baseSize} (${formatBytes(d.baseSize)})`);
   println(`target size  ${d.targetSize} (${formatBytes(d.targetSize)})`);
   if (d.baseBlake3 !== undefined) println(`base         BLAKE3 ${d.baseBlake3}`);
+  if (d.baseSamples !== undefined) {
+    println(`base samples ${countOf(d.baseSamples.length, "range")}`);
+    for (const s of d.baseSamples) {
+      println(
+        `  ${s.offset}..${s.offset + s.length} (${formatBytes(s.length)}) BLAKE3 ${s.blake3}`,
+      );
+    }
+  }
   println(`target       BLAKE3 ${d.targetBlake3}`);
   println(
     `COPY         ${countOf(d.copyOps, "op")}, ${d.copyBytes} bytes (${formatBytes(d.copyBytes)})`,

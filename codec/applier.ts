@@ -1,20 +1,29 @@
 /**
  * Applies a patch to a base, streaming, verified or refused.
  *
- * Ops are read once through `PatchReader` (which validates every bound first);
- * COPY reads the base at its offset, LITERAL streams from the patch, both
- * straight into an output buffer. A full output buffer is written to a
- * temporary file beside the destination and added to the output's BLAKE3:
+ * A v3 patch's base samples are checked first (`base_samples.ts`), before
+ * the output file exists (v2: the whole base's BLAKE3); then ops are read
+ * once through `PatchReader` (which validates every bound first), each base
+ * range they use read once: COPY reads the base at its offset, LITERAL streams
+ * from the patch, both straight into an output buffer; a ZLITERAL's or
+ * DELTA's bytes are written from the decoder's buffer. A full output buffer
+ * is written (synchronously) to a temporary file beside the destination and
+ * added to the output's BLAKE3:
  * in the main thread by default, or with `threads: 1` on a Worker
  * (`hash_pool.ts`) while the main thread fills the next buffer, so that
  * reading, writing and hashing overlap. The file is fsynced and renamed over
- * the destination only if its BLAKE3 equals the header's. On any failure the
- * temporary file is deleted and the destination is untouched.
+ * the destination only if its BLAKE3 equals the header's (when it does not, a
+ * v3 apply hashes the whole base to tell a wrong base from corrupt patch
+ * data). On any failure the temporary file is deleted and the destination is
+ * untouched.
  *
- * Memory: a patch buffer and output buffers of `bufferSize` (1 MiB) each — one
- * in the main thread, `APPLY_OUTPUT_BUFFERS` with a Worker — whatever the file
- * sizes. The Worker costs about 18 MB more (measured: ~60 MB peak without,
- * ~79 MB with), which is why it is not the default: apply must fit in 64 MB.
+ * Memory: the decoder's two 1 MiB buffers (`CompressedOps`, also used for the
+ * samples and for large COPYs and LITERALs), a patch buffer of up to 64 KiB,
+ * and output buffers: one of up to 64 KiB in the main thread,
+ * `APPLY_OUTPUT_BUFFERS` of `bufferSize` (1 MiB) with a Worker — whatever the
+ * file sizes. The Worker costs about 18 MB more (measured: ~64 MB peak
+ * without, ~79 MB with), which is why it is not the default: apply must fit
+ * in 64 MB.
  *
  * @module
  */
@@ -23,14 +32,16 @@ import { AtomicFile } from "../kernel/atomic_file.ts";
 import { createHasher, digestsEqual, type Hasher, toHex } from "../kernel/blake3.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { ioError, PoolboyError, VerificationError } from "../kernel/errors.ts";
-import { openInput, readAtSync, writeAll } from "../kernel/file_io.ts";
+import { openInput, readAtSync } from "../kernel/file_io.ts";
+import type { ByteSource } from "./chunk_stream.ts";
 import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
+import { checkSamples } from "./base_samples.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
 import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
-import { MAX_OP_RAW } from "./patch_format.ts";
+import { MAX_OP_RAW, type PatchHeader } from "./patch_format.ts";
 import { MalformedPatchError } from "../kernel/errors.ts";
 
 /** Default size of the patch buffer and of each output buffer. */
@@ -39,6 +50,11 @@ export const APPLY_BUFFER_SIZE = 1024 * 1024;
 export const MIN_APPLY_BUFFER_SIZE = 64;
 /** Largest buffer for reading the patch's op heads. */
 export const PATCH_READ_BUFFER = 64 * 1024;
+/**
+ * The output buffer without a Worker: it only gathers small pieces (COPYs and
+ * LITERALs under half of it); larger ones are written from the decoder's buffers.
+ */
+export const MAIN_THREAD_OUTPUT_BUFFER = 64 * 1024;
 /** Output buffers with a hashing Worker: one filling, one writing, the rest hashing. */
 export const APPLY_OUTPUT_BUFFERS = 4;
 
@@ -56,6 +72,11 @@ export interface ApplySummary extends OpStats {
   readonly baseSize: number;
   readonly targetSize: number;
   readonly patchSize: number;
+  /**
+   * Base bytes read: in v3 the samples and the ranges the ops use (each once),
+   * in v2 also the whole base before the ops, in v1 only the ranges.
+   */
+  readonly baseBytesRead: number;
   readonly targetBlake3: string;
   /** Hashing Workers used. */
   readonly threads: number;
@@ -84,7 +105,7 @@ export async function applyFile(
     // read straight into their destinations, so a small one does.
     const reader = await readPatch(
       patchPath,
-      () => PatchReader.open(patch.file, Math.min(bufferSize, PATCH_READ_BUFFER)),
+      () => PatchReader.open(syncSource(patch.file), Math.min(bufferSize, PATCH_READ_BUFFER)),
     );
     const { header } = reader;
     base = await openInput(basePath, "base");
@@ -93,10 +114,20 @@ export async function applyFile(
         `wrong base: "${basePath}" is ${base.size} bytes, the patch was made from a ${header.baseSize}-byte base`,
       );
     }
-    if (header.baseDigest) {
-      // v2: refuse a wrong base before any output exists.
-      expanded = new CompressedOps(base.file, basePath);
-      const actual = hashWholeFile(base.file, basePath, expanded.scratch());
+    expanded = new CompressedOps(base.file, basePath);
+    // One hasher for the samples, the v2 base digest and the output (each new
+    // one is a WebAssembly instance: ~0.4 MB of RSS until collected).
+    const hasher = createHasher();
+    if (header.samples !== undefined) {
+      // v3: refuse a base that differs in a sampled range before any output
+      // exists; the ops then read the base once, and the output's BLAKE3 decides.
+      expanded.countBaseRead(
+        checkSamples(base.file, basePath, header.samples, expanded.scratch(), hasher),
+      );
+    } else if (header.baseDigest) {
+      // v2: refuse a wrong base before any output exists, by hashing all of it.
+      const actual = hashWholeFile(base.file, basePath, expanded.scratch(), hasher);
+      expanded.countBaseRead(base.size);
       if (!digestsEqual(actual, header.baseDigest)) {
         throw new VerificationError(
           `wrong base: "${basePath}" has BLAKE3 ${toHex(actual)}, the patch was made from ${
@@ -108,9 +139,13 @@ export async function applyFile(
     out = await AtomicFile.create(outPath, "output");
     const threads = options.threads ?? 0;
     pool = threads === 1 ? await HashPool.start(1) : undefined;
-    const output = new OutputStream(out.file, outPath, pool ?? createHasher(), bufferSize);
+    const output = new OutputStream(
+      out.file,
+      outPath,
+      pool ?? hasher.init(),
+      pool ? bufferSize : Math.min(bufferSize, MAIN_THREAD_OUTPUT_BUFFER),
+    );
     const stats: OpStats = emptyStats();
-    expanded ??= new CompressedOps(base.file, basePath);
     while (true) {
       const op = await readPatch(patchPath, () => reader.next());
       if (op === null) break;
@@ -118,7 +153,9 @@ export async function applyFile(
         stats.copyOps++;
         stats.copyBytes += op.length;
         for (let done = 0; done < op.length;) {
-          const room = await output.room();
+          // A large piece goes through the decoder's spare buffer, written from there.
+          const direct = output.direct && op.length - done >= output.directMinimum;
+          const room = direct ? expanded.scratch().subarray(0, MAX_OP_RAW) : await output.room();
           const want = Math.min(room.length, op.length - done);
           let n: number;
           try {
@@ -127,7 +164,9 @@ export async function applyFile(
             throw ioError("read base", basePath, err);
           }
           if (n < want) throw ioError("read base", basePath, new Error("file shrank while read"));
-          output.advance(n);
+          expanded.countBaseRead(n);
+          if (direct) await output.put(room.subarray(0, n));
+          else output.advance(n);
           done += n;
         }
       } else if (op.kind === "zliteral" || op.kind === "delta") {
@@ -142,27 +181,35 @@ export async function applyFile(
           stats.zliteralOps++;
           stats.zliteralBytes += op.length;
         }
-        for (let done = 0; done < bytes.length;) {
-          const room = await output.room();
-          const n = Math.min(room.length, bytes.length - done);
-          room.set(bytes.subarray(done, done + n));
-          output.advance(n);
-          done += n;
-        }
+        await output.put(bytes);
       } else {
         stats.literalOps++;
         stats.literalBytes += op.length;
-        while (true) {
-          const room = await output.room();
+        for (let left = op.length; left > 0;) {
+          const direct = output.direct && left >= output.directMinimum;
+          const room = direct ? expanded.scratch().subarray(0, MAX_OP_RAW) : await output.room();
           const n = await readPatch(patchPath, () => reader.readLiteral(room));
-          if (n === 0) break;
-          output.advance(n);
+          if (direct) await output.put(room.subarray(0, n));
+          else output.advance(n);
+          left -= n;
         }
       }
       options.onProgress?.(reader.produced, header.targetSize);
     }
     const digest = await output.finish();
     if (!digestsEqual(digest, header.targetDigest)) {
+      if (header.samples !== undefined && header.baseDigest !== undefined) {
+        await out.abort();
+        throw explainFailure(
+          base.file,
+          basePath,
+          header,
+          digest,
+          outPath,
+          expanded.scratch(),
+          hasher,
+        );
+      }
       throw new VerificationError(
         `output does not verify: BLAKE3 ${toHex(digest)} differs from the patch's ${
           toHex(header.targetDigest)
@@ -175,6 +222,7 @@ export async function applyFile(
       baseSize: header.baseSize,
       targetSize: header.targetSize,
       patchSize: reader.position,
+      baseBytesRead: expanded.baseBytesRead,
       targetBlake3: toHex(digest),
       threads: pool ? 1 : 0,
       elapsedMs: performance.now() - started,
@@ -192,7 +240,8 @@ export async function applyFile(
 
 /**
  * The output side of apply: bytes go into an output buffer; a full buffer is
- * written, then hashed, on a Worker while the next one fills if there is one.
+ * written (synchronously, see `syncSource`), then hashed, on a Worker while
+ * the next one fills if there is one.
  */
 class OutputStream {
   readonly #file: Deno.FsFile;
@@ -228,6 +277,45 @@ class OutputStream {
     this.#filled += n;
   }
 
+  /** Whether large pieces are written where they are (`put`), not copied: in the main thread. */
+  get direct(): boolean {
+    return !(this.#hasher instanceof HashPool);
+  }
+
+  /** The smallest piece `put` writes where it is. */
+  get directMinimum(): number {
+    return Math.ceil(this.#buffers.size / 2);
+  }
+
+  /**
+   * Appends `bytes`. In the main thread a piece of half a buffer or more is
+   * written and hashed where it is, after what is buffered (no copy); other
+   * pieces are copied into the buffer.
+   */
+  async put(bytes: Uint8Array): Promise<void> {
+    if (!(this.#hasher instanceof HashPool) && bytes.length >= this.directMinimum) {
+      if (this.#current && this.#filled > 0) await this.#ship();
+      this.#writeAndHash(this.#hasher, bytes);
+      return;
+    }
+    for (let done = 0; done < bytes.length;) {
+      const room = await this.room();
+      const n = Math.min(room.length, bytes.length - done);
+      room.set(bytes.subarray(done, done + n));
+      this.advance(n);
+      done += n;
+    }
+  }
+
+  #writeAndHash(hasher: Hasher | undefined, bytes: Uint8Array): void {
+    try {
+      writeAllSync(this.#file, bytes);
+    } catch (err) {
+      throw ioError("write output beside", this.#path, err);
+    }
+    hasher?.update(bytes);
+  }
+
   /** Writes what is left and returns the BLAKE3 of everything written. */
   async finish(): Promise<Uint8Array> {
     if (this.#current && this.#filled > 0) await this.#ship();
@@ -242,16 +330,12 @@ class OutputStream {
     const length = this.#filled;
     this.#current = undefined;
     this.#filled = 0;
-    try {
-      await writeAll(this.#file, buffer.subarray(0, length));
-    } catch (err) {
-      throw ioError("write output beside", this.#path, err);
-    }
     if (!(this.#hasher instanceof HashPool)) {
-      this.#hasher.update(buffer.subarray(0, length));
+      this.#writeAndHash(this.#hasher, buffer.subarray(0, length));
       this.#buffers.release(buffer.buffer);
       return;
     }
+    this.#writeAndHash(undefined, buffer.subarray(0, length));
     this.#hasher.streamUpdate(buffer.buffer, length).then(
       (back) => this.#buffers.release(back),
       (err) => {
@@ -260,6 +344,24 @@ class OutputStream {
       },
     );
   }
+}
+
+/**
+ * The patch read with synchronous reads: the kernel reads ahead of sequential
+ * reads, so they are mostly copies from the page cache, where an async read's
+ * round trip through Deno's I/O threads (the main thread idle meanwhile) costs
+ * more than the copy (profiled at 1 GiB: 43% of apply's time idle with async
+ * patch reads and output writes). Async writes kept in flight while hashing
+ * measured faster but ~6 MB more RSS (Deno copies each write's bytes), over
+ * apply's 64 MB budget.
+ */
+function syncSource(file: Deno.FsFile): ByteSource {
+  return { read: (buf) => Promise.resolve(file.readSync(buf)) };
+}
+
+/** Writes all of `data` with synchronous writes (see `syncSource`). */
+function writeAllSync(file: Deno.FsFile, data: Uint8Array): void {
+  for (let done = 0; done < data.length;) done += file.writeSync(data.subarray(done));
 }
 
 /** Runs a patch read, turning OS errors into an I/O error naming the patch. */
@@ -272,9 +374,48 @@ async function readPatch<T>(patchPath: string, read: () => Promise<T>): Promise<
   }
 }
 
+/**
+ * The error for a v3 output whose BLAKE3 differs: hashes the whole base (only
+ * now, on failure) to tell a wrong base that passed the samples from corrupt
+ * patch data.
+ */
+function explainFailure(
+  base: Deno.FsFile,
+  basePath: string,
+  header: PatchHeader,
+  digest: Uint8Array,
+  outPath: string,
+  scratch: Uint8Array,
+  hasher: Hasher,
+): VerificationError {
+  const actual = hashWholeFile(base, basePath, scratch, hasher);
+  const sampled = `${header.samples?.length ?? 0} sampled ranges`;
+  if (header.baseDigest !== undefined && !digestsEqual(actual, header.baseDigest)) {
+    return new VerificationError(
+      `wrong base: "${basePath}" has BLAKE3 ${toHex(actual)}, the patch was made from ${
+        toHex(header.baseDigest)
+      } (it matches the patch's ${sampled} but differs elsewhere); the output's BLAKE3 ${
+        toHex(digest)
+      } differs from the patch's ${toHex(header.targetDigest)}; "${outPath}" was not written`,
+    );
+  }
+  return new VerificationError(
+    `corrupt patch data: the output's BLAKE3 ${toHex(digest)} differs from the patch's ${
+      toHex(header.targetDigest)
+    }, and the base is the right one (its BLAKE3 is the patch's base_blake3 ${
+      toHex(actual)
+    }), so the patch is damaged; "${outPath}" was not written`,
+  );
+}
+
 /** BLAKE3 of a whole open file, read with positional reads in this thread. */
-function hashWholeFile(file: Deno.FsFile, path: string, buf: Uint8Array): Uint8Array {
-  const hasher = createHasher();
+function hashWholeFile(
+  file: Deno.FsFile,
+  path: string,
+  buf: Uint8Array,
+  hasher: Hasher,
+): Uint8Array {
+  hasher.init();
   for (let at = 0;;) {
     let n: number;
     try {
@@ -305,11 +446,22 @@ export class CompressedOps {
   #a: Uint8Array | undefined;
   #b: Uint8Array | undefined;
   #zstd: ZstdDecompressor | undefined;
+  #baseBytesRead = 0;
 
   /** With the base `expand` reads DELTA ranges from; none for `residue` only. */
   constructor(base?: Deno.FsFile, basePath = "") {
     this.#base = base;
     this.#basePath = basePath;
+  }
+
+  /** Base bytes read so far: by `expand`, and those the caller counts. */
+  get baseBytesRead(): number {
+    return this.#baseBytesRead;
+  }
+
+  /** Adds base bytes read by the caller (COPYs, samples, the base's BLAKE3) to `baseBytesRead`. */
+  countBaseRead(bytes: number): void {
+    this.#baseBytesRead += bytes;
   }
 
   /** One of the op buffers, for the base's BLAKE3 before any op (it is needed for them anyway). */
@@ -384,6 +536,7 @@ export class CompressedOps {
       if (n < range.length) {
         throw ioError("read base", this.#basePath, new Error("file shrank while read"));
       }
+      this.#baseBytesRead += n;
       uncombine(residue, range, op.filter, residue);
     }
     return residue;

@@ -1,5 +1,5 @@
 /**
- * Encodes `base` + `target` into a patch (format v2 by default, v1 with `format: 1`), streaming.
+ * Encodes `base` + `target` into a patch (format v3 by default, v2 or v1 with `format`), streaming.
  *
  * Pass 1 chunks and hashes the base into a `ChunkIndex`, or reads it from the
  * base's chunk index file (`index_file.ts`) after checking the base's size and
@@ -9,7 +9,9 @@
  * any other a LITERAL (v2: equal runs as COPYs, then per piece the smallest of
  * a LITERAL, a filtered zstd ZLITERAL or a DELTA against the aligned base
  * range, `literal_coder.ts`); the whole target is hashed on the way for the
- * header (v2: the base too).
+ * header (v2 and v3: the base too). v3's header also carries sampled base
+ * ranges with their BLAKE3 (`base_samples.ts`), read with positional reads
+ * from the base after pass 1 (also when its index file stands in for pass 1).
  * Both passes run on the Worker pipeline (`chunk_pipeline.ts`): the main thread
  * reads, cuts and writes ops while Workers hash chunks and the whole target.
  * The patch is written beside its destination and renamed into place only when
@@ -29,7 +31,15 @@ import { IoError, ioError, VerificationError } from "../kernel/errors.ts";
 import { type ChunkIndexFile, mtimeMs, readIndexFile } from "./index_file.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./fastcdc.ts";
 import { BufferedWriter, openInput } from "../kernel/file_io.ts";
-import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
+import {
+  type BaseSample,
+  encodeHeaderV1,
+  encodeHeaderV2,
+  encodeHeaderV3,
+  headerSize,
+  VERSION_3,
+} from "./patch_format.ts";
+import { sampleRanges, takeSamples } from "./base_samples.ts";
 import { LiteralCoder } from "./literal_coder.ts";
 import { type Alignment, alignTensors, modelLayout, type TensorRange } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
@@ -49,10 +59,10 @@ export interface EncodeOptions {
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2; format 2, threads + 1). */
   readonly bufferCount?: number;
-  /** Patch format to write (default 2). */
-  readonly format?: 1 | 2;
+  /** Patch format to write (default 3). */
+  readonly format?: 1 | 2 | 3;
   /**
-   * Tensor layouts to use instead of reading them from the files (format 2):
+   * Tensor layouts to use instead of reading them from the files (formats 2 and 3):
    * e.g. a side file of ONNX external data, laid out by its model
    * (`externalDataLayout` in onnx_layout.ts). A side left out is read as usual.
    */
@@ -127,11 +137,11 @@ export async function encodeFile(
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
     pool = await HashPool.start(options.threads ?? defaultThreads());
-    const format = options.format ?? 2;
+    const format = options.format ?? VERSION_3;
     // v2's target pass is bound by the literal coder on the main thread, not by
     // reading ahead: one buffer fewer keeps its ~5 MB of compression state in budget.
     const bufferCount = options.bufferCount ??
-      (format === 2 ? Math.max(2, defaultBufferCount(pool.threads) - 1) : undefined);
+      (format >= 2 ? Math.max(2, defaultBufferCount(pool.threads) - 1) : undefined);
     const pipeline = new ChunkPipeline(pool, params, { bufferCount });
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;
@@ -141,18 +151,21 @@ export async function encodeFile(
     } else {
       try {
         index = await indexFile(base.file, pipeline, (done) => progress?.(done, total), {
-          hashStream: format === 2,
+          hashStream: format >= 2,
         });
-        if (format === 2) baseDigest = await pipeline.streamDigest();
+        if (format >= 2) baseDigest = await pipeline.streamDigest();
       } catch (err) {
         throw ioError("read base", basePath, err);
       }
     }
 
+    const samples: BaseSample[] = format === VERSION_3
+      ? takeSamples(base.file, basePath, sampleRanges(base.size))
+      : [];
     const writer = new BufferedWriter(out.file);
-    await writer.write(new Uint8Array(headerSize(format))); // header written last
+    await writer.write(new Uint8Array(headerSize(format, samples.length))); // header written last
     const ops = new OpWriter(writer);
-    literals = format === 2
+    literals = format >= 2
       ? new LiteralCoder(base.file, base.size, {
         ...tensorLayouts(base.file, base.size, target, options.layouts),
         maxChunk: params.max,
@@ -193,7 +206,9 @@ export async function encodeFile(
       const header = { baseSize: base.size, targetSize: target.size, targetDigest };
       await writer.overwrite(
         0,
-        format === 2
+        format === VERSION_3
+          ? encodeHeaderV3({ ...header, baseDigest: baseDigest!, samples })
+          : format === 2
           ? encodeHeaderV2({ ...header, baseDigest: baseDigest! })
           : encodeHeaderV1(header),
       );

@@ -25,8 +25,10 @@ export interface PatchDescription extends OpStats {
   readonly baseSize: number;
   readonly targetSize: number;
   readonly targetBlake3: string;
-  /** The base's BLAKE3 a v2 patch names (v1 patches do not name it). */
+  /** The base's BLAKE3 a v2 or v3 patch names (v1 patches do not name it). */
   readonly baseBlake3?: string;
+  /** The sampled base ranges of a v3 patch, with their BLAKE3. */
+  readonly baseSamples?: readonly { offset: number; length: number; blake3: string }[];
   readonly patchSize: number;
 }
 
@@ -69,6 +71,15 @@ export async function inspectPatch(
       targetSize: header.targetSize,
       targetBlake3: toHex(header.targetDigest),
       ...(header.baseDigest ? { baseBlake3: toHex(header.baseDigest) } : {}),
+      ...(header.samples
+        ? {
+          baseSamples: header.samples.map((s) => ({
+            offset: s.offset,
+            length: s.length,
+            blake3: toHex(s.digest),
+          })),
+        }
+        : {}),
       patchSize: reader.position,
       ...stats,
     };

@@ -1,8 +1,9 @@
 /**
- * The poolboy patch format, versions 1 and 2: constants, header and op encodings.
+ * The poolboy patch format, versions 1, 2 and 3: constants, header and op encodings.
  *
  * A patch is a header (magic `POOL`, version, base and target sizes, the
- * target's BLAKE3; in v2 also the base's BLAKE3) followed by ops that append
+ * target's BLAKE3; in v2 and v3 also the base's BLAKE3; in v3 also up to 64
+ * sampled base ranges with their BLAKE3, `BaseSample`) followed by ops that append
  * to the output until it has `target_size` bytes: COPY (a base range) and
  * LITERAL (raw bytes), and in v2 ZLITERAL (zstd frames of filtered bytes) and
  * DELTA (zstd frames of a filtered residue against a base range). All integers
@@ -10,8 +11,9 @@
  * filters themselves are in `residue_filter.ts`, the checks a reader makes in
  * `patch_reader.ts`.
  *
- * Specification: docs/spec/patch-v1.md and docs/spec/patch-v2.md (the field
- * tables, the limits, what a reader must refuse, test vectors).
+ * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md and
+ * docs/spec/patch-v3.md (the field tables, the limits, what a reader must
+ * refuse, test vectors).
  *
  * @module
  */
@@ -31,6 +33,18 @@ export const PREAMBLE_SIZE = 6;
 export const VERSION_2 = 2;
 /** Size of the v2 header in bytes. */
 export const HEADER_V2_SIZE = 86;
+/** The v3 version number (v2's ops; a header with sampled base ranges). */
+export const VERSION_3 = 3;
+/** Size of the fixed part of a v3 header: v2's 86 bytes and `sample_count` u16. */
+export const HEADER_V3_FIXED_SIZE = 88;
+/** Encoded size of one v3 sample: `offset` u64, `len` u32, `blake3` 32 bytes. */
+export const SAMPLE_SIZE = 44;
+/** The most samples a v3 header may carry. */
+export const MAX_SAMPLES = 64;
+/** The largest `len` of a v3 sample (1 MiB). */
+export const MAX_SAMPLE_LENGTH = 1024 * 1024;
+/** The versions this build reads, oldest first. */
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 /** Op byte of ZLITERAL (v2): `raw_len u32, comp_len u32, filter u8` then zstd frames. */
 export const OP_ZLITERAL = 0x03;
 /** Op byte of DELTA (v2): `base_offset u64, raw_len u32, comp_len u32, filter u8` then zstd frames. */
@@ -86,18 +100,90 @@ export const COPY_OP_SIZE = 17;
 /** Encoded size of a LITERAL op's head (the bytes before its data). */
 export const LITERAL_HEAD_SIZE = 9;
 
-/** What a header says (`baseDigest` only in v2). */
+/** A sampled base range of a v3 header: `base[offset .. offset+length]` has BLAKE3 `digest`. */
+export interface BaseSample {
+  readonly offset: number;
+  readonly length: number;
+  readonly digest: Uint8Array;
+}
+
+/** What a header says (`baseDigest` in v2 and v3, `samples` only in v3). */
 export interface PatchHeader {
   readonly version: number;
   readonly baseSize: number;
   readonly targetSize: number;
   readonly targetDigest: Uint8Array;
   readonly baseDigest?: Uint8Array;
+  readonly samples?: readonly BaseSample[];
 }
 
-/** Size of the header of a version. */
-export function headerSize(version: number): number {
+/** Size of the header of a version (for v3, with `sampleCount` samples). */
+export function headerSize(version: number, sampleCount = 0): number {
+  if (version === VERSION_3) return HEADER_V3_FIXED_SIZE + SAMPLE_SIZE * sampleCount;
   return version === VERSION_2 ? HEADER_V2_SIZE : HEADER_V1_SIZE;
+}
+
+/** Encodes a v3 header (88 bytes + 44 per sample); throws `RangeError` for samples it may not carry. */
+export function encodeHeaderV3(
+  header: Omit<PatchHeader, "version" | "baseDigest" | "samples"> & {
+    baseDigest: Uint8Array;
+    samples: readonly BaseSample[];
+  },
+): Uint8Array {
+  const { samples } = header;
+  if (samples.length > MAX_SAMPLES) {
+    throw new RangeError(
+      `a v3 header carries at most ${MAX_SAMPLES} samples, not ${samples.length}`,
+    );
+  }
+  const bytes = new Uint8Array(headerSize(VERSION_3, samples.length));
+  bytes.set(encodeHeaderV2(header));
+  const view = new DataView(bytes.buffer);
+  view.setUint16(4, VERSION_3, true);
+  view.setUint16(HEADER_V2_SIZE, samples.length, true);
+  samples.forEach((sample, i) => {
+    const problem = sampleProblem(sample.offset, sample.length, header.baseSize);
+    if (problem !== undefined) throw new RangeError(`sample ${i}: ${problem}`);
+    if (sample.digest.length !== DIGEST_LENGTH) {
+      throw new RangeError(`sample digest must be ${DIGEST_LENGTH} bytes`);
+    }
+    const at = HEADER_V3_FIXED_SIZE + SAMPLE_SIZE * i;
+    view.setBigUint64(at, BigInt(sample.offset), true);
+    view.setUint32(at + 8, sample.length, true);
+    bytes.set(sample.digest, at + 12);
+  });
+  return bytes;
+}
+
+/** Why a sample range is invalid for a base of `baseSize` bytes, or undefined if valid. */
+function sampleProblem(offset: number, length: number, baseSize: number): string | undefined {
+  if (!Number.isSafeInteger(length) || length < 1 || length > MAX_SAMPLE_LENGTH) {
+    return `len ${length} must be 1 to ${MAX_SAMPLE_LENGTH}`;
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > baseSize) {
+    return `base bytes ${offset}..${offset + length} are beyond the base's ${baseSize} bytes`;
+  }
+  return undefined;
+}
+
+/**
+ * The `sample_count` of a v3 header from its first 88 bytes (throws
+ * `MalformedPatchError` above `MAX_SAMPLES`).
+ */
+export function decodeSampleCount(fixed: Uint8Array): number {
+  if (fixed.length < HEADER_V3_FIXED_SIZE) {
+    throw new MalformedPatchError(
+      `patch is truncated: a v3 header is at least ${HEADER_V3_FIXED_SIZE} bytes, only ${fixed.length} present`,
+    );
+  }
+  const count = new DataView(fixed.buffer, fixed.byteOffset, fixed.byteLength)
+    .getUint16(HEADER_V2_SIZE, true);
+  if (count > MAX_SAMPLES) {
+    throw new MalformedPatchError(
+      `v3 header claims ${count} base samples; at most ${MAX_SAMPLES} are allowed`,
+    );
+  }
+  return count;
 }
 
 /** Encodes a v2 header (86 bytes). */
@@ -114,17 +200,42 @@ export function encodeHeaderV2(
   return bytes;
 }
 
-/** Decodes a v1 or v2 header from its bytes (throws `MalformedPatchError`). */
+/**
+ * Decodes a v1, v2 or v3 header from its bytes (throws `MalformedPatchError`,
+ * for v3 also for a sample count above 64, a sample `len` of 0 or above 1 MiB,
+ * or a sample beyond `base_size`).
+ */
 export function decodeHeader(bytes: Uint8Array): PatchHeader {
   const version = decodePreamble(bytes);
   if (version === VERSION_1) return decodeHeaderV1(bytes);
   if (bytes.length < HEADER_V2_SIZE) {
     throw new MalformedPatchError(
-      `patch is truncated: a v2 header is ${HEADER_V2_SIZE} bytes, only ${bytes.length} present`,
+      `patch is truncated: a v${version} header is at least ${HEADER_V2_SIZE} bytes, only ${bytes.length} present`,
     );
   }
-  // The first 54 bytes are laid out as in v1 (with version 2).
-  return { ...decodeHeaderV1(bytes), baseDigest: bytes.slice(54, 54 + DIGEST_LENGTH) };
+  // The first 54 bytes are laid out as in v1 (with version 2 or 3).
+  const v2 = { ...decodeHeaderV1(bytes), baseDigest: bytes.slice(54, 54 + DIGEST_LENGTH) };
+  if (version === VERSION_2) return v2;
+  const count = decodeSampleCount(bytes);
+  const size = headerSize(VERSION_3, count);
+  if (bytes.length < size) {
+    throw new MalformedPatchError(
+      `patch is truncated: its v3 header with ${count} base samples is ${size} bytes, only ${bytes.length} present`,
+    );
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const samples: BaseSample[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = HEADER_V3_FIXED_SIZE + SAMPLE_SIZE * i;
+    const offset = safeU64(view, at, `base sample ${i} offset`);
+    const length = view.getUint32(at + 8, true);
+    const problem = sampleProblem(offset, length, v2.baseSize);
+    if (problem !== undefined) {
+      throw new MalformedPatchError(`v3 header: base sample ${i}: ${problem}`);
+    }
+    samples.push({ offset, length, digest: bytes.slice(at + 12, at + 12 + DIGEST_LENGTH) });
+  }
+  return { ...v2, samples };
 }
 
 /** The plain filter: no combine step or planes. */
@@ -197,9 +308,11 @@ export function decodePreamble(bytes: Uint8Array): number {
     }
   }
   const version = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint16(4, true);
-  if (version !== VERSION_1 && version !== VERSION_2) {
+  if (!READABLE_VERSIONS.includes(version)) {
     throw new MalformedPatchError(
-      `unknown patch version ${version} (this poolboy reads versions ${VERSION_1} and ${VERSION_2})`,
+      `unknown patch version ${version} (this poolboy reads versions ${
+        READABLE_VERSIONS.join(", ")
+      })`,
     );
   }
   return version;

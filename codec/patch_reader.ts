@@ -8,9 +8,10 @@
  * bytes is refused (it overruns `target_size`) without using memory. Both
  * `apply` and `inspect` read patches through it.
  *
- * Specification: docs/spec/patch-v1.md and docs/spec/patch-v2.md ("What a
- * reader MUST refuse": this reader checks those rules, except the base's and
- * the output's digests, which `applier.ts` checks).
+ * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md and
+ * docs/spec/patch-v3.md ("What a reader MUST refuse": this reader checks those
+ * rules, except the base's samples and digests and the output's digest, which
+ * `applier.ts` checks).
  *
  * @module
  */
@@ -21,6 +22,7 @@ import {
   decodeFilter,
   decodeHeader,
   decodePreamble,
+  decodeSampleCount,
   type Filter,
   headerSize,
   MAX_OP_RAW,
@@ -31,7 +33,9 @@ import {
   type PatchHeader,
   PREAMBLE_SIZE,
   safeU64,
+  SAMPLE_SIZE,
   VERSION_2,
+  VERSION_3,
 } from "./patch_format.ts";
 
 /**
@@ -88,12 +92,33 @@ export class PatchReader {
     });
     const preamble = (await reader.#readUpTo(PREAMBLE_SIZE)).slice();
     const version = decodePreamble(preamble);
-    const rest = await reader.#readUpTo(headerSize(version) - PREAMBLE_SIZE);
-    const headerBytes = new Uint8Array(PREAMBLE_SIZE + rest.length);
-    headerBytes.set(preamble);
-    headerBytes.set(rest, PREAMBLE_SIZE);
-    (reader as { header: PatchHeader }).header = decodeHeader(headerBytes);
+    const fixed = await reader.#readBytes(preamble, headerSize(version));
+    if (version !== VERSION_3) {
+      (reader as { header: PatchHeader }).header = decodeHeader(fixed);
+      return reader;
+    }
+    // v3: the sample count (≤ 64, checked before anything is read for it), then the samples.
+    const count = decodeSampleCount(fixed);
+    const all = await reader.#readBytes(fixed, headerSize(VERSION_3, count));
+    (reader as { header: PatchHeader }).header = decodeHeader(all);
     return reader;
+  }
+
+  /**
+   * `start` followed by further header bytes up to `size` (≤ 2,904) in all,
+   * read in pieces of at most 44 bytes; fewer only where the patch ends.
+   */
+  async #readBytes(start: Uint8Array, size: number): Promise<Uint8Array> {
+    const bytes = new Uint8Array(size);
+    bytes.set(start);
+    let filled = start.length;
+    while (filled < size) {
+      const piece = await this.#readUpTo(Math.min(SAMPLE_SIZE, size - filled));
+      if (piece.length === 0) break;
+      bytes.set(piece, filled);
+      filled += piece.length;
+    }
+    return bytes.subarray(0, filled);
   }
 
   /** Patch bytes consumed so far. */
@@ -156,7 +181,7 @@ export class PatchReader {
       this.#literalLeft = length;
       return { kind: "literal", length };
     }
-    if (this.header.version === VERSION_2 && (op === OP_ZLITERAL || op === OP_DELTA)) {
+    if (this.header.version >= VERSION_2 && (op === OP_ZLITERAL || op === OP_DELTA)) {
       const delta = op === OP_DELTA;
       const name = delta ? "DELTA" : "ZLITERAL";
       const view = await this.#fields(delta ? 17 : 9, name, at);

@@ -287,11 +287,13 @@ const V2_TARGET = concat(
   weights(96 * 1024, 5, 1e-4).subarray(48 * 1024 * 4),
 );
 
-/** Where a v2 patch's compressed payloads are: [start, end) byte ranges. */
+/** Where a v2 or v3 patch's compressed payloads are: [start, end) byte ranges. */
 function compressedPayloads(patch: Uint8Array): [number, number][] {
   const view = new DataView(patch.buffer, patch.byteOffset, patch.byteLength);
   const ranges: [number, number][] = [];
-  for (let at = 86; at < patch.length;) {
+  // v2: 86 header bytes; v3: 88, then 44 per base sample.
+  const headerLength = view.getUint16(4, true) === 3 ? 88 + 44 * view.getUint16(86, true) : 86;
+  for (let at = headerLength; at < patch.length;) {
     const op = patch[at];
     if (op === 0x01) at += 17;
     else if (op === 0x02) at += 9 + Number(view.getBigUint64(at + 1, true));

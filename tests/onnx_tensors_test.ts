@@ -712,7 +712,7 @@ Deno.test("poolboy encode refuses a model whose external data location leaves it
       "-o",
       "p",
     );
-    assertUserError(format1, EXIT.usage, "--format 2");
+    assertUserError(format1, EXIT.usage, "--format 3");
     const missing = await poolboy(
       dir,
       "encode",

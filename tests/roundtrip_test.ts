@@ -3,9 +3,10 @@
  * codec/op_writer.ts, codec/inspect.ts): for any base and target, applying the
  * encoded patch to the base rebuilds the target byte for byte, and the patch
  * reuses the base wherever the content allows. The exact op shapes are those of
- * format 1; every pair is also encoded as format 2 (the default), which must
- * rebuild the same target and never be larger than v1 but for its longer
- * header and a few bytes per chunk.
+ * format 1; every pair is also encoded as format 2, which must rebuild the
+ * same target and never be larger than v1 but for its longer header and a few
+ * bytes per chunk, and as format 3 (the default): v2's ops byte for byte after
+ * a header with base samples, applied reading each base byte it needs once.
  */
 
 import assert from "node:assert/strict";
@@ -108,7 +109,7 @@ async function v2Roundtrip(
 ): Promise<void> {
   const patchPath = `${targetPath}.v2`;
   const outPath = `${targetPath}.v2-out`;
-  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk });
+  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk, format: 2 });
   const applied = await applyFile(basePath, patchPath, outPath);
   assert.deepEqual(await readFile(outPath), target, "v2: output is the target");
   const inspected = await inspectPatch(patchPath);
@@ -135,10 +136,48 @@ async function v2Roundtrip(
     encoded.patchSize <= v1.patchSize + 32 + 16 * encoded.targetChunks,
     `v2 ${encoded.patchSize} bytes, v1 ${v1.patchSize}`,
   );
-  const again = await encodeFile(basePath, targetPath, `${patchPath}-3`, { chunk, threads: 3 });
+  const again = await encodeFile(basePath, targetPath, `${patchPath}-3`, {
+    chunk,
+    threads: 3,
+    format: 2,
+  });
   assert.equal(again.patchSize, encoded.patchSize);
   assert.deepEqual(await readFile(`${patchPath}-3`), await readFile(patchPath), "v2: 3 threads");
+  await v3Roundtrip(basePath, targetPath, target, chunk, await readFile(patchPath), applied);
   for (const path of [patchPath, `${patchPath}-3`, outPath]) await Deno.remove(path);
+}
+
+/**
+ * The same pair as format 3, the default: v2's ops byte for byte after a header
+ * of 88 bytes and 44 per base sample, the same output, and the base read once:
+ * its samples, then the ranges the ops use (v2 also reads all of it first).
+ */
+async function v3Roundtrip(
+  basePath: string,
+  targetPath: string,
+  target: Uint8Array,
+  chunk: ChunkParams,
+  v2Patch: Uint8Array,
+  v2Applied: ApplySummary,
+): Promise<void> {
+  const patchPath = `${targetPath}.v3`;
+  const outPath = `${targetPath}.v3-out`;
+  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk });
+  const inspected = await inspectPatch(patchPath);
+  assert.equal(inspected.version, 3, "format 3 is the default");
+  const samples = inspected.baseSamples ?? [];
+  const sampled = samples.reduce((sum, s) => sum + s.length, 0);
+  assert.equal(sampled, Math.min(encoded.baseSize, 18 * 64 * KiB), "v3: the samples' bytes");
+  const patch = await readFile(patchPath);
+  const header = 88 + 44 * samples.length;
+  assert.equal(patch.length, encoded.patchSize);
+  assert.deepEqual(patch.subarray(header), v2Patch.subarray(86), "v3: v2's ops, byte for byte");
+  const applied = await applyFile(basePath, patchPath, outPath);
+  assert.deepEqual(await readFile(outPath), target, "v3: output is the target");
+  const used = applied.copyBytes + applied.deltaBytes;
+  assert.equal(applied.baseBytesRead, sampled + used, "v3: the base is read once");
+  assert.equal(v2Applied.baseBytesRead, encoded.baseSize + used, "v2: all of it, then the ops");
+  for (const path of [patchPath, outPath]) await Deno.remove(path);
 }
 
 /** `data` with `insert` placed at `at`. */
