@@ -40,8 +40,9 @@ Options:
   --threads N          Workers hashing chunks (default: one per core but one,
                        at least 1); the main thread reads and cuts. Each adds
                        about 7-18 MB and one buffer of 1.25 × max chunk
-  --format 1|2         patch format (default 2; 1 is the plain COPY/LITERAL
-                       format, docs/spec/patch-v1.md; much larger on updates)
+  --format 1|2|3       patch format (default 2; 1 is the plain COPY/LITERAL
+                       format, docs/spec/patch-v1.md; much larger on updates;
+                       3 adds record ops for quantized GGUF blocks)
   --base-index IDX     take BASE's chunks from its index file (poolboy index;
                        a .sig file of the old signature command works too)
                        instead of reading BASE whole: format 1 then reads only
@@ -91,8 +92,8 @@ export async function encodeCommand(args: string[]): Promise<number> {
     );
   }
   const format = values.format ?? "2";
-  if (format !== "1" && format !== "2") {
-    throw new UsageError(`encode: --format must be 1 or 2, got "${format}"`);
+  if (format !== "1" && format !== "2" && format !== "3") {
+    throw new UsageError(`encode: --format must be 1, 2 or 3, got "${format}"`);
   }
   const chunk = chunkParamsFrom(values);
   const progress = new ProgressLine("encode", { quiet: values.quiet || values.json });
@@ -103,7 +104,7 @@ export async function encodeCommand(args: string[]): Promise<number> {
       baseIndex,
       onProgress: progress.callback,
       threads: threadsFrom(values),
-      format: format === "2" ? 2 : 1,
+      format: format === "3" ? 3 : format === "2" ? 2 : 1,
     });
   } finally {
     progress.done();
@@ -144,6 +145,10 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
   if (s.zliteralOps + s.deltaOps > 0) {
     println(`  ZLITERAL ${formatBytes(s.zliteralBytes)} in ${countOf(s.zliteralOps, "op")}`);
     println(`  DELTA    ${formatBytes(s.deltaBytes)} in ${countOf(s.deltaOps, "op")}`);
+  }
+  if (s.zrecordsOps + s.drecordsOps > 0) {
+    println(`  ZRECORDS ${formatBytes(s.zrecordsBytes)} in ${countOf(s.zrecordsOps, "op")}`);
+    println(`  DRECORDS ${formatBytes(s.drecordsBytes)} in ${countOf(s.drecordsOps, "op")}`);
   }
   println(
     `  chunks   base ${s.baseChunks}${

@@ -49,8 +49,8 @@ export interface EncodeOptions {
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2; format 2, threads + 1). */
   readonly bufferCount?: number;
-  /** Patch format to write (default 2). */
-  readonly format?: 1 | 2;
+  /** Patch format to write (default 2; 3 adds record ops, with the interim v2-shaped header of the quant branch). */
+  readonly format?: 1 | 2 | 3;
 }
 
 /** What an encode produced. */
@@ -125,7 +125,7 @@ export async function encodeFile(
     // v2's target pass is bound by the literal coder on the main thread, not by
     // reading ahead: one buffer fewer keeps its ~5 MB of compression state in budget.
     const bufferCount = options.bufferCount ??
-      (format === 2 ? Math.max(2, defaultBufferCount(pool.threads) - 1) : undefined);
+      (format >= 2 ? Math.max(2, defaultBufferCount(pool.threads) - 1) : undefined);
     const pipeline = new ChunkPipeline(pool, params, { bufferCount });
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;
@@ -135,9 +135,9 @@ export async function encodeFile(
     } else {
       try {
         index = await indexFile(base.file, pipeline, (done) => progress?.(done, total), {
-          hashStream: format === 2,
+          hashStream: format >= 2,
         });
-        if (format === 2) baseDigest = await pipeline.streamDigest();
+        if (format >= 2) baseDigest = await pipeline.streamDigest();
       } catch (err) {
         throw ioError("read base", basePath, err);
       }
@@ -146,10 +146,11 @@ export async function encodeFile(
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(headerSize(format))); // header written last
     const ops = new OpWriter(writer);
-    literals = format === 2
+    literals = format >= 2
       ? new LiteralCoder(base.file, base.size, {
         ...tensorLayouts(base.file, base.size, target),
         maxChunk: params.max,
+        recordOps: format >= 3,
       })
       : undefined;
     let nextBaseChunk = -1;
@@ -187,8 +188,8 @@ export async function encodeFile(
       const header = { baseSize: base.size, targetSize: target.size, targetDigest };
       await writer.overwrite(
         0,
-        format === 2
-          ? encodeHeaderV2({ ...header, baseDigest: baseDigest! })
+        format >= 2
+          ? encodeHeaderV2({ ...header, baseDigest: baseDigest! }, format === 3 ? 3 : 2)
           : encodeHeaderV1(header),
       );
       await writer.flush();

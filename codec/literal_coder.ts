@@ -35,12 +35,21 @@ import {
 import type { OpWriter } from "./op_writer.ts";
 import {
   DELTA_HEAD_SIZE,
+  drecordsHeadSize,
   type Filter,
   LITERAL_HEAD_SIZE,
   MAX_OP_RAW,
   NO_FILTER,
   ZLITERAL_HEAD_SIZE,
+  zrecordsHeadSize,
 } from "./patch_format.ts";
+import {
+  encodeRecords,
+  type RecordLayout,
+  rotateLayout,
+  splitRecords,
+  streamStarts,
+} from "./record_filter.ts";
 import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
 import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
@@ -66,6 +75,8 @@ export interface LiteralCoderOptions {
   readonly tensors?: readonly TensorRange[];
   /** Largest chunk the encoder passes (the held chunk's buffer). */
   readonly maxChunk: number;
+  /** Whether v3's record ops (ZRECORDS, DRECORDS) may be written (format ≥ 3). */
+  readonly recordOps?: boolean;
 }
 
 /** Encodes unmatched target bytes for a v2 patch. */
@@ -75,7 +86,11 @@ export class LiteralCoder {
   readonly #alignments: readonly Alignment[];
   readonly #tensors: readonly TensorRange[];
   readonly #maxChunk: number;
+  readonly #recordOps: boolean;
   #window: Uint8Array | undefined;
+  /** A piece's field streams and its base range's, for record ops (made on first use). */
+  #streams: Uint8Array | undefined;
+  #baseStreams: Uint8Array | undefined;
   #residue: Uint8Array | undefined;
   #planes: Uint8Array | undefined;
   #best: Uint8Array | undefined;
@@ -93,6 +108,7 @@ export class LiteralCoder {
     this.#alignments = options.alignments ?? [];
     this.#tensors = options.tensors ?? [];
     this.#maxChunk = options.maxChunk;
+    this.#recordOps = options.recordOps ?? false;
   }
 
   /**
@@ -267,15 +283,19 @@ export class LiteralCoder {
     keepTail = false,
   ): Promise<number> {
     for (let at = 0; at < data.length;) {
-      let end = Math.min(at + MAX_OP_RAW, data.length);
       const here = targetOffset + at;
       // The tensor holding `here`, or the next one.
       const t = this.#tensors[firstEndingAfter(this.#tensors, here, (r) => r.end)];
       const tensor = t && t.start <= here ? t : undefined;
+      // Pieces of record tensors are whole records (but the first and last).
+      const maxPiece = this.#recordOps && tensor?.records
+        ? MAX_OP_RAW - MAX_OP_RAW % tensor.records.recordLength
+        : MAX_OP_RAW;
+      let end = Math.min(at + maxPiece, data.length);
       const next = tensor ? tensor.end : t?.start;
       const atEdge = next !== undefined && next - targetOffset <= end;
       if (next !== undefined && next - targetOffset < end) end = next - targetOffset;
-      if (keepTail && end === data.length && end - at < MAX_OP_RAW && !atEdge) {
+      if (keepTail && end === data.length && end - at < maxPiece && !atEdge) {
         return end - at;
       }
       await this.#writePiece(ops, here, data.subarray(at, end), tensor?.width);
@@ -290,6 +310,7 @@ export class LiteralCoder {
     piece: Uint8Array,
     width: ElementWidth | undefined,
   ): Promise<void> {
+    if (await this.#writeRecordPiece(ops, targetOffset, piece)) return;
     const length = piece.length;
     this.#residue ??= new Uint8Array(MAX_OP_RAW);
     this.#planes ??= new Uint8Array(MAX_OP_RAW);
@@ -343,6 +364,106 @@ export class LiteralCoder {
     }
   }
 
+  /**
+   * Writes a piece of a tensor of records (GGUF quant blocks) if record ops
+   * are on, and returns whether it did. The candidates: the two v2 ops that
+   * `#writePiece` would try on bytes (ZLITERAL, DELTA with no filter), and a
+   * ZRECORDS or a DRECORDS (against the aligned base range, if the tensor has
+   * one) whose filter per field is the one whose stream alone compresses
+   * smallest; the smallest of them and a LITERAL is written.
+   */
+  async #writeRecordPiece(
+    ops: OpWriter,
+    targetOffset: number,
+    piece: Uint8Array,
+  ): Promise<boolean> {
+    if (!this.#recordOps) return false;
+    const t = this.#tensors[firstEndingAfter(this.#tensors, targetOffset, (r) => r.end)];
+    const length = piece.length;
+    if (!t?.records || t.start > targetOffset || targetOffset + length > t.end) return false;
+    const layout = rotateLayout(t.records, (targetOffset - t.start) % t.records.recordLength);
+    if (layout === undefined || length < 2 * layout.recordLength) return false;
+    const residue = this.#residue ??= new Uint8Array(MAX_OP_RAW);
+    const planes = this.#planes ??= new Uint8Array(MAX_OP_RAW);
+    const best = this.#best ??= new Uint8Array(MAX_OP_RAW);
+    const window = this.#window ??= new Uint8Array(MAX_OP_RAW);
+    const streams = (this.#streams ??= new Uint8Array(MAX_OP_RAW)).subarray(0, length);
+    const baseStreams = (this.#baseStreams ??= new Uint8Array(MAX_OP_RAW)).subarray(0, length);
+    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
+
+    interface Choice {
+      readonly kind: "z" | "delta" | "zrecords" | "drecords";
+      readonly layout?: RecordLayout;
+    }
+    let bestCost = LITERAL_HEAD_SIZE + length;
+    let chosen: Choice | undefined;
+    let chosenSize = 0;
+    const consider = (choice: Choice, bytes: Uint8Array, head: number) => {
+      if (bytes.length >= length || head + bytes.length >= bestCost) return;
+      bestCost = head + bytes.length;
+      chosen = choice;
+      chosenSize = bytes.length;
+      best.set(bytes);
+    };
+    consider({ kind: "z" }, zstd.compress(piece), ZLITERAL_HEAD_SIZE);
+    const baseOffset = this.#alignedOffset(targetOffset, length);
+    const range = window.subarray(0, length);
+    const hasBase = baseOffset !== undefined &&
+      readAtSync(this.#base, baseOffset, range) === length;
+    if (hasBase) {
+      combine(piece, range, NO_FILTER, residue.subarray(0, length));
+      consider({ kind: "delta" }, zstd.compress(residue.subarray(0, length)), DELTA_HEAD_SIZE);
+    }
+    // Against an aligned tensor a DRECORDS; else (no base tensor: a new or
+    // requantized tensor) a ZRECORDS.
+    const aligned = hasBase && alignmentAt(this.#alignments, targetOffset) !== undefined;
+    splitRecords(piece, layout, streams);
+    if (aligned) splitRecords(range, layout, baseStreams);
+    const starts = streamStarts(layout, length);
+    const fields = layout.fields.map((field, j) => {
+      const from = starts[j];
+      const to = starts[j + 1];
+      let bestFilter = field.filter;
+      let bestSize = Infinity;
+      for (const filter of recordFilters(field.filter.width, aligned)) {
+        let src = streams.subarray(from, to);
+        if (aligned) {
+          combine(src, baseStreams.subarray(from, to), filter, residue.subarray(from, to));
+          src = residue.subarray(from, to);
+        }
+        if (filter.shuffle !== "none") {
+          shuffle(src, filter, planes.subarray(from, to));
+          src = planes.subarray(from, to);
+        }
+        const size = zstd.compress(src).length;
+        if (size < bestSize) {
+          bestSize = size;
+          bestFilter = filter;
+        }
+      }
+      return { length: field.length, filter: bestFilter };
+    });
+    const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
+    encodeRecords(piece, aligned ? range : undefined, recordLayout, residue, planes);
+    consider(
+      { kind: aligned ? "drecords" : "zrecords", layout: recordLayout },
+      zstd.compress(planes.subarray(0, length)),
+      aligned ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length),
+    );
+
+    const c = chosen as Choice | undefined;
+    if (c === undefined) {
+      await ops.literal(piece);
+      return true;
+    }
+    const bytes = best.subarray(0, chosenSize);
+    if (c.kind === "z") await ops.zliteral(length, bytes, NO_FILTER);
+    else if (c.kind === "delta") await ops.delta(baseOffset!, length, bytes, NO_FILTER);
+    else if (c.kind === "zrecords") await ops.zrecords(length, bytes, c.layout!);
+    else await ops.drecords(baseOffset!, length, bytes, c.layout!);
+    return true;
+  }
+
   #alignedOffset(targetOffset: number, length: number): number | undefined {
     const tensor = alignmentAt(this.#alignments, targetOffset);
     if (tensor && targetOffset + length <= tensor.targetEnd) {
@@ -360,6 +481,23 @@ export class LiteralCoder {
     }
     return undefined;
   }
+}
+
+/**
+ * The filters tried on a record field's stream of elements of `width` bytes:
+ * against a base (DRECORDS), XOR and SUB of bytes and, for wider elements,
+ * SUB in byte and bit planes; alone (ZRECORDS), the bytes and their planes.
+ */
+function recordFilters(width: ElementWidth, againstBase: boolean): Filter[] {
+  const out: Filter[] = [NO_FILTER];
+  if (againstBase) {
+    out.push({ width: 1, shuffle: "none", combine: "sub" });
+    if (width > 1) {
+      out.push({ width, shuffle: "bytes", combine: "sub" });
+      out.push({ width, shuffle: "bits", combine: "sub" });
+    } else out.push({ width: 1, shuffle: "bits", combine: "sub" });
+  } else if (width > 1) out.push({ width, shuffle: "bytes", combine: "xor" });
+  return out;
 }
 
 /** How many bytes of target range [start, end) lie in `alignments`. */

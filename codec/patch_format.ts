@@ -1,16 +1,19 @@
 /**
- * The poolboy patch format, versions 1 and 2: constants, header and op encodings.
+ * The poolboy patch format, versions 1, 2 and 3: constants, header and op encodings.
  *
  * A patch is a header (magic `POOL`, version, base and target sizes, the
  * target's BLAKE3; in v2 also the base's BLAKE3) followed by ops that append
  * to the output until it has `target_size` bytes: COPY (a base range) and
  * LITERAL (raw bytes), and in v2 ZLITERAL (zstd frames of filtered bytes) and
- * DELTA (zstd frames of a filtered residue against a base range). All integers
+ * DELTA (zstd frames of a filtered residue against a base range), in v3 also
+ * ZRECORDS and DRECORDS (the same with a record layout: `record_filter.ts`).
+ * All integers
  * are little-endian. The filter byte is decoded here (`decodeFilter`); the
  * filters themselves are in `residue_filter.ts`, the checks a reader makes in
  * `patch_reader.ts`.
  *
- * Specification: docs/spec/patch-v1.md and docs/spec/patch-v2.md (the field
+ * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md and
+ * docs/spec/patch-v3-record-ops.md (the field
  * tables, the limits, what a reader must refuse, test vectors).
  *
  * @module
@@ -18,6 +21,7 @@
 
 import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 import { MalformedPatchError } from "../kernel/errors.ts";
+import type { RecordLayout } from "./record_filter.ts";
 
 /** "POOL". */
 export const MAGIC = new Uint8Array([0x50, 0x4f, 0x4f, 0x4c]);
@@ -31,6 +35,8 @@ export const PREAMBLE_SIZE = 6;
 export const VERSION_2 = 2;
 /** Size of the v2 header in bytes. */
 export const HEADER_V2_SIZE = 86;
+/** The v3 version number (record ops). */
+export const VERSION_3 = 3;
 /** Op byte of ZLITERAL (v2): `raw_len u32, comp_len u32, filter u8` then zstd frames. */
 export const OP_ZLITERAL = 0x03;
 /** Op byte of DELTA (v2): `base_offset u64, raw_len u32, comp_len u32, filter u8` then zstd frames. */
@@ -41,6 +47,27 @@ export const MAX_OP_RAW = 1024 * 1024;
 export const ZLITERAL_HEAD_SIZE = 10;
 /** Encoded size of a DELTA op's head. */
 export const DELTA_HEAD_SIZE = 18;
+/**
+ * Op byte of ZRECORDS (v3): `raw_len u32, comp_len u32` then a record layout
+ * (`record_len u16, field_count u8`, per field `len u16, filter u8`), then zstd frames.
+ */
+export const OP_ZRECORDS = 0x05;
+/** Op byte of DRECORDS (v3): `base_offset u64, raw_len u32, comp_len u32`, a record layout, then zstd frames. */
+export const OP_DRECORDS = 0x06;
+/** Encoded size of a record layout's fixed part (record_len, field_count). */
+export const LAYOUT_FIXED_SIZE = 3;
+/** Encoded size of each field of a record layout (len, filter). */
+export const LAYOUT_FIELD_SIZE = 3;
+
+/** Encoded size of a ZRECORDS head with a layout of `fields` fields. */
+export function zrecordsHeadSize(fields: number): number {
+  return 9 + LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * fields;
+}
+
+/** Encoded size of a DRECORDS head with a layout of `fields` fields. */
+export function drecordsHeadSize(fields: number): number {
+  return 17 + LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * fields;
+}
 
 /** How a compressed op's bytes were filtered before zstd (the filter byte, decoded). */
 export interface Filter {
@@ -97,19 +124,24 @@ export interface PatchHeader {
 
 /** Size of the header of a version. */
 export function headerSize(version: number): number {
-  return version === VERSION_2 ? HEADER_V2_SIZE : HEADER_V1_SIZE;
+  // Interim (quant branch): v3 is laid out as v2 until the v3 header lands.
+  return version >= VERSION_2 ? HEADER_V2_SIZE : HEADER_V1_SIZE;
 }
 
-/** Encodes a v2 header (86 bytes). */
+/**
+ * Encodes a v2 header (86 bytes); with `version` 3, the interim v3 header of
+ * the quant branch (v2's layout with version 3), until the v3 header lands.
+ */
 export function encodeHeaderV2(
   header: Omit<PatchHeader, "version" | "baseDigest"> & { baseDigest: Uint8Array },
+  version: typeof VERSION_2 | typeof VERSION_3 = VERSION_2,
 ): Uint8Array {
   if (header.baseDigest.length !== DIGEST_LENGTH) {
     throw new RangeError(`base digest must be ${DIGEST_LENGTH} bytes`);
   }
   const bytes = new Uint8Array(HEADER_V2_SIZE);
   bytes.set(encodeHeaderV1(header));
-  new DataView(bytes.buffer).setUint16(4, VERSION_2, true);
+  new DataView(bytes.buffer).setUint16(4, version, true);
   bytes.set(header.baseDigest, 54);
   return bytes;
 }
@@ -120,7 +152,7 @@ export function decodeHeader(bytes: Uint8Array): PatchHeader {
   if (version === VERSION_1) return decodeHeaderV1(bytes);
   if (bytes.length < HEADER_V2_SIZE) {
     throw new MalformedPatchError(
-      `patch is truncated: a v2 header is ${HEADER_V2_SIZE} bytes, only ${bytes.length} present`,
+      `patch is truncated: a v${version} header is ${HEADER_V2_SIZE} bytes, only ${bytes.length} present`,
     );
   }
   // The first 54 bytes are laid out as in v1 (with version 2).
@@ -162,6 +194,48 @@ export function encodeDeltaHead(
   return bytes;
 }
 
+/** Encodes a record layout as a record op's head carries it (`LAYOUT_FIXED_SIZE + 3·fields` bytes). */
+export function encodeRecordLayout(layout: RecordLayout): Uint8Array {
+  const bytes = new Uint8Array(LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * layout.fields.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint16(0, layout.recordLength, true);
+  bytes[2] = layout.fields.length;
+  layout.fields.forEach((field, j) => {
+    view.setUint16(LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * j, field.length, true);
+    bytes[LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * j + 2] = encodeFilter(field.filter);
+  });
+  return bytes;
+}
+
+/** Encodes the head of a ZRECORDS op (its compressed bytes follow). */
+export function encodeZRecordsHead(
+  rawLength: number,
+  compressedLength: number,
+  layout: RecordLayout,
+): Uint8Array {
+  const fixed = encodeZLiteralHead(rawLength, compressedLength).subarray(0, 9);
+  const bytes = new Uint8Array(zrecordsHeadSize(layout.fields.length));
+  bytes.set(fixed);
+  bytes[0] = OP_ZRECORDS;
+  bytes.set(encodeRecordLayout(layout), 9);
+  return bytes;
+}
+
+/** Encodes the head of a DRECORDS op (its compressed bytes follow). */
+export function encodeDRecordsHead(
+  baseOffset: number,
+  rawLength: number,
+  compressedLength: number,
+  layout: RecordLayout,
+): Uint8Array {
+  const fixed = encodeDeltaHead(baseOffset, rawLength, compressedLength).subarray(0, 17);
+  const bytes = new Uint8Array(drecordsHeadSize(layout.fields.length));
+  bytes.set(fixed);
+  bytes[0] = OP_DRECORDS;
+  bytes.set(encodeRecordLayout(layout), 17);
+  return bytes;
+}
+
 /** Encodes a v1 header (54 bytes). */
 export function encodeHeaderV1(header: Omit<PatchHeader, "version">): Uint8Array {
   if (header.targetDigest.length !== DIGEST_LENGTH) {
@@ -197,9 +271,9 @@ export function decodePreamble(bytes: Uint8Array): number {
     }
   }
   const version = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint16(4, true);
-  if (version !== VERSION_1 && version !== VERSION_2) {
+  if (version !== VERSION_1 && version !== VERSION_2 && version !== VERSION_3) {
     throw new MalformedPatchError(
-      `unknown patch version ${version} (this poolboy reads versions ${VERSION_1} and ${VERSION_2})`,
+      `unknown patch version ${version} (this poolboy reads versions ${VERSION_1} to ${VERSION_3})`,
     );
   }
   return version;
