@@ -43,13 +43,7 @@ import {
   ZLITERAL_HEAD_SIZE,
   zrecordsHeadSize,
 } from "./patch_format.ts";
-import {
-  encodeRecords,
-  type RecordLayout,
-  rotateLayout,
-  splitRecords,
-  streamStarts,
-} from "./record_filter.ts";
+import { type RecordLayout, rotateLayout, splitRecords, streamStarts } from "./record_filter.ts";
 import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
 import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
@@ -91,6 +85,8 @@ export class LiteralCoder {
   /** A piece's field streams and its base range's, for record ops (made on first use). */
   #streams: Uint8Array | undefined;
   #baseStreams: Uint8Array | undefined;
+  /** The zstd frames of a record op being built. */
+  #recordFrames: Uint8Array | undefined;
   #residue: Uint8Array | undefined;
   #planes: Uint8Array | undefined;
   #best: Uint8Array | undefined;
@@ -370,7 +366,8 @@ export class LiteralCoder {
    * `#writePiece` would try on bytes (ZLITERAL, DELTA with no filter), and a
    * ZRECORDS or a DRECORDS (against the aligned base range, if the tensor has
    * one) whose filter per field is the one whose stream alone compresses
-   * smallest; the smallest of them and a LITERAL is written.
+   * smallest, each stream and the tail one zstd frame; the smallest of them
+   * and a LITERAL is written.
    */
   async #writeRecordPiece(
     ops: OpWriter,
@@ -420,7 +417,13 @@ export class LiteralCoder {
     splitRecords(piece, layout, streams);
     if (aligned) splitRecords(range, layout, baseStreams);
     const starts = streamStarts(layout, length);
-    const fields = layout.fields.map((field, j) => {
+    // Each stream (and the tail) is its own zstd frame: its own entropy tables,
+    // and its size is exactly the size tried.
+    const frames = this.#recordFrames ??= new Uint8Array(MAX_OP_RAW);
+    let written = 0;
+    const fields = [];
+    for (let j = 0; j < layout.fields.length && written < length; j++) {
+      const field = layout.fields[j];
       const from = starts[j];
       const to = starts[j + 1];
       let bestFilter = field.filter;
@@ -435,21 +438,33 @@ export class LiteralCoder {
           shuffle(src, filter, planes.subarray(from, to));
           src = planes.subarray(from, to);
         }
-        const size = zstd.compress(src).length;
-        if (size < bestSize) {
-          bestSize = size;
+        const frame = zstd.compress(src);
+        if (frame.length < bestSize && written + frame.length < length) {
+          bestSize = frame.length;
           bestFilter = filter;
+          frames.set(frame, written);
         }
       }
-      return { length: field.length, filter: bestFilter };
-    });
-    const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
-    encodeRecords(piece, aligned ? range : undefined, recordLayout, residue, planes);
-    consider(
-      { kind: aligned ? "drecords" : "zrecords", layout: recordLayout },
-      zstd.compress(planes.subarray(0, length)),
-      aligned ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length),
-    );
+      written = bestSize === Infinity ? length : written + bestSize;
+      fields.push({ length: field.length, filter: bestFilter });
+    }
+    const tailStart = starts[starts.length - 1];
+    if (written < length && tailStart < length) {
+      const tail = residue.subarray(tailStart, length);
+      if (aligned) combine(piece.subarray(tailStart), range.subarray(tailStart), NO_FILTER, tail);
+      else tail.set(piece.subarray(tailStart));
+      const frame = zstd.compress(tail);
+      if (written + frame.length < length) frames.set(frame, written);
+      written += frame.length;
+    }
+    if (written < length) {
+      const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
+      consider(
+        { kind: aligned ? "drecords" : "zrecords", layout: recordLayout },
+        frames.subarray(0, written),
+        aligned ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length),
+      );
+    }
 
     const c = chosen as Choice | undefined;
     if (c === undefined) {

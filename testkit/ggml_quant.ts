@@ -13,7 +13,7 @@
  *
  * Usage (writes DIR/base.gguf and DIR/target.gguf):
  *   deno run -A testkit/ggml_quant.ts --out DIR [--size 64MiB] [--type Q8_0|Q4_0]
- *        [--epsilon 0.001] [--seed 1]
+ *        [--target-type Q8_0|Q4_0] [--epsilon 0.001] [--seed 1] [--last-layer]
  *
  * @module
  */
@@ -152,13 +152,16 @@ export interface QuantPairOptions {
   readonly epsilon?: number;
   /** Only the last tensor is retrained (new values) instead of all nudged. */
   readonly lastLayerOnly?: boolean;
+  /** The target's type, if not `type`: a requantization (epsilon then defaults to 0). */
+  readonly targetType?: QuantType;
 }
 
 /** Weights per row of the generated matrices. */
 export const ROW = 1024;
 
 /**
- * A base model and its fine-tune, both quantized to `type`: matrices of
+ * A base model and its fine-tune, quantized to `type` (the fine-tune to
+ * `targetType` if given): matrices of
  * `ROW`-weight rows of normal weights with per-row scales, each with a small
  * F32 norm vector; the fine-tune adds `epsilon` × row scale × a normal to
  * every weight (or, `lastLayerOnly`, draws the last matrix anew).
@@ -167,10 +170,14 @@ export function quantFinetunePair(
   options: QuantPairOptions,
 ): { base: Uint8Array; target: Uint8Array } {
   const { size, type } = options;
-  const epsilon = options.epsilon ?? 1e-3;
+  const targetType = options.targetType ?? type;
+  const epsilon = options.epsilon ?? (targetType === type ? 1e-3 : 0);
   const prng = new Prng(options.seed ?? 1);
-  const quantize = type === "Q8_0" ? quantizeQ8_0 : quantizeQ4_0;
+  const quantizer = (t: QuantType) => t === "Q8_0" ? quantizeQ8_0 : quantizeQ4_0;
+  const quantize = quantizer(type);
+  const quantizeTarget = quantizer(targetType);
   const ggmlType = type === "Q8_0" ? GGML_Q8_0 : GGML_Q4_0;
+  const ggmlTargetType = targetType === "Q8_0" ? GGML_Q8_0 : GGML_Q4_0;
   const blockBytes = type === "Q8_0" ? Q8_0_BLOCK : Q4_0_BLOCK;
   const rowBytes = (ROW / QK) * blockBytes;
   const rowsTotal = Math.max(2, Math.floor(size / rowBytes));
@@ -202,9 +209,9 @@ export function quantFinetunePair(
     base.push({ name: `${name}.ffn.weight`, type: ggmlType, dims: [ROW, rows], data: quantize(w) });
     target.push({
       name: `${name}.ffn.weight`,
-      type: ggmlType,
+      type: ggmlTargetType,
       dims: [ROW, rows],
-      data: quantize(tuned),
+      data: quantizeTarget(tuned),
     });
   }
   return { base: ggufBytes(base), target: ggufBytes(target) };
@@ -225,17 +232,21 @@ if (import.meta.main) {
   const out = get("--out");
   if (out === undefined) {
     console.error(
-      "usage: ggml_quant.ts --out DIR [--size 64MiB] [--type Q8_0|Q4_0] [--epsilon 0.001] [--seed 1] [--last-layer]",
+      "usage: ggml_quant.ts --out DIR [--size 64MiB] [--type Q8_0|Q4_0] [--target-type Q8_0|Q4_0] [--epsilon 0.001] [--seed 1] [--last-layer]",
     );
     Deno.exit(2);
   }
   const type = (get("--type") ?? "Q8_0") as QuantType;
   if (type !== "Q8_0" && type !== "Q4_0") throw new Error(`bad type ${type}`);
+  const targetType = (get("--target-type") ?? type) as QuantType;
+  if (targetType !== "Q8_0" && targetType !== "Q4_0") throw new Error(`bad type ${targetType}`);
+  const epsilon = get("--epsilon");
   const pair = quantFinetunePair({
     size: parseSize(get("--size") ?? "64MiB"),
     type,
+    targetType,
     seed: Number(get("--seed") ?? 1),
-    epsilon: Number(get("--epsilon") ?? 1e-3),
+    ...(epsilon !== undefined && { epsilon: Number(epsilon) }),
     lastLayerOnly: args.includes("--last-layer"),
   });
   await Deno.mkdir(out, { recursive: true });
