@@ -28,7 +28,7 @@ import { HashPool } from "./hash_pool.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
-import { decodeRecords } from "./record_filter.ts";
+import { restoreRecords, unshuffleRecords } from "./record_filter.ts";
 import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW } from "./patch_format.ts";
@@ -38,6 +38,8 @@ import { MalformedPatchError } from "../kernel/errors.ts";
 export const APPLY_BUFFER_SIZE = 1024 * 1024;
 /** Smallest buffer size `applyFile` accepts. */
 export const MIN_APPLY_BUFFER_SIZE = 64;
+/** Size of the buffer a DRECORDS's base field streams are gathered through. */
+export const RECORD_CHUNK = 64 * 1024;
 /** Largest buffer for reading the patch's op heads. */
 export const PATCH_READ_BUFFER = 64 * 1024;
 /** Output buffers with a hashing Worker: one filling, one writing, the rest hashing. */
@@ -319,7 +321,8 @@ export class CompressedOps {
   readonly #basePath: string;
   #a: Uint8Array | undefined;
   #b: Uint8Array | undefined;
-  #c: Uint8Array | undefined;
+  /** Where a DRECORDS's base field streams are gathered, a piece at a time. */
+  #small: Uint8Array | undefined;
   #zstd: ZstdDecompressor | undefined;
 
   /** With the base `expand` reads DELTA ranges from; none for `residue` only. */
@@ -399,8 +402,8 @@ export class CompressedOps {
   /**
    * The op's target bytes: `residue`, combined with the base's range for a
    * DELTA; for ZRECORDS and DRECORDS, the record transform undone
-   * (`record_filter.ts`), a DRECORDS's base range read into a third buffer
-   * (made on the first DRECORDS).
+   * (`record_filter.ts`): the streams unshuffled into A, a DRECORDS's base
+   * range read into B, and its field streams gathered through a small buffer.
    */
   async expand(
     op: CompressedOp,
@@ -408,13 +411,18 @@ export class CompressedOps {
   ): Promise<Uint8Array> {
     if (op.kind === "zrecords" || op.kind === "drecords") {
       const payload = await this.decompress(op, read);
-      const scratch = this.#a!.subarray(0, op.length);
-      let range: Uint8Array | undefined;
-      if (op.kind === "drecords") {
-        range = (this.#c ??= new Uint8Array(MAX_OP_RAW)).subarray(0, op.length);
-        this.#readBase(op.offset, range);
-      }
-      decodeRecords(payload, range, op.layout, scratch, payload);
+      const residue = this.#a!.subarray(0, op.length);
+      unshuffleRecords(payload, op.layout, residue);
+      // The payload's buffer is free now: it takes the base range, then the output.
+      if (op.kind === "drecords") this.#readBase(op.offset, payload);
+      const small = this.#small ??= new Uint8Array(RECORD_CHUNK);
+      restoreRecords(
+        residue,
+        op.kind === "drecords" ? payload : undefined,
+        op.layout,
+        small,
+        payload,
+      );
       return payload;
     }
     const { residue, spare } = await this.residue(op, read);

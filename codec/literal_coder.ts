@@ -43,7 +43,7 @@ import {
   ZLITERAL_HEAD_SIZE,
   zrecordsHeadSize,
 } from "./patch_format.ts";
-import { type RecordLayout, rotateLayout, splitRecords, streamStarts } from "./record_filter.ts";
+import { fieldResidue, type RecordLayout, rotateLayout, streamStarts } from "./record_filter.ts";
 import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
 import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
@@ -60,6 +60,11 @@ export const MAX_SHORT_RUNS = 8;
 export const LOCAL_GAP = 512 * 1024;
 /** ...each in the base this far around its aligned position. */
 export const LOCAL_REACH = 64 * 1024;
+
+/** Bytes of records on which a record op's filters are chosen (per piece). */
+export const RECORD_SAMPLE = 128 * 1024;
+/** Buffer a DRECORDS's base field streams are gathered through. */
+export const RECORD_GATHER = 16 * 1024;
 
 /** Where the coder finds the base and the layouts. */
 export interface LiteralCoderOptions {
@@ -82,11 +87,8 @@ export class LiteralCoder {
   readonly #maxChunk: number;
   readonly #recordOps: boolean;
   #window: Uint8Array | undefined;
-  /** A piece's field streams and its base range's, for record ops (made on first use). */
-  #streams: Uint8Array | undefined;
-  #baseStreams: Uint8Array | undefined;
-  /** The zstd frames of a record op being built. */
-  #recordFrames: Uint8Array | undefined;
+  /** Record ops' filter samples and base gathering (made on first use). */
+  #recordScratch: Uint8Array | undefined;
   #residue: Uint8Array | undefined;
   #planes: Uint8Array | undefined;
   #best: Uint8Array | undefined;
@@ -362,12 +364,14 @@ export class LiteralCoder {
 
   /**
    * Writes a piece of a tensor of records (GGUF quant blocks) if record ops
-   * are on, and returns whether it did. The candidates: the two v2 ops that
-   * `#writePiece` would try on bytes (ZLITERAL, DELTA with no filter), and a
-   * ZRECORDS or a DRECORDS (against the aligned base range, if the tensor has
-   * one) whose filter per field is the one whose stream alone compresses
-   * smallest, each stream and the tail one zstd frame; the smallest of them
-   * and a LITERAL is written.
+   * are on, and returns whether it did. The filter of each field is chosen on
+   * a sample (the piece's first `RECORD_SAMPLE` bytes of records): the one
+   * whose stream alone compresses smallest. Then the record op is built, each
+   * stream and the tail one zstd frame: a DRECORDS against the aligned base
+   * tensor if there is one, else a ZRECORDS. The smallest of it, the two v2
+   * ops `#writePiece` tries on bytes (ZLITERAL, DELTA with no filter) and a
+   * LITERAL is written. Memory: the v2 buffers and one of
+   * 2·`RECORD_SAMPLE` + `RECORD_GATHER` bytes.
    */
   async #writeRecordPiece(
     ops: OpWriter,
@@ -384,98 +388,100 @@ export class LiteralCoder {
     const planes = this.#planes ??= new Uint8Array(MAX_OP_RAW);
     const best = this.#best ??= new Uint8Array(MAX_OP_RAW);
     const window = this.#window ??= new Uint8Array(MAX_OP_RAW);
-    const streams = (this.#streams ??= new Uint8Array(MAX_OP_RAW)).subarray(0, length);
-    const baseStreams = (this.#baseStreams ??= new Uint8Array(MAX_OP_RAW)).subarray(0, length);
+    const scratch = this.#recordScratch ??= new Uint8Array(2 * RECORD_SAMPLE + RECORD_GATHER);
+    const sampleResidue = scratch.subarray(0, RECORD_SAMPLE);
+    const samplePlanes = scratch.subarray(RECORD_SAMPLE, 2 * RECORD_SAMPLE);
+    const gather = scratch.subarray(2 * RECORD_SAMPLE);
     const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
 
-    interface Choice {
-      readonly kind: "z" | "delta" | "zrecords" | "drecords";
-      readonly layout?: RecordLayout;
-    }
-    let bestCost = LITERAL_HEAD_SIZE + length;
-    let chosen: Choice | undefined;
-    let chosenSize = 0;
-    const consider = (choice: Choice, bytes: Uint8Array, head: number) => {
-      if (bytes.length >= length || head + bytes.length >= bestCost) return;
-      bestCost = head + bytes.length;
-      chosen = choice;
-      chosenSize = bytes.length;
-      best.set(bytes);
-    };
-    consider({ kind: "z" }, zstd.compress(piece), ZLITERAL_HEAD_SIZE);
     const baseOffset = this.#alignedOffset(targetOffset, length);
     const range = window.subarray(0, length);
     const hasBase = baseOffset !== undefined &&
       readAtSync(this.#base, baseOffset, range) === length;
-    if (hasBase) {
-      combine(piece, range, NO_FILTER, residue.subarray(0, length));
-      consider({ kind: "delta" }, zstd.compress(residue.subarray(0, length)), DELTA_HEAD_SIZE);
-    }
     // Against an aligned tensor a DRECORDS; else (no base tensor: a new or
     // requantized tensor) a ZRECORDS.
-    const aligned = hasBase && alignmentAt(this.#alignments, targetOffset) !== undefined;
-    splitRecords(piece, layout, streams);
-    if (aligned) splitRecords(range, layout, baseStreams);
-    const starts = streamStarts(layout, length);
-    // Each stream (and the tail) is its own zstd frame: its own entropy tables,
-    // and its size is exactly the size tried.
-    const frames = this.#recordFrames ??= new Uint8Array(MAX_OP_RAW);
-    let written = 0;
-    const fields = [];
-    for (let j = 0; j < layout.fields.length && written < length; j++) {
-      const field = layout.fields[j];
-      const from = starts[j];
-      const to = starts[j + 1];
-      let bestFilter = field.filter;
-      let bestSize = Infinity;
-      for (const filter of recordFilters(field.filter.width, aligned)) {
-        let src = streams.subarray(from, to);
-        if (aligned) {
-          combine(src, baseStreams.subarray(from, to), filter, residue.subarray(from, to));
-          src = residue.subarray(from, to);
-        }
-        if (filter.shuffle !== "none") {
-          shuffle(src, filter, planes.subarray(from, to));
-          src = planes.subarray(from, to);
-        }
-        const frame = zstd.compress(src);
-        if (frame.length < bestSize && written + frame.length < length) {
-          bestSize = frame.length;
-          bestFilter = filter;
-          frames.set(frame, written);
+    const base = hasBase && alignmentAt(this.#alignments, targetOffset) !== undefined
+      ? range
+      : undefined;
+
+    /** The stream of field j filtered into `out` (planes through `spare`); returns the bytes to compress. */
+    const stream = (
+      target: Uint8Array,
+      j: number,
+      filter: Filter,
+      out: Uint8Array,
+      spare: Uint8Array,
+    ) => {
+      const sampleBase = base?.subarray(0, target.length);
+      const m = fieldResidue(target, sampleBase, layout, j, filter, out, gather);
+      if (filter.shuffle === "none") return out.subarray(0, m);
+      shuffle(out.subarray(0, m), filter, spare.subarray(0, m));
+      return spare.subarray(0, m);
+    };
+    const sampleRecords = Math.max(1, Math.floor(RECORD_SAMPLE / layout.recordLength));
+    const sample = piece.subarray(0, Math.min(length, sampleRecords * layout.recordLength));
+    const fields = layout.fields.map((field, j) => {
+      const candidates = recordFilters(field.filter.width, base !== undefined);
+      let chosen = candidates[0];
+      let smallest = Infinity;
+      for (const filter of candidates.length > 1 ? candidates : []) {
+        const size = zstd.compress(stream(sample, j, filter, sampleResidue, samplePlanes)).length;
+        if (size < smallest) {
+          smallest = size;
+          chosen = filter;
         }
       }
-      written = bestSize === Infinity ? length : written + bestSize;
-      fields.push({ length: field.length, filter: bestFilter });
-    }
-    const tailStart = starts[starts.length - 1];
-    if (written < length && tailStart < length) {
-      const tail = residue.subarray(tailStart, length);
-      if (aligned) combine(piece.subarray(tailStart), range.subarray(tailStart), NO_FILTER, tail);
-      else tail.set(piece.subarray(tailStart));
-      const frame = zstd.compress(tail);
-      if (written + frame.length < length) frames.set(frame, written);
+      return { length: field.length, filter: chosen };
+    });
+
+    // The record op into `best`.
+    let written = 0;
+    for (let j = 0; j < fields.length && written < length; j++) {
+      const frame = zstd.compress(stream(piece, j, fields[j].filter, residue, planes));
+      if (written + frame.length < length) best.set(frame, written);
       written += frame.length;
     }
-    if (written < length) {
-      const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
-      consider(
-        { kind: aligned ? "drecords" : "zrecords", layout: recordLayout },
-        frames.subarray(0, written),
-        aligned ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length),
-      );
+    const tailStart = streamStarts(layout, length)[fields.length];
+    if (written < length && tailStart < length) {
+      const tail = residue.subarray(tailStart, length);
+      if (base) combine(piece.subarray(tailStart), base.subarray(tailStart), NO_FILTER, tail);
+      else tail.set(piece.subarray(tailStart));
+      const frame = zstd.compress(tail);
+      if (written + frame.length < length) best.set(frame, written);
+      written += frame.length;
+    }
+    const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
+    const recordHead = base ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length);
+    let kind: "literal" | "records" | "z" | "delta" = "literal";
+    let bestCost = LITERAL_HEAD_SIZE + length;
+    let size = 0;
+    if (written < length && recordHead + written < bestCost) {
+      kind = "records";
+      bestCost = recordHead + written;
+      size = written;
     }
 
-    const c = chosen as Choice | undefined;
-    if (c === undefined) {
-      await ops.literal(piece);
-      return true;
+    // v2's two candidates on bytes (they replace the record op in `best` only if smaller).
+    const consider = (candidate: "z" | "delta", bytes: Uint8Array, head: number) => {
+      if (bytes.length >= length || head + bytes.length >= bestCost) return;
+      bestCost = head + bytes.length;
+      kind = candidate;
+      size = bytes.length;
+      best.set(bytes);
+    };
+    consider("z", zstd.compress(piece), ZLITERAL_HEAD_SIZE);
+    if (hasBase) {
+      combine(piece, range, NO_FILTER, residue.subarray(0, length));
+      consider("delta", zstd.compress(residue.subarray(0, length)), DELTA_HEAD_SIZE);
     }
-    const bytes = best.subarray(0, chosenSize);
-    if (c.kind === "z") await ops.zliteral(length, bytes, NO_FILTER);
-    else if (c.kind === "delta") await ops.delta(baseOffset!, length, bytes, NO_FILTER);
-    else if (c.kind === "zrecords") await ops.zrecords(length, bytes, c.layout!);
-    else await ops.drecords(baseOffset!, length, bytes, c.layout!);
+
+    const bytes = best.subarray(0, size);
+    const chosenKind = kind as "literal" | "records" | "z" | "delta";
+    if (chosenKind === "literal") await ops.literal(piece);
+    else if (chosenKind === "z") await ops.zliteral(length, bytes, NO_FILTER);
+    else if (chosenKind === "delta") await ops.delta(baseOffset!, length, bytes, NO_FILTER);
+    else if (base) await ops.drecords(baseOffset!, length, bytes, recordLayout);
+    else await ops.zrecords(length, bytes, recordLayout);
     return true;
   }
 

@@ -121,10 +121,13 @@ function gather(src: Uint8Array, layout: RecordLayout, out: Uint8Array, forward:
           out[at + 1] = src[s + 1];
         }
       }
+    } else if (forward) {
+      for (let i = 0, at = within, s = stream; i < n; i++, at += r, s += l) {
+        for (let c = 0; c < l; c++) out[s + c] = src[at + c];
+      }
     } else {
       for (let i = 0, at = within, s = stream; i < n; i++, at += r, s += l) {
-        if (forward) out.set(src.subarray(at, at + l), s);
-        else out.set(src.subarray(s, s + l), at);
+        for (let c = 0; c < l; c++) out[at + c] = src[s + c];
       }
     }
     stream += n * l;
@@ -133,11 +136,79 @@ function gather(src: Uint8Array, layout: RecordLayout, out: Uint8Array, forward:
   out.set(src.subarray(n * r, length), n * r);
 }
 
+/** Smallest `small` buffer `fieldResidue` and `restoreRecords` accept (one field of one record). */
+export const MIN_SMALL_BUFFER = MAX_RECORD_LENGTH;
+
+/**
+ * Stream `field` of `target`'s records into `out` (its `n·len` bytes), and
+ * for a DRECORDS combined (`filter`) with the same stream of `base` (the same
+ * length as `target`), which is gathered `small.length` bytes at a time into
+ * `small` (at least `MIN_SMALL_BUFFER` bytes): no buffer of the whole base
+ * stream is needed. Returns the stream's length.
+ */
+export function fieldResidue(
+  target: Uint8Array,
+  base: Uint8Array | undefined,
+  layout: RecordLayout,
+  field: number,
+  filter: Filter,
+  out: Uint8Array,
+  small: Uint8Array,
+): number {
+  const n = recordCount(layout, target.length);
+  const { length: l } = layout.fields[field];
+  const within = fieldOffset(layout, field);
+  const r = layout.recordLength;
+  gatherField(target, r, within, l, 0, n, out);
+  if (base === undefined) return n * l;
+  const perChunk = Math.floor(small.length / l);
+  for (let first = 0; first < n; first += perChunk) {
+    const count = Math.min(perChunk, n - first);
+    const chunk = small.subarray(0, count * l);
+    gatherField(base, r, within, l, first, count, chunk);
+    const part = out.subarray(first * l, (first + count) * l);
+    combine(part, chunk, filter, part);
+  }
+  return n * l;
+}
+
+/** Bytes before field `field` in a record. */
+function fieldOffset(layout: RecordLayout, field: number): number {
+  let at = 0;
+  for (let j = 0; j < field; j++) at += layout.fields[j].length;
+  return at;
+}
+
+/** Field bytes [within, within + l) of records first .. first + count of `src` (records of r bytes) into `out`. */
+function gatherField(
+  src: Uint8Array,
+  r: number,
+  within: number,
+  l: number,
+  first: number,
+  count: number,
+  out: Uint8Array,
+): void {
+  let at = first * r + within;
+  if (l === 1) {
+    for (let i = 0; i < count; i++, at += r) out[i] = src[at];
+  } else if (l === 2) {
+    for (let i = 0, o = 0; i < count; i++, at += r, o += 2) {
+      out[o] = src[at];
+      out[o + 1] = src[at + 1];
+    }
+  } else {
+    for (let i = 0, o = 0; i < count; i++, at += r, o += l) {
+      for (let c = 0; c < l; c++) out[o + c] = src[at + c];
+    }
+  }
+}
+
 /**
  * The record transform S of `target` (against `base`, the same length, for a
- * DRECORDS op; undefined for ZRECORDS) into `out`, using `scratch`: two
- * distinct arrays of at least `target.length` bytes, neither of them `target`
- * or `base`.
+ * DRECORDS op; undefined for ZRECORDS) into `out`, using `scratch` (at least
+ * `target.length` bytes) and `small` (at least `MIN_SMALL_BUFFER` bytes); none
+ * of them `target` or `base`.
  */
 export function encodeRecords(
   target: Uint8Array,
@@ -145,28 +216,76 @@ export function encodeRecords(
   layout: RecordLayout,
   scratch: Uint8Array,
   out: Uint8Array,
+  small: Uint8Array = new Uint8Array(MIN_SMALL_BUFFER),
 ): void {
   const length = target.length;
-  const streams = scratch.subarray(0, length);
-  const dest = out.subarray(0, length);
-  splitRecords(target, layout, streams);
-  if (base !== undefined) splitRecords(base, layout, dest); // base streams, overwritten field by field
   const starts = streamStarts(layout, length);
   layout.fields.forEach(({ filter }, j) => {
-    const s = streams.subarray(starts[j], starts[j + 1]);
-    const o = dest.subarray(starts[j], starts[j + 1]);
-    if (base !== undefined) combine(s, o, filter, s);
-    shuffle(s, filter, o);
+    const residue = scratch.subarray(starts[j], starts[j + 1]);
+    fieldResidue(target, base, layout, j, filter, residue, small);
+    shuffle(residue, filter, out.subarray(starts[j], starts[j + 1]));
   });
   const tail = starts[starts.length - 1];
-  if (base === undefined) dest.set(streams.subarray(tail), tail);
-  else for (let i = tail; i < length; i++) dest[i] = streams[i] ^ base[i];
+  if (base === undefined) out.set(target.subarray(tail), tail);
+  else for (let i = tail; i < length; i++) out[i] = target[i] ^ base[i];
+}
+
+/**
+ * First step of the inverse of `encodeRecords`: each stream of S `payload`
+ * unshuffled, and the tail copied, into `out` (not `payload`).
+ */
+export function unshuffleRecords(payload: Uint8Array, layout: RecordLayout, out: Uint8Array): void {
+  const length = payload.length;
+  const starts = streamStarts(layout, length);
+  layout.fields.forEach(({ filter }, j) => {
+    unshuffle(
+      payload.subarray(starts[j], starts[j + 1]),
+      filter,
+      out.subarray(starts[j], starts[j + 1]),
+    );
+  });
+  const tail = starts[starts.length - 1];
+  out.set(payload.subarray(tail), tail);
+}
+
+/**
+ * Second step: the target bytes from the unshuffled streams `residue` (changed
+ * in place), uncombined with `base` for a DRECORDS (its field streams gathered
+ * through `small`, at least `MIN_SMALL_BUFFER` bytes), into `out` (not
+ * `residue`; it may be `base`, which is read before `out` is written).
+ */
+export function restoreRecords(
+  residue: Uint8Array,
+  base: Uint8Array | undefined,
+  layout: RecordLayout,
+  small: Uint8Array,
+  out: Uint8Array,
+): void {
+  const length = residue.length;
+  const starts = streamStarts(layout, length);
+  if (base !== undefined) {
+    const n = recordCount(layout, length);
+    const r = layout.recordLength;
+    layout.fields.forEach(({ length: l, filter }, j) => {
+      const within = fieldOffset(layout, j);
+      const perChunk = Math.floor(small.length / l);
+      for (let first = 0; first < n; first += perChunk) {
+        const count = Math.min(perChunk, n - first);
+        const chunk = small.subarray(0, count * l);
+        gatherField(base, r, within, l, first, count, chunk);
+        const part = residue.subarray(starts[j] + first * l, starts[j] + (first + count) * l);
+        uncombine(part, chunk, filter, part);
+      }
+    });
+    for (let i = starts[starts.length - 1]; i < length; i++) residue[i] ^= base[i];
+  }
+  joinRecords(residue, layout, out.subarray(0, length));
 }
 
 /**
  * Inverse of `encodeRecords`: the target bytes of S `payload` (against `base`
- * for DRECORDS) into `out`, using `scratch` (distinct from the others; `out`
- * may be `payload`, but not `base`).
+ * for DRECORDS) into `out`, using `scratch` (distinct from the others) and
+ * `small`; `out` may be `payload` or `base`.
  */
 export function decodeRecords(
   payload: Uint8Array,
@@ -174,29 +293,11 @@ export function decodeRecords(
   layout: RecordLayout,
   scratch: Uint8Array,
   out: Uint8Array,
+  small: Uint8Array = new Uint8Array(MIN_SMALL_BUFFER),
 ): void {
-  const length = payload.length;
-  const residue = scratch.subarray(0, length);
-  const dest = out.subarray(0, length);
-  const starts = streamStarts(layout, length);
-  layout.fields.forEach(({ filter }, j) => {
-    unshuffle(
-      payload.subarray(starts[j], starts[j + 1]),
-      filter,
-      residue.subarray(starts[j], starts[j + 1]),
-    );
-  });
-  const tail = starts[starts.length - 1];
-  if (base === undefined) residue.set(payload.subarray(tail), tail);
-  else {
-    for (let i = tail; i < length; i++) residue[i] = payload[i] ^ base[i];
-    splitRecords(base, layout, dest); // base streams, read field by field below
-    layout.fields.forEach(({ filter }, j) => {
-      const r = residue.subarray(starts[j], starts[j + 1]);
-      uncombine(r, dest.subarray(starts[j], starts[j + 1]), filter, r);
-    });
-  }
-  joinRecords(residue, layout, dest);
+  const residue = scratch.subarray(0, payload.length);
+  unshuffleRecords(payload, layout, residue);
+  restoreRecords(residue, base, layout, small, out);
 }
 
 /**
