@@ -425,12 +425,12 @@ Deno.test("encode --format 1 writes the v1 format of docs/spec/patch-v1.md; --fo
   });
 });
 
-Deno.test("encode --format 3 is a usage error (exit 2) naming the formats", async () => {
+Deno.test("encode --format 4 is a usage error (exit 2) naming the formats", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/base.bin`, BASE);
     await Deno.writeFile(`${dir}/target.bin`, TARGET);
-    const run = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", "--format", "3");
+    const run = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", "--format", "4");
     assert.equal(run.code, 2);
-    assert.match(run.stderr, /--format must be 1 or 2, got "3"/);
+    assert.match(run.stderr, /--format must be 1, 2 or 3, got "4"/);
   });
 });

@@ -36,6 +36,7 @@ import {
 import { GGML_BLOCKS, ggufLayout } from "../codec/tensor_layout.ts";
 import { PatchReader } from "../codec/patch_reader.ts";
 import { bufferSource, concat, randomBytes, withTempDir } from "./helpers.ts";
+import { poolboy } from "./cli_helpers.ts";
 import { v2Patch, zstd } from "./support/v2_patches.ts";
 import { Prng } from "../testkit/corpus.ts";
 import {
@@ -565,4 +566,32 @@ Deno.test("record ops exist only in v3: 0x05 and 0x06 in a v2 patch are unknown 
       new RegExp(`unknown op 0x0${op[0]} at patch offset 86`),
     );
   }
+});
+
+Deno.test("poolboy encode --format 3 writes record ops for a Q8_0 fine-tune; inspect and apply show them", async () => {
+  await withTempDir(async (dir) => {
+    const { base, target } = quantFinetunePair({ size: 256 * KiB, type: "Q8_0", seed: 7 });
+    await Deno.writeFile(`${dir}/base.gguf`, base);
+    await Deno.writeFile(`${dir}/target.gguf`, target);
+    const encoded = await poolboy(
+      dir,
+      "encode",
+      "base.gguf",
+      "target.gguf",
+      "-o",
+      "p",
+      "--format",
+      "3",
+    );
+    assert.equal(encoded.code, 0, encoded.stderr);
+    assert.match(encoded.stdout, /DRECORDS .* in \d+ ops?/);
+    const inspected = await poolboy(dir, "inspect", "p");
+    assert.equal(inspected.code, 0, inspected.stderr);
+    assert.match(inspected.stdout, /version\s+3/);
+    assert.match(inspected.stdout, /DRECORDS\s+[1-9]\d* ops?, \d+ bytes/);
+    const applied = await poolboy(dir, "apply", "base.gguf", "p", "-o", "out.gguf");
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.match(applied.stdout, /DRECORDS/);
+    assert.deepEqual(await Deno.readFile(`${dir}/out.gguf`), target);
+  });
 });
