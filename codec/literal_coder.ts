@@ -366,9 +366,10 @@ export class LiteralCoder {
    * Writes a piece of a tensor of records (GGUF quant blocks) if record ops
    * are on, and returns whether it did. The filter of each field is chosen on
    * a sample (the piece's first `RECORD_SAMPLE` bytes of records): the one
-   * whose stream alone compresses smallest. Then the record op is built, each
-   * stream and the tail one zstd frame: a DRECORDS against the aligned base
-   * tensor if there is one, else a ZRECORDS. The smallest of it, the two v2
+   * whose stream alone compresses smallest; with an aligned base tensor, with
+   * and without it, and the smaller on the sample wins. Then the record op is
+   * built, each stream and the tail one zstd frame: a DRECORDS against the
+   * aligned base tensor, or a ZRECORDS. The smallest of it, the two v2
    * ops `#writePiece` tries on bytes (ZLITERAL, DELTA with no filter) and a
    * LITERAL is written. Memory: the v2 buffers and one of
    * 2·`RECORD_SAMPLE` + `RECORD_GATHER` bytes.
@@ -400,44 +401,68 @@ export class LiteralCoder {
       readAtSync(this.#base, baseOffset, range) === length;
     // Against an aligned tensor a DRECORDS; else (no base tensor: a new or
     // requantized tensor) a ZRECORDS.
-    const base = hasBase && alignmentAt(this.#alignments, targetOffset) !== undefined
-      ? range
-      : undefined;
+    const aligned = hasBase && alignmentAt(this.#alignments, targetOffset) !== undefined;
 
-    /** The stream of field j filtered into `out` (planes through `spare`); returns the bytes to compress. */
+    /** The stream of field j filtered (against `base` if any) into `out` (planes through `spare`); returns the bytes to compress. */
     const stream = (
       target: Uint8Array,
+      base: Uint8Array | undefined,
       j: number,
       filter: Filter,
       out: Uint8Array,
       spare: Uint8Array,
     ) => {
-      const sampleBase = base?.subarray(0, target.length);
-      const m = fieldResidue(target, sampleBase, layout, j, filter, out, gather);
+      const m = fieldResidue(
+        target,
+        base?.subarray(0, target.length),
+        layout,
+        j,
+        filter,
+        out,
+        gather,
+      );
       if (filter.shuffle === "none") return out.subarray(0, m);
       shuffle(out.subarray(0, m), filter, spare.subarray(0, m));
       return spare.subarray(0, m);
     };
     const sampleRecords = Math.max(1, Math.floor(RECORD_SAMPLE / layout.recordLength));
     const sample = piece.subarray(0, Math.min(length, sampleRecords * layout.recordLength));
-    const fields = layout.fields.map((field, j) => {
-      const candidates = recordFilters(field.filter.width, base !== undefined);
-      let chosen = candidates[0];
-      let smallest = Infinity;
-      for (const filter of candidates.length > 1 ? candidates : []) {
-        const size = zstd.compress(stream(sample, j, filter, sampleResidue, samplePlanes)).length;
-        if (size < smallest) {
-          smallest = size;
-          chosen = filter;
+    /** Each field's best filter on the sample, with or without the base, and the sample's size so. */
+    const choose = (base: Uint8Array | undefined, measure: boolean) => {
+      let total = 0;
+      const fields = layout.fields.map((field, j) => {
+        const candidates = recordFilters(field.filter.width, base !== undefined);
+        let chosen = candidates[0];
+        let smallest = Infinity;
+        for (const filter of candidates.length > 1 || measure ? candidates : []) {
+          const bytes = stream(sample, base, j, filter, sampleResidue, samplePlanes);
+          const size = zstd.compress(bytes).length;
+          if (size < smallest) {
+            smallest = size;
+            chosen = filter;
+          }
         }
-      }
-      return { length: field.length, filter: chosen };
-    });
+        total += smallest;
+        return { length: field.length, filter: chosen };
+      });
+      return { fields, total };
+    };
+    // Against an aligned tensor a DRECORDS, unless the sample says its bytes
+    // alone compress smaller (a retrained tensor); else (no base tensor: a new
+    // or requantized tensor) a ZRECORDS.
+    let base: Uint8Array | undefined;
+    let fields: RecordLayout["fields"];
+    if (aligned) {
+      const against = choose(range, true);
+      const alone = choose(undefined, true);
+      base = against.total <= alone.total ? range : undefined;
+      fields = base ? against.fields : alone.fields;
+    } else fields = choose(undefined, false).fields;
 
     // The record op into `best`.
     let written = 0;
     for (let j = 0; j < fields.length && written < length; j++) {
-      const frame = zstd.compress(stream(piece, j, fields[j].filter, residue, planes));
+      const frame = zstd.compress(stream(piece, base, j, fields[j].filter, residue, planes));
       if (written + frame.length < length) best.set(frame, written);
       written += frame.length;
     }
