@@ -99,6 +99,14 @@ export async function applyCommand(args: string[]): Promise<number> {
         `  DELTA    ${formatBytes(summary.deltaBytes)} in ${countOf(summary.deltaOps, "op")}`,
       );
     }
+    if (summary.zrecordsOps + summary.drecordsOps > 0) {
+      println(
+        `  ZRECORDS ${formatBytes(summary.zrecordsBytes)} in ${countOf(summary.zrecordsOps, "op")}`,
+      );
+      println(
+        `  DRECORDS ${formatBytes(summary.drecordsBytes)} in ${countOf(summary.drecordsOps, "op")}`,
+      );
+    }
     println(
       `  time     ${(summary.elapsedMs / 1000).toFixed(2)} s, ${
         megabytesPerSecond(summary.targetSize, summary.elapsedMs).toFixed(0)

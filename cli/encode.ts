@@ -46,8 +46,10 @@ Options:
   --threads N          Workers hashing chunks (default: one per core but one,
                        at least 1); the main thread reads and cuts. Each adds
                        about 7-18 MB and one buffer of 1.25 × max chunk
-  --format 1|2|3       patch format (default 3; 2 for appliers older than
-                       format 3, docs/spec/patch-v2.md; 1 is the plain
+  --format 1|2|3       patch format (default 3: v2's ops plus record ops for
+                       quantized GGUF blocks, and base samples checked before
+                       any output, docs/spec/patch-v3.md; 2 for appliers older
+                       than format 3, docs/spec/patch-v2.md; 1 is the plain
                        COPY/LITERAL format, docs/spec/patch-v1.md; much larger
                        on updates)
   --base-index IDX     take BASE's chunks from its index file (poolboy index;
@@ -201,6 +203,10 @@ function printEncodeSummary(base: string, target: string, patch: string, s: Enco
   if (s.zliteralOps + s.deltaOps > 0) {
     println(`  ZLITERAL ${formatBytes(s.zliteralBytes)} in ${countOf(s.zliteralOps, "op")}`);
     println(`  DELTA    ${formatBytes(s.deltaBytes)} in ${countOf(s.deltaOps, "op")}`);
+  }
+  if (s.zrecordsOps + s.drecordsOps > 0) {
+    println(`  ZRECORDS ${formatBytes(s.zrecordsBytes)} in ${countOf(s.zrecordsOps, "op")}`);
+    println(`  DRECORDS ${formatBytes(s.drecordsBytes)} in ${countOf(s.drecordsOps, "op")}`);
   }
   println(
     `  chunks   base ${s.baseChunks}${

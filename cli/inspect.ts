@@ -80,5 +80,17 @@ export async function inspectCommand(args: string[]): Promise<number> {
       }) produced`,
     );
   }
+  if (d.version >= 3) {
+    println(
+      `ZRECORDS     ${countOf(d.zrecordsOps, "op")}, ${d.zrecordsBytes} bytes (${
+        formatBytes(d.zrecordsBytes)
+      }) produced`,
+    );
+    println(
+      `DRECORDS     ${countOf(d.drecordsOps, "op")}, ${d.drecordsBytes} bytes (${
+        formatBytes(d.drecordsBytes)
+      }) produced`,
+    );
+  }
   return 0;
 }

@@ -39,6 +39,7 @@ import type { ProgressCallback } from "../kernel/progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
 import { checkSamples } from "./base_samples.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
+import { restoreRecords, unshuffleRecords } from "./record_filter.ts";
 import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW, type PatchHeader } from "./patch_format.ts";
@@ -48,6 +49,8 @@ import { MalformedPatchError } from "../kernel/errors.ts";
 export const APPLY_BUFFER_SIZE = 1024 * 1024;
 /** Smallest buffer size `applyFile` accepts. */
 export const MIN_APPLY_BUFFER_SIZE = 64;
+/** Size of the buffer a DRECORDS's base field streams are gathered through. */
+export const RECORD_CHUNK = 64 * 1024;
 /** Largest buffer for reading the patch's op heads. */
 export const PATCH_READ_BUFFER = 64 * 1024;
 /**
@@ -169,18 +172,12 @@ export async function applyFile(
           else output.advance(n);
           done += n;
         }
-      } else if (op.kind === "zliteral" || op.kind === "delta") {
+      } else if (op.kind !== "literal") {
         const bytes = await expanded.expand(
           op,
           (dest) => readPatch(patchPath, () => reader.readLiteral(dest)),
         );
-        if (op.kind === "delta") {
-          stats.deltaOps++;
-          stats.deltaBytes += op.length;
-        } else {
-          stats.zliteralOps++;
-          stats.zliteralBytes += op.length;
-        }
+        countCompressed(stats, op);
         await output.put(bytes);
       } else {
         stats.literalOps++;
@@ -364,6 +361,26 @@ function writeAllSync(file: Deno.FsFile, data: Uint8Array): void {
   for (let done = 0; done < data.length;) done += file.writeSync(data.subarray(done));
 }
 
+/** A compressed op: ZLITERAL, DELTA, and in v3 ZRECORDS and DRECORDS. */
+export type CompressedOp = Exclude<PatchOp, { kind: "copy" | "literal" }>;
+
+/** Counts a compressed op in `stats`. */
+export function countCompressed(stats: OpStats, op: CompressedOp): void {
+  if (op.kind === "delta") {
+    stats.deltaOps++;
+    stats.deltaBytes += op.length;
+  } else if (op.kind === "zliteral") {
+    stats.zliteralOps++;
+    stats.zliteralBytes += op.length;
+  } else if (op.kind === "zrecords") {
+    stats.zrecordsOps++;
+    stats.zrecordsBytes += op.length;
+  } else {
+    stats.drecordsOps++;
+    stats.drecordsBytes += op.length;
+  }
+}
+
 /** Runs a patch read, turning OS errors into an I/O error naming the patch. */
 async function readPatch<T>(patchPath: string, read: () => Promise<T>): Promise<T> {
   try {
@@ -431,7 +448,7 @@ function hashWholeFile(
 }
 
 /**
- * Turns v2 ZLITERAL and DELTA ops into their bytes, through two fixed buffers
+ * Turns compressed ops (v2 ZLITERAL and DELTA, v3 ZRECORDS and DRECORDS) into their bytes, through two fixed buffers
  * made on first use and one reused zstd context (nothing is allocated per op):
  * the compressed payload is read into A (< 1 MiB) and decompressed into B
  * (1 MiB + 1 byte); unshuffled planes go back into A (free by then), and a
@@ -445,6 +462,8 @@ export class CompressedOps {
   readonly #basePath: string;
   #a: Uint8Array | undefined;
   #b: Uint8Array | undefined;
+  /** Where a DRECORDS's base field streams are gathered, a piece at a time. */
+  #small: Uint8Array | undefined;
   #zstd: ZstdDecompressor | undefined;
   #baseBytesRead = 0;
 
@@ -480,6 +499,22 @@ export class CompressedOps {
     op: Extract<PatchOp, { kind: "zliteral" | "delta" }>,
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<{ residue: Uint8Array; spare: Uint8Array }> {
+    const a = this.#a ??= new Uint8Array(MAX_OP_RAW);
+    const b = await this.decompress(op, read);
+    if (op.filter.shuffle === "none") return { residue: b.subarray(0, op.length), spare: a };
+    unshuffle(b.subarray(0, op.length), op.filter, a.subarray(0, op.length));
+    return { residue: a.subarray(0, op.length), spare: b };
+  }
+
+  /**
+   * Reads a compressed op's payload through `read` and decompresses it: checks
+   * that it is whole zstd frames producing exactly `op.length` bytes. Returns
+   * them, valid until the next call (inspect checks record ops with this).
+   */
+  async decompress(
+    op: CompressedOp,
+    read: (dest: Uint8Array) => Promise<number>,
+  ): Promise<Uint8Array> {
     const name = op.kind.toUpperCase();
     const a = this.#a ??= new Uint8Array(MAX_OP_RAW);
     const b = this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
@@ -513,33 +548,56 @@ export class CompressedOps {
         `${name} data decompresses to ${produced} bytes, not the ${op.length} it claims`,
       );
     }
-    if (op.filter.shuffle === "none") return { residue: b.subarray(0, op.length), spare: a };
-    unshuffle(b.subarray(0, op.length), op.filter, a.subarray(0, op.length));
-    return { residue: a.subarray(0, op.length), spare: b };
+    return b.subarray(0, op.length);
   }
 
-  /** The op's target bytes: `residue`, combined with the base's range for a DELTA. */
+  /**
+   * The op's target bytes: `residue`, combined with the base's range for a
+   * DELTA; for ZRECORDS and DRECORDS, the record transform undone
+   * (`record_filter.ts`): the streams unshuffled into A, a DRECORDS's base
+   * range read into B, and its field streams gathered through a small buffer.
+   */
   async expand(
-    op: Extract<PatchOp, { kind: "zliteral" | "delta" }>,
+    op: CompressedOp,
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<Uint8Array> {
+    if (op.kind === "zrecords" || op.kind === "drecords") {
+      const payload = await this.decompress(op, read);
+      const residue = this.#a!.subarray(0, op.length);
+      unshuffleRecords(payload, op.layout, residue);
+      // The payload's buffer is free now: it takes the base range, then the output.
+      if (op.kind === "drecords") this.#readBase(op.offset, payload);
+      const small = this.#small ??= new Uint8Array(RECORD_CHUNK);
+      restoreRecords(
+        residue,
+        op.kind === "drecords" ? payload : undefined,
+        op.layout,
+        small,
+        payload,
+      );
+      return payload;
+    }
     const { residue, spare } = await this.residue(op, read);
     if (op.kind === "delta") {
-      if (this.#base === undefined) throw new Error("CompressedOps.expand needs the base");
       const range = spare.subarray(0, op.length);
-      let n: number;
-      try {
-        n = readAtSync(this.#base, op.offset, range);
-      } catch (err) {
-        throw ioError("read base", this.#basePath, err);
-      }
-      if (n < range.length) {
-        throw ioError("read base", this.#basePath, new Error("file shrank while read"));
-      }
-      this.#baseBytesRead += n;
+      this.#readBase(op.offset, range);
       uncombine(residue, range, op.filter, residue);
     }
     return residue;
+  }
+
+  #readBase(offset: number, range: Uint8Array): void {
+    if (this.#base === undefined) throw new Error("CompressedOps.expand needs the base");
+    let n: number;
+    try {
+      n = readAtSync(this.#base, offset, range);
+    } catch (err) {
+      throw ioError("read base", this.#basePath, err);
+    }
+    if (n < range.length) {
+      throw ioError("read base", this.#basePath, new Error("file shrank while read"));
+    }
+    this.#baseBytesRead += n;
   }
 
   /** Frees the zstd context. */

@@ -169,6 +169,7 @@ export async function encodeFile(
       ? new LiteralCoder(base.file, base.size, {
         ...tensorLayouts(base.file, base.size, target, options.layouts),
         maxChunk: params.max,
+        recordOps: format >= 3,
       })
       : undefined;
     let nextBaseChunk = -1;

@@ -1,8 +1,9 @@
 /**
  * Describes a patch without applying it: header fields, op counts and bytes.
- * Reads the whole patch once through `PatchReader` and decodes every v2
- * compressed op with apply's own decoder (`CompressedOps.residue`: whole zstd
- * frames, exactly the op's length, a valid filter), so a malformed patch is
+ * Reads the whole patch once through `PatchReader` and decodes every
+ * compressed op with apply's own decoder (`CompressedOps.residue` and
+ * `decompress`: whole zstd frames, exactly the op's length; the reader checked
+ * the filters and record layouts), so a malformed patch is
  * refused exactly as `apply` would refuse it. Without a base it cannot check
  * what needs one: the base's BLAKE3, and the output's (a change inside
  * compressed data that still decodes to the right length shows only there).
@@ -16,7 +17,7 @@ import { ioError, PoolboyError } from "../kernel/errors.ts";
 import { openInput } from "../kernel/file_io.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { PatchReader } from "./patch_reader.ts";
-import { CompressedOps, PATCH_READ_BUFFER } from "./applier.ts";
+import { CompressedOps, countCompressed, PATCH_READ_BUFFER } from "./applier.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
 
 /** What `inspectPatch` found. */
@@ -53,14 +54,9 @@ export async function inspectPatch(
         stats.literalBytes += op.length;
         await reader.skipLiteral(scratch);
       } else {
-        if (op.kind === "zliteral") {
-          stats.zliteralOps++;
-          stats.zliteralBytes += op.length;
-        } else {
-          stats.deltaOps++;
-          stats.deltaBytes += op.length;
-        }
-        await compressed.residue(op, read);
+        countCompressed(stats, op);
+        if (op.kind === "zliteral" || op.kind === "delta") await compressed.residue(op, read);
+        else await compressed.decompress(op, read);
       }
       onProgress?.(reader.position, patch.size);
     }

@@ -35,12 +35,15 @@ import {
 import type { OpWriter } from "./op_writer.ts";
 import {
   DELTA_HEAD_SIZE,
+  drecordsHeadSize,
   type Filter,
   LITERAL_HEAD_SIZE,
   MAX_OP_RAW,
   NO_FILTER,
   ZLITERAL_HEAD_SIZE,
+  zrecordsHeadSize,
 } from "./patch_format.ts";
+import { fieldResidue, type RecordLayout, rotateLayout, streamStarts } from "./record_filter.ts";
 import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
 import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
@@ -58,6 +61,11 @@ export const LOCAL_GAP = 512 * 1024;
 /** ...each in the base this far around its aligned position. */
 export const LOCAL_REACH = 64 * 1024;
 
+/** Bytes of records on which a record op's filters are chosen (per piece). */
+export const RECORD_SAMPLE = 128 * 1024;
+/** Buffer a DRECORDS's base field streams are gathered through. */
+export const RECORD_GATHER = 16 * 1024;
+
 /** Where the coder finds the base and the layouts. */
 export interface LiteralCoderOptions {
   /** Same-named tensors of base and target (sorted by target start). */
@@ -66,6 +74,8 @@ export interface LiteralCoderOptions {
   readonly tensors?: readonly TensorRange[];
   /** Largest chunk the encoder passes (the held chunk's buffer). */
   readonly maxChunk: number;
+  /** Whether v3's record ops (ZRECORDS, DRECORDS) may be written (format ≥ 3). */
+  readonly recordOps?: boolean;
 }
 
 /** Encodes unmatched target bytes for a v2 patch. */
@@ -75,7 +85,10 @@ export class LiteralCoder {
   readonly #alignments: readonly Alignment[];
   readonly #tensors: readonly TensorRange[];
   readonly #maxChunk: number;
+  readonly #recordOps: boolean;
   #window: Uint8Array | undefined;
+  /** Record ops' filter samples and base gathering (made on first use). */
+  #recordScratch: Uint8Array | undefined;
   #residue: Uint8Array | undefined;
   #planes: Uint8Array | undefined;
   #best: Uint8Array | undefined;
@@ -93,6 +106,7 @@ export class LiteralCoder {
     this.#alignments = options.alignments ?? [];
     this.#tensors = options.tensors ?? [];
     this.#maxChunk = options.maxChunk;
+    this.#recordOps = options.recordOps ?? false;
   }
 
   /**
@@ -267,15 +281,19 @@ export class LiteralCoder {
     keepTail = false,
   ): Promise<number> {
     for (let at = 0; at < data.length;) {
-      let end = Math.min(at + MAX_OP_RAW, data.length);
       const here = targetOffset + at;
       // The tensor holding `here`, or the next one.
       const t = this.#tensors[firstEndingAfter(this.#tensors, here, (r) => r.end)];
       const tensor = t && t.start <= here ? t : undefined;
+      // Pieces of record tensors are whole records (but the first and last).
+      const maxPiece = this.#recordOps && tensor?.records
+        ? MAX_OP_RAW - MAX_OP_RAW % tensor.records.recordLength
+        : MAX_OP_RAW;
+      let end = Math.min(at + maxPiece, data.length);
       const next = tensor ? tensor.end : t?.start;
       const atEdge = next !== undefined && next - targetOffset <= end;
       if (next !== undefined && next - targetOffset < end) end = next - targetOffset;
-      if (keepTail && end === data.length && end - at < MAX_OP_RAW && !atEdge) {
+      if (keepTail && end === data.length && end - at < maxPiece && !atEdge) {
         return end - at;
       }
       await this.#writePiece(ops, here, data.subarray(at, end), tensor?.width);
@@ -290,6 +308,7 @@ export class LiteralCoder {
     piece: Uint8Array,
     width: ElementWidth | undefined,
   ): Promise<void> {
+    if (await this.#writeRecordPiece(ops, targetOffset, piece)) return;
     const length = piece.length;
     this.#residue ??= new Uint8Array(MAX_OP_RAW);
     this.#planes ??= new Uint8Array(MAX_OP_RAW);
@@ -343,6 +362,154 @@ export class LiteralCoder {
     }
   }
 
+  /**
+   * Writes a piece of a tensor of records (GGUF quant blocks) if record ops
+   * are on, and returns whether it did. The filter of each field is chosen on
+   * a sample (the piece's first `RECORD_SAMPLE` bytes of records): the one
+   * whose stream alone compresses smallest; with an aligned base tensor, with
+   * and without it, and the smaller on the sample wins. Then the record op is
+   * built, each stream and the tail one zstd frame: a DRECORDS against the
+   * aligned base tensor, or a ZRECORDS. The smallest of it, the two v2
+   * ops `#writePiece` tries on bytes (ZLITERAL, DELTA with no filter) and a
+   * LITERAL is written. Memory: the v2 buffers and one of
+   * 2·`RECORD_SAMPLE` + `RECORD_GATHER` bytes.
+   */
+  async #writeRecordPiece(
+    ops: OpWriter,
+    targetOffset: number,
+    piece: Uint8Array,
+  ): Promise<boolean> {
+    if (!this.#recordOps) return false;
+    const t = this.#tensors[firstEndingAfter(this.#tensors, targetOffset, (r) => r.end)];
+    const length = piece.length;
+    if (!t?.records || t.start > targetOffset || targetOffset + length > t.end) return false;
+    const layout = rotateLayout(t.records, (targetOffset - t.start) % t.records.recordLength);
+    if (layout === undefined || length < 2 * layout.recordLength) return false;
+    const residue = this.#residue ??= new Uint8Array(MAX_OP_RAW);
+    const planes = this.#planes ??= new Uint8Array(MAX_OP_RAW);
+    const best = this.#best ??= new Uint8Array(MAX_OP_RAW);
+    const window = this.#window ??= new Uint8Array(MAX_OP_RAW);
+    const scratch = this.#recordScratch ??= new Uint8Array(2 * RECORD_SAMPLE + RECORD_GATHER);
+    const sampleResidue = scratch.subarray(0, RECORD_SAMPLE);
+    const samplePlanes = scratch.subarray(RECORD_SAMPLE, 2 * RECORD_SAMPLE);
+    const gather = scratch.subarray(2 * RECORD_SAMPLE);
+    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
+
+    const baseOffset = this.#alignedOffset(targetOffset, length);
+    const range = window.subarray(0, length);
+    const hasBase = baseOffset !== undefined &&
+      readAtSync(this.#base, baseOffset, range) === length;
+    // Against an aligned tensor a DRECORDS; else (no base tensor: a new or
+    // requantized tensor) a ZRECORDS.
+    const aligned = hasBase && alignmentAt(this.#alignments, targetOffset) !== undefined;
+
+    /** The stream of field j filtered (against `base` if any) into `out` (planes through `spare`); returns the bytes to compress. */
+    const stream = (
+      target: Uint8Array,
+      base: Uint8Array | undefined,
+      j: number,
+      filter: Filter,
+      out: Uint8Array,
+      spare: Uint8Array,
+    ) => {
+      const m = fieldResidue(
+        target,
+        base?.subarray(0, target.length),
+        layout,
+        j,
+        filter,
+        out,
+        gather,
+      );
+      if (filter.shuffle === "none") return out.subarray(0, m);
+      shuffle(out.subarray(0, m), filter, spare.subarray(0, m));
+      return spare.subarray(0, m);
+    };
+    const sampleRecords = Math.max(1, Math.floor(RECORD_SAMPLE / layout.recordLength));
+    const sample = piece.subarray(0, Math.min(length, sampleRecords * layout.recordLength));
+    /** Each field's best filter on the sample, with or without the base, and the sample's size so. */
+    const choose = (base: Uint8Array | undefined, measure: boolean) => {
+      let total = 0;
+      const fields = layout.fields.map((field, j) => {
+        const candidates = recordFilters(field.filter.width, base !== undefined);
+        let chosen = candidates[0];
+        let smallest = Infinity;
+        for (const filter of candidates.length > 1 || measure ? candidates : []) {
+          const bytes = stream(sample, base, j, filter, sampleResidue, samplePlanes);
+          const size = zstd.compress(bytes).length;
+          if (size < smallest) {
+            smallest = size;
+            chosen = filter;
+          }
+        }
+        total += smallest;
+        return { length: field.length, filter: chosen };
+      });
+      return { fields, total };
+    };
+    // Against an aligned tensor a DRECORDS, unless the sample says its bytes
+    // alone compress smaller (a retrained tensor); else (no base tensor: a new
+    // or requantized tensor) a ZRECORDS.
+    let base: Uint8Array | undefined;
+    let fields: RecordLayout["fields"];
+    if (aligned) {
+      const against = choose(range, true);
+      const alone = choose(undefined, true);
+      base = against.total <= alone.total ? range : undefined;
+      fields = base ? against.fields : alone.fields;
+    } else fields = choose(undefined, false).fields;
+
+    // The record op into `best`.
+    let written = 0;
+    for (let j = 0; j < fields.length && written < length; j++) {
+      const frame = zstd.compress(stream(piece, base, j, fields[j].filter, residue, planes));
+      if (written + frame.length < length) best.set(frame, written);
+      written += frame.length;
+    }
+    const tailStart = streamStarts(layout, length)[fields.length];
+    if (written < length && tailStart < length) {
+      const tail = residue.subarray(tailStart, length);
+      if (base) combine(piece.subarray(tailStart), base.subarray(tailStart), NO_FILTER, tail);
+      else tail.set(piece.subarray(tailStart));
+      const frame = zstd.compress(tail);
+      if (written + frame.length < length) best.set(frame, written);
+      written += frame.length;
+    }
+    const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
+    const recordHead = base ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length);
+    let kind: "literal" | "records" | "z" | "delta" = "literal";
+    let bestCost = LITERAL_HEAD_SIZE + length;
+    let size = 0;
+    if (written < length && recordHead + written < bestCost) {
+      kind = "records";
+      bestCost = recordHead + written;
+      size = written;
+    }
+
+    // v2's two candidates on bytes (they replace the record op in `best` only if smaller).
+    const consider = (candidate: "z" | "delta", bytes: Uint8Array, head: number) => {
+      if (bytes.length >= length || head + bytes.length >= bestCost) return;
+      bestCost = head + bytes.length;
+      kind = candidate;
+      size = bytes.length;
+      best.set(bytes);
+    };
+    consider("z", zstd.compress(piece), ZLITERAL_HEAD_SIZE);
+    if (hasBase) {
+      combine(piece, range, NO_FILTER, residue.subarray(0, length));
+      consider("delta", zstd.compress(residue.subarray(0, length)), DELTA_HEAD_SIZE);
+    }
+
+    const bytes = best.subarray(0, size);
+    const chosenKind = kind as "literal" | "records" | "z" | "delta";
+    if (chosenKind === "literal") await ops.literal(piece);
+    else if (chosenKind === "z") await ops.zliteral(length, bytes, NO_FILTER);
+    else if (chosenKind === "delta") await ops.delta(baseOffset!, length, bytes, NO_FILTER);
+    else if (base) await ops.drecords(baseOffset!, length, bytes, recordLayout);
+    else await ops.zrecords(length, bytes, recordLayout);
+    return true;
+  }
+
   #alignedOffset(targetOffset: number, length: number): number | undefined {
     const tensor = alignmentAt(this.#alignments, targetOffset);
     if (tensor && targetOffset + length <= tensor.targetEnd) {
@@ -360,6 +527,23 @@ export class LiteralCoder {
     }
     return undefined;
   }
+}
+
+/**
+ * The filters tried on a record field's stream of elements of `width` bytes:
+ * against a base (DRECORDS), XOR and SUB of bytes and, for wider elements,
+ * SUB in byte and bit planes; alone (ZRECORDS), the bytes and their planes.
+ */
+function recordFilters(width: ElementWidth, againstBase: boolean): Filter[] {
+  const out: Filter[] = [NO_FILTER];
+  if (againstBase) {
+    out.push({ width: 1, shuffle: "none", combine: "sub" });
+    if (width > 1) {
+      out.push({ width, shuffle: "bytes", combine: "sub" });
+      out.push({ width, shuffle: "bits", combine: "sub" });
+    } else out.push({ width: 1, shuffle: "bits", combine: "sub" });
+  } else if (width > 1) out.push({ width, shuffle: "bytes", combine: "xor" });
+  return out;
 }
 
 /** How many bytes of target range [start, end) lie in `alignments`. */

@@ -11,13 +11,16 @@ import type { BufferedWriter } from "../kernel/file_io.ts";
 import {
   encodeCopy,
   encodeDeltaHead,
+  encodeDRecordsHead,
   encodeLiteralHead,
   encodeZLiteralHead,
+  encodeZRecordsHead,
   type Filter,
   LITERAL_HEAD_SIZE,
 } from "./patch_format.ts";
+import type { RecordLayout } from "./record_filter.ts";
 
-/** What a patch body holds (ZLITERAL and DELTA bytes are the bytes they produce). */
+/** What a patch body holds (compressed ops' bytes are the bytes they produce). */
 export interface OpStats {
   copyOps: number;
   copyBytes: number;
@@ -27,6 +30,12 @@ export interface OpStats {
   zliteralBytes: number;
   deltaOps: number;
   deltaBytes: number;
+  /** v3 ZRECORDS ops. */
+  zrecordsOps: number;
+  zrecordsBytes: number;
+  /** v3 DRECORDS ops. */
+  drecordsOps: number;
+  drecordsBytes: number;
 }
 
 /** Stats of an empty body. */
@@ -40,6 +49,10 @@ export function emptyStats(): OpStats {
     zliteralBytes: 0,
     deltaOps: 0,
     deltaBytes: 0,
+    zrecordsOps: 0,
+    zrecordsBytes: 0,
+    drecordsOps: 0,
+    drecordsBytes: 0,
   };
 }
 
@@ -108,6 +121,31 @@ export class OpWriter {
     await this.#out.write(compressed);
     this.stats.deltaOps++;
     this.stats.deltaBytes += rawLength;
+  }
+
+  /** A v3 ZRECORDS: `rawLength` target bytes, written as the zstd frame `compressed` of their record transform under `layout`. */
+  async zrecords(rawLength: number, compressed: Uint8Array, layout: RecordLayout): Promise<void> {
+    await this.#flushCopy();
+    await this.#closeLiteral();
+    await this.#out.write(encodeZRecordsHead(rawLength, compressed.length, layout));
+    await this.#out.write(compressed);
+    this.stats.zrecordsOps++;
+    this.stats.zrecordsBytes += rawLength;
+  }
+
+  /** A v3 DRECORDS: `rawLength` target bytes, written as the zstd frame `compressed` of their record transform against base[baseOffset ..]. */
+  async drecords(
+    baseOffset: number,
+    rawLength: number,
+    compressed: Uint8Array,
+    layout: RecordLayout,
+  ): Promise<void> {
+    await this.#flushCopy();
+    await this.#closeLiteral();
+    await this.#out.write(encodeDRecordsHead(baseOffset, rawLength, compressed.length, layout));
+    await this.#out.write(compressed);
+    this.stats.drecordsOps++;
+    this.stats.drecordsBytes += rawLength;
   }
 
   /** Writes whatever op is still open. */

@@ -6,20 +6,23 @@
  * sampled base ranges with their BLAKE3, `BaseSample`) followed by ops that append
  * to the output until it has `target_size` bytes: COPY (a base range) and
  * LITERAL (raw bytes), and in v2 ZLITERAL (zstd frames of filtered bytes) and
- * DELTA (zstd frames of a filtered residue against a base range). All integers
+ * DELTA (zstd frames of a filtered residue against a base range), in v3 also
+ * ZRECORDS and DRECORDS (the same with a record layout: `record_filter.ts`).
+ * All integers
  * are little-endian. The filter byte is decoded here (`decodeFilter`); the
  * filters themselves are in `residue_filter.ts`, the checks a reader makes in
  * `patch_reader.ts`.
  *
  * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md and
  * docs/spec/patch-v3.md (the field tables, the limits, what a reader must
- * refuse, test vectors).
+ * refuse, test vectors; v3's record ops too).
  *
  * @module
  */
 
 import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 import { MalformedPatchError } from "../kernel/errors.ts";
+import type { RecordLayout } from "./record_filter.ts";
 
 /** "POOL". */
 export const MAGIC = new Uint8Array([0x50, 0x4f, 0x4f, 0x4c]);
@@ -33,7 +36,7 @@ export const PREAMBLE_SIZE = 6;
 export const VERSION_2 = 2;
 /** Size of the v2 header in bytes. */
 export const HEADER_V2_SIZE = 86;
-/** The v3 version number (v2's ops; a header with sampled base ranges). */
+/** The v3 version number (v2's ops and record ops; a header with sampled base ranges). */
 export const VERSION_3 = 3;
 /** Size of the fixed part of a v3 header: v2's 86 bytes and `sample_count` u16. */
 export const HEADER_V3_FIXED_SIZE = 88;
@@ -55,6 +58,27 @@ export const MAX_OP_RAW = 1024 * 1024;
 export const ZLITERAL_HEAD_SIZE = 10;
 /** Encoded size of a DELTA op's head. */
 export const DELTA_HEAD_SIZE = 18;
+/**
+ * Op byte of ZRECORDS (v3): `raw_len u32, comp_len u32` then a record layout
+ * (`record_len u16, field_count u8`, per field `len u16, filter u8`), then zstd frames.
+ */
+export const OP_ZRECORDS = 0x05;
+/** Op byte of DRECORDS (v3): `base_offset u64, raw_len u32, comp_len u32`, a record layout, then zstd frames. */
+export const OP_DRECORDS = 0x06;
+/** Encoded size of a record layout's fixed part (record_len, field_count). */
+export const LAYOUT_FIXED_SIZE = 3;
+/** Encoded size of each field of a record layout (len, filter). */
+export const LAYOUT_FIELD_SIZE = 3;
+
+/** Encoded size of a ZRECORDS head with a layout of `fields` fields. */
+export function zrecordsHeadSize(fields: number): number {
+  return 9 + LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * fields;
+}
+
+/** Encoded size of a DRECORDS head with a layout of `fields` fields. */
+export function drecordsHeadSize(fields: number): number {
+  return 17 + LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * fields;
+}
 
 /** How a compressed op's bytes were filtered before zstd (the filter byte, decoded). */
 export interface Filter {
@@ -270,6 +294,48 @@ export function encodeDeltaHead(
   view.setUint32(9, rawLength, true);
   view.setUint32(13, compressedLength, true);
   bytes[17] = encodeFilter(filter);
+  return bytes;
+}
+
+/** Encodes a record layout as a record op's head carries it (`LAYOUT_FIXED_SIZE + 3·fields` bytes). */
+export function encodeRecordLayout(layout: RecordLayout): Uint8Array {
+  const bytes = new Uint8Array(LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * layout.fields.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint16(0, layout.recordLength, true);
+  bytes[2] = layout.fields.length;
+  layout.fields.forEach((field, j) => {
+    view.setUint16(LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * j, field.length, true);
+    bytes[LAYOUT_FIXED_SIZE + LAYOUT_FIELD_SIZE * j + 2] = encodeFilter(field.filter);
+  });
+  return bytes;
+}
+
+/** Encodes the head of a ZRECORDS op (its compressed bytes follow). */
+export function encodeZRecordsHead(
+  rawLength: number,
+  compressedLength: number,
+  layout: RecordLayout,
+): Uint8Array {
+  const fixed = encodeZLiteralHead(rawLength, compressedLength).subarray(0, 9);
+  const bytes = new Uint8Array(zrecordsHeadSize(layout.fields.length));
+  bytes.set(fixed);
+  bytes[0] = OP_ZRECORDS;
+  bytes.set(encodeRecordLayout(layout), 9);
+  return bytes;
+}
+
+/** Encodes the head of a DRECORDS op (its compressed bytes follow). */
+export function encodeDRecordsHead(
+  baseOffset: number,
+  rawLength: number,
+  compressedLength: number,
+  layout: RecordLayout,
+): Uint8Array {
+  const fixed = encodeDeltaHead(baseOffset, rawLength, compressedLength).subarray(0, 17);
+  const bytes = new Uint8Array(drecordsHeadSize(layout.fields.length));
+  bytes.set(fixed);
+  bytes[0] = OP_DRECORDS;
+  bytes.set(encodeRecordLayout(layout), 17);
   return bytes;
 }
 

@@ -11,7 +11,7 @@
  * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md and
  * docs/spec/patch-v3.md ("What a reader MUST refuse": this reader checks those
  * rules, except the base's samples and digests and the output's digest, which
- * `applier.ts` checks).
+ * `applier.ts` checks, and what only decompressing the data shows).
  *
  * @module
  */
@@ -25,11 +25,14 @@ import {
   decodeSampleCount,
   type Filter,
   headerSize,
+  LAYOUT_FIELD_SIZE,
   MAX_OP_RAW,
   OP_COPY,
   OP_DELTA,
+  OP_DRECORDS,
   OP_LITERAL,
   OP_ZLITERAL,
+  OP_ZRECORDS,
   type PatchHeader,
   PREAMBLE_SIZE,
   safeU64,
@@ -37,10 +40,17 @@ import {
   VERSION_2,
   VERSION_3,
 } from "./patch_format.ts";
+import {
+  layoutProblem,
+  MAX_RECORD_FIELDS,
+  type RecordField,
+  type RecordLayout,
+} from "./record_filter.ts";
 
 /**
- * An op as read: a COPY range, or a LITERAL, ZLITERAL or DELTA whose payload
- * (`payloadLength` bytes: raw for a LITERAL, a zstd frame for the others) the
+ * An op as read: a COPY range, or a LITERAL, ZLITERAL, DELTA, ZRECORDS or
+ * DRECORDS whose payload (`payloadLength` bytes: raw for a LITERAL, zstd
+ * frames for the others) the
  * caller must then read with `readLiteral`. `length` is what the op produces.
  */
 export type PatchOp =
@@ -58,6 +68,19 @@ export type PatchOp =
     readonly length: number;
     readonly payloadLength: number;
     readonly filter: Filter;
+  }
+  | {
+    readonly kind: "zrecords";
+    readonly length: number;
+    readonly payloadLength: number;
+    readonly layout: RecordLayout;
+  }
+  | {
+    readonly kind: "drecords";
+    readonly offset: number;
+    readonly length: number;
+    readonly payloadLength: number;
+    readonly layout: RecordLayout;
   };
 
 /** Reads a patch's header and ops from a byte source, validating as it goes. */
@@ -223,9 +246,75 @@ export class PatchReader {
         ? { kind: "delta", offset, length, payloadLength, filter }
         : { kind: "zliteral", length, payloadLength, filter };
     }
+    if (this.header.version >= VERSION_3 && (op === OP_ZRECORDS || op === OP_DRECORDS)) {
+      return await this.#recordOp(op === OP_DRECORDS, at, left);
+    }
     throw new MalformedPatchError(
       `unknown op 0x${op.toString(16).padStart(2, "0")} at patch offset ${at}`,
     );
+  }
+
+  /** The rest of a ZRECORDS or DRECORDS op, every field of its head checked before its data. */
+  async #recordOp(delta: boolean, at: number, left: number): Promise<PatchOp> {
+    const name = delta ? "DRECORDS" : "ZRECORDS";
+    const view = await this.#fields(delta ? 19 : 11, name, at);
+    const offset = delta ? safeU64(view, 0, `DRECORDS base offset at patch offset ${at}`) : 0;
+    const length = view.getUint32(delta ? 8 : 0, true);
+    const payloadLength = view.getUint32(delta ? 12 : 4, true);
+    const recordLength = view.getUint16(delta ? 16 : 8, true);
+    const fieldCount = view.getUint8(delta ? 18 : 10);
+    if (fieldCount < 1 || fieldCount > MAX_RECORD_FIELDS) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} has ${fieldCount} record fields; it must be 1 to ${MAX_RECORD_FIELDS}`,
+      );
+    }
+    const fieldView = await this.#fields(LAYOUT_FIELD_SIZE * fieldCount, name, at);
+    const fields: RecordField[] = [];
+    for (let j = 0; j < fieldCount; j++) {
+      const fieldLength = fieldView.getUint16(LAYOUT_FIELD_SIZE * j, true);
+      const filterByte = fieldView.getUint8(LAYOUT_FIELD_SIZE * j + 2);
+      const filter = decodeFilter(filterByte);
+      if (filter === undefined || (!delta && filter.combine !== "xor")) {
+        throw new MalformedPatchError(
+          `${name} at patch offset ${at} has an invalid filter byte 0x${
+            filterByte.toString(16).padStart(2, "0")
+          } for record field ${j}`,
+        );
+      }
+      fields.push({ length: fieldLength, filter });
+    }
+    const layout: RecordLayout = { recordLength, fields };
+    const problem = layoutProblem(layout);
+    if (problem !== undefined) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} has an invalid record layout: ${problem}`,
+      );
+    }
+    if (length === 0 || length > MAX_OP_RAW) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} claims ${length} bytes; it must be 1 to ${MAX_OP_RAW}`,
+      );
+    }
+    if (payloadLength === 0 || payloadLength >= length) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} has ${payloadLength} compressed bytes for ${length}; it must be 1 to ${
+          length - 1
+        }`,
+      );
+    }
+    if (delta && offset + length > this.header.baseSize) {
+      throw new MalformedPatchError(
+        `DRECORDS at patch offset ${at} reads base bytes ${offset}..${
+          offset + length
+        }, beyond the base's ${this.header.baseSize} bytes`,
+      );
+    }
+    this.#checkFits(length, left, name, at);
+    this.#produced += length;
+    this.#literalLeft = payloadLength;
+    return delta
+      ? { kind: "drecords", offset, length, payloadLength, layout }
+      : { kind: "zrecords", length, payloadLength, layout };
   }
 
   /**

@@ -11,9 +11,10 @@
  * name, n_dims u32, dims u64[n], type u32, offset u64 relative to the data
  * section, which starts at the next multiple of `general.alignment`, default
  * 32; a tensor's bytes run to the next tensor's offset, the last to the end of
- * the file) and ONNX (every tensor whose bytes are in the file: initializers,
- * sparse initializers, Constant nodes, subgraphs and functions, by a protobuf
- * walk: `onnxLayout` in onnx_layout.ts, which also lays out ONNX side files of
+ * the file; quantized types' blocks as record layouts, `GGML_BLOCKS`) and ONNX
+ * (every tensor whose bytes are in the file: initializers, sparse
+ * initializers, Constant nodes, subgraphs and functions, by a protobuf walk:
+ * `onnxLayout` in onnx_layout.ts, which also lays out ONNX side files of
  * external data). Other files have no layout here; the encoder then infers
  * alignment from its COPY matches.
  *
@@ -22,18 +23,24 @@
 
 import { readAtSync } from "../kernel/file_io.ts";
 import { onnxLayout } from "./onnx_layout.ts";
+import type { Filter } from "./patch_format.ts";
+import type { RecordLayout } from "./record_filter.ts";
 
 export { onnxLayout };
 
 /** Bytes per element of a tensor's dtype, where planes of that width make sense. */
 export type ElementWidth = 1 | 2 | 4;
 
-/** A tensor's bytes in a file: [start, end), and its element width if known. */
+/**
+ * A tensor's bytes in a file: [start, end), its element width if known, and
+ * for quantized blocks (GGUF) the layout of a block (`records`, from `start`).
+ */
 export interface TensorRange {
   readonly name: string;
   readonly start: number;
   readonly end: number;
   readonly width?: ElementWidth;
+  readonly records?: RecordLayout;
 }
 
 /** A target range to delta against the base range starting at `baseStart` (same length). */
@@ -66,6 +73,42 @@ function ggmlWidth(type: number): ElementWidth {
   if (type === 1 || type === 30 || type === 25) return 2;
   return 1;
 }
+
+/** An f16 field of a quant block (a scale or a min): the nominal filter, SUB of byte planes. */
+const F16_FIELD: Filter = { width: 2, shuffle: "bytes", combine: "sub" };
+/** A field of quants (or packed sub-block scales): bytes. */
+const BYTES_FIELD: Filter = { width: 1, shuffle: "none", combine: "xor" };
+
+/** A record layout from field lengths, "h" marking an f16 field. */
+function block(...fields: (number | "h")[]): RecordLayout {
+  const out = fields.map((f) =>
+    f === "h" ? { length: 2, filter: F16_FIELD } : { length: f, filter: BYTES_FIELD }
+  );
+  return { recordLength: out.reduce((sum, f) => sum + f.length, 0), fields: out };
+}
+
+/**
+ * The block layouts of GGML's quantized types (ggml-common.h's block structs,
+ * all little-endian and unpadded): a tensor of these types is a run of blocks.
+ * The filters are nominal (the encoder tries others per field); the field
+ * lengths and widths are what matter. Q8_K (292-byte blocks, over the
+ * 256-byte record limit, and used only for intermediate results) and the IQ
+ * types are not listed: they stay bytes. Specification:
+ * docs/spec/patch-v3.md ("Record ops").
+ */
+export const GGML_BLOCKS: Readonly<Record<number, RecordLayout>> = {
+  2: block("h", 16), // Q4_0: d, qs[16] (32 weights, 4 bits)
+  3: block("h", "h", 16), // Q4_1: d, m, qs[16]
+  6: block("h", 4, 16), // Q5_0: d, qh[4], qs[16]
+  7: block("h", "h", 4, 16), // Q5_1: d, m, qh[4], qs[16]
+  8: block("h", 32), // Q8_0: d, qs[32] (int8)
+  9: block("h", "h", 32), // Q8_1: d, s, qs[32]
+  10: block(16, 64, "h", "h"), // Q2_K: scales[16], qs[64], d, dmin (256 weights)
+  11: block(32, 64, 12, "h"), // Q3_K: hmask[32], qs[64], scales[12], d
+  12: block("h", "h", 12, 128), // Q4_K: d, dmin, scales[12], qs[128]
+  13: block("h", "h", 12, 32, 128), // Q5_K: d, dmin, scales[12], qh[32], qs[128]
+  14: block(128, 64, 16, "h"), // Q6_K: ql[128], qh[64], scales[16] (int8), d
+};
 
 /** Largest SafeTensors header read (real ones are well under a few MiB). */
 export const MAX_HEADER = 64 * 1024 * 1024;
@@ -119,14 +162,19 @@ export function ggufLayout(file: Deno.FsFile, fileSize: number): TensorRange[] |
       const value = r.value(type);
       if (key === "general.alignment" && typeof value === "number" && value > 0) alignment = value;
     }
-    const infos: { name: string; offset: number; width: ElementWidth }[] = [];
+    const infos: {
+      name: string;
+      offset: number;
+      width: ElementWidth;
+      records: RecordLayout | undefined;
+    }[] = [];
     for (let i = 0; i < tensorCount; i++) {
       const name = r.string();
       const dims = r.u32();
       if (dims > 8) return null;
       for (let d = 0; d < dims; d++) r.u64();
-      const width = ggmlWidth(r.u32());
-      infos.push({ name, offset: r.u64(), width });
+      const type = r.u32();
+      infos.push({ name, width: ggmlWidth(type), records: GGML_BLOCKS[type], offset: r.u64() });
     }
     const dataStart = Math.ceil(r.position / alignment) * alignment;
     infos.sort((a, b) => a.offset - b.offset);
@@ -135,7 +183,8 @@ export function ggufLayout(file: Deno.FsFile, fileSize: number): TensorRange[] |
       const start = dataStart + infos[i].offset;
       const end = i + 1 < infos.length ? dataStart + infos[i + 1].offset : fileSize;
       if (start > end || end > fileSize) return null;
-      out.push({ name: infos[i].name, start, end, width: infos[i].width });
+      const { name, width, records } = infos[i];
+      out.push({ name, start, end, width, ...(records && { records }) });
     }
     return out;
   } catch (err) {

@@ -45,7 +45,7 @@ const SMALL: ChunkParams = { min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
 
 /** An op as the reader lists it: its kind, the target bytes it makes, and its filter. */
 interface ListedOp {
-  readonly kind: "copy" | "literal" | "zliteral" | "delta";
+  readonly kind: "copy" | "literal" | "zliteral" | "delta" | "zrecords" | "drecords";
   readonly length: number;
   readonly filter?: Filter;
 }
@@ -63,9 +63,9 @@ async function listOps(path: string): Promise<{ version: number; ops: ListedOp[]
         continue;
       }
       ops.push(
-        op.kind === "literal"
-          ? { kind: op.kind, length: op.length }
-          : { kind: op.kind, length: op.length, filter: op.filter },
+        op.kind === "zliteral" || op.kind === "delta"
+          ? { kind: op.kind, length: op.length, filter: op.filter }
+          : { kind: op.kind, length: op.length },
       );
       await reader.skipLiteral(scratch);
     }
