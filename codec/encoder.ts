@@ -31,6 +31,7 @@ import { type ChunkParams, DEFAULT_CHUNK_PARAMS, validateChunkParams } from "./f
 import { BufferedWriter, openInput } from "../kernel/file_io.ts";
 import { encodeHeaderV1, encodeHeaderV2, headerSize } from "./patch_format.ts";
 import { LiteralCoder } from "./literal_coder.ts";
+import { MatchFinder } from "./match_finder.ts";
 import { type Alignment, alignTensors, modelLayout, type TensorRange } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
@@ -77,7 +78,7 @@ export async function indexFile(
   file: Deno.FsFile,
   pipeline: ChunkPipeline,
   onBytes?: (bytes: number) => void,
-  options: { hashStream?: boolean } = {},
+  options: { hashStream?: boolean; matches?: MatchFinder } = {},
 ): Promise<ChunkIndex> {
   const params = pipeline.params;
   // Room for the most chunks the file can have (all but the last are >= min), up
@@ -87,6 +88,7 @@ export async function indexFile(
   const index = new ChunkIndex(Math.min(mostChunks, MAX_INDEX_PRESIZE));
   for await (const chunk of pipeline.chunks(file, { hashStream: options.hashStream })) {
     index.add(chunk.offset, chunk.data.length, chunk.digest);
+    options.matches?.feed(chunk.offset, chunk.data);
     onBytes?.(chunk.offset + chunk.data.length);
   }
   return index;
@@ -129,6 +131,10 @@ export async function encodeFile(
     const pipeline = new ChunkPipeline(pool, params, { bufferCount });
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;
+    // v2's global match finder is fed by the base pass; with an index file
+    // there is no base pass, and no finder (reading the whole base for it
+    // would undo what the index file is for).
+    const matches = format === 2 && !baseIndex ? new MatchFinder(base.size) : undefined;
     if (baseIndex) {
       index = baseIndex.index;
       baseDigest = baseIndex.header.fileDigest;
@@ -136,6 +142,7 @@ export async function encodeFile(
       try {
         index = await indexFile(base.file, pipeline, (done) => progress?.(done, total), {
           hashStream: format === 2,
+          matches,
         });
         if (format === 2) baseDigest = await pipeline.streamDigest();
       } catch (err) {
@@ -150,6 +157,7 @@ export async function encodeFile(
       ? new LiteralCoder(base.file, base.size, {
         ...tensorLayouts(base.file, base.size, target),
         maxChunk: params.max,
+        matches,
       })
       : undefined;
     let nextBaseChunk = -1;

@@ -44,6 +44,7 @@ import {
 import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
 import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
+import type { MatchFinder } from "./match_finder.ts";
 
 /** zstd level of every candidate (level 3 measured larger on planes, no smaller on plain bytes). */
 export const ZSTD_LEVEL = 1;
@@ -66,6 +67,11 @@ export interface LiteralCoderOptions {
   readonly tensors?: readonly TensorRange[];
   /** Largest chunk the encoder passes (the held chunk's buffer). */
   readonly maxChunk: number;
+  /**
+   * The base's anchors (`match_finder.ts`): bytes that moved anywhere in the
+   * base are looked up in the gaps the runs above leave.
+   */
+  readonly matches?: MatchFinder;
 }
 
 /** Encodes unmatched target bytes for a v2 patch. */
@@ -75,6 +81,7 @@ export class LiteralCoder {
   readonly #alignments: readonly Alignment[];
   readonly #tensors: readonly TensorRange[];
   readonly #maxChunk: number;
+  readonly #matches: MatchFinder | undefined;
   #window: Uint8Array | undefined;
   #residue: Uint8Array | undefined;
   #planes: Uint8Array | undefined;
@@ -93,6 +100,7 @@ export class LiteralCoder {
     this.#alignments = options.alignments ?? [];
     this.#tensors = options.tensors ?? [];
     this.#maxChunk = options.maxChunk;
+    this.#matches = options.matches;
   }
 
   /**
@@ -163,6 +171,10 @@ export class LiteralCoder {
     const runs = this.#runs(targetOffset, data, [this.#delta, nextDelta, 0]);
     runs.push(...this.#shiftedRuns(targetOffset, data, runs, nextDelta));
     runs.sort((a, b) => a.start - b.start);
+    if (this.#matches) {
+      runs.push(...this.#movedRuns(this.#matches, targetOffset, data, runs));
+      runs.sort((a, b) => a.start - b.start);
+    }
     let at = 0;
     for (const run of runs) {
       await this.#writeRegion(ops, targetOffset + at, data.subarray(at, run.start));
@@ -217,6 +229,35 @@ export class LiteralCoder {
       }
     }
     return out;
+  }
+
+  /**
+   * Runs in the gaps between `runs` found anywhere in the base by the match
+   * finder (each verified against the base's bytes), under the same cost
+   * rules (`chooseRuns`). Gaps mostly inside tensors both files have are left
+   * to DELTA ops, as in `#shiftedRuns`.
+   */
+  #movedRuns(
+    finder: MatchFinder,
+    targetOffset: number,
+    data: Uint8Array,
+    runs: readonly Run[],
+  ): Run[] {
+    const found: Run[] = [];
+    const read = (position: number, buf: Uint8Array) => readAtSync(this.#base, position, buf);
+    for (let i = 0; i <= runs.length; i++) {
+      const start = i === 0 ? 0 : runs[i - 1].end;
+      const end = i === runs.length ? data.length : runs[i].start;
+      if (end - start < 2 * MIN_RUN) continue;
+      if (
+        alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
+          (end - start) * 7
+      ) continue;
+      for (const run of finder.find(read, targetOffset + start, data.subarray(start, end))) {
+        found.push({ start: start + run.start, end: start + run.end, delta: run.delta });
+      }
+    }
+    return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
   }
 
   #runs(targetOffset: number, data: Uint8Array, candidates: (number | undefined)[]): Run[] {
