@@ -74,6 +74,16 @@ export interface LiteralCoderOptions {
   readonly matches?: MatchFinder;
 }
 
+/** Most same-named tensors of one block whose offset difference is tried for runs. */
+export const MAX_ALIGNED_RANGES = 64;
+
+/** Part of a block inside a same-named tensor, and that tensor's base − target offset. */
+interface AlignedRange {
+  readonly start: number;
+  readonly end: number;
+  readonly delta: number;
+}
+
 /** Encodes unmatched target bytes for a v2 patch. */
 export class LiteralCoder {
   readonly #base: Deno.FsFile;
@@ -168,7 +178,12 @@ export class LiteralCoder {
     nextDelta: number | undefined,
     keepTail: boolean,
   ): Promise<number> {
-    const runs = this.#runs(targetOffset, data, [this.#delta, nextDelta, 0]);
+    const runs = this.#runs(
+      targetOffset,
+      data,
+      [this.#delta, nextDelta, 0],
+      this.#alignedRanges(targetOffset, data.length),
+    );
     runs.push(...this.#shiftedRuns(targetOffset, data, runs, nextDelta));
     runs.sort((a, b) => a.start - b.start);
     if (this.#matches) {
@@ -260,40 +275,93 @@ export class LiteralCoder {
     return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
   }
 
-  #runs(targetOffset: number, data: Uint8Array, candidates: (number | undefined)[]): Run[] {
+  /**
+   * The parts of the block [targetOffset, + length) inside same-named tensors
+   * (block-relative), each with its tensor's offset difference: a tensor the
+   * exporter moved may be unchanged, and a COPY is cheaper than a DELTA of
+   * zeros. At most `MAX_ALIGNED_RANGES`.
+   */
+  #alignedRanges(targetOffset: number, length: number): AlignedRange[] {
+    const out: AlignedRange[] = [];
+    const end = targetOffset + length;
+    for (
+      let i = firstEndingAfter(this.#alignments, targetOffset, (a) => a.targetEnd);
+      i < this.#alignments.length && this.#alignments[i].targetStart < end &&
+      out.length < MAX_ALIGNED_RANGES;
+      i++
+    ) {
+      const a = this.#alignments[i];
+      out.push({
+        start: Math.max(a.targetStart, targetOffset) - targetOffset,
+        end: Math.min(a.targetEnd, end) - targetOffset,
+        delta: a.baseStart - a.targetStart,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Runs of the block equal to the base at each of the `candidates` offset
+   * differences, and inside each of `ranged` at its own (unless one of the
+   * candidates already covers it), chosen by `chooseRuns`.
+   */
+  #runs(
+    targetOffset: number,
+    data: Uint8Array,
+    candidates: (number | undefined)[],
+    ranged: readonly AlignedRange[] = [],
+  ): Run[] {
     const deltas = [...new Set(candidates)].filter((d): d is number =>
       d !== undefined && targetOffset + d < this.#baseSize && targetOffset + d + data.length > 0
     );
-    if (deltas.length === 0) return [];
-    this.#window ??= new Uint8Array(MAX_OP_RAW);
     const found: Run[] = [];
-    for (const delta of deltas) {
-      const scanner = new RunScanner(delta, MIN_RUN, {
-        longRun: LONG_RUN,
-        maxShort: MAX_SHORT_RUNS,
-      });
-      for (let at = 0; at < data.length; at += MAX_OP_RAW) {
-        const target = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
-        const from = targetOffset + at + delta;
-        if (from < 0) {
-          // Before the base's start: unequal up to it.
-          const skip = Math.min(-from, target.length);
-          scanner.scan(target.subarray(0, skip), new Uint8Array(0));
-          const rest = target.subarray(skip);
-          const n = rest.length === 0
-            ? 0
-            : readAtSync(this.#base, 0, this.#window.subarray(0, rest.length));
-          scanner.scan(rest, this.#window.subarray(0, n));
-          continue;
-        }
-        const n = from >= this.#baseSize
-          ? 0
-          : readAtSync(this.#base, from, this.#window.subarray(0, target.length));
-        scanner.scan(target, this.#window.subarray(0, n));
+    for (const range of ranged) {
+      if (deltas.includes(range.delta) || range.end - range.start < MIN_RUN) continue;
+      for (
+        const run of this.#scan(
+          targetOffset + range.start,
+          data.subarray(range.start, range.end),
+          range.delta,
+        )
+      ) {
+        found.push({
+          start: range.start + run.start,
+          end: range.start + run.end,
+          delta: run.delta,
+        });
       }
-      found.push(...scanner.finish());
     }
+    for (const delta of deltas) found.push(...this.#scan(targetOffset, data, delta));
     return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
+  }
+
+  /** Runs of `data` (target bytes at `targetOffset`) equal to the base at `delta`. */
+  #scan(targetOffset: number, data: Uint8Array, delta: number): Run[] {
+    this.#window ??= new Uint8Array(MAX_OP_RAW);
+    const scanner = new RunScanner(delta, MIN_RUN, {
+      longRun: LONG_RUN,
+      maxShort: MAX_SHORT_RUNS,
+    });
+    for (let at = 0; at < data.length; at += MAX_OP_RAW) {
+      const target = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
+      const from = targetOffset + at + delta;
+      if (from < 0) {
+        // Before the base's start: unequal up to it.
+        const skip = Math.min(-from, target.length);
+        scanner.scan(target.subarray(0, skip), new Uint8Array(0));
+        const rest = target.subarray(skip);
+        const n = rest.length === 0
+          ? 0
+          : readAtSync(this.#base, 0, this.#window.subarray(0, rest.length));
+        scanner.scan(rest, this.#window.subarray(0, n));
+        continue;
+      }
+      const n = from >= this.#baseSize
+        ? 0
+        : readAtSync(this.#base, from, this.#window.subarray(0, target.length));
+      scanner.scan(target, this.#window.subarray(0, n));
+    }
+    return scanner.finish();
   }
 
   /**

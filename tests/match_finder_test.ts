@@ -329,3 +329,38 @@ Deno.test("format 1 and an encode from a base index file go without the finder a
     assert.ok(indexed.patchSize > 400, "without the finder the moved piece is not found");
   });
 });
+
+/** A SafeTensors file of float32 tensors in the given order, each after `pad` zero bytes. */
+function safetensors(tensors: [string, Uint8Array][], pad = 0): Uint8Array {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, data] of tensors) {
+    offset += pad;
+    header[name] = {
+      dtype: "F32",
+      shape: [data.length / 4],
+      data_offsets: [offset, offset + data.length],
+    };
+    offset += data.length;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const head = new Uint8Array(8);
+  new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
+  return concat(head, json, ...tensors.flatMap(([, d]) => [new Uint8Array(pad), d]));
+}
+
+Deno.test("unchanged same-named tensors a SafeTensors exporter reordered or re-aligned are COPYs, not DELTAs of zeros", async () => {
+  const named = tensors().map((t, i): [string, Uint8Array] => [`layer.${i}.weight`, t]);
+  for (
+    const [order, pad] of [[shuffled(named, 5), 0], [named, 8], [shuffled(named, 6), 64]] as const
+  ) {
+    await withTempDir(async (dir) => {
+      const base = safetensors(named);
+      const target = safetensors([...order], pad);
+      const encoded = await roundtrip(dir, base, target);
+      const weights = named.reduce((sum, [, t]) => sum + t.length, 0);
+      assert.ok(encoded.copyBytes >= weights, `pad ${pad}: ${JSON.stringify(encoded)}`);
+      assert.ok(encoded.patchSize < weights / 100, `pad ${pad}: patch ${encoded.patchSize} B`);
+    });
+  }
+});
