@@ -54,6 +54,13 @@ export const MIN_RUN = 24;
 export const LONG_RUN = 256;
 /** Most short runs per chunk that are still copied. */
 export const MAX_SHORT_RUNS = 8;
+/**
+ * Runs the match finder found at least this long are always copied (shorter
+ * ones only when few): they are verified at an offset no COPY implies, where
+ * a fine-tune's scattered equal bytes do not come from (a re-export's small
+ * tensors, e.g. 192-byte norms, are).
+ */
+export const MOVED_LONG_RUN = 128;
 /** Gaps between runs are searched for bytes that moved otherwise in pieces of this size... */
 export const LOCAL_GAP = 512 * 1024;
 /** ...each in the base this far around its aligned position. */
@@ -272,7 +279,11 @@ export class LiteralCoder {
         found.push({ start: start + run.start, end: start + run.end, delta: run.delta });
       }
     }
-    return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
+    return chooseRuns(found, {
+      minRun: MIN_RUN,
+      longRun: MOVED_LONG_RUN,
+      maxShort: MAX_SHORT_RUNS,
+    });
   }
 
   /**

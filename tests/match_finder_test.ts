@@ -364,3 +364,19 @@ Deno.test("unchanged same-named tensors a SafeTensors exporter reordered or re-a
     });
   }
 });
+
+Deno.test("many small tensors (192-byte norms) re-exported in another container are all copied", async () => {
+  await withTempDir(async (dir) => {
+    const list = [
+      ...Array.from({ length: 20 }, (_, i) => tensor(192, 500 + i)),
+      ...Array.from({ length: 6 }, (_, i) => tensor(24 * KiB, 600 + i)),
+    ];
+    const base = concat(new TextEncoder().encode("header".repeat(30)), ...list);
+    const parts: Uint8Array[] = [new TextEncoder().encode("another header".repeat(11))];
+    for (const t of shuffled(list, 4)) parts.push(new Uint8Array(64 - (t.length % 64) + 8), t);
+    const target = concat(...parts);
+    const encoded = await roundtrip(dir, base, target);
+    const weights = list.reduce((sum, t) => sum + t.length, 0);
+    assert.ok(encoded.copyBytes >= weights, `${encoded.copyBytes} of ${weights} copied`);
+  });
+});
