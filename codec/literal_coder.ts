@@ -3,9 +3,12 @@
  *
  * 1. Runs: an unmatched chunk is compared with the base at the offset the
  *    previous COPY implies, at the offset the next COPY implies (the chunk is
- *    held until the next one is known) and at its own offset; runs of equal
- *    bytes become COPYs (`equal_runs.ts`). Bytes inserted at the front then
- *    cost about their own length.
+ *    held until the next one is known) and at its own offset, and its parts
+ *    inside same-named tensors at that tensor's offset; runs of equal bytes
+ *    become COPYs (`equal_runs.ts`). Bytes inserted at the front then cost
+ *    about their own length. In the gaps left, bytes that moved by other
+ *    amounts are looked for near the implied offset (`shiftCandidates`) and,
+ *    with a match finder (`match_finder.ts`), anywhere in the base.
  * 2. Pieces: the rest is cut into pieces of at most `MAX_OP_RAW` bytes, at
  *    tensor edges too, and each piece is written as the smallest of a raw
  *    LITERAL, a ZLITERAL and a DELTA against its aligned base range, trying the
@@ -19,7 +22,7 @@
  * than at 3 (measured on the corpus), plain bytes only a few bytes larger, and
  * one context is ~4 MB less than two. Memory: four buffers of `MAX_OP_RAW`,
  * one of the largest chunk (the held chunk), one zstd context, a reused hash
- * table for the shift search.
+ * table for the shift search (the match finder's table is the encoder's).
  *
  * @module
  */
