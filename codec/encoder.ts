@@ -17,7 +17,7 @@
  * of 1.25 × max chunk; v2 one fewer) shared by both passes, one 1 MiB write
  * buffer, the index, and v2's literal coder (its buffers and one zstd context)
  * and match finder (`match_finder.ts`: its table, fed by pass 1 from the
- * chunks already in memory, at most 2 MiB below 4 GiB of base; none with a
+ * chunks already in memory, at most 1 MiB below 4 GiB of base; none with a
  * base index file, since the base is then not read).
  *
  * @module

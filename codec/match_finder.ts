@@ -14,8 +14,8 @@
  *   `L` (5 ≤ L ≤ 31), position i is an *anchor* when the top L bits of `h`
  *   are zero (one position in 2^L on random bytes), i ≥ 31 from the start of
  *   the stream, and the previous anchor is not 1..32 bytes before it with the
- *   same `h` (a run of one byte or of a short period makes one anchor, not
- *   one per period). The anchors of level L + 1 are a subset of those of
+ *   same key (below; a run of one byte or of a short period makes one
+ *   anchor, not one per period). The anchors of level L + 1 are a subset of those of
  *   level L. All of this depends only on the bytes of the window and the 32
  *   before it, so a piece of the base that moved anywhere in the target has
  *   the same anchors inside (but for its first 32 bytes).
@@ -27,7 +27,7 @@
  *   `Float64Array` for bases of 4 GiB and more): 8 bytes a slot (12). The
  *   table has `slotsFor(baseSize)` slots: a power of two, 1 per 16 bytes of
  *   base, at least `MIN_SLOTS` and at most `maxSlots` (default
- *   `DEFAULT_MAX_SLOTS`, 2^18). The starting level is the smallest ≥ 5 that
+ *   `DEFAULT_MAX_SLOTS`, 2^17). The starting level is the smallest ≥ 5 that
  *   expects at most `slots / 2` anchors (`levelFor`); whenever more than
  *   `MAX_LOAD` (3/4) of the slots would be full (bytes with more anchors than
  *   expected), the level goes up by one and the entries no longer anchors
@@ -45,15 +45,18 @@
  *   skipped. Runs shorter than `MIN_MATCH` are dropped. Reads of the base per
  *   `find` are bounded (`MAX_READS_PER_FIND`, each at most `EXTEND_WINDOW`).
  *
- * Memory with the default budget: the table is 2 MiB (2.1 MB) for every base
- * from 4 MiB to 4 GiB (smaller below: 0.5 MB per MB of base), 3 MiB from
- * 4 GiB on, plus one `EXTEND_WINDOW` (64 KiB) read buffer: 2.1 MB per GB of
- * base at 1 GiB, 0.5 MB per GB at 4 GiB, 0.16 MB per GB at 20 GB. The
- * anchor spacing (2^level) doubles with the base instead: 32 bytes up to
- * 4 MiB, 128 at 16 MiB, 512 at 64 MiB, 8 KiB at 1 GiB, 32 KiB at 4 GiB. A
- * moved piece of `len` bytes is found when at least one anchor lies inside
- * it: probability about 1 − e^(−(len − 32) / spacing); once found it is
- * extended to its full length whatever the spacing.
+ * Memory with the default budget: the table is 1 MiB (1.05 MB) for every base
+ * from 2 MiB to 4 GiB (smaller below: 0.5 MB per MB of base), 1.5 MiB from
+ * 4 GiB on, plus one `EXTEND_WINDOW` (64 KiB) read buffer: 1.05 MB per GB of
+ * base at 1 GiB, 0.26 MB per GB at 4 GiB, 0.08 MB per GB at 20 GB (measured:
+ * encode peak RSS +2.5 MB on average over the 16 MiB corpus with a 2 MiB
+ * table, of which ~1 MB is code and heap). The anchor spacing (2^level)
+ * doubles with the base instead: 32 bytes up to 2 MiB, 256 at 16 MiB, 1 KiB
+ * at 64 MiB, 16 KiB at 1 GiB, 64 KiB at 4 GiB. A moved piece of `len` bytes
+ * is found when at least one anchor lies inside it: probability about
+ * 1 − e^(−(len − 32) / spacing); once found it is extended to its full length
+ * whatever the spacing. `maxSlots` trades memory for spacing (each doubling
+ * halves the spacing of bases past the cap).
  *
  * Cost: the base pass rolls the hash over every byte, four bytes at a time
  * while none is an anchor (about 1.4 GB/s of CPU time here), plus one
@@ -66,8 +69,8 @@
 export const WINDOW = 32;
 /** Finest anchor level: one position in 2^5 = 32. */
 export const MIN_LEVEL = 5;
-/** Default most slots in the table (8 bytes each for bases under 4 GiB: 2 MiB). */
-export const DEFAULT_MAX_SLOTS = 1 << 18;
+/** Default most slots in the table (8 bytes each for bases under 4 GiB: 1 MiB). */
+export const DEFAULT_MAX_SLOTS = 1 << 17;
 /** Fewest slots (a table for a tiny base). */
 export const MIN_SLOTS = 1 << 10;
 /** Bytes of table per slot: an Int32 key and a Uint32 base offset (Float64 from 4 GiB: 12). */
@@ -187,9 +190,11 @@ export function levelFor(baseSize: number, slots: number): number {
  */
 export function anchorsOf(bytes: Uint8Array, level: number): Anchor[] {
   const out: Anchor[] = [];
-  new GearScan(level).run(bytes, (end, h) => {
+  const scan = new GearScan(level);
+  scan.run(bytes, (end, h) => {
     const at = end + 1 - WINDOW;
-    out.push({ offset: at, key: keyOf(h, fingerprintAt(bytes, at)) });
+    const key = keyOf(h, fingerprintAt(bytes, at));
+    if (!scan.repeats(end, key)) out.push({ offset: at, key });
     return end + 1;
   });
   return out;
@@ -207,12 +212,24 @@ class GearScan {
   #h = 0;
   /** Bytes of the stream seen (to know when the first window is full). */
   #seen = 0;
-  /** Stream position of the last anchor, and its hash. */
+  /** Stream position of the last anchor, and its key. */
   #lastPoint = -Infinity;
-  #lastHash = 0;
+  #lastKey = 0;
 
   constructor(level: number) {
     this.level = level;
+  }
+
+  /**
+   * Whether the anchor at stream `position` with `key` repeats the previous
+   * anchor (1..32 bytes before it, same key: a run of one byte or a short
+   * period); either way it becomes the previous anchor.
+   */
+  repeats(position: number, key: number): boolean {
+    const repeated = position - this.#lastPoint <= WINDOW && key === this.#lastKey;
+    this.#lastPoint = position;
+    this.#lastKey = key;
+    return repeated;
   }
 
   run(bytes: Uint8Array, onAnchor: (end: number, h: number) => number): void {
@@ -220,8 +237,6 @@ class GearScan {
     const n = bytes.length;
     const seen = this.#seen;
     let h = this.#h;
-    let lastPoint = this.#lastPoint;
-    let lastHash = this.#lastHash;
     let levelShift = 32 - this.level;
     let below = 2 ** levelShift; // an anchor's hash, as an unsigned number, is below this
     let i = 0;
@@ -243,13 +258,6 @@ class GearScan {
       for (const stop = Math.min(i + 4, n); i < stop; i++) {
         h = ((h << 1) + gear[bytes[i]]) | 0;
         if (h >>> levelShift !== 0) continue;
-        const position = seen + i;
-        if (position - lastPoint <= WINDOW && h === lastHash) {
-          lastPoint = position;
-          continue;
-        }
-        lastPoint = position;
-        lastHash = h;
         const next = onAnchor(i, h);
         levelShift = 32 - this.level;
         below = 2 ** levelShift;
@@ -260,15 +268,13 @@ class GearScan {
             h = ((h << 1) + gear[bytes[j]]) | 0;
           }
           // Positions in between are not anchors to anyone: a fresh window.
-          lastPoint = -Infinity;
+          this.#lastPoint = -Infinity;
           i = to;
           break;
         }
       }
     }
     this.#h = h;
-    this.#lastPoint = lastPoint;
-    this.#lastHash = lastHash;
     this.#seen = seen + n;
   }
 }
@@ -333,7 +339,8 @@ export class MatchFinder {
         window.set(data.subarray(0, end + 1), -at);
         fingerprint = fingerprintAt(window, 0);
       }
-      this.#insert(keyOf(h, fingerprint), start + at);
+      const key = keyOf(h, fingerprint);
+      if (!this.#scan.repeats(start + end, key)) this.#insert(key, start + at);
       return end + 1;
     });
     if (data.length >= tail.length) tail.set(data.subarray(data.length - tail.length));
@@ -363,11 +370,12 @@ export class MatchFinder {
       reads++;
       return buffer.subarray(0, read(position, buffer.subarray(0, length)));
     };
-    new GearScan(level).run(data, (end, h) => {
+    const scan = new GearScan(level);
+    scan.run(data, (end, h) => {
       if (reads >= MAX_READS_PER_FIND) return data.length;
       const at = end + 1 - WINDOW;
-      if (at < covered) return end + 1;
       const key = keyOf(h, fingerprintAt(data, at));
+      if (scan.repeats(end, key) || at < covered) return end + 1;
       let best: MatchRun | undefined;
       let seen = 0;
       for (
