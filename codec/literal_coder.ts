@@ -37,6 +37,7 @@ import {
 } from "./tensor_layout.ts";
 import type { OpWriter } from "./op_writer.ts";
 import {
+  COPY_OP_SIZE,
   DELTA_HEAD_SIZE,
   type Filter,
   LITERAL_HEAD_SIZE,
@@ -64,6 +65,14 @@ export const MAX_SHORT_RUNS = 8;
  * tensors, e.g. 192-byte norms, are).
  */
 export const MOVED_LONG_RUN = 128;
+/**
+ * Runs the match finder found shorter than this are copied only where a zstd
+ * trial says copying pays (`#copyingPays`), in gaps of at most
+ * `MOVED_TRIAL_GAP` bytes (larger gaps keep them).
+ */
+export const MOVED_SURE_RUN = 4096;
+/** Largest gap the trial of `MOVED_SURE_RUN` compresses (twice, at most). */
+export const MOVED_TRIAL_GAP = 2 * MAX_OP_RAW;
 /** Gaps between runs are searched for bytes that moved otherwise in pieces of this size... */
 export const LOCAL_GAP = 512 * 1024;
 /** ...each in the base this far around its aligned position. */
@@ -197,7 +206,7 @@ export class LiteralCoder {
     runs.push(...this.#shiftedRuns(targetOffset, data, runs, nextDelta));
     runs.sort((a, b) => a.start - b.start);
     if (this.#matches) {
-      runs.push(...this.#movedRuns(this.#matches, targetOffset, data, runs));
+      runs.push(...await this.#movedRuns(this.#matches, targetOffset, data, runs));
       runs.sort((a, b) => a.start - b.start);
     }
     let at = 0;
@@ -262,12 +271,12 @@ export class LiteralCoder {
    * rules (`chooseRuns`). Gaps mostly inside tensors both files have are left
    * to DELTA ops, as in `#shiftedRuns`.
    */
-  #movedRuns(
+  async #movedRuns(
     finder: MatchFinder,
     targetOffset: number,
     data: Uint8Array,
     runs: readonly Run[],
-  ): Run[] {
+  ): Promise<Run[]> {
     const found: Run[] = [];
     const read = (position: number, buf: Uint8Array) => readAtSync(this.#base, position, buf);
     for (let i = 0; i <= runs.length; i++) {
@@ -278,15 +287,54 @@ export class LiteralCoder {
         alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
           (end - start) * 7
       ) continue;
-      for (const run of finder.find(read, targetOffset + start, data.subarray(start, end))) {
-        found.push({ start: start + run.start, end: start + run.end, delta: run.delta });
+      let moved: Run[] = finder.find(read, targetOffset + start, data.subarray(start, end))
+        .map((run) => ({ start: start + run.start, end: start + run.end, delta: run.delta }));
+      if (
+        moved.some((r) => r.end - r.start < MOVED_SURE_RUN) && end - start <= MOVED_TRIAL_GAP &&
+        !(await this.#copyingPays(data, start, end, moved))
+      ) {
+        moved = moved.filter((r) => r.end - r.start >= MOVED_SURE_RUN);
       }
+      found.push(...moved);
     }
     return chooseRuns(found, {
       minRun: MIN_RUN,
       longRun: MOVED_LONG_RUN,
       maxShort: MAX_SHORT_RUNS,
     });
+  }
+
+  /**
+   * Whether copying `runs` (in order, inside [start, end) of `data`) costs
+   * less than coding the whole gap: the bytes around them as ZLITERALs (or
+   * LITERALs) plus a COPY each, against the gap alone. Bytes that compress
+   * well (a header's text) lose more by being cut than a short COPY saves.
+   */
+  async #copyingPays(
+    data: Uint8Array,
+    start: number,
+    end: number,
+    runs: readonly Run[],
+  ): Promise<boolean> {
+    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
+    const cost = (from: number, to: number): number => {
+      let bytes = 0;
+      for (let at = from; at < to; at += MAX_OP_RAW) {
+        const piece = data.subarray(at, Math.min(at + MAX_OP_RAW, to));
+        bytes += Math.min(
+          LITERAL_HEAD_SIZE + piece.length,
+          ZLITERAL_HEAD_SIZE + zstd.compress(piece).length,
+        );
+      }
+      return bytes;
+    };
+    let withRuns = 0;
+    let at = start;
+    for (const run of runs) {
+      withRuns += cost(at, run.start) + COPY_OP_SIZE;
+      at = run.end;
+    }
+    return withRuns + cost(at, end) < cost(start, end);
   }
 
   /**
