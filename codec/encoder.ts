@@ -17,7 +17,10 @@
  * The patch is written beside its destination and renamed into place only when
  * complete. Memory: the Workers, the pipeline's buffers (by default threads + 2
  * of 1.25 × max chunk; v2 one fewer) shared by both passes, one 1 MiB write
- * buffer, the index, and v2's literal coder (its buffers and one zstd context).
+ * buffer, the index, and v2's literal coder (its buffers and one zstd context)
+ * and match finder (`match_finder.ts`: its table, fed by pass 1 from the
+ * chunks already in memory, at most 1 MiB below 4 GiB of base; none with a
+ * base index file, since the base is then not read).
  *
  * @module
  */
@@ -41,6 +44,7 @@ import {
 } from "./patch_format.ts";
 import { sampleRanges, takeSamples } from "./base_samples.ts";
 import { LiteralCoder } from "./literal_coder.ts";
+import { MatchFinder } from "./match_finder.ts";
 import { type Alignment, alignTensors, modelLayout, type TensorRange } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
 import type { ProgressCallback } from "../kernel/progress.ts";
@@ -57,7 +61,7 @@ export interface EncodeOptions {
   readonly onProgress?: ProgressCallback;
   /** Hashing Workers (default: one per core). */
   readonly threads?: number;
-  /** Buffers in the pipeline's pool (default: threads + 2; format 2, threads + 1). */
+  /** Buffers in the pipeline's pool (default: threads + 2; formats 2 and 3, threads + 1). */
   readonly bufferCount?: number;
   /** Patch format to write (default 3). */
   readonly format?: 1 | 2 | 3;
@@ -93,7 +97,7 @@ export async function indexFile(
   file: Deno.FsFile,
   pipeline: ChunkPipeline,
   onBytes?: (bytes: number) => void,
-  options: { hashStream?: boolean } = {},
+  options: { hashStream?: boolean; matches?: MatchFinder } = {},
 ): Promise<ChunkIndex> {
   const params = pipeline.params;
   // Room for the most chunks the file can have (all but the last are >= min), up
@@ -103,6 +107,7 @@ export async function indexFile(
   const index = new ChunkIndex(Math.min(mostChunks, MAX_INDEX_PRESIZE));
   for await (const chunk of pipeline.chunks(file, { hashStream: options.hashStream })) {
     index.add(chunk.offset, chunk.data.length, chunk.digest);
+    options.matches?.feed(chunk.offset, chunk.data);
     onBytes?.(chunk.offset + chunk.data.length);
   }
   return index;
@@ -145,6 +150,10 @@ export async function encodeFile(
     const pipeline = new ChunkPipeline(pool, params, { bufferCount });
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;
+    // v2's global match finder is fed by the base pass; with an index file
+    // there is no base pass, and no finder (reading the whole base for it
+    // would undo what the index file is for).
+    const matches = format >= 2 && !baseIndex ? new MatchFinder(base.size) : undefined;
     if (baseIndex) {
       index = baseIndex.index;
       baseDigest = baseIndex.header.fileDigest;
@@ -152,6 +161,7 @@ export async function encodeFile(
       try {
         index = await indexFile(base.file, pipeline, (done) => progress?.(done, total), {
           hashStream: format >= 2,
+          matches,
         });
         if (format >= 2) baseDigest = await pipeline.streamDigest();
       } catch (err) {
@@ -170,6 +180,7 @@ export async function encodeFile(
         ...tensorLayouts(base.file, base.size, target, options.layouts),
         maxChunk: params.max,
         recordOps: format >= 3,
+        matches,
       })
       : undefined;
     let nextBaseChunk = -1;

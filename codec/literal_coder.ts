@@ -3,9 +3,12 @@
  *
  * 1. Runs: an unmatched chunk is compared with the base at the offset the
  *    previous COPY implies, at the offset the next COPY implies (the chunk is
- *    held until the next one is known) and at its own offset; runs of equal
- *    bytes become COPYs (`equal_runs.ts`). Bytes inserted at the front then
- *    cost about their own length.
+ *    held until the next one is known) and at its own offset, and its parts
+ *    inside same-named tensors at that tensor's offset; runs of equal bytes
+ *    become COPYs (`equal_runs.ts`). Bytes inserted at the front then cost
+ *    about their own length. In the gaps left, bytes that moved by other
+ *    amounts are looked for near the implied offset (`shiftCandidates`) and,
+ *    with a match finder (`match_finder.ts`), anywhere in the base.
  * 2. Pieces: the rest is cut into pieces of at most `MAX_OP_RAW` bytes, at
  *    tensor edges too, and each piece is written as the smallest of a raw
  *    LITERAL, a ZLITERAL and a DELTA against its aligned base range, trying the
@@ -19,7 +22,7 @@
  * than at 3 (measured on the corpus), plain bytes only a few bytes larger, and
  * one context is ~4 MB less than two. Memory: four buffers of `MAX_OP_RAW`,
  * one of the largest chunk (the held chunk), one zstd context, a reused hash
- * table for the shift search.
+ * table for the shift search (the match finder's table is the encoder's).
  *
  * @module
  */
@@ -34,6 +37,7 @@ import {
 } from "./tensor_layout.ts";
 import type { OpWriter } from "./op_writer.ts";
 import {
+  COPY_OP_SIZE,
   DELTA_HEAD_SIZE,
   drecordsHeadSize,
   type Filter,
@@ -47,6 +51,7 @@ import { fieldResidue, type RecordLayout, rotateLayout, streamStarts } from "./r
 import { combine, shuffle } from "./residue_filter.ts";
 import { ZstdCompressor } from "./zstd_context.ts";
 import { chooseRuns, type Run, RunScanner, shiftCandidates, ShiftScratch } from "./equal_runs.ts";
+import type { MatchFinder } from "./match_finder.ts";
 
 /** zstd level of every candidate (level 3 measured larger on planes, no smaller on plain bytes). */
 export const ZSTD_LEVEL = 1;
@@ -56,6 +61,21 @@ export const MIN_RUN = 24;
 export const LONG_RUN = 256;
 /** Most short runs per chunk that are still copied. */
 export const MAX_SHORT_RUNS = 8;
+/**
+ * Runs the match finder found at least this long are always copied (shorter
+ * ones only when few): they are verified at an offset no COPY implies, where
+ * a fine-tune's scattered equal bytes do not come from (a re-export's small
+ * tensors, e.g. 192-byte norms, are).
+ */
+export const MOVED_LONG_RUN = 128;
+/**
+ * Runs the match finder found shorter than this are copied only where a zstd
+ * trial says copying pays (`#copyingPays`), in gaps of at most
+ * `MOVED_TRIAL_GAP` bytes (larger gaps keep them).
+ */
+export const MOVED_SURE_RUN = 4096;
+/** Largest gap the trial of `MOVED_SURE_RUN` compresses (twice, at most). */
+export const MOVED_TRIAL_GAP = 2 * MAX_OP_RAW;
 /** Gaps between runs are searched for bytes that moved otherwise in pieces of this size... */
 export const LOCAL_GAP = 512 * 1024;
 /** ...each in the base this far around its aligned position. */
@@ -76,6 +96,21 @@ export interface LiteralCoderOptions {
   readonly maxChunk: number;
   /** Whether v3's record ops (ZRECORDS, DRECORDS) may be written (format ≥ 3). */
   readonly recordOps?: boolean;
+  /**
+   * The base's anchors (`match_finder.ts`): bytes that moved anywhere in the
+   * base are looked up in the gaps the runs above leave.
+   */
+  readonly matches?: MatchFinder;
+}
+
+/** Most same-named tensors of one block whose offset difference is tried for runs. */
+export const MAX_ALIGNED_RANGES = 64;
+
+/** Part of a block inside a same-named tensor, and that tensor's base − target offset. */
+interface AlignedRange {
+  readonly start: number;
+  readonly end: number;
+  readonly delta: number;
 }
 
 /** Encodes unmatched target bytes for a v2 patch. */
@@ -86,6 +121,7 @@ export class LiteralCoder {
   readonly #tensors: readonly TensorRange[];
   readonly #maxChunk: number;
   readonly #recordOps: boolean;
+  readonly #matches: MatchFinder | undefined;
   #window: Uint8Array | undefined;
   /** Record ops' filter samples and base gathering (made on first use). */
   #recordScratch: Uint8Array | undefined;
@@ -107,6 +143,7 @@ export class LiteralCoder {
     this.#tensors = options.tensors ?? [];
     this.#maxChunk = options.maxChunk;
     this.#recordOps = options.recordOps ?? false;
+    this.#matches = options.matches;
   }
 
   /**
@@ -174,9 +211,18 @@ export class LiteralCoder {
     nextDelta: number | undefined,
     keepTail: boolean,
   ): Promise<number> {
-    const runs = this.#runs(targetOffset, data, [this.#delta, nextDelta, 0]);
+    const runs = this.#runs(
+      targetOffset,
+      data,
+      [this.#delta, nextDelta, 0],
+      this.#alignedRanges(targetOffset, data.length),
+    );
     runs.push(...this.#shiftedRuns(targetOffset, data, runs, nextDelta));
     runs.sort((a, b) => a.start - b.start);
+    if (this.#matches) {
+      runs.push(...await this.#movedRuns(this.#matches, targetOffset, data, runs));
+      runs.sort((a, b) => a.start - b.start);
+    }
     let at = 0;
     for (const run of runs) {
       await this.#writeRegion(ops, targetOffset + at, data.subarray(at, run.start));
@@ -233,40 +279,165 @@ export class LiteralCoder {
     return out;
   }
 
-  #runs(targetOffset: number, data: Uint8Array, candidates: (number | undefined)[]): Run[] {
+  /**
+   * Runs in the gaps between `runs` found anywhere in the base by the match
+   * finder (each verified against the base's bytes), under the same cost
+   * rules (`chooseRuns`). Gaps mostly inside tensors both files have are left
+   * to DELTA ops, as in `#shiftedRuns`.
+   */
+  async #movedRuns(
+    finder: MatchFinder,
+    targetOffset: number,
+    data: Uint8Array,
+    runs: readonly Run[],
+  ): Promise<Run[]> {
+    const found: Run[] = [];
+    const read = (position: number, buf: Uint8Array) => readAtSync(this.#base, position, buf);
+    for (let i = 0; i <= runs.length; i++) {
+      const start = i === 0 ? 0 : runs[i - 1].end;
+      const end = i === runs.length ? data.length : runs[i].start;
+      if (end - start < 2 * MIN_RUN) continue;
+      if (
+        alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
+          (end - start) * 7
+      ) continue;
+      let moved: Run[] = finder.find(read, targetOffset + start, data.subarray(start, end))
+        .map((run) => ({ start: start + run.start, end: start + run.end, delta: run.delta }));
+      if (
+        moved.some((r) => r.end - r.start < MOVED_SURE_RUN) && end - start <= MOVED_TRIAL_GAP &&
+        !(await this.#copyingPays(data, start, end, moved))
+      ) {
+        moved = moved.filter((r) => r.end - r.start >= MOVED_SURE_RUN);
+      }
+      found.push(...moved);
+    }
+    return chooseRuns(found, {
+      minRun: MIN_RUN,
+      longRun: MOVED_LONG_RUN,
+      maxShort: MAX_SHORT_RUNS,
+    });
+  }
+
+  /**
+   * Whether copying `runs` (in order, inside [start, end) of `data`) costs
+   * less than coding the whole gap: the bytes around them as ZLITERALs (or
+   * LITERALs) plus a COPY each, against the gap alone. Bytes that compress
+   * well (a header's text) lose more by being cut than a short COPY saves.
+   */
+  async #copyingPays(
+    data: Uint8Array,
+    start: number,
+    end: number,
+    runs: readonly Run[],
+  ): Promise<boolean> {
+    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
+    const cost = (from: number, to: number): number => {
+      let bytes = 0;
+      for (let at = from; at < to; at += MAX_OP_RAW) {
+        const piece = data.subarray(at, Math.min(at + MAX_OP_RAW, to));
+        bytes += Math.min(
+          LITERAL_HEAD_SIZE + piece.length,
+          ZLITERAL_HEAD_SIZE + zstd.compress(piece).length,
+        );
+      }
+      return bytes;
+    };
+    let withRuns = 0;
+    let at = start;
+    for (const run of runs) {
+      withRuns += cost(at, run.start) + COPY_OP_SIZE;
+      at = run.end;
+    }
+    return withRuns + cost(at, end) < cost(start, end);
+  }
+
+  /**
+   * The parts of the block [targetOffset, + length) inside same-named tensors
+   * (block-relative), each with its tensor's offset difference: a tensor the
+   * exporter moved may be unchanged, and a COPY is cheaper than a DELTA of
+   * zeros. At most `MAX_ALIGNED_RANGES`.
+   */
+  #alignedRanges(targetOffset: number, length: number): AlignedRange[] {
+    const out: AlignedRange[] = [];
+    const end = targetOffset + length;
+    for (
+      let i = firstEndingAfter(this.#alignments, targetOffset, (a) => a.targetEnd);
+      i < this.#alignments.length && this.#alignments[i].targetStart < end &&
+      out.length < MAX_ALIGNED_RANGES;
+      i++
+    ) {
+      const a = this.#alignments[i];
+      out.push({
+        start: Math.max(a.targetStart, targetOffset) - targetOffset,
+        end: Math.min(a.targetEnd, end) - targetOffset,
+        delta: a.baseStart - a.targetStart,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Runs of the block equal to the base at each of the `candidates` offset
+   * differences, and inside each of `ranged` at its own (unless one of the
+   * candidates already covers it), chosen by `chooseRuns`.
+   */
+  #runs(
+    targetOffset: number,
+    data: Uint8Array,
+    candidates: (number | undefined)[],
+    ranged: readonly AlignedRange[] = [],
+  ): Run[] {
     const deltas = [...new Set(candidates)].filter((d): d is number =>
       d !== undefined && targetOffset + d < this.#baseSize && targetOffset + d + data.length > 0
     );
-    if (deltas.length === 0) return [];
-    this.#window ??= new Uint8Array(MAX_OP_RAW);
     const found: Run[] = [];
-    for (const delta of deltas) {
-      const scanner = new RunScanner(delta, MIN_RUN, {
-        longRun: LONG_RUN,
-        maxShort: MAX_SHORT_RUNS,
-      });
-      for (let at = 0; at < data.length; at += MAX_OP_RAW) {
-        const target = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
-        const from = targetOffset + at + delta;
-        if (from < 0) {
-          // Before the base's start: unequal up to it.
-          const skip = Math.min(-from, target.length);
-          scanner.scan(target.subarray(0, skip), new Uint8Array(0));
-          const rest = target.subarray(skip);
-          const n = rest.length === 0
-            ? 0
-            : readAtSync(this.#base, 0, this.#window.subarray(0, rest.length));
-          scanner.scan(rest, this.#window.subarray(0, n));
-          continue;
-        }
-        const n = from >= this.#baseSize
-          ? 0
-          : readAtSync(this.#base, from, this.#window.subarray(0, target.length));
-        scanner.scan(target, this.#window.subarray(0, n));
+    for (const range of ranged) {
+      if (deltas.includes(range.delta) || range.end - range.start < MIN_RUN) continue;
+      for (
+        const run of this.#scan(
+          targetOffset + range.start,
+          data.subarray(range.start, range.end),
+          range.delta,
+        )
+      ) {
+        found.push({
+          start: range.start + run.start,
+          end: range.start + run.end,
+          delta: run.delta,
+        });
       }
-      found.push(...scanner.finish());
     }
+    for (const delta of deltas) found.push(...this.#scan(targetOffset, data, delta));
     return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
+  }
+
+  /** Runs of `data` (target bytes at `targetOffset`) equal to the base at `delta`. */
+  #scan(targetOffset: number, data: Uint8Array, delta: number): Run[] {
+    this.#window ??= new Uint8Array(MAX_OP_RAW);
+    const scanner = new RunScanner(delta, MIN_RUN, {
+      longRun: LONG_RUN,
+      maxShort: MAX_SHORT_RUNS,
+    });
+    for (let at = 0; at < data.length; at += MAX_OP_RAW) {
+      const target = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
+      const from = targetOffset + at + delta;
+      if (from < 0) {
+        // Before the base's start: unequal up to it.
+        const skip = Math.min(-from, target.length);
+        scanner.scan(target.subarray(0, skip), new Uint8Array(0));
+        const rest = target.subarray(skip);
+        const n = rest.length === 0
+          ? 0
+          : readAtSync(this.#base, 0, this.#window.subarray(0, rest.length));
+        scanner.scan(rest, this.#window.subarray(0, n));
+        continue;
+      }
+      const n = from >= this.#baseSize
+        ? 0
+        : readAtSync(this.#base, from, this.#window.subarray(0, target.length));
+      scanner.scan(target, this.#window.subarray(0, n));
+    }
+    return scanner.finish();
   }
 
   /**
