@@ -20,8 +20,15 @@ import type { BaseSample } from "./patch_format.ts";
 
 /** Length of each sample the encoder writes (64 KiB). */
 export const SAMPLE_LENGTH = 64 * 1024;
-/** Samples spread evenly between the first and the last one. */
-export const INNER_SAMPLES = 16;
+/**
+ * Samples spread evenly between the first and the last one. Few: each costs 44
+ * bytes in every patch's header (four samples: 176 bytes; eighteen cost 792,
+ * more than a re-exported model's whole patch), and they only catch honest
+ * mistakes early: the output's BLAKE3 is what decides.
+ */
+export const INNER_SAMPLES = 2;
+/** Samples the encoder writes for a base larger than `SAMPLE_COUNT` × `SAMPLE_LENGTH`. */
+export const SAMPLE_COUNT = INNER_SAMPLES + 2;
 /** Sample offsets (but the last) are rounded down to this, for page-aligned reads. */
 const SAMPLE_ALIGN = 4096;
 
@@ -33,12 +40,12 @@ export interface SampleRange {
 
 /**
  * The ranges the encoder samples in a base of `baseSize` bytes: none for an
- * empty base; the whole base in 64 KiB pieces up to 18 × 64 KiB; otherwise
- * the first and the last 64 KiB and 16 ranges of 64 KiB evenly spaced between
- * them (offsets rounded down to 4 KiB). At most 18 ranges, 1.125 MiB.
+ * empty base; the whole base in 64 KiB pieces up to 4 × 64 KiB; otherwise
+ * the first and the last 64 KiB and 2 ranges of 64 KiB evenly spaced between
+ * them (offsets rounded down to 4 KiB). At most 4 ranges, 256 KiB.
  */
 export function sampleRanges(baseSize: number): SampleRange[] {
-  const count = INNER_SAMPLES + 2;
+  const count = SAMPLE_COUNT;
   const ranges: SampleRange[] = [];
   if (baseSize <= count * SAMPLE_LENGTH) {
     for (let at = 0; at < baseSize; at += SAMPLE_LENGTH) {

@@ -9,6 +9,7 @@
  * a header with base samples, applied reading each base byte it needs once.
  */
 
+import { SAMPLE_COUNT, SAMPLE_LENGTH } from "../codec/base_samples.ts";
 import assert from "node:assert/strict";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
 import { applyFile, type ApplySummary } from "../codec/applier.ts";
@@ -167,7 +168,11 @@ async function v3Roundtrip(
   assert.equal(inspected.version, 3, "format 3 is the default");
   const samples = inspected.baseSamples ?? [];
   const sampled = samples.reduce((sum, s) => sum + s.length, 0);
-  assert.equal(sampled, Math.min(encoded.baseSize, 18 * 64 * KiB), "v3: the samples' bytes");
+  assert.equal(
+    sampled,
+    Math.min(encoded.baseSize, SAMPLE_COUNT * SAMPLE_LENGTH),
+    "v3: the samples' bytes",
+  );
   const patch = await readFile(patchPath);
   const header = 88 + 44 * samples.length;
   assert.equal(patch.length, encoded.patchSize);
