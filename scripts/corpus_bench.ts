@@ -23,7 +23,8 @@
  * The last poolboy row (by default the default format) is the one judged.
  *
  * Usage: deno task bench:corpus [--size 64MiB] [--format safetensors|gguf|onnx|all]
- *        [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB] [--peers xdelta3,zstd,bsdiff|none]
+ *        [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB]
+ *        [--peers xdelta3,zstd,bsdiff,zstd-alone|none]
  *        [--poolboy 1,default] [--real] [--real-only] [--cache DIR] [--pairs a,b] [--json]
  *
  * @module
@@ -54,7 +55,7 @@ const { values } = parseArgs({
     scenarios: { type: "string" },
     seed: { type: "string", default: "1" },
     "bsdiff-max": { type: "string", default: "128MiB" },
-    peers: { type: "string", default: "xdelta3,zstd,bsdiff" },
+    peers: { type: "string", default: "xdelta3,zstd,bsdiff,zstd-alone" },
     poolboy: { type: "string", default: "1,default" },
     real: { type: "boolean" },
     "real-only": { type: "boolean" },
@@ -68,7 +69,7 @@ if (values.help) {
   console.log(
     `deno task bench:corpus [--size 64MiB] [--format safetensors|gguf|onnx|all]
                         [--scenarios a,b,...] [--seed 1] [--bsdiff-max 128MiB]
-                        [--peers xdelta3,zstd,bsdiff|none] [--poolboy 1,default]
+                        [--peers xdelta3,zstd,bsdiff,zstd-alone|none] [--poolboy 1,default]
                         [--real] [--real-only] [--cache DIR] [--pairs a,b,...] [--json]
 
 For each scenario of testkit/corpus.ts (default: all of them, in every
@@ -91,7 +92,8 @@ packages, fetched once into --cache, default ~/.cache/poolboy/real-models;
 Ends with one line per case: the last poolboy row's patch / the best peer's,
 judged against the goal (<= 1.02 everywhere; < 1 on fine-tunes, LoRA merges,
 inserted layers and quantized fine-tunes), and the budgets.
---peers chooses the other tools (none: poolboy only). --json prints the
+--peers chooses the other tools (none: poolboy only; zstd-alone is not a peer
+in the ratio). --json prints the
 results as JSON instead. Needs /usr/bin/time (Debian package "time").`,
   );
   Deno.exit(0);
@@ -308,15 +310,15 @@ if (badFormat !== undefined || poolboyFormats.length === 0) {
   Deno.exit(2);
 }
 const wanted = values.peers.split(",").map((p) => p.trim()).filter((p) => p !== "" && p !== "none");
-const unknownPeer = wanted.find((p) => !["xdelta3", "zstd", "bsdiff"].includes(p));
+const unknownPeer = wanted.find((p) => !["xdelta3", "zstd", "bsdiff", "zstd-alone"].includes(p));
 if (unknownPeer !== undefined) {
   console.error(
-    `bench:corpus: --peers: unknown tool "${unknownPeer}" (xdelta3, zstd, bsdiff, none)`,
+    `bench:corpus: --peers: unknown tool "${unknownPeer}" (xdelta3, zstd, bsdiff, zstd-alone, none)`,
   );
   Deno.exit(2);
 }
 const peers: string[] = [];
-for (const p of wanted) if (await which(p)) peers.push(p);
+for (const p of wanted) if (await which(p === "zstd-alone" ? "zstd" : p)) peers.push(p);
 const missing = wanted.filter((p) => !peers.includes(p));
 if (missing.length > 0) {
   console.error(
@@ -444,7 +446,7 @@ try {
         });
       }
     }
-    if (peers.includes("zstd")) {
+    if (peers.includes("zstd-alone")) {
       rows.push(
         await runTool(
           "zstd -19 alone (no base)",
