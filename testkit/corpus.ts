@@ -19,6 +19,21 @@
  * - `rollback`: `finetune-fp32` swapped (the target is the base);
  * - `requant-fp16`: F32 weights, then the same weights as F16.
  *
+ * `EXTRA_SCENARIOS`, which only some containers have (`scenarioFormats`):
+ *
+ * - `q8-finetune`, `q4-finetune`, `q8-last-layer`, `q4-last-layer`, `q8-lora`,
+ *   `q4-lora` (GGUF): the change of `finetune-fp32`, `last-layer` or `lora` on
+ *   float32 weights, both files then quantized to ggml's Q8_0 or Q4_0 blocks
+ *   with the reference quantizers (testkit/ggml_quant.ts); norms stay F32;
+ * - `requant-q8-q4` (GGUF): the same weights as Q8_0, then as Q4_0;
+ * - `reorder`: the same BF16 tensors, the target's sorted by name (as
+ *   Hugging Face's safetensors writer orders them);
+ * - `realign` (GGUF): the same BF16 tensors, general.alignment 32 → 4096, so
+ *   every tensor after an odd-sized one moves;
+ * - `recontainer`: the same BF16 tensors, the base written by another
+ *   container's writer (`scenarioContainers`: GGUF's base is SafeTensors, as
+ *   llama.cpp's converter reads it; SafeTensors' base ONNX; ONNX's SafeTensors).
+ *
  * Every byte is a function of (container, scenario, size, seed): the same call
  * writes the same files on any machine. Files are streamed in pieces of at most
  * 1 MiB of values (memory stays at a few MiB whatever the size), so sizes of
@@ -33,9 +48,9 @@
  * - GGUF v3: "GGUF", u32 version 3, u64 tensor count, u64 KV count, the KVs
  *   (general.architecture, llama.* sizes, general.alignment = 32, a
  *   tokenizer.ggml.tokens string array, ...), the tensor infos (name, n_dims,
- *   dims innermost first, type 0 = F32 / 1 = F16 / 30 = BF16, offset), zero
- *   padding to 32, then each tensor padded to 32. As llama.cpp does, 1-D
- *   tensors (norms) stay F32.
+ *   dims innermost first, type 0 = F32 / 1 = F16 / 30 = BF16 / 8 = Q8_0 /
+ *   2 = Q4_0, offset), zero padding to 32, then each tensor padded to 32. As
+ *   llama.cpp does, 1-D tensors (norms) stay F32.
  * - ONNX: a protobuf ModelProto (ir_version 8, producer, optional doc_string,
  *   a GraphProto of MatMul/Mul/Gather nodes, TensorProto initializers with
  *   dims, data_type 1 = FLOAT / 10 = FLOAT16 / 16 = BFLOAT16, name, raw_data,
@@ -45,6 +60,7 @@
  *
  * Usage: deno run -A testkit/corpus.ts --out DIR [--size 64MiB]
  *        [--format safetensors|gguf|onnx|all] [--scenarios a,b,...] [--seed 1]
+ * (every scenario of every container given by default).
  *
  * @module
  */
