@@ -341,6 +341,13 @@ interface Case {
 }
 
 const dir = await Deno.makeTempDir({ prefix: "poolboy-corpus-bench-" });
+// Ctrl-C or a kill: the temporary directory (up to two pairs of model files) goes too.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    Deno.removeSync(dir, { recursive: true });
+    Deno.exit(130);
+  });
+}
 const cases: Case[] = [];
 if (!values["real-only"]) {
   for (const format of formats) {
@@ -475,6 +482,7 @@ try {
         } (${c.description})`,
       );
       printCase(result);
+      console.log(summaryLine(result, result.name.length).trimStart());
     }
   }
 } finally {
