@@ -19,6 +19,21 @@
  * - `rollback`: `finetune-fp32` swapped (the target is the base);
  * - `requant-fp16`: F32 weights, then the same weights as F16.
  *
+ * `EXTRA_SCENARIOS`, which only some containers have (`scenarioFormats`):
+ *
+ * - `q8-finetune`, `q4-finetune`, `q8-last-layer`, `q4-last-layer`, `q8-lora`,
+ *   `q4-lora` (GGUF): the change of `finetune-fp32`, `last-layer` or `lora` on
+ *   float32 weights, both files then quantized to ggml's Q8_0 or Q4_0 blocks
+ *   with the reference quantizers (testkit/ggml_quant.ts); norms stay F32;
+ * - `requant-q8-q4` (GGUF): the same weights as Q8_0, then as Q4_0;
+ * - `reorder`: the same BF16 tensors, the target's sorted by name (as
+ *   Hugging Face's safetensors writer orders them);
+ * - `realign` (GGUF): the same BF16 tensors, general.alignment 32 → 4096, so
+ *   every tensor after an odd-sized one moves;
+ * - `recontainer`: the same BF16 tensors, the base written by another
+ *   container's writer (`scenarioContainers`: GGUF's base is SafeTensors, as
+ *   llama.cpp's converter reads it; SafeTensors' base ONNX; ONNX's SafeTensors).
+ *
  * Every byte is a function of (container, scenario, size, seed): the same call
  * writes the same files on any machine. Files are streamed in pieces of at most
  * 1 MiB of values (memory stays at a few MiB whatever the size), so sizes of
@@ -33,9 +48,9 @@
  * - GGUF v3: "GGUF", u32 version 3, u64 tensor count, u64 KV count, the KVs
  *   (general.architecture, llama.* sizes, general.alignment = 32, a
  *   tokenizer.ggml.tokens string array, ...), the tensor infos (name, n_dims,
- *   dims innermost first, type 0 = F32 / 1 = F16 / 30 = BF16, offset), zero
- *   padding to 32, then each tensor padded to 32. As llama.cpp does, 1-D
- *   tensors (norms) stay F32.
+ *   dims innermost first, type 0 = F32 / 1 = F16 / 30 = BF16 / 8 = Q8_0 /
+ *   2 = Q4_0, offset), zero padding to 32, then each tensor padded to 32. As
+ *   llama.cpp does, 1-D tensors (norms) stay F32.
  * - ONNX: a protobuf ModelProto (ir_version 8, producer, optional doc_string,
  *   a GraphProto of MatMul/Mul/Gather nodes, TensorProto initializers with
  *   dims, data_type 1 = FLOAT / 10 = FLOAT16 / 16 = BFLOAT16, name, raw_data,
@@ -45,17 +60,27 @@
  *
  * Usage: deno run -A testkit/corpus.ts --out DIR [--size 64MiB]
  *        [--format safetensors|gguf|onnx|all] [--scenarios a,b,...] [--seed 1]
+ * (every scenario of every container given by default).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { formatBytes, parseSize } from "../kernel/units.ts";
+import {
+  GGML_TYPE_Q4_0,
+  GGML_TYPE_Q8_0,
+  Q4_0_BLOCK_BYTES,
+  Q8_0_BLOCK_BYTES,
+  QK,
+  quantizeQ4_0,
+  quantizeQ8_0,
+} from "./ggml_quant.ts";
 
 // ---------------------------------------------------------------------------
 // Names
 
-/** The scenarios, in the order the CLI and the benchmark run them. */
+/** The scenarios every container has, in the order the CLI and the benchmark run them. */
 export const SCENARIOS = [
   "last-layer",
   "finetune-fp32",
@@ -67,8 +92,29 @@ export const SCENARIOS = [
   "requant-fp16",
 ] as const;
 
+/**
+ * Scenarios only some containers have (see `scenarioFormats`): quantized GGUF
+ * updates, and re-exports of the same weights (another order, alignment or
+ * container).
+ */
+export const EXTRA_SCENARIOS = [
+  "q8-finetune",
+  "q4-finetune",
+  "q8-last-layer",
+  "q4-last-layer",
+  "q8-lora",
+  "q4-lora",
+  "requant-q8-q4",
+  "reorder",
+  "realign",
+  "recontainer",
+] as const;
+
+/** Every scenario: `SCENARIOS`, then `EXTRA_SCENARIOS`. */
+export const ALL_SCENARIOS = [...SCENARIOS, ...EXTRA_SCENARIOS] as const;
+
 /** One scenario: how the target differs from the base. */
-export type Scenario = typeof SCENARIOS[number];
+export type Scenario = typeof ALL_SCENARIOS[number];
 
 /** The containers. */
 export const FORMATS = ["safetensors", "gguf", "onnx"] as const;
@@ -76,11 +122,32 @@ export const FORMATS = ["safetensors", "gguf", "onnx"] as const;
 /** One container format. */
 export type ContainerFormat = typeof FORMATS[number];
 
-/** Element types: IEEE float32, bfloat16 (float32's top 16 bits, rounded), IEEE float16. */
-export type DType = "F32" | "BF16" | "F16";
+/**
+ * Element types: IEEE float32, bfloat16 (float32's top 16 bits, rounded), IEEE
+ * float16, and ggml's Q8_0 and Q4_0 blocks of 32 weights (GGUF only; see
+ * ggml_quant.ts).
+ */
+export type DType = "F32" | "BF16" | "F16" | "Q8_0" | "Q4_0";
 
-/** Bytes per element of each dtype. */
-export const DTYPE_BYTES: Readonly<Record<DType, number>> = { F32: 4, BF16: 2, F16: 2 };
+/** Bytes per element of each dtype (a fraction for the quantized blocks: 34/32 and 18/32). */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
+  F32: 4,
+  BF16: 2,
+  F16: 2,
+  Q8_0: Q8_0_BLOCK_BYTES / QK,
+  Q4_0: Q4_0_BLOCK_BYTES / QK,
+};
+
+/** The float dtypes (every container stores them). */
+export type FloatDType = Exclude<DType, "Q8_0" | "Q4_0">;
+
+/** Whether a dtype is one of ggml's quantized block types. */
+export function isQuantized(dtype: DType): dtype is "Q8_0" | "Q4_0" {
+  return dtype === "Q8_0" || dtype === "Q4_0";
+}
+
+/** The GGUF alignment of the `realign` scenario's target (the base has `GGUF_ALIGNMENT`). */
+export const REALIGN_ALIGNMENT = 4096;
 
 /** Relative size ε of the fine-tuning noise of `finetune-*` (and so of `rollback`). */
 export const FINETUNE_EPSILON = 1e-3;
@@ -264,6 +331,8 @@ export interface ModelPlan {
   readonly metadata: Readonly<Record<string, string>>;
   /** A description, written at the front where the container has room (front-bytes). */
   readonly description?: string;
+  /** GGUF's alignment of the data and of each tensor (default `GGUF_ALIGNMENT`). */
+  readonly alignment?: number;
   readonly tensors: readonly TensorPlan[];
 }
 
@@ -410,43 +479,45 @@ export function scenarioPlans(
       }],
     })),
   });
+  const lastLayerRetrained = (plan: ModelPlan): ModelPlan => ({
+    ...plan,
+    tensors: plan.tensors.map((t) =>
+      inLastLayer(t.name, plan.shape.layers) ? { ...t, seed: mixSeed(t.seed, 0x1a57) } : t
+    ),
+  });
+  const loraMerged = (plan: ModelPlan): ModelPlan => ({
+    ...plan,
+    tensors: plan.tensors.map((t) =>
+      /self_attn\.[qv]_proj/.test(t.name)
+        ? {
+          ...t,
+          edits: [...t.edits, {
+            kind: "lora" as const,
+            seed: mixSeed(t.seed, 0x10fa),
+            rank: LORA_RANK,
+            scale: LORA_RELATIVE_SCALE * t.scale,
+          }],
+        }
+        : t
+    ),
+  });
+  /** The Q8_0 or Q4_0 base of a `q8-*` / `q4-*` scenario (its 2-D weights quantized). */
+  const quantizedBase = (name: string): ModelPlan => {
+    const dtype = name.startsWith("q8-") ? "Q8_0" : "Q4_0";
+    return basePlan(modelShape(size, DTYPE_BYTES[dtype]), dtype, seed);
+  };
   const bf16 = basePlan(modelShape(size, 2), "BF16", seed);
   switch (scenario) {
-    case "last-layer": {
-      const layers = bf16.shape.layers;
-      const target = {
-        ...bf16,
-        tensors: bf16.tensors.map((t) =>
-          inLastLayer(t.name, layers) ? { ...t, seed: mixSeed(t.seed, 0x1a57) } : t
-        ),
-      };
-      return { base: bf16, target };
-    }
+    case "last-layer":
+      return { base: bf16, target: lastLayerRetrained(bf16) };
     case "finetune-fp32": {
       const base = basePlan(modelShape(size, 4), "F32", seed);
       return { base, target: finetuned(base) };
     }
     case "finetune-bf16":
       return { base: bf16, target: finetuned(bf16) };
-    case "lora": {
-      const target = {
-        ...bf16,
-        tensors: bf16.tensors.map((t) =>
-          /self_attn\.[qv]_proj/.test(t.name)
-            ? {
-              ...t,
-              edits: [...t.edits, {
-                kind: "lora" as const,
-                seed: mixSeed(t.seed, 0x10fa),
-                rank: LORA_RANK,
-                scale: LORA_RELATIVE_SCALE * t.scale,
-              }],
-            }
-            : t
-        ),
-      };
-      return { base: bf16, target };
-    }
+    case "lora":
+      return { base: bf16, target: loraMerged(bf16) };
     case "insert-tensor": {
       const { index, tensor } = insertedTensor(bf16, seed);
       const tensors = [...bf16.tensors];
@@ -470,7 +541,84 @@ export function scenarioPlans(
       const base = basePlan(modelShape(size, 4), "F32", seed);
       return { base, target: withDtype(base, "F16") };
     }
+    case "q8-finetune":
+    case "q4-finetune": {
+      const base = quantizedBase(scenario);
+      return { base, target: finetuned(base) };
+    }
+    case "q8-last-layer":
+    case "q4-last-layer": {
+      const base = quantizedBase(scenario);
+      return { base, target: lastLayerRetrained(base) };
+    }
+    case "q8-lora":
+    case "q4-lora": {
+      const base = quantizedBase(scenario);
+      return { base, target: loraMerged(base) };
+    }
+    case "requant-q8-q4": {
+      const base = basePlan(modelShape(size, DTYPE_BYTES.Q8_0), "Q8_0", seed);
+      return { base, target: withDtype(base, "Q4_0") };
+    }
+    case "reorder":
+      return {
+        base: bf16,
+        target: {
+          ...bf16,
+          tensors: [...bf16.tensors].sort((a, b) => compareNames(a.name, b.name)),
+        },
+      };
+    case "realign":
+      return { base: bf16, target: { ...bf16, alignment: REALIGN_ALIGNMENT } };
+    case "recontainer":
+      return { base: bf16, target: bf16 };
   }
+}
+
+/** Code-unit order of two names (as `sort()` would order them, without locale). */
+function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The containers a scenario is written in. Every scenario of `SCENARIOS`, and
+ * `reorder` and `recontainer`, has all three; the quantized ones and `realign`
+ * (GGUF's general.alignment) only GGUF.
+ */
+export function scenarioFormats(scenario: Scenario): readonly ContainerFormat[] {
+  if (/^q[48]-|^requant-q8|^realign$/.test(scenario)) return ["gguf"];
+  return FORMATS;
+}
+
+/** Whether `scenario` is written in `format` (see `scenarioFormats`). */
+export function hasScenario(format: ContainerFormat, scenario: Scenario): boolean {
+  return scenarioFormats(scenario).includes(format);
+}
+
+/**
+ * The containers of the base and target of `format`'s `scenario`: both
+ * `format`, except `recontainer`, whose base is the same weights in another
+ * container (GGUF's from SafeTensors, as llama.cpp's converter makes it;
+ * SafeTensors' from ONNX; ONNX's from SafeTensors, as an exporter would).
+ */
+export function scenarioContainers(
+  format: ContainerFormat,
+  scenario: Scenario,
+): { base: ContainerFormat; target: ContainerFormat } {
+  if (!hasScenario(format, scenario)) {
+    throw new Error(
+      `scenario "${scenario}" has no ${format} files (only ${
+        scenarioFormats(scenario).join(", ")
+      })`,
+    );
+  }
+  if (scenario !== "recontainer") return { base: format, target: format };
+  const from: Record<ContainerFormat, ContainerFormat> = {
+    gguf: "safetensors",
+    safetensors: "onnx",
+    onnx: "safetensors",
+  };
+  return { base: from[format], target: format };
 }
 
 // ---------------------------------------------------------------------------
@@ -535,8 +683,13 @@ export class TensorValues {
   }
 }
 
-/** Encodes float32 values as `dtype` little-endian bytes into `out`; returns the bytes written. */
+/**
+ * Encodes float32 values as `dtype` little-endian bytes into `out` (Q8_0 / Q4_0:
+ * ggml's reference quantizers, `values` a multiple of 32); returns the bytes written.
+ */
 export function encodeValues(values: Float32Array, dtype: DType, out: Uint8Array): number {
+  if (dtype === "Q8_0") return quantizeQ8_0(values, out);
+  if (dtype === "Q4_0") return quantizeQ4_0(values, out);
   if (dtype === "F32") {
     out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
     return values.byteLength;
@@ -599,8 +752,15 @@ function merged(pieces: readonly Piece[]): Piece[] {
 
 const utf8 = new TextEncoder();
 
+/** Refuses a plan with quantized tensors: only GGUF stores ggml's blocks. */
+function refuseQuantized(plan: ModelPlan, format: ContainerFormat): void {
+  const t = plan.tensors.find((t) => isQuantized(t.dtype));
+  if (t !== undefined) throw new Error(`${format} cannot store ${t.dtype} (${t.name}); only gguf`);
+}
+
 /** SafeTensors: u64 LE header length, JSON header padded with spaces to a multiple of 8, data. */
 function safeTensorsPieces(plan: ModelPlan): Piece[] {
+  refuseQuantized(plan, "safetensors");
   const header: Record<string, unknown> = { __metadata__: plan.metadata };
   let offset = 0;
   for (const t of plan.tensors) {
@@ -663,7 +823,13 @@ const GGUF_STRING = 8;
 const GGUF_ARRAY = 9;
 
 /** ggml tensor types. */
-export const GGML_TYPE: Readonly<Record<DType, number>> = { F32: 0, F16: 1, BF16: 30 };
+export const GGML_TYPE: Readonly<Record<DType, number>> = {
+  F32: 0,
+  F16: 1,
+  BF16: 30,
+  Q8_0: GGML_TYPE_Q8_0,
+  Q4_0: GGML_TYPE_Q4_0,
+};
 
 /** llama.cpp's name of a Hugging Face tensor name. */
 export function ggufName(name: string): string {
@@ -686,20 +852,28 @@ export function ggufName(name: string): string {
   return name;
 }
 
-/** The dtype GGUF stores a tensor in: 1-D tensors (norms) stay F32, as llama.cpp writes them. */
+/**
+ * The dtype GGUF stores a tensor in: 1-D tensors (norms) stay F32, as
+ * llama.cpp writes them; a quantized tensor whose rows are not whole blocks of
+ * 32 falls back to F16 (as llama.cpp falls back to another type).
+ */
 export function ggufDtype(t: TensorPlan): DType {
-  return t.shape.length === 1 ? "F32" : t.dtype;
+  if (t.shape.length === 1) return "F32";
+  if (isQuantized(t.dtype) && t.shape[t.shape.length - 1] % QK !== 0) return "F16";
+  return t.dtype;
 }
 
 function pad(n: number, alignment: number): Uint8Array {
   return new Uint8Array((alignment - (n % alignment)) % alignment);
 }
 
-/** GGUF v3: header, KVs, tensor infos, padding, tensors each padded to 32. */
+/** GGUF v3: header, KVs, tensor infos, padding, tensors each padded to the alignment (32). */
 function ggufPieces(plan: ModelPlan): Piece[] {
   const { hidden, layers, vocab } = plan.shape;
   const dtype = plan.tensors.find((t) => t.shape.length === 2)?.dtype ?? "F32";
-  const fileType = { F32: 0, F16: 1, BF16: 32 }[dtype];
+  // llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0, MOSTLY_Q4_0.
+  const fileType = { F32: 0, F16: 1, BF16: 32, Q8_0: 7, Q4_0: 2 }[dtype];
+  const alignment = plan.alignment ?? GGUF_ALIGNMENT;
   const kvs = new ByteBuilder();
   let kvCount = 0;
   const kvString = (key: string, value: string) => {
@@ -714,7 +888,7 @@ function ggufPieces(plan: ModelPlan): Piece[] {
   kvString("general.name", "poolboy-corpus");
   if (plan.description !== undefined) kvString("general.description", plan.description);
   kvU32("general.file_type", fileType);
-  kvU32("general.alignment", GGUF_ALIGNMENT);
+  kvU32("general.alignment", alignment);
   kvU32("llama.block_count", layers);
   kvU32("llama.context_length", 4096);
   kvU32("llama.embedding_length", hidden);
@@ -733,8 +907,8 @@ function ggufPieces(plan: ModelPlan): Piece[] {
     for (const d of [...t.shape].reverse()) infos.u64(d); // ne[0] is the innermost dimension
     infos.u32(GGML_TYPE[type]).u64(offset);
     const bytes = numel(t.shape) * DTYPE_BYTES[type];
-    data.push({ tensor: t, dtype: type }, pad(bytes, GGUF_ALIGNMENT));
-    offset += bytes + pad(bytes, GGUF_ALIGNMENT).length;
+    data.push({ tensor: t, dtype: type }, pad(bytes, alignment));
+    offset += bytes + pad(bytes, alignment).length;
   }
   const head = new ByteBuilder()
     .bytes(utf8.encode("GGUF"))
@@ -743,7 +917,7 @@ function ggufPieces(plan: ModelPlan): Piece[] {
     .u64(kvCount)
     .bytes(kvs.build())
     .bytes(infos.build());
-  return [head.build(), pad(head.size, GGUF_ALIGNMENT), ...data];
+  return [head.build(), pad(head.size, alignment), ...data];
 }
 
 // Protobuf: just what ONNX needs (varints and length-delimited fields).
@@ -779,7 +953,13 @@ function pbMessage(field: number, pieces: readonly Piece[]): Piece[] {
 }
 
 /** ONNX TensorProto.DataType of each dtype. */
-export const ONNX_DATA_TYPE: Readonly<Record<DType, number>> = { F32: 1, F16: 10, BF16: 16 };
+export const ONNX_DATA_TYPE: Readonly<Record<FloatDType, number>> = { F32: 1, F16: 10, BF16: 16 };
+
+/** ONNX's data type of a float dtype; throws for a quantized one (ONNX has no ggml blocks). */
+function onnxDataType(dtype: DType): number {
+  if (isQuantized(dtype)) throw new Error(`onnx cannot store ${dtype}`);
+  return ONNX_DATA_TYPE[dtype];
+}
 
 /** A ValueInfoProto: name, and a tensor type of `elemType` with dims (numbers or named). */
 function valueInfo(
@@ -797,6 +977,7 @@ function valueInfo(
 
 /** ONNX: a ModelProto whose graph's initializers carry the tensors as raw_data. */
 function onnxPieces(plan: ModelPlan): Piece[] {
+  refuseQuantized(plan, "onnx");
   const nodes: Piece[] = [];
   let previous = "input_ids";
   plan.tensors.forEach((t, i) => {
@@ -817,13 +998,13 @@ function onnxPieces(plan: ModelPlan): Piece[] {
     const bytes = tensorBytes(t);
     return pbMessage(5, [
       ...t.shape.map((d) => pbVarint(1, d)),
-      pbVarint(2, ONNX_DATA_TYPE[t.dtype]),
+      pbVarint(2, onnxDataType(t.dtype)),
       pbString(8, t.name),
       concatBytes([fieldKey(9, 2), varint(bytes)]),
       { tensor: t, dtype: t.dtype },
     ]);
   });
-  const elemType = ONNX_DATA_TYPE[plan.tensors[0].dtype];
+  const elemType = onnxDataType(plan.tensors[0].dtype);
   const graph = [
     ...nodes,
     pbString(2, "main_graph"),
@@ -943,6 +1124,28 @@ export async function writeModel(
   return sink.written;
 }
 
+/** One line on a scenario's pair: shape, tensors, dtypes and containers. */
+export function describeScenario(
+  format: ContainerFormat,
+  scenario: Scenario,
+  size: number,
+  seed: number,
+): string {
+  const plans = scenarioPlans(scenario, size, seed);
+  const { hidden, layers, vocab } = plans.base.shape;
+  const containers = scenarioContainers(format, scenario);
+  const where = containers.base === containers.target
+    ? ""
+    : `, ${containers.base} -> ${containers.target}`;
+  const align = plans.target.alignment === undefined
+    ? ""
+    : `, alignment ${GGUF_ALIGNMENT} -> ${plans.target.alignment}`;
+  return `hidden ${hidden}, ${layers} layers, vocab ${vocab}, ` +
+    `${plans.base.tensors.length} -> ${plans.target.tensors.length} tensors, ${
+      plans.base.tensors[1].dtype
+    } -> ${plans.target.tensors[1].dtype}${where}${align}`;
+}
+
 /** File extension-free name of a scenario's files: `<format>-<scenario>`. */
 export function scenarioName(format: ContainerFormat, scenario: Scenario): string {
   return `${format}-${scenario}`;
@@ -950,7 +1153,8 @@ export function scenarioName(format: ContainerFormat, scenario: Scenario): strin
 
 /**
  * Writes `dir/<format>-<scenario>.base` and `.target` (the base about `size`
- * bytes) from `seed`; returns their paths.
+ * bytes) from `seed`, in the containers `scenarioContainers` says; returns
+ * their paths. Throws for a scenario `format` does not have.
  */
 export async function writeScenario(
   dir: string,
@@ -960,19 +1164,26 @@ export async function writeScenario(
   seed = 1,
 ): Promise<{ base: string; target: string }> {
   const { base, target } = scenarioPlans(scenario, size, seed);
+  const containers = scenarioContainers(format, scenario);
   const stem = `${dir}/${scenarioName(format, scenario)}`;
-  await writeModel(`${stem}.base`, base, format);
-  await writeModel(`${stem}.target`, target, format);
+  await writeModel(`${stem}.base`, base, containers.base);
+  await writeModel(`${stem}.target`, target, containers.target);
   return { base: `${stem}.base`, target: `${stem}.target` };
 }
 
-/** Parses a comma-separated scenario list (`all` or empty: every scenario). */
-export function parseScenarios(text: string | undefined): Scenario[] {
-  if (text === undefined || text === "" || text === "all") return [...SCENARIOS];
+/**
+ * Parses a comma-separated scenario list (`all` or empty: `all`, by default
+ * `SCENARIOS`, those every container has); any name of `ALL_SCENARIOS` may be listed.
+ */
+export function parseScenarios(
+  text: string | undefined,
+  all: readonly Scenario[] = SCENARIOS,
+): Scenario[] {
+  if (text === undefined || text === "" || text === "all") return [...all];
   return text.split(",").map((s) => {
     const name = s.trim();
-    if (!(SCENARIOS as readonly string[]).includes(name)) {
-      throw new Error(`unknown scenario "${name}" (known: ${SCENARIOS.join(", ")})`);
+    if (!(ALL_SCENARIOS as readonly string[]).includes(name)) {
+      throw new Error(`unknown scenario "${name}" (known: ${ALL_SCENARIOS.join(", ")})`);
     }
     return name as Scenario;
   });
@@ -1005,7 +1216,7 @@ async function main(): Promise<void> {
 
 Writes DIR/<format>-<scenario>.base and .target: transformer-shaped model files
 (the base about --size bytes) and an update of each, deterministic in --seed.
-Scenarios (default: all): ${SCENARIOS.join(", ")}.
+Scenarios (default: all): ${ALL_SCENARIOS.join(", ")}.
   last-layer     the last layer's tensors retrained (BF16)
   finetune-fp32  every weight x (1 + 1e-3 n), F32
   finetune-bf16  the same in BF16 (many values stay the same)
@@ -1013,7 +1224,15 @@ Scenarios (default: all): ${SCENARIOS.join(", ")}.
   insert-tensor  a new 4h x h tensor inserted mid-file, later offsets shift (BF16)
   front-bytes    a description added to the header at the front (BF16)
   rollback       finetune-fp32 swapped: the target is the older file
-  requant-fp16   F32 weights, then the same as F16`);
+  requant-fp16   F32 weights, then the same as F16
+  q8-finetune, q4-finetune      (gguf) finetune-fp32's change, quantized to Q8_0 / Q4_0
+  q8-last-layer, q4-last-layer  (gguf) last-layer, quantized
+  q8-lora, q4-lora              (gguf) lora, quantized
+  requant-q8-q4  (gguf) the same weights as Q8_0, then as Q4_0
+  reorder        the same BF16 tensors, the target's sorted by name
+  realign        (gguf) the same BF16 tensors, general.alignment 32 -> ${REALIGN_ALIGNMENT}
+  recontainer    the same BF16 tensors, the base in another container
+                 (gguf <- safetensors, safetensors <- onnx, onnx <- safetensors)`);
     return;
   }
   if (values.out === undefined) throw new Error("--out DIR is required (see --help)");
@@ -1024,20 +1243,18 @@ Scenarios (default: all): ${SCENARIOS.join(", ")}.
   const seed = Number(values.seed);
   if (!Number.isSafeInteger(seed)) throw new Error(`--seed: "${values.seed}" is not an integer`);
   const formats = parseFormats(values.format);
-  const scenarios = parseScenarios(values.scenarios);
+  const scenarios = parseScenarios(values.scenarios, ALL_SCENARIOS);
   await Deno.mkdir(values.out, { recursive: true });
   for (const format of formats) {
     for (const scenario of scenarios) {
+      if (!hasScenario(format, scenario)) continue;
       const started = performance.now();
       const paths = await writeScenario(values.out, format, scenario, size, seed);
-      const plans = scenarioPlans(scenario, size, seed);
-      const { hidden, layers, vocab } = plans.base.shape;
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
       console.log(
-        `${scenarioName(format, scenario)}: hidden ${hidden}, ${layers} layers, vocab ${vocab}, ` +
-          `${plans.base.tensors.length} -> ${plans.target.tensors.length} tensors, ${
-            plans.base.tensors[1].dtype
-          } -> ${plans.target.tensors[1].dtype} (${seconds} s)`,
+        `${scenarioName(format, scenario)}: ${
+          describeScenario(format, scenario, size, seed)
+        } (${seconds} s)`,
       );
       for (const path of [paths.base, paths.target]) {
         console.log(`  ${path}  ${formatBytes((await Deno.stat(path)).size)}`);

@@ -1,256 +1,173 @@
 /**
- * Quantized GGUF files for tests and measurements: GGML's reference Q8_0 and
- * Q4_0 quantizers (as ggml-quants.c's quantize_row_q8_0_ref and
- * quantize_row_q4_0_ref compute them, in float32 steps), a small GGUF v3
- * writer for tensors of any GGML type, and seeded fine-tune pairs: the same
- * normal weights before and after a small nudge, each quantized.
+ * ggml's reference quantizers for Q8_0 and Q4_0 (`quantize_row_q8_0_ref`,
+ * `quantize_row_q4_0_ref` in llama.cpp's ggml/src/ggml-quants.c), written
+ * anew from their description so that the corpus makes quantized GGUF tensors
+ * byte for byte as llama.cpp's reference path would, and tests can check
+ * quantized blocks. Every step is float32 arithmetic (`Math.fround`), as in C.
  *
- * Blocks: Q8_0 = f16 scale d, then 32 int8 quants q = round(x / d),
- * d = max|x| / 127 (34 bytes per 32 weights); Q4_0 = f16 d, then 16 bytes of
- * nibbles (weight j in the low nibble of byte j, weight 16 + j in its high
- * nibble), q = min(15, trunc(x / d + 8.5)), d = (the x of largest |x|) / −8
- * (18 bytes per 32 weights).
+ * Blocks of 32 weights:
  *
- * Usage (writes DIR/base.gguf and DIR/target.gguf):
- *   deno run -A testkit/ggml_quant.ts --out DIR [--size 64MiB] [--type Q8_0|Q4_0]
- *        [--target-type Q8_0|Q4_0] [--epsilon 0.001] [--seed 1] [--last-layer]
+ * - Q8_0 (ggml type 8, 34 bytes): `d` f16 LE, then 32 × int8 `qs`.
+ *   amax = max |x|; d = amax / 127; id = d ? 1/d : 0; qs[j] = roundf(x[j]·id)
+ *   (half away from zero); the f16 of d is stored.
+ * - Q4_0 (ggml type 2, 18 bytes): `d` f16 LE, then 16 bytes of nibbles.
+ *   max = the value of largest magnitude, sign kept (the first one on ties);
+ *   d = max / −8; id = d ? 1/d : 0; q = min(15, trunc(x·id + 8.5)); byte j
+ *   holds q[j] in its low nibble and q[j + 16] in its high nibble.
+ *
+ * f16 conversion rounds to nearest even (as `GGML_FP32_TO_FP16` does).
  *
  * @module
  */
 
-import { f16FromF32Bits, float32Bits, Prng } from "./corpus.ts";
-
-/** GGML type numbers used here. */
-export const GGML_F32 = 0;
-export const GGML_Q4_0 = 2;
-export const GGML_Q8_0 = 8;
-
 /** Weights per Q8_0 / Q4_0 block. */
 export const QK = 32;
-/** Bytes per block of the two types. */
-export const Q8_0_BLOCK = 34;
-export const Q4_0_BLOCK = 18;
 
-const fround = Math.fround;
+/** Bytes of one Q8_0 block (f16 scale + 32 int8). */
+export const Q8_0_BLOCK_BYTES = 34;
 
-/** C's roundf: half away from zero. */
-function roundf(v: number): number {
-  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-}
+/** Bytes of one Q4_0 block (f16 scale + 16 bytes of nibbles). */
+export const Q4_0_BLOCK_BYTES = 18;
 
-/** Q8_0 blocks of `x` (its length a multiple of 32). */
-export function quantizeQ8_0(x: Float32Array): Uint8Array {
-  if (x.length % QK !== 0) throw new RangeError("Q8_0 needs a multiple of 32 weights");
-  const blocks = x.length / QK;
-  const out = new Uint8Array(blocks * Q8_0_BLOCK);
-  const view = new DataView(out.buffer);
-  for (let i = 0; i < blocks; i++) {
-    let amax = 0;
-    for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[i * QK + j]));
-    const d = fround(amax / 127);
-    const id = d !== 0 ? fround(1 / d) : 0;
-    view.setUint16(i * Q8_0_BLOCK, f16FromF32Bits(float32Bits(d)), true);
-    for (let j = 0; j < QK; j++) {
-      out[i * Q8_0_BLOCK + 2 + j] = roundf(fround(x[i * QK + j] * id)) & 0xff;
-    }
+/** ggml's tensor type ids of the quantized types here. */
+export const GGML_TYPE_Q4_0 = 2;
+/** ggml's tensor type id of Q8_0. */
+export const GGML_TYPE_Q8_0 = 8;
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+
+/** float16 bits of a number (first rounded to float32), round to nearest even. */
+export function f16Bits(value: number): number {
+  f32[0] = value;
+  const bits = f32Bits[0];
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff;
+  let mantissa = bits & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  const e = exponent - 112;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mantissa |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    const rest = mantissa & ((1 << shift) - 1);
+    let h = mantissa >>> shift;
+    if (rest > half || (rest === half && (h & 1) === 1)) h++;
+    return sign | h;
   }
-  return out;
+  let h = (e << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++;
+  return sign | h;
 }
 
-/** Q4_0 blocks of `x` (its length a multiple of 32). */
-export function quantizeQ4_0(x: Float32Array): Uint8Array {
-  if (x.length % QK !== 0) throw new RangeError("Q4_0 needs a multiple of 32 weights");
-  const blocks = x.length / QK;
-  const out = new Uint8Array(blocks * Q4_0_BLOCK);
-  const view = new DataView(out.buffer);
-  for (let i = 0; i < blocks; i++) {
+/** The number a float16's bits stand for. */
+export function f16Value(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const mantissa = h & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 31) return mantissa ? NaN : sign * Infinity;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
+
+function checkSizes(values: Float32Array, out: Uint8Array, blockBytes: number): number {
+  if (values.length % QK !== 0) {
+    throw new RangeError(`quantize: ${values.length} values is not a multiple of ${QK}`);
+  }
+  const blocks = values.length / QK;
+  if (out.length < blocks * blockBytes) {
+    throw new RangeError(`quantize: output of ${out.length} bytes < ${blocks * blockBytes}`);
+  }
+  return blocks;
+}
+
+/** C's roundf: to nearest, halves away from zero. */
+function roundf(x: number): number {
+  return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
+}
+
+/**
+ * Quantizes `values` (a multiple of 32) to Q8_0 blocks in `out`; returns the
+ * bytes written (34 per 32 values).
+ */
+export function quantizeQ8_0(values: Float32Array, out: Uint8Array): number {
+  const blocks = checkSizes(values, out, Q8_0_BLOCK_BYTES);
+  const fr = Math.fround;
+  for (let b = 0; b < blocks; b++) {
+    const x = b * QK;
+    let amax = 0;
+    for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(values[x + j]));
+    const d = fr(amax / 127);
+    const id = d !== 0 ? fr(1 / d) : 0;
+    const at = b * Q8_0_BLOCK_BYTES;
+    const h = f16Bits(d);
+    out[at] = h & 0xff;
+    out[at + 1] = h >>> 8;
+    for (let j = 0; j < QK; j++) out[at + 2 + j] = roundf(fr(values[x + j] * id)) & 0xff;
+  }
+  return blocks * Q8_0_BLOCK_BYTES;
+}
+
+/**
+ * Quantizes `values` (a multiple of 32) to Q4_0 blocks in `out`; returns the
+ * bytes written (18 per 32 values).
+ */
+export function quantizeQ4_0(values: Float32Array, out: Uint8Array): number {
+  const blocks = checkSizes(values, out, Q4_0_BLOCK_BYTES);
+  const fr = Math.fround;
+  const half = QK / 2;
+  for (let b = 0; b < blocks; b++) {
+    const x = b * QK;
     let amax = 0;
     let max = 0;
     for (let j = 0; j < QK; j++) {
-      const v = x[i * QK + j];
+      const v = values[x + j];
       if (amax < Math.abs(v)) {
         amax = Math.abs(v);
         max = v;
       }
     }
-    const d = fround(max / -8);
-    const id = d !== 0 ? fround(1 / d) : 0;
-    view.setUint16(i * Q4_0_BLOCK, f16FromF32Bits(float32Bits(d)), true);
+    const d = fr(max / -8);
+    const id = d !== 0 ? fr(1 / d) : 0;
+    const at = b * Q4_0_BLOCK_BYTES;
+    const h = f16Bits(d);
+    out[at] = h & 0xff;
+    out[at + 1] = h >>> 8;
+    for (let j = 0; j < half; j++) {
+      // x·id + 8.5 lies in [0.5, 16.5] (|x·id| ≤ 8): truncation is the floor.
+      const q0 = Math.min(15, Math.trunc(fr(fr(values[x + j] * id) + 8.5)));
+      const q1 = Math.min(15, Math.trunc(fr(fr(values[x + half + j] * id) + 8.5)));
+      out[at + 2 + j] = q0 | (q1 << 4);
+    }
+  }
+  return blocks * Q4_0_BLOCK_BYTES;
+}
+
+/** Dequantizes Q8_0 blocks: d · q. Returns the values written (32 per block). */
+export function dequantizeQ8_0(bytes: Uint8Array, out: Float32Array): number {
+  const blocks = Math.floor(bytes.length / Q8_0_BLOCK_BYTES);
+  for (let b = 0; b < blocks; b++) {
+    const at = b * Q8_0_BLOCK_BYTES;
+    const d = f16Value(bytes[at] | (bytes[at + 1] << 8));
+    for (let j = 0; j < QK; j++) out[b * QK + j] = d * ((bytes[at + 2 + j] << 24) >> 24);
+  }
+  return blocks * QK;
+}
+
+/** Dequantizes Q4_0 blocks: d · (q − 8). Returns the values written (32 per block). */
+export function dequantizeQ4_0(bytes: Uint8Array, out: Float32Array): number {
+  const blocks = Math.floor(bytes.length / Q4_0_BLOCK_BYTES);
+  for (let b = 0; b < blocks; b++) {
+    const at = b * Q4_0_BLOCK_BYTES;
+    const d = f16Value(bytes[at] | (bytes[at + 1] << 8));
     for (let j = 0; j < QK / 2; j++) {
-      const x0 = fround(x[i * QK + j] * id);
-      const x1 = fround(x[i * QK + QK / 2 + j] * id);
-      const q0 = Math.min(15, Math.trunc(fround(x0 + 8.5)));
-      const q1 = Math.min(15, Math.trunc(fround(x1 + 8.5)));
-      out[i * Q4_0_BLOCK + 2 + j] = q0 | (q1 << 4);
+      const byte = bytes[at + 2 + j];
+      out[b * QK + j] = d * ((byte & 0x0f) - 8);
+      out[b * QK + QK / 2 + j] = d * ((byte >>> 4) - 8);
     }
   }
-  return out;
-}
-
-/** A tensor to write: its GGML type, dims (innermost first) and stored bytes. */
-export interface GgufTensor {
-  readonly name: string;
-  readonly type: number;
-  readonly dims: readonly number[];
-  readonly data: Uint8Array;
-}
-
-/** GGUF's default alignment (of the data section and of each tensor). */
-const ALIGNMENT = 32;
-
-/** A GGUF v3 file: one KV (general.architecture), the tensor infos, the tensors each padded to 32. */
-export function ggufBytes(tensors: readonly GgufTensor[]): Uint8Array {
-  const utf8 = new TextEncoder();
-  const head: number[] = [];
-  const u32 = (n: number) => head.push(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24);
-  const u64 = (n: number) => {
-    u32(n % 2 ** 32);
-    u32(Math.floor(n / 2 ** 32));
-  };
-  const str = (s: string) => {
-    const b = utf8.encode(s);
-    u64(b.length);
-    head.push(...b);
-  };
-  head.push(...utf8.encode("GGUF"));
-  u32(3);
-  u64(tensors.length);
-  u64(1);
-  str("general.architecture");
-  u32(8); // string
-  str("llama");
-  let offset = 0;
-  for (const t of tensors) {
-    str(t.name);
-    u32(t.dims.length);
-    for (const d of t.dims) u64(d);
-    u32(t.type);
-    u64(offset);
-    offset += Math.ceil(t.data.length / ALIGNMENT) * ALIGNMENT;
-  }
-  const dataStart = Math.ceil(head.length / ALIGNMENT) * ALIGNMENT;
-  const out = new Uint8Array(dataStart + offset);
-  out.set(head);
-  let at = dataStart;
-  for (const t of tensors) {
-    out.set(t.data, at);
-    at += Math.ceil(t.data.length / ALIGNMENT) * ALIGNMENT;
-  }
-  return out;
-}
-
-/** The quantized types a pair can be made of. */
-export type QuantType = "Q8_0" | "Q4_0";
-
-/** Options of `quantFinetunePair`. */
-export interface QuantPairOptions {
-  /** Approximate file size in bytes. */
-  readonly size: number;
-  readonly type: QuantType;
-  readonly seed?: number;
-  /** The fine-tune's nudge, relative to each row's scale (default 1e-3). */
-  readonly epsilon?: number;
-  /** Only the last tensor is retrained (new values) instead of all nudged. */
-  readonly lastLayerOnly?: boolean;
-  /** The target's type, if not `type`: a requantization (epsilon then defaults to 0). */
-  readonly targetType?: QuantType;
-}
-
-/** Weights per row of the generated matrices. */
-export const ROW = 1024;
-
-/**
- * A base model and its fine-tune, quantized to `type` (the fine-tune to
- * `targetType` if given): matrices of
- * `ROW`-weight rows of normal weights with per-row scales, each with a small
- * F32 norm vector; the fine-tune adds `epsilon` × row scale × a normal to
- * every weight (or, `lastLayerOnly`, draws the last matrix anew).
- */
-export function quantFinetunePair(
-  options: QuantPairOptions,
-): { base: Uint8Array; target: Uint8Array } {
-  const { size, type } = options;
-  const targetType = options.targetType ?? type;
-  const epsilon = options.epsilon ?? (targetType === type ? 1e-3 : 0);
-  const prng = new Prng(options.seed ?? 1);
-  const quantizer = (t: QuantType) => t === "Q8_0" ? quantizeQ8_0 : quantizeQ4_0;
-  const quantize = quantizer(type);
-  const quantizeTarget = quantizer(targetType);
-  const ggmlType = type === "Q8_0" ? GGML_Q8_0 : GGML_Q4_0;
-  const ggmlTargetType = targetType === "Q8_0" ? GGML_Q8_0 : GGML_Q4_0;
-  const blockBytes = type === "Q8_0" ? Q8_0_BLOCK : Q4_0_BLOCK;
-  const rowBytes = (ROW / QK) * blockBytes;
-  const rowsTotal = Math.max(2, Math.floor(size / rowBytes));
-  const matrices = Math.max(1, Math.min(16, Math.floor(rowsTotal / 64)));
-  const base: GgufTensor[] = [];
-  const target: GgufTensor[] = [];
-  for (let m = 0; m < matrices; m++) {
-    const rows = Math.floor(rowsTotal / matrices);
-    const w = new Float32Array(rows * ROW);
-    const tuned = new Float32Array(rows * ROW);
-    const retrain = options.lastLayerOnly === true && m === matrices - 1;
-    for (let r = 0; r < rows; r++) {
-      const scale = 0.02 * (0.5 + prng.uniform());
-      for (let c = 0; c < ROW; c++) {
-        const v = scale * prng.normal();
-        w[r * ROW + c] = v;
-        tuned[r * ROW + c] = retrain
-          ? scale * prng.normal()
-          : options.lastLayerOnly
-          ? v
-          : v + epsilon * scale * prng.normal();
-      }
-    }
-    const norm = new Float32Array(ROW).map(() => 1 + 0.1 * prng.normal());
-    const normBytes = new Uint8Array(norm.buffer);
-    const name = `blk.${m}`;
-    base.push({ name: `${name}.attn_norm.weight`, type: GGML_F32, dims: [ROW], data: normBytes });
-    target.push({ name: `${name}.attn_norm.weight`, type: GGML_F32, dims: [ROW], data: normBytes });
-    base.push({ name: `${name}.ffn.weight`, type: ggmlType, dims: [ROW, rows], data: quantize(w) });
-    target.push({
-      name: `${name}.ffn.weight`,
-      type: ggmlTargetType,
-      dims: [ROW, rows],
-      data: quantizeTarget(tuned),
-    });
-  }
-  return { base: ggufBytes(base), target: ggufBytes(target) };
-}
-
-function parseSize(text: string): number {
-  const m = /^(\d+)(KiB|MiB|GiB)?$/.exec(text);
-  if (!m) throw new Error(`bad size ${text}`);
-  return Number(m[1]) * (m[2] === "GiB" ? 2 ** 30 : m[2] === "MiB" ? 2 ** 20 : m[2] ? 1024 : 1);
-}
-
-if (import.meta.main) {
-  const args = Deno.args;
-  const get = (flag: string) => {
-    const i = args.indexOf(flag);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
-  const out = get("--out");
-  if (out === undefined) {
-    console.error(
-      "usage: ggml_quant.ts --out DIR [--size 64MiB] [--type Q8_0|Q4_0] [--target-type Q8_0|Q4_0] [--epsilon 0.001] [--seed 1] [--last-layer]",
-    );
-    Deno.exit(2);
-  }
-  const type = (get("--type") ?? "Q8_0") as QuantType;
-  if (type !== "Q8_0" && type !== "Q4_0") throw new Error(`bad type ${type}`);
-  const targetType = (get("--target-type") ?? type) as QuantType;
-  if (targetType !== "Q8_0" && targetType !== "Q4_0") throw new Error(`bad type ${targetType}`);
-  const epsilon = get("--epsilon");
-  const pair = quantFinetunePair({
-    size: parseSize(get("--size") ?? "64MiB"),
-    type,
-    targetType,
-    seed: Number(get("--seed") ?? 1),
-    ...(epsilon !== undefined && { epsilon: Number(epsilon) }),
-    lastLayerOnly: args.includes("--last-layer"),
-  });
-  await Deno.mkdir(out, { recursive: true });
-  await Deno.writeFile(`${out}/base.gguf`, pair.base);
-  await Deno.writeFile(`${out}/target.gguf`, pair.target);
-  console.log(`${out}/base.gguf ${pair.base.length} B, ${out}/target.gguf ${pair.target.length} B`);
+  return blocks * QK;
 }

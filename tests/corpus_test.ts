@@ -4,7 +4,10 @@
  * (SafeTensors JSON, GGUF v3, and a protobuf decoder for ONNX), cross-checked
  * against the corpus's own layout, and compared base to target for the change
  * its scenario promises. Also: same seed, same bytes; the float and varint
- * encoders on known values.
+ * encoders on known values. The scenarios only some containers have (quantized
+ * GGUF, re-exports in another order, alignment or container) likewise, their
+ * quantized blocks checked against the float values they came from, and their
+ * bytes pinned by golden digests.
  *
  * @module
  */
@@ -12,18 +15,27 @@
 import assert from "node:assert/strict";
 import { blake3, toHex } from "../kernel/blake3.ts";
 import {
+  ALL_SCENARIOS,
   bf16FromF32Bits,
   type ContainerFormat,
+  EXTRA_SCENARIOS,
   f16FromF32Bits,
   float32Bits,
   FORMATS,
+  GGUF_ALIGNMENT,
+  ggufName,
+  hasScenario,
   insertedTensor,
   modelLayout,
+  type ModelPlan,
   modelShape,
+  REALIGN_ALIGNMENT,
   type Scenario,
+  scenarioContainers,
   scenarioPlans,
   SCENARIOS,
   tensorBytes,
+  TensorValues,
   varint,
   writeScenario,
 } from "../testkit/corpus.ts";
@@ -35,13 +47,14 @@ const SEED = 7;
 /** A tensor as a test-side reader found it. */
 interface Parsed {
   name: string;
-  dtype: "F32" | "BF16" | "F16";
+  dtype: "F32" | "BF16" | "F16" | "Q8_0" | "Q4_0";
   shape: number[];
   start: number;
   end: number;
 }
 
-const ELEMENT_BYTES = { F32: 4, BF16: 2, F16: 2 } as const;
+/** Bytes per element; ggml's blocks hold 32 elements in 34 (Q8_0) or 18 (Q4_0) bytes. */
+const ELEMENT_BYTES = { F32: 4, BF16: 2, F16: 2, Q8_0: 34 / 32, Q4_0: 18 / 32 } as const;
 
 function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -81,7 +94,10 @@ function parseSafeTensors(bytes: Uint8Array): Parsed[] {
   return out;
 }
 
-function parseGguf(bytes: Uint8Array): { tensors: Parsed[]; kv: Map<string, unknown> } {
+function parseGguf(
+  bytes: Uint8Array,
+  wantAlignment = 32,
+): { tensors: Parsed[]; kv: Map<string, unknown> } {
   const view = new DataView(bytes.buffer, bytes.byteOffset);
   let p = 0;
   const u32 = () => (p += 4, view.getUint32(p - 4, true));
@@ -116,7 +132,13 @@ function parseGguf(bytes: Uint8Array): { tensors: Parsed[]; kv: Map<string, unkn
     const key = str();
     kv.set(key, value(u32()));
   }
-  const types: Record<number, Parsed["dtype"]> = { 0: "F32", 1: "F16", 30: "BF16" };
+  const types: Record<number, Parsed["dtype"]> = {
+    0: "F32",
+    1: "F16",
+    30: "BF16",
+    8: "Q8_0",
+    2: "Q4_0",
+  };
   const infos: { name: string; dims: number[]; dtype: Parsed["dtype"]; offset: number }[] = [];
   for (let i = 0; i < tensorCount; i++) {
     const name = str();
@@ -126,7 +148,7 @@ function parseGguf(bytes: Uint8Array): { tensors: Parsed[]; kv: Map<string, unkn
     infos.push({ name, dims, dtype, offset: u64() });
   }
   const alignment = kv.get("general.alignment") as number;
-  assert.equal(alignment, 32);
+  assert.equal(alignment, wantAlignment);
   const dataStart = Math.ceil(p / alignment) * alignment;
   assert.ok(bytes.subarray(p, dataStart).every((b) => b === 0), "zero padding");
   let at = 0;
@@ -225,12 +247,12 @@ function parseOnnx(bytes: Uint8Array): { tensors: Parsed[]; model: Field[] } {
   return { tensors, model };
 }
 
-function parse(format: ContainerFormat, bytes: Uint8Array): Parsed[] {
+function parse(format: ContainerFormat, bytes: Uint8Array, ggufAlignment = 32): Parsed[] {
   switch (format) {
     case "safetensors":
       return parseSafeTensors(bytes);
     case "gguf":
-      return parseGguf(bytes).tensors;
+      return parseGguf(bytes, ggufAlignment).tensors;
     case "onnx":
       return parseOnnx(bytes).tensors;
   }
@@ -253,7 +275,22 @@ function values(bytes: Uint8Array, t: Parsed): Float64Array {
   const data = bytes.slice(t.start, t.end);
   const n = numel(t.shape);
   const out = new Float64Array(n);
-  if (t.dtype === "F32") out.set(new Float32Array(data.buffer));
+  if (t.dtype === "Q8_0" || t.dtype === "Q4_0") {
+    // Blocks of 32: f16 scale d, then Q8_0: 32 int8 q (d·q); Q4_0: 16 bytes, low nibbles the
+    // first 16 q, high nibbles the last 16 (d·(q − 8)).
+    const q8 = t.dtype === "Q8_0";
+    const blockBytes = q8 ? 34 : 18;
+    for (let b = 0; b < n / 32; b++) {
+      const at = b * blockBytes;
+      const d = f16ToNumber(data[at] | (data[at + 1] << 8));
+      for (let j = 0; j < 32; j++) {
+        const q = q8
+          ? (data[at + 2 + j] << 24) >> 24
+          : ((data[at + 2 + (j % 16)] >> (j < 16 ? 0 : 4)) & 15) - 8;
+        out[b * 32 + j] = d * q;
+      }
+    }
+  } else if (t.dtype === "F32") out.set(new Float32Array(data.buffer));
   else if (t.dtype === "BF16") {
     const halves = new Uint16Array(data.buffer);
     const widened = new Uint32Array(n);
@@ -573,4 +610,236 @@ Deno.test("corpus: float16, bfloat16 and varint encodings of known values", () =
   assert.deepEqual([...varint(300)], [0xac, 0x02]);
   assert.deepEqual([...varint(2 ** 35)], [0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
   assert.throws(() => varint(-1), RangeError);
+});
+
+// ---------------------------------------------------------------------------
+// Scenarios only some containers have: quantized GGUF and re-exports
+
+/**
+ * BLAKE3 (first 16 hex digits) of each extra scenario's base and target at
+ * 1 MiB, seed 7: any change to the generator, the quantizers or a container
+ * shows here (update them only for a deliberate change of the corpus).
+ */
+const GOLDEN: Readonly<Record<string, readonly [string, string]>> = {
+  "safetensors-reorder": ["ff2e83d5d2cfe979", "00b0e5959db7855c"],
+  "safetensors-recontainer": ["d9d0d419c70ab49e", "ff2e83d5d2cfe979"],
+  "gguf-q8-finetune": ["0b75087ffa1e506e", "b8cbacfc8365e458"],
+  "gguf-q4-finetune": ["a13efb5d3506d778", "2a175c32f35821e7"],
+  "gguf-q8-last-layer": ["0b75087ffa1e506e", "0c2850338582029b"],
+  "gguf-q4-last-layer": ["a13efb5d3506d778", "6ec9ba9e0cfa3b2f"],
+  "gguf-q8-lora": ["0b75087ffa1e506e", "fb77ed15031ebc65"],
+  "gguf-q4-lora": ["a13efb5d3506d778", "fbaa7ec637c5d339"],
+  "gguf-requant-q8-q4": ["0b75087ffa1e506e", "a3966a0d93165cb3"],
+  "gguf-reorder": ["dce5daaf47c7c32e", "d8afd2b00e7c704e"],
+  "gguf-realign": ["dce5daaf47c7c32e", "2f6afd584a9423eb"],
+  "gguf-recontainer": ["ff2e83d5d2cfe979", "dce5daaf47c7c32e"],
+  "onnx-reorder": ["d9d0d419c70ab49e", "49fcec3e29fbfb79"],
+  "onnx-recontainer": ["ff2e83d5d2cfe979", "d9d0d419c70ab49e"],
+};
+
+function digest(bytes: Uint8Array): string {
+  return toHex(blake3(bytes)).slice(0, 16);
+}
+
+/** The name a tensor of the plan has in `format`'s files. */
+function nameIn(format: ContainerFormat, name: string): string {
+  return format === "gguf" ? ggufName(name) : name;
+}
+
+/**
+ * Every quantized tensor of a file holds the float values its plan generates,
+ * quantized: within half a step (Q8_0) or one step (Q4_0, whose largest value
+ * of the other sign may be clamped) of d, where the block's largest magnitude
+ * is q = ±127 (Q8_0) or the nibble 0 (Q4_0: d = max / −8).
+ */
+function checkQuantized(bytes: Uint8Array, parsed: Parsed[], plan: ModelPlan): number {
+  const plans = new Map(plan.tensors.map((t) => [nameIn("gguf", t.name), t]));
+  let checked = 0;
+  for (const t of parsed) {
+    if (t.dtype !== "Q8_0" && t.dtype !== "Q4_0") continue;
+    const tensorPlan = plans.get(t.name)!;
+    const want = new Float32Array(numel(t.shape));
+    new TensorValues(tensorPlan).fill(want);
+    const got = values(bytes, t);
+    const data = bytesOf(bytes, t);
+    const q8 = t.dtype === "Q8_0";
+    const blockBytes = q8 ? 34 : 18;
+    for (let b = 0; b < want.length / 32; b++) {
+      const d = Math.abs(f16ToNumber(data[b * blockBytes] | (data[b * blockBytes + 1] << 8)));
+      const bound = (q8 ? 0.6 : 1.01) * d;
+      for (let j = b * 32; j < b * 32 + 32; j++) {
+        assert.ok(Math.abs(got[j] - want[j]) <= bound, `${t.name}[${j}]: ${got[j]} vs ${want[j]}`);
+      }
+      const block = data.subarray(b * blockBytes + 2, (b + 1) * blockBytes);
+      if (q8) {
+        assert.ok(block.some((q) => q === 127 || q === 0x81), `${t.name} block ${b}: q = ±127`);
+      } else {
+        assert.ok(block.some((q) => (q & 15) === 0 || q >> 4 === 0), `${t.name} block ${b}: 0`);
+      }
+    }
+    checked++;
+  }
+  return checked;
+}
+
+function checkExtraScenario(
+  format: ContainerFormat,
+  scenario: Scenario,
+  p: { base: Uint8Array; target: Uint8Array; baseTensors: Parsed[]; targetTensors: Parsed[] },
+  plans: { base: ModelPlan; target: ModelPlan },
+): void {
+  const layers = plans.base.shape.layers;
+  const sameBytes = () => {
+    // Every tensor of the base is in the target under its name there, byte for byte.
+    const target = byName(p.targetTensors);
+    for (const b of p.baseTensors) {
+      const t = target.get(b.name);
+      assert.ok(t, `${b.name} is in the target`);
+      assert.ok(equalBytes(bytesOf(p.base, b), bytesOf(p.target, t)), `${b.name}: same bytes`);
+    }
+    assert.equal(p.targetTensors.length, p.baseTensors.length);
+  };
+  switch (scenario) {
+    case "q8-finetune":
+    case "q4-finetune":
+    case "q8-last-layer":
+    case "q4-last-layer":
+    case "q8-lora":
+    case "q4-lora": {
+      const dtype = scenario.startsWith("q8") ? "Q8_0" : "Q4_0";
+      assert.equal(p.target.length, p.base.length, "same size");
+      assert.deepEqual(p.targetTensors, p.baseTensors, "same tensors at the same offsets");
+      for (const t of p.baseTensors) assert.equal(t.dtype, t.shape.length === 1 ? "F32" : dtype);
+      assert.equal(checkQuantized(p.base, p.baseTensors, plans.base), 1 + 6 * layers);
+      assert.equal(checkQuantized(p.target, p.targetTensors, plans.target), 1 + 6 * layers);
+      const changed = changedTensors({ ...p, format, scenario, layers });
+      if (scenario.endsWith("finetune")) {
+        assert.equal(changed.length, p.baseTensors.length, "every tensor changes");
+      } else if (scenario.endsWith("last-layer")) {
+        assert.deepEqual(
+          changed,
+          p.baseTensors.filter((t) => t.name.startsWith(`blk.${layers - 1}.`)).map((t) => t.name),
+        );
+      } else {
+        assert.deepEqual(
+          changed,
+          p.baseTensors.filter((t) => /attn_[qv]\./.test(t.name)).map((t) => t.name),
+        );
+      }
+      break;
+    }
+    case "requant-q8-q4": {
+      assert.ok(p.target.length < 0.6 * p.base.length, "Q4_0 is about 18/34 of Q8_0");
+      assert.deepEqual(p.targetTensors.map((t) => t.name), p.baseTensors.map((t) => t.name));
+      for (const [i, b] of p.baseTensors.entries()) {
+        const t = p.targetTensors[i];
+        assert.deepEqual(t.shape, b.shape);
+        if (b.shape.length === 1) {
+          assert.ok(equalBytes(bytesOf(p.base, b), bytesOf(p.target, t)), "norms stay F32");
+        } else assert.deepEqual([b.dtype, t.dtype], ["Q8_0", "Q4_0"]);
+      }
+      assert.equal(checkQuantized(p.base, p.baseTensors, plans.base), 1 + 6 * layers);
+      assert.equal(checkQuantized(p.target, p.targetTensors, plans.target), 1 + 6 * layers);
+      break;
+    }
+    case "reorder": {
+      sameBytes();
+      const baseOrder = p.baseTensors.map((t) => t.name);
+      const targetOrder = p.targetTensors.map((t) => t.name);
+      assert.notDeepEqual(targetOrder, baseOrder, "another order");
+      const sortedHf = plans.base.tensors.map((t) => t.name).sort();
+      assert.deepEqual(targetOrder, sortedHf.map((n) => nameIn(format, n)), "sorted by name");
+      break;
+    }
+    case "realign": {
+      sameBytes();
+      assert.deepEqual(p.targetTensors.map((t) => t.name), p.baseTensors.map((t) => t.name));
+      assert.ok(p.target.length > p.base.length, "more padding");
+      // parseGguf checked the alignments (32 in the base, 4096 in the target); some tensors move.
+      const moved = p.targetTensors.filter((t, i) => t.start !== p.baseTensors[i].start);
+      assert.ok(moved.length > 0);
+      break;
+    }
+    case "recontainer": {
+      const { base: from } = scenarioContainers(format, scenario);
+      const baseByName = new Map(p.baseTensors.map((t) => [nameIn(format, t.name), t]));
+      if (from === "gguf") throw new Error("unexpected");
+      assert.equal(p.targetTensors.length, p.baseTensors.length);
+      for (const t of p.targetTensors) {
+        const b = baseByName.get(t.name);
+        assert.ok(b, `${t.name} is in the base`);
+        if (format === "gguf" && t.shape.length === 1) {
+          // GGUF keeps norms in F32; the base has them in BF16: the same values, rounded.
+          assert.equal(t.dtype, "F32");
+          const [x, y] = [values(p.base, b), values(p.target, t)];
+          for (let i = 0; i < x.length; i++) {
+            assert.ok(Math.abs(x[i] - y[i]) <= Math.abs(y[i]) * 2 ** -8, `${t.name}[${i}]`);
+          }
+        } else {
+          assert.ok(equalBytes(bytesOf(p.base, b), bytesOf(p.target, t)), `${t.name}: same bytes`);
+        }
+      }
+      break;
+    }
+    default:
+      throw new Error(`${scenario} is not an extra scenario`);
+  }
+}
+
+for (const format of FORMATS) {
+  const extras = EXTRA_SCENARIOS.filter((s) => hasScenario(format, s));
+  Deno.test(`corpus: ${format}'s quantized and re-export scenarios parse back, change what they say, and keep their golden digests`, async (t) => {
+    await withTempDir(async (dir) => {
+      for (const scenario of extras) {
+        await t.step(scenario, async () => {
+          const paths = await writeScenario(dir, format, scenario, SIZE, SEED);
+          const containers = scenarioContainers(format, scenario);
+          const base = await Deno.readFile(paths.base);
+          const target = await Deno.readFile(paths.target);
+          const alignment = scenario === "realign" ? REALIGN_ALIGNMENT : GGUF_ALIGNMENT;
+          const baseTensors = parse(containers.base, base);
+          const targetTensors = parse(containers.target, target, alignment);
+          const plans = scenarioPlans(scenario, SIZE, SEED);
+          for (
+            const [plan, bytes, parsed, container] of [
+              [plans.base, base, baseTensors, containers.base],
+              [plans.target, target, targetTensors, containers.target],
+            ] as const
+          ) {
+            const layout = modelLayout(plan, container);
+            assert.equal(layout.size, bytes.length);
+            assert.deepEqual(
+              parsed.map((p) => [p.start, p.end, p.dtype]),
+              layout.tensors.map((l) => [l.start, l.end, l.dtype]),
+            );
+          }
+          assert.ok(Math.abs(base.length - SIZE) < 0.1 * SIZE, `base ${base.length} bytes`);
+          checkExtraScenario(format, scenario, { base, target, baseTensors, targetTensors }, plans);
+          const name = `${format}-${scenario}`;
+          assert.deepEqual([digest(base), digest(target)], GOLDEN[name], `${name}: golden digests`);
+        });
+      }
+    });
+  });
+}
+
+Deno.test("corpus: quantized scenarios and realign are GGUF's only; the others every container's", async () => {
+  for (const scenario of ALL_SCENARIOS) {
+    const gguf = /^q[48]-|^requant-q8|^realign$/.test(scenario);
+    for (const format of FORMATS) {
+      assert.equal(hasScenario(format, scenario), !gguf || format === "gguf", scenario);
+    }
+  }
+  await withTempDir(async (dir) => {
+    await assert.rejects(() => writeScenario(dir, "safetensors", "q8-finetune", SIZE, SEED));
+    await assert.rejects(() => writeScenario(dir, "onnx", "realign", SIZE, SEED));
+  });
+  assert.deepEqual(scenarioContainers("gguf", "recontainer"), {
+    base: "safetensors",
+    target: "gguf",
+  });
+  assert.deepEqual(scenarioContainers("safetensors", "recontainer"), {
+    base: "onnx",
+    target: "safetensors",
+  });
 });

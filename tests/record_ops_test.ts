@@ -46,7 +46,7 @@ import {
   quantFinetunePair,
   quantizeQ4_0,
   quantizeQ8_0,
-} from "../testkit/ggml_quant.ts";
+} from "../testkit/gguf_pairs.ts";
 
 const KiB = 1024;
 const SMALL: ChunkParams = { min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
