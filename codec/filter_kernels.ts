@@ -8,9 +8,11 @@
  * fine-tunes: 5-15× the speed of the JavaScript loops.
  *
  * Memory: one instance per thread, made on first use, with a fixed linear
- * memory of `MEMORY_BYTES` (3.25 MiB: 64 KiB of stack, three 1 MiB regions the
- * inputs are copied into and the output is copied out of, the gear table). It
- * never grows. Pages are resident only once touched.
+ * memory of 2.25 MiB (scripts/build_wasm.ts `MEMORY_BYTES`: 64 KiB of stack,
+ * the bit-plane tile, two 1 MiB regions the inputs are copied into and the
+ * result is read from, the gear table). It never grows; pages are resident
+ * only once touched. Every kernel works in place or from one region into the
+ * other, so two regions suffice.
  *
  * @module
  */
@@ -40,7 +42,6 @@ export class FilterKernels {
   readonly #mem: Uint8Array;
   readonly #a: number;
   readonly #b: number;
-  readonly #c: number;
   readonly #gear: number;
   #gearTable: Uint32Array | undefined;
 
@@ -50,8 +51,7 @@ export class FilterKernels {
     const heap = Number(this.#x.__heap_base.value);
     this.#a = Math.ceil(heap / 65536) * 65536;
     this.#b = this.#a + KERNEL_REGION;
-    this.#c = this.#b + KERNEL_REGION;
-    this.#gear = this.#c + KERNEL_REGION;
+    this.#gear = this.#b + KERNEL_REGION;
     if (this.#gear + 1024 > this.#mem.length) {
       throw new RangeError(`the filter module's memory (${this.#mem.length} bytes) is too small`);
     }
@@ -67,8 +67,8 @@ export class FilterKernels {
     const n = target.length;
     this.#mem.set(target, this.#a);
     this.#mem.set(base.subarray(0, n), this.#b);
-    this.#x.combine(this.#a, this.#b, this.#c, n, filter.width, filter.combine === "sub" ? 1 : 0);
-    out.set(this.#mem.subarray(this.#c, this.#c + n));
+    this.#x.combine(this.#a, this.#b, this.#a, n, filter.width, filter.combine === "sub" ? 1 : 0);
+    out.set(this.#mem.subarray(this.#a, this.#a + n));
   }
 
   /** `residue_filter.ts` `uncombine`, for `residue.length <= KERNEL_REGION`. */
@@ -76,8 +76,8 @@ export class FilterKernels {
     const n = residue.length;
     this.#mem.set(residue, this.#a);
     this.#mem.set(base.subarray(0, n), this.#b);
-    this.#x.uncombine(this.#a, this.#b, this.#c, n, filter.width, filter.combine === "sub" ? 1 : 0);
-    out.set(this.#mem.subarray(this.#c, this.#c + n));
+    this.#x.uncombine(this.#a, this.#b, this.#a, n, filter.width, filter.combine === "sub" ? 1 : 0);
+    out.set(this.#mem.subarray(this.#a, this.#a + n));
   }
 
   /**
@@ -85,20 +85,33 @@ export class FilterKernels {
    * out): what the encoder tries for each DELTA candidate.
    */
   combineShuffle(target: Uint8Array, base: Uint8Array, filter: Filter, out: Uint8Array): void {
+    out.set(this.combineShuffleView(target, base, filter));
+  }
+
+  /**
+   * `combineShuffle`'s result as a view of the instance's memory, valid until
+   * its next call (no copy out: the encoder compresses it where it is).
+   */
+  combineShuffleView(target: Uint8Array, base: Uint8Array, filter: Filter): Uint8Array {
     const n = target.length;
     this.#mem.set(target, this.#a);
     this.#mem.set(base.subarray(0, n), this.#b);
-    this.#x.combine(this.#a, this.#b, this.#c, n, filter.width, filter.combine === "sub" ? 1 : 0);
-    const result = this.#planes(this.#c, this.#a, n, filter, true);
-    out.set(this.#mem.subarray(result, result + n));
+    this.#x.combine(this.#a, this.#b, this.#a, n, filter.width, filter.combine === "sub" ? 1 : 0);
+    const result = this.#planes(this.#a, this.#b, n, filter, true);
+    return this.#mem.subarray(result, result + n);
   }
 
   /** `residue_filter.ts` `shuffle` (forward) or `unshuffle`, for `src.length <= KERNEL_REGION`. */
   planes(src: Uint8Array, filter: Filter, out: Uint8Array, forward: boolean): void {
+    out.set(this.planesView(src, filter, forward));
+  }
+
+  /** `planes`' result as a view of the instance's memory, valid until its next call. */
+  planesView(src: Uint8Array, filter: Filter, forward: boolean): Uint8Array {
     const n = src.length;
     this.#mem.set(src, this.#a);
-    const result = this.#planes(this.#a, this.#c, n, filter, forward);
-    out.set(this.#mem.subarray(result, result + n));
+    const result = this.#planes(this.#a, this.#b, n, filter, forward);
+    return this.#mem.subarray(result, result + n);
   }
 
   /** Planes of the n bytes at `from` into `to`; returns where the result is. */

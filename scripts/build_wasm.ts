@@ -17,6 +17,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { FILTERS_WASM_BASE64, FILTERS_WASM_CLANG } from "../codec/filters_wasm.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const SOURCE = `${ROOT}codec/wasm/filters.c`;
@@ -25,9 +26,9 @@ const OUTPUT = `${ROOT}codec/filters_wasm.ts`;
 /**
  * Linear memory of the module, fixed (initial = maximum, it never grows):
  * 64 KiB of stack and the module's few static bytes, then what
- * codec/filter_kernels.ts lays out (three 1 MiB regions and the gear table).
+ * codec/filter_kernels.ts lays out (two 1 MiB regions and the gear table).
  */
-export const MEMORY_BYTES = 52 * 65536;
+export const MEMORY_BYTES = 36 * 65536;
 
 /** The clang command line (kept in the generated file, so a rebuild is reproducible). */
 export const CLANG_ARGS = [
@@ -119,9 +120,6 @@ if (import.meta.main) {
       await new Deno.Command("deno", { args: ["fmt", "--quiet", OUTPUT] }).output();
       console.log(`wrote ${OUTPUT} (${wasm.length} bytes of WebAssembly, ${version})`);
     } else {
-      const { FILTERS_WASM_BASE64, FILTERS_WASM_CLANG } = await import(
-        "../codec/filters_wasm.ts"
-      );
       if (FILTERS_WASM_CLANG !== version) {
         console.error(
           `the embedded module was built by "${FILTERS_WASM_CLANG}", this is "${version}": ` +

@@ -198,7 +198,7 @@ Deno.test("findCut in WebAssembly cuts where the reference does, for small and d
 
 Deno.test("one kernel instance holds a fixed memory of a few MiB", () => {
   const k = newFilterKernels();
-  assert.ok(k.memoryBytes >= 3 * KERNEL_REGION && k.memoryBytes <= 4 * 1024 * 1024);
+  assert.ok(k.memoryBytes >= 2 * KERNEL_REGION && k.memoryBytes <= 3 * 1024 * 1024);
 });
 
 Deno.test("the embedded module is a fresh build of codec/wasm/filters.c (when the same clang is here)", async () => {

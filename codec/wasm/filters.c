@@ -33,52 +33,87 @@ static inline u32 ld32(const u8 *p) { u32 v; __builtin_memcpy(&v, p, 4); return 
 static inline void st16(u8 *p, u16 v) { __builtin_memcpy(p, &v, 2); }
 static inline void st32(u8 *p, u32 v) { __builtin_memcpy(p, &v, 4); }
 
-/* R = combine(T, B): sub != 0 is SUB (zigzag of the difference), else XOR. */
+/* zigzag(d) = (2d) XOR (d >> (8w - 1)), per lane. */
+static inline v128_t zigzag8(v128_t d) { return wasm_v128_xor(wasm_i8x16_shl(d, 1), wasm_i8x16_shr(d, 7)); }
+static inline v128_t zigzag16(v128_t d) { return wasm_v128_xor(wasm_i16x8_shl(d, 1), wasm_i16x8_shr(d, 15)); }
+static inline v128_t zigzag32(v128_t d) { return wasm_v128_xor(wasm_i32x4_shl(d, 1), wasm_i32x4_shr(d, 31)); }
+/* unzigzag(z) = (z >>> 1) XOR -(z AND 1), per lane. */
+static inline v128_t unzigzag8(v128_t z) {
+  return wasm_v128_xor(wasm_u8x16_shr(z, 1), wasm_i8x16_neg(wasm_v128_and(z, wasm_i8x16_splat(1))));
+}
+static inline v128_t unzigzag16(v128_t z) {
+  return wasm_v128_xor(wasm_u16x8_shr(z, 1), wasm_i16x8_neg(wasm_v128_and(z, wasm_i16x8_splat(1))));
+}
+static inline v128_t unzigzag32(v128_t z) {
+  return wasm_v128_xor(wasm_u32x4_shr(z, 1), wasm_i32x4_neg(wasm_v128_and(z, wasm_i32x4_splat(1))));
+}
+
+/*
+ * R = combine(T, B): sub != 0 is SUB (zigzag of the difference), else XOR.
+ * out may be t (every 16 bytes are read before they are written).
+ */
 EXPORT(combine)
 void combine(const u8 *t, const u8 *b, u8 *out, u32 len, u32 width, u32 sub) {
-  if (!sub) { xor_bytes(t, b, out, 0, len); return; }
-  u32 n = len / width;
+  u32 j = 0;
+  for (; j + 16 <= len; j += 16) {
+    v128_t x = wasm_v128_load(t + j), y = wasm_v128_load(b + j), r;
+    if (!sub) r = wasm_v128_xor(x, y);
+    else if (width == 1) r = zigzag8(wasm_i8x16_sub(x, y));
+    else if (width == 2) r = zigzag16(wasm_i16x8_sub(x, y));
+    else r = zigzag32(wasm_i32x4_sub(x, y));
+    wasm_v128_store(out + j, r);
+  }
+  /* The last < 16 bytes: whole elements, then XORed tail bytes. */
+  u32 n = sub ? len / width * width : j;
   if (width == 1) {
-    for (u32 i = 0; i < n; i++) {
-      signed char d = (signed char)(u8)(t[i] - b[i]);
-      out[i] = (u8)(((u32)(int)d << 1) ^ (u32)((int)d >> 31));
+    for (; j < n; j++) {
+      signed char d = (signed char)(u8)(t[j] - b[j]);
+      out[j] = (u8)(((u32)(int)d << 1) ^ (u32)((int)d >> 31));
     }
   } else if (width == 2) {
-    for (u32 i = 0; i < n; i++) {
-      short d = (short)(u16)(ld16(t + 2 * i) - ld16(b + 2 * i));
-      st16(out + 2 * i, (u16)(((u32)(int)d << 1) ^ (u32)((int)d >> 31)));
+    for (; j < n; j += 2) {
+      short d = (short)(u16)(ld16(t + j) - ld16(b + j));
+      st16(out + j, (u16)(((u32)(int)d << 1) ^ (u32)((int)d >> 31)));
     }
   } else {
-    for (u32 i = 0; i < n; i++) {
-      i32 d = (i32)(ld32(t + 4 * i) - ld32(b + 4 * i));
-      st32(out + 4 * i, ((u32)d << 1) ^ (u32)(d >> 31));
+    for (; j < n; j += 4) {
+      i32 d = (i32)(ld32(t + j) - ld32(b + j));
+      st32(out + j, ((u32)d << 1) ^ (u32)(d >> 31));
     }
   }
-  xor_bytes(t, b, out, n * width, len);
+  xor_bytes(t, b, out, j, len);
 }
 
 /* T = uncombine(R, B); out may be r. */
 EXPORT(uncombine)
 void uncombine(const u8 *r, const u8 *b, u8 *out, u32 len, u32 width, u32 sub) {
-  if (!sub) { xor_bytes(r, b, out, 0, len); return; }
-  u32 n = len / width;
+  u32 j = 0;
+  for (; j + 16 <= len; j += 16) {
+    v128_t z = wasm_v128_load(r + j), y = wasm_v128_load(b + j), t;
+    if (!sub) t = wasm_v128_xor(z, y);
+    else if (width == 1) t = wasm_i8x16_add(y, unzigzag8(z));
+    else if (width == 2) t = wasm_i16x8_add(y, unzigzag16(z));
+    else t = wasm_i32x4_add(y, unzigzag32(z));
+    wasm_v128_store(out + j, t);
+  }
+  u32 n = sub ? len / width * width : j;
   if (width == 1) {
-    for (u32 i = 0; i < n; i++) {
-      u32 z = r[i];
-      out[i] = (u8)(b[i] + ((z >> 1) ^ (0u - (z & 1))));
+    for (; j < n; j++) {
+      u32 z = r[j];
+      out[j] = (u8)(b[j] + ((z >> 1) ^ (0u - (z & 1))));
     }
   } else if (width == 2) {
-    for (u32 i = 0; i < n; i++) {
-      u32 z = ld16(r + 2 * i);
-      st16(out + 2 * i, (u16)(ld16(b + 2 * i) + ((z >> 1) ^ (0u - (z & 1)))));
+    for (; j < n; j += 2) {
+      u32 z = ld16(r + j);
+      st16(out + j, (u16)(ld16(b + j) + ((z >> 1) ^ (0u - (z & 1)))));
     }
   } else {
-    for (u32 i = 0; i < n; i++) {
-      u32 z = ld32(r + 4 * i);
-      st32(out + 4 * i, ld32(b + 4 * i) + ((z >> 1) ^ (0u - (z & 1))));
+    for (; j < n; j += 4) {
+      u32 z = ld32(r + j);
+      st32(out + j, ld32(b + j) + ((z >> 1) ^ (0u - (z & 1))));
     }
   }
-  xor_bytes(r, b, out, n * width, len);
+  xor_bytes(r, b, out, j, len);
 }
 
 /* ---- byte and bit planes ------------------------------------------------ */
@@ -286,17 +321,40 @@ u32 equal_end(const u8 *a, const u8 *b, u32 from, u32 n) {
 /*
  * The start of the first run of equal bytes in [from, n) that is at least
  * min_run long or reaches n (it may go on past n), or n if there is none.
+ *
+ * With min_run >= 15 every such run that does not reach n holds a whole
+ * 8-byte word at an offset that is a multiple of 8 (a and b are equally
+ * aligned): only those words are compared until one is equal, then the run
+ * around it is measured; a short run reaching n is looked for last.
  */
 EXPORT(run_start)
 u32 run_start(const u8 *a, const u8 *b, u32 from, u32 n, u32 min_run) {
-  u32 j = from;
-  while (j < n) {
-    if (a[j] != b[j]) { j++; continue; }
-    u32 e = equal_end(a, b, j, n);
-    if (e == n || e - j >= min_run) return j;
-    j = e + 1;
+  if (min_run < 15) {
+    u32 j = from;
+    while (j < n) {
+      if (a[j] != b[j]) { j++; continue; }
+      u32 e = equal_end(a, b, j, n);
+      if (e == n || e - j >= min_run) return j;
+      j = e + 1;
+    }
+    return n;
   }
-  return n;
+  u32 w = (from + 7) & ~7u;
+  while (w + 8 <= n) {
+    u64 x, y;
+    __builtin_memcpy(&x, a + w, 8);
+    __builtin_memcpy(&y, b + w, 8);
+    if (x != y) { w += 8; continue; }
+    u32 s = w;
+    while (s > from && a[s - 1] == b[s - 1]) s--;
+    u32 e = equal_end(a, b, w + 8, n);
+    if (e == n || e - s >= min_run) return s;
+    w = (e + 8) & ~7u;
+  }
+  /* A run reaching n too short to hold a whole word: the last bytes. */
+  u32 s = n;
+  while (s > from && a[s - 1] == b[s - 1]) s--;
+  return s;
 }
 
 /* ---- FastCDC gear loop --------------------------------------------------- */
