@@ -101,6 +101,20 @@ export class FilterKernels {
     return this.#mem.subarray(result, result + n);
   }
 
+  /**
+   * `unshuffle` then `uncombine` with `filter` in one call (one copy of each
+   * input in, one out): what apply does for each DELTA op.
+   */
+  unshuffleUncombine(src: Uint8Array, base: Uint8Array, filter: Filter, out: Uint8Array): void {
+    const n = src.length;
+    this.#mem.set(src, this.#a);
+    const residue = this.#planes(this.#a, this.#b, n, filter, false);
+    const other = residue === this.#a ? this.#b : this.#a;
+    this.#mem.set(base.subarray(0, n), other);
+    this.#x.uncombine(residue, other, residue, n, filter.width, filter.combine === "sub" ? 1 : 0);
+    out.set(this.#mem.subarray(residue, residue + n));
+  }
+
   /** `residue_filter.ts` `shuffle` (forward) or `unshuffle`, for `src.length <= KERNEL_REGION`. */
   planes(src: Uint8Array, filter: Filter, out: Uint8Array, forward: boolean): void {
     out.set(this.planesView(src, filter, forward));

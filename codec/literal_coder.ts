@@ -99,6 +99,11 @@ export interface LiteralCoderOptions {
   readonly tensors?: readonly TensorRange[];
   /** Largest chunk the encoder passes (the held chunk's buffer). */
   readonly maxChunk: number;
+  /**
+   * Whether pieces are probed on a sample first (default true); false
+   * compresses every candidate whole (what probing is measured against).
+   */
+  readonly probe?: boolean;
 }
 
 /** Encodes unmatched target bytes for a v2 patch. */
@@ -108,6 +113,7 @@ export class LiteralCoder {
   readonly #alignments: readonly Alignment[];
   readonly #tensors: readonly TensorRange[];
   readonly #maxChunk: number;
+  readonly #probeOn: boolean;
   #window: Uint8Array | undefined;
   #residue: Uint8Array | undefined;
   #planes: Uint8Array | undefined;
@@ -127,6 +133,7 @@ export class LiteralCoder {
     this.#alignments = options.alignments ?? [];
     this.#tensors = options.tensors ?? [];
     this.#maxChunk = options.maxChunk;
+    this.#probeOn = options.probe ?? true;
   }
 
   /**
@@ -349,7 +356,7 @@ export class LiteralCoder {
       }
     }
 
-    const tried = length >= PROBE_MIN_PIECE && candidates.length > 1
+    const tried = this.#probeOn && length >= PROBE_MIN_PIECE && candidates.length > 1
       ? this.#probe(zstd, piece, range, candidates)
       : candidates;
 

@@ -68,6 +68,28 @@ export function combineShuffle(
   }
 }
 
+/**
+ * The target from the planes of a residue and its base:
+ * `uncombine(unshuffle(src, filter), base, filter)` into `out` (not `src` nor
+ * `base`), in one pass through the kernels where they run; `scratch` (room for
+ * `src.length` bytes) is used only where they do not.
+ */
+export function unshuffleUncombine(
+  src: Uint8Array,
+  base: Uint8Array,
+  filter: Filter,
+  out: Uint8Array,
+  scratch: Uint8Array,
+): void {
+  const kernels = src.length <= KERNEL_REGION ? filterKernels() : undefined;
+  if (kernels) kernels.unshuffleUncombine(src, base, filter, out);
+  else {
+    const residue = scratch.subarray(0, src.length);
+    unshuffleJs(src, filter, residue);
+    uncombineJs(residue, base, filter, out);
+  }
+}
+
 /** Groups `src` into planes (`filter.shuffle`) into `out` (not `src`). */
 export function shuffle(src: Uint8Array, filter: Filter, out: Uint8Array): void {
   const kernels = src.length <= KERNEL_REGION ? filterKernels() : undefined;

@@ -18,6 +18,7 @@ import {
   uncombineJs,
   unshuffle,
   unshuffleJs,
+  unshuffleUncombine,
 } from "../codec/residue_filter.ts";
 import { filterKernels, KERNEL_REGION, newFilterKernels } from "../codec/filter_kernels.ts";
 import { RunScanner } from "../codec/equal_runs.ts";
@@ -128,6 +129,22 @@ Deno.test("combineShuffle is combine then shuffle, in WebAssembly and beyond the
       const got = new Uint8Array(n);
       combineShuffle(target, base, filter, got, new Uint8Array(n));
       assert.deepEqual(got, want, `${JSON.stringify(filter)} n=${n}`);
+    }
+  }
+});
+
+Deno.test("unshuffleUncombine undoes combine then shuffle, in WebAssembly and beyond the kernels' region", () => {
+  for (const filter of FILTERS) {
+    for (const n of [0, 7, 33, 4097, KERNEL_REGION, KERNEL_REGION + 5]) {
+      const base = at(n, n + 11, 3);
+      const target = nudged(base, 5, n + 12, 1);
+      const residue = new Uint8Array(n);
+      const planes = new Uint8Array(n);
+      combineJs(target, base, filter, residue);
+      shuffleJs(residue, filter, planes);
+      const got = at(n, 9, 2).fill(0x33);
+      unshuffleUncombine(planes, base, filter, got, new Uint8Array(n));
+      assert.deepEqual(got, target, `${JSON.stringify(filter)} n=${n}`);
     }
   }
 });
