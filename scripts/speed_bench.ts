@@ -94,8 +94,13 @@ try {
     const targetBytes = await size(files.target);
     const patch = `${work}/${name}.patch`;
     const out = `${work}/${name}.out`;
-    const row = (step: string, m: Measure, patchBytes?: number) =>
+    const row = (step: string, m: Measure, patchBytes?: number) => {
       rows.push({ scenario: name, step, measure: m, targetBytes, patchBytes });
+      // Each result as soon as it is known (a long xdelta3 run may be cut short).
+      if (!values.json) {
+        console.error(`${name} ${step}: ${m.seconds} s, ${(m.peakRssBytes / 1e6).toFixed(1)} MB`);
+      }
+    };
     row("BLAKE3 one pass", await measure(["deno", ...RUN, "hash", files.target], work));
     row(
       "poolboy encode v2",
