@@ -181,6 +181,18 @@ export class FilterKernels {
   }
 }
 
+/**
+ * The bytes of base64 `text`, by a plain loop: `Uint8Array.from(atob(text),
+ * mapFn)` measured +5.5 MB of peak RSS for these 29 KB (it builds an array of
+ * one-character strings first), this +0.1 MB.
+ */
+function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
 let compiled: WebAssembly.Module | undefined;
 let kernels: FilterKernels | undefined;
 let unavailable = false;
@@ -195,17 +207,13 @@ export function filterKernels(): FilterKernels | undefined {
     unavailable = true;
     return undefined;
   }
-  compiled ??= new WebAssembly.Module(
-    Uint8Array.from(atob(FILTERS_WASM_BASE64), (c) => c.charCodeAt(0)),
-  );
+  compiled ??= new WebAssembly.Module(decodeBase64(FILTERS_WASM_BASE64));
   kernels = new FilterKernels(compiled);
   return kernels;
 }
 
 /** A fresh instance of the kernels (tests: one not shared with the codec). */
 export function newFilterKernels(): FilterKernels {
-  compiled ??= new WebAssembly.Module(
-    Uint8Array.from(atob(FILTERS_WASM_BASE64), (c) => c.charCodeAt(0)),
-  );
+  compiled ??= new WebAssembly.Module(decodeBase64(FILTERS_WASM_BASE64));
   return new FilterKernels(compiled);
 }
