@@ -28,8 +28,12 @@ interface Exports {
   readonly __heap_base: WebAssembly.Global;
   combine(t: number, b: number, out: number, len: number, width: number, sub: number): void;
   uncombine(r: number, b: number, out: number, len: number, width: number, sub: number): void;
-  byte_planes(src: number, out: number, len: number, w: number, forward: number): void;
-  bit_planes(src: number, out: number, len: number, w: number, forward: number): void;
+  byte_planes_1(src: number, out: number, len: number, forward: number): void;
+  byte_planes_2(src: number, out: number, len: number, forward: number): void;
+  byte_planes_4(src: number, out: number, len: number, forward: number): void;
+  bit_planes_1(src: number, out: number, len: number, forward: number): void;
+  bit_planes_2(src: number, out: number, len: number, forward: number): void;
+  bit_planes_4(src: number, out: number, len: number, forward: number): void;
   equal_end(a: number, b: number, from: number, n: number): number;
   run_start(a: number, b: number, from: number, n: number, minRun: number): number;
   gear_scan(data: number, from: number, to: number, gear: number, mask: number, fp: number): number;
@@ -132,8 +136,17 @@ export class FilterKernels {
   #planes(from: number, to: number, n: number, filter: Filter, forward: boolean): number {
     if (filter.shuffle === "none") return from;
     const f = forward ? 1 : 0;
-    if (filter.shuffle === "bytes") this.#x.byte_planes(from, to, n, filter.width, f);
-    else this.#x.bit_planes(from, to, n, filter.width, f);
+    const x = this.#x;
+    const w = filter.width;
+    if (filter.shuffle === "bytes") {
+      if (w === 1) x.byte_planes_1(from, to, n, f);
+      else if (w === 2) x.byte_planes_2(from, to, n, f);
+      else x.byte_planes_4(from, to, n, f);
+    } else {
+      if (w === 1) x.bit_planes_1(from, to, n, f);
+      else if (w === 2) x.bit_planes_2(from, to, n, f);
+      else x.bit_planes_4(from, to, n, f);
+    }
     return to;
   }
 

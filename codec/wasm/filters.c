@@ -283,22 +283,23 @@ static inline __attribute__((always_inline)) void bit_planes_w(const u8 *src, u8
   for (u32 j = m * w; j < len; j++) out[j] = src[j];
 }
 
-/* The plane loops, compiled once per width so that their inner loops unroll. */
-EXPORT(byte_planes)
-void byte_planes(const u8 *src, u8 *out, u32 len, u32 w, u32 forward) {
-  if (w == 1) byte_planes_w(src, out, len, 1, forward);
-  else if (w == 2) byte_planes_w(src, out, len, 2, forward);
-  else if (w == 4) byte_planes_w(src, out, len, 4, forward);
-  else byte_planes_w(src, out, len, w, forward);
-}
-
-EXPORT(bit_planes)
-void bit_planes(const u8 *src, u8 *out, u32 len, u32 w, u32 forward) {
-  if (w == 1) bit_planes_w(src, out, len, 1, forward);
-  else if (w == 2) bit_planes_w(src, out, len, 2, forward);
-  else if (w == 4) bit_planes_w(src, out, len, 4, forward);
-  else bit_planes_w(src, out, len, w, forward);
-}
+/*
+ * The plane loops, one export per width so that their inner loops unroll, and
+ * so that the engine optimises (tiers up) only the widths a file uses: each
+ * optimised function costs compile memory once.
+ */
+EXPORT(byte_planes_1)
+void byte_planes_1(const u8 *src, u8 *out, u32 len, u32 forward) { byte_planes_w(src, out, len, 1, forward); }
+EXPORT(byte_planes_2)
+void byte_planes_2(const u8 *src, u8 *out, u32 len, u32 forward) { byte_planes_w(src, out, len, 2, forward); }
+EXPORT(byte_planes_4)
+void byte_planes_4(const u8 *src, u8 *out, u32 len, u32 forward) { byte_planes_w(src, out, len, 4, forward); }
+EXPORT(bit_planes_1)
+void bit_planes_1(const u8 *src, u8 *out, u32 len, u32 forward) { bit_planes_w(src, out, len, 1, forward); }
+EXPORT(bit_planes_2)
+void bit_planes_2(const u8 *src, u8 *out, u32 len, u32 forward) { bit_planes_w(src, out, len, 2, forward); }
+EXPORT(bit_planes_4)
+void bit_planes_4(const u8 *src, u8 *out, u32 len, u32 forward) { bit_planes_w(src, out, len, 4, forward); }
 
 /* ---- equal runs ---------------------------------------------------------- */
 
