@@ -16,7 +16,7 @@
  *
  * `combine`, `uncombine`, `shuffle` and `unshuffle` run the WebAssembly
  * kernels (`filter_kernels.ts`) for inputs of up to `KERNEL_REGION` bytes (every
- * op: `MAX_OP_RAW`), 5-15× faster; the `...Js` functions are the reference
+ * op: `MAX_OP_RAW`), 2-8× faster; the `...Js` functions are the reference
  * implementation they are tested against, and run for longer inputs.
  *
  * @module
