@@ -258,7 +258,7 @@ class OutputStream {
 
   /** Free space to fill (then `advance`); never empty. */
   async room(): Promise<Uint8Array> {
-    if (this.#current && this.#filled === this.#current.length) await this.#ship();
+    if (this.#current && this.#filled === this.#current.length) this.#ship();
     if (!this.#current) {
       try {
         this.#current = new Uint8Array(await this.#buffers.acquire());
@@ -291,7 +291,7 @@ class OutputStream {
    */
   async put(bytes: Uint8Array): Promise<void> {
     if (!(this.#hasher instanceof HashPool) && bytes.length >= this.directMinimum) {
-      if (this.#current && this.#filled > 0) await this.#ship();
+      if (this.#current && this.#filled > 0) this.#ship();
       this.#writeAndHash(this.#hasher, bytes);
       return;
     }
@@ -315,14 +315,14 @@ class OutputStream {
 
   /** Writes what is left and returns the BLAKE3 of everything written. */
   async finish(): Promise<Uint8Array> {
-    if (this.#current && this.#filled > 0) await this.#ship();
+    if (this.#current && this.#filled > 0) this.#ship();
     if (!(this.#hasher instanceof HashPool)) return this.#hasher.digest();
     const digest = await this.#hasher.streamDigest(); // answered after every update
     if (this.#hashFailure !== undefined) throw this.#hashFailure;
     return digest;
   }
 
-  async #ship(): Promise<void> {
+  #ship(): void {
     const buffer = this.#current!;
     const length = this.#filled;
     this.#current = undefined;

@@ -5,8 +5,14 @@
  * the front of a file shift everything after them; the chunk holding the
  * insertion is mostly the base's bytes at two offsets).
  *
+ * `RunScanner.scan` finds runs with the WebAssembly kernels
+ * (`filter_kernels.ts`: 8 bytes compared at a time) where they run, else with
+ * its TypeScript loop (`scanJs`, the reference).
+ *
  * @module
  */
+
+import { filterKernels, KERNEL_REGION } from "./filter_kernels.ts";
 
 /** `length` target bytes from `start` (relative to a block) equal the base at `start + delta` onwards (absolute: see the caller). */
 export interface Run {
@@ -44,6 +50,44 @@ export class RunScanner {
    * compared with (`base.length` may be shorter: bytes past it count as unequal).
    */
   scan(target: Uint8Array, base: Uint8Array): void {
+    const kernels = filterKernels();
+    if (kernels === undefined) return this.scanJs(target, base);
+    const n = Math.min(target.length, base.length);
+    let open = this.#open;
+    const at = this.#at;
+    for (let from = 0; from < n; from += KERNEL_REGION) {
+      const to = Math.min(from + KERNEL_REGION, n);
+      kernels.loadPair(target.subarray(from, to), base.subarray(from, to));
+      const len = to - from;
+      let i = 0;
+      if (open >= 0) {
+        i = kernels.equalEnd(0, len);
+        if (i === len) continue;
+        this.#close(open, at + from + i);
+        open = -1;
+      }
+      while (i < len) {
+        const s = kernels.runStart(i, len, this.#minRun);
+        if (s === len) break;
+        const e = kernels.equalEnd(s, len);
+        if (e === len) {
+          open = at + from + s;
+          break;
+        }
+        this.#close(at + from + s, at + from + e);
+        i = e + 1;
+      }
+    }
+    if (n < target.length && open >= 0) {
+      this.#close(open, at + n);
+      open = -1;
+    }
+    this.#open = open;
+    this.#at = at + target.length;
+  }
+
+  /** `scan` in TypeScript, byte by byte: the reference. */
+  scanJs(target: Uint8Array, base: Uint8Array): void {
     const n = Math.min(target.length, base.length);
     let open = this.#open;
     const at = this.#at;

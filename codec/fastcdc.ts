@@ -24,6 +24,7 @@
  */
 
 import { InvalidArgumentError } from "../kernel/errors.ts";
+import { filterKernels, KERNEL_REGION } from "./filter_kernels.ts";
 import { formatBytes } from "../kernel/units.ts";
 
 /** Chunk size limits in bytes. `avg` must be a power of two. */
@@ -115,6 +116,38 @@ export function validateChunkParams(params: ChunkParams): ChunkParams {
  * the input ends at `end`; under that rule the result depends only on content.
  */
 export function findCut(
+  data: Uint8Array,
+  start: number,
+  end: number,
+  params: ChunkParams,
+  masks: { maskS: number; maskL: number } = chunkMasks(params.avg),
+): number {
+  const kernels = filterKernels();
+  if (kernels === undefined) return findCutJs(data, start, end, params, masks);
+  const available = end - start;
+  if (available <= params.min) return available;
+  const n = available < params.max ? available : params.max;
+  const normal = n < params.avg ? n : params.avg;
+  let fp = 0;
+  // The gear loop in the WebAssembly kernel, KERNEL_REGION bytes at a time.
+  for (
+    const [from, to, mask] of [
+      [start + params.min, start + normal, masks.maskS],
+      [start + normal, start + n, masks.maskL],
+    ]
+  ) {
+    for (let at = from; at < to; at += KERNEL_REGION) {
+      const piece = data.subarray(at, Math.min(at + KERNEL_REGION, to));
+      const scanned = kernels.gearScan(piece, GEAR, mask, fp);
+      if (scanned.cut >= 0) return at + scanned.cut - start;
+      fp = scanned.fp;
+    }
+  }
+  return n;
+}
+
+/** `findCut` in TypeScript, byte by byte: the reference. */
+export function findCutJs(
   data: Uint8Array,
   start: number,
   end: number,

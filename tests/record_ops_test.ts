@@ -17,7 +17,6 @@ import {
   decodeFilter,
   encodeDRecordsHead,
   encodeFilter,
-  encodeHeaderV2,
   encodeHeaderV3,
   encodeZRecordsHead,
   type Filter,
