@@ -276,6 +276,28 @@ export class LiteralCoder {
   }
 
   /**
+   * The gaps between `runs` (sorted) in `data` worth searching for more runs:
+   * at least 2 × `MIN_RUN` long and not mostly inside tensors both files have
+   * (there DELTA ops do better than short runs). `i` is the run after the gap.
+   */
+  *#gaps(
+    targetOffset: number,
+    data: Uint8Array,
+    runs: readonly Run[],
+  ): Generator<{ i: number; start: number; end: number }> {
+    for (let i = 0; i <= runs.length; i++) {
+      const start = i === 0 ? 0 : runs[i - 1].end;
+      const end = i === runs.length ? data.length : runs[i].start;
+      if (end - start < 2 * MIN_RUN) continue;
+      if (
+        alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
+          (end - start) * 7
+      ) continue;
+      yield { i, start, end };
+    }
+  }
+
+  /**
    * Runs in the small gaps between `runs` at offset differences found by
    * looking the gap's bytes up in the base around it (`shiftCandidates`).
    */
@@ -286,15 +308,7 @@ export class LiteralCoder {
     nextDelta: number | undefined,
   ): Run[] {
     const out: Run[] = [];
-    for (let i = 0; i <= runs.length; i++) {
-      const start = i === 0 ? 0 : runs[i - 1].end;
-      const end = i === runs.length ? data.length : runs[i].start;
-      if (end - start < 2 * MIN_RUN) continue;
-      // Inside tensors both files have, DELTA ops do better than short runs.
-      if (
-        alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
-          (end - start) * 7
-      ) continue;
+    for (const { i, start, end } of this.#gaps(targetOffset, data, runs)) {
       const near = runs[i - 1]?.delta ?? runs[i]?.delta ?? this.#delta ?? nextDelta ?? 0;
       const deltas = new Set<number>();
       for (let at = start; at < end; at += LOCAL_GAP) {
@@ -335,14 +349,7 @@ export class LiteralCoder {
   ): Promise<Run[]> {
     const found: Run[] = [];
     const read = (position: number, buf: Uint8Array) => readAtSync(this.#base, position, buf);
-    for (let i = 0; i <= runs.length; i++) {
-      const start = i === 0 ? 0 : runs[i - 1].end;
-      const end = i === runs.length ? data.length : runs[i].start;
-      if (end - start < 2 * MIN_RUN) continue;
-      if (
-        alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
-          (end - start) * 7
-      ) continue;
+    for (const { start, end } of this.#gaps(targetOffset, data, runs)) {
       let moved: Run[] = finder.find(read, targetOffset + start, data.subarray(start, end))
         .map((run) => ({ start: start + run.start, end: start + run.end, delta: run.delta }));
       if (

@@ -44,7 +44,7 @@
  */
 
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import { readAtSync } from "../kernel/file_io.ts";
+import { FileCursor, LayoutError } from "./file_cursor.ts";
 import { InvalidArgumentError, ioError } from "../kernel/errors.ts";
 import type { ElementWidth, TensorRange } from "./tensor_layout.ts";
 
@@ -131,7 +131,7 @@ interface TensorInfo {
  * is not a whole ModelProto with a graph, or is over a bound.
  */
 export function onnxTensors(file: Deno.FsFile, fileSize: number): OnnxTensors | null {
-  const walker = new Walker(new ProtoCursor(file, fileSize));
+  const walker = new Walker(new FileCursor(file, fileSize));
   let found: Found[];
   try {
     found = walker.model(fileSize);
@@ -171,13 +171,13 @@ function position(f: Found): number {
 
 /** The walk over a ModelProto; each method reads one message that ends at `end`. */
 class Walker {
-  readonly #r: ProtoCursor;
+  readonly #r: FileCursor;
   #fields = 0;
   #tensors = 0;
   #nameBytes = 0;
   sawGraph = false;
 
-  constructor(r: ProtoCursor) {
+  constructor(r: FileCursor) {
     this.#r = r;
   }
 
@@ -580,51 +580,4 @@ async function realPathOrUndefined(path: string): Promise<string | undefined> {
 /** Appends `items` to `out` one by one (a spread of a long array would overflow the stack). */
 function append<T>(out: T[], items: readonly T[]): void {
   for (const item of items) out.push(item);
-}
-
-class LayoutError extends Error {}
-
-/** Protobuf reads from a file through a small window, bounds-checked. */
-class ProtoCursor {
-  readonly #file: Deno.FsFile;
-  readonly #size: number;
-  #window = new Uint8Array(64 * 1024);
-  #windowStart = 0;
-  #windowEnd = 0;
-  position = 0;
-
-  constructor(file: Deno.FsFile, size: number) {
-    this.#file = file;
-    this.#size = size;
-  }
-
-  #bytes(n: number): Uint8Array {
-    if (n > 1 << 20 || this.position + n > this.#size) throw new LayoutError("past the end");
-    if (this.position < this.#windowStart || this.position + n > this.#windowEnd) {
-      if (n > this.#window.length) this.#window = new Uint8Array(n);
-      this.#windowStart = this.position;
-      this.#windowEnd = this.position + readAtSync(this.#file, this.position, this.#window);
-      if (this.position + n > this.#windowEnd) throw new LayoutError("short read");
-    }
-    const at = this.position - this.#windowStart;
-    this.position += n;
-    return this.#window.subarray(at, at + n);
-  }
-
-  /** A protobuf base-128 varint (up to 10 bytes; inexact above 2^53, which no length is). */
-  varint(): number {
-    let value = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      const byte = this.#bytes(1)[0];
-      value += (byte & 0x7f) * scale;
-      if (byte < 0x80) return value;
-      scale *= 128;
-    }
-    throw new LayoutError("varint too long");
-  }
-
-  utf8(n: number): string {
-    return new TextDecoder().decode(this.#bytes(n));
-  }
 }

@@ -212,18 +212,7 @@ export class PatchReader {
       const length = view.getUint32(delta ? 8 : 0, true);
       const payloadLength = view.getUint32(delta ? 12 : 4, true);
       const filterByte = view.getUint8(delta ? 16 : 8);
-      if (length === 0 || length > MAX_OP_RAW) {
-        throw new MalformedPatchError(
-          `${name} at patch offset ${at} claims ${length} bytes; it must be 1 to ${MAX_OP_RAW}`,
-        );
-      }
-      if (payloadLength === 0 || payloadLength >= length) {
-        throw new MalformedPatchError(
-          `${name} at patch offset ${at} has ${payloadLength} compressed bytes for ${length}; it must be 1 to ${
-            length - 1
-          }`,
-        );
-      }
+      checkCompressedSizes(name, at, length, payloadLength);
       const filter = decodeFilter(filterByte);
       if (filter === undefined || (!delta && filter.combine !== "xor")) {
         throw new MalformedPatchError(
@@ -290,18 +279,7 @@ export class PatchReader {
         `${name} at patch offset ${at} has an invalid record layout: ${problem}`,
       );
     }
-    if (length === 0 || length > MAX_OP_RAW) {
-      throw new MalformedPatchError(
-        `${name} at patch offset ${at} claims ${length} bytes; it must be 1 to ${MAX_OP_RAW}`,
-      );
-    }
-    if (payloadLength === 0 || payloadLength >= length) {
-      throw new MalformedPatchError(
-        `${name} at patch offset ${at} has ${payloadLength} compressed bytes for ${length}; it must be 1 to ${
-          length - 1
-        }`,
-      );
-    }
+    checkCompressedSizes(name, at, length, payloadLength);
     if (delta && offset + length > this.header.baseSize) {
       throw new MalformedPatchError(
         `DRECORDS at patch offset ${at} reads base bytes ${offset}..${
@@ -397,5 +375,24 @@ export class PatchReader {
       if (n === null) this.#eof = true;
       else this.#end += n;
     }
+  }
+}
+
+/**
+ * The sizes every compressed op (ZLITERAL, DELTA, ZRECORDS, DRECORDS) must
+ * have: `raw_len` 1 to `MAX_OP_RAW`, `comp_len` 1 to `raw_len` − 1.
+ */
+function checkCompressedSizes(name: string, at: number, length: number, payloadLength: number) {
+  if (length === 0 || length > MAX_OP_RAW) {
+    throw new MalformedPatchError(
+      `${name} at patch offset ${at} claims ${length} bytes; it must be 1 to ${MAX_OP_RAW}`,
+    );
+  }
+  if (payloadLength === 0 || payloadLength >= length) {
+    throw new MalformedPatchError(
+      `${name} at patch offset ${at} has ${payloadLength} compressed bytes for ${length}; it must be 1 to ${
+        length - 1
+      }`,
+    );
   }
 }

@@ -22,6 +22,7 @@
  */
 
 import { readAtSync } from "../kernel/file_io.ts";
+import { FileCursor, LayoutError } from "./file_cursor.ts";
 import { onnxLayout } from "./onnx_layout.ts";
 import type { Filter } from "./patch_format.ts";
 import type { RecordLayout } from "./record_filter.ts";
@@ -147,7 +148,7 @@ export function safeTensorsLayout(file: Deno.FsFile, fileSize: number): TensorRa
 
 /** The tensors of a GGUF (v2 or v3) file, or null if the file is not one. */
 export function ggufLayout(file: Deno.FsFile, fileSize: number): TensorRange[] | null {
-  const r = new FileCursor(file, fileSize);
+  const r = new GgufCursor(file, fileSize);
   try {
     if (r.ascii(4) !== "GGUF") return null;
     const version = r.u32();
@@ -199,70 +200,10 @@ export function modelLayout(file: Deno.FsFile, fileSize: number): TensorRange[] 
     onnxLayout(file, fileSize);
 }
 
-class LayoutError extends Error {}
-
-/** Little-endian reads from a file through a small window, bounds-checked. */
-class FileCursor {
-  readonly #file: Deno.FsFile;
-  readonly #size: number;
-  #window = new Uint8Array(64 * 1024);
-  #windowStart = 0;
-  #windowEnd = 0;
-  position = 0;
-
-  constructor(file: Deno.FsFile, size: number) {
-    this.#file = file;
-    this.#size = size;
-  }
-
-  #bytes(n: number): Uint8Array {
-    if (n > 1 << 20 || this.position + n > this.#size) throw new LayoutError("past the end");
-    if (this.position < this.#windowStart || this.position + n > this.#windowEnd) {
-      if (n > this.#window.length) this.#window = new Uint8Array(n);
-      this.#windowStart = this.position;
-      this.#windowEnd = this.position + readAtSync(this.#file, this.position, this.#window);
-      if (this.position + n > this.#windowEnd) throw new LayoutError("short read");
-    }
-    const at = this.position - this.#windowStart;
-    this.position += n;
-    return this.#window.subarray(at, at + n);
-  }
-
-  u32(): number {
-    const b = this.#bytes(4);
-    return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
-  }
-
-  u64(): number {
-    const b = this.#bytes(8);
-    const v = new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new LayoutError("u64 too large");
-    return Number(v);
-  }
-
-  /** A protobuf base-128 varint (up to 10 bytes; inexact above 2^53, which no length is). */
-  varint(): number {
-    let value = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      const byte = this.#bytes(1)[0];
-      value += (byte & 0x7f) * scale;
-      if (byte < 0x80) return value;
-      scale *= 128;
-    }
-    throw new LayoutError("varint too long");
-  }
-
-  utf8(n: number): string {
-    return new TextDecoder().decode(this.#bytes(n));
-  }
-
-  ascii(n: number): string {
-    return String.fromCharCode(...this.#bytes(n));
-  }
-
+/** A GGUF header's reads: strings and metadata values besides `FileCursor`'s. */
+class GgufCursor extends FileCursor {
   string(): string {
-    return new TextDecoder().decode(this.#bytes(this.u64()));
+    return new TextDecoder().decode(this.bytes(this.u64()));
   }
 
   /** A metadata value of GGUF type `type` (numbers as numbers, the rest skipped). */
@@ -288,12 +229,12 @@ class FileCursor {
       if (count > 100_000_000) throw new LayoutError("array too long");
       if (itemType in sizes) {
         this.position += sizes[itemType] * count;
-        if (this.position > this.#size) throw new LayoutError("past the end");
+        if (this.position > this.size) throw new LayoutError("past the end");
       } else for (let i = 0; i < count; i++) this.value(itemType);
       return undefined;
     }
     if (!(type in sizes)) throw new LayoutError(`unknown GGUF value type ${type}`);
-    this.#bytes(sizes[type]);
+    this.bytes(sizes[type]);
     return undefined;
   }
 }

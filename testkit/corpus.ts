@@ -68,6 +68,8 @@
 import { parseArgs } from "node:util";
 import { formatBytes, parseSize } from "../kernel/units.ts";
 import {
+  f16FromF32Bits,
+  float32Bits,
   GGML_TYPE_Q4_0,
   GGML_TYPE_Q8_0,
   Q4_0_BLOCK_BYTES,
@@ -76,6 +78,8 @@ import {
   quantizeQ4_0,
   quantizeQ8_0,
 } from "./ggml_quant.ts";
+
+export { f16FromF32Bits, float32Bits };
 
 // ---------------------------------------------------------------------------
 // Names
@@ -253,43 +257,10 @@ function rotl(x: number, k: number): number {
 // ---------------------------------------------------------------------------
 // Float conversions
 
-const f32 = new Float32Array(1);
-const f32Bits = new Uint32Array(f32.buffer);
-
-/** The bits of the float32 nearest `value`. */
-export function float32Bits(value: number): number {
-  f32[0] = value;
-  return f32Bits[0];
-}
-
 /** bfloat16 bits of float32 bits: the top 16 bits, rounded to nearest even (NaN stays NaN). */
 export function bf16FromF32Bits(bits: number): number {
   if ((bits & 0x7fffffff) > 0x7f800000) return ((bits >>> 16) | 0x40) & 0xffff;
   return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** float16 bits of float32 bits, rounded to nearest even; subnormals kept, overflow to infinity. */
-export function f16FromF32Bits(bits: number): number {
-  const sign = (bits >>> 16) & 0x8000;
-  const exponent = (bits >>> 23) & 0xff;
-  let mantissa = bits & 0x7fffff;
-  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
-  const e = exponent - 112; // rebias 127 → 15
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mantissa |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = mantissa & ((1 << shift) - 1);
-    let h = mantissa >>> shift;
-    if (rest > half || (rest === half && (h & 1) === 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mantissa >>> 13);
-  const rest = mantissa & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++; // a carry may reach infinity: right
-  return sign | h;
 }
 
 // ---------------------------------------------------------------------------

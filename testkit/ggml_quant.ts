@@ -37,15 +37,19 @@ export const GGML_TYPE_Q8_0 = 8;
 const f32 = new Float32Array(1);
 const f32Bits = new Uint32Array(f32.buffer);
 
-/** float16 bits of a number (first rounded to float32), round to nearest even. */
-export function f16Bits(value: number): number {
+/** The bits of the float32 nearest `value`. */
+export function float32Bits(value: number): number {
   f32[0] = value;
-  const bits = f32Bits[0];
+  return f32Bits[0];
+}
+
+/** float16 bits of float32 bits, rounded to nearest even; subnormals kept, overflow to infinity. */
+export function f16FromF32Bits(bits: number): number {
   const sign = (bits >>> 16) & 0x8000;
   const exponent = (bits >>> 23) & 0xff;
   let mantissa = bits & 0x7fffff;
   if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
-  const e = exponent - 112;
+  const e = exponent - 112; // rebias 127 → 15
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -59,8 +63,13 @@ export function f16Bits(value: number): number {
   }
   let h = (e << 10) | (mantissa >>> 13);
   const rest = mantissa & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++; // a carry may reach infinity: right
   return sign | h;
+}
+
+/** float16 bits of a number (first rounded to float32), round to nearest even. */
+export function f16Bits(value: number): number {
+  return f16FromF32Bits(float32Bits(value));
 }
 
 /** The number a float16's bits stand for. */

@@ -39,6 +39,7 @@ import {
   varint,
   writeScenario,
 } from "../testkit/corpus.ts";
+import { f16Value } from "../testkit/ggml_quant.ts";
 import { withTempDir } from "./helpers.ts";
 
 const SIZE = 1 << 20;
@@ -261,15 +262,6 @@ function parse(format: ContainerFormat, bytes: Uint8Array, ggufAlignment = 32): 
 // ---------------------------------------------------------------------------
 // Values
 
-function f16ToNumber(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exponent = (h >> 10) & 0x1f;
-  const mantissa = h & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 31) return mantissa ? NaN : sign * Infinity;
-  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-}
-
 /** A tensor's values as numbers. */
 function values(bytes: Uint8Array, t: Parsed): Float64Array {
   const data = bytes.slice(t.start, t.end);
@@ -282,7 +274,7 @@ function values(bytes: Uint8Array, t: Parsed): Float64Array {
     const blockBytes = q8 ? 34 : 18;
     for (let b = 0; b < n / 32; b++) {
       const at = b * blockBytes;
-      const d = f16ToNumber(data[at] | (data[at + 1] << 8));
+      const d = f16Value(data[at] | (data[at + 1] << 8));
       for (let j = 0; j < 32; j++) {
         const q = q8
           ? (data[at + 2 + j] << 24) >> 24
@@ -298,7 +290,7 @@ function values(bytes: Uint8Array, t: Parsed): Float64Array {
     out.set(new Float32Array(widened.buffer));
   } else {
     const halves = new Uint16Array(data.buffer);
-    for (let i = 0; i < n; i++) out[i] = f16ToNumber(halves[i]);
+    for (let i = 0; i < n; i++) out[i] = f16Value(halves[i]);
   }
   return out;
 }
@@ -665,7 +657,7 @@ function checkQuantized(bytes: Uint8Array, parsed: Parsed[], plan: ModelPlan): n
     const q8 = t.dtype === "Q8_0";
     const blockBytes = q8 ? 34 : 18;
     for (let b = 0; b < want.length / 32; b++) {
-      const d = Math.abs(f16ToNumber(data[b * blockBytes] | (data[b * blockBytes + 1] << 8)));
+      const d = Math.abs(f16Value(data[b * blockBytes] | (data[b * blockBytes + 1] << 8)));
       const bound = (q8 ? 0.6 : 1.01) * d;
       for (let j = b * 32; j < b * 32 + 32; j++) {
         assert.ok(Math.abs(got[j] - want[j]) <= bound, `${t.name}[${j}]: ${got[j]} vs ${want[j]}`);
