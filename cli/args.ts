@@ -116,12 +116,14 @@ export const threadsOption = {
 } as const satisfies OptionSpecs;
 
 /** The thread count from `--threads`, or the default (one per core). */
-export function threadsFrom(values: { threads?: string }): number {
+export function threadsFrom(values: { threads?: string }, least = 1): number {
   const value = values.threads;
   if (value === undefined) return defaultThreads();
   const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
-  if (!(n >= 1 && n <= MAX_THREADS)) {
-    throw new UsageError(`--threads: "${value}" is not a whole number from 1 to ${MAX_THREADS}`);
+  if (!(n >= least && n <= MAX_THREADS)) {
+    throw new UsageError(
+      `--threads: "${value}" is not a whole number from ${least} to ${MAX_THREADS}`,
+    );
   }
   return n;
 }

@@ -59,7 +59,7 @@ export interface EncodeOptions {
    */
   readonly baseIndex?: string;
   readonly onProgress?: ProgressCallback;
-  /** Hashing Workers (default: one per core). */
+  /** Hashing Workers (default: format 1 one per core but one, else `ENCODE_THREADS`, 0: the main thread hashes). */
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2; formats 2 and 3, threads + 1). */
   readonly bufferCount?: number;
@@ -88,6 +88,15 @@ export interface EncodeSummary extends OpStats {
   readonly threads: number;
   readonly elapsedMs: number;
 }
+
+/**
+ * Hashing Workers of a format 2 or 3 encode unless told otherwise: none, the
+ * main thread hashes too. A Worker costs ~12-18 MB of RSS, which put these
+ * encodes (their literal coder holds ~10 MB more than v1's) over the 100 MB
+ * budget (measured at 256 MiB: 102.7 MB with one Worker, 91.1 MB without),
+ * and on 2 cores it bought ~10 % of speed. Format 1 keeps `defaultThreads()`.
+ */
+export const ENCODE_THREADS = 0;
 
 /** The largest number of chunks the index makes room for up front. */
 const MAX_INDEX_PRESIZE = 1 << 22;
@@ -141,7 +150,9 @@ export async function encodeFile(
     const total = baseWork + target.size;
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
-    pool = await HashPool.start(options.threads ?? defaultThreads());
+    pool = await HashPool.start(
+      options.threads ?? (options.format === 1 ? defaultThreads() : ENCODE_THREADS),
+    );
     const format = options.format ?? VERSION_3;
     // v2's target pass is bound by the literal coder on the main thread, not by
     // reading ahead: one buffer fewer keeps its ~5 MB of compression state in budget.

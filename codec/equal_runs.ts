@@ -157,12 +157,16 @@ export function chooseRuns(
   return out;
 }
 
+/** Most distinct shifts `shiftCandidates` counts (later ones are not counted): bounds its memory. */
+export const MAX_SHIFTS = 1 << 16;
+
 /**
  * Offsets at which pieces of `target` occur in `base` (base index − target
  * index), most frequent first, at most `max`: every `k`-byte piece of the
  * target starting at a multiple of `k` is looked up, by a rolling hash, at
- * every position of `base`. Finds where bytes that moved by an amount no COPY
- * implies went (a header that grew by a few bytes, then padding).
+ * every position of `base` (a piece that repeats in the target is looked up
+ * once). Finds where bytes that moved by an amount no COPY implies went (a
+ * header that grew by a few bytes, then padding).
  */
 export function shiftCandidates(
   target: Uint8Array,
@@ -177,10 +181,14 @@ export function shiftCandidates(
   const size = 1 << Math.ceil(Math.log2(pieces * 2 + 1));
   const mask = size - 1;
   const { keys, positions } = scratch.tables(size);
-  for (let at = 0; at + k <= target.length; at += k) {
+  pieces: for (let at = 0; at + k <= target.length; at += k) {
     const h = hashOf(target, at, k);
     let slot = mix(h) & mask;
-    while (positions[slot] >= 0) slot = (slot + 1) & mask;
+    for (; positions[slot] >= 0; slot = (slot + 1) & mask) {
+      // A piece seen before (runs of zeros, repeated records) is kept once:
+      // else every base position that matches it walks all its copies.
+      if (keys[slot] === h && equalBytes(target, positions[slot], target, at, k)) continue pieces;
+    }
     keys[slot] = h;
     positions[slot] = at;
   }
@@ -193,7 +201,9 @@ export function shiftCandidates(
     for (let slot = mix(h) & mask; positions[slot] >= 0; slot = (slot + 1) & mask) {
       const t = positions[slot];
       if (keys[slot] === h && equalBytes(target, t, base, at, k)) {
-        counts.set(at - t, (counts.get(at - t) ?? 0) + 1);
+        const seen = counts.get(at - t);
+        if (seen !== undefined) counts.set(at - t, seen + 1);
+        else if (counts.size < MAX_SHIFTS) counts.set(at - t, 1);
       }
     }
     if (at + k >= base.length) break;

@@ -8,12 +8,16 @@
  * getting it back.
  *
  * Memory: each Worker costs about 20 MB of resident memory (a V8 isolate and a
- * small WebAssembly instance); the pool holds no buffers of its own.
+ * small WebAssembly instance); the pool holds no buffers of its own. A pool
+ * of 0 Workers (`start(0)`) hashes on the calling thread instead: ~20 MB less,
+ * at the price of hashing no longer overlapping the caller's own work.
  *
  * @module
  */
 
 import type { HashReply, HashRequest } from "./hash_worker.ts";
+import { createHasher, type Hasher } from "../kernel/blake3.ts";
+import { hashCuts } from "./hash_jobs.ts";
 
 /**
  * The number of hashing Workers used unless told otherwise: one per core but
@@ -50,18 +54,23 @@ interface Slot {
 /** Workers that hash chunks and streams; `close()` it when done. */
 export class HashPool {
   readonly #slots: Slot[];
+  /** With no Workers: the hashers of the calling thread. */
+  readonly #inline: { readonly chunks: Hasher; readonly stream: Hasher } | undefined;
   #nextId = 1;
   #closed = false;
 
   private constructor(slots: Slot[]) {
     this.#slots = slots;
+    this.#inline = slots.length === 0
+      ? { chunks: createHasher(), stream: createHasher() }
+      : undefined;
   }
 
-  /** Starts `threads` Workers and waits until each is ready. */
+  /** Starts `threads` Workers (0: none, hash on this thread) and waits until each is ready. */
   static async start(threads: number = defaultThreads()): Promise<HashPool> {
-    if (!Number.isSafeInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    if (!Number.isSafeInteger(threads) || threads < 0 || threads > MAX_THREADS) {
       throw new RangeError(
-        `threads must be a whole number from 1 to ${MAX_THREADS}, got ${threads}`,
+        `threads must be a whole number from 0 to ${MAX_THREADS}, got ${threads}`,
       );
     }
     const slots: Slot[] = [];
@@ -97,13 +106,17 @@ export class HashPool {
     return pool;
   }
 
-  /** How many Workers the pool has. */
+  /** How many Workers the pool has (0: it hashes on the calling thread). */
   get threads(): number {
     return this.#slots.length;
   }
 
   /** Hashes the chunks of `buffer` that end at `cuts` (the first starts at 0). */
   async hashChunks(buffer: ArrayBuffer, cuts: Uint32Array<ArrayBuffer>): Promise<ChunkDigests> {
+    if (this.#inline) {
+      this.#checkOpen();
+      return { buffer, digests: hashCuts(this.#inline.chunks, new Uint8Array(buffer), cuts) };
+    }
     let slot = this.#slots[0];
     for (const candidate of this.#slots) {
       if (candidate.pending.size < slot.pending.size) slot = candidate;
@@ -118,6 +131,11 @@ export class HashPool {
 
   /** Adds `buffer[0..length)` to the running stream hash; resolves with the buffer back. */
   async streamUpdate(buffer: ArrayBuffer, length: number): Promise<ArrayBuffer> {
+    if (this.#inline) {
+      this.#checkOpen();
+      this.#inline.stream.update(new Uint8Array(buffer, 0, length));
+      return buffer;
+    }
     const reply = await this.#send(
       this.#slots[0],
       (id) => ({ kind: "stream", id, buffer, length }),
@@ -128,6 +146,10 @@ export class HashPool {
 
   /** The BLAKE3 of everything streamed so far (after every earlier update); starts the stream over. */
   async streamDigest(): Promise<Uint8Array> {
+    if (this.#inline) {
+      this.#checkOpen();
+      return this.#inline.stream.digest();
+    }
     const reply = await this.#send(this.#slots[0], (id) => ({ kind: "digest", id }), []);
     return reply.digests!;
   }
@@ -142,6 +164,10 @@ export class HashPool {
       for (const pending of slot.pending.values()) pending.reject(err);
       slot.pending.clear();
     }
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new Error("hash pool closed");
   }
 
   [Symbol.dispose](): void {

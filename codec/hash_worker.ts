@@ -14,7 +14,8 @@
  * @module
  */
 
-import { createHasher, DIGEST_LENGTH } from "../kernel/blake3.ts";
+import { createHasher } from "../kernel/blake3.ts";
+import { hashCuts } from "./hash_jobs.ts";
 
 /** A request to the hashing Worker. */
 export type HashRequest =
@@ -55,15 +56,7 @@ const streamHasher = createHasher();
 function answer(request: HashRequest): [HashReply, Transferable[]] {
   switch (request.kind) {
     case "chunks": {
-      const bytes = new Uint8Array(request.buffer);
-      const digests = new Uint8Array(request.cuts.length * DIGEST_LENGTH);
-      let start = 0;
-      for (let i = 0; i < request.cuts.length; i++) {
-        const end = request.cuts[i];
-        chunkHasher.update(bytes.subarray(start, end));
-        digests.set(chunkHasher.digest(), i * DIGEST_LENGTH);
-        start = end;
-      }
+      const digests = hashCuts(chunkHasher, new Uint8Array(request.buffer), request.cuts);
       const reply = { kind: "done", id: request.id, buffer: request.buffer, digests } as const;
       return [reply, [request.buffer, digests.buffer]];
     }

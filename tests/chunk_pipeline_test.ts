@@ -166,8 +166,29 @@ Deno.test("a closed pool fails the jobs still outstanding", async () => {
   pool.close(); // twice is fine
 });
 
-Deno.test("HashPool refuses a thread count outside 1..64", async () => {
-  for (const bad of [0, -1, 1.5, 65, NaN]) {
+Deno.test("HashPool of 0 Workers hashes chunks and the stream on the calling thread, as a Worker does", async () => {
+  const data = randomBytes(300_000, 5);
+  const cuts = new Uint32Array([1000, 70_000, 300_000]);
+  const results: { digests: Uint8Array; stream: Uint8Array }[] = [];
+  for (const threads of [0, 1]) {
+    const pool = await HashPool.start(threads);
+    try {
+      assert.equal(pool.threads, threads);
+      const { buffer, digests } = await pool.hashChunks(data.slice().buffer, cuts);
+      assert.equal(buffer.byteLength, data.length, "the buffer comes back");
+      await pool.streamUpdate(data.slice().buffer, data.length);
+      results.push({ digests, stream: await pool.streamDigest() });
+    } finally {
+      pool.close();
+    }
+  }
+  assert.deepEqual(results[0], results[1]);
+  assert.deepEqual(results[0].digests.subarray(0, 32), blake3(data.subarray(0, 1000)));
+  assert.deepEqual(results[0].stream, blake3(data));
+});
+
+Deno.test("HashPool refuses a thread count outside 0..64", async () => {
+  for (const bad of [-1, 1.5, 65, NaN]) {
     await assert.rejects(HashPool.start(bad), RangeError, String(bad));
   }
 });

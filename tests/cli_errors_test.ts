@@ -569,10 +569,10 @@ const CASES: Case[] = [
     "min <= avg <= max",
   ),
   usage(
-    "encode --threads 0",
-    ["encode", "base", "target", "-o", "out", "--threads", "0"],
+    "encode --threads 65",
+    ["encode", "base", "target", "-o", "out", "--threads", "65"],
     "--threads",
-    "1 to 64",
+    "0 to 64",
   ),
   usage(
     "encode --threads many",
