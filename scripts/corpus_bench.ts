@@ -76,7 +76,7 @@ For each scenario of testkit/corpus.ts (default: all of them, in every
 container of --format that has it; the base about --size bytes), writes a base
 and a target model file in a temporary directory and measures the patch each
 tool makes, as bytes and as % of the target:
-  poolboy vN       encode --format N --threads 1 (N of --poolboy; "default": no
+  poolboy vN       encode --format N at its default threads (N of --poolboy; "default": no
                    --format, labelled by the version in the patch), then apply
                    (output checked against the target)
   xdelta3 -9       xdelta3 -e -9 -s BASE (source window widened above 64 MiB)
@@ -394,7 +394,7 @@ try {
       const formatArgs = format === "default" ? [] : ["--format", format];
       const row = await runTool(
         `poolboy v${format}`,
-        poolboy("encode", base, target, "-o", patch, ...formatArgs, "--threads", "1"),
+        poolboy("encode", base, target, "-o", patch, ...formatArgs),
         poolboy("apply", base, patch, "-o", out),
         paths,
         want,

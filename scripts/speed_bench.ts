@@ -57,7 +57,7 @@ if (values.help) {
                          [--inputs DIR] [--no-xdelta3] [--json]
 
 Per scenario: poolboy hash (one BLAKE3 pass over the target: the floor),
-poolboy encode (format 2, default threads), poolboy apply, xdelta3 -e -9
+poolboy encode (the default format and threads), poolboy apply, xdelta3 -e -9
 (source window widened to the base), each with seconds, MB/s of target
 (decimal) and peak RSS (/usr/bin/time, decimal MB), and encode and apply
 MB/s as a fraction of the BLAKE3 floor's. Inputs are written to a temporary
@@ -103,7 +103,7 @@ try {
     };
     row("BLAKE3 one pass", await measure(["deno", ...RUN, "hash", files.target], work));
     row(
-      "poolboy encode v2",
+      "poolboy encode",
       await measure(["deno", ...RUN, "encode", files.base, files.target, "-o", patch], work),
       await size(patch),
     );
