@@ -74,16 +74,28 @@ export class ZstdCompressor {
   readonly #stream: unknown;
 
   /** For inputs of at most `maxInput` bytes, at compression `level`. */
-  static async create(maxInput: number, level: number): Promise<ZstdCompressor> {
-    return new ZstdCompressor(await loadZlib(), maxInput, level);
+  static async create(
+    maxInput: number,
+    level: number,
+    tablesLog?: number,
+  ): Promise<ZstdCompressor> {
+    return new ZstdCompressor(await loadZlib(), maxInput, level, tablesLog);
   }
 
-  private constructor(zlib: Zlib, maxInput: number, level: number) {
+  private constructor(zlib: Zlib, maxInput: number, level: number, tablesLog?: number) {
     this.#zlib = zlib;
     this.#level = level;
     this.#out = new Uint8Array(compressBound(maxInput) + 64);
+    const c = zlib.constants;
     const stream = zlib.createZstdCompress({
-      params: { [zlib.constants.ZSTD_c_compressionLevel]: level },
+      params: {
+        [c.ZSTD_c_compressionLevel]: level,
+        ...(tablesLog !== undefined && {
+          [c.ZSTD_c_windowLog]: Math.max(tablesLog, Math.ceil(Math.log2(Math.max(maxInput, 1024)))),
+          [c.ZSTD_c_hashLog]: tablesLog,
+          [c.ZSTD_c_chainLog]: tablesLog,
+        }),
+      },
     });
     this.#stream = stream;
     this.#native = nativeOf(stream);

@@ -140,6 +140,25 @@ Deno.test("ZstdDecompressor decodes the frames ZstdCompressor makes", async () =
   }
 });
 
+Deno.test("a ZstdCompressor with capped tables (a stronger level in little memory) makes frames the decompressor reads, at most as large as level 1's", async () => {
+  const strong = await ZstdCompressor.create(MIB, 12, 18);
+  const weak = await ZstdCompressor.create(MIB, 1);
+  const decompressor = await ZstdDecompressor.create();
+  try {
+    const dest = new Uint8Array(MIB + 1);
+    for (const input of [randomBytes(MIB, 8), compressible(MIB), Uint8Array.of(9)]) {
+      const frame = strong.compress(input);
+      assert.ok(frame.length <= weak.compress(input).length + 16, "not larger than level 1's");
+      const n = decompressor.decompressFrame(frame, dest, input.length);
+      assert.deepEqual(dest.subarray(0, n), input);
+    }
+  } finally {
+    strong.close();
+    weak.close();
+    decompressor.close();
+  }
+});
+
 Deno.test("ZstdDecompressor throws ZstdDataError when the frame holds more than max bytes", async () => {
   const decompressor = await ZstdDecompressor.create();
   try {
