@@ -42,7 +42,15 @@ import { type PatchOp, PatchReader } from "./patch_reader.ts";
 import { checkSamples } from "./base_samples.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
 import { type FilterKernels, filterKernels, KERNEL_REGION } from "./filter_kernels.ts";
-import { restoreRecords, unshuffleRecords } from "./record_filter.ts";
+import {
+  fieldOffset,
+  gatherField,
+  joinRecords,
+  recordCount,
+  restoreRecords,
+  streamStarts,
+  unshuffleRecords,
+} from "./record_filter.ts";
 import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW, type PatchHeader } from "./patch_format.ts";
@@ -593,6 +601,10 @@ export class CompressedOps {
     op: CompressedOp,
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<Uint8Array> {
+    const kernels = this.#kernels();
+    if (kernels && (op.kind === "zrecords" || op.kind === "drecords")) {
+      return await this.#recordsInKernels(op, read, kernels);
+    }
     if (op.kind === "zrecords" || op.kind === "drecords") {
       const payload = await this.decompress(op, read);
       const residue = this.#a!.subarray(0, op.length);
@@ -609,7 +621,6 @@ export class CompressedOps {
       );
       return payload;
     }
-    const kernels = this.#kernels();
     if (kernels) return await this.#expandInKernels(op, read, kernels);
     const { residue, spare } = await this.residue(op, read);
     if (op.kind === "delta") {
@@ -645,7 +656,61 @@ export class CompressedOps {
     return kernels.region(residue).subarray(0, op.length);
   }
 
-  #readBase(offset: number, range: Uint8Array): void {
+  /**
+   * A ZRECORDS or DRECORDS decoded in the kernels' memory, with no buffer of
+   * its own: the payload read into region 1, decompressed into region 0, each
+   * stream unshuffled into its place in region 1; for a DRECORDS, the base's
+   * records read half a region at a time into region 0's upper half (once per
+   * field, from the page cache; counted once in `baseBytesRead`), a field
+   * gathered from them into its start and uncombined with its stream; the
+   * records joined back into region 0. Returns a view of it, valid until the
+   * next call.
+   */
+  async #recordsInKernels(
+    op: Extract<PatchOp, { kind: "zrecords" | "drecords" }>,
+    read: (dest: Uint8Array) => Promise<number>,
+    kernels: FilterKernels,
+  ): Promise<Uint8Array> {
+    const { layout, length } = op;
+    const payload = kernels.region(1).subarray(0, op.payloadLength);
+    for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
+    await this.#decompressInto(op, payload, kernels.region(0, 1));
+    const starts = streamStarts(layout, length);
+    layout.fields.forEach(({ filter }, j) => {
+      kernels.unshuffleAcross(starts[j], starts[j + 1] - starts[j], filter);
+    });
+    const tail = starts[starts.length - 1];
+    const near = kernels.region(0);
+    const residue = kernels.region(1).subarray(0, length);
+    residue.set(near.subarray(tail, length), tail);
+    if (op.kind === "drecords") {
+      const r = layout.recordLength;
+      const half = KERNEL_REGION / 2;
+      const perChunk = Math.floor(half / r);
+      const n = recordCount(layout, length);
+      layout.fields.forEach(({ length: l, filter }, j) => {
+        const within = fieldOffset(layout, j);
+        for (let first = 0; first < n; first += perChunk) {
+          const count = Math.min(perChunk, n - first);
+          const records = near.subarray(half, half + count * r);
+          this.#readBase(op.offset + first * r, records, j === 0);
+          gatherField(records, r, within, l, 0, count, near.subarray(0, count * l));
+          kernels.uncombineAcross(starts[j] + first * l, count * l, filter);
+        }
+      });
+      if (tail < length) {
+        const base = near.subarray(0, length - tail);
+        this.#readBase(op.offset + tail, base);
+        for (let i = tail; i < length; i++) residue[i] ^= base[i - tail];
+      }
+    }
+    const out = near.subarray(0, length);
+    joinRecords(residue, layout, out);
+    return out;
+  }
+
+  /** Reads `range` from the base at `offset`; `count`s it in `baseBytesRead` unless read already. */
+  #readBase(offset: number, range: Uint8Array, count = true): void {
     if (this.#base === undefined) throw new Error("CompressedOps.expand needs the base");
     let n: number;
     try {
@@ -656,7 +721,7 @@ export class CompressedOps {
     if (n < range.length) {
       throw ioError("read base", this.#basePath, new Error("file shrank while read"));
     }
-    this.#baseBytesRead += n;
+    if (count) this.#baseBytesRead += n;
   }
 
   /** Frees the zstd context. */

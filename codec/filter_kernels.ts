@@ -186,6 +186,26 @@ export class FilterKernels {
   }
 
   /**
+   * `unshuffle` of the `n` bytes at `offset` of region 0 into the same place
+   * of region 1 (copied where `filter` has no shuffle): a record op's streams,
+   * one at a time, where they are.
+   */
+  unshuffleAcross(offset: number, n: number, filter: Filter): void {
+    const from = this.#a + offset;
+    const to = this.#b + offset;
+    if (this.#planes(from, to, n, filter, false) === from) this.#mem.copyWithin(to, from, from + n);
+  }
+
+  /**
+   * `uncombine` of the residue of `n` bytes at `offset` of region 1 with the
+   * first `n` bytes of region 0, into the residue's place.
+   */
+  uncombineAcross(offset: number, n: number, filter: Filter): void {
+    const r = this.#b + offset;
+    this.#x.uncombine(r, this.#a, r, n, filter.width, filter.combine === "sub" ? 1 : 0);
+  }
+
+  /**
    * Loads `a` and `b` (each at most `KERNEL_REGION` bytes) for `equalEnd` and
    * `runStart`.
    */
