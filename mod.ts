@@ -15,22 +15,6 @@ import { versionLine } from "./kernel/version.ts";
 import { println } from "./cli/output.ts";
 import { VersionRequested } from "./cli/args.ts";
 import { enterCallerFolder } from "./cli/caller_folder.ts";
-import type * as EncodeModule from "./cli/encode.ts";
-import type * as ApplyModule from "./cli/apply.ts";
-import type * as InspectModule from "./cli/inspect.ts";
-import type * as HashModule from "./cli/hash.ts";
-import type * as IndexCommandModule from "./cli/index_command.ts";
-import type * as ControlplaneModule from "./cli/controlplane.ts";
-import type * as AgentModule from "./cli/agent.ts";
-import type * as KeygenModule from "./cli/keygen.ts";
-import type * as DelegateModule from "./cli/delegate.ts";
-import type * as PublishModule from "./cli/publish.ts";
-import type * as RolloutModule from "./cli/rollout.ts";
-import type * as StatusModule from "./cli/status.ts";
-import type * as RollbackModule from "./cli/rollback.ts";
-import type * as TokenModule from "./cli/token.ts";
-import type * as AuditModule from "./cli/audit.ts";
-import type * as DeviceModule from "./cli/device.ts";
 
 /** A command: its entry point and its `--help` text. */
 interface Command {
@@ -42,88 +26,70 @@ interface Command {
  * The commands, in the order `--help` lists them, each loaded only when run:
  * a device applying a patch does not pay for the control plane's SQLite and
  * HTTP modules (measured: each module graph costs RSS whether used or not).
- * Each is imported by `new URL(…, import.meta.url).href`, which `deno run`
- * does not follow before the program starts: a literal `import("./cli/…")`
- * has it load and parse every command's module graph (npm packages included)
- * up front, ~2 MB of apply's peak RSS. The `import type`s above keep the
- * commands type-checked; `deno compile` embeds them by `--include` (deno.json).
  */
 const COMMANDS: Record<string, () => Promise<Command>> = {
   encode: async () => {
-    const m =
-      (await import(new URL("./cli/encode.ts", import.meta.url).href)) as typeof EncodeModule;
+    const m = await import("./cli/encode.ts");
     return { run: m.encodeCommand, help: m.ENCODE_HELP };
   },
   apply: async () => {
-    const m = (await import(new URL("./cli/apply.ts", import.meta.url).href)) as typeof ApplyModule;
+    const m = await import("./cli/apply.ts");
     return { run: m.applyCommand, help: m.APPLY_HELP };
   },
   inspect: async () => {
-    const m =
-      (await import(new URL("./cli/inspect.ts", import.meta.url).href)) as typeof InspectModule;
+    const m = await import("./cli/inspect.ts");
     return { run: m.inspectCommand, help: m.INSPECT_HELP };
   },
   hash: async () => {
-    const m = (await import(new URL("./cli/hash.ts", import.meta.url).href)) as typeof HashModule;
+    const m = await import("./cli/hash.ts");
     return { run: m.hashCommand, help: m.HASH_HELP };
   },
   index: async () => {
-    const m = (await import(
-      new URL("./cli/index_command.ts", import.meta.url).href
-    )) as typeof IndexCommandModule;
+    const m = await import("./cli/index_command.ts");
     return { run: m.indexCommand, help: m.INDEX_HELP };
   },
   controlplane: async () => {
-    const m = (await import(
-      new URL("./cli/controlplane.ts", import.meta.url).href
-    )) as typeof ControlplaneModule;
+    const m = await import("./cli/controlplane.ts");
     return { run: m.controlplaneCommand, help: m.CONTROLPLANE_HELP };
   },
   agent: async () => {
-    const m = (await import(new URL("./cli/agent.ts", import.meta.url).href)) as typeof AgentModule;
+    const m = await import("./cli/agent.ts");
     return { run: m.agentCommand, help: m.AGENT_HELP };
   },
   keygen: async () => {
-    const m =
-      (await import(new URL("./cli/keygen.ts", import.meta.url).href)) as typeof KeygenModule;
+    const m = await import("./cli/keygen.ts");
     return { run: m.keygenCommand, help: m.KEYGEN_HELP };
   },
   delegate: async () => {
-    const m =
-      (await import(new URL("./cli/delegate.ts", import.meta.url).href)) as typeof DelegateModule;
+    const m = await import("./cli/delegate.ts");
     return { run: m.delegateCommand, help: m.DELEGATE_HELP };
   },
   publish: async () => {
-    const m =
-      (await import(new URL("./cli/publish.ts", import.meta.url).href)) as typeof PublishModule;
+    const m = await import("./cli/publish.ts");
     return { run: m.publishCommand, help: m.PUBLISH_HELP };
   },
   rollout: async () => {
-    const m =
-      (await import(new URL("./cli/rollout.ts", import.meta.url).href)) as typeof RolloutModule;
+    const m = await import("./cli/rollout.ts");
     return { run: m.rolloutCommand, help: m.ROLLOUT_HELP };
   },
   status: async () => {
-    const m =
-      (await import(new URL("./cli/status.ts", import.meta.url).href)) as typeof StatusModule;
+    const m = await import("./cli/status.ts");
     return { run: m.statusCommand, help: m.STATUS_HELP };
   },
   rollback: async () => {
-    const m =
-      (await import(new URL("./cli/rollback.ts", import.meta.url).href)) as typeof RollbackModule;
+    const m = await import("./cli/rollback.ts");
     return { run: m.rollbackCommand, help: m.ROLLBACK_HELP };
   },
   token: async () => {
-    const m = (await import(new URL("./cli/token.ts", import.meta.url).href)) as typeof TokenModule;
+    const m = await import("./cli/token.ts");
     return { run: m.tokenCommand, help: m.TOKEN_HELP };
   },
   audit: async () => {
-    const m = (await import(new URL("./cli/audit.ts", import.meta.url).href)) as typeof AuditModule;
+    const m = await import("./cli/audit.ts");
     return { run: m.auditCommand, help: m.AUDIT_HELP };
   },
   device: async () => {
-    const m =
-      (await import(new URL("./cli/device.ts", import.meta.url).href)) as typeof DeviceModule;
+    const m = await import("./cli/device.ts");
     return { run: m.deviceCommand, help: m.DEVICE_HELP };
   },
 };
