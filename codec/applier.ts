@@ -17,8 +17,10 @@
  * data). On any failure the temporary file is deleted and the destination is
  * untouched.
  *
- * Memory: the decoder's two 1 MiB buffers (`CompressedOps`, also used for the
- * samples and for large COPYs and LITERALs), a patch buffer of up to 64 KiB,
+ * Memory: ZLITERALs and DELTAs are decoded in the WebAssembly filter kernels'
+ * two 1 MiB regions (resident anyway; also used for the samples and for large
+ * COPYs and LITERALs); the decoder's two 1 MiB buffers (`CompressedOps`) are
+ * made only for record ops or without WebAssembly; a patch buffer of up to 64 KiB,
  * and output buffers: one of up to 64 KiB in the main thread,
  * `APPLY_OUTPUT_BUFFERS` of `bufferSize` (1 MiB) with a Worker — whatever the
  * file sizes. The Worker costs about 18 MB more (measured: ~64 MB peak
@@ -39,7 +41,16 @@ import type { ProgressCallback } from "../kernel/progress.ts";
 import { type PatchOp, PatchReader } from "./patch_reader.ts";
 import { checkSamples } from "./base_samples.ts";
 import { uncombine, unshuffle } from "./residue_filter.ts";
-import { restoreRecords, unshuffleRecords } from "./record_filter.ts";
+import { type FilterKernels, filterKernels, KERNEL_REGION } from "./filter_kernels.ts";
+import {
+  fieldOffset,
+  gatherField,
+  joinRecords,
+  recordCount,
+  restoreRecords,
+  streamStarts,
+  unshuffleRecords,
+} from "./record_filter.ts";
 import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW, type PatchHeader } from "./patch_format.ts";
@@ -483,9 +494,25 @@ export class CompressedOps {
     this.#baseBytesRead += bytes;
   }
 
-  /** One of the op buffers, for the base's BLAKE3 before any op (it is needed for them anyway). */
+  /**
+   * A buffer of at least `MAX_OP_RAW` bytes for the samples, the base's
+   * BLAKE3 and large COPYs and LITERALs, valid until the next `expand`: with
+   * the base and the WebAssembly kernels, their region 1 (resident anyway);
+   * else one of the op buffers.
+   */
   scratch(): Uint8Array {
+    const kernels = this.#kernels();
+    if (kernels) return kernels.region(1);
     return this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
+  }
+
+  /**
+   * The filter kernels, when `expand` runs ZLITERALs and DELTAs in their
+   * memory: with a base (apply; not inspect) and regions of at least an op.
+   */
+  #kernels(): FilterKernels | undefined {
+    if (this.#base === undefined || KERNEL_REGION < MAX_OP_RAW) return undefined;
+    return filterKernels();
   }
 
   /**
@@ -515,12 +542,25 @@ export class CompressedOps {
     op: CompressedOp,
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<Uint8Array> {
-    const name = op.kind.toUpperCase();
     const a = this.#a ??= new Uint8Array(MAX_OP_RAW);
     const b = this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
-    const zstd = this.#zstd ??= await ZstdDecompressor.create();
     const payload = a.subarray(0, op.payloadLength);
     for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
+    return await this.#decompressInto(op, payload, b);
+  }
+
+  /**
+   * Decompresses `payload` (whole zstd frames making exactly `op.length`
+   * bytes) into `dest` (`op.length` + 1 bytes of room); returns the bytes.
+   */
+  async #decompressInto(
+    op: CompressedOp,
+    payload: Uint8Array,
+    dest: Uint8Array,
+  ): Promise<Uint8Array> {
+    const name = op.kind.toUpperCase();
+    const b = dest;
+    const zstd = this.#zstd ??= await ZstdDecompressor.create();
     let produced = 0;
     for (let at = 0; at < payload.length;) {
       const frame = zstdFrameLength(payload.subarray(at));
@@ -561,6 +601,10 @@ export class CompressedOps {
     op: CompressedOp,
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<Uint8Array> {
+    const kernels = this.#kernels();
+    if (kernels && (op.kind === "zrecords" || op.kind === "drecords")) {
+      return await this.#recordsInKernels(op, read, kernels);
+    }
     if (op.kind === "zrecords" || op.kind === "drecords") {
       const payload = await this.decompress(op, read);
       const residue = this.#a!.subarray(0, op.length);
@@ -577,6 +621,7 @@ export class CompressedOps {
       );
       return payload;
     }
+    if (kernels) return await this.#expandInKernels(op, read, kernels);
     const { residue, spare } = await this.residue(op, read);
     if (op.kind === "delta") {
       const range = spare.subarray(0, op.length);
@@ -586,7 +631,86 @@ export class CompressedOps {
     return residue;
   }
 
-  #readBase(offset: number, range: Uint8Array): void {
+  /**
+   * A ZLITERAL or DELTA decoded in the kernels' memory, with no buffer of
+   * its own and no copy in or out (2 MiB less than through A and B): the
+   * payload read into region 1, decompressed into region 0 (its byte of room
+   * past `op.length` is region 1's first, the payload's, read by then),
+   * unshuffled into either, a DELTA's base range read into the other and
+   * uncombined into the residue's. Returns a view of the region holding the
+   * bytes, valid until the next call.
+   */
+  async #expandInKernels(
+    op: Extract<PatchOp, { kind: "zliteral" | "delta" }>,
+    read: (dest: Uint8Array) => Promise<number>,
+    kernels: FilterKernels,
+  ): Promise<Uint8Array> {
+    const payload = kernels.region(1).subarray(0, op.payloadLength);
+    for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
+    await this.#decompressInto(op, payload, kernels.region(0, 1));
+    const residue = kernels.unshuffleRegion(0, op.length, op.filter);
+    if (op.kind === "delta") {
+      this.#readBase(op.offset, kernels.region(residue === 0 ? 1 : 0).subarray(0, op.length));
+      kernels.uncombineRegion(residue, op.length, op.filter);
+    }
+    return kernels.region(residue).subarray(0, op.length);
+  }
+
+  /**
+   * A ZRECORDS or DRECORDS decoded in the kernels' memory, with no buffer of
+   * its own: the payload read into region 1, decompressed into region 0, each
+   * stream unshuffled into its place in region 1; for a DRECORDS, the base's
+   * records read half a region at a time into region 0's upper half (once per
+   * field, from the page cache; counted once in `baseBytesRead`), a field
+   * gathered from them into its start and uncombined with its stream; the
+   * records joined back into region 0. Returns a view of it, valid until the
+   * next call.
+   */
+  async #recordsInKernels(
+    op: Extract<PatchOp, { kind: "zrecords" | "drecords" }>,
+    read: (dest: Uint8Array) => Promise<number>,
+    kernels: FilterKernels,
+  ): Promise<Uint8Array> {
+    const { layout, length } = op;
+    const payload = kernels.region(1).subarray(0, op.payloadLength);
+    for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
+    await this.#decompressInto(op, payload, kernels.region(0, 1));
+    const starts = streamStarts(layout, length);
+    layout.fields.forEach(({ filter }, j) => {
+      kernels.unshuffleAcross(starts[j], starts[j + 1] - starts[j], filter);
+    });
+    const tail = starts[starts.length - 1];
+    const near = kernels.region(0);
+    const residue = kernels.region(1).subarray(0, length);
+    residue.set(near.subarray(tail, length), tail);
+    if (op.kind === "drecords") {
+      const r = layout.recordLength;
+      const half = KERNEL_REGION / 2;
+      const perChunk = Math.floor(half / r);
+      const n = recordCount(layout, length);
+      layout.fields.forEach(({ length: l, filter }, j) => {
+        const within = fieldOffset(layout, j);
+        for (let first = 0; first < n; first += perChunk) {
+          const count = Math.min(perChunk, n - first);
+          const records = near.subarray(half, half + count * r);
+          this.#readBase(op.offset + first * r, records, j === 0);
+          gatherField(records, r, within, l, 0, count, near.subarray(0, count * l));
+          kernels.uncombineAcross(starts[j] + first * l, count * l, filter);
+        }
+      });
+      if (tail < length) {
+        const base = near.subarray(0, length - tail);
+        this.#readBase(op.offset + tail, base);
+        for (let i = tail; i < length; i++) residue[i] ^= base[i - tail];
+      }
+    }
+    const out = near.subarray(0, length);
+    joinRecords(residue, layout, out);
+    return out;
+  }
+
+  /** Reads `range` from the base at `offset`; `count`s it in `baseBytesRead` unless read already. */
+  #readBase(offset: number, range: Uint8Array, count = true): void {
     if (this.#base === undefined) throw new Error("CompressedOps.expand needs the base");
     let n: number;
     try {
@@ -597,7 +721,7 @@ export class CompressedOps {
     if (n < range.length) {
       throw ioError("read base", this.#basePath, new Error("file shrank while read"));
     }
-    this.#baseBytesRead += n;
+    if (count) this.#baseBytesRead += n;
   }
 
   /** Frees the zstd context. */

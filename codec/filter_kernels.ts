@@ -153,6 +153,59 @@ export class FilterKernels {
   }
 
   /**
+   * Region `i` (0 or 1) of the instance's memory, `KERNEL_REGION` bytes, and
+   * `extra` more past its end (region 0's next byte is region 1's first): for
+   * a caller that fills regions where they are and runs the `*Region` kernels
+   * on them, with no buffer of its own and no copy in or out (apply). The view
+   * stays valid (the memory never grows); its contents change with any call.
+   */
+  region(i: 0 | 1, extra = 0): Uint8Array {
+    const at = i === 0 ? this.#a : this.#b;
+    return this.#mem.subarray(at, at + KERNEL_REGION + extra);
+  }
+
+  /**
+   * `unshuffle` of the first `n` bytes of region `from` with `filter`, in
+   * place (no shuffle) or into the other region; returns the region holding
+   * the result.
+   */
+  unshuffleRegion(from: 0 | 1, n: number, filter: Filter): 0 | 1 {
+    const at = from === 0 ? this.#a : this.#b;
+    const other = from === 0 ? this.#b : this.#a;
+    return this.#planes(at, other, n, filter, false) === at ? from : from === 0 ? 1 : 0;
+  }
+
+  /**
+   * `uncombine` of the residue in the first `n` bytes of region `residue`
+   * with the base range in the other region, into region `residue`.
+   */
+  uncombineRegion(residue: 0 | 1, n: number, filter: Filter): void {
+    const r = residue === 0 ? this.#a : this.#b;
+    const base = residue === 0 ? this.#b : this.#a;
+    this.#x.uncombine(r, base, r, n, filter.width, filter.combine === "sub" ? 1 : 0);
+  }
+
+  /**
+   * `unshuffle` of the `n` bytes at `offset` of region 0 into the same place
+   * of region 1 (copied where `filter` has no shuffle): a record op's streams,
+   * one at a time, where they are.
+   */
+  unshuffleAcross(offset: number, n: number, filter: Filter): void {
+    const from = this.#a + offset;
+    const to = this.#b + offset;
+    if (this.#planes(from, to, n, filter, false) === from) this.#mem.copyWithin(to, from, from + n);
+  }
+
+  /**
+   * `uncombine` of the residue of `n` bytes at `offset` of region 1 with the
+   * first `n` bytes of region 0, into the residue's place.
+   */
+  uncombineAcross(offset: number, n: number, filter: Filter): void {
+    const r = this.#b + offset;
+    this.#x.uncombine(r, this.#a, r, n, filter.width, filter.combine === "sub" ? 1 : 0);
+  }
+
+  /**
    * Loads `a` and `b` (each at most `KERNEL_REGION` bytes) for `equalEnd` and
    * `runStart`.
    */

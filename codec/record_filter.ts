@@ -173,14 +173,15 @@ export function fieldResidue(
 }
 
 /** Bytes before field `field` in a record. */
-function fieldOffset(layout: RecordLayout, field: number): number {
+/** Where field `field` starts inside a record. */
+export function fieldOffset(layout: RecordLayout, field: number): number {
   let at = 0;
   for (let j = 0; j < field; j++) at += layout.fields[j].length;
   return at;
 }
 
 /** Field bytes [within, within + l) of records first .. first + count of `src` (records of r bytes) into `out`. */
-function gatherField(
+export function gatherField(
   src: Uint8Array,
   r: number,
   within: number,

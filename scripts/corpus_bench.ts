@@ -388,7 +388,18 @@ try {
     const paths = { patch: `${dir}/patch`, out: `${dir}/out`, dir };
     const { patch, out } = paths;
     const deno = Deno.execPath();
-    const poolboy = (...args: string[]) => [deno, "run", ...V8_FLAGS, "-A", MOD, ...args, "-q"];
+    // apply runs as `deno task apply` does: without deno.json (--no-config,
+    // ~2 MB less RSS: apply needs no import map, lockfile or npm resolver).
+    const poolboy = (...args: string[]) => [
+      deno,
+      "run",
+      ...(args[0] === "apply" ? ["--no-config"] : []),
+      ...V8_FLAGS,
+      "-A",
+      MOD,
+      ...args,
+      "-q",
+    ];
     const rows: Row[] = [];
     for (const format of poolboyFormats) {
       const formatArgs = format === "default" ? [] : ["--format", format];

@@ -29,7 +29,7 @@ import {
 import { type Measure, measure, printTable, size, which } from "./measure.ts";
 
 const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
-/** The permissions and flags of the `deno task encode/apply/hash` entries in deno.json. */
+/** The permissions and flags of the `deno task encode/apply/hash` entries in deno.json (apply adds --no-config). */
 const RUN = [
   "run",
   "--v8-flags=--max-semi-space-size=1",
@@ -109,7 +109,17 @@ try {
     );
     row(
       "poolboy apply",
-      await measure(["deno", ...RUN, "apply", files.base, patch, "-o", out], work),
+      await measure([
+        "deno",
+        "run",
+        "--no-config",
+        ...RUN.slice(1),
+        "apply",
+        files.base,
+        patch,
+        "-o",
+        out,
+      ], work),
     );
     await Deno.remove(out);
     await Deno.remove(patch);

@@ -192,3 +192,25 @@ Deno.test("the checker lets the allowed directions through", () => {
   assert.equal(report.imports, allowed.length);
   assert.equal(report.productFiles, allowed.length - 3);
 });
+
+Deno.test("an import of new URL(literal, import.meta.url).href is read as a dynamic import of that literal, and checked like one", () => {
+  const text = `const m = await import(new URL("./cli/apply.ts", import.meta.url).href);
+const n = await import(
+  new URL("./tests/helpers.ts", import.meta.url).href
+);
+const w = new Worker(new URL("./kernel/worker.ts", import.meta.url), { type: "module" });
+const o = await import(new URL(name, import.meta.url).href);
+`;
+  const found = importsOf(text);
+  assert.deepEqual(found.slice(0, 3), [
+    { specifier: "./cli/apply.ts", kind: "dynamic" },
+    { specifier: "./tests/helpers.ts", kind: "dynamic" },
+    { specifier: "./kernel/worker.ts", kind: "worker-url" },
+  ]);
+  assert.equal(found.length, 4);
+  assert.match(found[3].specifier, /^<non-literal/);
+  const { violations } = checkLayers([{ path: "mod.ts", text }]);
+  assert.equal(violations.length, 2, describeViolations(violations));
+  assert.match(describeViolations(violations), /never imports tests\//);
+  assert.match(describeViolations(violations), /string literal/);
+});

@@ -123,7 +123,9 @@ export function layerOf(path: string): Layer | undefined {
  * The imports written in `text`. Static imports and re-exports are read only at
  * the start of a line (so doc comments, whose lines start with `*`, are not
  * taken for code); a dynamic import or Worker URL is read wherever it appears.
- * A dynamic import of something other than a string literal is returned with
+ * A dynamic import of a string literal, or of `new URL(literal,
+ * import.meta.url).href` (which `deno run` does not load up front), is read as
+ * an import of that literal; one of anything else is returned with
  * the specifier `<non-literal>` so that the checker can refuse it.
  */
 export function importsOf(text: string): ImportRef[] {
@@ -139,9 +141,24 @@ export function importsOf(text: string): ImportRef[] {
   add(/^[ \t]*export\b[^;"'`=]*?\bfrom[ \t]*["']([^"']+)["']/gm, "re-export");
   // import("...") and typeof import("...")
   add(/\bimport[ \t]*\([ \t\n]*["'`]([^"'`$]+)["'`][ \t\n]*[,)]/g, "dynamic");
-  // new URL("./worker.ts", import.meta.url)
-  add(/\bnew\s+URL\(\s*["'`]([^"'`$]+)["'`]\s*,\s*import\.meta\.url\s*\)/g, "worker-url");
-  for (const m of text.matchAll(/\bimport[ \t]*\([ \t\n]*(?!["'`][^"'`$]+["'`][ \t\n]*[,)])/g)) {
+  // import(new URL("./lazy.ts", import.meta.url).href): a literal all the same
+  add(
+    /\bimport[ \t]*\([ \t\n]*new\s+URL\(\s*["'`]([^"'`$]+)["'`]\s*,\s*import\.meta\.url\s*\)\.href[ \t\n]*[,)]/g,
+    "dynamic",
+  );
+  // new URL("./worker.ts", import.meta.url), unless it is such an import's
+  add(
+    /(?<!\bimport[ \t]*\([ \t\n]*)\bnew\s+URL\(\s*["'`]([^"'`$]+)["'`]\s*,\s*import\.meta\.url\s*\)/g,
+    "worker-url",
+  );
+  const literal = /["'`][^"'`$]+["'`][ \t\n]*[,)]/.source;
+  const urlLiteral =
+    /new\s+URL\(\s*["'`][^"'`$]+["'`]\s*,\s*import\.meta\.url\s*\)\.href[ \t\n]*[,)]/.source;
+  const nonLiteral = new RegExp(
+    `\\bimport[ \\t]*\\((?![ \\t\\n]*(?:${literal}|${urlLiteral}))`,
+    "g",
+  );
+  for (const m of text.matchAll(nonLiteral)) {
     found.push({ specifier: `<non-literal at offset ${m.index}>`, kind: "dynamic" });
   }
   return found;
