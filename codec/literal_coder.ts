@@ -97,7 +97,9 @@ export const LOCAL_REACH = 64 * 1024;
  * stronger entropy stage pays on, unlike float planes: on 16 MiB Q8_0 / Q4_0
  * updates level 12 made patches 6-12 % smaller than level 1 (q8-finetune
  * 1,140,526 -> 1,034,803 B, q4-lora 491,511 -> 432,052 B; level 19 another
- * 9 % at ten times the time), so that they are smaller than bsdiff's.
+ * 9 % at ten times the time), so that they are smaller than bsdiff's; but
+ * q4-finetune's grew 599,448 -> 633,749 B, so each stream keeps the smaller
+ * of its level-1 and level-12 frames.
  */
 export const RECORD_ZSTD_LEVEL = 12;
 /**
@@ -762,9 +764,15 @@ export class LiteralCoder {
       RECORD_ZSTD_LEVEL,
       RECORD_ZSTD_TABLES_LOG,
     );
+    /** The smaller of the stream's frames at level 1 and at `RECORD_ZSTD_LEVEL`. */
+    const smaller = (bytes: Uint8Array): Uint8Array => {
+      const high = strong.compress(bytes);
+      const low = zstd.compress(bytes);
+      return low.length < high.length ? low : high;
+    };
     let written = 0;
     for (let j = 0; j < fields.length && written < length; j++) {
-      const frame = strong.compress(stream(piece, base, j, fields[j].filter, residue, planes));
+      const frame = smaller(stream(piece, base, j, fields[j].filter, residue, planes));
       if (written + frame.length < length) best.set(frame, written);
       written += frame.length;
     }
@@ -773,7 +781,7 @@ export class LiteralCoder {
       const tail = residue.subarray(tailStart, length);
       if (base) combine(piece.subarray(tailStart), base.subarray(tailStart), NO_FILTER, tail);
       else tail.set(piece.subarray(tailStart));
-      const frame = strong.compress(tail);
+      const frame = smaller(tail);
       if (written + frame.length < length) best.set(frame, written);
       written += frame.length;
     }
