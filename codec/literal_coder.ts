@@ -126,8 +126,10 @@ export const PROBE_SLICES = 4;
 export const PROBE_SLICE = 16 * 1024;
 /** Candidates whose sample compressed at most this much larger than the best's are kept... */
 export const PROBE_MARGIN = 0.03;
-/** ...at most this many. */
-export const PROBE_KEEP = 2;
+/** ...at most this many... */
+export const PROBE_KEEP = 3;
+/** ...and the best of the other kind (ZLITERAL or DELTA) too, if its sample is at most this much larger. */
+export const PROBE_KIND_MARGIN = 0.1;
 
 /** One way to write a piece: a ZLITERAL or a DELTA with a filter. */
 interface Candidate {
@@ -657,8 +659,16 @@ export class LiteralCoder {
       ).length,
     })).sort((a, b) => a.size - b.size);
     const limit = scored[0].size * (1 + PROBE_MARGIN);
-    return scored.filter((s, i) => i < PROBE_KEEP && s.size <= limit).map((s) => s.candidate)
-      .reverse();
+    const kept = scored.filter((s, i) => i < PROBE_KEEP && s.size <= limit);
+    // The best of the other kind (ZLITERAL or DELTA) stays in if close: a
+    // sample ranks filters of one kind better than it ranks a ZLITERAL against
+    // a DELTA of a retrained tensor (new values against old ones).
+    const other = scored.find((s) => s.candidate.kind !== scored[0].candidate.kind);
+    if (
+      other !== undefined && !kept.includes(other) &&
+      other.size <= scored[0].size * (1 + PROBE_KIND_MARGIN)
+    ) kept.push(other);
+    return kept.sort((a, b) => a.size - b.size).map((s) => s.candidate).reverse();
   }
 
   /**
