@@ -5,6 +5,7 @@
  * budget, and no run is ever returned that the base's bytes do not confirm.
  */
 
+import { safetensors } from "./support/safetensors.ts";
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
@@ -336,25 +337,6 @@ Deno.test("format 1 and an encode from a base index file go without the finder a
     assert.ok(indexed.patchSize > 400, "without the finder the moved piece is not found");
   });
 });
-
-/** A SafeTensors file of float32 tensors in the given order, each after `pad` zero bytes. */
-function safetensors(tensors: [string, Uint8Array][], pad = 0): Uint8Array {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, data] of tensors) {
-    offset += pad;
-    header[name] = {
-      dtype: "F32",
-      shape: [data.length / 4],
-      data_offsets: [offset, offset + data.length],
-    };
-    offset += data.length;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const head = new Uint8Array(8);
-  new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
-  return concat(head, json, ...tensors.flatMap(([, d]) => [new Uint8Array(pad), d]));
-}
 
 Deno.test("unchanged same-named tensors a SafeTensors exporter reordered or re-aligned are COPYs, not DELTAs of zeros", async () => {
   const named = tensors().map((t, i): [string, Uint8Array] => [`layer.${i}.weight`, t]);

@@ -4,6 +4,7 @@
  * any work, and malformed v2 patches refused with clear errors and no output.
  */
 
+import { safetensors } from "./support/safetensors.ts";
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
 import { blake3, toHex } from "../kernel/blake3.ts";
@@ -288,24 +289,6 @@ Deno.test("v1 patches never contain v2 ops: 0x03 in a v1 patch is an unknown op"
     );
   });
 });
-
-/** A SafeTensors file of float32 tensors, in the given order. */
-function safetensors(tensors: [string, Uint8Array][]): Uint8Array {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, data] of tensors) {
-    header[name] = {
-      dtype: "F32",
-      shape: [data.length / 4],
-      data_offsets: [offset, offset + data.length],
-    };
-    offset += data.length;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const head = new Uint8Array(8);
-  new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
-  return concat(head, json, ...tensors.map(([, d]) => d));
-}
 
 Deno.test("SafeTensors: a nudged tensor is a DELTA against the same-named base tensor even after it moved", async () => {
   await withTempDir(async (dir) => {
