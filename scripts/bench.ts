@@ -19,7 +19,16 @@ import { fileURLToPath } from "node:url";
 import { formatBytes, parseSize } from "../kernel/units.ts";
 import { hashFile } from "../codec/hash_file.ts";
 import { writePair } from "./bench_pairs.ts";
-import { exists, type Measure, measure, printTable, size, TIME, which } from "./measure.ts";
+import {
+  exists,
+  type Measure,
+  measure,
+  printTable,
+  size,
+  TIME,
+  which,
+  zstdPatchCommand,
+} from "./measure.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -252,7 +261,7 @@ try {
       rows.push(
         await runTool(
           "zstd -3 --patch-from --long=31",
-          ["zstd", "-q", "-f", "-3", "--long=31", `--patch-from=${base}`, target, "-o", patch],
+          zstdPatchCommand(["-3"], base, target, patch),
           ["zstd", "-q", "-f", "-d", "--long=31", `--patch-from=${base}`, patch, "-o", out],
           paths,
           targetSize,
@@ -264,18 +273,7 @@ try {
         rows.push(
           await runTool(
             "zstd -19 -T0 --patch-from --long=31",
-            [
-              "zstd",
-              "-q",
-              "-f",
-              "-19",
-              "-T0",
-              "--long=31",
-              `--patch-from=${base}`,
-              target,
-              "-o",
-              patch,
-            ],
+            zstdPatchCommand(["-19", "-T0"], base, target, patch),
             ["zstd", "-q", "-f", "-d", "--long=31", `--patch-from=${base}`, patch, "-o", out],
             paths,
             targetSize,

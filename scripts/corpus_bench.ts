@@ -44,7 +44,17 @@ import {
   scenarioName,
   writeScenario,
 } from "../testkit/corpus.ts";
-import { exists, type Measure, measure, printTable, size, TIME, which } from "./measure.ts";
+import {
+  exists,
+  type Measure,
+  measure,
+  printTable,
+  size,
+  TIME,
+  which,
+  xdeltaSourceWindow,
+  zstdPatchCommand,
+} from "./measure.ts";
 import { defaultCacheDir, parsePairs, realPairFiles } from "./real_models.ts";
 
 const { values } = parseArgs({
@@ -418,7 +428,7 @@ try {
     if (peers.includes("xdelta3")) {
       // xdelta3 matches only within its source window (64 MiB by default): widen it to the base.
       const window = baseSize > XDELTA_DEFAULT_WINDOW
-        ? ["-B", String(Math.min(2 ** 31 - 2 ** 20, Math.ceil(baseSize / 2 ** 20) * 2 ** 20))]
+        ? ["-B", String(xdeltaSourceWindow(baseSize))]
         : [];
       rows.push(
         await runTool(
@@ -434,18 +444,7 @@ try {
       rows.push(
         await runTool(
           "zstd -19 --patch-from",
-          [
-            "zstd",
-            "-q",
-            "-f",
-            "-19",
-            "-T0",
-            "--long=31",
-            `--patch-from=${base}`,
-            target,
-            "-o",
-            patch,
-          ],
+          zstdPatchCommand(["-19", "-T0"], base, target, patch),
           undefined,
           paths,
           want,

@@ -73,3 +73,21 @@ export function printTable(header: string[], lines: string[][]): void {
   );
   for (const l of lines) console.log(fmt(l));
 }
+
+/**
+ * xdelta3's source window (`-B`) for a base of `baseSize` bytes: the whole
+ * base, rounded up to a MiB, at most 2 GiB − 1 MiB (xdelta3's limit).
+ */
+export function xdeltaSourceWindow(baseSize: number): number {
+  return Math.min(2 ** 31 - 2 ** 20, Math.ceil(baseSize / 2 ** 20) * 2 ** 20);
+}
+
+/** The zstd command making `patch` from `target` against `base` (`--long=31`), with `flags` such as `["-19", "-T0"]`. */
+export function zstdPatchCommand(
+  flags: readonly string[],
+  base: string,
+  target: string,
+  patch: string,
+): string[] {
+  return ["zstd", "-q", "-f", ...flags, "--long=31", `--patch-from=${base}`, target, "-o", patch];
+}

@@ -26,7 +26,7 @@ import {
   scenarioName,
   writeScenario,
 } from "../testkit/corpus.ts";
-import { type Measure, measure, printTable, size, which } from "./measure.ts";
+import { type Measure, measure, printTable, size, which, xdeltaSourceWindow } from "./measure.ts";
 
 const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
 /** The permissions and flags of the `deno task encode/apply/hash` entries in deno.json (apply adds --no-config). */
@@ -124,7 +124,7 @@ try {
     await Deno.remove(out);
     await Deno.remove(patch);
     if (xdelta) {
-      const window = String(Math.min(2 ** 31 - 2 ** 20, Math.ceil(baseSize / 2 ** 20) * 2 ** 20));
+      const window = String(xdeltaSourceWindow(baseSize));
       const xpatch = `${work}/${name}.xdelta`;
       row(
         "xdelta3 -9 encode",
