@@ -51,7 +51,12 @@ import {
   streamStarts,
   unshuffleRecords,
 } from "./record_filter.ts";
-import { ZstdDataError, ZstdDecompressor, zstdFrameLength } from "./zstd_context.ts";
+import {
+  decodeFramesInKernels,
+  ZstdDataError,
+  ZstdDecompressor,
+  zstdFrameLength,
+} from "./zstd_decoder.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW, type PatchHeader } from "./patch_format.ts";
 import { MalformedPatchError } from "../kernel/errors.ts";
@@ -592,6 +597,28 @@ export class CompressedOps {
   }
 
   /**
+   * Decodes the op's payload, read into the kernels' region 1, into their
+   * region 0 (zstd in the same WebAssembly memory: no buffer, no copy).
+   */
+  #decodeInKernels(op: CompressedOp, kernels: FilterKernels): void {
+    const name = op.kind.toUpperCase();
+    let produced: number;
+    try {
+      produced = decodeFramesInKernels(kernels, op.payloadLength, op.length);
+    } catch (err) {
+      if (!(err instanceof ZstdDataError)) throw err;
+      throw new MalformedPatchError(
+        `${name} data does not decompress to its ${op.length} bytes: ${err.message}`,
+      );
+    }
+    if (produced !== op.length) {
+      throw new MalformedPatchError(
+        `${name} data decompresses to ${produced} bytes, not the ${op.length} it claims`,
+      );
+    }
+  }
+
+  /**
    * The op's target bytes: `residue`, combined with the base's range for a
    * DELTA; for ZRECORDS and DRECORDS, the record transform undone
    * (`record_filter.ts`): the streams unshuffled into A, a DRECORDS's base
@@ -647,7 +674,7 @@ export class CompressedOps {
   ): Promise<Uint8Array> {
     const payload = kernels.region(1).subarray(0, op.payloadLength);
     for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
-    await this.#decompressInto(op, payload, kernels.region(0, 1));
+    this.#decodeInKernels(op, kernels);
     const residue = kernels.unshuffleRegion(0, op.length, op.filter);
     if (op.kind === "delta") {
       this.#readBase(op.offset, kernels.region(residue === 0 ? 1 : 0).subarray(0, op.length));
@@ -674,7 +701,7 @@ export class CompressedOps {
     const { layout, length } = op;
     const payload = kernels.region(1).subarray(0, op.payloadLength);
     for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
-    await this.#decompressInto(op, payload, kernels.region(0, 1));
+    this.#decodeInKernels(op, kernels);
     const starts = streamStarts(layout, length);
     layout.fields.forEach(({ filter }, j) => {
       kernels.unshuffleAcross(starts[j], starts[j + 1] - starts[j], filter);

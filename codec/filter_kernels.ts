@@ -1,7 +1,10 @@
 /**
  * The codec's hot loops in WebAssembly (codec/wasm/filters.c, embedded by
  * `deno task build:wasm` in `filters_wasm.ts`): residue filters (byte and bit
- * planes, SUB and XOR), the equal-run scan and the FastCDC gear loop. The
+ * planes, SUB and XOR), the equal-run scan and the FastCDC gear loop; and in
+ * the same module, zstd's own decoder (codec/wasm/zstd_decoder.c), which
+ * decodes a frame from one region straight into the other (apply; see
+ * `zstd_decoder.ts`). The
  * TypeScript versions (`residue_filter.ts`, `equal_runs.ts`, `fastcdc.ts`) are
  * the reference; they call these kernels for inputs that fit and fall back to
  * themselves otherwise (or if WebAssembly is unavailable). Measured per 1 MiB
@@ -10,11 +13,12 @@
  * and 5.2 to 3.4 s (bf16), the gear loop from 5.5 to 2.3 s of main-thread time.
  *
  * Memory: one instance per thread, made on first use, with a fixed linear
- * memory of 2.25 MiB (scripts/build_wasm.ts `MEMORY_BYTES`: 64 KiB of stack,
- * the bit-plane tile, two 1 MiB regions the inputs are copied into and the
- * result is read from, the gear table). It never grows; pages are resident
- * only once touched. Every kernel works in place or from one region into the
- * other, so two regions suffice.
+ * memory of 2.5 MiB (scripts/build_wasm.ts `MEMORY_BYTES`: 64 KiB of stack,
+ * zstd's 192 KiB context workspace, the bit-plane tile, two 1 MiB regions the
+ * inputs are copied into and the result is read from, 64 KiB of slack after
+ * the second, the gear table). It never grows; pages are resident only once
+ * touched. Every kernel works in place or from one region into the other, so
+ * two regions suffice.
  *
  * @module
  */
@@ -40,7 +44,20 @@ interface Exports {
   run_start(a: number, b: number, from: number, n: number, minRun: number): number;
   gear_scan(data: number, from: number, to: number, gear: number, mask: number, fp: number): number;
   gear_state(): number;
+  zd_init(): number;
+  zd_decompress(dst: number, cap: number, src: number, len: number): number;
+  zd_is_error(code: number): number;
+  zd_error_code(code: number): number;
+  zd_error_name(code: number): number;
 }
+
+/** Bytes of slack after region 1: a zstd frame of an incompressible region still fits. */
+export const REGION_1_SLACK = 64 * 1024;
+
+/** What `zstdDecode` did: the bytes it produced, or zstd's error (code and description). */
+export type ZstdDecodeResult =
+  | { readonly ok: true; readonly produced: number }
+  | { readonly ok: false; readonly code: number; readonly message: string };
 
 /** The kernels of one instance; every input is copied into its memory first. */
 export class FilterKernels {
@@ -57,9 +74,12 @@ export class FilterKernels {
     const heap = Number(this.#x.__heap_base.value);
     this.#a = Math.ceil(heap / 65536) * 65536;
     this.#b = this.#a + KERNEL_REGION;
-    this.#gear = this.#b + KERNEL_REGION;
+    this.#gear = this.#b + KERNEL_REGION + REGION_1_SLACK;
     if (this.#gear + 1024 > this.#mem.length) {
       throw new RangeError(`the filter module's memory (${this.#mem.length} bytes) is too small`);
+    }
+    if (this.#x.zd_init() !== 1) {
+      throw new RangeError("the filter module's zstd workspace is too small for its decoder");
     }
   }
 
@@ -206,6 +226,44 @@ export class FilterKernels {
   }
 
   /**
+   * zstd: decodes the whole frames at `srcStart .. srcStart + len` of region
+   * `src` into region `dst` from `dstStart`, at most `cap` bytes (zstd refuses
+   * more), in one shot: no window buffer, whatever window a frame declares
+   * (above 2^30 bytes zstd refuses it). `src` and `dst` are different regions;
+   * region 1's input may run `REGION_1_SLACK` bytes past its end.
+   */
+  zstdDecode(
+    src: 0 | 1,
+    srcStart: number,
+    len: number,
+    dst: 0 | 1,
+    dstStart: number,
+    cap: number,
+  ): ZstdDecodeResult {
+    const srcRoom = KERNEL_REGION + (src === 1 ? REGION_1_SLACK : 0);
+    if (
+      src === dst || srcStart < 0 || len < 0 || srcStart + len > srcRoom || dstStart < 0 ||
+      cap < 0 || dstStart + cap > KERNEL_REGION
+    ) {
+      throw new RangeError(`zstdDecode: ranges outside the regions or overlapping`);
+    }
+    const x = this.#x;
+    const from = (src === 0 ? this.#a : this.#b) + srcStart;
+    const to = (dst === 0 ? this.#a : this.#b) + dstStart;
+    // size_t comes back as an i32: an error is a small negative number.
+    const result = x.zd_decompress(to, cap, from, len) >>> 0;
+    if (!x.zd_is_error(result)) return { ok: true, produced: result };
+    const at = x.zd_error_name(result) >>> 0;
+    let end = at;
+    while (end < this.#mem.length && end - at < 200 && this.#mem[end] !== 0) end++;
+    return {
+      ok: false,
+      code: x.zd_error_code(result),
+      message: new TextDecoder().decode(this.#mem.subarray(at, end)),
+    };
+  }
+
+  /**
    * Loads `a` and `b` (each at most `KERNEL_REGION` bytes) for `equalEnd` and
    * `runStart`.
    */
@@ -251,7 +309,7 @@ export class FilterKernels {
 
 /**
  * The bytes of base64 `text`: `Uint8Array.fromBase64` where the runtime has it
- * (+0.6 MB of RSS for these 36 KB of base64), else `atob` and a plain loop
+ * (+0.6 MB of RSS for 36 KB of base64, measured before zstd joined the module; it is 143 KB now), else `atob` and a plain loop
  * (+2 MB); `Uint8Array.from(atob(text), mapFn)` measured +5.5 MB (it builds an
  * array of one-character strings first).
  */

@@ -1,11 +1,12 @@
 /**
- * zstd compression and decompression through one reused context each, into
- * buffers owned by the caller or the context: no allocation per call.
+ * zstd compression (the encoder's) through one reused context, into a buffer
+ * the context owns: no allocation per call. Decoding is `zstd_decoder.ts`'s
+ * (zstd compiled to WebAssembly: apply cannot afford `node:zlib`'s memory).
  *
  * `node:zlib`'s one-shot `zstdCompressSync` / `zstdDecompressSync` make a new
  * context and new output buffers on every call; V8 frees them only when its
  * external-memory limit (~64 MB) is reached, which measured +60-70 MB of RSS on
- * a stream of 1 MiB ops. Here a `ZstdCompress` / `ZstdDecompress` stream's
+ * a stream of 1 MiB ops. Here a `ZstdCompress` stream's
  * handle (`writeSync`, `reset`: the native binding the stream itself drives) is
  * used directly; where a runtime does not expose it, the one-shot functions
  * are the fallback (same bytes, more garbage). Make them with `create()`.
@@ -16,8 +17,8 @@
 type Zlib = typeof import("node:zlib");
 
 /**
- * `node:zlib`, loaded on first use: importing it costs ~8 MB of RSS (Node's
- * stream and Buffer layers), which a v1 apply should not pay.
+ * `node:zlib`, loaded on first use: importing it costs ~5-8 MB of RSS (Node's
+ * stream and Buffer layers), which only an encode that compresses pays.
  */
 let zlibModule: Zlib | undefined;
 
@@ -126,109 +127,4 @@ export class ZstdCompressor {
   close(): void {
     (this.#stream as { close?: () => void }).close?.();
   }
-}
-
-/** Why a zstd payload was refused. */
-export class ZstdDataError extends Error {}
-
-/** Decompresses whole frames into a caller's buffer, reusing one context. */
-export class ZstdDecompressor {
-  readonly #zlib: Zlib;
-  readonly #native: { handle: NativeHandle; state: Uint32Array } | undefined;
-  readonly #stream: unknown;
-  #error: string | undefined;
-
-  /** A decompressor (loads `node:zlib` on first use). */
-  static async create(): Promise<ZstdDecompressor> {
-    return new ZstdDecompressor(await loadZlib());
-  }
-
-  private constructor(zlib: Zlib) {
-    this.#zlib = zlib;
-    const stream = zlib.createZstdDecompress();
-    this.#stream = stream;
-    this.#native = nativeOf(stream);
-    if (this.#native) this.#native.handle.onerror = (message) => this.#error = message;
-  }
-
-  /**
-   * Decompresses `frame` (one whole zstd frame) into the start of `dest` and
-   * returns the number of bytes it produced. Throws `ZstdDataError` if `frame`
-   * is not exactly one whole frame (`zstdFrameLength`: zstd itself takes a cut
-   * frame for a short one), is corrupt, or would produce more than `max` bytes.
-   * `dest` must have room for `max + 1` (the extra byte tells "exactly max"
-   * from "more").
-   */
-  decompressFrame(frame: Uint8Array, dest: Uint8Array, max: number): number {
-    if (dest.length <= max) throw new RangeError(`dest needs ${max + 1} bytes of room`);
-    if (zstdFrameLength(frame) !== frame.length) {
-      throw new ZstdDataError(`its ${frame.length} bytes are not one whole zstd frame`);
-    }
-    const room = max + 1;
-    let produced: number;
-    if (!this.#native) {
-      let bytes: Uint8Array;
-      try {
-        bytes = this.#zlib.zstdDecompressSync(frame, { maxOutputLength: room });
-      } catch (err) {
-        throw new ZstdDataError(err instanceof Error ? err.message : String(err));
-      }
-      dest.set(bytes.subarray(0, room));
-      produced = bytes.length;
-    } else {
-      const { handle, state } = this.#native;
-      this.#error = undefined;
-      handle.reset();
-      try {
-        handle.writeSync(ZSTD_E_END, frame, 0, frame.length, dest, 0, room);
-      } catch (err) {
-        throw new ZstdDataError(err instanceof Error ? err.message : String(err));
-      }
-      if (this.#error !== undefined) throw new ZstdDataError(this.#error);
-      const [availOut, availIn] = state;
-      produced = room - availOut;
-      if (availIn !== 0 && produced < room) {
-        throw new ZstdDataError(`${availIn} bytes of the frame were left undecoded`);
-      }
-    }
-    if (produced > max) throw new ZstdDataError(`it holds more than ${max} bytes`);
-    return produced;
-  }
-
-  /** Frees the native context. */
-  close(): void {
-    (this.#stream as { close?: () => void }).close?.();
-  }
-}
-
-/**
- * The length of the zstd frame at the start of `bytes` (RFC 8878, section 3.1.1:
- * magic, frame header, blocks up to the last one, optional checksum), or
- * undefined if `bytes` does not hold a whole frame. Lets apply require that a
- * compressed op's length is exactly its frame.
- */
-export function zstdFrameLength(bytes: Uint8Array): number | undefined {
-  if (
-    bytes.length < 6 || bytes[0] !== 0x28 || bytes[1] !== 0xb5 || bytes[2] !== 0x2f ||
-    bytes[3] !== 0xfd
-  ) return undefined;
-  const descriptor = bytes[4];
-  const contentSizeFlag = descriptor >> 6;
-  const singleSegment = (descriptor >> 5) & 1;
-  const checksum = (descriptor >> 2) & 1;
-  const dictionaryIdFlag = descriptor & 3;
-  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictionaryIdFlag] +
-    [singleSegment ? 1 : 0, 2, 4, 8][contentSizeFlag];
-  while (true) {
-    if (at + 3 > bytes.length) return undefined;
-    const header = bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16);
-    const last = header & 1;
-    const type = (header >> 1) & 3;
-    const size = header >>> 3;
-    if (type === 3) return undefined; // reserved
-    at += 3 + (type === 1 ? 1 : size);
-    if (last) break;
-  }
-  at += checksum ? 4 : 0;
-  return at <= bytes.length ? at : undefined;
 }

@@ -1,18 +1,21 @@
 /**
- * zstd through reused contexts (codec/zstd_context.ts): `ZstdCompressor`
- * makes standard frames into one reused buffer, `ZstdDecompressor` decodes a
- * whole frame into the caller's buffer and refuses corrupt frames and frames
+ * zstd through reused contexts: `ZstdCompressor` (codec/zstd_context.ts,
+ * node:zlib) makes standard frames into one reused buffer, `ZstdDecompressor`
+ * (codec/zstd_decoder.ts, zstd's decoder in WebAssembly) decodes a whole
+ * frame into the caller's buffer and refuses corrupt frames and frames
  * holding more than it was told, and `compressBound` bounds zstd's output.
  */
 
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
+import { compressBound, ZstdCompressor } from "../codec/zstd_context.ts";
 import {
-  compressBound,
-  ZstdCompressor,
+  DECODER_INPUT_BYTES,
+  DECODER_OUTPUT_BYTES,
   ZstdDataError,
   ZstdDecompressor,
-} from "../codec/zstd_context.ts";
+  zstdFrameLength,
+} from "../codec/zstd_decoder.ts";
 import { randomBytes } from "./helpers.ts";
 
 const MIB = 1024 * 1024;
@@ -176,7 +179,10 @@ Deno.test("ZstdDecompressor throws ZstdDataError for a corrupt frame: damaged ma
   const decompressor = await ZstdDecompressor.create();
   try {
     const dest = new Uint8Array(DATA.length + 1);
-    for (const at of [0, 3, 4, 5]) {
+    // The magic, the frame header's descriptor, the first block's header (byte 6
+    // of this frame: descriptor 0, then a window descriptor). A damaged window
+    // descriptor alone is no error: decoding in one shot needs no window.
+    for (const at of [0, 3, 4, 6]) {
       const bad = FRAME.slice();
       bad[at] ^= 0xff;
       assert.throws(
@@ -271,4 +277,69 @@ Deno.test("compressBound(n) is at least the compressed size of n random bytes", 
   } finally {
     compressor.close();
   }
+});
+
+// ---------------------------------------------------------------------------
+// ZstdDecompressor: what the WebAssembly decoder adds
+
+/** A frame of `data` with zstd's content checksum (XXH64) at its end. */
+function checksummedFrameOf(data: Uint8Array): Uint8Array {
+  return plain(
+    zlib.zstdCompressSync(data, { params: { [zlib.constants.ZSTD_c_checksumFlag]: 1 } }),
+  );
+}
+
+Deno.test("ZstdDecompressor checks a frame's content checksum: a damaged one is ZstdDataError", async () => {
+  const decompressor = await ZstdDecompressor.create();
+  const dest = new Uint8Array(DATA.length + 1);
+  const frame = checksummedFrameOf(DATA);
+  assert.equal(decompressor.decompressFrame(frame, dest, DATA.length), DATA.length);
+  assert.deepEqual(dest.subarray(0, DATA.length), DATA);
+  const bad = frame.slice();
+  bad[bad.length - 1] ^= 0x01;
+  assert.throws(() => decompressor.decompressFrame(bad, dest, DATA.length), ZstdDataError);
+});
+
+Deno.test("ZstdDecompressor refuses a frame that declares a window above 2^30 bytes, whatever its size", async () => {
+  const decompressor = await ZstdDecompressor.create();
+  // Frame header: magic, descriptor 0 (no content size, not single-segment),
+  // window descriptor 0xa8 (exponent 21 + 10 = 2^31 bytes), then one empty
+  // last raw block (header 0x000001).
+  const frame = Uint8Array.of(...ZSTD_MAGIC, 0x00, 0xa8, 0x01, 0x00, 0x00);
+  assert.throws(
+    () => decompressor.decompressFrame(frame, new Uint8Array(16), 8),
+    (err: unknown) => err instanceof ZstdDataError && /too much memory/.test(err.message),
+  );
+});
+
+Deno.test("ZstdDecompressor refuses a frame that needs a dictionary", async () => {
+  const decompressor = await ZstdDecompressor.create();
+  // Descriptor 0x01: a 1-byte dictionary ID (7) after the window descriptor.
+  const frame = Uint8Array.of(...ZSTD_MAGIC, 0x01, 0x58, 0x07, 0x01, 0x00, 0x00);
+  assert.throws(
+    () => decompressor.decompressFrame(frame, new Uint8Array(16), 8),
+    (err: unknown) => err instanceof ZstdDataError && /dictionary/i.test(err.message),
+  );
+});
+
+Deno.test("ZstdDecompressor refuses a frame longer than its input region without reading it", async () => {
+  const decompressor = await ZstdDecompressor.create();
+  const noise = randomBytes(DECODER_INPUT_BYTES + 4096, 9);
+  const compressor = await ZstdCompressor.create(noise.length, 1);
+  const frame = compressor.compress(noise).slice(); // incompressible: a little longer than its input
+  compressor.close();
+  assert.equal(zstdFrameLength(frame), frame.length);
+  assert.ok(frame.length > DECODER_INPUT_BYTES);
+  const max = DECODER_OUTPUT_BYTES;
+  assert.throws(
+    () => decompressor.decompressFrame(frame, new Uint8Array(max + 1), max),
+    (err: unknown) =>
+      err instanceof ZstdDataError && /more than a frame may have/.test(err.message),
+  );
+});
+
+Deno.test("one ZstdDecompressor holds a fixed memory of under 3 MiB", async () => {
+  const decompressor = await ZstdDecompressor.create();
+  assert.ok(decompressor.memoryBytes >= DECODER_INPUT_BYTES + DECODER_OUTPUT_BYTES);
+  assert.ok(decompressor.memoryBytes < 3 * MIB);
 });
