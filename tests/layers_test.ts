@@ -214,3 +214,46 @@ const o = await import(new URL(name, import.meta.url).href);
   assert.match(describeViolations(violations), /never imports tests\//);
   assert.match(describeViolations(violations), /string literal/);
 });
+
+/**
+ * Every module `poolboy apply` loads: mod.ts's static imports, cli/apply.ts
+ * and what they import (static and dynamic, Worker URLs too), transitively.
+ */
+function applyGraph(files: SourceFile[]): Map<string, string[]> {
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  const graph = new Map<string, string[]>();
+  const visit = (path: string, onlyStatic: boolean) => {
+    if (graph.has(path)) return;
+    const file = byPath.get(path);
+    assert.ok(file, `the graph names ${path}, which is not in the tree`);
+    const specifiers = importsOf(file.text)
+      .filter((i) => !onlyStatic || i.kind === "static" || i.kind === "re-export")
+      .map((i) => i.specifier);
+    graph.set(path, specifiers);
+    for (const s of specifiers) {
+      if (!s.startsWith(".")) continue;
+      const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "";
+      const parts = (dir ? `${dir}/${s}` : s).split("/");
+      const out: string[] = [];
+      for (const p of parts) {
+        if (p === "." || p === "") continue;
+        if (p === "..") out.pop();
+        else out.push(p);
+      }
+      visit(out.join("/"), false);
+    }
+  };
+  visit("mod.ts", true);
+  visit("cli/apply.ts", false);
+  return graph;
+}
+
+Deno.test("poolboy apply loads no node: module (Deno's Node layer costs ~4.5 MB of its 64 MB)", async () => {
+  const graph = applyGraph(await readSourceTree(ROOT));
+  assert.ok(graph.has("codec/applier.ts") && graph.has("codec/zstd_decoder.ts"));
+  assert.ok(graph.size > 15, `read only ${graph.size} modules`);
+  const offenders = [...graph].flatMap(([path, specifiers]) =>
+    specifiers.filter((s) => s.startsWith("node:")).map((s) => `${path} → ${s}`)
+  );
+  assert.deepEqual(offenders, []);
+});

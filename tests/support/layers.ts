@@ -92,6 +92,7 @@ export const CHECKED_DIRS: readonly string[] = [
 /** cli/ files shared by the commands; every other cli/ file is a command module. */
 export const CLI_HELPERS: readonly string[] = [
   "cli/args.ts",
+  "cli/arg_parser.ts",
   "cli/fleet_args.ts",
   "cli/bind_errors.ts",
   "cli/api_client.ts",
@@ -225,7 +226,7 @@ export function ruleBroken(from: string, specifier: string): string | undefined 
         const toHelper = CLI_HELPERS.includes(target);
         if (toHelper) return undefined;
         return fromHelper
-          ? "cli helpers (args, fleet_args, api_client, output, progress_line) must not import commands"
+          ? "cli helpers (args, arg_parser, fleet_args, api_client, output, progress_line) must not import commands"
           : "a cli command must not import another command (share code through a cli helper)";
       }
       return to === "kernel" || to === "codec" || to === "transfer" || to === "agent" ||
