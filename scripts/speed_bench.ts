@@ -1,9 +1,11 @@
 /**
  * `deno task bench:speed`: encode and apply speed and peak memory of poolboy
  * v2 on large fine-tunes, each printed beside the floors measured in the same
- * run on the same files: one pass of BLAKE3 over the target (`poolboy hash`)
- * and xdelta3 -9 (when installed). The machine may be shared and noisy: the
- * ratios to the BLAKE3 floor are the numbers to compare across runs.
+ * run on the same files: one pass of BLAKE3 over the target (`poolboy hash`),
+ * a durable copy of the target (`dd conv=fsync`: what writing the output costs
+ * any apply on this disk) and xdelta3 -9 (when installed). The machine may be
+ * shared and noisy: the ratios to the floors are the numbers to compare
+ * across runs.
  *
  * For each scenario (default: finetune-fp32 and finetune-bf16 of
  * testkit/corpus.ts, safetensors), writes a base of about --size bytes and its
@@ -57,10 +59,11 @@ if (values.help) {
                          [--inputs DIR] [--no-xdelta3] [--json]
 
 Per scenario: poolboy hash (one BLAKE3 pass over the target: the floor),
-poolboy encode (the default format and threads), poolboy apply, xdelta3 -e -9
-(source window widened to the base), each with seconds, MB/s of target
-(decimal) and peak RSS (/usr/bin/time, decimal MB), and encode and apply
-MB/s as a fraction of the BLAKE3 floor's. Inputs are written to a temporary
+dd conv=fsync of the target into a new file (the write floor: an apply writes
+and fsyncs as many bytes), poolboy encode (the default format and threads),
+poolboy apply, xdelta3 -e -9 (source window widened to the base), each with
+seconds, MB/s of target (decimal) and peak RSS (/usr/bin/time, decimal MB),
+and each MB/s as a fraction of the BLAKE3 floor's and of the write floor's. Inputs are written to a temporary
 directory and deleted (--inputs DIR: use and keep DIR's files).`);
   Deno.exit(0);
 }
@@ -102,6 +105,15 @@ try {
       }
     };
     row("BLAKE3 one pass", await measure(["deno", ...RUN, "hash", files.target], work));
+    const copy = `${work}/${name}.copy`;
+    row(
+      "write floor (dd conv=fsync)",
+      await measure(
+        ["dd", `if=${files.target}`, `of=${copy}`, "bs=1M", "conv=fsync", "status=none"],
+        work,
+      ),
+    );
+    await Deno.remove(copy);
     row(
       "poolboy encode",
       await measure(["deno", ...RUN, "encode", files.base, files.target, "-o", patch], work),
@@ -149,16 +161,26 @@ const mbps = (r: Row) => r.targetBytes / 1e6 / r.measure.seconds;
 if (values.json) {
   console.log(JSON.stringify(rows.map((r) => ({ ...r, mbPerSecond: mbps(r) })), null, 2));
 } else {
-  const floor = new Map(
-    rows.filter((r) => r.step === "BLAKE3 one pass").map((r) => [r.scenario, mbps(r)]),
-  );
+  const floorOf = (step: string) =>
+    new Map(rows.filter((r) => r.step === step).map((r) => [r.scenario, mbps(r)]));
+  const floor = floorOf("BLAKE3 one pass");
+  const writeFloor = floorOf("write floor (dd conv=fsync)");
   printTable(
-    ["scenario / step", "seconds", "MB/s of target", "× BLAKE3 floor", "peak RSS MB", "patch"],
+    [
+      "scenario / step",
+      "seconds",
+      "MB/s of target",
+      "× BLAKE3 floor",
+      "× write floor",
+      "peak RSS MB",
+      "patch",
+    ],
     rows.map((r) => [
       `${r.scenario} ${r.step}`,
       r.measure.seconds.toFixed(2),
       mbps(r).toFixed(0),
       (mbps(r) / floor.get(r.scenario)!).toFixed(2),
+      (mbps(r) / writeFloor.get(r.scenario)!).toFixed(2),
       (r.measure.peakRssBytes / 1e6).toFixed(1),
       r.patchBytes === undefined ? "" : formatBytes(r.patchBytes),
     ]),
