@@ -45,6 +45,7 @@ import {
   writeScenario,
 } from "../testkit/corpus.ts";
 import {
+  applyCommand,
   exists,
   type Measure,
   measure,
@@ -398,13 +399,9 @@ try {
     const paths = { patch: `${dir}/patch`, out: `${dir}/out`, dir };
     const { patch, out } = paths;
     const deno = Deno.execPath();
-    // apply runs as `deno task apply` does: without deno.json (--no-config,
-    // ~2 MB less RSS: apply needs no import map, lockfile or npm resolver).
+    // apply runs as `deno task apply` does (applyCommand: its environment and flags).
     const poolboy = (...args: string[]) => [
-      deno,
-      "run",
-      ...(args[0] === "apply" ? ["--no-config"] : []),
-      ...V8_FLAGS,
+      ...(args[0] === "apply" ? applyCommand(deno) : [deno, "run", ...V8_FLAGS]),
       "-A",
       MOD,
       ...args,

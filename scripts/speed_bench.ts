@@ -28,10 +28,18 @@ import {
   scenarioName,
   writeScenario,
 } from "../testkit/corpus.ts";
-import { type Measure, measure, printTable, size, which, xdeltaSourceWindow } from "./measure.ts";
+import {
+  applyCommand,
+  type Measure,
+  measure,
+  printTable,
+  size,
+  which,
+  xdeltaSourceWindow,
+} from "./measure.ts";
 
 const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
-/** The permissions and flags of the `deno task encode/apply/hash` entries in deno.json (apply adds --no-config). */
+/** The permissions and flags of the `deno task encode/hash` entries in deno.json (apply: `applyCommand`). */
 const RUN = [
   "run",
   "--v8-flags=--max-semi-space-size=1",
@@ -122,10 +130,8 @@ try {
     row(
       "poolboy apply",
       await measure([
-        "deno",
-        "run",
-        "--no-config",
-        ...RUN.slice(1),
+        ...applyCommand("deno"),
+        ...RUN.slice(2),
         "apply",
         files.base,
         patch,

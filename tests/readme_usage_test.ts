@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { exists } from "./cli_helpers.ts";
 import { launcherText, poolboyTaskFlags, shellQuote } from "../scripts/install.ts";
+import { applyCommand } from "../scripts/measure.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
 const CONFIG = `${ROOT}/deno.json`;
@@ -184,4 +185,13 @@ Deno.test("the repository's poolboy task lets every command read INIT_CWD", asyn
     if (!/ mod\.ts\b/.test(task) || name.startsWith("compile")) continue;
     assert.match(task, /--allow-env(=[^ ]*\bINIT_CWD\b| )/, `task ${name} may read INIT_CWD`);
   }
+});
+
+Deno.test("deno task apply starts deno exactly as the benchmarks measure it (applyCommand of scripts/measure.ts)", async () => {
+  const config = JSON.parse(await Deno.readTextFile(CONFIG)) as { tasks: Record<string, string> };
+  const [, arena, deno, ...flags] = applyCommand("deno"); // "env", "MALLOC_ARENA_MAX=1", "deno", "run", ...
+  assert.ok(
+    config.tasks.apply.startsWith(`${arena} ${deno} ${flags.join(" ")} `),
+    `deno.json's apply task: ${config.tasks.apply}`,
+  );
 });
