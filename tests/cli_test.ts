@@ -358,7 +358,7 @@ Deno.test("round trip: an empty target is a bare 86-byte v2 header", async () =>
 });
 
 Deno.test("round trip: an empty target is a bare v3 header: 88 bytes and 44 per base sample (two 64 KiB samples cover a 100 KiB base)", async () => {
-  const d = await roundTrip(BASE.subarray(0, 100 * KiB), new Uint8Array());
+  const d = await roundTrip(BASE.subarray(0, 100 * KiB), new Uint8Array(), "--format", "3");
   assert.equal(d.version, 3);
   assert.equal(d.targetSize, 0);
   assert.equal(d.patchSize, 88 + 2 * 44);
@@ -382,9 +382,24 @@ Deno.test("round trip: empty base and empty target", async () => {
     (await roundTrip(new Uint8Array(), new Uint8Array(), "--format", "2")).patchSize,
     86,
   );
-  const v3 = await roundTrip(new Uint8Array(), new Uint8Array());
+  const v3 = await roundTrip(new Uint8Array(), new Uint8Array(), "--format", "3");
   assert.equal(v3.patchSize, 88, "v3: no samples of an empty base");
   assert.deepEqual(v3.baseSamples, []);
+  const v4 = await roundTrip(new Uint8Array(), new Uint8Array());
+  assert.equal(v4.patchSize, 87, "v4 (the default): no samples of an empty base");
+  assert.deepEqual(v4.baseSamples, []);
+});
+
+Deno.test("round trip: an empty target is a bare v4 header by default: 87 bytes and 8 per base sample (the same two ranges)", async () => {
+  const d = await roundTrip(BASE.subarray(0, 100 * KiB), new Uint8Array());
+  assert.equal(d.version, 4);
+  assert.equal(d.patchSize, 87 + 2 * 8);
+  assert.deepEqual(
+    (d.baseSamples as { offset: number; length: number }[]).map((s) => [s.offset, s.length]),
+    [[0, 64 * KiB], [64 * KiB, 36 * KiB]],
+  );
+  assert.equal(d.copyOps, 0);
+  assert.equal(d.literalOps, 0);
 });
 
 Deno.test("round trip: small files below the minimum chunk size", async () => {
