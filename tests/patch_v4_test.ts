@@ -706,7 +706,7 @@ Deno.test("v4: a base whose sample digest differs is refused (exit 5) before any
   });
 });
 
-Deno.test("poolboy encode --format 4 and the default write v4, inspect prints it, --format 5 is a usage error", async () => {
+Deno.test("poolboy encode --format 4 and the default write v4, inspect prints it, --format 5 is a usage error; apply exits 4 on a malformed v4 patch, 5 on a base its sample refuses", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/base.bin`, vectorBase());
     await Deno.writeFile(`${dir}/target.bin`, vectorTarget(vectorBase()));
@@ -720,5 +720,20 @@ Deno.test("poolboy encode --format 4 and the default write v4, inspect prints it
     }
     const bad = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", "--format", "5");
     assertUserError(bad, EXIT.usage, '--format must be 1, 2, 3 or 4, got "5"');
+    // The exit codes of a malformed v4 patch (4) and of a base its sample refuses (5).
+    await Deno.writeFile(`${dir}/bad.patch`, fromHex(VECTOR_HEADER + vectorOps("bf8100")));
+    const malformed = await poolboy(dir, "apply", "base.bin", "bad.patch", "-o", "out.bin");
+    assertUserError(malformed, EXIT.malformed, "not canonical");
+    const wrong = vectorBase();
+    wrong[0] ^= 1;
+    await Deno.writeFile(`${dir}/wrong.bin`, wrong);
+    await Deno.writeFile(`${dir}/good.patch`, fromHex(VECTOR_HEADER + vectorOps()));
+    const refused = await poolboy(dir, "apply", "wrong.bin", "good.patch", "-o", "out.bin");
+    assertUserError(refused, EXIT.verification, "sample 0 of 1");
+    assert.deepEqual(
+      await leftovers(dir, ["base.bin", "target.bin", "p", "bad.patch", "wrong.bin", "good.patch"]),
+      [],
+      "no output",
+    );
   });
 });
