@@ -94,9 +94,16 @@ export class OpWriter {
     this.#v4 = version === VERSION_4;
   }
 
-  /** What `op`'s head would cost if written next (in format 4, relative to the previous base range). */
+  /**
+   * What `op`'s head would cost if it came next (in format 4, relative to the
+   * end of the previous base range, a COPY not yet written included; a COPY
+   * that continues that one would merge into it and cost nothing more).
+   */
   headSize(op: OpHead): number {
-    return opHeadSize(this.#version, op, this.#previousEnd);
+    const previousEnd = this.#copyOffset >= 0
+      ? this.#copyOffset + this.#copyLength
+      : this.#previousEnd;
+    return opHeadSize(this.#version, op, previousEnd);
   }
 
   /** Writes a head: v4's varint one (moving the relative offsets' origin), or `v3` as given. */

@@ -229,6 +229,7 @@ Deno.test("opHeadSize prices a head as written: v3's fixed sizes for formats 1-3
     assert.ok(opHeadSize(4, op, 4096) < opHeadSize(3, op), op.kind);
   }
   // A COPY right after the previous range: op byte, rel 0, a 4-byte length (2^22).
+  // A COPY right after the previous range: op byte, rel 0, a 4-byte length (2^22).
   assert.equal(opHeadSize(4, { kind: "copy", offset: 9 * MiB, length: 4 * MiB }, 9 * MiB), 6);
 });
 
@@ -423,6 +424,26 @@ Deno.test("fuzz: every byte of every v4 op head flipped three ways is applied or
       }
     }
     assert.ok(refused > heads.length, `${refused} damaged heads refused as malformed`);
+  });
+});
+
+Deno.test("OpWriter.headSize prices the next head from where the previous base range ends, a COPY not yet written included", async () => {
+  await withTempDir(async (dir) => {
+    for (const version of [3, 4] as const) {
+      const file = await Deno.open(`${dir}/body${version}`, { write: true, create: true });
+      try {
+        const ops = new OpWriter(new BufferedWriter(file), version);
+        const next: OpHead = { kind: "copy", offset: 1105, length: 10 };
+        assert.equal(ops.headSize(next), version === 4 ? 1 + 2 + 1 : COPY_OP_SIZE, "from 0");
+        await ops.copy(1000, 100); // pending: ends at 1100
+        assert.equal(ops.headSize(next), version === 4 ? 1 + 1 + 1 : COPY_OP_SIZE, "from 1100");
+        await ops.literal(new Uint8Array(3)); // writes the COPY
+        assert.equal(ops.headSize(next), version === 4 ? 3 : COPY_OP_SIZE, "still from 1100");
+        await ops.finish();
+      } finally {
+        file.close();
+      }
+    }
   });
 });
 
