@@ -26,17 +26,18 @@ export const ENCODE_HELP = `poolboy encode — make a patch that turns BASE into
 
 Usage: poolboy encode BASE TARGET -o PATCH [options]
 
-Writes a patch (docs/spec/patch-v3.md): COPY ops for the chunks of TARGET
-found in BASE, and for the rest (formats 3, the default, and 2) runs of BASE's bytes
+Writes a patch (docs/spec/patch-v4.md): COPY ops for the chunks of TARGET
+found in BASE, and for the rest (formats 4, the default, 3 and 2) runs of BASE's bytes
 found nearby as COPYs and the remaining bytes as the smallest of a LITERAL, a
 zstd-compressed ZLITERAL or a DELTA against the aligned BASE range (the
 same-named tensor in SafeTensors, GGUF and ONNX files; float planes and
 differences filtered before zstd). The header carries TARGET's and BASE's
-BLAKE3 and (format 3) the BLAKE3 of 18 sampled 64 KiB ranges of BASE, so that
-apply refuses a wrong BASE before writing (format 3: from the samples, reading
-BASE only once) and verifies its output. PATCH appears only when complete.
---format 2 writes the same ops with a v2 header (apply hashes all of BASE
-first); --format 1 writes COPY and LITERAL ops only.
+BLAKE3 and (formats 4 and 3) the BLAKE3 of up to 4 sampled 64 KiB ranges of BASE,
+so that apply refuses a wrong BASE before writing (formats 4 and 3: from the
+samples, reading BASE only once) and verifies its output. PATCH appears only
+when complete. --format 3 writes the same ops with fixed-size heads and a
+longer header; --format 2 without record ops and with a v2 header (apply
+hashes all of BASE first); --format 1 writes COPY and LITERAL ops only.
 
 Options:
   -o, --output PATCH   where to write the patch (required)
@@ -44,22 +45,24 @@ Options:
   --avg-chunk SIZE     average chunk, a power of two (default 1MiB)
   --max-chunk SIZE     largest chunk (default 4MiB)
   --threads N          Workers hashing chunks and whole-file digests (default
-                       0 for formats 2 and 3: the main thread hashes too, which
+                       0 for formats 2 to 4: the main thread hashes too, which
                        keeps encode under 100 MB, and 1 is only ~10% faster
                        on large files; format 1: one per core but one). Each
                        Worker adds about 12-18 MB and one buffer of 1.25 × max
                        chunk
-  --format 1|2|3       patch format (default 3: v2's ops plus record ops for
-                       quantized GGUF blocks, and base samples checked before
-                       any output, docs/spec/patch-v3.md; 2 for appliers older
-                       than format 3, docs/spec/patch-v2.md; 1 is the plain
+  --format 1|2|3|4     patch format (default 4: format 3 with varint op heads
+                       and a compact header, docs/spec/patch-v4.md; 3 for
+                       appliers older than format 4: v2's ops plus record ops
+                       for quantized GGUF blocks, and base samples checked
+                       before any output, docs/spec/patch-v3.md; 2 for appliers
+                       older than format 3, docs/spec/patch-v2.md; 1 is the plain
                        COPY/LITERAL format, docs/spec/patch-v1.md; much larger
                        on updates)
   --base-index IDX     take BASE's chunks from its index file (poolboy index;
                        a .sig file of the old signature command works too)
                        instead of reading BASE whole: format 1 then reads only
-                       TARGET, formats 2 and 3 also the BASE ranges where
-                       TARGET differs (format 3 also BASE's samples). IDX must match BASE's size and modification
+                       TARGET, formats 2 to 4 also the BASE ranges where
+                       TARGET differs (formats 3 and 4 also BASE's samples). IDX must match BASE's size and modification
                        time; chunk sizes come from IDX
   --base-onnx MODEL    BASE is a side file of ONNX external data and MODEL the
   --target-onnx MODEL  .onnx that names it (TARGET likewise): its tensors are
@@ -70,7 +73,7 @@ Options:
                        used; a MODEL with any location that is absolute or
                        climbs out of its directory (..) is refused, and so is
                        one with no tensor in the file or a range past its end.
-                       Formats 2 and 3; each side may be given alone (the other
+                       Formats 2 to 4; each side may be given alone (the other
                        is read as usual). The .onnx files themselves are
                        encoded as any other file, in their own patch
   --json               print the summary as JSON on stdout
@@ -84,7 +87,7 @@ Exit codes: 0 ok, 2 usage, 3 I/O error, 4 malformed index file,
 5 index file does not match BASE.`;
 
 /** The values of `--format`. */
-const FORMATS = new Map<string, 1 | 2 | 3>([["1", 1], ["2", 2], ["3", 3]]);
+const FORMATS = new Map<string, 1 | 2 | 3 | 4>([["1", 1], ["2", 2], ["3", 3], ["4", 4]]);
 
 /** The option `--base-index` had before index files were renamed from signatures. */
 const OLD_BASE_INDEX_OPTION = "--base-sig";
@@ -120,9 +123,9 @@ export async function encodeCommand(args: string[]): Promise<number> {
       "encode: with --base-index the chunk sizes come from the index file; drop --min/--avg/--max-chunk",
     );
   }
-  const format = FORMATS.get(values.format ?? "3");
+  const format = FORMATS.get(values.format ?? "4");
   if (format === undefined) {
-    throw new UsageError(`encode: --format must be 1, 2 or 3, got "${values.format}"`);
+    throw new UsageError(`encode: --format must be 1, 2, 3 or 4, got "${values.format}"`);
   }
   const layouts = await sideFileLayouts(format, [
     ["BASE", base, values["base-onnx"]],
@@ -156,13 +159,13 @@ export async function encodeCommand(args: string[]): Promise<number> {
  * models given with --base-onnx and --target-onnx, or undefined if neither is.
  */
 async function sideFileLayouts(
-  format: 1 | 2 | 3,
+  format: 1 | 2 | 3 | 4,
   sides: [role: string, path: string, model: string | undefined][],
 ): Promise<{ base?: TensorRange[]; target?: TensorRange[] } | undefined> {
   if (sides.every(([, , model]) => model === undefined)) return undefined;
   if (format === 1) {
     throw new UsageError(
-      "encode: --base-onnx and --target-onnx lay out tensors for the DELTA ops of formats 2 and 3; drop them or use --format 3",
+      "encode: --base-onnx and --target-onnx lay out tensors for the DELTA ops of formats 2 to 4; drop them or use --format 3 or 4",
     );
   }
   const [base, target] = await Promise.all(sides.map(async ([role, path, model]) => {

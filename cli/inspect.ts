@@ -15,8 +15,9 @@ export const INSPECT_HELP = `poolboy inspect — show what a patch holds, withou
 Usage: poolboy inspect PATCH [--json]
 
 Prints the header (version, base and target sizes, the target's BLAKE3 and,
-for a v2 or v3 patch, the base's; for v3 the sampled base ranges and their
-BLAKE3) and the op counts and bytes. Reads the whole patch
+for a v2, v3 or v4 patch, the base's; for v3 and v4 the sampled base ranges and
+their BLAKE3, in v4 its first 8 bytes, shown followed by "...") and the op
+counts and bytes. Reads the whole patch
 in fixed memory and checks it as apply does, without a base: every op's bounds,
 the sizes adding up to the target's, and every compressed op decompressed (whole
 zstd frames giving exactly its length, a valid filter). A patch refused here is
@@ -55,7 +56,9 @@ export async function inspectCommand(args: string[]): Promise<number> {
     println(`base samples ${countOf(d.baseSamples.length, "range")}`);
     for (const s of d.baseSamples) {
       println(
-        `  ${s.offset}..${s.offset + s.length} (${formatBytes(s.length)}) BLAKE3 ${s.blake3}`,
+        `  ${s.offset}..${s.offset + s.length} (${formatBytes(s.length)}) BLAKE3 ${s.blake3}${
+          s.blake3.length < 64 ? "..." : ""
+        }`,
       );
     }
   }

@@ -1,5 +1,5 @@
 /**
- * The sampled base ranges of a v3 patch header: which ranges the encoder
+ * The sampled base ranges of a v3 or v4 patch header: which ranges the encoder
  * samples (deterministically, from the base's size alone), their BLAKE3, and
  * the applier's check of them before it writes any output.
  *
@@ -8,7 +8,8 @@
  * only trusted once the output's BLAKE3 holds. A base that passes them but
  * differs elsewhere costs one wasted apply, never a committed wrong output.
  *
- * Specification: docs/spec/patch-v3.md ("Header", "What a reader MUST refuse").
+ * Specification: docs/spec/patch-v3.md ("Header", "What a reader MUST refuse")
+ * and docs/spec/patch-v4.md ("Sample ranges").
  *
  * @module
  */
@@ -16,10 +17,18 @@
 import { createHasher, digestsEqual, type Hasher, toHex } from "../kernel/blake3.ts";
 import { ioError, VerificationError } from "../kernel/errors.ts";
 import { readAtSync } from "../kernel/file_io.ts";
-import type { BaseSample } from "./patch_format.ts";
+import {
+  type BaseSample,
+  maxSampleCount,
+  SAMPLE_RANGE_LENGTH,
+  type SampleRange,
+  sampleRangesOf,
+} from "./patch_format.ts";
+
+export type { SampleRange };
 
 /** Length of each sample the encoder writes (64 KiB). */
-export const SAMPLE_LENGTH = 64 * 1024;
+export const SAMPLE_LENGTH = SAMPLE_RANGE_LENGTH;
 /**
  * Samples spread evenly between the first and the last one. Few: each costs 44
  * bytes in every patch's header (four samples: 176 bytes; eighteen cost 792,
@@ -29,38 +38,21 @@ export const SAMPLE_LENGTH = 64 * 1024;
 export const INNER_SAMPLES = 2;
 /** Samples the encoder writes for a base larger than `SAMPLE_COUNT` × `SAMPLE_LENGTH`. */
 export const SAMPLE_COUNT = INNER_SAMPLES + 2;
-/** Sample offsets (but the last) are rounded down to this, for page-aligned reads. */
-const SAMPLE_ALIGN = 4096;
-
-/** A base range to sample: `base[offset .. offset+length]`. */
-export interface SampleRange {
-  readonly offset: number;
-  readonly length: number;
-}
-
 /**
  * The ranges the encoder samples in a base of `baseSize` bytes: none for an
  * empty base; the whole base in 64 KiB pieces up to 4 × 64 KiB; otherwise
  * the first and the last 64 KiB and 2 ranges of 64 KiB evenly spaced between
- * them (offsets rounded down to 4 KiB). At most 4 ranges, 256 KiB.
+ * them (offsets rounded down to 4 KiB). At most 4 ranges, 256 KiB. The same
+ * ranges in v3 (which stores them) and v4 (where they are `sampleRangesOf`
+ * the base's size and `sampleCountFor` it).
  */
 export function sampleRanges(baseSize: number): SampleRange[] {
-  const count = SAMPLE_COUNT;
-  const ranges: SampleRange[] = [];
-  if (baseSize <= count * SAMPLE_LENGTH) {
-    for (let at = 0; at < baseSize; at += SAMPLE_LENGTH) {
-      ranges.push({ offset: at, length: Math.min(SAMPLE_LENGTH, baseSize - at) });
-    }
-    return ranges;
-  }
-  const last = baseSize - SAMPLE_LENGTH;
-  ranges.push({ offset: 0, length: SAMPLE_LENGTH });
-  for (let i = 1; i <= INNER_SAMPLES; i++) {
-    const spot = Math.floor((last * i) / (INNER_SAMPLES + 1));
-    ranges.push({ offset: spot - (spot % SAMPLE_ALIGN), length: SAMPLE_LENGTH });
-  }
-  ranges.push({ offset: last, length: SAMPLE_LENGTH });
-  return ranges;
+  return sampleRangesOf(baseSize, sampleCountFor(baseSize));
+}
+
+/** How many samples the encoder takes of a base of `baseSize` bytes: 4, or fewer 64 KiB pieces. */
+export function sampleCountFor(baseSize: number): number {
+  return Math.min(SAMPLE_COUNT, maxSampleCount(baseSize));
 }
 
 /**
@@ -87,17 +79,22 @@ function hashRange(
   return hasher.init().update(buf).digest();
 }
 
-/** The samples of `ranges` in the open base (read with positional reads). */
+/**
+ * The samples of `ranges` in the open base (read with positional reads), each
+ * digest the first `digestLength` bytes of the range's BLAKE3 (32 for v3, 8
+ * for v4).
+ */
 export function takeSamples(
   file: Deno.FsFile,
   path: string,
   ranges: readonly SampleRange[],
+  digestLength = 32,
 ): BaseSample[] {
   const scratch = new Uint8Array(Math.max(0, ...ranges.map((r) => r.length)));
   const hasher = createHasher();
   return ranges.map((range) => ({
     ...range,
-    digest: hashRange(file, path, range, scratch, hasher),
+    digest: hashRange(file, path, range, scratch, hasher).slice(0, digestLength),
   }));
 }
 
@@ -117,7 +114,8 @@ export function checkSamples(
 ): number {
   let read = 0;
   samples.forEach((sample, i) => {
-    const actual = hashRange(file, path, sample, scratch, hasher);
+    // A v4 sample carries the first 8 bytes of the BLAKE3, a v3 sample all 32.
+    const actual = hashRange(file, path, sample, scratch, hasher).subarray(0, sample.digest.length);
     read += sample.length;
     if (!digestsEqual(actual, sample.digest)) {
       throw new VerificationError(

@@ -1,5 +1,5 @@
 /**
- * Encodes `base` + `target` into a patch (format v3 by default, v2 or v1 with `format`), streaming.
+ * Encodes `base` + `target` into a patch (format v4 by default, v3, v2 or v1 with `format`), streaming.
  *
  * Pass 1 chunks and hashes the base into a `ChunkIndex`, or reads it from the
  * base's chunk index file (`index_file.ts`) after checking the base's size and
@@ -9,8 +9,8 @@
  * any other a LITERAL (v2: equal runs as COPYs, then per piece the smallest of
  * a LITERAL, a filtered zstd ZLITERAL or a DELTA against the aligned base
  * range, `literal_coder.ts`); the whole target is hashed on the way for the
- * header (v2 and v3: the base too). v3's header also carries sampled base
- * ranges with their BLAKE3 (`base_samples.ts`), read with positional reads
+ * header (v2 and later: the base too). v3's and v4's headers also carry sampled base
+ * ranges with their BLAKE3 (`base_samples.ts`; v4 the first 8 bytes), read with positional reads
  * from the base after pass 1 (also when its index file stands in for pass 1).
  * Both passes run on the Worker pipeline (`chunk_pipeline.ts`): the main thread
  * reads, cuts and writes ops while Workers hash chunks and the whole target.
@@ -39,8 +39,11 @@ import {
   encodeHeaderV1,
   encodeHeaderV2,
   encodeHeaderV3,
+  encodeHeaderV4,
   headerSize,
+  SAMPLE_DIGEST_V4_SIZE,
   VERSION_3,
+  VERSION_4,
 } from "./patch_format.ts";
 import { sampleRanges, takeSamples } from "./base_samples.ts";
 import { LiteralCoder } from "./literal_coder.ts";
@@ -63,8 +66,8 @@ export interface EncodeOptions {
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2; formats 2 and 3, threads + 1). */
   readonly bufferCount?: number;
-  /** Patch format to write (default 3). */
-  readonly format?: 1 | 2 | 3;
+  /** Patch format to write (default 4). */
+  readonly format?: 1 | 2 | 3 | 4;
   /**
    * Tensor layouts to use instead of reading them from the files (formats 2 and 3):
    * e.g. a side file of ONNX external data, laid out by its model
@@ -153,7 +156,7 @@ export async function encodeFile(
     pool = await HashPool.start(
       options.threads ?? (options.format === 1 ? defaultThreads() : ENCODE_THREADS),
     );
-    const format = options.format ?? VERSION_3;
+    const format = options.format ?? VERSION_4;
     // v2's target pass is bound by the literal coder on the main thread, not by
     // reading ahead: one buffer fewer keeps its ~5 MB of compression state in budget.
     const bufferCount = options.bufferCount ??
@@ -180,12 +183,17 @@ export async function encodeFile(
       }
     }
 
-    const samples: BaseSample[] = format === VERSION_3
-      ? takeSamples(base.file, basePath, sampleRanges(base.size))
+    const samples: BaseSample[] = format >= VERSION_3
+      ? takeSamples(
+        base.file,
+        basePath,
+        sampleRanges(base.size),
+        format === VERSION_4 ? SAMPLE_DIGEST_V4_SIZE : undefined,
+      )
       : [];
     const writer = new BufferedWriter(out.file);
     await writer.write(new Uint8Array(headerSize(format, samples.length))); // header written last
-    const ops = new OpWriter(writer);
+    const ops = new OpWriter(writer, format);
     literals = format >= 2
       ? new LiteralCoder(base.file, base.size, {
         ...tensorLayouts(base.file, base.size, target, options.layouts),
@@ -229,7 +237,9 @@ export async function encodeFile(
       const header = { baseSize: base.size, targetSize: target.size, targetDigest };
       await writer.overwrite(
         0,
-        format === VERSION_3
+        format === VERSION_4
+          ? encodeHeaderV4({ ...header, baseDigest: baseDigest!, samples })
+          : format === VERSION_3
           ? encodeHeaderV3({ ...header, baseDigest: baseDigest!, samples })
           : format === 2
           ? encodeHeaderV2({ ...header, baseDigest: baseDigest! })

@@ -26,9 +26,9 @@ export interface PatchDescription extends OpStats {
   readonly baseSize: number;
   readonly targetSize: number;
   readonly targetBlake3: string;
-  /** The base's BLAKE3 a v2 or v3 patch names (v1 patches do not name it). */
+  /** The base's BLAKE3 a v2, v3 or v4 patch names (v1 patches do not name it). */
   readonly baseBlake3?: string;
-  /** The sampled base ranges of a v3 patch, with their BLAKE3. */
+  /** The sampled base ranges of a v3 or v4 patch, with their BLAKE3 (v4: its first 8 bytes, 16 hex digits). */
   readonly baseSamples?: readonly { offset: number; length: number; blake3: string }[];
   readonly patchSize: number;
 }

@@ -1,5 +1,5 @@
 /**
- * The poolboy patch format, versions 1, 2 and 3: constants, header and op encodings.
+ * The poolboy patch format, versions 1, 2, 3 and 4: constants, header and op encodings.
  *
  * A patch is a header (magic `POOL`, version, base and target sizes, the
  * target's BLAKE3; in v2 and v3 also the base's BLAKE3; in v3 also up to 64
@@ -8,14 +8,18 @@
  * LITERAL (raw bytes), and in v2 ZLITERAL (zstd frames of filtered bytes) and
  * DELTA (zstd frames of a filtered residue against a base range), in v3 also
  * ZRECORDS and DRECORDS (the same with a record layout: `record_filter.ts`).
- * All integers
- * are little-endian. The filter byte is decoded here (`decodeFilter`); the
+ * v4 is v3 with a compact header (8-byte sample digests, the sample ranges a
+ * function of `base_size` and `sample_count`: `sampleRangesOf`) and compact op
+ * heads (LEB128 varints, base offsets zigzag-coded relative to the end of the
+ * previous base range: `encodeOpHeadV4`, `decodeVarint`). `opHeadSize` is what
+ * an op head costs in a version, for the encoder's choices. Fixed-size
+ * integers are little-endian. The filter byte is decoded here (`decodeFilter`); the
  * filters themselves are in `residue_filter.ts`, the checks a reader makes in
  * `patch_reader.ts`.
  *
- * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md and
- * docs/spec/patch-v3.md (the field tables, the limits, what a reader must
- * refuse, test vectors; v3's record ops too).
+ * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md,
+ * docs/spec/patch-v3.md and docs/spec/patch-v4.md (the field tables, the
+ * limits, what a reader must refuse, test vectors; v3's record ops too).
  *
  * @module
  */
@@ -47,7 +51,7 @@ export const MAX_SAMPLES = 64;
 /** The largest `len` of a v3 sample (1 MiB). */
 export const MAX_SAMPLE_LENGTH = 1024 * 1024;
 /** The versions this build reads, oldest first. */
-export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3, 4];
 /** Op byte of ZLITERAL (v2): `raw_len u32, comp_len u32, filter u8` then zstd frames. */
 export const OP_ZLITERAL = 0x03;
 /** Op byte of DELTA (v2): `base_offset u64, raw_len u32, comp_len u32, filter u8` then zstd frames. */
@@ -131,7 +135,10 @@ export interface BaseSample {
   readonly digest: Uint8Array;
 }
 
-/** What a header says (`baseDigest` in v2 and v3, `samples` only in v3). */
+/**
+ * What a header says (`baseDigest` in v2, v3 and v4, `samples` in v3 and v4;
+ * a v4 sample's `digest` is the first 8 bytes of the range's BLAKE3).
+ */
 export interface PatchHeader {
   readonly version: number;
   readonly baseSize: number;
@@ -141,8 +148,9 @@ export interface PatchHeader {
   readonly samples?: readonly BaseSample[];
 }
 
-/** Size of the header of a version (for v3, with `sampleCount` samples). */
+/** Size of the header of a version (for v3 and v4, with `sampleCount` samples). */
 export function headerSize(version: number, sampleCount = 0): number {
+  if (version === VERSION_4) return HEADER_V4_FIXED_SIZE + SAMPLE_DIGEST_V4_SIZE * sampleCount;
   if (version === VERSION_3) return HEADER_V3_FIXED_SIZE + SAMPLE_SIZE * sampleCount;
   return version === VERSION_2 ? HEADER_V2_SIZE : HEADER_V1_SIZE;
 }
@@ -225,13 +233,15 @@ export function encodeHeaderV2(
 }
 
 /**
- * Decodes a v1, v2 or v3 header from its bytes (throws `MalformedPatchError`,
+ * Decodes a v1, v2, v3 or v4 header from its bytes (throws `MalformedPatchError`,
  * for v3 also for a sample count above 64, a sample `len` of 0 or above 1 MiB,
- * or a sample beyond `base_size`).
+ * or a sample beyond `base_size`; for v4 for a sample count above the base's
+ * `maxSampleCount` or a base above 2^52 − 1 bytes).
  */
 export function decodeHeader(bytes: Uint8Array): PatchHeader {
   const version = decodePreamble(bytes);
   if (version === VERSION_1) return decodeHeaderV1(bytes);
+  if (version === VERSION_4) return decodeHeaderV4(bytes);
   if (bytes.length < HEADER_V2_SIZE) {
     throw new MalformedPatchError(
       `patch is truncated: a v${version} header is at least ${HEADER_V2_SIZE} bytes, only ${bytes.length} present`,
@@ -432,4 +442,317 @@ export function safeU64(view: DataView, at: number, field: string): number {
     throw new MalformedPatchError(`${field} ${value} is too large (corrupt or hostile patch)`);
   }
   return Number(value);
+}
+
+// ---------------------------------------------------------------------------
+// Version 4: compact header and op heads (docs/spec/patch-v4.md)
+// ---------------------------------------------------------------------------
+
+/** The v4 version number (v3's ops with varint heads; 8-byte sample digests). */
+export const VERSION_4 = 4;
+/** Size of the fixed part of a v4 header: v2's 86 bytes and `sample_count` u8. */
+export const HEADER_V4_FIXED_SIZE = 87;
+/** Encoded size of one v4 sample: the first 8 bytes of its range's BLAKE3. */
+export const SAMPLE_DIGEST_V4_SIZE = 8;
+/** Length of every sample range but a short last piece (64 KiB; v3's encoder used it too). */
+export const SAMPLE_RANGE_LENGTH = 64 * 1024;
+/** Inner sample offsets are rounded down to this. */
+export const SAMPLE_RANGE_ALIGN = 4096;
+/** The largest `base_size` of a v4 patch (2^52 − 1), so that every relative offset fits a varint. */
+export const MAX_V4_BASE_SIZE = 2 ** 52 - 1;
+/** The most bytes a varint may take (a u64's; a canonical varint ≤ 2^53 − 1 takes at most 8). */
+export const MAX_VARINT_BYTES = 10;
+
+/** A base range whose digest a header carries: `base[offset .. offset+length]`. */
+export interface SampleRange {
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** How many 64 KiB pieces cover a base of `baseSize` bytes: the most samples a v4 header may carry for it (≤ 64). */
+export function maxSampleCount(baseSize: number): number {
+  return Math.min(MAX_SAMPLES, Math.ceil(baseSize / SAMPLE_RANGE_LENGTH));
+}
+
+/**
+ * The ranges of `count` samples of a base of `baseSize` bytes (the rule of
+ * docs/spec/patch-v4.md, "Sample ranges"): none for 0; for `count` equal to the
+ * number of 64 KiB pieces of the base, those pieces; for fewer, the first
+ * 64 KiB, then the last, and between them `count − 2` ranges of 64 KiB at
+ * `floor(last · i / (count − 1))` rounded down to 4 KiB (`last = baseSize −
+ * 65536`), in that order: first, inner, last. Throws `RangeError` for a count
+ * above `maxSampleCount(baseSize)`.
+ */
+export function sampleRangesOf(baseSize: number, count: number): SampleRange[] {
+  const pieces = Math.ceil(baseSize / SAMPLE_RANGE_LENGTH);
+  if (!Number.isSafeInteger(count) || count < 0 || count > Math.min(pieces, MAX_SAMPLES)) {
+    throw new RangeError(
+      `${count} samples of a ${baseSize}-byte base: at most ${maxSampleCount(baseSize)}`,
+    );
+  }
+  const ranges: SampleRange[] = [];
+  if (count === pieces) {
+    for (let at = 0; at < baseSize; at += SAMPLE_RANGE_LENGTH) {
+      ranges.push({ offset: at, length: Math.min(SAMPLE_RANGE_LENGTH, baseSize - at) });
+    }
+    return ranges;
+  }
+  if (count === 0) return ranges;
+  ranges.push({ offset: 0, length: SAMPLE_RANGE_LENGTH });
+  if (count === 1) return ranges;
+  const last = BigInt(baseSize - SAMPLE_RANGE_LENGTH);
+  for (let i = 1; i <= count - 2; i++) {
+    const spot = Number((last * BigInt(i)) / BigInt(count - 1));
+    ranges.push({ offset: spot - (spot % SAMPLE_RANGE_ALIGN), length: SAMPLE_RANGE_LENGTH });
+  }
+  ranges.push({ offset: Number(last), length: SAMPLE_RANGE_LENGTH });
+  return ranges;
+}
+
+/** Encoded size of the varint of `value` (a safe, non-negative integer): 1 to 8 bytes. */
+export function varintSize(value: number): number {
+  let size = 1;
+  for (let v = value; v >= 0x80; v = Math.floor(v / 0x80)) size++;
+  return size;
+}
+
+/** Appends the canonical unsigned LEB128 varint of `value` to `out`; throws `RangeError` outside 0 .. 2^53 − 1. */
+export function pushVarint(out: number[], value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`a varint codes 0 to 2^53 - 1, not ${value}`);
+  }
+  let v = value;
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+}
+
+/** The zigzag code of a signed integer: 0, −1, 1, −2, 2 … → 0, 1, 2, 3, 4 … */
+export function zigzag(value: number): number {
+  return value >= 0 ? 2 * value : -2 * value - 1;
+}
+
+/** The signed integer of a zigzag code (inverse of `zigzag`). */
+export function unzigzag(code: number): number {
+  return code % 2 === 0 ? code / 2 : -(code + 1) / 2;
+}
+
+/** A varint as decoded from bytes: its value and size, or why it is refused. */
+export type VarintResult =
+  | { readonly ok: true; readonly value: number; readonly size: number }
+  | {
+    readonly ok: false;
+    readonly problem: "truncated" | "too long" | "not canonical" | "too large";
+  };
+
+/**
+ * Decodes the varint at `bytes[start ..]` (bytes up to `end`). Refuses one
+ * that runs past `end` (truncated), has no last byte within 10 bytes (too
+ * long), ends in a 0x00 byte after its first (not canonical: a shorter
+ * encoding exists), or codes a value above 2^53 − 1 (too large).
+ */
+export function decodeVarint(bytes: Uint8Array, start: number, end = bytes.length): VarintResult {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; i < MAX_VARINT_BYTES; i++) {
+    if (start + i >= end) return { ok: false, problem: "truncated" };
+    const byte = bytes[start + i];
+    value += (byte & 0x7f) * scale;
+    scale *= 0x80;
+    if (byte < 0x80) {
+      if (byte === 0 && i > 0) return { ok: false, problem: "not canonical" };
+      if (value > Number.MAX_SAFE_INTEGER) return { ok: false, problem: "too large" };
+      return { ok: true, value, size: i + 1 };
+    }
+  }
+  return { ok: false, problem: "too long" };
+}
+
+/**
+ * An op's head as the writer gives it and `opHeadSize` prices it (the
+ * payload's bytes are not part of it). `offset` is the absolute base offset.
+ */
+export type OpHead =
+  | { readonly kind: "copy"; readonly offset: number; readonly length: number }
+  | { readonly kind: "literal"; readonly length: number }
+  | {
+    readonly kind: "zliteral";
+    readonly length: number;
+    readonly payloadLength: number;
+    readonly filter?: Filter;
+  }
+  | {
+    readonly kind: "delta";
+    readonly offset: number;
+    readonly length: number;
+    readonly payloadLength: number;
+    readonly filter?: Filter;
+  }
+  | {
+    readonly kind: "zrecords";
+    readonly length: number;
+    readonly payloadLength: number;
+    readonly layout: RecordLayout;
+  }
+  | {
+    readonly kind: "drecords";
+    readonly offset: number;
+    readonly length: number;
+    readonly payloadLength: number;
+    readonly layout: RecordLayout;
+  };
+
+/**
+ * What an op's head costs in bytes (op byte included, payload not) in patch
+ * format `version`. In v4 it depends on the values, and a base offset is coded
+ * relative to `previousEnd`, the end of the previous base range the patch used
+ * (0 before the first): the encoder's "is this COPY worth it" question.
+ */
+export function opHeadSize(version: number, op: OpHead, previousEnd = 0): number {
+  if (version === VERSION_4) return encodeOpHeadV4(op, previousEnd).length;
+  switch (op.kind) {
+    case "copy":
+      return COPY_OP_SIZE;
+    case "literal":
+      return LITERAL_HEAD_SIZE;
+    case "zliteral":
+      return ZLITERAL_HEAD_SIZE;
+    case "delta":
+      return DELTA_HEAD_SIZE;
+    case "zrecords":
+      return zrecordsHeadSize(op.layout.fields.length);
+    case "drecords":
+      return drecordsHeadSize(op.layout.fields.length);
+  }
+}
+
+/**
+ * Encodes a v4 op head: the op byte, then v3's fields in v3's order as
+ * varints, a base offset as the zigzag varint of `offset − previousEnd`, filter
+ * bytes as single bytes. Throws `RangeError` for a value no varint codes.
+ */
+export function encodeOpHeadV4(op: OpHead, previousEnd = 0): Uint8Array {
+  const out: number[] = [];
+  const relative = (offset: number) => pushVarint(out, zigzag(offset - previousEnd));
+  switch (op.kind) {
+    case "copy":
+      out.push(OP_COPY);
+      relative(op.offset);
+      pushVarint(out, op.length);
+      break;
+    case "literal":
+      out.push(OP_LITERAL);
+      pushVarint(out, op.length);
+      break;
+    case "zliteral":
+      out.push(OP_ZLITERAL);
+      pushVarint(out, op.length);
+      pushVarint(out, op.payloadLength);
+      out.push(encodeFilter(op.filter ?? NO_FILTER));
+      break;
+    case "delta":
+      out.push(OP_DELTA);
+      relative(op.offset);
+      pushVarint(out, op.length);
+      pushVarint(out, op.payloadLength);
+      out.push(encodeFilter(op.filter ?? NO_FILTER));
+      break;
+    case "zrecords":
+    case "drecords":
+      out.push(op.kind === "zrecords" ? OP_ZRECORDS : OP_DRECORDS);
+      if (op.kind === "drecords") relative(op.offset);
+      pushVarint(out, op.length);
+      pushVarint(out, op.payloadLength);
+      pushVarint(out, op.layout.recordLength);
+      pushVarint(out, op.layout.fields.length);
+      for (const field of op.layout.fields) {
+        pushVarint(out, field.length);
+        out.push(encodeFilter(field.filter));
+      }
+      break;
+  }
+  return new Uint8Array(out);
+}
+
+/**
+ * Encodes a v4 header (87 bytes + 8 per sample). The samples' ranges must be
+ * `sampleRangesOf(baseSize, samples.length)` and each digest 8 bytes (the
+ * first 8 of the range's BLAKE3); throws `RangeError` otherwise, or for a base
+ * above 2^52 − 1 bytes.
+ */
+export function encodeHeaderV4(
+  header: Omit<PatchHeader, "version" | "baseDigest" | "samples"> & {
+    baseDigest: Uint8Array;
+    samples: readonly BaseSample[];
+  },
+): Uint8Array {
+  const { samples, baseSize } = header;
+  if (baseSize > MAX_V4_BASE_SIZE) {
+    throw new RangeError(`a v4 patch's base is at most 2^52 - 1 bytes, not ${baseSize}`);
+  }
+  const ranges = sampleRangesOf(baseSize, samples.length);
+  const bytes = new Uint8Array(headerSize(VERSION_4, samples.length));
+  bytes.set(encodeHeaderV2(header));
+  new DataView(bytes.buffer).setUint16(4, VERSION_4, true);
+  bytes[HEADER_V2_SIZE] = samples.length;
+  samples.forEach((sample, i) => {
+    if (sample.offset !== ranges[i].offset || sample.length !== ranges[i].length) {
+      throw new RangeError(
+        `v4 sample ${i} must be base bytes ${ranges[i].offset}..${
+          ranges[i].offset + ranges[i].length
+        }, not ${sample.offset}..${sample.offset + sample.length}`,
+      );
+    }
+    if (sample.digest.length !== SAMPLE_DIGEST_V4_SIZE) {
+      throw new RangeError(`a v4 sample digest is ${SAMPLE_DIGEST_V4_SIZE} bytes`);
+    }
+    bytes.set(sample.digest, HEADER_V4_FIXED_SIZE + SAMPLE_DIGEST_V4_SIZE * i);
+  });
+  return bytes;
+}
+
+/**
+ * The `sample_count` of a v4 header from its first 87 bytes; throws
+ * `MalformedPatchError` for a short header, a base above 2^52 − 1 bytes, or a
+ * count above 64 or above the base's 64 KiB pieces (`maxSampleCount`).
+ */
+export function decodeSampleCountV4(fixed: Uint8Array): number {
+  if (fixed.length < HEADER_V4_FIXED_SIZE) {
+    throw new MalformedPatchError(
+      `patch is truncated: a v4 header is at least ${HEADER_V4_FIXED_SIZE} bytes, only ${fixed.length} present`,
+    );
+  }
+  const { baseSize } = decodeHeaderV1(fixed);
+  if (baseSize > MAX_V4_BASE_SIZE) {
+    throw new MalformedPatchError(
+      `v4 header: base_size ${baseSize} is above 2^52 - 1 (corrupt or hostile patch)`,
+    );
+  }
+  const count = fixed[HEADER_V2_SIZE];
+  const most = maxSampleCount(baseSize);
+  if (count > most) {
+    throw new MalformedPatchError(
+      `v4 header claims ${count} base samples; a ${baseSize}-byte base has at most ${most}`,
+    );
+  }
+  return count;
+}
+
+/** Decodes a whole v4 header (throws `MalformedPatchError`). */
+function decodeHeaderV4(bytes: Uint8Array): PatchHeader {
+  const count = decodeSampleCountV4(bytes);
+  const size = headerSize(VERSION_4, count);
+  if (bytes.length < size) {
+    throw new MalformedPatchError(
+      `patch is truncated: its v4 header with ${count} base samples is ${size} bytes, only ${bytes.length} present`,
+    );
+  }
+  const v1 = decodeHeaderV1(bytes);
+  const samples = sampleRangesOf(v1.baseSize, count).map((range, i) => {
+    const at = HEADER_V4_FIXED_SIZE + SAMPLE_DIGEST_V4_SIZE * i;
+    return { ...range, digest: bytes.slice(at, at + SAMPLE_DIGEST_V4_SIZE) };
+  });
+  return { ...v1, baseDigest: bytes.slice(54, 54 + DIGEST_LENGTH), samples };
 }

@@ -8,8 +8,12 @@
  * bytes is refused (it overruns `target_size`) without using memory. Both
  * `apply` and `inspect` read patches through it.
  *
- * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md and
- * docs/spec/patch-v3.md ("What a reader MUST refuse": this reader checks those
+ * Version 4's heads are varints (`decodeVarint`: refused when truncated, longer
+ * than 10 bytes, not canonical or above 2^53 − 1) with base offsets relative to
+ * the end of the previous base range, refused before they leave the base.
+ *
+ * Specification: docs/spec/patch-v1.md, docs/spec/patch-v2.md,
+ * docs/spec/patch-v3.md and docs/spec/patch-v4.md ("What a reader MUST refuse": this reader checks those
  * rules, except the base's samples and digests and the output's digest, which
  * `applier.ts` checks, and what only decompressing the data shows).
  *
@@ -23,10 +27,13 @@ import {
   decodeHeader,
   decodePreamble,
   decodeSampleCount,
+  decodeSampleCountV4,
+  decodeVarint,
   type Filter,
   headerSize,
   LAYOUT_FIELD_SIZE,
   MAX_OP_RAW,
+  MAX_VARINT_BYTES,
   OP_COPY,
   OP_DELTA,
   OP_DRECORDS,
@@ -37,8 +44,10 @@ import {
   PREAMBLE_SIZE,
   safeU64,
   SAMPLE_SIZE,
+  unzigzag,
   VERSION_2,
   VERSION_3,
+  VERSION_4,
 } from "./patch_format.ts";
 import {
   layoutProblem,
@@ -98,6 +107,8 @@ export class PatchReader {
   /** Bytes of the current LITERAL not yet read by the caller. */
   #literalLeft = 0;
   #scratch = new Uint8Array(16);
+  /** v4: end of the previous base range an op used (relative offsets start there). */
+  #previousEnd = 0;
 
   private constructor(source: ByteSource, buf: Uint8Array, header: PatchHeader) {
     this.#source = source;
@@ -116,13 +127,13 @@ export class PatchReader {
     const preamble = (await reader.#readUpTo(PREAMBLE_SIZE)).slice();
     const version = decodePreamble(preamble);
     const fixed = await reader.#readBytes(preamble, headerSize(version));
-    if (version !== VERSION_3) {
+    if (version !== VERSION_3 && version !== VERSION_4) {
       (reader as { header: PatchHeader }).header = decodeHeader(fixed);
       return reader;
     }
-    // v3: the sample count (≤ 64, checked before anything is read for it), then the samples.
-    const count = decodeSampleCount(fixed);
-    const all = await reader.#readBytes(fixed, headerSize(VERSION_3, count));
+    // v3 and v4: the sample count (≤ 64, checked before anything is read for it), then the samples.
+    const count = version === VERSION_3 ? decodeSampleCount(fixed) : decodeSampleCountV4(fixed);
+    const all = await reader.#readBytes(fixed, headerSize(version, count));
     (reader as { header: PatchHeader }).header = decodeHeader(all);
     return reader;
   }
@@ -181,6 +192,7 @@ export class PatchReader {
     }
     const op = opBytes[0];
     const left = targetSize - this.#produced;
+    if (this.header.version === VERSION_4) return await this.#nextV4(op, at, left);
     if (op === OP_COPY) {
       const view = await this.#fields(16, "COPY", at);
       const offset = safeU64(view, 0, `COPY offset at patch offset ${at}`);
@@ -295,6 +307,128 @@ export class PatchReader {
       : { kind: "zrecords", length, payloadLength, layout };
   }
 
+  /** A v4 op after its op byte: varint fields, each checked before the op's data is read. */
+  async #nextV4(op: number, at: number, left: number): Promise<PatchOp> {
+    const name = OP_NAMES_V4[op];
+    if (name === undefined) {
+      throw new MalformedPatchError(
+        `unknown op 0x${op.toString(16).padStart(2, "0")} at patch offset ${at}`,
+      );
+    }
+    const field = (what: string) => this.#varint(name, what, at);
+    const based = op === OP_COPY || op === OP_DELTA || op === OP_DRECORDS;
+    const relative = based ? unzigzag(await field("base offset")) : 0;
+    const length = await field(op === OP_COPY || op === OP_LITERAL ? "length" : "raw_len");
+    if (op === OP_COPY || op === OP_LITERAL) {
+      if (op === OP_COPY) this.#baseRange(name, at, relative, length);
+      this.#checkFits(length, left, name, at);
+      this.#produced += length;
+      if (op === OP_COPY) return { kind: "copy", offset: this.#previousEnd - length, length };
+      this.#literalLeft = length;
+      return { kind: "literal", length };
+    }
+    const payloadLength = await field("comp_len");
+    const delta = op === OP_DELTA || op === OP_DRECORDS;
+    let result: PatchOp;
+    if (op === OP_ZLITERAL || op === OP_DELTA) {
+      const filter = await this.#filter(name, at, delta, "");
+      checkCompressedSizes(name, at, length, payloadLength);
+      result = delta
+        ? { kind: "delta", offset: 0, length, payloadLength, filter }
+        : { kind: "zliteral", length, payloadLength, filter };
+    } else {
+      const recordLength = await field("record_len");
+      const fieldCount = await field("field_count");
+      if (fieldCount < 1 || fieldCount > MAX_RECORD_FIELDS) {
+        throw new MalformedPatchError(
+          `${name} at patch offset ${at} has ${fieldCount} record fields; it must be 1 to ${MAX_RECORD_FIELDS}`,
+        );
+      }
+      const fields: RecordField[] = [];
+      for (let j = 0; j < fieldCount; j++) {
+        const fieldLength = await field(`record field ${j} len`);
+        fields.push({
+          length: fieldLength,
+          filter: await this.#filter(name, at, delta, ` for record field ${j}`),
+        });
+      }
+      const layout: RecordLayout = { recordLength, fields };
+      const problem = layoutProblem(layout);
+      if (problem !== undefined) {
+        throw new MalformedPatchError(
+          `${name} at patch offset ${at} has an invalid record layout: ${problem}`,
+        );
+      }
+      checkCompressedSizes(name, at, length, payloadLength);
+      result = delta
+        ? { kind: "drecords", offset: 0, length, payloadLength, layout }
+        : { kind: "zrecords", length, payloadLength, layout };
+    }
+    if (delta) this.#baseRange(name, at, relative, length);
+    this.#checkFits(length, left, name, at);
+    this.#produced += length;
+    this.#literalLeft = payloadLength;
+    return "offset" in result ? { ...result, offset: this.#previousEnd - length } : result;
+  }
+
+  /**
+   * v4: checks that the base range `relative` past the previous one's end,
+   * `length` bytes long, is inside the base, and makes its end the next origin.
+   */
+  #baseRange(name: string, at: number, relative: number, length: number): void {
+    const offset = this.#previousEnd + relative;
+    if (offset < 0) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} has base offset ${relative} relative to ${this.#previousEnd}: ${offset}, before the base's first byte`,
+      );
+    }
+    if (offset + length > this.header.baseSize) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} reads base bytes ${offset}..${
+          offset + length
+        }, beyond the base's ${this.header.baseSize} bytes`,
+      );
+    }
+    this.#previousEnd = offset + length;
+  }
+
+  /** v4: a filter byte, refused if invalid (or SUB outside a DELTA or DRECORDS). */
+  async #filter(name: string, at: number, delta: boolean, where: string): Promise<Filter> {
+    const bytes = await this.#readUpTo(1);
+    if (bytes.length < 1) {
+      throw new MalformedPatchError(
+        `patch is truncated: the ${name} op at offset ${at} ends before its filter byte`,
+      );
+    }
+    const filter = decodeFilter(bytes[0]);
+    if (filter === undefined || (!delta && filter.combine !== "xor")) {
+      throw new MalformedPatchError(
+        `${name} at patch offset ${at} has an invalid filter byte 0x${
+          bytes[0].toString(16).padStart(2, "0")
+        }${where}`,
+      );
+    }
+    return filter;
+  }
+
+  /** v4: the next varint of an op head, or `MalformedPatchError` saying what is wrong with it. */
+  async #varint(name: string, what: string, at: number): Promise<number> {
+    if (this.#end - this.#start < MAX_VARINT_BYTES) await this.#fill(MAX_VARINT_BYTES);
+    const result = decodeVarint(this.#buf, this.#start, this.#end);
+    if (!result.ok) {
+      throw new MalformedPatchError(
+        result.problem === "truncated"
+          ? `patch is truncated: the ${name} op at offset ${at} ends inside its ${what}`
+          : `${name} at patch offset ${at}: its ${what} is a varint ${
+            VARINT_PROBLEMS[result.problem]
+          }`,
+      );
+    }
+    this.#start += result.size;
+    this.#position += result.size;
+    return result.value;
+  }
+
   /**
    * Reads up to `dest.length` bytes of the current LITERAL into `dest`; returns
    * how many (0 once the literal is exhausted). Throws if the patch ends early.
@@ -377,6 +511,23 @@ export class PatchReader {
     }
   }
 }
+
+/** Names of the op bytes a v4 patch may hold. */
+const OP_NAMES_V4: Readonly<Record<number, string>> = {
+  [OP_COPY]: "COPY",
+  [OP_LITERAL]: "LITERAL",
+  [OP_ZLITERAL]: "ZLITERAL",
+  [OP_DELTA]: "DELTA",
+  [OP_ZRECORDS]: "ZRECORDS",
+  [OP_DRECORDS]: "DRECORDS",
+};
+
+/** What the reader says of a refused varint. */
+const VARINT_PROBLEMS = {
+  "too long": "longer than 10 bytes",
+  "not canonical": "that is not canonical (a shorter encoding exists)",
+  "too large": "above 2^53 - 1",
+} as const;
 
 /**
  * The sizes every compressed op (ZLITERAL, DELTA, ZRECORDS, DRECORDS) must

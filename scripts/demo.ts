@@ -78,7 +78,7 @@ try {
   ).filter(([, , count]) => count > 0)
     .map(([name, bytes, count]) => `${name} ${formatBytes(bytes)} (${countOf(count, "op")})`);
   console.log(
-    `   patch ${formatBytes(enc.patchSize)} (format 3, the default): ${ops.join(", ")}, ${
+    `   patch ${formatBytes(enc.patchSize)} (format 4, the default): ${ops.join(", ")}, ${
       (enc.elapsedMs / 1000).toFixed(2)
     } s, ${megabytesPerSecond(enc.targetSize, enc.elapsedMs).toFixed(0)} MB/s`,
   );

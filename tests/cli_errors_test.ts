@@ -355,7 +355,7 @@ const CASES: Case[] = [
     BASE.slice(0, 64 * KiB),
     "not a poolboy patch",
   ),
-  malformed("a patch of version 4", patchedAt(4, u16(4)), "unknown patch version 4"),
+  malformed("a patch of version 5", patchedAt(4, u16(5)), "unknown patch version 5"),
   malformed("a patch of version 9", patchedAt(4, u16(9)), "unknown patch version 9"),
   malformed("a patch of version 0", patchedAt(4, u16(0)), "unknown patch version 0"),
 

@@ -183,10 +183,25 @@ const TARGET = concat(
 );
 
 /** Writes base, target and the patch `poolboy encode` makes of them into `dir`. */
-async function encodeFixture(dir: string, base = BASE, target = TARGET): Promise<void> {
+async function encodeFixture(
+  dir: string,
+  base = BASE,
+  target = TARGET,
+  ...extra: string[]
+): Promise<void> {
   await Deno.writeFile(`${dir}/base`, base);
   await Deno.writeFile(`${dir}/target`, target);
-  const run = await poolboy(dir, "encode", "base", "target", "-o", "patch", "-q", ...SMALL_CHUNKS);
+  const run = await poolboy(
+    dir,
+    "encode",
+    "base",
+    "target",
+    "-o",
+    "patch",
+    "-q",
+    ...SMALL_CHUNKS,
+    ...extra,
+  );
   assert.equal(run.code, 0, run.stderr);
 }
 
@@ -287,9 +302,10 @@ const V2_TARGET = concat(
   weights(96 * 1024, 5, 1e-4).subarray(48 * 1024 * 4),
 );
 
-/** Where a v2 or v3 patch's compressed payloads are: [start, end) byte ranges. */
+/** Where a v2, v3 or v4 patch's compressed payloads are: [start, end) byte ranges. */
 function compressedPayloads(patch: Uint8Array): [number, number][] {
   const view = new DataView(patch.buffer, patch.byteOffset, patch.byteLength);
+  if (view.getUint16(4, true) === 4) return compressedPayloadsV4(patch);
   const ranges: [number, number][] = [];
   // v2: 86 header bytes; v3: 88, then 44 per base sample.
   const headerLength = view.getUint16(4, true) === 3 ? 88 + 44 * view.getUint16(86, true) : 86;
@@ -310,6 +326,37 @@ function compressedPayloads(patch: Uint8Array): [number, number][] {
   return ranges;
 }
 
+/**
+ * The same for v4 (docs/spec/patch-v4.md): 87 header bytes and 8 per sample,
+ * op heads of LEB128 varints (read here by hand, not with the codec's reader).
+ */
+function compressedPayloadsV4(patch: Uint8Array): [number, number][] {
+  let at = 87 + 8 * patch[86];
+  const varint = () => {
+    let value = 0;
+    for (let scale = 1;; scale *= 128) {
+      const byte = patch[at++];
+      value += (byte & 0x7f) * scale;
+      if (byte < 0x80) return value;
+    }
+  };
+  const ranges: [number, number][] = [];
+  while (at < patch.length) {
+    const op = patch[at++];
+    if (op === 0x01) (varint(), varint());
+    else if (op === 0x02) at += varint();
+    else if (op === 0x03 || op === 0x04) {
+      if (op === 0x04) varint(); // the relative base offset
+      varint(); // raw_len
+      const payload = varint();
+      at++; // the filter byte
+      ranges.push([at, at + payload]);
+      at += payload;
+    } else throw new Error(`unknown op ${op} at ${at - 1}`);
+  }
+  return ranges;
+}
+
 /** The error a promise rejects with, or undefined. */
 async function failure(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -320,35 +367,38 @@ async function failure(p: Promise<unknown>): Promise<unknown> {
   }
 }
 
-Deno.test("inspect refuses a flipped byte inside a compressed op exactly when apply refuses it as malformed, with the same message", async () => {
-  await withTempDir(async (dir) => {
-    await encodeFixture(dir, V2_BASE, V2_TARGET);
-    const patch = await Deno.readFile(`${dir}/patch`);
-    const ranges = compressedPayloads(patch);
-    assert.ok(ranges.length > 0, "the fixture's patch has compressed ops");
-    let refused = 0;
-    for (const [start, end] of ranges.slice(0, 4)) {
-      // The frame header, the first block header, and bytes spread through the data.
-      const positions = new Set([start, start + 4, start + 5, start + 6, start + 7, start + 8]);
-      for (let k = 1; k < 16; k++) positions.add(start + Math.floor(((end - start) * k) / 16));
-      for (const at of positions) {
-        const damaged = patch.slice();
-        damaged[at] ^= 0x5a;
-        await Deno.writeFile(`${dir}/damaged`, damaged);
-        const applied = await failure(applyFile(`${dir}/base`, `${dir}/damaged`, `${dir}/out`));
-        const inspected = await failure(inspectPatch(`${dir}/damaged`));
-        if (applied instanceof MalformedPatchError) {
-          refused++;
-          assert.ok(inspected instanceof MalformedPatchError, `byte ${at}: inspect passed`);
-          assert.equal(inspected.message, applied.message, `byte ${at}`);
-        } else {
-          assert.equal(inspected, undefined, `byte ${at}: inspect refused what apply takes`);
+for (const format of ["4", "3"]) {
+  Deno.test(`inspect refuses a flipped byte inside a compressed op exactly when apply refuses it as malformed, with the same message (format ${format})`, async () => {
+    await withTempDir(async (dir) => {
+      await encodeFixture(dir, V2_BASE, V2_TARGET, "--format", format);
+      const patch = await Deno.readFile(`${dir}/patch`);
+      assert.equal(patch[4], Number(format), `a v${format} patch`);
+      const ranges = compressedPayloads(patch);
+      assert.ok(ranges.length > 0, "the fixture's patch has compressed ops");
+      let refused = 0;
+      for (const [start, end] of ranges.slice(0, 4)) {
+        // The frame header, the first block header, and bytes spread through the data.
+        const positions = new Set([start, start + 4, start + 5, start + 6, start + 7, start + 8]);
+        for (let k = 1; k < 16; k++) positions.add(start + Math.floor(((end - start) * k) / 16));
+        for (const at of positions) {
+          const damaged = patch.slice();
+          damaged[at] ^= 0x5a;
+          await Deno.writeFile(`${dir}/damaged`, damaged);
+          const applied = await failure(applyFile(`${dir}/base`, `${dir}/damaged`, `${dir}/out`));
+          const inspected = await failure(inspectPatch(`${dir}/damaged`));
+          if (applied instanceof MalformedPatchError) {
+            refused++;
+            assert.ok(inspected instanceof MalformedPatchError, `byte ${at}: inspect passed`);
+            assert.equal(inspected.message, applied.message, `byte ${at}`);
+          } else {
+            assert.equal(inspected, undefined, `byte ${at}: inspect refused what apply takes`);
+          }
         }
       }
-    }
-    assert.ok(refused > 0, "some flipped bytes make the patch malformed");
+      assert.ok(refused > 0, "some flipped bytes make the patch malformed");
+    });
   });
-});
+}
 
 Deno.test("poolboy inspect on a patch with a flipped byte in a compressed op: exit 4 as apply, one line", async () => {
   await withTempDir(async (dir) => {

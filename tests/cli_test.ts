@@ -103,8 +103,8 @@ Deno.test("encode → inspect → apply → hash: the round trip, in human summa
     // inspect: the header, as numbers a user can check.
     const inspected = await poolboy(dir, "inspect", "update.patch");
     assertOk(inspected, "inspect");
-    assert.match(inspected.stdout, /^version +3$/m, "format 3 is the default");
-    assert.match(inspected.stdout, /^base samples +\d+ ranges?$/m, "v3 shows its base samples");
+    assert.match(inspected.stdout, /^version +4$/m, "format 4 is the default");
+    assert.match(inspected.stdout, /^base samples +\d+ ranges?$/m, "v4 shows its base samples");
     assert.match(inspected.stdout, new RegExp(`^base size +${BASE.length} `, "m"));
     assert.match(inspected.stdout, new RegExp(`^target size +${TARGET.length} `, "m"));
     assert.ok(inspected.stdout.includes(`(${humanBytes(patchSize)}, `), inspected.stdout);
@@ -164,8 +164,8 @@ Deno.test("encode, inspect, apply and hash --json print the documented fields", 
     const inspectRun = await poolboy(dir, "inspect", "p", "--json");
     assertOk(inspectRun, "inspect --json");
     const inspect = json(inspectRun);
-    assert.equal(inspect.version, 3, "format 3 is the default");
-    assert.ok(Array.isArray(inspect.baseSamples), "v3: the base samples are listed");
+    assert.equal(inspect.version, 4, "format 4 is the default");
+    assert.ok(Array.isArray(inspect.baseSamples), "v4: the base samples are listed");
     assert.equal(inspect.baseSize, BASE.length);
     assert.equal(inspect.targetSize, TARGET.length);
     assert.equal(inspect.targetBlake3, encode.targetBlake3);
@@ -358,7 +358,7 @@ Deno.test("round trip: an empty target is a bare 86-byte v2 header", async () =>
 });
 
 Deno.test("round trip: an empty target is a bare v3 header: 88 bytes and 44 per base sample (two 64 KiB samples cover a 100 KiB base)", async () => {
-  const d = await roundTrip(BASE.subarray(0, 100 * KiB), new Uint8Array());
+  const d = await roundTrip(BASE.subarray(0, 100 * KiB), new Uint8Array(), "--format", "3");
   assert.equal(d.version, 3);
   assert.equal(d.targetSize, 0);
   assert.equal(d.patchSize, 88 + 2 * 44);
@@ -382,9 +382,24 @@ Deno.test("round trip: empty base and empty target", async () => {
     (await roundTrip(new Uint8Array(), new Uint8Array(), "--format", "2")).patchSize,
     86,
   );
-  const v3 = await roundTrip(new Uint8Array(), new Uint8Array());
+  const v3 = await roundTrip(new Uint8Array(), new Uint8Array(), "--format", "3");
   assert.equal(v3.patchSize, 88, "v3: no samples of an empty base");
   assert.deepEqual(v3.baseSamples, []);
+  const v4 = await roundTrip(new Uint8Array(), new Uint8Array());
+  assert.equal(v4.patchSize, 87, "v4 (the default): no samples of an empty base");
+  assert.deepEqual(v4.baseSamples, []);
+});
+
+Deno.test("round trip: an empty target is a bare v4 header by default: 87 bytes and 8 per base sample (the same two ranges)", async () => {
+  const d = await roundTrip(BASE.subarray(0, 100 * KiB), new Uint8Array());
+  assert.equal(d.version, 4);
+  assert.equal(d.patchSize, 87 + 2 * 8);
+  assert.deepEqual(
+    (d.baseSamples as { offset: number; length: number }[]).map((s) => [s.offset, s.length]),
+    [[0, 64 * KiB], [64 * KiB, 36 * KiB]],
+  );
+  assert.equal(d.copyOps, 0);
+  assert.equal(d.literalOps, 0);
 });
 
 Deno.test("round trip: small files below the minimum chunk size", async () => {
@@ -435,11 +450,16 @@ for (const [command, usageLine] of Object.entries(USAGE_LINES)) {
   });
 }
 
-Deno.test("encode --format 1 writes the v1 format of docs/spec/patch-v1.md, --format 2 v2, --format 3 (the default) v3", async () => {
+Deno.test("encode --format 1 writes the v1 format of docs/spec/patch-v1.md, --format 2 v2, --format 3 v3, --format 4 (the default) v4", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/base.bin`, BASE);
     await Deno.writeFile(`${dir}/target.bin`, TARGET);
-    for (const [format, version] of [["1", 1], ["2", 2], ["3", 3], [undefined, 3]] as const) {
+    for (
+      const [format, version] of [["1", 1], ["2", 2], ["3", 3], ["4", 4], [
+        undefined,
+        4,
+      ]] as const
+    ) {
       const args = format ? ["--format", format] : [];
       const run = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", ...args);
       assertOk(run, `encode --format ${format}`);
@@ -452,12 +472,12 @@ Deno.test("encode --format 1 writes the v1 format of docs/spec/patch-v1.md, --fo
   });
 });
 
-Deno.test("encode --format 4 is a usage error (exit 2) naming the formats", async () => {
+Deno.test("encode --format 5 is a usage error (exit 2) naming the formats", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/base.bin`, BASE);
     await Deno.writeFile(`${dir}/target.bin`, TARGET);
-    const run = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", "--format", "4");
+    const run = await poolboy(dir, "encode", "base.bin", "target.bin", "-o", "p", "--format", "5");
     assert.equal(run.code, 2);
-    assert.match(run.stderr, /--format must be 1, 2 or 3, got "4"/);
+    assert.match(run.stderr, /--format must be 1, 2, 3 or 4, got "5"/);
   });
 });

@@ -242,7 +242,7 @@ Deno.test("decodePreamble accepts POOL version 1 and returns the version", () =>
   );
 });
 
-Deno.test("decodePreamble rejects bad magic, versions 0, 4 and 65535 (1, 2 and 3 are read), and short input", () => {
+Deno.test("decodePreamble rejects bad magic, versions 0, 5 and 65535 (1, 2, 3 and 4 are read), and short input", () => {
   const digest = new Uint8Array(32);
   for (const magic of ["LOOP", "pool", "POOM", "\0\0\0\0"]) {
     assert.throws(
@@ -251,7 +251,7 @@ Deno.test("decodePreamble rejects bad magic, versions 0, 4 and 65535 (1, 2 and 3
       magic,
     );
   }
-  for (const version of [0, 4, 65535]) {
+  for (const version of [0, 5, 65535]) {
     assert.throws(
       () =>
         decodePreamble(

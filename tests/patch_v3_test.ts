@@ -41,7 +41,7 @@ async function encodeFixture(dir: string, format: 2 | 3 = 3): Promise<Uint8Array
   await encodeFile(`${dir}/base`, `${dir}/target`, `${dir}/patch`, {
     chunk: SMALL,
     threads: 1,
-    ...(format === 2 ? { format } : {}),
+    format,
   });
   return await Deno.readFile(`${dir}/patch`);
 }

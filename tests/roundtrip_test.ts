@@ -5,8 +5,9 @@
  * reuses the base wherever the content allows. The exact op shapes are those of
  * format 1; every pair is also encoded as format 2, which must rebuild the
  * same target and never be larger than v1 but for its longer header and a few
- * bytes per chunk, and as format 3 (the default): v2's ops byte for byte after
- * a header with base samples, applied reading each base byte it needs once.
+ * bytes per chunk, as format 3: v2's ops byte for byte after a header with
+ * base samples, applied reading each base byte it needs once, and as format 4
+ * (the default): v3's ops with varint heads, the same output, the base read once.
  */
 
 import { SAMPLE_COUNT, SAMPLE_LENGTH } from "../codec/base_samples.ts";
@@ -17,6 +18,7 @@ import { inspectPatch } from "../codec/inspect.ts";
 import { blake3, toHex } from "../kernel/blake3.ts";
 import { type ChunkParams, DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
 import { COPY_OP_SIZE, HEADER_V1_SIZE, LITERAL_HEAD_SIZE } from "../codec/patch_format.ts";
+import { LITERAL_RUN_V4 } from "../codec/op_writer.ts";
 import { concat, randomBytes, readFile, withTempDir, writeFile } from "./helpers.ts";
 
 const KiB = 1024;
@@ -149,7 +151,7 @@ async function v2Roundtrip(
 }
 
 /**
- * The same pair as format 3, the default: v2's ops byte for byte after a header
+ * The same pair as format 3: v2's ops byte for byte after a header
  * of 88 bytes and 44 per base sample, the same output, and the base read once:
  * its samples, then the ranges the ops use (v2 also reads all of it first).
  */
@@ -163,9 +165,9 @@ async function v3Roundtrip(
 ): Promise<void> {
   const patchPath = `${targetPath}.v3`;
   const outPath = `${targetPath}.v3-out`;
-  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk });
+  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk, format: 3 });
   const inspected = await inspectPatch(patchPath);
-  assert.equal(inspected.version, 3, "format 3 is the default");
+  assert.equal(inspected.version, 3);
   const samples = inspected.baseSamples ?? [];
   const sampled = samples.reduce((sum, s) => sum + s.length, 0);
   assert.equal(
@@ -182,6 +184,39 @@ async function v3Roundtrip(
   const used = applied.copyBytes + applied.deltaBytes;
   assert.equal(applied.baseBytesRead, sampled + used, "v3: the base is read once");
   assert.equal(v2Applied.baseBytesRead, encoded.baseSize + used, "v2: all of it, then the ops");
+  for (const path of [patchPath, outPath]) await Deno.remove(path);
+  await v4Roundtrip(basePath, targetPath, target, chunk, encoded, applied);
+}
+
+/**
+ * The same pair as format 4, the default: the same ops as v3 (its counts and
+ * bytes), the same output and base reads, and a patch no larger than v3's but
+ * for v4's LITERAL heads (at most 4 bytes per 256 KiB of literal bytes).
+ */
+async function v4Roundtrip(
+  basePath: string,
+  targetPath: string,
+  target: Uint8Array,
+  chunk: ChunkParams,
+  v3: EncodeSummary,
+  v3Applied: ApplySummary,
+): Promise<void> {
+  const patchPath = `${targetPath}.v4`;
+  const outPath = `${targetPath}.v4-out`;
+  const encoded = await encodeFile(basePath, targetPath, patchPath, { chunk });
+  const inspected = await inspectPatch(patchPath);
+  assert.equal(inspected.version, 4, "format 4 is the default");
+  assert.equal(inspected.patchSize, encoded.patchSize);
+  for (const k of ["copyOps", "copyBytes", "literalBytes", "zliteralOps", "deltaOps"] as const) {
+    assert.equal(encoded[k], v3[k], `v4: ${k} as in v3`);
+  }
+  assert.ok(
+    encoded.patchSize <= v3.patchSize + 4 * Math.ceil(encoded.literalBytes / LITERAL_RUN_V4),
+    `v4 ${encoded.patchSize} B, v3 ${v3.patchSize} B`,
+  );
+  const applied = await applyFile(basePath, patchPath, outPath);
+  assert.deepEqual(await readFile(outPath), target, "v4: output is the target");
+  assert.equal(applied.baseBytesRead, v3Applied.baseBytesRead, "v4: the base read as v3 reads it");
   for (const path of [patchPath, outPath]) await Deno.remove(path);
 }
 
