@@ -105,7 +105,7 @@ export function parseArguments<T extends OptionSpecs>(
         }
         if (j + 1 < arg.length) set(name, arg.slice(j + 1));
         else {
-          set(name, next(i, `-${letter}`));
+          set(name, next(i, `-${letter}, --${name}`));
           i++;
         }
         break;
