@@ -65,8 +65,45 @@ import type { MatchFinder } from "./match_finder.ts";
 
 /** zstd level of every candidate (level 3 measured larger on planes, no smaller on plain bytes). */
 export const ZSTD_LEVEL = 1;
-/** Shortest run of equal bytes copied out of an unmatched chunk. */
-export const MIN_RUN = 24;
+/**
+ * What the ops' heads cost in the format being written: the coder's only
+ * notion of the format's sizes when it weighs a COPY against coding the
+ * bytes (pass `LiteralCoderOptions.costs`; a format with compact heads makes
+ * shorter runs worth a COPY).
+ */
+export interface OpCosts {
+  /** A whole COPY op (v3: 17 bytes). */
+  readonly copy: number;
+  /** A LITERAL's head (v3: 9 bytes). */
+  readonly literal: number;
+  /** A ZLITERAL's head (v3: 10 bytes). */
+  readonly zliteral: number;
+  /** A DELTA's head (v3: 18 bytes). */
+  readonly delta: number;
+}
+
+/** Version 2's and 3's op heads (docs/spec/patch-v2.md), the default. */
+export const V3_OP_COSTS: OpCosts = {
+  copy: COPY_OP_SIZE,
+  literal: LITERAL_HEAD_SIZE,
+  zliteral: ZLITERAL_HEAD_SIZE,
+  delta: DELTA_HEAD_SIZE,
+};
+
+/**
+ * Shortest run worth a COPY beyond the COPY's own cost: a run of `copy +
+ * RUN_MARGIN` bytes or more is copied (24 bytes with v3's 17-byte COPY, the
+ * length measured on the corpus).
+ */
+export const RUN_MARGIN = 7;
+
+/** Shortest run of equal bytes copied out of an unmatched chunk, for ops that cost `costs`. */
+export function minRunFor(costs: OpCosts): number {
+  return costs.copy + RUN_MARGIN;
+}
+
+/** Shortest run of equal bytes copied out of an unmatched chunk with v3's ops (24). */
+export const MIN_RUN = minRunFor(V3_OP_COSTS);
 /** Runs at least this long are always copied; shorter ones only when few. */
 export const LONG_RUN = 256;
 /** Most short runs per chunk that are still copied. */
@@ -172,6 +209,8 @@ export interface LiteralCoderOptions {
    * base are looked up in the gaps the runs above leave.
    */
   readonly matches?: MatchFinder;
+  /** What op heads cost in the format being written (default `V3_OP_COSTS`). */
+  readonly costs?: OpCosts;
   /**
    * Whether pieces are probed on a sample first (default true); false
    * compresses every candidate whole (what probing is measured against).
@@ -199,6 +238,9 @@ export class LiteralCoder {
   readonly #recordOps: boolean;
   readonly #matches: MatchFinder | undefined;
   readonly #probeOn: boolean;
+  readonly #costs: OpCosts;
+  /** `minRunFor(#costs)`. */
+  readonly #minRun: number;
   #window: Uint8Array | undefined;
   /** Record ops' filter samples and base gathering (made on first use). */
   #recordScratch: Uint8Array | undefined;
@@ -230,6 +272,8 @@ export class LiteralCoder {
     this.#recordOps = options.recordOps ?? false;
     this.#matches = options.matches;
     this.#probeOn = options.probe ?? true;
+    this.#costs = options.costs ?? V3_OP_COSTS;
+    this.#minRun = minRunFor(this.#costs);
   }
 
   /**
@@ -323,7 +367,7 @@ export class LiteralCoder {
 
   /**
    * The gaps between `runs` (sorted) in `data` worth searching for more runs:
-   * at least 2 × `MIN_RUN` long and not mostly inside tensors both files have
+   * at least 2 × the shortest run long and not mostly inside tensors both files have
    * (there DELTA ops do better than short runs). `i` is the run after the gap.
    */
   *#gaps(
@@ -334,7 +378,7 @@ export class LiteralCoder {
     for (let i = 0; i <= runs.length; i++) {
       const start = i === 0 ? 0 : runs[i - 1].end;
       const end = i === runs.length ? data.length : runs[i].start;
-      if (end - start < 2 * MIN_RUN) continue;
+      if (end - start < 2 * this.#minRun) continue;
       if (
         alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
           (end - start) * 7
@@ -361,14 +405,14 @@ export class LiteralCoder {
         const pieceEnd = Math.min(at + LOCAL_GAP, end);
         const from = Math.max(0, targetOffset + at + near - LOCAL_REACH);
         const to = Math.min(this.#baseSize, targetOffset + pieceEnd + near + LOCAL_REACH);
-        if (to - from < MIN_RUN) continue;
+        if (to - from < this.#minRun) continue;
         this.#window ??= new Uint8Array(MAX_OP_RAW);
         const window = this.#window.subarray(
           0,
           readAtSync(this.#base, from, this.#window.subarray(0, to - from)),
         );
         const piece = data.subarray(at, pieceEnd);
-        for (const shift of shiftCandidates(piece, window, MIN_RUN, 4, this.#shiftScratch)) {
+        for (const shift of shiftCandidates(piece, window, this.#minRun, 4, this.#shiftScratch)) {
           deltas.add(from + shift - (targetOffset + at));
         }
       }
@@ -407,7 +451,7 @@ export class LiteralCoder {
       found.push(...moved);
     }
     return chooseRuns(found, {
-      minRun: MIN_RUN,
+      minRun: this.#minRun,
       longRun: MOVED_LONG_RUN,
       maxShort: MAX_SHORT_RUNS,
     });
@@ -431,8 +475,8 @@ export class LiteralCoder {
       for (let at = from; at < to; at += MAX_OP_RAW) {
         const piece = data.subarray(at, Math.min(at + MAX_OP_RAW, to));
         bytes += Math.min(
-          LITERAL_HEAD_SIZE + piece.length,
-          ZLITERAL_HEAD_SIZE + zstd.compress(piece).length,
+          this.#costs.literal + piece.length,
+          this.#costs.zliteral + zstd.compress(piece).length,
         );
       }
       return bytes;
@@ -440,7 +484,7 @@ export class LiteralCoder {
     let withRuns = 0;
     let at = start;
     for (const run of runs) {
-      withRuns += cost(at, run.start) + COPY_OP_SIZE;
+      withRuns += cost(at, run.start) + this.#costs.copy;
       at = run.end;
     }
     return withRuns + cost(at, end) < cost(start, end);
@@ -487,7 +531,7 @@ export class LiteralCoder {
     );
     const found: Run[] = [];
     for (const range of ranged) {
-      if (deltas.includes(range.delta) || range.end - range.start < MIN_RUN) continue;
+      if (deltas.includes(range.delta) || range.end - range.start < this.#minRun) continue;
       for (
         const run of this.#scan(
           targetOffset + range.start,
@@ -503,13 +547,13 @@ export class LiteralCoder {
       }
     }
     for (const delta of deltas) found.push(...this.#scan(targetOffset, data, delta));
-    return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
+    return chooseRuns(found, { minRun: this.#minRun, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
   }
 
   /** Runs of `data` (target bytes at `targetOffset`) equal to the base at `delta`. */
   #scan(targetOffset: number, data: Uint8Array, delta: number): Run[] {
     this.#window ??= new Uint8Array(MAX_OP_RAW);
-    const scanner = new RunScanner(delta, MIN_RUN, {
+    const scanner = new RunScanner(delta, this.#minRun, {
       longRun: LONG_RUN,
       maxShort: MAX_SHORT_RUNS,
     });
@@ -607,12 +651,12 @@ export class LiteralCoder {
     // Compressed in the order given, the likeliest winner last: the winner's
     // bytes are then still in the compressor's buffer (no copy kept of the
     // best so far); an earlier winner is compressed again.
-    let bestCost = LITERAL_HEAD_SIZE + length;
+    let bestCost = this.#costs.literal + length;
     let best: Candidate | undefined;
     let bytes: Uint8Array = new Uint8Array(0);
     for (const candidate of tried) {
       bytes = zstd.compress(this.#filtered(candidate, piece, range));
-      const head = candidate.kind === "z" ? ZLITERAL_HEAD_SIZE : DELTA_HEAD_SIZE;
+      const head = candidate.kind === "z" ? this.#costs.zliteral : this.#costs.delta;
       if (bytes.length >= length || head + bytes.length >= bestCost) continue;
       bestCost = head + bytes.length;
       best = candidate;
@@ -627,7 +671,7 @@ export class LiteralCoder {
     const strong = width === undefined ? await this.#strongFor(length) : undefined;
     if (strong) {
       const retried: Candidate = chosen ?? { kind: "z", filter: NO_FILTER };
-      const head = retried.kind === "z" ? ZLITERAL_HEAD_SIZE : DELTA_HEAD_SIZE;
+      const head = retried.kind === "z" ? this.#costs.zliteral : this.#costs.delta;
       const stronger = strong.compress(this.#filtered(retried, piece, range));
       this.#strongSpent += length;
       if (
@@ -855,7 +899,7 @@ export class LiteralCoder {
     const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
     const recordHead = base ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length);
     let kind: "literal" | "records" | "z" | "delta" = "literal";
-    let bestCost = LITERAL_HEAD_SIZE + length;
+    let bestCost = this.#costs.literal + length;
     let size = 0;
     if (written < length && recordHead + written < bestCost) {
       kind = "records";
@@ -871,10 +915,10 @@ export class LiteralCoder {
       size = bytes.length;
       best.set(bytes);
     };
-    consider("z", zstd.compress(piece), ZLITERAL_HEAD_SIZE);
+    consider("z", zstd.compress(piece), this.#costs.zliteral);
     if (hasBase) {
       combine(piece, range, NO_FILTER, residue.subarray(0, length));
-      consider("delta", zstd.compress(residue.subarray(0, length)), DELTA_HEAD_SIZE);
+      consider("delta", zstd.compress(residue.subarray(0, length)), this.#costs.delta);
     }
 
     const bytes = best.subarray(0, size);

@@ -7,7 +7,9 @@
  * between two elements are still coded in 4-byte planes (the probe compares
  * the candidates plane by plane, as the whole piece's zstd blocks see them).
  * The openWakeWord pairs themselves, when cached (`deno task corpus:real`),
- * stay under the sizes measured after these changes.
+ * stay under the sizes measured after these changes. What an op head costs
+ * is one parameter of the coder (`OpCosts`), so that a format with compact
+ * heads copies shorter runs.
  *
  * @module
  */
@@ -15,6 +17,15 @@
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
+import {
+  LiteralCoder,
+  MIN_RUN,
+  minRunFor,
+  type OpCosts,
+  V3_OP_COSTS,
+} from "../codec/literal_coder.ts";
+import { OpWriter } from "../codec/op_writer.ts";
+import { BufferedWriter } from "../kernel/file_io.ts";
 import { Prng } from "../testkit/corpus.ts";
 import { concat, randomBytes, withTempDir } from "./helpers.ts";
 
@@ -147,3 +158,42 @@ for (
     },
   });
 }
+
+/** The ops the coder writes for `target` (one unmatched chunk) against `base`, with `costs`. */
+async function codedOps(dir: string, base: Uint8Array, target: Uint8Array, costs?: OpCosts) {
+  await Deno.writeFile(`${dir}/base`, base);
+  const baseFile = await Deno.open(`${dir}/base`);
+  const out = await Deno.open(`${dir}/ops`, { write: true, create: true, truncate: true });
+  try {
+    const coder = new LiteralCoder(baseFile, base.length, { maxChunk: target.length, costs });
+    const writer = new BufferedWriter(out);
+    const ops = new OpWriter(writer);
+    await coder.unmatched(ops, 0, target);
+    await coder.finish(ops);
+    await ops.finish();
+    await writer.flush();
+    coder.close();
+    return ops.stats;
+  } finally {
+    baseFile.close();
+    out.close();
+  }
+}
+
+Deno.test("v3's costs copy runs of 24 bytes and more; 6-byte COPY heads make runs of 13 bytes worth a COPY", async () => {
+  assert.equal(MIN_RUN, 24);
+  assert.equal(minRunFor(V3_OP_COSTS), 24);
+  const compact: OpCosts = { copy: 6, literal: 3, zliteral: 4, delta: 8 };
+  assert.equal(minRunFor(compact), 13);
+  await withTempDir(async (dir) => {
+    // Random bytes, but for five 20-byte runs equal to the base at the same offset.
+    const base = randomBytes(64 * KiB, 21);
+    const target = randomBytes(64 * KiB, 22);
+    for (const at of [1000, 9000, 17000, 33000, 50000]) target.set(base.subarray(at, at + 20), at);
+    const v3 = await codedOps(dir, base, target);
+    assert.equal(v3.copyOps, 0, "20-byte runs cost more than their 17-byte COPY saves");
+    const cheap = await codedOps(dir, base, target, compact);
+    assert.equal(cheap.copyOps, 5);
+    assert.equal(cheap.copyBytes, 100);
+  });
+});
