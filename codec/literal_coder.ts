@@ -21,11 +21,19 @@
  * 3. Probing: trying every filter on a whole 1 MiB piece took 5-8 zstd runs;
  *    now each is tried on a 64 KiB sample of the piece and only the best one
  *    or two are compressed whole (`#probe`; measured on the corpus at 16 MiB:
- *    the same patches, byte for byte).
+ *    the same patches, byte for byte). A sample's byte planes that zstd
+ *    stored raw in one frame are measured again a frame per plane
+ *    (`probeSize`), as the whole piece's blocks see them.
  *
- * zstd level 1 throughout: planes of float bytes compress smaller at level 1
- * than at 3 (measured on the corpus), plain bytes only a few bytes larger, and
- * one context is ~4 MB less than two. Memory: one buffer of `MAX_OP_RAW` (the
+ * zstd level 1 for tensor bytes: planes of float bytes compress smaller at
+ * level 1 than at 3 (measured on the corpus), plain bytes only a few bytes
+ * larger, and one context is ~4 MB less than two. Pieces of at most 64 KiB
+ * outside every known tensor (a container's metadata: a .tflite's flatbuffer
+ * tables and names) are tried again at level 19 (`STRONG_*`: a context with
+ * 64 KiB tables, at most 1 MiB of such pieces per encode). What the op heads
+ * cost (`OpCosts`, v3's by default) is a parameter: a COPY is weighed against
+ * coding its bytes with it, and the shortest run copied follows from it.
+ * Memory: one buffer of `MAX_OP_RAW` (the
  * base window), one of the largest chunk plus `MAX_OP_RAW` (the held chunk),
  * two of 64 KiB (probe samples), one zstd context with its 1 MiB output (the
  * chosen bytes are written from it: the winner is compressed last, or again),
