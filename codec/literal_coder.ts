@@ -31,8 +31,8 @@
  * outside every known tensor (a container's metadata: a .tflite's flatbuffer
  * tables and names) are tried again at level 19 (`STRONG_*`: a context with
  * 64 KiB tables, at most 1 MiB of such pieces per encode). What the op heads
- * cost (`OpCosts`, v3's by default) is a parameter: a COPY is weighed against
- * coding its bytes with it, and the shortest run copied follows from it.
+ * cost (`OpCosts`, v3's by default) is a parameter: a COPY and each piece's
+ * op are weighed with it.
  * Memory: one buffer of `MAX_OP_RAW` (the
  * base window), one of the largest chunk plus `MAX_OP_RAW` (the held chunk),
  * two of 64 KiB (probe samples), one zstd context with its 1 MiB output (the
@@ -99,19 +99,13 @@ export const V3_OP_COSTS: OpCosts = {
 };
 
 /**
- * Shortest run worth a COPY beyond the COPY's own cost: a run of `copy +
- * RUN_MARGIN` bytes or more is copied (24 bytes with v3's 17-byte COPY, the
- * length measured on the corpus).
+ * Shortest run of equal bytes copied out of an unmatched chunk, whatever a
+ * COPY costs: with 6-byte COPY heads, copying runs of 13 bytes and more
+ * (COPY + 7) cut a .tflite's metadata into more pieces that compress worse
+ * (openWakeWord hey_jarvis: payload 4,280 -> 4,484 B), so the length measured
+ * with v3's heads stays.
  */
-export const RUN_MARGIN = 7;
-
-/** Shortest run of equal bytes copied out of an unmatched chunk, for ops that cost `costs`. */
-export function minRunFor(costs: OpCosts): number {
-  return costs.copy + RUN_MARGIN;
-}
-
-/** Shortest run of equal bytes copied out of an unmatched chunk with v3's ops (24). */
-export const MIN_RUN = minRunFor(V3_OP_COSTS);
+export const MIN_RUN = 24;
 /** Runs at least this long are always copied; shorter ones only when few. */
 export const LONG_RUN = 256;
 /** Most short runs per chunk that are still copied. */
@@ -247,8 +241,6 @@ export class LiteralCoder {
   readonly #matches: MatchFinder | undefined;
   readonly #probeOn: boolean;
   readonly #costs: OpCosts;
-  /** `minRunFor(#costs)`. */
-  readonly #minRun: number;
   #window: Uint8Array | undefined;
   /** Record ops' filter samples and base gathering (made on first use). */
   #recordScratch: Uint8Array | undefined;
@@ -281,7 +273,6 @@ export class LiteralCoder {
     this.#matches = options.matches;
     this.#probeOn = options.probe ?? true;
     this.#costs = options.costs ?? V3_OP_COSTS;
-    this.#minRun = minRunFor(this.#costs);
   }
 
   /**
@@ -375,7 +366,7 @@ export class LiteralCoder {
 
   /**
    * The gaps between `runs` (sorted) in `data` worth searching for more runs:
-   * at least 2 × the shortest run long and not mostly inside tensors both files have
+   * at least 2 × `MIN_RUN` long and not mostly inside tensors both files have
    * (there DELTA ops do better than short runs). `i` is the run after the gap.
    */
   *#gaps(
@@ -386,7 +377,7 @@ export class LiteralCoder {
     for (let i = 0; i <= runs.length; i++) {
       const start = i === 0 ? 0 : runs[i - 1].end;
       const end = i === runs.length ? data.length : runs[i].start;
-      if (end - start < 2 * this.#minRun) continue;
+      if (end - start < 2 * MIN_RUN) continue;
       if (
         alignedBytes(this.#alignments, targetOffset + start, targetOffset + end) * 8 >=
           (end - start) * 7
@@ -413,14 +404,14 @@ export class LiteralCoder {
         const pieceEnd = Math.min(at + LOCAL_GAP, end);
         const from = Math.max(0, targetOffset + at + near - LOCAL_REACH);
         const to = Math.min(this.#baseSize, targetOffset + pieceEnd + near + LOCAL_REACH);
-        if (to - from < this.#minRun) continue;
+        if (to - from < MIN_RUN) continue;
         this.#window ??= new Uint8Array(MAX_OP_RAW);
         const window = this.#window.subarray(
           0,
           readAtSync(this.#base, from, this.#window.subarray(0, to - from)),
         );
         const piece = data.subarray(at, pieceEnd);
-        for (const shift of shiftCandidates(piece, window, this.#minRun, 4, this.#shiftScratch)) {
+        for (const shift of shiftCandidates(piece, window, MIN_RUN, 4, this.#shiftScratch)) {
           deltas.add(from + shift - (targetOffset + at));
         }
       }
@@ -459,7 +450,7 @@ export class LiteralCoder {
       found.push(...moved);
     }
     return chooseRuns(found, {
-      minRun: this.#minRun,
+      minRun: MIN_RUN,
       longRun: MOVED_LONG_RUN,
       maxShort: MAX_SHORT_RUNS,
     });
@@ -539,7 +530,7 @@ export class LiteralCoder {
     );
     const found: Run[] = [];
     for (const range of ranged) {
-      if (deltas.includes(range.delta) || range.end - range.start < this.#minRun) continue;
+      if (deltas.includes(range.delta) || range.end - range.start < MIN_RUN) continue;
       for (
         const run of this.#scan(
           targetOffset + range.start,
@@ -555,13 +546,13 @@ export class LiteralCoder {
       }
     }
     for (const delta of deltas) found.push(...this.#scan(targetOffset, data, delta));
-    return chooseRuns(found, { minRun: this.#minRun, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
+    return chooseRuns(found, { minRun: MIN_RUN, longRun: LONG_RUN, maxShort: MAX_SHORT_RUNS });
   }
 
   /** Runs of `data` (target bytes at `targetOffset`) equal to the base at `delta`. */
   #scan(targetOffset: number, data: Uint8Array, delta: number): Run[] {
     this.#window ??= new Uint8Array(MAX_OP_RAW);
-    const scanner = new RunScanner(delta, this.#minRun, {
+    const scanner = new RunScanner(delta, MIN_RUN, {
       longRun: LONG_RUN,
       maxShort: MAX_SHORT_RUNS,
     });

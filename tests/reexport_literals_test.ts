@@ -8,8 +8,7 @@
  * the candidates plane by plane, as the whole piece's zstd blocks see them).
  * The openWakeWord pairs themselves, when cached (`deno task corpus:real`),
  * stay under the sizes measured after these changes. What an op head costs
- * is one parameter of the coder (`OpCosts`), so that a format with compact
- * heads copies shorter runs.
+ * is one parameter of the coder (`OpCosts`), for a format with other heads.
  *
  * @module
  */
@@ -17,13 +16,8 @@
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
-import {
-  LiteralCoder,
-  MIN_RUN,
-  minRunFor,
-  type OpCosts,
-  V3_OP_COSTS,
-} from "../codec/literal_coder.ts";
+import { LiteralCoder, type OpCosts, V3_OP_COSTS } from "../codec/literal_coder.ts";
+import { MatchFinder } from "../codec/match_finder.ts";
 import { OpWriter } from "../codec/op_writer.ts";
 import { BufferedWriter } from "../kernel/file_io.ts";
 import { Prng } from "../testkit/corpus.ts";
@@ -159,13 +153,19 @@ for (
   });
 }
 
-/** The ops the coder writes for `target` (one unmatched chunk) against `base`, with `costs`. */
+/** The ops the coder writes for `target` (one unmatched chunk) against `base` (its anchors found), with `costs`. */
 async function codedOps(dir: string, base: Uint8Array, target: Uint8Array, costs?: OpCosts) {
   await Deno.writeFile(`${dir}/base`, base);
   const baseFile = await Deno.open(`${dir}/base`);
   const out = await Deno.open(`${dir}/ops`, { write: true, create: true, truncate: true });
   try {
-    const coder = new LiteralCoder(baseFile, base.length, { maxChunk: target.length, costs });
+    const matches = new MatchFinder(base.length);
+    matches.feed(0, base);
+    const coder = new LiteralCoder(baseFile, base.length, {
+      maxChunk: target.length,
+      costs,
+      matches,
+    });
     const writer = new BufferedWriter(out);
     const ops = new OpWriter(writer);
     await coder.unmatched(ops, 0, target);
@@ -180,20 +180,22 @@ async function codedOps(dir: string, base: Uint8Array, target: Uint8Array, costs
   }
 }
 
-Deno.test("v3's costs copy runs of 24 bytes and more; 6-byte COPY heads make runs of 13 bytes worth a COPY", async () => {
-  assert.equal(MIN_RUN, 24);
-  assert.equal(minRunFor(V3_OP_COSTS), 24);
-  const compact: OpCosts = { copy: 6, literal: 3, zliteral: 4, delta: 8 };
-  assert.equal(minRunFor(compact), 13);
+Deno.test("the coder weighs COPYs and compressed ops with the op costs it is given (v3's by default)", async () => {
+  assert.equal(V3_OP_COSTS.copy, 17);
   await withTempDir(async (dir) => {
-    // Random bytes, but for five 20-byte runs equal to the base at the same offset.
-    const base = randomBytes(64 * KiB, 21);
-    const target = randomBytes(64 * KiB, 22);
-    for (const at of [1000, 9000, 17000, 33000, 50000]) target.set(base.subarray(at, at + 20), at);
+    // Text-like bytes, with 400 random bytes from far into the base in the middle.
+    const base = randomBytes(1 * MiB, 21);
+    const text = new TextEncoder().encode("model/conv2d_7/Conv2D;Relu6 ".repeat(300));
+    const target = concat(text.subarray(0, 4000), base.subarray(700 * KiB, 700 * KiB + 400), text);
     const v3 = await codedOps(dir, base, target);
-    assert.equal(v3.copyOps, 0, "20-byte runs cost more than their 17-byte COPY saves");
-    const cheap = await codedOps(dir, base, target, compact);
-    assert.equal(cheap.copyOps, 5);
-    assert.equal(cheap.copyBytes, 100);
+    assert.equal(v3.copyBytes, 400, "the moved bytes are copied");
+    assert.ok(v3.zliteralOps >= 1, "the text is compressed");
+    // A COPY dearer than the bytes it replaces is not written; a ZLITERAL
+    // dearer than its bytes raw neither.
+    const dear: OpCosts = { ...V3_OP_COSTS, copy: 10_000, zliteral: 100_000 };
+    const other = await codedOps(dir, base, target, dear);
+    assert.equal(other.copyOps, 0);
+    assert.equal(other.zliteralOps, 0);
+    assert.equal(other.literalBytes, target.length);
   });
 });
