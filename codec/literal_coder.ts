@@ -21,11 +21,19 @@
  * 3. Probing: trying every filter on a whole 1 MiB piece took 5-8 zstd runs;
  *    now each is tried on a 64 KiB sample of the piece and only the best one
  *    or two are compressed whole (`#probe`; measured on the corpus at 16 MiB:
- *    the same patches, byte for byte).
+ *    the same patches, byte for byte). A sample's byte planes that zstd
+ *    stored raw in one frame are measured again a frame per plane
+ *    (`probeSize`), as the whole piece's blocks see them.
  *
- * zstd level 1 throughout: planes of float bytes compress smaller at level 1
- * than at 3 (measured on the corpus), plain bytes only a few bytes larger, and
- * one context is ~4 MB less than two. Memory: one buffer of `MAX_OP_RAW` (the
+ * zstd level 1 for tensor bytes: planes of float bytes compress smaller at
+ * level 1 than at 3 (measured on the corpus), plain bytes only a few bytes
+ * larger, and one context is ~4 MB less than two. Pieces of at most 64 KiB
+ * outside every known tensor (a container's metadata: a .tflite's flatbuffer
+ * tables and names) are tried again at level 19 (`STRONG_*`: a context with
+ * 64 KiB tables, at most 1 MiB of such pieces per encode). What the op heads
+ * cost (`OpCosts`, v3's by default) is a parameter: a COPY and each piece's
+ * op are weighed with it.
+ * Memory: one buffer of `MAX_OP_RAW` (the
  * base window), one of the largest chunk plus `MAX_OP_RAW` (the held chunk),
  * two of 64 KiB (probe samples), one zstd context with its 1 MiB output (the
  * chosen bytes are written from it: the winner is compressed last, or again),
@@ -65,7 +73,38 @@ import type { MatchFinder } from "./match_finder.ts";
 
 /** zstd level of every candidate (level 3 measured larger on planes, no smaller on plain bytes). */
 export const ZSTD_LEVEL = 1;
-/** Shortest run of equal bytes copied out of an unmatched chunk. */
+/**
+ * What the ops' heads cost in the format being written: the coder's only
+ * notion of the format's sizes when it weighs a COPY against coding the
+ * bytes (pass `LiteralCoderOptions.costs`; a format with compact heads makes
+ * shorter runs worth a COPY).
+ */
+export interface OpCosts {
+  /** A whole COPY op (v3: 17 bytes). */
+  readonly copy: number;
+  /** A LITERAL's head (v3: 9 bytes). */
+  readonly literal: number;
+  /** A ZLITERAL's head (v3: 10 bytes). */
+  readonly zliteral: number;
+  /** A DELTA's head (v3: 18 bytes). */
+  readonly delta: number;
+}
+
+/** Version 2's and 3's op heads (docs/spec/patch-v2.md), the default. */
+export const V3_OP_COSTS: OpCosts = {
+  copy: COPY_OP_SIZE,
+  literal: LITERAL_HEAD_SIZE,
+  zliteral: ZLITERAL_HEAD_SIZE,
+  delta: DELTA_HEAD_SIZE,
+};
+
+/**
+ * Shortest run of equal bytes copied out of an unmatched chunk, whatever a
+ * COPY costs: with 6-byte COPY heads, copying runs of 13 bytes and more
+ * (COPY + 7) cut a .tflite's metadata into more pieces that compress worse
+ * (openWakeWord hey_jarvis: payload 4,280 -> 4,484 B), so the length measured
+ * with v3's heads stays.
+ */
 export const MIN_RUN = 24;
 /** Runs at least this long are always copied; shorter ones only when few. */
 export const LONG_RUN = 256;
@@ -86,6 +125,26 @@ export const MOVED_LONG_RUN = 128;
 export const MOVED_SURE_RUN = 4096;
 /** Largest gap the trial of `MOVED_SURE_RUN` compresses (twice, at most). */
 export const MOVED_TRIAL_GAP = 2 * MAX_OP_RAW;
+/**
+ * Pieces of no known tensor of at most this many bytes (and at least
+ * `STRONG_MIN_PIECE`) are tried again at `STRONG_ZSTD_LEVEL` (their best
+ * candidate at `ZSTD_LEVEL`):
+ * a container's metadata (a .tflite's flatbuffer tables, an ONNX graph) is
+ * not float planes, and compresses 10-15 % smaller at level 19 than at 1
+ * (measured on openWakeWord's .tflite headers: 10,332 bytes 3,539 -> 3,071).
+ */
+export const STRONG_MAX_PIECE = 64 * 1024;
+/** Shorter pieces are not tried again (zstd's frame costs more than it saves). */
+export const STRONG_MIN_PIECE = 64;
+/** The strong level. */
+export const STRONG_ZSTD_LEVEL = 19;
+/** log2 of its window, hash and chain tables (a piece is at most `STRONG_MAX_PIECE`). */
+export const STRONG_TABLES_LOG = 16;
+/**
+ * Most piece bytes one coder compresses at the strong level (level 19 runs at
+ * a few MB/s: this bounds the time on files with many small unmatched pieces).
+ */
+export const STRONG_BUDGET = 1024 * 1024;
 /** Gaps between runs are searched for bytes that moved otherwise in pieces of this size... */
 export const LOCAL_GAP = 512 * 1024;
 /** ...each in the base this far around its aligned position. */
@@ -152,6 +211,8 @@ export interface LiteralCoderOptions {
    * base are looked up in the gaps the runs above leave.
    */
   readonly matches?: MatchFinder;
+  /** What op heads cost in the format being written (default `V3_OP_COSTS`). */
+  readonly costs?: OpCosts;
   /**
    * Whether pieces are probed on a sample first (default true); false
    * compresses every candidate whole (what probing is measured against).
@@ -179,6 +240,7 @@ export class LiteralCoder {
   readonly #recordOps: boolean;
   readonly #matches: MatchFinder | undefined;
   readonly #probeOn: boolean;
+  readonly #costs: OpCosts;
   #window: Uint8Array | undefined;
   /** Record ops' filter samples and base gathering (made on first use). */
   #recordScratch: Uint8Array | undefined;
@@ -195,6 +257,9 @@ export class LiteralCoder {
   #zstd: ZstdCompressor | undefined;
   /** The record ops' stronger context (made on the first record op). */
   #recordZstd: ZstdCompressor | undefined;
+  /** Small pieces' strong context (made on the first such piece), and the bytes it compressed. */
+  #strongZstd: ZstdCompressor | undefined;
+  #strongSpent = 0;
   /** Base offset − target offset of the last COPY, if any. */
   #delta: number | undefined;
 
@@ -207,6 +272,7 @@ export class LiteralCoder {
     this.#recordOps = options.recordOps ?? false;
     this.#matches = options.matches;
     this.#probeOn = options.probe ?? true;
+    this.#costs = options.costs ?? V3_OP_COSTS;
   }
 
   /**
@@ -254,6 +320,7 @@ export class LiteralCoder {
   close(): void {
     this.#zstd?.close();
     this.#recordZstd?.close();
+    this.#strongZstd?.close();
   }
 
   async #flushHeld(ops: OpWriter, nextDelta: number | undefined): Promise<void> {
@@ -407,8 +474,8 @@ export class LiteralCoder {
       for (let at = from; at < to; at += MAX_OP_RAW) {
         const piece = data.subarray(at, Math.min(at + MAX_OP_RAW, to));
         bytes += Math.min(
-          LITERAL_HEAD_SIZE + piece.length,
-          ZLITERAL_HEAD_SIZE + zstd.compress(piece).length,
+          this.#costs.literal + piece.length,
+          this.#costs.zliteral + zstd.compress(piece).length,
         );
       }
       return bytes;
@@ -416,7 +483,7 @@ export class LiteralCoder {
     let withRuns = 0;
     let at = start;
     for (const run of runs) {
-      withRuns += cost(at, run.start) + COPY_OP_SIZE;
+      withRuns += cost(at, run.start) + this.#costs.copy;
       at = run.end;
     }
     return withRuns + cost(at, end) < cost(start, end);
@@ -583,23 +650,58 @@ export class LiteralCoder {
     // Compressed in the order given, the likeliest winner last: the winner's
     // bytes are then still in the compressor's buffer (no copy kept of the
     // best so far); an earlier winner is compressed again.
-    let bestCost = LITERAL_HEAD_SIZE + length;
+    let bestCost = this.#costs.literal + length;
     let best: Candidate | undefined;
     let bytes: Uint8Array = new Uint8Array(0);
     for (const candidate of tried) {
       bytes = zstd.compress(this.#filtered(candidate, piece, range));
-      const head = candidate.kind === "z" ? ZLITERAL_HEAD_SIZE : DELTA_HEAD_SIZE;
+      const head = candidate.kind === "z" ? this.#costs.zliteral : this.#costs.delta;
       if (bytes.length >= length || head + bytes.length >= bestCost) continue;
       bestCost = head + bytes.length;
       best = candidate;
     }
-    const chosen = best as Candidate | undefined;
-    if (chosen === undefined) return await ops.literal(piece);
-    if (chosen !== tried[tried.length - 1]) {
+    let chosen = best as Candidate | undefined;
+    if (chosen !== undefined && chosen !== tried[tried.length - 1]) {
       bytes = zstd.compress(this.#filtered(chosen, piece, range));
     }
+    // A small piece of no known tensor (a container's metadata: a
+    // flatbuffer's tables, an ONNX graph) is tried again at a strong level:
+    // its winner, or its bytes if none beat a LITERAL.
+    const strong = width === undefined ? await this.#strongFor(length) : undefined;
+    if (strong) {
+      const retried: Candidate = chosen ?? { kind: "z", filter: NO_FILTER };
+      const head = retried.kind === "z" ? this.#costs.zliteral : this.#costs.delta;
+      const stronger = strong.compress(this.#filtered(retried, piece, range));
+      this.#strongSpent += length;
+      if (
+        stronger.length < length &&
+        head + stronger.length < (chosen ? head + bytes.length : bestCost)
+      ) {
+        chosen = retried;
+        bytes = stronger;
+      }
+    }
+    if (chosen === undefined) return await ops.literal(piece);
     if (chosen.kind === "z") await ops.zliteral(length, bytes, chosen.filter);
     else await ops.delta(baseOffset!, length, bytes, chosen.filter);
+  }
+
+  /**
+   * The strong context if a piece of `length` bytes is to be tried at
+   * `STRONG_ZSTD_LEVEL`: at least `STRONG_MIN_PIECE` and at most
+   * `STRONG_MAX_PIECE` bytes, while this coder has compressed fewer than
+   * `STRONG_BUDGET` bytes so.
+   */
+  async #strongFor(length: number): Promise<ZstdCompressor | undefined> {
+    if (
+      length < STRONG_MIN_PIECE || length > STRONG_MAX_PIECE ||
+      this.#strongSpent + length > STRONG_BUDGET
+    ) return undefined;
+    return this.#strongZstd ??= await ZstdCompressor.create(
+      STRONG_MAX_PIECE,
+      STRONG_ZSTD_LEVEL,
+      STRONG_TABLES_LOG,
+    );
   }
 
   /**
@@ -654,9 +756,7 @@ export class LiteralCoder {
     }
     const scored = candidates.map((candidate) => ({
       candidate,
-      size: zstd.compress(
-        this.#filtered(candidate, sample, sampleBase),
-      ).length,
+      size: probeSize(zstd, this.#filtered(candidate, sample, sampleBase), candidate.filter),
     })).sort((a, b) => a.size - b.size);
     const limit = scored[0].size * (1 + PROBE_MARGIN);
     const kept = scored.filter((s, i) => i < PROBE_KEEP && s.size <= limit);
@@ -798,7 +898,7 @@ export class LiteralCoder {
     const recordLayout: RecordLayout = { recordLength: layout.recordLength, fields };
     const recordHead = base ? drecordsHeadSize(fields.length) : zrecordsHeadSize(fields.length);
     let kind: "literal" | "records" | "z" | "delta" = "literal";
-    let bestCost = LITERAL_HEAD_SIZE + length;
+    let bestCost = this.#costs.literal + length;
     let size = 0;
     if (written < length && recordHead + written < bestCost) {
       kind = "records";
@@ -814,10 +914,10 @@ export class LiteralCoder {
       size = bytes.length;
       best.set(bytes);
     };
-    consider("z", zstd.compress(piece), ZLITERAL_HEAD_SIZE);
+    consider("z", zstd.compress(piece), this.#costs.zliteral);
     if (hasBase) {
       combine(piece, range, NO_FILTER, residue.subarray(0, length));
-      consider("delta", zstd.compress(residue.subarray(0, length)), DELTA_HEAD_SIZE);
+      consider("delta", zstd.compress(residue.subarray(0, length)), this.#costs.delta);
     }
 
     const bytes = best.subarray(0, size);
@@ -864,6 +964,31 @@ function recordFilters(width: ElementWidth, againstBase: boolean): Filter[] {
     } else out.push({ width: 1, shuffle: "bits", combine: "sub" });
   } else if (width > 1) out.push({ width, shuffle: "bytes", combine: "xor" });
   return out;
+}
+
+/**
+ * The compressed size of a probe sample filtered with `filter`: one frame;
+ * but byte planes the frame stored raw are measured again one frame per
+ * plane, as a whole piece's zstd blocks see them (a 1 MiB piece's plane is
+ * 128 KiB or more: blocks of one plane), and the smaller size counts. The
+ * sample in one frame is one block with every plane, and zstd stores a
+ * block's literals raw when its first and last 4 KiB look random (HUF's
+ * "suspect incompressible" check): float planes with the low mantissa bytes
+ * at both ends measured 65,545 bytes (stored) where the piece's planes
+ * compress 15 % (openWakeWord's .tflite embedding model, whose pieces start 2
+ * bytes before an element: its 4-byte planes were never tried whole).
+ * Samples that compress are measured as before (measured per plane always,
+ * the corpus's fp32 fine-tunes grew 0.03-0.06 %).
+ */
+function probeSize(zstd: ZstdCompressor, filtered: Uint8Array, filter: Filter): number {
+  const whole = zstd.compress(filtered).length;
+  if (filter.shuffle !== "bytes" || filter.width === 1 || whole < filtered.length) return whole;
+  const plane = filtered.length / filter.width;
+  let size = 0;
+  for (let at = 0; at < filtered.length; at += plane) {
+    size += zstd.compress(filtered.subarray(at, at + plane)).length;
+  }
+  return Math.min(whole, size);
 }
 
 /** How many bytes of target range [start, end) lie in `alignments`. */
