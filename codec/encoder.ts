@@ -46,7 +46,7 @@ import {
   VERSION_4,
 } from "./patch_format.ts";
 import { sampleRanges, takeSamples } from "./base_samples.ts";
-import { LiteralCoder } from "./literal_coder.ts";
+import { LiteralCoder, opCostsFor } from "./literal_coder.ts";
 import { MatchFinder } from "./match_finder.ts";
 import { type Alignment, alignTensors, modelLayout, type TensorRange } from "./tensor_layout.ts";
 import { type OpStats, OpWriter } from "./op_writer.ts";
@@ -200,6 +200,7 @@ export async function encodeFile(
         maxChunk: params.max,
         recordOps: format >= 3,
         matches,
+        costs: opCostsFor(format),
       })
       : undefined;
     let nextBaseChunk = -1;

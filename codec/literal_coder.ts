@@ -61,6 +61,8 @@ import {
   LITERAL_HEAD_SIZE,
   MAX_OP_RAW,
   NO_FILTER,
+  opHeadSize,
+  VERSION_4,
   ZLITERAL_HEAD_SIZE,
   zrecordsHeadSize,
 } from "./patch_format.ts";
@@ -97,6 +99,24 @@ export const V3_OP_COSTS: OpCosts = {
   zliteral: ZLITERAL_HEAD_SIZE,
   delta: DELTA_HEAD_SIZE,
 };
+
+/**
+ * What op heads cost the coder's decisions in patch format `version`: v1-v3's
+ * fixed sizes, or v4's varint heads at typical values (`opHeadSize`): a base
+ * range 1 MiB away from the previous one, 1 KiB copied, 64 KiB compressed
+ * into 8 KiB — COPY 7 bytes, LITERAL 3, ZLITERAL 7, DELTA 11.
+ */
+export function opCostsFor(version: number): OpCosts {
+  if (version < VERSION_4) return V3_OP_COSTS;
+  const far = 1 << 20;
+  const piece = { length: 65536, payloadLength: 8192 };
+  return {
+    copy: opHeadSize(VERSION_4, { kind: "copy", offset: far, length: 1024 }),
+    literal: opHeadSize(VERSION_4, { kind: "literal", length: 1024 }),
+    zliteral: opHeadSize(VERSION_4, { kind: "zliteral", ...piece }),
+    delta: opHeadSize(VERSION_4, { kind: "delta", offset: far, ...piece }),
+  };
+}
 
 /**
  * Shortest run of equal bytes copied out of an unmatched chunk, whatever a

@@ -16,7 +16,8 @@
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
 import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
-import { LiteralCoder, type OpCosts, V3_OP_COSTS } from "../codec/literal_coder.ts";
+import { LiteralCoder, type OpCosts, opCostsFor, V3_OP_COSTS } from "../codec/literal_coder.ts";
+import { opHeadSize } from "../codec/patch_format.ts";
 import { MatchFinder } from "../codec/match_finder.ts";
 import { OpWriter } from "../codec/op_writer.ts";
 import { BufferedWriter } from "../kernel/file_io.ts";
@@ -198,4 +199,12 @@ Deno.test("the coder weighs COPYs and compressed ops with the op costs it is giv
     assert.equal(other.zliteralOps, 0);
     assert.equal(other.literalBytes, target.length);
   });
+});
+
+Deno.test("the coder's op costs are the format's: v3's fixed heads below format 4, v4's varint heads from 4 on", () => {
+  for (const version of [1, 2, 3]) assert.deepEqual(opCostsFor(version), V3_OP_COSTS);
+  const v4 = opCostsFor(4);
+  assert.deepEqual(v4, { copy: 7, literal: 3, zliteral: 7, delta: 11 });
+  assert.equal(v4.copy, opHeadSize(4, { kind: "copy", offset: 1 << 20, length: 1024 }));
+  assert.ok(v4.copy < V3_OP_COSTS.copy && v4.delta < V3_OP_COSTS.delta);
 });
