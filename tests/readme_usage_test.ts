@@ -177,6 +177,13 @@ Deno.test("the launcher runs mod.ts with exactly the poolboy task's flags, quote
   assert.match(text, /^#!\/bin\/sh\n/);
   assert.ok(text.includes(`'--config=/opt/pool boy/deno.json' '/opt/pool boy/mod.ts' "$@"`));
   assert.ok(text.includes(`exec npx -y 'deno@2.9.6' 'run' '--allow-read'`));
+  // apply runs as deno task apply does: one malloc arena, no config, no code cache.
+  assert.ok(
+    text.includes(
+      `if [ "$1" = apply ]; then\n  # as \`deno task apply\`: less memory (one malloc arena, no config, no code cache)\n  export MALLOC_ARENA_MAX=1\n  if [ -x "$deno" ]; then\n    exec "$deno" 'run' '--allow-read' '--v8-flags=--x=1' '--no-config' '--no-code-cache' '/opt/pool boy/mod.ts' "$@"`,
+    ),
+    text,
+  );
 });
 
 Deno.test("the repository's poolboy task lets every command read INIT_CWD", async () => {
