@@ -5,9 +5,9 @@
  * costs one comparison and the chunk is coded as if unmatched; it can never
  * put wrong bytes in a patch.
  *
- * Memory: one buffer of `VERIFY_PIECE` bytes; the base range is read and
- * compared piece by piece (positional reads on the thread: the base was read
- * moments ago and is usually in the page cache).
+ * Memory: none of its own; the base range is read piece by piece into the
+ * WebAssembly kernels' memory and compared there (positional reads on the
+ * thread: the base was read moments ago and is usually in the page cache).
  *
  * @module
  */
@@ -24,6 +24,7 @@ export class BaseComparer {
   readonly #base: Deno.FsFile;
   readonly #baseSize: number;
   readonly #kernels: FilterKernels | undefined;
+  /** Only without the WebAssembly kernels: where the base's bytes are read. */
   #buffer: Uint8Array | undefined;
   /** Comparisons made, and how many found unequal bytes (fingerprint collisions). */
   compared = 0;
@@ -50,15 +51,27 @@ export class BaseComparer {
     ) {
       return false;
     }
-    this.#buffer ??= new Uint8Array(VERIFY_PIECE);
+    const kernels = this.#kernels;
     for (let pos = 0; pos < data.length; pos += VERIFY_PIECE) {
       const n = Math.min(VERIFY_PIECE, data.length - pos);
-      const piece = this.#buffer.subarray(0, n);
-      // A base that shrank since it was chunked reads short: not equal.
-      if (readAtSync(this.#base, baseOffset + pos, piece) !== n) return false;
-      if (!sameBytes(this.#kernels, piece, data.subarray(pos, pos + n))) return false;
+      const chunkPiece = data.subarray(pos, pos + n);
+      // The base's bytes are read straight into the kernels' second region (no
+      // buffer of our own); a base that shrank since it was chunked reads short.
+      const basePiece = kernels ? kernels.region(1).subarray(0, n) : this.#ownBuffer(n);
+      if (readAtSync(this.#base, baseOffset + pos, basePiece) !== n) return false;
+      if (kernels) {
+        kernels.region(0).set(chunkPiece);
+        if (kernels.equalEnd(0, n) !== n) return false;
+      } else {
+        for (let i = 0; i < n; i++) if (basePiece[i] !== chunkPiece[i]) return false;
+      }
     }
     return true;
+  }
+
+  #ownBuffer(n: number): Uint8Array {
+    this.#buffer ??= new Uint8Array(VERIFY_PIECE);
+    return this.#buffer.subarray(0, n);
   }
 }
 
@@ -82,14 +95,4 @@ export function verifiedMatch(
   const first = index.find(chunk.digest);
   if (first && first.index !== after?.index && same(first)) return first;
   return undefined;
-}
-
-/** Whether `a` and `b` (equal lengths, at most `VERIFY_PIECE`) hold the same bytes. */
-function sameBytes(kernels: FilterKernels | undefined, a: Uint8Array, b: Uint8Array): boolean {
-  if (kernels) {
-    kernels.loadPair(a, b);
-    return kernels.equalEnd(0, a.length) === a.length;
-  }
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
