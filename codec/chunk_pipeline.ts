@@ -28,7 +28,7 @@
 import { BufferPool } from "./buffer_pool.ts";
 import type { ByteSource, HashedChunk } from "./chunk_stream.ts";
 import { DIGEST_LENGTH } from "../kernel/blake3.ts";
-import { chunkMasks, type ChunkParams, findCut } from "./fastcdc.ts";
+import { chunkMasks, type ChunkParams, type CutScan, findCut } from "./fastcdc.ts";
 import type { ChunkDigests, HashPool } from "./hash_pool.ts";
 import { type FilterKernels, filterKernels } from "./filter_kernels.ts";
 
@@ -171,6 +171,9 @@ export class ChunkPipeline {
     let buf = new Uint8Array(await this.#buffers.acquire());
     let filled = 0;
     let offset = 0;
+    // How far the gear loop got in the incomplete chunk carried over from the
+    // previous buffer: its bytes are not scanned twice.
+    const scan: CutScan = { scanned: 0, fp: 0 };
     while (!stopped()) {
       let eof = false;
       while (filled < buf.length) {
@@ -187,10 +190,12 @@ export class ChunkPipeline {
       const cuts: number[] = [];
       let pos = 0;
       while (pos < filled) {
-        const len = findCut(buf, pos, filled, params, masks);
-        if (!eof && len === filled - pos && len < params.max) break;
+        const len = findCut(buf, pos, filled, params, masks, scan);
+        if (!eof && len === filled - pos && len < params.max) break; // scan: where it got
         pos += len;
         cuts.push(pos);
+        scan.scanned = 0; // the next chunk starts afresh
+        scan.fp = 0;
       }
       let next: Uint8Array<ArrayBuffer> | undefined;
       if (!eof) {
