@@ -102,6 +102,11 @@ export interface EncodeSummary extends OpStats {
  * encodes (their literal coder holds ~10 MB more than v1's) over the 100 MB
  * budget (measured at 256 MiB: 102.7 MB with one Worker, 91.1 MB without),
  * and on 2 cores it bought ~10 % of speed. Format 1 keeps `defaultThreads()`.
+ * Measured again with fingerprints as chunk identity (the Worker then only
+ * hashes the two whole streams), 1 GiB fp32 on 2 cores shared with other
+ * jobs (load 5-6): 102 MB with one Worker against 89 MB without, and slower
+ * (31-44 s against 18-21 s wall: the main thread waits for a Worker that
+ * the busy cores run late).
  */
 export const ENCODE_THREADS = 0;
 
