@@ -6,6 +6,12 @@
  * mtime against it, so that only the target is read. Pass 2 chunks the
  * target; each chunk whose BLAKE3 is in the index becomes a COPY (preferring
  * the base chunk right after the previous match, so runs merge into one COPY),
+ * When the encoder reads the base itself, chunks are identified instead by a
+ * fast 128-bit fingerprint (`ChunkIdentity` "fingerprint") and each match is
+ * compared byte for byte with the base (`chunk_verify.ts`) before it becomes a
+ * COPY: two BLAKE3 passes fewer, the same patch (the whole-stream BLAKE3s of
+ * base and target in the header stay).
+ *
  * any other a LITERAL (v2: equal runs as COPYs, then per piece the smallest of
  * a LITERAL, a filtered zstd ZLITERAL or a DELTA against the aligned base
  * range, `literal_coder.ts`); the whole target is hashed on the way for the
@@ -26,7 +32,8 @@
  */
 
 import { ChunkIndex } from "./chunk_index.ts";
-import { ChunkPipeline, defaultBufferCount } from "./chunk_pipeline.ts";
+import { type ChunkIdentity, ChunkPipeline, defaultBufferCount } from "./chunk_pipeline.ts";
+import { BaseComparer, verifiedMatch } from "./chunk_verify.ts";
 import { toHex } from "../kernel/blake3.ts";
 import { defaultThreads, HashPool } from "./hash_pool.ts";
 import { AtomicFile } from "../kernel/atomic_file.ts";
@@ -98,6 +105,11 @@ export interface EncodeSummary extends OpStats {
  * encodes (their literal coder holds ~10 MB more than v1's) over the 100 MB
  * budget (measured at 256 MiB: 102.7 MB with one Worker, 91.1 MB without),
  * and on 2 cores it bought ~10 % of speed. Format 1 keeps `defaultThreads()`.
+ * Measured again with fingerprints as chunk identity (the Worker then only
+ * hashes the two whole streams), 1 GiB fp32 on 2 cores shared with other
+ * jobs (load 5-6): 102 MB with one Worker against 89 MB without, and slower
+ * (31-44 s against 18-21 s wall: the main thread waits for a Worker that
+ * the busy cores run late).
  */
 export const ENCODE_THREADS = 0;
 
@@ -109,7 +121,7 @@ export async function indexFile(
   file: Deno.FsFile,
   pipeline: ChunkPipeline,
   onBytes?: (bytes: number) => void,
-  options: { hashStream?: boolean; matches?: MatchFinder } = {},
+  options: { hashStream?: boolean; matches?: MatchFinder; identity?: ChunkIdentity } = {},
 ): Promise<ChunkIndex> {
   const params = pipeline.params;
   // Room for the most chunks the file can have (all but the last are >= min), up
@@ -117,7 +129,8 @@ export async function indexFile(
   // pages not yet used cost no memory. Past that the index grows by doubling.
   const mostChunks = Math.ceil((await file.stat()).size / params.min) + 1;
   const index = new ChunkIndex(Math.min(mostChunks, MAX_INDEX_PRESIZE));
-  for await (const chunk of pipeline.chunks(file, { hashStream: options.hashStream })) {
+  const { hashStream, identity } = options;
+  for await (const chunk of pipeline.chunks(file, { hashStream, identity })) {
     index.add(chunk.offset, chunk.data.length, chunk.digest);
     options.matches?.feed(chunk.offset, chunk.data);
     onBytes?.(chunk.offset + chunk.data.length);
@@ -168,6 +181,11 @@ export async function encodeFile(
     // there is no base pass, and no finder (reading the whole base for it
     // would undo what the index file is for).
     const matches = format >= 2 && !baseIndex ? new MatchFinder(base.size) : undefined;
+    // With an index file the base's chunks are known by BLAKE3 (what the file
+    // stores), so the target's are hashed alike; else both sides are
+    // fingerprinted and every match is checked against the base's bytes.
+    const identity: ChunkIdentity = baseIndex ? "blake3" : "fingerprint";
+    const comparer = baseIndex ? undefined : new BaseComparer(base.file, base.size);
     if (baseIndex) {
       index = baseIndex.index;
       baseDigest = baseIndex.header.fileDigest;
@@ -176,6 +194,7 @@ export async function encodeFile(
         index = await indexFile(base.file, pipeline, (done) => progress?.(done, total), {
           hashStream: format >= 2,
           matches,
+          identity,
         });
         if (format >= 2) baseDigest = await pipeline.streamDigest();
       } catch (err) {
@@ -208,9 +227,9 @@ export async function encodeFile(
     let targetRead = 0;
     let targetDigest: Uint8Array;
     try {
-      for await (const chunk of pipeline.chunks(target.file, { hashStream: true })) {
+      for await (const chunk of pipeline.chunks(target.file, { hashStream: true, identity })) {
         targetChunks++;
-        const match = index.matchAt(nextBaseChunk, chunk.digest) ?? index.find(chunk.digest);
+        const match = verifiedMatch(index, nextBaseChunk, chunk, comparer);
         if (match) {
           await literals?.matched(ops, chunk.offset, match.offset);
           await ops.copy(match.offset, match.length);

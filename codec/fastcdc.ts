@@ -111,9 +111,25 @@ export function validateChunkParams(params: ChunkParams): ChunkParams {
 }
 
 /**
+ * How far a `findCut` that found no cut got, for resuming it once more bytes of
+ * the same chunk are there: `scanned` bytes from the chunk's start (0: none
+ * yet) and the gear state after them. `findCut` reads it and updates it.
+ */
+export interface CutScan {
+  scanned: number;
+  fp: number;
+}
+
+/**
  * Length of the chunk that starts at `data[start]`, given the bytes
  * `data[start..end)`. The caller must supply at least `params.max` bytes unless
  * the input ends at `end`; under that rule the result depends only on content.
+ *
+ * With `resume`, the first `resume.scanned` bytes of the chunk were scanned
+ * before (a call for the same chunk with fewer bytes, which found no cut) and
+ * are not scanned again; `resume` is left describing this call, so a caller
+ * that carries an incomplete chunk over to its next buffer scans each byte
+ * once. The result is the same as without it.
  */
 export function findCut(
   data: Uint8Array,
@@ -121,19 +137,22 @@ export function findCut(
   end: number,
   params: ChunkParams,
   masks: { maskS: number; maskL: number } = chunkMasks(params.avg),
+  resume?: CutScan,
 ): number {
   const kernels = filterKernels();
-  if (kernels === undefined) return findCutJs(data, start, end, params, masks);
+  if (kernels === undefined) return findCutJs(data, start, end, params, masks, resume);
   const available = end - start;
   if (available <= params.min) return available;
   const n = available < params.max ? available : params.max;
   const normal = n < params.avg ? n : params.avg;
-  let fp = 0;
+  const resumed = resume !== undefined && resume.scanned > params.min && resume.scanned <= n;
+  let fp = resumed ? resume.fp : 0;
+  const first = start + (resumed ? resume.scanned : params.min);
   // The gear loop in the WebAssembly kernel, KERNEL_REGION bytes at a time.
   for (
     const [from, to, mask] of [
-      [start + params.min, start + normal, masks.maskS],
-      [start + normal, start + n, masks.maskL],
+      [Math.max(first, start + params.min), start + normal, masks.maskS],
+      [Math.max(first, start + normal), start + n, masks.maskL],
     ]
   ) {
     for (let at = from; at < to; at += KERNEL_REGION) {
@@ -142,6 +161,10 @@ export function findCut(
       if (scanned.cut >= 0) return at + scanned.cut - start;
       fp = scanned.fp;
     }
+  }
+  if (resume !== undefined) {
+    resume.scanned = n;
+    resume.fp = fp;
   }
   return n;
 }
@@ -153,6 +176,7 @@ export function findCutJs(
   end: number,
   params: ChunkParams,
   masks: { maskS: number; maskL: number } = chunkMasks(params.avg),
+  resume?: CutScan,
 ): number {
   const available = end - start;
   if (available <= params.min) return available;
@@ -160,8 +184,9 @@ export function findCutJs(
   const normal = n < params.avg ? n : params.avg;
   const { maskS, maskL } = masks;
   const gear = GEAR;
-  let fp = 0;
-  let i = start + params.min;
+  const resumed = resume !== undefined && resume.scanned > params.min && resume.scanned <= n;
+  let fp = resumed ? resume.fp : 0;
+  let i = start + (resumed ? resume.scanned : params.min);
   const normalEnd = start + normal;
   const hardEnd = start + n;
   for (; i < normalEnd; i++) {
@@ -171,6 +196,10 @@ export function findCutJs(
   for (; i < hardEnd; i++) {
     fp = ((fp << 1) + gear[data[i]]) | 0;
     if ((fp & maskL) === 0) return i + 1 - start;
+  }
+  if (resume !== undefined) {
+    resume.scanned = n;
+    resume.fp = fp;
   }
   return n;
 }

@@ -49,6 +49,10 @@ interface Exports {
   zd_is_error(code: number): number;
   zd_error_code(code: number): number;
   zd_error_name(code: number): number;
+  fp_init(): void;
+  fp_update(p: number, len: number): number;
+  fp_final(tail: number, n: number, total: number): void;
+  fp_result(): number;
 }
 
 /** Bytes of slack after region 1: a zstd frame of an incompressible region still fits. */
@@ -305,7 +309,37 @@ export class FilterKernels {
     const end = this.#x.gear_scan(this.#a, 0, data.length, this.#gear, mask >>> 0, fp >>> 0);
     return { cut: end === 0 ? -1 : end, fp: this.#x.gear_state() | 0 };
   }
+
+  /**
+   * The 128-bit non-cryptographic fingerprint of `data` (filters.c
+   * `fp_update`: four lanes of xxHash64's round; any length below 4 GiB),
+   * written to `out[at..at + FINGERPRINT_LENGTH)`. Equal bytes give equal
+   * fingerprints; unequal bytes almost always differ, but nothing relies on
+   * it: a match found by fingerprint is compared byte for byte before use.
+   */
+  fingerprint(data: Uint8Array, out: Uint8Array, at = 0): void {
+    const x = this.#x;
+    x.fp_init();
+    let pos = 0;
+    while (true) {
+      const n = Math.min(KERNEL_REGION, data.length - pos);
+      this.#mem.set(data.subarray(pos, pos + n), this.#a);
+      const took = x.fp_update(this.#a, n); // all of a full region: KERNEL_REGION is a multiple of 32
+      pos += took;
+      if (took < n || pos === data.length) {
+        x.fp_final(this.#a + took, n - took, data.length);
+        break;
+      }
+    }
+    const result = x.fp_result();
+    out.set(this.#mem.subarray(result, result + FINGERPRINT_LENGTH), at);
+  }
 }
+
+/**
+ * Bytes of a chunk fingerprint (`FilterKernels.fingerprint`).
+ */
+export const FINGERPRINT_LENGTH = 16;
 
 /**
  * The bytes of base64 `text`: `Uint8Array.fromBase64` where the runtime has it

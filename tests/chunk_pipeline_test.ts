@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { blake3, toHex } from "../kernel/blake3.ts";
+import { blake3, DIGEST_LENGTH, toHex } from "../kernel/blake3.ts";
+import { filterKernels } from "../codec/filter_kernels.ts";
 import { BufferPool, PoolCancelledError } from "../codec/buffer_pool.ts";
 import { ChunkPipeline, pipelineBufferSize } from "../codec/chunk_pipeline.ts";
 import { hashedChunkStream } from "../codec/chunk_stream.ts";
@@ -217,4 +218,38 @@ Deno.test("BufferPool: at most count buffers, waiters served in order, cancel wa
 Deno.test("ChunkPipeline refuses buffers no larger than the largest chunk", async () => {
   using pool = await HashPool.start(1);
   assert.throws(() => new ChunkPipeline(pool, SMALL, { bufferSize: SMALL.max }), RangeError);
+});
+
+Deno.test("with fingerprint identity the chunks are the same and each digest is its chunk's fingerprint", async () => {
+  const kernels = filterKernels();
+  assert.ok(kernels, "the WebAssembly kernels load here");
+  for (const threads of [0, 1]) {
+    using pool = await HashPool.start(threads);
+    const pipeline = new ChunkPipeline(pool, SMALL, { bufferCount: 2 });
+    for (const data of inputs()) {
+      const expected = await reference(data, SMALL);
+      const rows: Row[] = [];
+      for await (
+        const c of pipeline.chunks(bufferSource(data, (r) => r), {
+          identity: "fingerprint",
+          hashStream: true,
+        })
+      ) {
+        const fingerprint = new Uint8Array(DIGEST_LENGTH);
+        kernels.fingerprint(c.data, fingerprint);
+        assert.deepEqual(
+          c.digest,
+          fingerprint,
+          "the fingerprint, zero-padded to a digest's length",
+        );
+        rows.push([c.offset, c.data.length, toHex(c.digest)]);
+      }
+      assert.deepEqual(rows.map(([o, n]) => [o, n]), expected.map(([o, n]) => [o, n]));
+      assert.equal(
+        toHex(await pipeline.streamDigest()),
+        toHex(blake3(data)),
+        "the whole stream is still BLAKE3",
+      );
+    }
+  }
 });

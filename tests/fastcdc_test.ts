@@ -9,8 +9,10 @@ import {
   chunkLengths,
   chunkMasks,
   type ChunkParams,
+  type CutScan,
   DEFAULT_CHUNK_PARAMS,
   findCut,
+  findCutJs,
   GEAR,
   validateChunkParams,
 } from "../codec/fastcdc.ts";
@@ -329,4 +331,24 @@ Deno.test("chunkStream refuses a source that returns 0 bytes without ending, ins
   await assert.rejects(async () => {
     for await (const _ of chunkStream(source, DEFAULT_CHUNK_PARAMS)) { /* nothing */ }
   }, /returned 0 bytes/);
+});
+
+Deno.test("findCut resumed after a scan that found no cut cuts where one fresh scan does", () => {
+  const defaults = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+  for (const params of [SMALL, defaults]) {
+    for (let seed = 1; seed <= 40; seed++) {
+      const data = randomBytes(params.max + 100, 1000 + seed);
+      for (const cutFn of [findCut, findCutJs]) {
+        const fresh = cutFn(data, 0, data.length, params);
+        // Reveal the chunk's bytes a few at a time, as a pipeline's buffers do.
+        const scan: CutScan = { scanned: 0, fp: 0 };
+        let got = -1;
+        for (let end = 1 + (seed % 7) * 37; got < 0; end = Math.min(data.length, end * 2 + 13)) {
+          const len = cutFn(data, 0, end, params, undefined, scan);
+          if (len < end || len === params.max || end === data.length) got = len;
+        }
+        assert.equal(got, fresh, `${cutFn.name}, seed ${seed}, max ${params.max}`);
+      }
+    }
+  }
 });

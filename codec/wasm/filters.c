@@ -379,3 +379,74 @@ u32 gear_scan(const u8 *data, u32 from, u32 to, const u32 *gear, u32 mask, u32 f
 
 EXPORT(gear_state)
 u32 gear_state(void) { return gear_fp; }
+
+/* ---- chunk fingerprint --------------------------------------------------- */
+
+/*
+ * A fast, non-cryptographic 128-bit fingerprint of a chunk (the encoder's
+ * chunk identity when it reads the base itself; every match is checked byte
+ * for byte before it becomes a COPY, so a collision costs a comparison, never
+ * a wrong patch). Never stored or sent: it only has to agree with itself
+ * within one process. Four 64-bit lanes of xxHash64's round over 32-byte
+ * stripes; the tail is zero-padded into one more stripe and the length is
+ * mixed into both halves of the result.
+ *
+ * fp_init; fp_update on any number of whole stripes (returns the bytes it
+ * took: len rounded down to 32); fp_final with the last < 32 bytes and the
+ * total length (a chunk is under 4 GiB); the 16 bytes are then at fp_result().
+ */
+
+#define FP_P1 0x9E3779B185EBCA87ULL
+#define FP_P2 0xC2B2AE3D27D4EB4FULL
+#define FP_P3 0x165667B19E3779F9ULL
+#define FP_P5 0x27D4EB2F165667C5ULL
+
+static u64 fp_acc[4];
+static u64 fp_res[2];
+
+static inline u64 rotl64(u64 x, u32 r) { return (x << r) | (x >> (64 - r)); }
+static inline u64 ld64(const u8 *p) { u64 v; __builtin_memcpy(&v, p, 8); return v; }
+static inline u64 fp_round(u64 acc, u64 in) { return rotl64(acc + in * FP_P2, 31) * FP_P1; }
+static inline u64 fp_avalanche(u64 h) {
+  h ^= h >> 33; h *= FP_P2; h ^= h >> 29; h *= FP_P3; h ^= h >> 32;
+  return h;
+}
+
+EXPORT(fp_init)
+void fp_init(void) {
+  fp_acc[0] = FP_P1 + FP_P2;
+  fp_acc[1] = FP_P2;
+  fp_acc[2] = 0;
+  fp_acc[3] = 0 - FP_P1;
+}
+
+EXPORT(fp_update)
+u32 fp_update(const u8 *p, u32 len) {
+  u64 a0 = fp_acc[0], a1 = fp_acc[1], a2 = fp_acc[2], a3 = fp_acc[3];
+  u32 i = 0;
+  for (; i + 32 <= len; i += 32) {
+    a0 = fp_round(a0, ld64(p + i));
+    a1 = fp_round(a1, ld64(p + i + 8));
+    a2 = fp_round(a2, ld64(p + i + 16));
+    a3 = fp_round(a3, ld64(p + i + 24));
+  }
+  fp_acc[0] = a0; fp_acc[1] = a1; fp_acc[2] = a2; fp_acc[3] = a3;
+  return i;
+}
+
+EXPORT(fp_final)
+void fp_final(const u8 *tail, u32 n, u32 total) {
+  if (n > 0) {
+    u8 stripe[32];
+    for (u32 k = 0; k < 32; k++) stripe[k] = k < n ? tail[k] : 0;
+    fp_update(stripe, 32);
+  }
+  u64 a0 = fp_acc[0], a1 = fp_acc[1], a2 = fp_acc[2], a3 = fp_acc[3];
+  u64 h1 = rotl64(a0, 1) + rotl64(a1, 7) + rotl64(a2, 12) + rotl64(a3, 18) + (u64)total * FP_P5;
+  u64 h2 = (a0 ^ rotl64(a1, 17)) + (a2 ^ rotl64(a3, 41)) + fp_round((u64)total, FP_P3);
+  fp_res[0] = fp_avalanche(h1);
+  fp_res[1] = fp_avalanche(h2 ^ fp_res[0]);
+}
+
+EXPORT(fp_result)
+const u8 *fp_result(void) { return (const u8 *)fp_res; }
