@@ -6,26 +6,27 @@
  * once through `PatchReader` (which validates every bound first), each base
  * range they use read once: COPY reads the base at its offset, LITERAL streams
  * from the patch, both straight into an output buffer; a ZLITERAL's or
- * DELTA's bytes are written from the decoder's buffer. A full output buffer
- * is written (synchronously) to a temporary file beside the destination and
- * added to the output's BLAKE3:
- * in the main thread by default, or with `threads: 1` on a Worker
- * (`hash_pool.ts`) while the main thread fills the next buffer, so that
- * reading, writing and hashing overlap. The file is fsynced and renamed over
+ * DELTA's bytes are written from the decoder's buffer (its zstd data decoded
+ * by zstd's own decoder in the same WebAssembly memory, `zstd_decoder.ts`).
+ * The output goes to a temporary file beside the destination and into the
+ * output's BLAKE3: in the main thread by default (hashed there, written
+ * behind: one async write in flight while the next op decodes), or with
+ * `threads: 1` hashed on a Worker (`hash_pool.ts`) while the main thread
+ * fills the next buffer. The file is fsynced and renamed over
  * the destination only if its BLAKE3 equals the header's (when it does not, a
  * v3 apply hashes the whole base to tell a wrong base from corrupt patch
  * data). On any failure the temporary file is deleted and the destination is
  * untouched.
  *
- * Memory: ZLITERALs and DELTAs are decoded in the WebAssembly filter kernels'
- * two 1 MiB regions (resident anyway; also used for the samples and for large
+ * Memory: compressed ops are decoded in the WebAssembly filter kernels' two
+ * 1 MiB regions (resident anyway; also used for the samples and for large
  * COPYs and LITERALs); the decoder's two 1 MiB buffers (`CompressedOps`) are
- * made only for record ops or without WebAssembly; a patch buffer of up to 64 KiB,
- * and output buffers: one of up to 64 KiB in the main thread,
- * `APPLY_OUTPUT_BUFFERS` of `bufferSize` (1 MiB) with a Worker — whatever the
- * file sizes. The Worker costs about 18 MB more (measured: ~64 MB peak
- * without, ~79 MB with), which is why it is not the default: apply must fit
- * in 64 MB.
+ * made only without a base (inspect) or without WebAssembly; a patch buffer of up to 64 KiB,
+ * and output buffers: one of up to 64 KiB and the 1 MiB write-behind buffer
+ * in the main thread, `APPLY_OUTPUT_BUFFERS` of `bufferSize` (1 MiB) with a
+ * Worker — whatever the file sizes. The Worker costs about 18 MB more, which
+ * is why it is not the default: apply must fit in 64 MB (measured 60-63 MB
+ * peak at 1 and 4 GiB without).
  *
  * @module
  */
@@ -76,6 +77,17 @@ export const PATCH_READ_BUFFER = 64 * 1024;
 export const MAIN_THREAD_OUTPUT_BUFFER = 64 * 1024;
 /** Output buffers with a hashing Worker: one filling, one writing, the rest hashing. */
 export const APPLY_OUTPUT_BUFFERS = 4;
+/**
+ * Bytes of the buffer apply's output is copied into for its write-behind
+ * (main thread): an op's bytes (at most 1 MiB) or a full output buffer; larger
+ * pieces are written synchronously. One buffer is enough: the next op decodes
+ * into the WebAssembly regions while the write is in flight, and the write is
+ * waited for before the buffer is filled again. Measured at 4 GiB (fp32
+ * fine-tune, quiet machine): 12.6 s against 15.1-15.6 s with synchronous
+ * writes (the output's dirty pages are throttled to the disk's pace past a
+ * few GB), at the same peak RSS.
+ */
+export const WRITE_BEHIND_BUFFER = 1024 * 1024;
 
 /** Options of `applyFile`. */
 export interface ApplyOptions {
@@ -253,8 +265,9 @@ export async function applyFile(
 
 /**
  * The output side of apply: bytes go into an output buffer; a full buffer is
- * written (synchronously, see `syncSource`), then hashed, on a Worker while
- * the next one fills if there is one.
+ * hashed and written — in the main thread hashed there and written behind
+ * (`WRITE_BEHIND_BUFFER`), with a hashing Worker written synchronously and
+ * hashed on the Worker while the next one fills.
  */
 class OutputStream {
   readonly #file: Deno.FsFile;
@@ -264,6 +277,10 @@ class OutputStream {
   #current: Uint8Array<ArrayBuffer> | undefined;
   #filled = 0;
   #hashFailure: unknown;
+  /** Write-behind (main thread): the copy buffer, the write in flight, its failure. */
+  #behind: Uint8Array | undefined;
+  #inFlight: Promise<void> | undefined;
+  #writeFailure: unknown;
 
   constructor(file: Deno.FsFile, path: string, hasher: HashPool | Hasher, bufferSize: number) {
     this.#file = file;
@@ -274,7 +291,7 @@ class OutputStream {
 
   /** Free space to fill (then `advance`); never empty. */
   async room(): Promise<Uint8Array> {
-    if (this.#current && this.#filled === this.#current.length) this.#ship();
+    if (this.#current && this.#filled === this.#current.length) await this.#ship();
     if (!this.#current) {
       try {
         this.#current = new Uint8Array(await this.#buffers.acquire());
@@ -307,8 +324,8 @@ class OutputStream {
    */
   async put(bytes: Uint8Array): Promise<void> {
     if (!(this.#hasher instanceof HashPool) && bytes.length >= this.directMinimum) {
-      if (this.#current && this.#filled > 0) this.#ship();
-      this.#writeAndHash(this.#hasher, bytes);
+      if (this.#current && this.#filled > 0) await this.#ship();
+      await this.#writeAndHash(this.#hasher, bytes);
       return;
     }
     for (let done = 0; done < bytes.length;) {
@@ -320,35 +337,70 @@ class OutputStream {
     }
   }
 
-  #writeAndHash(hasher: Hasher | undefined, bytes: Uint8Array): void {
-    try {
-      writeAllSync(this.#file, bytes);
-    } catch (err) {
-      throw ioError("write output beside", this.#path, err);
-    }
+  /**
+   * Hashes `bytes` (unless a Worker does) and writes them. In the main thread
+   * the write is behind: `bytes` are copied into the write-behind buffer and
+   * written by Deno's I/O thread while the next op decodes (one write in
+   * flight, in order); with a hashing Worker, synchronously.
+   */
+  async #writeAndHash(hasher: Hasher | undefined, bytes: Uint8Array): Promise<void> {
     hasher?.update(bytes);
+    if (hasher === undefined || bytes.length > WRITE_BEHIND_BUFFER) {
+      await this.#settle();
+      try {
+        writeAllSync(this.#file, bytes);
+      } catch (err) {
+        throw ioError("write output beside", this.#path, err);
+      }
+      return;
+    }
+    await this.#settle();
+    const copy = this.#behind ??= new Uint8Array(WRITE_BEHIND_BUFFER);
+    copy.set(bytes);
+    const pending = copy.subarray(0, bytes.length);
+    // A failure is kept for the next settle (an abort may never settle: no
+    // unhandled rejection then).
+    this.#inFlight = (async () => {
+      for (let done = 0; done < pending.length;) {
+        done += await this.#file.write(pending.subarray(done));
+      }
+    })().catch((err) => {
+      this.#writeFailure ??= err;
+    });
+  }
+
+  /** Waits for the write in flight; a failed one is the I/O error of this output. */
+  async #settle(): Promise<void> {
+    const inFlight = this.#inFlight;
+    if (inFlight === undefined) return;
+    this.#inFlight = undefined;
+    await inFlight;
+    if (this.#writeFailure !== undefined) {
+      throw ioError("write output beside", this.#path, this.#writeFailure);
+    }
   }
 
   /** Writes what is left and returns the BLAKE3 of everything written. */
   async finish(): Promise<Uint8Array> {
-    if (this.#current && this.#filled > 0) this.#ship();
+    if (this.#current && this.#filled > 0) await this.#ship();
+    await this.#settle();
     if (!(this.#hasher instanceof HashPool)) return this.#hasher.digest();
     const digest = await this.#hasher.streamDigest(); // answered after every update
     if (this.#hashFailure !== undefined) throw this.#hashFailure;
     return digest;
   }
 
-  #ship(): void {
+  async #ship(): Promise<void> {
     const buffer = this.#current!;
     const length = this.#filled;
     this.#current = undefined;
     this.#filled = 0;
     if (!(this.#hasher instanceof HashPool)) {
-      this.#writeAndHash(this.#hasher, buffer.subarray(0, length));
+      await this.#writeAndHash(this.#hasher, buffer.subarray(0, length));
       this.#buffers.release(buffer.buffer);
       return;
     }
-    this.#writeAndHash(undefined, buffer.subarray(0, length));
+    await this.#writeAndHash(undefined, buffer.subarray(0, length));
     this.#hasher.streamUpdate(buffer.buffer, length).then(
       (back) => this.#buffers.release(back),
       (err) => {
@@ -364,9 +416,8 @@ class OutputStream {
  * reads, so they are mostly copies from the page cache, where an async read's
  * round trip through Deno's I/O threads (the main thread idle meanwhile) costs
  * more than the copy (profiled at 1 GiB: 43% of apply's time idle with async
- * patch reads and output writes). Async writes kept in flight while hashing
- * measured faster but ~6 MB more RSS (Deno copies each write's bytes), over
- * apply's 64 MB budget.
+ * patch reads and output writes). The output is written behind instead (see
+ * `OutputStream`): one async write in flight while the next op decodes.
  */
 function syncSource(file: Deno.FsFile): ByteSource {
   return { read: (buf) => Promise.resolve(file.readSync(buf)) };
