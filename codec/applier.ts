@@ -9,8 +9,9 @@
  * DELTA's bytes are written from the decoder's buffer (its zstd data decoded
  * by zstd's own decoder in the same WebAssembly memory, `zstd_decoder.ts`).
  * The output goes to a temporary file beside the destination and into the
- * output's BLAKE3: in the main thread by default (hashed there, written
- * behind: one async write in flight while the next op decodes), or with
+ * output's BLAKE3: in the main thread by default (hashed there; an output of
+ * 2 GiB or more written behind: one async write in flight while the next op
+ * decodes), or with
  * `threads: 1` hashed on a Worker (`hash_pool.ts`) while the main thread
  * fills the next buffer. The file is fsynced and renamed over
  * the destination only if its BLAKE3 equals the header's (when it does not, a
@@ -82,12 +83,21 @@ export const APPLY_OUTPUT_BUFFERS = 4;
  * (main thread): an op's bytes (at most 1 MiB) or a full output buffer; larger
  * pieces are written synchronously. One buffer is enough: the next op decodes
  * into the WebAssembly regions while the write is in flight, and the write is
- * waited for before the buffer is filled again. Measured at 4 GiB (fp32
- * fine-tune, quiet machine): 12.6 s against 15.1-15.6 s with synchronous
- * writes (the output's dirty pages are throttled to the disk's pace past a
- * few GB), at the same peak RSS.
+ * waited for before the buffer is filled again.
  */
 export const WRITE_BEHIND_BUFFER = 1024 * 1024;
+/**
+ * Outputs from this size on are written behind (one async write in flight
+ * while the next op decodes); smaller ones synchronously. Past a few GB the
+ * kernel throttles a writer's dirty pages to the disk's pace, and a write
+ * that blocks stalls decoding: measured on a 4 GiB fp32 fine-tune (quiet
+ * machine) 12.6 s written behind against 15.1-15.6 s. Below, the page cache
+ * takes the output as fast as it comes, and Deno's async writes cost memory
+ * (1 GiB bf16 fine-tune: the same 3.3-3.5 s, but 62.0-62.4 MiB peak against
+ * 58.1-60.0 MiB synchronously). A device with less memory than this machine
+ * (24 GiB) throttles earlier; 2 GiB is where the two measured sizes part.
+ */
+export const WRITE_BEHIND_MIN_OUTPUT = 2 * 1024 * 1024 * 1024;
 
 /** Options of `applyFile`. */
 export interface ApplyOptions {
@@ -96,6 +106,8 @@ export interface ApplyOptions {
   readonly bufferSize?: number;
   /** Hashing Workers: 0 (default) hashes in the main thread, 1 on a Worker. */
   readonly threads?: 0 | 1;
+  /** Outputs of at least this many bytes are written behind (default `WRITE_BEHIND_MIN_OUTPUT`). */
+  readonly writeBehindFrom?: number;
 }
 
 /** What an apply produced. */
@@ -175,6 +187,7 @@ export async function applyFile(
       outPath,
       pool ?? hasher.init(),
       pool ? bufferSize : Math.min(bufferSize, MAIN_THREAD_OUTPUT_BUFFER),
+      header.targetSize >= (options.writeBehindFrom ?? WRITE_BEHIND_MIN_OUTPUT),
     );
     const stats: OpStats = emptyStats();
     while (true) {
@@ -265,9 +278,10 @@ export async function applyFile(
 
 /**
  * The output side of apply: bytes go into an output buffer; a full buffer is
- * hashed and written — in the main thread hashed there and written behind
- * (`WRITE_BEHIND_BUFFER`), with a hashing Worker written synchronously and
- * hashed on the Worker while the next one fills.
+ * hashed and written — in the main thread hashed there and written
+ * synchronously, or behind for large outputs (`WRITE_BEHIND_MIN_OUTPUT`); with
+ * a hashing Worker written synchronously and hashed on the Worker while the
+ * next one fills.
  */
 class OutputStream {
   readonly #file: Deno.FsFile;
@@ -277,16 +291,25 @@ class OutputStream {
   #current: Uint8Array<ArrayBuffer> | undefined;
   #filled = 0;
   #hashFailure: unknown;
-  /** Write-behind (main thread): the copy buffer, the write in flight, its failure. */
+  /** Write-behind (main thread, large outputs): on or off, the copy buffer, the write in flight, its failure. */
+  readonly #writeBehind: boolean;
   #behind: Uint8Array | undefined;
   #inFlight: Promise<void> | undefined;
   #writeFailure: unknown;
 
-  constructor(file: Deno.FsFile, path: string, hasher: HashPool | Hasher, bufferSize: number) {
+  /** With `behind`, the main thread's writes are written behind (`WRITE_BEHIND_MIN_OUTPUT`). */
+  constructor(
+    file: Deno.FsFile,
+    path: string,
+    hasher: HashPool | Hasher,
+    bufferSize: number,
+    behind: boolean,
+  ) {
     this.#file = file;
     this.#path = path;
     this.#hasher = hasher;
     this.#buffers = new BufferPool(APPLY_OUTPUT_BUFFERS, bufferSize);
+    this.#writeBehind = behind;
   }
 
   /** Free space to fill (then `advance`); never empty. */
@@ -345,7 +368,7 @@ class OutputStream {
    */
   async #writeAndHash(hasher: Hasher | undefined, bytes: Uint8Array): Promise<void> {
     hasher?.update(bytes);
-    if (hasher === undefined || bytes.length > WRITE_BEHIND_BUFFER) {
+    if (hasher === undefined || !this.#writeBehind || bytes.length > WRITE_BEHIND_BUFFER) {
       await this.#settle();
       try {
         writeAllSync(this.#file, bytes);

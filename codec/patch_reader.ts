@@ -40,6 +40,7 @@ import {
   OP_LITERAL,
   OP_ZLITERAL,
   OP_ZRECORDS,
+  type OpHead,
   type PatchHeader,
   PREAMBLE_SIZE,
   safeU64,
@@ -63,34 +64,20 @@ import {
  * caller must then read with `readLiteral`. `length` is what the op produces.
  */
 export type PatchOp =
-  | { readonly kind: "copy"; readonly offset: number; readonly length: number }
-  | { readonly kind: "literal"; readonly length: number }
-  | {
-    readonly kind: "zliteral";
-    readonly length: number;
-    readonly payloadLength: number;
-    readonly filter: Filter;
+  | Exclude<OpHead, { readonly kind: "zliteral" | "delta" }>
+  // As read, a ZLITERAL's or DELTA's filter is always known.
+  | (Extract<OpHead, { readonly kind: "zliteral" | "delta" }> & { readonly filter: Filter });
+
+/** `layout` if it is valid, else the reader's error naming the op at `at`. */
+function validLayout(name: string, at: number, layout: RecordLayout): RecordLayout {
+  const problem = layoutProblem(layout);
+  if (problem !== undefined) {
+    throw new MalformedPatchError(
+      `${name} at patch offset ${at} has an invalid record layout: ${problem}`,
+    );
   }
-  | {
-    readonly kind: "delta";
-    readonly offset: number;
-    readonly length: number;
-    readonly payloadLength: number;
-    readonly filter: Filter;
-  }
-  | {
-    readonly kind: "zrecords";
-    readonly length: number;
-    readonly payloadLength: number;
-    readonly layout: RecordLayout;
-  }
-  | {
-    readonly kind: "drecords";
-    readonly offset: number;
-    readonly length: number;
-    readonly payloadLength: number;
-    readonly layout: RecordLayout;
-  };
+  return layout;
+}
 
 /** Reads a patch's header and ops from a byte source, validating as it goes. */
 export class PatchReader {
@@ -284,13 +271,7 @@ export class PatchReader {
       }
       fields.push({ length: fieldLength, filter });
     }
-    const layout: RecordLayout = { recordLength, fields };
-    const problem = layoutProblem(layout);
-    if (problem !== undefined) {
-      throw new MalformedPatchError(
-        `${name} at patch offset ${at} has an invalid record layout: ${problem}`,
-      );
-    }
+    const layout = validLayout(name, at, { recordLength, fields });
     checkCompressedSizes(name, at, length, payloadLength);
     if (delta && offset + length > this.header.baseSize) {
       throw new MalformedPatchError(
@@ -352,13 +333,7 @@ export class PatchReader {
           filter: await this.#filter(name, at, delta, ` for record field ${j}`),
         });
       }
-      const layout: RecordLayout = { recordLength, fields };
-      const problem = layoutProblem(layout);
-      if (problem !== undefined) {
-        throw new MalformedPatchError(
-          `${name} at patch offset ${at} has an invalid record layout: ${problem}`,
-        );
-      }
+      const layout = validLayout(name, at, { recordLength, fields });
       checkCompressedSizes(name, at, length, payloadLength);
       result = delta
         ? { kind: "drecords", offset: 0, length, payloadLength, layout }
