@@ -44,12 +44,13 @@ Options:
   --min-chunk SIZE     smallest chunk (default 256KiB)
   --avg-chunk SIZE     average chunk, a power of two (default 1MiB)
   --max-chunk SIZE     largest chunk (default 4MiB)
-  --threads N          Workers hashing chunks and whole-file digests (default
-                       0 for formats 2 to 4: the main thread hashes too, which
-                       keeps encode under 100 MB, and 1 is only ~10% faster
-                       on large files; format 1: one per core but one). Each
-                       Worker adds about 12-18 MB and one buffer of 1.25 × max
-                       chunk
+  --threads N          Workers hashing the whole-file BLAKE3 digests (with
+                       --base-index also the chunks' BLAKE3; otherwise chunks
+                       are matched by a fast fingerprint, each match checked
+                       byte for byte). Default 0 for formats 2 to 4: the main
+                       thread hashes, which keeps encode under 100 MB; format
+                       1: one per core but one. Each Worker adds about 12-18
+                       MB and one buffer of 1.25 × max chunk
   --format 1|2|3|4     patch format (default 4: format 3 with varint op heads
                        and a compact header, docs/spec/patch-v4.md; 3 for
                        appliers older than format 4: v2's ops plus record ops
