@@ -25,7 +25,6 @@ import {
   encodeHeaderV3,
   encodeHeaderV4,
   encodeOpHeadV4,
-  type Filter,
   LITERAL_HEAD_SIZE,
   maxSampleCount,
   NO_FILTER,
@@ -48,6 +47,7 @@ import { bufferSource, concat, randomBytes, withTempDir } from "./helpers.ts";
 import { zstd } from "./support/v2_patches.ts";
 import { quantFinetunePair } from "../testkit/gguf_pairs.ts";
 import { assertUserError, EXIT, poolboy } from "./cli_helpers.ts";
+import { Q8_LIKE, Q8_LIKE_Z, SUB_BYTES_2 } from "./support/record_layouts.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -167,19 +167,6 @@ Deno.test("with the encoder's count (4, or fewer pieces) the rule gives v3's ran
 
 // ---------------------------------------------------------------------------
 // Op heads and their cost
-
-const SUB_BYTES_2: Filter = { width: 2, shuffle: "bytes", combine: "sub" };
-const Q8_LIKE: RecordLayout = {
-  recordLength: 4,
-  fields: [{ length: 2, filter: SUB_BYTES_2 }, { length: 2, filter: NO_FILTER }],
-};
-const Q8_LIKE_Z: RecordLayout = {
-  recordLength: 4,
-  fields: [{ length: 2, filter: { ...SUB_BYTES_2, combine: "xor" } }, {
-    length: 2,
-    filter: NO_FILTER,
-  }],
-};
 
 Deno.test("v4 op heads are the op byte and v3's fields as varints, base offsets zigzag relative to the previous range's end", () => {
   const hex = (op: OpHead, previousEnd = 0) => toHex(encodeOpHeadV4(op, previousEnd));

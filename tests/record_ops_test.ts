@@ -46,6 +46,7 @@ import {
   quantizeQ4_0,
   quantizeQ8_0,
 } from "../testkit/gguf_pairs.ts";
+import { Q8_LIKE, Q8_LIKE_Z, SUB_BYTES_2 } from "./support/record_layouts.ts";
 
 const KiB = 1024;
 const SMALL: ChunkParams = { min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
@@ -128,20 +129,7 @@ function transform(target: Uint8Array, base: Uint8Array | undefined, layout: Rec
   return out;
 }
 
-const SUB_BYTES_2: Filter = { width: 2, shuffle: "bytes", combine: "sub" };
 const XOR_BYTES: Filter = { width: 1, shuffle: "none", combine: "xor" };
-const Q8_LIKE: RecordLayout = {
-  recordLength: 4,
-  fields: [{ length: 2, filter: SUB_BYTES_2 }, { length: 2, filter: XOR_BYTES }],
-};
-/** The same for a ZRECORDS (whose filters combine nothing: XOR). */
-const Q8_LIKE_Z: RecordLayout = {
-  recordLength: 4,
-  fields: [{ length: 2, filter: { ...SUB_BYTES_2, combine: "xor" } }, {
-    length: 2,
-    filter: XOR_BYTES,
-  }],
-};
 
 // ---------------------------------------------------------------------------
 // The transform
