@@ -385,7 +385,9 @@ class OutputStream {
     // unhandled rejection then).
     this.#inFlight = (async () => {
       for (let done = 0; done < pending.length;) {
-        done += await this.#file.write(pending.subarray(done));
+        const n = await this.#file.write(pending.subarray(done));
+        if (n <= 0) throw new Error("the file took no bytes");
+        done += n;
       }
     })().catch((err) => {
       this.#writeFailure ??= err;
@@ -448,7 +450,11 @@ function syncSource(file: Deno.FsFile): ByteSource {
 
 /** Writes all of `data` with synchronous writes (see `syncSource`). */
 function writeAllSync(file: Deno.FsFile, data: Uint8Array): void {
-  for (let done = 0; done < data.length;) done += file.writeSync(data.subarray(done));
+  for (let done = 0; done < data.length;) {
+    const n = file.writeSync(data.subarray(done));
+    if (n <= 0) throw new Error("the file took no bytes");
+    done += n;
+  }
 }
 
 /** A compressed op: ZLITERAL, DELTA, and in v3 ZRECORDS and DRECORDS. */
