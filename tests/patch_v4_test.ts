@@ -11,9 +11,8 @@
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
 import { blake3, fromHex, toHex } from "../kernel/blake3.ts";
-import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
+import { encodeFile } from "../codec/encoder.ts";
 import { MalformedPatchError, VerificationError } from "../kernel/errors.ts";
-import type { ChunkParams } from "../codec/fastcdc.ts";
 import { inspectPatch } from "../codec/inspect.ts";
 import {
   type BaseSample,
@@ -48,10 +47,10 @@ import { zstd } from "./support/v2_patches.ts";
 import { quantFinetunePair } from "../testkit/gguf_pairs.ts";
 import { assertUserError, EXIT, poolboy } from "./cli_helpers.ts";
 import { Q8_LIKE, Q8_LIKE_Z, SUB_BYTES_2 } from "./support/record_layouts.ts";
+import { roundtripFormat, SMALL_CHUNKS } from "./support/format_roundtrip.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const SMALL: ChunkParams = { min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
 
 /** The error a promise rejects with (fails the test if it resolves). */
 async function rejection(p: Promise<unknown>): Promise<Error> {
@@ -461,33 +460,6 @@ Deno.test("format 4 gathers a LITERAL run in 256 KiB pieces: a longer run is sev
 // ---------------------------------------------------------------------------
 // The encoder's v4 patches
 
-/** Encodes with `format`, applies, inspects; checks the output and the summaries. */
-async function roundtrip(
-  dir: string,
-  base: Uint8Array,
-  target: Uint8Array,
-  format: 3 | 4,
-): Promise<EncodeSummary> {
-  await Deno.writeFile(`${dir}/base`, base);
-  await Deno.writeFile(`${dir}/target`, target);
-  const patch = `${dir}/patch${format}`;
-  const encoded = await encodeFile(`${dir}/base`, `${dir}/target`, patch, {
-    chunk: SMALL,
-    threads: 1,
-    format,
-  });
-  const applied = await applyFile(`${dir}/base`, patch, `${dir}/out${format}`);
-  assert.deepEqual(await Deno.readFile(`${dir}/out${format}`), target, "the output is the target");
-  const inspected = await inspectPatch(patch);
-  assert.equal(inspected.version, format);
-  assert.equal(inspected.patchSize, encoded.patchSize);
-  for (const k of ["copyBytes", "zliteralBytes", "deltaBytes", "drecordsBytes"] as const) {
-    assert.equal(inspected[k], encoded[k], k);
-    assert.equal(applied[k], encoded[k], k);
-  }
-  return encoded;
-}
-
 Deno.test("the encoder writes v4 by default: the same ops as v3, each pair applied, the v4 patch smaller", async () => {
   await withTempDir(async (dir) => {
     const base = randomBytes(3 * MiB, 31);
@@ -496,8 +468,8 @@ Deno.test("the encoder writes v4 by default: the same ops as v3, each pair appli
     for (
       const [name, b, t] of [["edit", base, edited], ["q8", quant.base, quant.target]] as const
     ) {
-      const v3 = await roundtrip(dir, b, t, 3);
-      const v4 = await roundtrip(dir, b, t, 4);
+      const v3 = await roundtripFormat(dir, b, t, 3);
+      const v4 = await roundtripFormat(dir, b, t, 4);
       for (const k of ["copyBytes", "zliteralOps", "deltaOps", "drecordsOps"] as const) {
         assert.equal(v4[k], v3[k], `${name}: ${k}`);
       }
@@ -506,7 +478,7 @@ Deno.test("the encoder writes v4 by default: the same ops as v3, each pair appli
     }
     await Deno.writeFile(`${dir}/base`, base);
     await Deno.writeFile(`${dir}/target`, edited);
-    await encodeFile(`${dir}/base`, `${dir}/target`, `${dir}/default`, { chunk: SMALL });
+    await encodeFile(`${dir}/base`, `${dir}/target`, `${dir}/default`, { chunk: SMALL_CHUNKS });
     assert.equal((await inspectPatch(`${dir}/default`)).version, 4);
     const header = decodeHeader((await Deno.readFile(`${dir}/default`)).subarray(0, 87 + 32));
     assert.deepEqual(

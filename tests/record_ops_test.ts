@@ -8,10 +8,8 @@
 
 import assert from "node:assert/strict";
 import { applyFile } from "../codec/applier.ts";
-import { blake3, toHex } from "../kernel/blake3.ts";
-import { encodeFile, type EncodeSummary } from "../codec/encoder.ts";
+import { blake3 } from "../kernel/blake3.ts";
 import { MalformedPatchError } from "../kernel/errors.ts";
-import type { ChunkParams } from "../codec/fastcdc.ts";
 import { inspectPatch } from "../codec/inspect.ts";
 import {
   decodeFilter,
@@ -47,9 +45,9 @@ import {
   quantizeQ8_0,
 } from "../testkit/gguf_pairs.ts";
 import { Q8_LIKE, Q8_LIKE_Z, SUB_BYTES_2 } from "./support/record_layouts.ts";
+import { roundtripFormat } from "./support/format_roundtrip.ts";
 
 const KiB = 1024;
-const SMALL: ChunkParams = { min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
 
 /** Every valid filter (the 18 filter bytes `decodeFilter` accepts). */
 const FILTERS: Filter[] = [...Array(64).keys()].map(decodeFilter).filter((f): f is Filter =>
@@ -70,42 +68,6 @@ function randomLayout(prng: Prng, xorOnly = false): RecordLayout {
     total += length;
   }
   return { recordLength: total, fields };
-}
-
-/** Encodes with `format`, applies, checks the output and the three summaries agree. */
-async function roundtrip(
-  dir: string,
-  base: Uint8Array,
-  target: Uint8Array,
-  format: 2 | 3,
-): Promise<EncodeSummary> {
-  await Deno.writeFile(`${dir}/base`, base);
-  await Deno.writeFile(`${dir}/target`, target);
-  const patch = `${dir}/patch${format}`;
-  const encoded = await encodeFile(`${dir}/base`, `${dir}/target`, patch, {
-    chunk: SMALL,
-    threads: 1,
-    format,
-  });
-  const applied = await applyFile(`${dir}/base`, patch, `${dir}/out${format}`);
-  assert.deepEqual(await Deno.readFile(`${dir}/out${format}`), target, "the output is the target");
-  assert.equal(applied.targetBlake3, toHex(blake3(target)));
-  const inspected = await inspectPatch(patch);
-  assert.equal(inspected.version, format);
-  for (
-    const k of [
-      "copyBytes",
-      "literalBytes",
-      "zliteralBytes",
-      "deltaBytes",
-      "zrecordsBytes",
-      "drecordsBytes",
-    ] as const
-  ) {
-    assert.equal(inspected[k], encoded[k], k);
-    assert.equal(applied[k], encoded[k], k);
-  }
-  return encoded;
 }
 
 /** A hand-made v3 patch (no base samples: an 88-byte header). */
@@ -286,7 +248,7 @@ Deno.test("every supported ggml quant type round-trips as DRECORDS ops, a tail o
         ]);
       const layout = await layoutOf(dir, file(base));
       assert.deepEqual(layout?.find((t) => t.name === "w")?.records, GGML_BLOCKS[type]);
-      const v3 = await roundtrip(dir, file(base), file(target), 3);
+      const v3 = await roundtripFormat(dir, file(base), file(target), 3);
       assert.ok(v3.drecordsOps > 0, `type ${type}: DRECORDS ops`);
     }
   });
@@ -320,8 +282,8 @@ Deno.test("the reference quantizers: Q8_0 and Q4_0 blocks of known weights", () 
 Deno.test("a Q8_0 fine-tune: record ops are at most 75% of v2's bytes-only patch (measured 62%)", async () => {
   await withTempDir(async (dir) => {
     const { base, target } = quantFinetunePair({ size: 2 * 1024 * KiB, type: "Q8_0", seed: 3 });
-    const v2 = await roundtrip(dir, base, target, 2);
-    const v3 = await roundtrip(dir, base, target, 3);
+    const v2 = await roundtripFormat(dir, base, target, 2);
+    const v3 = await roundtripFormat(dir, base, target, 3);
     assert.equal(v2.zrecordsOps + v2.drecordsOps, 0, "format 2 writes no record ops");
     assert.ok(v3.drecordsOps > 0);
     assert.ok(
@@ -334,8 +296,8 @@ Deno.test("a Q8_0 fine-tune: record ops are at most 75% of v2's bytes-only patch
 Deno.test("a Q4_0 fine-tune: record ops are at most 65% of v2's bytes-only patch (measured 49%)", async () => {
   await withTempDir(async (dir) => {
     const { base, target } = quantFinetunePair({ size: 2 * 1024 * KiB, type: "Q4_0", seed: 4 });
-    const v2 = await roundtrip(dir, base, target, 2);
-    const v3 = await roundtrip(dir, base, target, 3);
+    const v2 = await roundtripFormat(dir, base, target, 2);
+    const v3 = await roundtripFormat(dir, base, target, 3);
     assert.ok(v3.drecordsOps > 0);
     assert.ok(
       v3.patchSize <= 0.65 * v2.patchSize,
@@ -352,8 +314,8 @@ Deno.test("a requantization Q8_0 → Q4_0 (no same-length base tensor) round-tri
       targetType: "Q4_0",
       seed: 5,
     });
-    const v2 = await roundtrip(dir, base, target, 2);
-    const v3 = await roundtrip(dir, base, target, 3);
+    const v2 = await roundtripFormat(dir, base, target, 2);
+    const v3 = await roundtripFormat(dir, base, target, 3);
     assert.ok(v3.patchSize <= v2.patchSize, `v3 ${v3.patchSize} B against v2 ${v2.patchSize} B`);
   });
 });
@@ -368,7 +330,7 @@ Deno.test("a quant tensor the base does not have is coded as ZRECORDS (its f16 s
         { name: "norm", type: GGML_F32, dims: [1024], data: norm },
         { name: "new", type, dims: [blocks.length], data: blocks },
       ]);
-      const v3 = await roundtrip(dir, base, target, 3);
+      const v3 = await roundtripFormat(dir, base, target, 3);
       assert.ok(v3.zrecordsOps > 0, `type ${type}: ZRECORDS ops`);
     }
   });
@@ -379,7 +341,7 @@ Deno.test("a quant tensor's piece starting mid-block (bytes inserted before it) 
     const { base, target } = quantFinetunePair({ size: 512 * KiB, type: "Q8_0", seed: 6 });
     // The same tensors, with 7 bytes more of header: every piece's phase in its block moves.
     const shifted = concat(target.subarray(0, 200), new Uint8Array(7), target.subarray(200));
-    await roundtrip(dir, base, shifted, 3);
+    await roundtripFormat(dir, base, shifted, 3);
   });
 });
 
