@@ -53,12 +53,7 @@ import {
   streamStarts,
   unshuffleRecords,
 } from "./record_filter.ts";
-import {
-  decodeFramesInKernels,
-  ZstdDataError,
-  ZstdDecompressor,
-  zstdFrameLength,
-} from "./zstd_decoder.ts";
+import { decodeFramesInKernels, ZstdDataError, ZstdDecompressor } from "./zstd_decoder.ts";
 import { emptyStats, type OpStats } from "./op_writer.ts";
 import { MAX_OP_RAW, type PatchHeader } from "./patch_format.ts";
 import { MalformedPatchError } from "../kernel/errors.ts";
@@ -544,11 +539,13 @@ function hashWholeFile(
 }
 
 /**
- * Turns compressed ops (v2 ZLITERAL and DELTA, v3 ZRECORDS and DRECORDS) into their bytes, through two fixed buffers
- * made on first use and one reused zstd context (nothing is allocated per op):
- * the compressed payload is read into A (< 1 MiB) and decompressed into B
- * (1 MiB + 1 byte); unshuffled planes go back into A (free by then), and a
- * DELTA's base range is read into whichever buffer does not hold the residue.
+ * Turns compressed ops (v2 ZLITERAL and DELTA, v3 ZRECORDS and DRECORDS) into their bytes: with a
+ * base and the WebAssembly kernels, in the kernels' regions (below); else
+ * through two fixed buffers made on first use and one reused zstd decoder
+ * (nothing is allocated per op): the compressed payload is read into A
+ * (< 1 MiB) and decompressed into B (1 MiB); unshuffled planes go back into A
+ * (free by then), and a DELTA's base range is read into whichever buffer does
+ * not hold the residue.
  *
  * Without a base (`inspect`), `residue` does every check but the base's: the
  * payload is whole zstd frames that decompress to exactly the op's length.
@@ -588,7 +585,7 @@ export class CompressedOps {
   scratch(): Uint8Array {
     const kernels = this.#kernels();
     if (kernels) return kernels.region(1);
-    return this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
+    return this.#b ??= new Uint8Array(MAX_OP_RAW);
   }
 
   /**
@@ -628,7 +625,7 @@ export class CompressedOps {
     read: (dest: Uint8Array) => Promise<number>,
   ): Promise<Uint8Array> {
     const a = this.#a ??= new Uint8Array(MAX_OP_RAW);
-    const b = this.#b ??= new Uint8Array(MAX_OP_RAW + 1);
+    const b = this.#b ??= new Uint8Array(MAX_OP_RAW);
     const payload = a.subarray(0, op.payloadLength);
     for (let got = 0; got < payload.length;) got += await read(payload.subarray(got));
     return await this.#decompressInto(op, payload, b);
@@ -636,44 +633,16 @@ export class CompressedOps {
 
   /**
    * Decompresses `payload` (whole zstd frames making exactly `op.length`
-   * bytes) into `dest` (`op.length` + 1 bytes of room); returns the bytes.
+   * bytes) into `dest` (at least `op.length` bytes); returns the bytes.
    */
   async #decompressInto(
     op: CompressedOp,
     payload: Uint8Array,
     dest: Uint8Array,
   ): Promise<Uint8Array> {
-    const name = op.kind.toUpperCase();
-    const b = dest;
     const zstd = this.#zstd ??= await ZstdDecompressor.create();
-    let produced = 0;
-    for (let at = 0; at < payload.length;) {
-      const frame = zstdFrameLength(payload.subarray(at));
-      if (frame === undefined) {
-        throw new MalformedPatchError(
-          `${name} data does not decompress to its ${op.length} bytes: its ${payload.length} bytes are not whole zstd frames (from byte ${at})`,
-        );
-      }
-      try {
-        produced += zstd.decompressFrame(
-          payload.subarray(at, at + frame),
-          b.subarray(produced),
-          op.length - produced,
-        );
-      } catch (err) {
-        if (!(err instanceof ZstdDataError)) throw err;
-        throw new MalformedPatchError(
-          `${name} data does not decompress to its ${op.length} bytes: ${err.message}`,
-        );
-      }
-      at += frame;
-    }
-    if (produced !== op.length) {
-      throw new MalformedPatchError(
-        `${name} data decompresses to ${produced} bytes, not the ${op.length} it claims`,
-      );
-    }
-    return b.subarray(0, op.length);
+    this.#checkDecoded(op, () => zstd.decompressFrames(payload, dest, op.length));
+    return dest.subarray(0, op.length);
   }
 
   /**
@@ -681,10 +650,18 @@ export class CompressedOps {
    * region 0 (zstd in the same WebAssembly memory: no buffer, no copy).
    */
   #decodeInKernels(op: CompressedOp, kernels: FilterKernels): void {
+    this.#checkDecoded(op, () => decodeFramesInKernels(kernels, op.payloadLength, op.length));
+  }
+
+  /**
+   * Runs `decode` (which returns the bytes it produced) and makes its
+   * refusals, and any length other than the op's, the op's MalformedPatchError.
+   */
+  #checkDecoded(op: CompressedOp, decode: () => number): void {
     const name = op.kind.toUpperCase();
     let produced: number;
     try {
-      produced = decodeFramesInKernels(kernels, op.payloadLength, op.length);
+      produced = decode();
     } catch (err) {
       if (!(err instanceof ZstdDataError)) throw err;
       throw new MalformedPatchError(
@@ -741,9 +718,8 @@ export class CompressedOps {
   /**
    * A ZLITERAL or DELTA decoded in the kernels' memory, with no buffer of
    * its own and no copy in or out (2 MiB less than through A and B): the
-   * payload read into region 1, decompressed into region 0 (its byte of room
-   * past `op.length` is region 1's first, the payload's, read by then),
-   * unshuffled into either, a DELTA's base range read into the other and
+   * payload read into region 1, decompressed into region 0, unshuffled into
+   * either, a DELTA's base range read into the other and
    * uncombined into the residue's. Returns a view of the region holding the
    * bytes, valid until the next call.
    */

@@ -103,23 +103,35 @@ export class ZstdDecompressor {
    */
   decompressFrame(frame: Uint8Array, dest: Uint8Array, max: number): number {
     if (dest.length <= max) throw new RangeError(`dest needs ${max + 1} bytes of room`);
-    if (max > DECODER_OUTPUT_BYTES) {
-      throw new RangeError(`max ${max} is above the decoder's ${DECODER_OUTPUT_BYTES} bytes`);
-    }
     if (zstdFrameLength(frame) !== frame.length) {
       throw new ZstdDataError(`its ${frame.length} bytes are not one whole zstd frame`);
     }
-    if (frame.length > DECODER_INPUT_BYTES) {
+    return this.decompressFrames(frame, dest, max);
+  }
+
+  /**
+   * Decompresses `payload` (whole zstd frames, at most `DECODER_INPUT_BYTES`,
+   * each found by `zstdFrameLength` first: `decodeFramesInKernels`) into the
+   * start of `dest` (at least `max` bytes, `max` at most
+   * `DECODER_OUTPUT_BYTES`, else a RangeError) and returns the number of
+   * bytes they produced. Throws `ZstdDataError` for a payload that is too
+   * long, not whole frames, corrupt, or more than `max` bytes decoded.
+   */
+  decompressFrames(payload: Uint8Array, dest: Uint8Array, max: number): number {
+    if (dest.length < max) throw new RangeError(`dest needs ${max} bytes of room`);
+    if (max > DECODER_OUTPUT_BYTES) {
+      throw new RangeError(`max ${max} is above the decoder's ${DECODER_OUTPUT_BYTES} bytes`);
+    }
+    if (payload.length > DECODER_INPUT_BYTES) {
       throw new ZstdDataError(
-        `its ${frame.length} bytes are more than a frame may have here (${DECODER_INPUT_BYTES})`,
+        `its ${payload.length} bytes are more than a frame may have here (${DECODER_INPUT_BYTES})`,
       );
     }
     const kernels = this.#kernels ??= newFilterKernels();
-    kernels.region(1, REGION_1_SLACK).set(frame);
-    const result = kernels.zstdDecode(1, 0, frame.length, 0, 0, max);
-    if (!result.ok) throw zstdError(result, max);
-    dest.set(kernels.region(0).subarray(0, result.produced));
-    return result.produced;
+    kernels.region(1, REGION_1_SLACK).set(payload);
+    const produced = decodeFramesInKernels(kernels, payload.length, max);
+    dest.set(kernels.region(0).subarray(0, produced));
+    return produced;
   }
 
   /** Bytes of linear memory its instance holds (made on first use). */
