@@ -49,7 +49,7 @@ export function launcherText(repo: string, flags: string[], deno: string, versio
 deno=${shellQuote(deno)}
 if [ "$1" = apply ]; then
   # as \`deno task apply\`: less memory (one malloc arena, no config, no code cache)
-  export MALLOC_ARENA_MAX=1
+  export ${APPLY_ENV}
   if [ -x "$deno" ]; then
     exec "$deno" ${applyArgs} "$@"
   fi
@@ -62,7 +62,15 @@ exec npx -y ${shellQuote(`deno@${version}`)} ${args} "$@"
 `;
 }
 
-/** What `poolboy apply` runs with in place of `--config` (as deno.json's apply task). */
+/**
+ * How `poolboy apply` runs, as deno.json's apply task (a test holds the task
+ * to it, through `scripts/measure.ts` `applyCommand`): the environment it
+ * sets — one malloc arena (glibc's per-thread arenas hold ~1 MB more) — and
+ * the flags it takes in place of `--config` — no deno.json (no import map,
+ * lockfile or npm resolver), no V8 code cache (its mmapped store is resident).
+ */
+export const APPLY_ENV = "MALLOC_ARENA_MAX=1";
+/** See `APPLY_ENV`. */
 export const APPLY_RUN = ["--no-config", "--no-code-cache"];
 
 function isWritableDir(dir: string): boolean {

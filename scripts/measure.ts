@@ -7,26 +7,19 @@
  * @module
  */
 
+import { APPLY_ENV, APPLY_RUN } from "./install.ts";
+
 /** GNU time, which reports a child's peak RSS. */
 export const TIME = "/usr/bin/time";
 
 /**
- * How `deno task apply` (deno.json) starts deno, up to the permissions: one
- * malloc arena (glibc's per-thread arenas hold ~1 MB more), no deno.json (no
- * import map, lockfile or npm resolver), no V8 code cache (its mmapped store
- * is resident), a small young generation. Measured together ~2.5 MB less
- * peak RSS than plain `deno run`. A test checks the task says the same.
+ * How `deno task apply` (deno.json) starts deno, up to the permissions: the
+ * launcher's apply settings (`APPLY_ENV`, `APPLY_RUN` of scripts/install.ts)
+ * and a small young generation. Measured together ~2.5 MB less peak RSS than
+ * plain `deno run`. A test checks the task says the same.
  */
 export function applyCommand(deno: string): string[] {
-  return [
-    "env",
-    "MALLOC_ARENA_MAX=1",
-    deno,
-    "run",
-    "--no-config",
-    "--no-code-cache",
-    "--v8-flags=--max-semi-space-size=1",
-  ];
+  return ["env", APPLY_ENV, deno, "run", ...APPLY_RUN, "--v8-flags=--max-semi-space-size=1"];
 }
 
 /** Wall-clock seconds and peak resident memory of one run. */
