@@ -41,7 +41,6 @@ interface NativeHandle {
     outOffset: number,
     outLength: number,
   ): void;
-  onerror?: (message: string, errno: number) => void;
 }
 
 interface NativeStream {

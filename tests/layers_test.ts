@@ -18,6 +18,7 @@ import {
   describeViolations,
   importsOf,
   readSourceTree,
+  resolveSpecifier,
   type SourceFile,
 } from "./support/layers.ts";
 
@@ -231,16 +232,8 @@ function applyGraph(files: SourceFile[]): Map<string, string[]> {
       .map((i) => i.specifier);
     graph.set(path, specifiers);
     for (const s of specifiers) {
-      if (!s.startsWith(".")) continue;
-      const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "";
-      const parts = (dir ? `${dir}/${s}` : s).split("/");
-      const out: string[] = [];
-      for (const p of parts) {
-        if (p === "." || p === "") continue;
-        if (p === "..") out.pop();
-        else out.push(p);
-      }
-      visit(out.join("/"), false);
+      const target = resolveSpecifier(path, s);
+      if (target !== undefined) visit(target, false);
     }
   };
   visit("mod.ts", true);
