@@ -1,7 +1,8 @@
 /**
  * `poolboy controlplane`: runs the control plane until interrupted. The
  * control plane's modules are imported when the command runs, so the codec
- * commands never load cbor-x (which reads an environment variable).
+ * commands never load the fleet's modules (SQLite, HTTP, CBOR): each module
+ * graph costs memory whether used or not.
  *
  * @module
  */
@@ -136,7 +137,7 @@ export async function controlplaneCommand(
     );
   }
   const blobLimits = blobLimitsFrom(values);
-  // Loaded here, not above: the codec commands need not load the fleet's modules (cbor-x reads env).
+  // Loaded here, not above: the codec commands need not load the fleet's modules.
   const { ControlPlane } = await import("../controlplane/control_plane.ts");
   const { apiHandler } = await import("../controlplane/http_api.ts");
   const { serveHttp } = await import("../controlplane/http_server.ts");

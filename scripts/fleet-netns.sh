@@ -14,8 +14,8 @@
 # Every poolboy process runs as `ip netns exec NS deno run ... mod.ts CMD` with
 # --allow-net=100.64.0.0/10 and no other network permission, --allow-read /
 # --allow-write limited to its own data directory (plus codec/ and kernel/ readable by the
-# control plane, whose hashing Worker loads it) and
-# --allow-env=CBOR_NATIVE_ACCELERATION_DISABLED; an agent may also read the
+# control plane, whose hashing Worker loads it) and no environment variable;
+# an agent may also read the
 # directory holding root.pub (and nothing else of the keys). The operator
 # commands get --allow-net=100.64.0.0/10, read access to the model files,
 # the release key and the delegation (and codec/, kernel/ for publish's hashing)
@@ -304,7 +304,7 @@ run_poolboy() {
   shift 4
   ip netns exec "$ns" "$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
     --allow-net=100.64.0.0/10 --allow-read="$read" --allow-write="$write" \
-    --allow-env=CBOR_NATIVE_ACCELERATION_DISABLED --allow-sys=statfs \
+    --allow-sys=statfs \
     "$REPO/mod.ts" "$@" </dev/null >>"$log" 2>&1 &
   PIDS+=($!)
   LOGS+=("$log")

@@ -341,7 +341,7 @@ run_poolboy() {
   shift 4
   ip netns exec "$ns" "$DENO" run --quiet --no-prompt --config "$REPO/deno.json" \
     --allow-net=100.64.0.0/10 --allow-read="$read" --allow-write="$write" \
-    --allow-env=CBOR_NATIVE_ACCELERATION_DISABLED --allow-sys=statfs \
+    --allow-sys=statfs \
     "$REPO/mod.ts" "$@" </dev/null >>"$log" 2>&1 &
   PIDS+=($!)
   LOGS+=("$log")

@@ -572,7 +572,6 @@ function spawn(
       "--allow-net=127.0.0.0/8",
       `--allow-read=${[data, ...readable].join(",")}`,
       `--allow-write=${data}`,
-      "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
       ...permissions,
       ...script,
       ...args,

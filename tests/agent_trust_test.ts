@@ -573,7 +573,6 @@ const AGENT_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net=127.0.0.0/8",
-  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
   "--allow-sys=statfs",
 ];
 

@@ -34,7 +34,7 @@ const PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net=127.0.0.0/8",
-  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED,POOLBOY_TOKEN",
+  "--allow-env=POOLBOY_TOKEN",
 ];
 
 async function poolboy(args: string[], token = ""): Promise<RunResult> {

@@ -11,7 +11,6 @@ import { CODEC_PERMISSIONS, poolboyWith, type RunResult } from "./cli_helpers.ts
 const FLEET_PERMISSIONS = [
   ...CODEC_PERMISSIONS,
   "--allow-net=127.0.0.0/8",
-  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
 ];
 
 async function poolboy(...args: string[]): Promise<RunResult> {

@@ -39,7 +39,6 @@ const SMALL_CHUNKS = ["--min-chunk", "4KiB", "--avg-chunk", "16KiB", "--max-chun
 const FLEET_PERMISSIONS = [
   ...CODEC_PERMISSIONS,
   "--allow-net=127.0.0.0/8",
-  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
 ];
 
 /** Every command, as `poolboy --help` lists them. */

@@ -18,7 +18,7 @@ import { randomBytes, withTempDir } from "./helpers.ts";
 const PERMISSIONS = [
   ...CODEC_PERMISSIONS,
   "--allow-net=127.0.0.0/8",
-  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED,POOLBOY_TOKEN",
+  "--allow-env=POOLBOY_TOKEN",
 ];
 
 /** Runs `poolboy ...args` with POOLBOY_TOKEN set to `token` (empty: none). */

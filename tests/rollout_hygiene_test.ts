@@ -108,7 +108,6 @@ const CP_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net=127.0.0.0/8",
-  "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
 ];
 
 /** `poolboy controlplane` on `dir` at a loopback address of its own (default ports). */

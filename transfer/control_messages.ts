@@ -29,7 +29,7 @@
  * @module
  */
 
-import { decode, encode } from "cbor-x";
+import { decode, encode } from "cbor-x/encode";
 import { DIGEST_LENGTH } from "../kernel/blake3.ts";
 import { ProtocolError } from "../kernel/errors.ts";
 import { isName, NAME_RULE } from "../kernel/names.ts";

@@ -63,7 +63,6 @@ export class WorkerProcess {
         "--allow-net=127.0.0.0/8",
         `--allow-read=${config.workDir},${config.rootPub}`,
         `--allow-write=${config.workDir}`,
-        "--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED",
         WORKER,
         JSON.stringify(config),
       ],
