@@ -51,6 +51,17 @@ interface Slot {
   failure?: Error;
 }
 
+/**
+ * The hashing Worker's module: `hash_worker.ts` beside this file in the
+ * sources (and in `deno compile`'s binary), `hash_worker.js` beside the
+ * bundle `deno task package` makes (the bundler leaves this URL alone; the
+ * package ships the Worker bundled on its own under that name).
+ */
+const WORKER_MODULE = new URL(
+  import.meta.url.endsWith(".ts") ? "./hash_worker.ts" : "./hash_worker.js",
+  import.meta.url,
+);
+
 /** Workers that hash chunks and streams; `close()` it when done. */
 export class HashPool {
   readonly #slots: Slot[];
@@ -76,7 +87,7 @@ export class HashPool {
     const slots: Slot[] = [];
     const ready: Promise<void>[] = [];
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL("./hash_worker.ts", import.meta.url), { type: "module" });
+      const worker = new Worker(WORKER_MODULE, { type: "module" });
       const slot: Slot = { worker, pending: new Map() };
       slots.push(slot);
       ready.push(
