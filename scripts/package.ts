@@ -35,8 +35,7 @@
 import { parseArgs } from "node:util";
 import { VERSION } from "../kernel/version.ts";
 import { blake3, toHex } from "../kernel/blake3.ts";
-import { readSigningKey } from "../release/keys.ts";
-import { readPublicKey } from "../release/keys.ts";
+import { readPublicKey, readSigningKey, type SigningKey } from "../release/keys.ts";
 import { formatTime, RELEASE_TYPE, signRelease, SPEC_VERSION } from "../release/documents.ts";
 import { checkRelease, EMPTY_TRUST_MEMORY } from "../release/trust_policy.ts";
 import { expiryOption, readDelegationFile, requireDelegated } from "../cli/release_files.ts";
@@ -257,6 +256,20 @@ async function sha512Integrity(bytes: Uint8Array<ArrayBuffer>): Promise<string> 
 }
 
 /**
+ * Refuses a runtime tarball whose SHA-512 is not the one pinned for `target`
+ * (a changed or truncated download, or another version's).
+ */
+export async function checkRuntimeTarball(path: string, target: Target): Promise<void> {
+  const source = TARGETS[target];
+  const got = await sha512Integrity(await Deno.readFile(path));
+  if (got !== source.integrity) {
+    throw new PackageError(
+      `${path}: SHA-512 ${got} is not the pinned ${source.integrity} of ${source.npmName}@${DENO_RUNTIME_VERSION}; refusing it (delete the file to fetch it again)`,
+    );
+  }
+}
+
+/**
  * The runtime tarball of `target`, from the cache or `npm pack`; refused
  * unless its SHA-512 is the pinned one.
  */
@@ -267,14 +280,7 @@ async function runtimeTarball(target: Target, log: (line: string) => void): Prom
   const file = `${dir}/${
     source.npmName.replace("@", "").replace("/", "-")
   }-${DENO_RUNTIME_VERSION}.tgz`;
-  const check = async (path: string) => {
-    const got = await sha512Integrity(await Deno.readFile(path));
-    if (got !== source.integrity) {
-      throw new PackageError(
-        `${path}: SHA-512 ${got} is not the pinned ${source.integrity} of ${source.npmName}@${DENO_RUNTIME_VERSION}; refusing it (delete the file to fetch it again)`,
-      );
-    }
-  };
+  const check = (path: string) => checkRuntimeTarball(path, target);
   try {
     await check(file);
     return file;
@@ -394,6 +400,47 @@ async function copyTree(from: string, to: string): Promise<void> {
   }
 }
 
+/** Signing material as loaded: the release key, the delegation's bytes, the expiry. */
+export interface LoadedSigning {
+  readonly key: SigningKey;
+  readonly delegation: Uint8Array;
+  readonly expires: number;
+}
+
+/**
+ * Writes `root`/B3SUMS over every file under `root` (modes: 0755 for the
+ * launcher and the runtime, 0644 for the rest), and with `signing` the signed
+ * B3SUMS.release.json and the delegation.json beside it.
+ */
+export async function sealPackage(
+  root: string,
+  target: Target,
+  signing?: LoadedSigning,
+  version = VERSION,
+): Promise<void> {
+  const files = (await filesUnder(root)).filter((f) => !SIGNATURE_FILES.includes(f));
+  for (const file of files) {
+    const executable = file === "poolboy" || file === "lib/deno";
+    await Deno.chmod(`${root}/${file}`, executable ? 0o755 : 0o644);
+  }
+  const sums = await b3sums(root, files);
+  await Deno.writeTextFile(`${root}/B3SUMS`, sums, { mode: 0o644 });
+  if (signing === undefined) return;
+  const bytes = new TextEncoder().encode(sums);
+  const release = await signRelease({
+    type: RELEASE_TYPE,
+    spec: SPEC_VERSION,
+    model: packageModel(target),
+    version,
+    target: { blake3: toHex(blake3(bytes)), size: bytes.length },
+    counter: packageCounter(version),
+    expires: signing.expires,
+    deviceClass: null,
+  }, signing.key);
+  await Deno.writeTextFile(`${root}/B3SUMS.release.json`, release, { mode: 0o644 });
+  await Deno.writeFile(`${root}/delegation.json`, signing.delegation, { mode: 0o644 });
+}
+
 /** Options of `buildPackages`. */
 export interface BuildOptions {
   /** Where the tarballs go (created). */
@@ -440,33 +487,7 @@ export async function buildPackages(options: BuildOptions): Promise<BuiltPackage
       }
       await copyTree(`${work}/app`, `${root}/lib/app`);
       await Deno.writeTextFile(`${root}/poolboy`, launcherText(target));
-      for (const file of await filesUnder(root)) {
-        const executable = file === "poolboy" || file === "lib/deno";
-        await Deno.chmod(`${root}/${file}`, executable ? 0o755 : 0o644);
-      }
-      const sums = await b3sums(root, await filesUnder(root));
-      await Deno.writeTextFile(`${root}/B3SUMS`, sums);
-      if (signing) {
-        const bytes = new TextEncoder().encode(sums);
-        await Deno.writeTextFile(
-          `${root}/B3SUMS.release.json`,
-          await signRelease({
-            type: RELEASE_TYPE,
-            spec: SPEC_VERSION,
-            model: packageModel(target),
-            version: VERSION,
-            target: { blake3: toHex(blake3(bytes)), size: bytes.length },
-            counter: packageCounter(),
-            expires: signing.expires,
-            deviceClass: null,
-          }, signing.key),
-        );
-        await Deno.writeFile(`${root}/delegation.json`, signing.delegation);
-        for (const f of ["B3SUMS.release.json", "delegation.json"]) {
-          await Deno.chmod(`${root}/${f}`, 0o644);
-        }
-      }
-      await Deno.chmod(`${root}/B3SUMS`, 0o644);
+      await sealPackage(root, target, signing);
       const out = `${options.outDir}/${name}.tar.gz`;
       const temporary = `${out}.tmp-${Deno.pid}`;
       try {
@@ -499,11 +520,11 @@ export async function buildPackages(options: BuildOptions): Promise<BuiltPackage
   return built;
 }
 
-async function loadSigning(
-  s: PackageSigning,
-): Promise<
-  { key: Awaited<ReturnType<typeof readSigningKey>>; delegation: Uint8Array; expires: number }
-> {
+/**
+ * Reads the release key and the delegation, refusing a key the delegation
+ * does not name (devices would refuse what it signs).
+ */
+export async function loadSigning(s: PackageSigning): Promise<LoadedSigning> {
   const key = await readSigningKey(s.keyFile, "release");
   const delegation = await readDelegationFile(s.keysFile);
   requireDelegated(key, s.keyFile, delegation);
