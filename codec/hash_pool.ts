@@ -57,10 +57,10 @@ interface Slot {
  * bundle `deno task package` makes (the bundler leaves this URL alone; the
  * package ships the Worker bundled on its own under that name).
  */
-const WORKER_MODULE = new URL(
-  import.meta.url.endsWith(".ts") ? "./hash_worker.ts" : "./hash_worker.js",
-  import.meta.url,
-);
+const WORKER_SOURCE = new URL("./hash_worker.ts", import.meta.url);
+const WORKER_MODULE = import.meta.url.endsWith(".ts")
+  ? WORKER_SOURCE
+  : new URL(WORKER_SOURCE.href.replace(/\.ts$/, ".js"));
 
 /** Workers that hash chunks and streams; `close()` it when done. */
 export class HashPool {
