@@ -17,12 +17,12 @@ export const APPLY_HELP = `poolboy apply — rebuild TARGET from BASE and a patc
 Usage: poolboy apply BASE PATCH -o OUT [options]
 
 Checks BASE's size and, before writing anything, the BLAKE3 of the sampled
-ranges a format 3 patch carries (format 2: of all of BASE). Then streams the
+ranges a format 3 or 4 patch carries (format 2: of all of BASE). Then streams the
 patch's ops in fixed memory, reading each BASE range they use once, writing to
 a temporary file beside OUT (.OUT.poolboy-XXXXXXXX.tmp) while hashing it. OUT
 is replaced, atomically, only if the output's BLAKE3 equals the one in the
 patch; otherwise the temporary file is deleted and OUT, if it existed, is left
-exactly as it was (format 3 then hashes BASE to say whether BASE is the wrong
+exactly as it was (formats 3 and 4 then hash BASE to say whether BASE is the wrong
 one or the patch is damaged).
 
 Options:
