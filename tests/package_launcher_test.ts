@@ -84,7 +84,6 @@ Deno.test("the agent may reach 100.64.0.0/10, read and write its data directory 
       "--allow-read=/var/lib/poolboy,/etc/poolboy/root.pub",
       "--allow-write=/var/lib/poolboy",
       "--allow-sys=statfs",
-      "--allow-env=POOLBOY_ENROLL_TOKEN",
     ]);
     assert.equal(r.lines[0], "MALLOC_ARENA_MAX=");
     assert.ok(r.lines.includes(`${dir}/lib/app/mod.js`));
@@ -98,6 +97,22 @@ Deno.test("the agent may reach 100.64.0.0/10, read and write its data directory 
       "/var/lib/poolboy",
       "--trust-root=/etc/poolboy/root.pub",
     ]);
+  } finally {
+    await Deno.remove(dir.replace(/\/[^/]+$/, ""), { recursive: true });
+  }
+});
+
+Deno.test("the agent may read POOLBOY_ENROLL_TOKEN only when it is set", async () => {
+  const dir = await fakePackage();
+  try {
+    const r = await launch(`${dir}/poolboy`, ["agent", "--data", "d"], {
+      POOLBOY_ENROLL_TOKEN: "pbe_x",
+    });
+    assert.ok(grants(r.lines).includes("--allow-env=POOLBOY_ENROLL_TOKEN"));
+    const empty = await launch(`${dir}/poolboy`, ["agent", "--data", "d"], {
+      POOLBOY_ENROLL_TOKEN: "",
+    });
+    assert.ok(!grants(empty.lines).some((g) => g.startsWith("--allow-env")));
   } finally {
     await Deno.remove(dir.replace(/\/[^/]+$/, ""), { recursive: true });
   }
