@@ -134,46 +134,35 @@ const TIME = "/usr/bin/time";
 // ---------------------------------------------------------------------------
 // Processes
 
-/** Pids of `pid`'s descendants (children first, then theirs), from /proc; bounded. */
-async function descendants(pid: number): Promise<number[]> {
-  const out: number[] = [];
-  const queue = [pid];
-  while (queue.length > 0 && out.length < 1000) {
-    const p = queue.shift()!;
-    let tasks: string[] = [];
-    try {
-      for await (const e of Deno.readDir(`/proc/${p}/task`)) tasks.push(e.name);
-    } catch {
-      tasks = [];
-    }
-    for (const t of tasks) {
-      let text = "";
-      try {
-        text = await Deno.readTextFile(`/proc/${p}/task/${t}/children`);
-      } catch {
-        continue;
-      }
-      for (const c of text.split(/\s+/)) {
-        const n = Number(c);
-        if (c !== "" && Number.isSafeInteger(n) && !out.includes(n)) {
-          out.push(n);
-          queue.push(n);
-        }
-      }
-    }
+/**
+ * Sends `signal` to the process group `pid` leads: every child is started by
+ * `setsid`, so the group is the command and everything it started (the
+ * launcher's runtime, /usr/bin/time's child, qemu).
+ */
+function killGroup(pid: number, signal: Deno.Signal): void {
+  try {
+    Deno.kill(-pid, signal);
+  } catch {
+    // gone already
   }
-  return out;
 }
 
-/** Sends `signal` to `pid` and every descendant (the deepest first). */
-async function killTree(pid: number, signal: Deno.Signal): Promise<void> {
-  const below = await descendants(pid);
-  for (const p of [...below.reverse(), pid]) {
-    try {
-      Deno.kill(p, signal);
-    } catch {
-      // gone already
-    }
+/**
+ * A field (kB) of /proc/PID/status, through `sed`: Deno refuses /proc to
+ * anything but --allow-all.
+ */
+async function procStatusKiB(pid: number, name: string): Promise<number | undefined> {
+  try {
+    const out = await new Deno.Command("sed", {
+      args: ["-n", `s/^${name}:[[:space:]]*\\([0-9]*\\) kB$/\\1/p`, `/proc/${pid}/status`],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    return out.success && /^[0-9]+$/.test(text) ? Number(text) : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -259,7 +248,7 @@ class Processes {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      void killTree(child.pid, "SIGKILL");
+      killGroup(child.pid, "SIGKILL");
     }, timeoutMs);
     let stdout: string;
     let stderr: string;
@@ -314,15 +303,15 @@ class Processes {
   /** Kills every process still running (and its children) and waits for them. */
   async cleanup(): Promise<void> {
     for (const child of [...this.#live]) {
-      await killTree(child.pid, "SIGKILL");
+      killGroup(child.pid, "SIGKILL");
       await child.status.catch(() => {});
       this.#live.delete(child);
     }
   }
 
   #spawn(argv: readonly string[], env: Record<string, string>, out: "piped") {
-    const child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    const child = new Deno.Command("setsid", {
+      args: [...argv],
       env,
       clearEnv: true,
       stdin: "null",
@@ -360,10 +349,8 @@ class Daemon {
   }
 
   /** Its peak RSS so far (VmHWM), KiB. */
-  async peakRssKiB(): Promise<number | undefined> {
-    const text = await Deno.readTextFile(`/proc/${this.#child.pid}/status`).catch(() => "");
-    const m = /^VmHWM:\s+(\d+) kB$/m.exec(text);
-    return m ? Number(m[1]) : undefined;
+  peakRssKiB(): Promise<number | undefined> {
+    return procStatusKiB(this.#child.pid, "VmHWM");
   }
 
   /** SIGTERM, then SIGKILL (with its children) after the grace period; waits for it and its log. */
@@ -374,10 +361,11 @@ class Daemon {
       } catch {
         // exited meanwhile
       }
-      const timer = setTimeout(() => void killTree(this.#child.pid, "SIGKILL"), STOP_GRACE_MS);
+      const timer = setTimeout(() => killGroup(this.#child.pid, "SIGKILL"), STOP_GRACE_MS);
       await this.#child.status;
       clearTimeout(timer);
     }
+    killGroup(this.#child.pid, "SIGKILL");
     this.#live.delete(this.#child);
     await this.#pumps;
   }
@@ -393,49 +381,57 @@ class Daemon {
  */
 export class Netns {
   readonly #holder: Deno.ChildProcess;
+  readonly #stdout: ReadableStreamDefaultReader<Uint8Array>;
 
   private constructor(holder: Deno.ChildProcess) {
     this.#holder = holder;
+    this.#stdout = holder.stdout.getReader();
   }
 
   /** Makes one, or says why it cannot (not root, no unshare/nsenter/ip). */
   static async create(): Promise<Netns | { why: string }> {
     let holder: Deno.ChildProcess;
     try {
-      holder = new Deno.Command("unshare", {
-        args: ["-n", "--", "sleep", "3600"],
+      // "ready" is printed from inside the new namespace: then nsenter enters that one.
+      holder = new Deno.Command("setsid", {
+        args: ["unshare", "-n", "--", "sh", "-c", "echo ready; exec sleep 3600"],
         stdin: "null",
-        stdout: "null",
+        stdout: "piped",
         stderr: "piped",
       }).spawn();
     } catch (err) {
       return {
-        why: `cannot run unshare (util-linux): ${err instanceof Error ? err.message : err}`,
+        why: `cannot run setsid/unshare (util-linux): ${err instanceof Error ? err.message : err}`,
       };
     }
     const ns = new Netns(holder);
-    const own = await Deno.readLink("/proc/self/ns/net").catch(() => "");
-    let exited: Deno.CommandStatus | undefined;
-    void holder.status.then((s) => {
-      exited = s;
+    let seen = "";
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), 10_000);
     });
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (exited !== undefined) {
-        const err = await readBounded(holder.stderr, 4096);
-        return {
-          why: `unshare -n is not permitted here (${
-            lastLine(err) || `exit ${exited.code}`
-          }): making a network namespace needs root`,
-        };
+    try {
+      while (!seen.includes("ready\n") && seen.length < 1000) {
+        const r = await Promise.race([ns.#stdout.read(), timeout]);
+        if (r === "timeout") {
+          await ns.close();
+          return { why: "unshare -n did not make a network namespace within 10 s" };
+        }
+        if (r.done) break;
+        seen += new TextDecoder().decode(r.value);
       }
-      const theirs = await Deno.readLink(`/proc/${holder.pid}/ns/net`).catch(() => "");
-      if (theirs !== "" && theirs !== own) break;
-      if (Date.now() > deadline) {
-        await ns.close();
-        return { why: "unshare -n did not make a network namespace within 10 s" };
-      }
-      await sleep(20);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!seen.includes("ready\n")) {
+      const status = await holder.status;
+      const err = await readBounded(holder.stderr, 4096);
+      await ns.close();
+      return {
+        why: `unshare -n is not permitted here (${
+          lastLine(err) || `exit ${status.code}`
+        }): making a network namespace needs root`,
+      };
     }
     for (
       const args of [
@@ -473,12 +469,9 @@ export class Netns {
 
   /** Ends the holder (the namespace goes with its last process). */
   async close(): Promise<void> {
-    try {
-      this.#holder.kill("SIGKILL");
-    } catch {
-      // gone already
-    }
+    killGroup(this.#holder.pid, "SIGKILL");
     await this.#holder.status;
+    await this.#stdout.cancel().catch(() => {});
     await this.#holder.stderr.cancel().catch(() => {});
   }
 }
