@@ -32,18 +32,25 @@ const UNLISTED = ["B3SUMS", "B3SUMS.release.json", "delegation.json"];
 /** How long `deno compile` may take (it downloads denort once). */
 const COMPILE_TIMEOUT_MS = 120_000;
 
-/** Whether this process may make a network namespace (`unshare -n true`), or why not. */
+/**
+ * Whether this process may make a network namespace and bring its lo up
+ * (`unshare -n ip link set lo up`: root and iproute2), or why not.
+ */
 async function netnsAllowed(): Promise<{ ok: true } | { ok: false; why: string }> {
   try {
     const out = await new Deno.Command("unshare", {
-      args: ["-n", "true"],
+      args: ["-n", "--", "ip", "link", "set", "lo", "up"],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
     }).output();
     if (out.success) return { ok: true };
     const err = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
-    return { ok: false, why: `unshare -n is not permitted (${err}): it needs root` };
+    return {
+      ok: false,
+      why:
+        `unshare -n ip link set lo up failed (${err}): a private network namespace needs root and iproute2`,
+    };
   } catch (err) {
     return { ok: false, why: `cannot run unshare: ${err instanceof Error ? err.message : err}` };
   }
