@@ -58,6 +58,8 @@ export interface SmokeOptions {
   readonly tmpDir?: string;
   /** Progress lines (default: none). */
   readonly log?: (line: string) => void;
+  /** Deadline of each of `--version`, `encode` and `apply` (default `COMMAND_TIMEOUT_MS`). */
+  readonly commandTimeoutMs?: number;
 }
 
 /** One command's run: wall time and peak RSS (KiB; undefined without /usr/bin/time). */
@@ -264,7 +266,7 @@ class Processes {
       this.#live.delete(child);
     }
     const ms = performance.now() - t0;
-    const name = spec.argv.slice(1, 3).join(" ");
+    const name = `poolboy ${spec.argv.slice(1, 3).join(" ")}`;
     if (timedOut) {
       throw new SmokeError(spec.step, `${name} did not finish within ${timeoutMs / 1000} s`);
     }
@@ -590,7 +592,13 @@ export async function smokePackage(options: SmokeOptions): Promise<SmokeReport> 
   const sameCommand = native === poolboy;
   const commands: CommandStat[] = [];
   const measure = async (name: string, step: string, args: string[]): Promise<Finished> => {
-    const done = await procs.run({ step, argv: [poolboy, ...args], env, rss: true });
+    const done = await procs.run({
+      step,
+      argv: [poolboy, ...args],
+      env,
+      rss: true,
+      timeoutMs: options.commandTimeoutMs,
+    });
     commands.push({ name, ms: done.ms, rssKiB: done.rssKiB });
     log(`${options.label}: ${name} ${seconds(done.ms)}, peak RSS ${megabytes(done.rssKiB)}`);
     return done;

@@ -22,7 +22,13 @@
 import assert from "node:assert/strict";
 import { VERSION } from "../kernel/version.ts";
 import { buildPackages, type BuiltPackage, packageName, type Target } from "../scripts/package.ts";
-import { blake3File, smokePackage, type SmokeReport, summary } from "../testkit/package_smoke.ts";
+import {
+  blake3File,
+  SmokeError,
+  smokePackage,
+  type SmokeReport,
+  summary,
+} from "../testkit/package_smoke.ts";
 import { aarch64Runner } from "../testkit/qemu.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
@@ -284,5 +290,82 @@ Deno.test("the packages, built by deno task package, hold what the plan says and
     );
   } finally {
     await Deno.remove(work, { recursive: true });
+  }
+});
+
+/** A stand-in `poolboy` (sh) whose commands do what `body` says; returns its path. */
+async function fakePoolboy(dir: string, body: string): Promise<string> {
+  const path = `${dir}/poolboy`;
+  await Deno.writeTextFile(path, `#!/bin/sh\n${body}\n`);
+  await Deno.chmod(path, 0o755);
+  return path;
+}
+
+const RIGHT_VERSION = `echo "poolboy ${VERSION} (deno 2.9.6, linux-x86_64)"`;
+
+Deno.test("the smoke test fails at its version step when --version names another architecture", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "poolboy-fake-" });
+  try {
+    const poolboy = await fakePoolboy(dir, `echo "poolboy ${VERSION} (deno 2.9.6, linux-aarch64)"`);
+    await assert.rejects(
+      smokePackage({ poolboy, label: "x86_64", fleet: false }),
+      (err: unknown) => {
+        assert.ok(err instanceof SmokeError);
+        assert.equal(err.step, "version");
+        assert.match(err.message, /linux-aarch64.*expected .*linux-x86_64/);
+        return true;
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the smoke test fails at its apply step when the applied file is not the target", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "poolboy-fake-" });
+  try {
+    // encode BASE TARGET -o PATCH writes the target as the "patch"; apply BASE PATCH -o OUT
+    // writes the base: a wrong file.
+    const poolboy = await fakePoolboy(
+      dir,
+      `case $1 in\n  --version) ${RIGHT_VERSION} ;;\n  encode) cp "$3" "$5" ;;\n` +
+        `  apply) cp "$2" "$5" ;;\n  *) exit 9 ;;\nesac`,
+    );
+    await assert.rejects(
+      smokePackage({ poolboy, label: "x86_64", fleet: false }),
+      (err: unknown) => {
+        assert.ok(err instanceof SmokeError);
+        assert.equal(err.step, "apply");
+        assert.match(err.message, /differs from the target/);
+        return true;
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a command that hangs past its deadline fails its step, and it and every process it started are killed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "poolboy-fake-" });
+  try {
+    const pidFile = `${dir}/child.pid`;
+    const poolboy = await fakePoolboy(dir, `sleep 300 &\necho $! > "${pidFile}"\nwait`);
+    await assert.rejects(
+      smokePackage({ poolboy, label: "x86_64", fleet: false, commandTimeoutMs: 1000 }),
+      (err: unknown) => {
+        assert.ok(err instanceof SmokeError);
+        assert.equal(err.step, "version");
+        assert.match(err.message, /did not finish within 1 s/);
+        return true;
+      },
+    );
+    const pid = (await Deno.readTextFile(pidFile)).trim();
+    // Gone, or a zombie its new parent has not reaped yet: not running either way.
+    const ps = await new Deno.Command("ps", { args: ["-o", "stat=", "-p", pid], stdout: "piped" })
+      .output();
+    const state = new TextDecoder().decode(ps.stdout).trim();
+    assert.ok(state === "" || state.startsWith("Z"), `the child sleep ${pid} is ${state}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
