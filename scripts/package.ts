@@ -129,9 +129,10 @@ export function packageModel(target: Target): string {
  * permissions its command needs:
  *
  * - agent: the network (100.64.0.0/10), read and write of its `--data`
- *   directory (required), read of its `--trust-root` file, `statfs` (the free
- *   space check before a download) and the variable POOLBOY_ENROLL_TOKEN; `sh`
- *   only when `--health-cmd` or `--on-switch` is given.
+ *   directory (required), read of its `--trust-root` file and `statfs` (the
+ *   free space check before a download); the variable POOLBOY_ENROLL_TOKEN
+ *   only when it is set, `sh` only when `--health-cmd` or `--on-switch` is
+ *   given.
  * - controlplane: the network, read and write of `--data`, read of lib/app
  *   (the dashboard's files and the hashing Worker).
  * - encode, apply, index, keygen, delegate, token: files; inspect, hash: read.
@@ -195,8 +196,10 @@ case \${1:-} in
     if [ -n "$trust" ]; then no_comma --trust-root "$trust"; read="$read,$trust"; fi
     shell=
     if [ -n "$(option --health-cmd "$@")$(option --on-switch "$@")" ]; then shell=--allow-run=sh; fi
+    token=
+    if [ -n "\${POOLBOY_ENROLL_TOKEN:-}" ]; then token=--allow-env=POOLBOY_ENROLL_TOKEN; fi
     run $semi --allow-net="$net" --allow-read="$read" --allow-write="$data" \\
-      --allow-sys=statfs --allow-env=POOLBOY_ENROLL_TOKEN $shell "$app" "$@" ;;
+      --allow-sys=statfs $token $shell "$app" "$@" ;;
   controlplane)
     data=$(option --data "$@")
     if [ -z "$data" ]; then
