@@ -308,7 +308,7 @@ async function runtimeTarball(target: Target, log: (line: string) => void): Prom
 }
 
 /** ELF `e_machine` of a file (undefined when it is not ELF). */
-async function elfMachine(path: string): Promise<number | undefined> {
+export async function elfMachine(path: string): Promise<number | undefined> {
   const file = await Deno.open(path);
   try {
     const head = new Uint8Array(20);
@@ -327,8 +327,8 @@ async function elfMachine(path: string): Promise<number | undefined> {
   }
 }
 
-/** Every regular file under `dir`, as paths relative to it, sorted. */
-async function filesUnder(dir: string, prefix = ""): Promise<string[]> {
+/** Every regular file under `dir`, as paths relative to it, sorted; any other kind of entry is refused. */
+export async function filesUnder(dir: string, prefix = ""): Promise<string[]> {
   const out: string[] = [];
   for await (const entry of Deno.readDir(`${dir}/${prefix}`)) {
     const rel = prefix === "" ? entry.name : `${prefix}/${entry.name}`;

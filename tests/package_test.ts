@@ -21,7 +21,14 @@
 
 import assert from "node:assert/strict";
 import { VERSION } from "../kernel/version.ts";
-import { buildPackages, type BuiltPackage, packageName, type Target } from "../scripts/package.ts";
+import {
+  buildPackages,
+  type BuiltPackage,
+  elfMachine,
+  filesUnder,
+  packageName,
+  type Target,
+} from "../scripts/package.ts";
 import {
   blake3File,
   SmokeError,
@@ -73,38 +80,6 @@ async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
   const text = new TextDecoder();
   assert.ok(out.success, `${cmd} ${args.join(" ")} failed: ${text.decode(out.stderr)}`);
   return text.decode(out.stdout);
-}
-
-/** Every regular file under `dir`, relative to it, sorted; no other kind of entry allowed. */
-async function filesUnder(dir: string, prefix = ""): Promise<string[]> {
-  const out: string[] = [];
-  for await (const e of Deno.readDir(prefix === "" ? dir : `${dir}/${prefix}`)) {
-    const rel = prefix === "" ? e.name : `${prefix}/${e.name}`;
-    if (e.isDirectory) out.push(...await filesUnder(dir, rel));
-    else {
-      assert.ok(e.isFile, `${dir}/${rel} is neither a file nor a directory`);
-      out.push(rel);
-    }
-  }
-  return out.sort();
-}
-
-async function elfMachine(path: string): Promise<number> {
-  const file = await Deno.open(path);
-  try {
-    const head = new Uint8Array(20);
-    let got = 0;
-    while (got < head.length) {
-      const n = await file.read(head.subarray(got));
-      if (n === null) break;
-      got += n;
-    }
-    assert.equal(got, 20, `${path} is shorter than an ELF header`);
-    assert.deepEqual([...head.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46], `${path} is not ELF`);
-    return head[18] | (head[19] << 8);
-  } finally {
-    file.close();
-  }
 }
 
 function print(report: SmokeReport): void {
