@@ -66,6 +66,10 @@ Options:
                            per blob, 64KiB to 16MiB)
   --connections-per-address N
                            open HTTP connections allowed from one address (default 16)
+  --patch-format N         format of the patches it makes: 4 (default: a device checks its base
+                           from sampled ranges and reads it once), 3, or 2 for a fleet that
+                           still has agents older than 0.17 (they read formats 1 and 2 only);
+                           patches made before keep their format
 ${blobLimitHelp("whichever side is slow (a leader that requests or reads too slowly)")}
   -q, --quiet              no log lines on stderr
   -h, --help               this help
@@ -101,6 +105,7 @@ export async function controlplaneCommand(
     "max-upload": { type: "string" },
     "connections-per-address": { type: "string" },
     "piece-size": { type: "string" },
+    "patch-format": { type: "string" },
     ...blobLimitOptions,
   });
   if (values.help) {
@@ -136,6 +141,7 @@ export async function controlplaneCommand(
       `--piece-size: ${values["piece-size"]} is not a power of two from 64KiB to 64MiB`,
     );
   }
+  const patchFormat = patchFormatOption(values["patch-format"]);
   const blobLimits = blobLimitsFrom(values);
   // Loaded here, not above: the codec commands need not load the fleet's modules.
   const { ControlPlane } = await import("../controlplane/control_plane.ts");
@@ -162,6 +168,7 @@ export async function controlplaneCommand(
     faults: injected?.faults,
     blobLimits,
     pieceSize,
+    patchFormat,
   }).catch((err) => {
     throw explainBindFailure(err, bind, "bind", ports);
   });
@@ -184,4 +191,13 @@ export async function controlplaneCommand(
   await server.finished;
   await cp.close();
   return 0;
+}
+
+/** `--patch-format`: 2, 3 or 4; undefined (the control plane's default) when not given. */
+function patchFormatOption(value: string | undefined): 2 | 3 | 4 | undefined {
+  if (value === undefined) return undefined;
+  if (value === "2" || value === "3" || value === "4") return Number(value) as 2 | 3 | 4;
+  throw new UsageError(
+    `--patch-format: "${value}" is not 2, 3 or 4`,
+  );
 }

@@ -79,7 +79,7 @@ import {
 import { ElectionBook, type ElectionEntry } from "./election_book.ts";
 import { Histogram } from "../kernel/prometheus.ts";
 import { type ControlPlaneMetrics, ELECTION_BUCKETS, gatherMetrics } from "./metrics.ts";
-import { PatchCache } from "./patch_cache.ts";
+import { type ControlPlanePatchFormat, PatchCache } from "./patch_cache.ts";
 import {
   admit,
   emptySelection,
@@ -182,6 +182,11 @@ export interface ControlPlaneOptions {
    * 64 MiB); default: `choosePieceSize` of each blob (about 256 pieces).
    */
   readonly pieceSize?: number;
+  /**
+   * The format of the patches it computes (default `DEFAULT_PATCH_FORMAT`, 4;
+   * 2 for a fleet with agents older than 0.17).
+   */
+  readonly patchFormat?: ControlPlanePatchFormat;
   /**
    * The durable state; default: SQLite at `dataDir/controlplane.sqlite`. The
    * control plane closes it when it closes.
@@ -334,7 +339,7 @@ export class ControlPlane {
     this.blobServer = blobServer;
     this.socket = socket;
     this.boot = loaded.boot;
-    this.patches = new PatchCache(store, stateStore, loaded.patches);
+    this.patches = new PatchCache(store, stateStore, loaded.patches, 1, options.patchFormat);
     this.enrollment = new Enrollment(stateStore, loaded.key, loaded.deviceKeys);
     this.#versions = loaded.versions;
     for (const agent of loaded.agents) this.agents.set(agent.nodeId, agent);

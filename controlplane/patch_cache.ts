@@ -14,6 +14,17 @@ import { encodeFile } from "../codec/encoder.ts";
 import type { BlobStore } from "../transfer/blob_store.ts";
 import type { PatchRecord, StateStore } from "./state_store.ts";
 
+/** Patch formats the control plane can make (docs/spec/patch-v2.md to patch-v4.md). */
+export type ControlPlanePatchFormat = 2 | 3 | 4;
+
+/**
+ * The format of the patches the control plane makes unless told otherwise:
+ * 4, whose header lets a device check its base from a few sampled ranges and
+ * then read it once (format 2 reads the whole base twice). Agents before
+ * 0.17 read formats 1 and 2 only: a fleet that still runs them needs 2.
+ */
+export const DEFAULT_PATCH_FORMAT: ControlPlanePatchFormat = 4;
+
 /** A patch in the store. */
 export interface CachedPatch {
   readonly digest: string;
@@ -30,12 +41,24 @@ export class PatchCache {
   #queue: Promise<unknown> = Promise.resolve();
   /** Hashing Workers per encode. */
   readonly #threads: number;
+  /** The format of the patches computed from now on. */
+  readonly format: ControlPlanePatchFormat;
 
-  /** `known`: the patches the state store holds. */
-  constructor(store: BlobStore, state: StateStore, known: readonly PatchRecord[], threads = 1) {
+  /**
+   * `known`: the patches the state store holds (whatever their format: every
+   * agent since 0.17 reads formats 1 to 4, and a cached patch is kept).
+   */
+  constructor(
+    store: BlobStore,
+    state: StateStore,
+    known: readonly PatchRecord[],
+    threads = 1,
+    format: ControlPlanePatchFormat = DEFAULT_PATCH_FORMAT,
+  ) {
     this.#store = store;
     this.#state = state;
     this.#threads = threads;
+    this.format = format;
     for (const p of known) {
       this.#known.set(`${p.base}>${p.target}`, { digest: p.digest, size: p.size });
     }
@@ -74,7 +97,7 @@ export class PatchCache {
         this.#store.pathOf(fromHex(base)),
         this.#store.pathOf(fromHex(target)),
         temporary,
-        { threads: this.#threads, format: 2 },
+        { threads: this.#threads, format: this.format },
       );
       const { digest, size } = await this.#store.importFile(temporary);
       const patch = { digest: toHex(digest), size };
