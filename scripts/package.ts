@@ -351,8 +351,11 @@ async function b3sums(dir: string, paths: string[]): Promise<string> {
 /** Files a package holds beside those B3SUMS lists. */
 const SIGNATURE_FILES = ["B3SUMS", "B3SUMS.release.json", "delegation.json"];
 
-/** Bundles poolboy (and its Worker, and the dashboard's files) into `dir`. */
-async function bundle(dir: string): Promise<void> {
+/**
+ * Bundles poolboy into `dir` (created): the entry `mod.js` and its pieces,
+ * the Worker as `hash_worker.js`, the dashboard's files in `static/`.
+ */
+export async function bundleApp(dir: string): Promise<void> {
   const deno = Deno.execPath();
   await run(deno, [
     "bundle",
@@ -468,7 +471,7 @@ export async function buildPackages(options: BuildOptions): Promise<BuiltPackage
   const built: BuiltPackage[] = [];
   try {
     log(`bundling poolboy ${VERSION}`);
-    await bundle(`${work}/app`);
+    await bundleApp(`${work}/app`);
     for (const target of targets) {
       const tarball = await runtimeTarball(target, log);
       const name = packageName(target);

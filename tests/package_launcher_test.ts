@@ -2,8 +2,9 @@
  * The package's pieces that need no runtime download: the launcher gives each
  * command exactly its permissions (checked with a stand-in `lib/deno` that
  * prints what it is run with), B3SUMS and its signature verify or are refused,
- * a runtime tarball with another digest is refused, and the Deno version the
- * packages carry is the one the README pins. Building real packages and
+ * a runtime tarball with another digest is refused, the Deno version the
+ * packages carry is the one the README pins, and the bundle's `apply` loads
+ * no `node:` module. Building real packages and
  * running them natively and under qemu: tests/package_test.ts.
  *
  * @module
@@ -11,6 +12,7 @@
 
 import assert from "node:assert/strict";
 import {
+  bundleApp,
   checkRuntimeTarball,
   DENO_RUNTIME_VERSION,
   launcherText,
@@ -315,4 +317,47 @@ Deno.test("the packages carry the Deno version the README pins, and their counte
   assert.ok(packageCounter("0.999.999") < packageCounter("1.0.0"));
   assert.ok(packageCounter(VERSION) >= 1);
   assert.throws(() => packageCounter("1.0"), /MAJOR.MINOR.PATCH/);
+});
+
+/** The static imports (`import ... from "X"`, `import "X"`) of a bundle file. */
+function staticImports(text: string): string[] {
+  return [...text.matchAll(/^(?:import|export)\b[^;]*?(?:from\s*)?"([^"]+)";?$/gm)].map((m) =>
+    m[1]
+  );
+}
+
+Deno.test("in the bundle, poolboy apply loads no node: module, as from the sources", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "poolboy-bundle-" });
+  try {
+    await bundleApp(`${dir}/app`);
+    const entry = await Deno.readTextFile(`${dir}/app/mod.js`);
+    const apply = /import\("\.\/(apply-[A-Z0-9]+\.js)"\)/.exec(entry)?.[1];
+    assert.ok(apply, "mod.js loads apply from a piece of its own");
+    const seen = new Set<string>();
+    const nodeImports: string[] = [];
+    const walk = async (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      for (const spec of staticImports(await Deno.readTextFile(`${dir}/app/${file}`))) {
+        if (spec.startsWith("node:")) nodeImports.push(`${file} → ${spec}`);
+        else if (spec.startsWith("./")) await walk(spec.slice(2));
+      }
+    };
+    await walk("mod.js");
+    await walk(apply);
+    assert.ok(seen.size >= 3, `read only ${[...seen].join(", ")}`);
+    assert.deepEqual(nodeImports, []);
+    // and the guard sees them where they are: the control plane's piece imports node:sqlite
+    const all = await Array.fromAsync(Deno.readDir(`${dir}/app`));
+    const sqlite = [];
+    for (const e of all) {
+      if (e.isFile && e.name.endsWith(".js")) {
+        const text = await Deno.readTextFile(`${dir}/app/${e.name}`);
+        if (staticImports(text).includes("node:sqlite")) sqlite.push(e.name);
+      }
+    }
+    assert.ok(sqlite.length > 0, "some piece imports node:sqlite");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
