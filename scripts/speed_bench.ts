@@ -10,7 +10,8 @@
  * For each scenario (default: finetune-fp32 and finetune-bf16 of
  * testkit/corpus.ts, safetensors), writes a base of about --size bytes and its
  * target into a temporary directory, measures, and deletes them (--inputs DIR
- * uses DIR/<format>-<scenario>.base/.target instead and leaves them).
+ * uses DIR/<format>-<scenario>.base/.target instead, writing them there first
+ * when missing, and leaves them).
  *
  * Usage: deno task bench:speed [--size 1GiB] [--scenarios a,b] [--format safetensors]
  *                              [--inputs DIR] [--no-xdelta3] [--json]
@@ -30,6 +31,7 @@ import {
 } from "../testkit/corpus.ts";
 import {
   applyCommand,
+  exists,
   type Measure,
   measure,
   printTable,
@@ -72,7 +74,8 @@ and fsyncs as many bytes), poolboy encode (the default format and threads),
 poolboy apply, xdelta3 -e -9 (source window widened to the base), each with
 seconds, MB/s of target (decimal) and peak RSS (/usr/bin/time, decimal MB),
 and each MB/s as a fraction of the BLAKE3 floor's and of the write floor's. Inputs are written to a temporary
-directory and deleted (--inputs DIR: use and keep DIR's files).`);
+directory and deleted (--inputs DIR: use DIR's files, written there first when
+missing, and keep them).`);
   Deno.exit(0);
 }
 
@@ -99,9 +102,12 @@ const work = await Deno.makeTempDir({ prefix: "poolboy-speed-" });
 try {
   for (const scenario of scenarios) {
     const name = scenarioName(format, scenario);
-    const files = values.inputs
+    const kept = values.inputs
       ? { base: `${values.inputs}/${name}.base`, target: `${values.inputs}/${name}.target` }
-      : await writeScenario(work, format, scenario, baseSize);
+      : undefined;
+    const files = kept && await exists(kept.base) && await exists(kept.target)
+      ? kept
+      : await writeScenario(values.inputs ?? work, format, scenario, baseSize);
     const targetBytes = await size(files.target);
     const patch = `${work}/${name}.patch`;
     const out = `${work}/${name}.out`;
