@@ -42,7 +42,7 @@ Options:
   -o, --output IDX     where to write the index file (required)
   --min-chunk SIZE     smallest chunk (default 256KiB)
   --avg-chunk SIZE     average chunk, a power of two (default 1MiB)
-  --max-chunk SIZE     largest chunk (default 4MiB)
+  --max-chunk SIZE     largest chunk (default 2MiB)
   --threads N          Workers hashing chunks (default: one per core but one,
                        at least 1); the main thread reads and cuts. Each adds
                        about 7-18 MB and one buffer of 1.25 × max chunk

@@ -69,7 +69,7 @@ export interface EncodeOptions {
    */
   readonly baseIndex?: string;
   readonly onProgress?: ProgressCallback;
-  /** Hashing Workers (default: format 1 one per core but one, else `ENCODE_THREADS`, 0: the main thread hashes). */
+  /** Hashing Workers (default: format 1 one per core but one, else `encodeThreads()`; 0: the main thread hashes). */
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2; formats 2 and 3, threads + 1). */
   readonly bufferCount?: number;
@@ -100,18 +100,20 @@ export interface EncodeSummary extends OpStats {
 }
 
 /**
- * Hashing Workers of a format 2 or 3 encode unless told otherwise: none, the
- * main thread hashes too. A Worker costs ~12-18 MB of RSS, which put these
- * encodes (their literal coder holds ~10 MB more than v1's) over the 100 MB
- * budget (measured at 256 MiB: 102.7 MB with one Worker, 91.1 MB without),
- * and on 2 cores it bought ~10 % of speed. Format 1 keeps `defaultThreads()`.
- * Measured again with fingerprints as chunk identity (the Worker then only
- * hashes the two whole streams), 1 GiB fp32 on 2 cores shared with other
- * jobs (load 5-6): 102 MB with one Worker against 89 MB without, and slower
- * (31-44 s against 18-21 s wall: the main thread waits for a Worker that
- * the busy cores run late).
+ * Hashing Workers of a format 2-4 encode unless told otherwise: one where
+ * there is a second core, none on one core. The Worker takes the BLAKE3 of
+ * the two whole streams (30 % of a one-thread encode) while the main thread
+ * cuts, fingerprints, matches and codes; with three pipeline buffers (one
+ * filling, one being coded, one being hashed) the two overlap. Measured at
+ * 1 GiB fp32 on this 2-core machine: 7.0-7.6 s and 96-98 MB against
+ * 9.6-9.9 s and 88-90 MB with none (with two buffers the Worker bought
+ * nothing: the reader waited for the buffer it was hashing). The 2 MiB
+ * largest chunk (`DEFAULT_CHUNK_PARAMS`) keeps the third buffer in budget.
+ * Format 1 keeps `defaultThreads()`.
  */
-export const ENCODE_THREADS = 0;
+export function encodeThreads(): number {
+  return (globalThis.navigator?.hardwareConcurrency ?? 1) > 1 ? 1 : 0;
+}
 
 /** The largest number of chunks the index makes room for up front. */
 const MAX_INDEX_PRESIZE = 1 << 22;
@@ -167,13 +169,14 @@ export async function encodeFile(
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
     pool = await HashPool.start(
-      options.threads ?? (options.format === 1 ? defaultThreads() : ENCODE_THREADS),
+      options.threads ?? (options.format === 1 ? defaultThreads() : encodeThreads()),
     );
     const format = options.format ?? VERSION_4;
-    // v2's target pass is bound by the literal coder on the main thread, not by
-    // reading ahead: one buffer fewer keeps its ~5 MB of compression state in budget.
+    // Without a Worker, formats 2-4 are bound by the main thread, not by reading
+    // ahead: one buffer fewer keeps the literal coder's state in budget. With
+    // one, the third buffer is what lets hashing overlap coding (encodeThreads).
     const bufferCount = options.bufferCount ??
-      (format >= 2 ? Math.max(2, defaultBufferCount(pool.threads) - 1) : undefined);
+      (format >= 2 && pool.threads === 0 ? 2 : defaultBufferCount(pool.threads));
     const pipeline = new ChunkPipeline(pool, params, { bufferCount });
     let index: ChunkIndex;
     let baseDigest: Uint8Array | undefined;

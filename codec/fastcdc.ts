@@ -34,11 +34,16 @@ export interface ChunkParams {
   readonly max: number;
 }
 
-/** The defaults (docs/spec/fastcdc.md): 256 KiB / 1 MiB / 4 MiB. */
+/**
+ * The defaults (docs/spec/fastcdc.md): 256 KiB / 1 MiB / 2 MiB. The largest
+ * chunk sizes the encoder's pipeline buffers (1.25 × max each): 2 MiB lets a
+ * hashing Worker have its own buffer within the 100 MB budget (encoder.ts,
+ * `encodeThreads`). Index files record the parameters they were made with.
+ */
 export const DEFAULT_CHUNK_PARAMS: ChunkParams = Object.freeze({
   min: 256 * 1024,
   avg: 1024 * 1024,
-  max: 4 * 1024 * 1024,
+  max: 2 * 1024 * 1024,
 });
 
 /** Smallest and largest values accepted for any chunk-size parameter. */
