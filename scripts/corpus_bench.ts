@@ -45,8 +45,8 @@ import {
   writeScenario,
 } from "../testkit/corpus.ts";
 import {
-  applyCommand,
   exists,
+  leanCommand,
   type Measure,
   measure,
   printTable,
@@ -399,9 +399,11 @@ try {
     const paths = { patch: `${dir}/patch`, out: `${dir}/out`, dir };
     const { patch, out } = paths;
     const deno = Deno.execPath();
-    // apply runs as `deno task apply` does (applyCommand: its environment and flags).
+    // apply and encode run as their tasks do (leanCommand: their environment and flags).
     const poolboy = (...args: string[]) => [
-      ...(args[0] === "apply" ? applyCommand(deno) : [deno, "run", ...V8_FLAGS]),
+      ...(args[0] === "apply" || args[0] === "encode"
+        ? leanCommand(deno)
+        : [deno, "run", ...V8_FLAGS]),
       "-A",
       MOD,
       ...args,

@@ -33,27 +33,27 @@ export function shellQuote(text: string): string {
 
 /**
  * The launcher's text: runs `repo`/mod.ts with `flags` by `deno` (npx `version`
- * if gone). `poolboy apply` runs as `deno task apply` does (`APPLY_RUN`): one
- * malloc arena, no deno.json, no V8 code cache — ~2.5 MB less peak memory, of
- * a device's 64 MB budget.
+ * if gone). `poolboy apply` and `poolboy encode` run as their tasks do
+ * (`LEAN_RUN`): one malloc arena, no deno.json, no V8 code cache — ~2.5 MB
+ * less peak memory, of a device's 64 MB budget and encode's 100 MB.
  */
 export function launcherText(repo: string, flags: string[], deno: string, version: string): string {
   const line = (config: string[]) =>
     ["run", ...flags, ...config, `${repo}/mod.ts`].map(shellQuote).join(" ");
   const args = line([`--config=${repo}/deno.json`]);
-  const applyArgs = line(APPLY_RUN);
+  const leanArgs = line(LEAN_RUN);
   return `#!/bin/sh
 # poolboy: written by \`deno task install\` from ${repo}.
 # Runs its mod.ts with the permissions of deno.json's "poolboy" task, in the
 # caller's folder. Run the install again after changing them; delete this file to uninstall.
 deno=${shellQuote(deno)}
-if [ "$1" = apply ]; then
-  # as \`deno task apply\`: less memory (one malloc arena, no config, no code cache)
-  export ${APPLY_ENV}
+if [ "$1" = apply ] || [ "$1" = encode ]; then
+  # as \`deno task apply\` and \`deno task encode\`: less memory (one malloc arena, no config, no code cache)
+  export ${LEAN_ENV}
   if [ -x "$deno" ]; then
-    exec "$deno" ${applyArgs} "$@"
+    exec "$deno" ${leanArgs} "$@"
   fi
-  exec npx -y ${shellQuote(`deno@${version}`)} ${applyArgs} "$@"
+  exec npx -y ${shellQuote(`deno@${version}`)} ${leanArgs} "$@"
 fi
 if [ -x "$deno" ]; then
   exec "$deno" ${args} "$@"
@@ -63,15 +63,17 @@ exec npx -y ${shellQuote(`deno@${version}`)} ${args} "$@"
 }
 
 /**
- * How `poolboy apply` runs, as deno.json's apply task (a test holds the task
- * to it, through `scripts/measure.ts` `applyCommand`): the environment it
- * sets — one malloc arena (glibc's per-thread arenas hold ~1 MB more) — and
- * the flags it takes in place of `--config` — no deno.json (no import map,
- * lockfile or npm resolver), no V8 code cache (its mmapped store is resident).
+ * How `poolboy apply` and `poolboy encode` run, as deno.json's apply and
+ * encode tasks (a test holds the tasks to it, through `scripts/measure.ts`
+ * `leanCommand`): the environment they set — one malloc arena (glibc's
+ * per-thread arenas hold ~1 MB more, and encode has a hashing Worker's
+ * thread) — and the flags they take in place of `--config` — no deno.json (no
+ * import map, lockfile or npm resolver: neither command imports an npm
+ * package), no V8 code cache (its mmapped store is resident).
  */
-export const APPLY_ENV = "MALLOC_ARENA_MAX=1";
-/** See `APPLY_ENV`. */
-export const APPLY_RUN = ["--no-config", "--no-code-cache"];
+export const LEAN_ENV = "MALLOC_ARENA_MAX=1";
+/** See `LEAN_ENV`. */
+export const LEAN_RUN = ["--no-config", "--no-code-cache"];
 
 function isWritableDir(dir: string): boolean {
   try {

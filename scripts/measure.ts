@@ -7,19 +7,19 @@
  * @module
  */
 
-import { APPLY_ENV, APPLY_RUN } from "./install.ts";
+import { LEAN_ENV, LEAN_RUN } from "./install.ts";
 
 /** GNU time, which reports a child's peak RSS. */
 export const TIME = "/usr/bin/time";
 
 /**
  * How `deno task apply` (deno.json) starts deno, up to the permissions: the
- * launcher's apply settings (`APPLY_ENV`, `APPLY_RUN` of scripts/install.ts)
+ * launcher's apply and encode settings (`LEAN_ENV`, `LEAN_RUN` of scripts/install.ts)
  * and a small young generation. Measured together ~2.5 MB less peak RSS than
  * plain `deno run`. A test checks the task says the same.
  */
-export function applyCommand(deno: string): string[] {
-  return ["env", APPLY_ENV, deno, "run", ...APPLY_RUN, "--v8-flags=--max-semi-space-size=1"];
+export function leanCommand(deno: string): string[] {
+  return ["env", LEAN_ENV, deno, "run", ...LEAN_RUN, "--v8-flags=--max-semi-space-size=1"];
 }
 
 /** Wall-clock seconds and peak resident memory of one run. */

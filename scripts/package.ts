@@ -210,11 +210,11 @@ case \${1:-} in
     no_comma "the package's path" "$lib"
     run --v8-flags=--max-semi-space-size=1,--max-old-space-size=160 --allow-net="$net" \\
       --allow-read="$data,$lib/app" --allow-write="$data" "$app" "$@" ;;
-  apply)
-    # less memory: one malloc arena, no V8 code cache (as \`deno task apply\`)
+  apply | encode)
+    # less memory: one malloc arena, no V8 code cache (as \`deno task apply\` and \`deno task encode\`)
     export MALLOC_ARENA_MAX=1
     run --no-code-cache $semi --allow-read --allow-write "$app" "$@" ;;
-  encode | index | keygen | delegate | token)
+  index | keygen | delegate | token)
     run $semi --allow-read --allow-write "$app" "$@" ;;
   inspect | hash)
     run $semi --allow-read "$app" "$@" ;;

@@ -30,8 +30,8 @@ import {
   writeScenario,
 } from "../testkit/corpus.ts";
 import {
-  applyCommand,
   exists,
+  leanCommand,
   type Measure,
   measure,
   printTable,
@@ -41,7 +41,7 @@ import {
 } from "./measure.ts";
 
 const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
-/** The permissions and flags of the `deno task encode/hash` entries in deno.json (apply: `applyCommand`). */
+/** The permissions and flags of the `deno task hash` entry in deno.json (encode and apply: `leanCommand` first). */
 const RUN = [
   "run",
   "--v8-flags=--max-semi-space-size=1",
@@ -130,13 +130,16 @@ try {
     await Deno.remove(copy);
     row(
       "poolboy encode",
-      await measure(["deno", ...RUN, "encode", files.base, files.target, "-o", patch], work),
+      await measure(
+        [...leanCommand("deno"), ...RUN.slice(2), "encode", files.base, files.target, "-o", patch],
+        work,
+      ),
       await size(patch),
     );
     row(
       "poolboy apply",
       await measure([
-        ...applyCommand("deno"),
+        ...leanCommand("deno"),
         ...RUN.slice(2),
         "apply",
         files.base,

@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { exists } from "./cli_helpers.ts";
 import { launcherText, poolboyTaskFlags, shellQuote } from "../scripts/install.ts";
-import { applyCommand } from "../scripts/measure.ts";
+import { leanCommand } from "../scripts/measure.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
 const CONFIG = `${ROOT}/deno.json`;
@@ -177,10 +177,10 @@ Deno.test("the launcher runs mod.ts with exactly the poolboy task's flags, quote
   assert.match(text, /^#!\/bin\/sh\n/);
   assert.ok(text.includes(`'--config=/opt/pool boy/deno.json' '/opt/pool boy/mod.ts' "$@"`));
   assert.ok(text.includes(`exec npx -y 'deno@2.9.6' 'run' '--allow-read'`));
-  // apply runs as deno task apply does: one malloc arena, no config, no code cache.
+  // apply and encode run as their tasks do: one malloc arena, no config, no code cache.
   assert.ok(
     text.includes(
-      `if [ "$1" = apply ]; then\n  # as \`deno task apply\`: less memory (one malloc arena, no config, no code cache)\n  export MALLOC_ARENA_MAX=1\n  if [ -x "$deno" ]; then\n    exec "$deno" 'run' '--allow-read' '--v8-flags=--x=1' '--no-config' '--no-code-cache' '/opt/pool boy/mod.ts' "$@"`,
+      `if [ "$1" = apply ] || [ "$1" = encode ]; then\n  # as \`deno task apply\` and \`deno task encode\`: less memory (one malloc arena, no config, no code cache)\n  export MALLOC_ARENA_MAX=1\n  if [ -x "$deno" ]; then\n    exec "$deno" 'run' '--allow-read' '--v8-flags=--x=1' '--no-config' '--no-code-cache' '/opt/pool boy/mod.ts' "$@"`,
     ),
     text,
   );
@@ -194,11 +194,13 @@ Deno.test("the repository's poolboy task lets every command read INIT_CWD", asyn
   }
 });
 
-Deno.test("deno task apply starts deno exactly as the benchmarks measure it (applyCommand of scripts/measure.ts)", async () => {
+Deno.test("deno task apply and deno task encode start deno exactly as the benchmarks measure them (leanCommand of scripts/measure.ts)", async () => {
   const config = JSON.parse(await Deno.readTextFile(CONFIG)) as { tasks: Record<string, string> };
-  const [, arena, deno, ...flags] = applyCommand("deno"); // "env", "MALLOC_ARENA_MAX=1", "deno", "run", ...
-  assert.ok(
-    config.tasks.apply.startsWith(`${arena} ${deno} ${flags.join(" ")} `),
-    `deno.json's apply task: ${config.tasks.apply}`,
-  );
+  const [, arena, deno, ...flags] = leanCommand("deno"); // "env", "MALLOC_ARENA_MAX=1", "deno", "run", ...
+  for (const task of ["apply", "encode"]) {
+    assert.ok(
+      config.tasks[task].startsWith(`${arena} ${deno} ${flags.join(" ")} `),
+      `deno.json's ${task} task: ${config.tasks[task]}`,
+    );
+  }
 });
