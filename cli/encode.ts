@@ -47,11 +47,13 @@ Options:
   --threads N          Workers hashing the whole-file BLAKE3 digests (with
                        --base-index also the chunks' BLAKE3; otherwise chunks
                        are matched by a fast fingerprint, each match checked
-                       byte for byte). Default for formats 2 to 4: 1 where
-                       there is a second core (hashing overlaps coding, ~35 %
-                       faster, still under 100 MB), else 0 (the main thread
-                       hashes); format 1: one per core but one. Each Worker
-                       adds about 12 MB and one buffer of 1.25 × max chunk
+                       byte for byte). Default for formats 2 to 4: 1 for a
+                       target of 256 MiB or more without quantized GGUF
+                       tensors where there is a second core (hashing overlaps
+                       coding: ~35 % faster, within 100 MB), else 0 (the main
+                       thread hashes); format 1: one per core but one. Each
+                       Worker adds about 12 MB and one buffer of 1.25 × max
+                       chunk
   --format 1|2|3|4     patch format (default 4: format 3 with varint op heads
                        and a compact header, docs/spec/patch-v4.md; 3 for
                        appliers older than format 4: v2's ops plus record ops

@@ -69,7 +69,7 @@ export interface EncodeOptions {
    */
   readonly baseIndex?: string;
   readonly onProgress?: ProgressCallback;
-  /** Hashing Workers (default: format 1 one per core but one, else `encodeThreads()`; 0: the main thread hashes). */
+  /** Hashing Workers (default: format 1 one per core but one, else `encodeThreads`; 0: the main thread hashes). */
   readonly threads?: number;
   /** Buffers in the pipeline's pool (default: threads + 2; formats 2 and 3, threads + 1). */
   readonly bufferCount?: number;
@@ -100,20 +100,28 @@ export interface EncodeSummary extends OpStats {
 }
 
 /**
- * Hashing Workers of a format 2-4 encode unless told otherwise: one where
- * there is a second core, none on one core. The Worker takes the BLAKE3 of
- * the two whole streams (30 % of a one-thread encode) while the main thread
- * cuts, fingerprints, matches and codes; with three pipeline buffers (one
- * filling, one being coded, one being hashed) the two overlap. Measured at
- * 1 GiB fp32 on this 2-core machine: 7.0-7.6 s and 96-98 MB against
- * 9.6-9.9 s and 88-90 MB with none (with two buffers the Worker bought
- * nothing: the reader waited for the buffer it was hashing). The 2 MiB
- * largest chunk (`DEFAULT_CHUNK_PARAMS`) keeps the third buffer in budget.
- * Format 1 keeps `defaultThreads()`.
+ * Hashing Workers of a format 2-4 encode of a `targetSize`-byte file unless
+ * told otherwise: one for a target of at least `WORKER_MIN_TARGET` where
+ * there is a second core, else none (the main thread hashes). The Worker
+ * takes the BLAKE3 of the two whole streams (30 % of a one-thread encode)
+ * while the main thread cuts, fingerprints, matches and codes; with three
+ * pipeline buffers (one filling, one being coded, one being hashed) the two
+ * overlap. Measured at 1 GiB fp32 on this 2-core machine: 6.8-7.6 s and
+ * 97-99 MB against 9.6-9.9 s and 88-90 MB with none (with two buffers the
+ * Worker bought nothing: the reader waited for the buffer it was hashing).
+ * The Worker and its buffer cost ~12 MB whatever the size. Where the target
+ * has quantized GGUF tensors (`recordTensors`: record ops, whose coding holds
+ * the most state) that went over budget: 102.3 MB at 320 MiB, 100.9 MB at
+ * 16 MiB; so those, and targets under `WORKER_MIN_TARGET` (an encode of
+ * seconds at most), keep the memory instead. Format 1 keeps `defaultThreads()`.
  */
-export function encodeThreads(): number {
-  return (globalThis.navigator?.hardwareConcurrency ?? 1) > 1 ? 1 : 0;
+export function encodeThreads(targetSize: number, recordTensors: boolean): number {
+  const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
+  return cores > 1 && targetSize >= WORKER_MIN_TARGET && !recordTensors ? 1 : 0;
 }
+
+/** The smallest target `encodeThreads` gives a hashing Worker: 256 MiB. */
+export const WORKER_MIN_TARGET = 256 * 1024 * 1024;
 
 /** The largest number of chunks the index makes room for up front. */
 const MAX_INDEX_PRESIZE = 1 << 22;
@@ -168,10 +176,17 @@ export async function encodeFile(
     const total = baseWork + target.size;
     const progress = options.onProgress;
     out = await AtomicFile.create(patchPath, "patch"); // before the long pass: a bad -o fails at once
-    pool = await HashPool.start(
-      options.threads ?? (options.format === 1 ? defaultThreads() : encodeThreads()),
-    );
     const format = options.format ?? VERSION_4;
+    const layouts = format >= 2
+      ? tensorLayouts(base.file, base.size, target, options.layouts)
+      : undefined;
+    const recordOps = format >= 3;
+    pool = await HashPool.start(
+      options.threads ?? (format === 1 ? defaultThreads() : encodeThreads(
+        target.size,
+        recordOps && layouts!.tensors.some((t) => t.records !== undefined),
+      )),
+    );
     // Without a Worker, formats 2-4 are bound by the main thread, not by reading
     // ahead: one buffer fewer keeps the literal coder's state in budget. With
     // one, the third buffer is what lets hashing overlap coding (encodeThreads).
@@ -218,9 +233,9 @@ export async function encodeFile(
     const ops = new OpWriter(writer, format);
     literals = format >= 2
       ? new LiteralCoder(base.file, base.size, {
-        ...tensorLayouts(base.file, base.size, target, options.layouts),
+        ...layouts!,
         maxChunk: params.max,
-        recordOps: format >= 3,
+        recordOps,
         matches,
         costs: opCostsFor(format),
       })
@@ -350,7 +365,9 @@ function tensorLayouts(
     layout?.filter((t) => t.end - t.start >= MIN_LAYOUT_TENSOR) ?? null;
   const baseLayout = worthIt(given.base ?? modelLayout(base, baseSize));
   const targetLayout = worthIt(given.target ?? modelLayout(target.file, target.size));
-  target.file.seekSync(0, Deno.SeekMode.Start); // the target pass reads from the start
+  // The passes read from the start: the base's before the target's.
+  base.seekSync(0, Deno.SeekMode.Start);
+  target.file.seekSync(0, Deno.SeekMode.Start);
   return {
     tensors: targetLayout ?? [],
     alignments: baseLayout && targetLayout ? alignTensors(baseLayout, targetLayout) : [],

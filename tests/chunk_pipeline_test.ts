@@ -10,7 +10,8 @@ import { filterKernels } from "../codec/filter_kernels.ts";
 import { BufferPool, PoolCancelledError } from "../codec/buffer_pool.ts";
 import { ChunkPipeline, pipelineBufferSize } from "../codec/chunk_pipeline.ts";
 import { hashedChunkStream } from "../codec/chunk_stream.ts";
-import type { ChunkParams } from "../codec/fastcdc.ts";
+import { type ChunkParams, DEFAULT_CHUNK_PARAMS } from "../codec/fastcdc.ts";
+import { encodeThreads, WORKER_MIN_TARGET } from "../codec/encoder.ts";
 import { HashPool } from "../codec/hash_pool.ts";
 import { bufferSource, concat, randomBytes } from "./helpers.ts";
 
@@ -252,4 +253,26 @@ Deno.test("with fingerprint identity the chunks are the same and each digest is 
       );
     }
   }
+});
+
+Deno.test("an encode hashes on one Worker only for a target of 256 MiB or more without quantized tensors, on a machine with a second core", () => {
+  const second = navigator.hardwareConcurrency > 1 ? 1 : 0;
+  assert.equal(encodeThreads(WORKER_MIN_TARGET, false), second);
+  assert.equal(encodeThreads(4 * 1024 ** 3, false), second);
+  assert.equal(encodeThreads(WORKER_MIN_TARGET - 1, false), 0, "small files keep the memory");
+  assert.equal(
+    encodeThreads(4 * 1024 ** 3, true),
+    0,
+    "record coding's state leaves no room for it",
+  );
+  assert.equal(WORKER_MIN_TARGET, 256 * 1024 * 1024);
+});
+
+Deno.test("the largest default chunk is 2 MiB: three pipeline buffers of 2.5 MiB", () => {
+  assert.deepEqual(DEFAULT_CHUNK_PARAMS, {
+    min: 256 * 1024,
+    avg: 1024 * 1024,
+    max: 2 * 1024 * 1024,
+  });
+  assert.equal(pipelineBufferSize(DEFAULT_CHUNK_PARAMS), 2.5 * 1024 * 1024);
 });
