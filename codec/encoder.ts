@@ -123,6 +123,13 @@ export function encodeThreads(targetSize: number, recordTensors: boolean): numbe
 /** The smallest target `encodeThreads` gives a hashing Worker: 256 MiB. */
 export const WORKER_MIN_TARGET = 256 * 1024 * 1024;
 
+/**
+ * The literal coder's largest piece when a hashing Worker runs (else
+ * `MAX_OP_RAW`, 1 MiB): its four scratch buffers, its held chunk and its zstd
+ * context shrink by ~3.5 MB, for the Worker's room.
+ */
+export const WORKER_PIECE = 512 * 1024;
+
 /** The largest number of chunks the index makes room for up front. */
 const MAX_INDEX_PRESIZE = 1 << 22;
 
@@ -235,6 +242,8 @@ export async function encodeFile(
       ? new LiteralCoder(base.file, base.size, {
         ...layouts!,
         maxChunk: params.max,
+        // A hashing Worker holds ~12 MB: the coder's buffers shrink to make room.
+        maxPiece: pool.threads > 0 ? WORKER_PIECE : undefined,
         recordOps,
         matches,
         costs: opCostsFor(format),

@@ -224,6 +224,13 @@ export interface LiteralCoderOptions {
   readonly tensors?: readonly TensorRange[];
   /** Largest chunk the encoder passes (the held chunk's buffer). */
   readonly maxChunk: number;
+  /**
+   * Largest piece it writes as one op, `MIN_PIECE` to `MAX_OP_RAW` (default):
+   * its four scratch buffers, its zstd context and its held chunk grow with
+   * it. The encoder gives half of `MAX_OP_RAW` when a hashing Worker holds
+   * memory too.
+   */
+  readonly maxPiece?: number;
   /** Whether v3's record ops (ZRECORDS, DRECORDS) may be written (format ≥ 3). */
   readonly recordOps?: boolean;
   /**
@@ -239,6 +246,9 @@ export interface LiteralCoderOptions {
    */
   readonly probe?: boolean;
 }
+
+/** The smallest `maxPiece` a coder takes. */
+export const MIN_PIECE = 64 * 1024;
 
 /** Most same-named tensors of one block whose offset difference is tried for runs. */
 export const MAX_ALIGNED_RANGES = 64;
@@ -257,6 +267,8 @@ export class LiteralCoder {
   readonly #alignments: readonly Alignment[];
   readonly #tensors: readonly TensorRange[];
   readonly #maxChunk: number;
+  /** Largest piece (op) it writes: `MAX_OP_RAW` unless told smaller. */
+  readonly #maxPiece: number;
   readonly #recordOps: boolean;
   readonly #matches: MatchFinder | undefined;
   readonly #probeOn: boolean;
@@ -289,6 +301,13 @@ export class LiteralCoder {
     this.#alignments = options.alignments ?? [];
     this.#tensors = options.tensors ?? [];
     this.#maxChunk = options.maxChunk;
+    const maxPiece = options.maxPiece ?? MAX_OP_RAW;
+    if (!Number.isInteger(maxPiece) || maxPiece < MIN_PIECE || maxPiece > MAX_OP_RAW) {
+      throw new RangeError(
+        `maxPiece must be a whole number from ${MIN_PIECE} to ${MAX_OP_RAW}, got ${maxPiece}`,
+      );
+    }
+    this.#maxPiece = maxPiece;
     this.#recordOps = options.recordOps ?? false;
     this.#matches = options.matches;
     this.#probeOn = options.probe ?? true;
@@ -298,12 +317,12 @@ export class LiteralCoder {
   /**
    * A target chunk no base chunk matched: held until the next chunk is known.
    * A held chunk followed by another unmatched one is written but for its last
-   * piece shorter than `MAX_OP_RAW`, which is held with the new chunk: pieces
+   * piece shorter than the largest piece, which is held with the new chunk: pieces
    * then run across chunk boundaries at full length (measured 52.7% -> 49.6%
    * on the fp32 fine-tune).
    */
   async unmatched(ops: OpWriter, targetOffset: number, data: Uint8Array): Promise<void> {
-    const capacity = this.#maxChunk + MAX_OP_RAW;
+    const capacity = this.#maxChunk + this.#maxPiece;
     this.#held ??= new Uint8Array(capacity);
     if (this.#heldLength > 0) {
       const held = this.#held.subarray(0, this.#heldLength);
@@ -352,7 +371,7 @@ export class LiteralCoder {
 
   /**
    * Writes an unmatched block: equal runs as COPYs, the gaps as pieces. With
-   * `keepTail`, a last piece shorter than `MAX_OP_RAW` that does not end at a
+   * `keepTail`, a last piece shorter than the largest piece that does not end at a
    * tensor edge is not written; returns its length (0 if none).
    */
   async #writeBlock(
@@ -425,7 +444,7 @@ export class LiteralCoder {
         const from = Math.max(0, targetOffset + at + near - LOCAL_REACH);
         const to = Math.min(this.#baseSize, targetOffset + pieceEnd + near + LOCAL_REACH);
         if (to - from < MIN_RUN) continue;
-        this.#window ??= new Uint8Array(MAX_OP_RAW);
+        this.#window ??= new Uint8Array(this.#maxPiece);
         const window = this.#window.subarray(
           0,
           readAtSync(this.#base, from, this.#window.subarray(0, to - from)),
@@ -488,11 +507,11 @@ export class LiteralCoder {
     end: number,
     runs: readonly Run[],
   ): Promise<boolean> {
-    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
+    const zstd = this.#zstd ??= await ZstdCompressor.create(this.#maxPiece, ZSTD_LEVEL);
     const cost = (from: number, to: number): number => {
       let bytes = 0;
-      for (let at = from; at < to; at += MAX_OP_RAW) {
-        const piece = data.subarray(at, Math.min(at + MAX_OP_RAW, to));
+      for (let at = from; at < to; at += this.#maxPiece) {
+        const piece = data.subarray(at, Math.min(at + this.#maxPiece, to));
         bytes += Math.min(
           this.#costs.literal + piece.length,
           this.#costs.zliteral + zstd.compress(piece).length,
@@ -571,13 +590,13 @@ export class LiteralCoder {
 
   /** Runs of `data` (target bytes at `targetOffset`) equal to the base at `delta`. */
   #scan(targetOffset: number, data: Uint8Array, delta: number): Run[] {
-    this.#window ??= new Uint8Array(MAX_OP_RAW);
+    this.#window ??= new Uint8Array(this.#maxPiece);
     const scanner = new RunScanner(delta, MIN_RUN, {
       longRun: LONG_RUN,
       maxShort: MAX_SHORT_RUNS,
     });
-    for (let at = 0; at < data.length; at += MAX_OP_RAW) {
-      const target = data.subarray(at, Math.min(at + MAX_OP_RAW, data.length));
+    for (let at = 0; at < data.length; at += this.#maxPiece) {
+      const target = data.subarray(at, Math.min(at + this.#maxPiece, data.length));
       const from = targetOffset + at + delta;
       if (from < 0) {
         // Before the base's start: unequal up to it.
@@ -599,7 +618,7 @@ export class LiteralCoder {
   }
 
   /**
-   * Writes target bytes as pieces cut at `MAX_OP_RAW` and at tensor edges;
+   * Writes target bytes as pieces cut at the largest piece and at tensor edges;
    * with `keepTail` the last piece is left unwritten if it is short and not cut
    * by a tensor edge. Returns the length left.
    */
@@ -616,8 +635,8 @@ export class LiteralCoder {
       const tensor = t && t.start <= here ? t : undefined;
       // Pieces of record tensors are whole records (but the first and last).
       const maxPiece = this.#recordOps && tensor?.records
-        ? MAX_OP_RAW - MAX_OP_RAW % tensor.records.recordLength
-        : MAX_OP_RAW;
+        ? this.#maxPiece - this.#maxPiece % tensor.records.recordLength
+        : this.#maxPiece;
       let end = Math.min(at + maxPiece, data.length);
       const next = tensor ? tensor.end : t?.start;
       const atEdge = next !== undefined && next - targetOffset <= end;
@@ -639,8 +658,8 @@ export class LiteralCoder {
   ): Promise<void> {
     if (await this.#writeRecordPiece(ops, targetOffset, piece)) return;
     const length = piece.length;
-    this.#window ??= new Uint8Array(MAX_OP_RAW);
-    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
+    this.#window ??= new Uint8Array(this.#maxPiece);
+    const zstd = this.#zstd ??= await ZstdCompressor.create(this.#maxPiece, ZSTD_LEVEL);
 
     // The candidates: ZLITERAL of the bytes (alone or in byte planes), DELTA
     // of the residue against the aligned base range (XOR, or SUB in planes).
@@ -738,10 +757,10 @@ export class LiteralCoder {
         ? kernels.planesView(piece, filter, true)
         : kernels.combineShuffleView(piece, range, filter);
     }
-    const out = (this.#planes ??= new Uint8Array(MAX_OP_RAW)).subarray(0, piece.length);
+    const out = (this.#planes ??= new Uint8Array(this.#maxPiece)).subarray(0, piece.length);
     if (kind === "z") shuffle(piece, filter, out);
     else {
-      const scratch = (this.#residue ??= new Uint8Array(MAX_OP_RAW)).subarray(0, piece.length);
+      const scratch = (this.#residue ??= new Uint8Array(this.#maxPiece)).subarray(0, piece.length);
       combineShuffle(piece, range, filter, out, scratch);
     }
     return out;
@@ -814,15 +833,15 @@ export class LiteralCoder {
     if (!t?.records || t.start > targetOffset || targetOffset + length > t.end) return false;
     const layout = rotateLayout(t.records, (targetOffset - t.start) % t.records.recordLength);
     if (layout === undefined || length < 2 * layout.recordLength) return false;
-    const residue = this.#residue ??= new Uint8Array(MAX_OP_RAW);
-    const planes = this.#planes ??= new Uint8Array(MAX_OP_RAW);
-    const best = this.#best ??= new Uint8Array(MAX_OP_RAW);
-    const window = this.#window ??= new Uint8Array(MAX_OP_RAW);
+    const residue = this.#residue ??= new Uint8Array(this.#maxPiece);
+    const planes = this.#planes ??= new Uint8Array(this.#maxPiece);
+    const best = this.#best ??= new Uint8Array(this.#maxPiece);
+    const window = this.#window ??= new Uint8Array(this.#maxPiece);
     const scratch = this.#recordScratch ??= new Uint8Array(2 * RECORD_SAMPLE + RECORD_GATHER);
     const sampleResidue = scratch.subarray(0, RECORD_SAMPLE);
     const samplePlanes = scratch.subarray(RECORD_SAMPLE, 2 * RECORD_SAMPLE);
     const gather = scratch.subarray(2 * RECORD_SAMPLE);
-    const zstd = this.#zstd ??= await ZstdCompressor.create(MAX_OP_RAW, ZSTD_LEVEL);
+    const zstd = this.#zstd ??= await ZstdCompressor.create(this.#maxPiece, ZSTD_LEVEL);
 
     const baseOffset = this.#alignedOffset(targetOffset, length);
     const range = window.subarray(0, length);
@@ -890,7 +909,7 @@ export class LiteralCoder {
 
     // The record op into `best`, its frames at RECORD_ZSTD_LEVEL.
     const strong = this.#recordZstd ??= await ZstdCompressor.create(
-      MAX_OP_RAW,
+      this.#maxPiece,
       RECORD_ZSTD_LEVEL,
       RECORD_ZSTD_TABLES_LOG,
     );
