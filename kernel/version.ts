@@ -6,7 +6,7 @@
  */
 
 /** This release of poolboy (issue 16 of the project's history). */
-export const VERSION = "0.18.0";
+export const VERSION = "0.19.0";
 
 /** `poolboy <version> (deno <deno version>, <os>-<arch>)`, as `--version` prints it. */
 export function versionLine(): string {
