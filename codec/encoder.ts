@@ -71,7 +71,7 @@ export interface EncodeOptions {
   readonly onProgress?: ProgressCallback;
   /** Hashing Workers (default: format 1 one per core but one, else `encodeThreads`; 0: the main thread hashes). */
   readonly threads?: number;
-  /** Buffers in the pipeline's pool (default: threads + 2; formats 2 and 3, threads + 1). */
+  /** Buffers in the pipeline's pool (default: threads + 2; formats 2-4 without a Worker, 2). */
   readonly bufferCount?: number;
   /** Patch format to write (default 4). */
   readonly format?: 1 | 2 | 3 | 4;
@@ -106,9 +106,10 @@ export interface EncodeSummary extends OpStats {
  * takes the BLAKE3 of the two whole streams (30 % of a one-thread encode)
  * while the main thread cuts, fingerprints, matches and codes; with three
  * pipeline buffers (one filling, one being coded, one being hashed) the two
- * overlap. Measured at 1 GiB fp32 on this 2-core machine: 6.8-7.6 s and
- * 97-99 MB against 9.6-9.9 s and 88-90 MB with none (with two buffers the
- * Worker bought nothing: the reader waited for the buffer it was hashing).
+ * overlap. Measured on this 2-core machine at 4 GiB fp32 and bf16: 153-158
+ * MB/s at 95.8-98.2 MB, against 101-111 MB/s at 90-92 MB with none (with two
+ * buffers the Worker bought nothing: the reader waited for the buffer it was
+ * hashing).
  * The Worker and its buffer cost ~12 MB whatever the size. Where the target
  * has quantized GGUF tensors (`recordTensors`: record ops, whose coding holds
  * the most state) that went over budget: 102.3 MB at 320 MiB, 100.9 MB at
