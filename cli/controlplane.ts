@@ -27,6 +27,7 @@ import { UsageError } from "../kernel/errors.ts";
 import { explainBindFailure, type ListenPort } from "./bind_errors.ts";
 import { logLine, println } from "./output.ts";
 import type { FaultInjector } from "../transfer/faults.ts";
+import type { ControlPlanePatchFormat } from "../controlplane/patch_cache.ts";
 import { MAX_PIECE_SIZE_LOG2, MIN_PIECE_SIZE_LOG2 } from "../transfer/piece_list.ts";
 
 export const CONTROLPLANE_HELP =
@@ -194,9 +195,11 @@ export async function controlplaneCommand(
 }
 
 /** `--patch-format`: 2, 3 or 4; undefined (the control plane's default) when not given. */
-function patchFormatOption(value: string | undefined): 2 | 3 | 4 | undefined {
+function patchFormatOption(value: string | undefined): ControlPlanePatchFormat | undefined {
   if (value === undefined) return undefined;
-  if (value === "2" || value === "3" || value === "4") return Number(value) as 2 | 3 | 4;
+  if (value === "2" || value === "3" || value === "4") {
+    return Number(value) as ControlPlanePatchFormat;
+  }
   throw new UsageError(
     `--patch-format: "${value}" is not 2, 3 or 4`,
   );

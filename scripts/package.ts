@@ -174,6 +174,16 @@ option() {
   done
   printf '%s' "$found"
 }
+# Sets data to the --data DIR command $1 requires ($2: what DIR is to it), or exits 2.
+require_data() {
+  cmd=$1; what=$2; shift 2
+  data=$(option --data "$@")
+  if [ -z "$data" ]; then
+    echo "poolboy $cmd: --data DIR is required ($what)" >&2
+    exit 2
+  fi
+  no_comma --data "$data"
+}
 no_comma() {
   case $2 in *,*)
     echo "poolboy: $1 may not contain a comma (Deno's permission lists are comma-separated): $2" >&2
@@ -185,12 +195,7 @@ semi=--v8-flags=--max-semi-space-size=1
 
 case \${1:-} in
   agent)
-    data=$(option --data "$@")
-    if [ -z "$data" ]; then
-      echo "poolboy agent: --data DIR is required (its state directory; the agent may read and write only there)" >&2
-      exit 2
-    fi
-    no_comma --data "$data"
+    require_data agent "its state directory; the agent may read and write only there" "$@"
     read=$data
     trust=$(option --trust-root "$@")
     if [ -n "$trust" ]; then no_comma --trust-root "$trust"; read="$read,$trust"; fi
@@ -201,12 +206,7 @@ case \${1:-} in
     run $semi --allow-net="$net" --allow-read="$read" --allow-write="$data" \\
       --allow-sys=statfs $token $shell "$app" "$@" ;;
   controlplane)
-    data=$(option --data "$@")
-    if [ -z "$data" ]; then
-      echo "poolboy controlplane: --data DIR is required (its state directory)" >&2
-      exit 2
-    fi
-    no_comma --data "$data"
+    require_data controlplane "its state directory" "$@"
     no_comma "the package's path" "$lib"
     run --v8-flags=--max-semi-space-size=1,--max-old-space-size=160 --allow-net="$net" \\
       --allow-read="$data,$lib/app" --allow-write="$data" "$app" "$@" ;;
@@ -348,8 +348,8 @@ async function b3sums(dir: string, paths: string[]): Promise<string> {
   return text;
 }
 
-/** Files a package holds beside those B3SUMS lists. */
-const SIGNATURE_FILES = ["B3SUMS", "B3SUMS.release.json", "delegation.json"];
+/** Files a package holds beside those B3SUMS lists: B3SUMS itself and, with `--key`, its signature. */
+export const SIGNATURE_FILES = ["B3SUMS", "B3SUMS.release.json", "delegation.json"];
 
 /**
  * Bundles poolboy into `dir` (created): the entry `mod.js` and its pieces,

@@ -24,10 +24,13 @@ import { VERSION } from "../kernel/version.ts";
 import {
   buildPackages,
   type BuiltPackage,
+  DENO_RUNTIME_VERSION,
   elfMachine,
   filesUnder,
   packageName,
+  SIGNATURE_FILES,
   type Target,
+  TARGETS,
 } from "../scripts/package.ts";
 import {
   blake3File,
@@ -39,9 +42,6 @@ import {
 import { aarch64Runner } from "../testkit/qemu.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
-const ELF_MACHINE: Readonly<Record<Target, number>> = { x86_64: 0x3e, aarch64: 0xb7 };
-/** Files beside those B3SUMS lists (it, and the signature files made with --key). */
-const UNLISTED = ["B3SUMS", "B3SUMS.release.json", "delegation.json"];
 /** How long `deno compile` may take (it downloads denort once). */
 const COMPILE_TIMEOUT_MS = 120_000;
 
@@ -170,7 +170,7 @@ Deno.test("the packages, built by deno task package, hold what the plan says and
           });
           const paths = listed.map((l) => l.path);
           assert.deepEqual(paths, [...paths].sort(), "B3SUMS is sorted by path");
-          const files = (await filesUnder(dir)).filter((f) => !UNLISTED.includes(f));
+          const files = (await filesUnder(dir)).filter((f) => !SIGNATURE_FILES.includes(f));
           assert.deepEqual(paths, files, "B3SUMS lists exactly the package's files");
           for (const l of listed) {
             assert.equal(await blake3File(`${dir}/${l.path}`), l.digest, `BLAKE3 of ${l.path}`);
@@ -183,7 +183,10 @@ Deno.test("the packages, built by deno task package, hold what the plan says and
       "lib/deno is an ELF executable for its target's machine: x86-64 (0x3E) or aarch64 (0xB7)",
       async () => {
         for (const p of built) {
-          assert.equal(await elfMachine(`${unpacked[p.target]}/lib/deno`), ELF_MACHINE[p.target]);
+          assert.equal(
+            await elfMachine(`${unpacked[p.target]}/lib/deno`),
+            TARGETS[p.target].elfMachine,
+          );
         }
       },
     );
@@ -195,7 +198,10 @@ Deno.test("the packages, built by deno task package, hold what the plan says and
       async () => {
         nativeReport = await smokePackage({ poolboy: x86, label: "x86_64", fleet: netns.ok });
         print(nativeReport);
-        assert.equal(nativeReport.versionLine, `poolboy ${VERSION} (deno 2.9.6, linux-x86_64)`);
+        assert.equal(
+          nativeReport.versionLine,
+          `poolboy ${VERSION} (deno ${DENO_RUNTIME_VERSION}, linux-x86_64)`,
+        );
         assert.equal(nativeReport.fleet.kind, netns.ok ? "ran" : "skipped");
       },
     );
@@ -214,7 +220,10 @@ Deno.test("the packages, built by deno task package, hold what the plan says and
           fleet: netns.ok,
         });
         print(report);
-        assert.equal(report.versionLine, `poolboy ${VERSION} (deno 2.9.6, linux-aarch64)`);
+        assert.equal(
+          report.versionLine,
+          `poolboy ${VERSION} (deno ${DENO_RUNTIME_VERSION}, linux-aarch64)`,
+        );
         assert.equal(report.fleet.kind, netns.ok ? "ran" : "skipped");
         if (nativeReport !== undefined) {
           assert.equal(report.patchDigest, nativeReport.patchDigest, "the same patch on both");
